@@ -1,0 +1,34 @@
+# Entry points a fresh Debian machine can run: `make demo` and `make test` install what they
+# need (scripts/setup.sh), build, and run.
+
+BUILD_DIR ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all setup configure build test demo fuzz bench clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+configure: setup
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	@scripts/demo.sh $(BUILD_DIR)/tools/quantsmith
+
+fuzz: setup
+	@scripts/fuzz.sh
+
+bench: build
+	@bench/read_checksum.sh $(BUILD_DIR)/tools/quantsmith
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,66 @@
+#pragma once
+// Thin RAII wrappers over POSIX files: full reads/writes that survive short transfers and
+// EINTR, and the temp-file + fsync + rename dance that keeps half-written files invisible.
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+
+namespace qs {
+
+class ReadOnlyFile {
+ public:
+  explicit ReadOnlyFile(const std::filesystem::path& path);
+  ReadOnlyFile(ReadOnlyFile&& other) noexcept;
+  ReadOnlyFile& operator=(ReadOnlyFile&& other) noexcept;
+  ReadOnlyFile(const ReadOnlyFile&) = delete;
+  ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
+  ~ReadOnlyFile();
+
+  std::uint64_t size() const { return size_; }
+  const std::filesystem::path& path() const { return path_; }
+  // Reads exactly out.size() bytes at `offset`; a file that ends early is an error naming it.
+  void read_at(std::uint64_t offset, std::span<std::byte> out) const;
+  // Tells the kernel the file will be read front to back (bigger readahead).
+  void advise_sequential() const;
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+};
+
+// A file created under a temporary name beside its destination; it only takes the final
+// name in commit(), after its bytes are on disk. Dropped without commit it removes itself.
+class AtomicOutputFile {
+ public:
+  explicit AtomicOutputFile(std::filesystem::path destination);
+  AtomicOutputFile(AtomicOutputFile&& other) noexcept;
+  AtomicOutputFile& operator=(AtomicOutputFile&& other) = delete;
+  AtomicOutputFile(const AtomicOutputFile&) = delete;
+  AtomicOutputFile& operator=(const AtomicOutputFile&) = delete;
+  ~AtomicOutputFile();
+
+  void write(std::span<const std::byte> bytes);
+  void write(std::string_view text);
+  std::uint64_t bytes_written() const { return written_; }
+  const std::filesystem::path& destination() const { return destination_; }
+  // fsync, rename onto the destination, fsync the directory.
+  void commit();
+
+ private:
+  void discard() noexcept;
+
+  std::filesystem::path destination_;
+  std::filesystem::path temporary_;
+  int fd_ = -1;
+  std::uint64_t written_ = 0;
+};
+
+// Writes a whole small file atomically (configs, index files, job state).
+void write_file_atomically(const std::filesystem::path& destination, std::string_view content);
+std::string read_text_file(const std::filesystem::path& path);
+
+}  // namespace qs

@@ -1,0 +1,177 @@
+#include "qs/ckpt/file_io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "qs/ckpt/error.h"
+
+namespace qs {
+namespace {
+
+std::string errno_text(int error_number) { return std::strerror(error_number); }
+
+void fsync_directory(const std::filesystem::path& directory) {
+  int fd = ::open(directory.empty() ? "." : directory.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;  // some filesystems do not allow it; the rename itself still happened
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Unique per process and per call, so concurrent writers of one directory never collide.
+std::filesystem::path temporary_name_for(const std::filesystem::path& destination) {
+  static std::atomic<unsigned> counter{0};
+  auto name = "." + destination.filename().string() + ".tmp-" + std::to_string(::getpid()) +
+              "-" + std::to_string(counter++);
+  return destination.parent_path() / name;
+}
+
+}  // namespace
+
+ReadOnlyFile::ReadOnlyFile(const std::filesystem::path& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw_bad_input("file.open", "cannot open: " + errno_text(errno), path.string());
+  struct stat status {};
+  if (::fstat(fd_, &status) != 0) {
+    int error_number = errno;
+    ::close(fd_);
+    throw_io_error("file.stat", "cannot stat: " + errno_text(error_number), path.string());
+  }
+  if (!S_ISREG(status.st_mode)) {
+    ::close(fd_);
+    throw_bad_input("file.not_regular", "not a regular file", path.string());
+  }
+  size_ = static_cast<std::uint64_t>(status.st_size);
+}
+
+ReadOnlyFile::ReadOnlyFile(ReadOnlyFile&& other) noexcept
+    : path_(std::move(other.path_)), fd_(std::exchange(other.fd_, -1)), size_(other.size_) {}
+
+ReadOnlyFile& ReadOnlyFile::operator=(ReadOnlyFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    path_ = std::move(other.path_);
+    fd_ = std::exchange(other.fd_, -1);
+    size_ = other.size_;
+  }
+  return *this;
+}
+
+ReadOnlyFile::~ReadOnlyFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void ReadOnlyFile::read_at(std::uint64_t offset, std::span<std::byte> out) const {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    ssize_t got = ::pread(fd_, out.data() + done, out.size() - done,
+                          static_cast<off_t>(offset + done));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw_io_error("file.read", "read failed at offset " + std::to_string(offset + done) +
+                                      ": " + errno_text(errno),
+                     path_.string());
+    }
+    if (got == 0)
+      throw_bad_input("file.truncated",
+                      "file ends at " + std::to_string(offset + done) + " bytes, expected " +
+                          std::to_string(offset + out.size()),
+                      path_.string());
+    done += static_cast<std::size_t>(got);
+  }
+}
+
+void ReadOnlyFile::advise_sequential() const {
+  ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+}
+
+AtomicOutputFile::AtomicOutputFile(std::filesystem::path destination)
+    : destination_(std::move(destination)), temporary_(temporary_name_for(destination_)) {
+  fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0)
+    throw_io_error("file.create", "cannot create " + temporary_.filename().string() + ": " +
+                                      errno_text(errno),
+                   destination_.string());
+}
+
+AtomicOutputFile::AtomicOutputFile(AtomicOutputFile&& other) noexcept
+    : destination_(std::move(other.destination_)),
+      temporary_(std::move(other.temporary_)),
+      fd_(std::exchange(other.fd_, -1)),
+      written_(other.written_) {}
+
+AtomicOutputFile::~AtomicOutputFile() { discard(); }
+
+void AtomicOutputFile::discard() noexcept {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(temporary_.c_str());
+  }
+}
+
+void AtomicOutputFile::write(std::span<const std::byte> bytes) {
+  if (fd_ < 0)
+    throw Error(ErrorClass::Internal, "file.write_after_commit", "write after commit",
+                destination_.string());
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t put = ::write(fd_, bytes.data() + done, bytes.size() - done);
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      int error_number = errno;
+      discard();
+      throw_io_error(error_number == ENOSPC ? "file.disk_full" : "file.write",
+                     "write failed: " + errno_text(error_number), destination_.string());
+    }
+    done += static_cast<std::size_t>(put);
+  }
+  written_ += bytes.size();
+}
+
+void AtomicOutputFile::write(std::string_view text) {
+  write(std::as_bytes(std::span(text.data(), text.size())));
+}
+
+void AtomicOutputFile::commit() {
+  if (fd_ < 0)
+    throw Error(ErrorClass::Internal, "file.double_commit", "commit twice",
+                destination_.string());
+  if (::fsync(fd_) != 0) {
+    int error_number = errno;
+    discard();
+    throw_io_error("file.fsync", "fsync failed: " + errno_text(error_number),
+                   destination_.string());
+  }
+  ::close(fd_);
+  fd_ = -1;
+  if (::rename(temporary_.c_str(), destination_.c_str()) != 0) {
+    int error_number = errno;
+    ::unlink(temporary_.c_str());
+    throw_io_error("file.rename", "cannot rename into place: " + errno_text(error_number),
+                   destination_.string());
+  }
+  fsync_directory(destination_.parent_path());
+}
+
+void write_file_atomically(const std::filesystem::path& destination, std::string_view content) {
+  AtomicOutputFile out(destination);
+  out.write(content);
+  out.commit();
+}
+
+std::string read_text_file(const std::filesystem::path& path) {
+  ReadOnlyFile file(path);
+  std::string text(file.size(), '\0');
+  file.read_at(0, std::as_writable_bytes(std::span(text.data(), text.size())));
+  return text;
+}
+
+}  // namespace qs

@@ -1,0 +1,14 @@
+#include "qs/quant/cuda_availability.h"
+
+namespace qs {
+
+#ifdef QS_HAVE_CUDA
+CudaAvailability query_cuda_devices();  // in src/cuda/cuda_device.cu
+CudaAvailability cuda_availability() { return query_cuda_devices(); }
+#else
+CudaAvailability cuda_availability() {
+  return {false, 0, "quantsmith was built without CUDA (no nvcc at configure time)"};
+}
+#endif
+
+}  // namespace qs

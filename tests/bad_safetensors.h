@@ -1,0 +1,57 @@
+#pragma once
+// Generates safetensors files, valid and broken in one specific way each, so that every
+// failure class of the reader has a test built from code rather than a hand-edited file.
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace qs::testing {
+
+// A header JSON text (without the 8-byte length) and the data bytes that follow it.
+struct RawSafetensors {
+  std::string header_json;
+  std::string data;
+  // Overrides the length field when set (to lie about the header size).
+  std::uint64_t declared_header_length = UINT64_MAX;
+  // Extra bytes appended after the data (trailing garbage) or, when negative, bytes cut off.
+  std::int64_t size_adjustment = 0;
+
+  std::string bytes() const;
+  void write_to(const std::filesystem::path& path) const;
+};
+
+// Two small valid tensors ("a": F32 [2], "b": BF16 [2, 2]).
+RawSafetensors valid_raw_file();
+
+struct BrokenFileCase {
+  std::string name;           // test label
+  RawSafetensors file;
+  std::string expected_kind;  // qs::Error::kind() the reader must report
+};
+
+// One case per failure class of the reader.
+std::vector<BrokenFileCase> broken_file_cases();
+
+// A scratch directory removed when the object goes away.
+class ScratchDirectory {
+ public:
+  explicit ScratchDirectory(const std::string& label);
+  ~ScratchDirectory();
+  ScratchDirectory(const ScratchDirectory&) = delete;
+  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Runs the quantsmith CLI with `arguments` (already shell-quoted), capturing stdout+stderr.
+struct CliResult {
+  int exit_code;
+  std::string output;
+};
+CliResult run_cli(const std::string& arguments);
+
+}  // namespace qs::testing

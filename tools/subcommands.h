@@ -1,0 +1,20 @@
+#pragma once
+// The table of subcommands. Adding one: write tools/<name>.cpp with a register_<name>
+// function and list it here.
+
+#include <array>
+
+#include "cli_support.h"
+
+namespace qs::cli {
+
+SubcommandRunner register_inspect(CLI::App& app);
+SubcommandRunner register_validate(CLI::App& app);
+SubcommandRunner register_synth(CLI::App& app);
+
+inline auto all_subcommands() {
+  return std::array<SubcommandRegistration, 3>{register_inspect, register_validate,
+                                               register_synth};
+}
+
+}  // namespace qs::cli
