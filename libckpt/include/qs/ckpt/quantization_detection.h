@@ -1,0 +1,45 @@
+#pragma once
+// Recognises how a checkpoint is quantized, from its tensor headers and config alone, so that
+// `inspect` stays fast on a 1.5 TB model.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "qs/ckpt/checkpoint.h"
+
+namespace qs {
+
+// Storage layout of one module's weight, as the tensors beside it reveal it.
+enum class WeightLayout {
+  Dense,                   // plain .weight in a float dtype
+  Nvfp4Modelopt,           // U8 weight + F8_E4M3 weight_scale + F32 weight_scale_2
+  Nvfp4CompressedTensors,  // U8 weight_packed + weight_scale + weight_global_scale
+  PackQuantized,           // I32 weight_packed + weight_scale (+ weight_zero_point) + weight_shape
+  Int8,                    // I8 weight + weight_scale (int-quantized / naive)
+  Fp8,                     // F8_E4M3 weight + weight_scale
+  Unrecognized,            // quantization companions in a combination we do not know
+};
+
+const char* weight_layout_name(WeightLayout layout);
+
+struct LayoutCount {
+  std::uint64_t modules = 0;
+  std::uint64_t bytes = 0;  // all tensors of those modules, companions included
+};
+
+struct QuantizationDetection {
+  // Per layout, over every module with a weight (dense ones included).
+  std::map<WeightLayout, LayoutCount> layouts;
+  // What config.json (quantization_config) and hf_quant_config.json declare, if anything:
+  // e.g. "compressed-tensors/nvfp4-pack-quantized", "modelopt/NVFP4".
+  std::string declared;
+  // One-word summary: "none", "nvfp4-modelopt", "nvfp4-compressed-tensors", "pack-quantized",
+  // "int8", "fp8", or "mixed" when several quantized layouts are present.
+  std::string summary;
+};
+
+QuantizationDetection detect_quantization(const Checkpoint& checkpoint);
+
+}  // namespace qs

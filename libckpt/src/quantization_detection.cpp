@@ -1,0 +1,136 @@
+#include "qs/ckpt/quantization_detection.h"
+
+#include <array>
+#include <filesystem>
+
+#include "qs/ckpt/file_io.h"
+
+namespace qs {
+namespace {
+
+// The tensors of one module, keyed by parameter name ("weight", "weight_scale", ...).
+using ModuleParameters = std::map<std::string, const TensorInfo*>;
+
+bool has(const ModuleParameters& parameters, const char* name) {
+  return parameters.count(name) != 0;
+}
+
+bool has(const ModuleParameters& parameters, const char* name, DType dtype) {
+  auto it = parameters.find(name);
+  return it != parameters.end() && it->second->dtype == dtype;
+}
+
+bool is_float(DType dtype) {
+  return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32 ||
+         dtype == DType::F64;
+}
+
+// Checked most specific first; the first predicate that holds names the layout.
+struct LayoutRule {
+  WeightLayout layout;
+  bool (*matches)(const ModuleParameters&);
+};
+
+constexpr std::array<LayoutRule, 6> kLayoutRules{{
+    {WeightLayout::Nvfp4Modelopt,
+     [](const ModuleParameters& p) {
+       return has(p, "weight", DType::U8) && has(p, "weight_scale", DType::F8_E4M3) &&
+              has(p, "weight_scale_2");
+     }},
+    {WeightLayout::Nvfp4CompressedTensors,
+     [](const ModuleParameters& p) {
+       return has(p, "weight_packed", DType::U8) && has(p, "weight_global_scale");
+     }},
+    {WeightLayout::PackQuantized,
+     [](const ModuleParameters& p) {
+       return has(p, "weight_packed", DType::I32) && has(p, "weight_scale");
+     }},
+    {WeightLayout::Int8,
+     [](const ModuleParameters& p) {
+       return has(p, "weight", DType::I8) && has(p, "weight_scale");
+     }},
+    {WeightLayout::Fp8,
+     [](const ModuleParameters& p) {
+       return has(p, "weight", DType::F8_E4M3) && has(p, "weight_scale");
+     }},
+    {WeightLayout::Dense,
+     [](const ModuleParameters& p) {
+       auto it = p.find("weight");
+       return it != p.end() && is_float(it->second->dtype) && !has(p, "weight_scale") &&
+              !has(p, "weight_packed");
+     }},
+}};
+
+WeightLayout classify(const ModuleParameters& parameters) {
+  for (const auto& rule : kLayoutRules)
+    if (rule.matches(parameters)) return rule.layout;
+  return WeightLayout::Unrecognized;
+}
+
+std::string declared_quantization(const Checkpoint& checkpoint) {
+  std::vector<std::string> parts;
+  const auto& config = checkpoint.config();
+  if (config.is_object() && config.contains("quantization_config")) {
+    const auto& quantization = config["quantization_config"];
+    std::string method = quantization.value("quant_method", "unknown");
+    std::string detail = quantization.contains("format")      ? quantization.value("format", "")
+                         : quantization.contains("quant_algo") ? quantization.value("quant_algo", "")
+                                                               : "";
+    parts.push_back("config.json: " + method + (detail.empty() ? "" : "/" + detail));
+  }
+  auto legacy = checkpoint.directory() / "hf_quant_config.json";
+  if (std::filesystem::exists(legacy)) {
+    auto json = nlohmann::json::parse(read_text_file(legacy), nullptr, false);
+    std::string algorithm = "unreadable";
+    if (json.is_object() && json.contains("quantization") && json["quantization"].is_object())
+      algorithm = json["quantization"].value("quant_algo", "unknown");
+    parts.push_back("hf_quant_config.json: modelopt/" + algorithm);
+  }
+  std::string text;
+  for (const auto& part : parts) text += (text.empty() ? "" : "; ") + part;
+  return text;
+}
+
+}  // namespace
+
+const char* weight_layout_name(WeightLayout layout) {
+  switch (layout) {
+    case WeightLayout::Dense: return "dense";
+    case WeightLayout::Nvfp4Modelopt: return "nvfp4-modelopt";
+    case WeightLayout::Nvfp4CompressedTensors: return "nvfp4-compressed-tensors";
+    case WeightLayout::PackQuantized: return "pack-quantized";
+    case WeightLayout::Int8: return "int8";
+    case WeightLayout::Fp8: return "fp8";
+    case WeightLayout::Unrecognized: return "unrecognized";
+  }
+  return "unrecognized";
+}
+
+QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
+  std::map<std::string, ModuleParameters> modules;
+  for (const auto& location : checkpoint.tensors()) {
+    const auto& name = location.info->name;
+    auto dot = name.rfind('.');
+    if (dot == std::string::npos) continue;
+    modules[name.substr(0, dot)][name.substr(dot + 1)] = location.info;
+  }
+
+  QuantizationDetection detection;
+  for (const auto& [module, parameters] : modules) {
+    if (!has(parameters, "weight") && !has(parameters, "weight_packed")) continue;
+    auto& count = detection.layouts[classify(parameters)];
+    ++count.modules;
+    for (const auto& [parameter, info] : parameters) count.bytes += info->byte_size();
+  }
+
+  std::vector<WeightLayout> quantized;
+  for (const auto& [layout, count] : detection.layouts)
+    if (layout != WeightLayout::Dense) quantized.push_back(layout);
+  detection.summary = quantized.empty()      ? "none"
+                      : quantized.size() > 1 ? "mixed"
+                                             : weight_layout_name(quantized.front());
+  detection.declared = declared_quantization(checkpoint);
+  return detection;
+}
+
+}  // namespace qs

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The demo `make demo` runs: what quantsmith can do today, on the bundled tiny GLM-5 model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quantsmith="${1:-build/tools/quantsmith}"
+model=tests/data/glm5-tiny
+out=out/demo
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "inspect: what is in the bundled model (headers only)"
+"$quantsmith" inspect "$model"
+
+step "validate --checksum: structure, shapes against config.json, NaN/Inf, per-file hashes"
+"$quantsmith" validate --checksum "$model"
+
+step "synth: a fresh GLM-5-shaped checkpoint with the same architecture, then validate it"
+rm -rf "$out"
+mkdir -p "$(dirname "$out")"
+"$quantsmith" synth --preset tiny --out "$out/synth-tiny"
+"$quantsmith" validate "$out/synth-tiny"

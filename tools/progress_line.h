@@ -1,0 +1,39 @@
+#pragma once
+// One progress line on stderr for long work: done/total, GB/s, ETA. Redrawn in place on a
+// terminal (at most 4 times a second); on a pipe or log, a fresh line every 10 seconds so CI
+// logs show progress without flooding. Silent for work that ends within a second.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace qs::cli {
+
+class ProgressLine {
+ public:
+  ProgressLine(std::string label, std::uint64_t total_bytes, std::uint64_t total_items = 0);
+  ~ProgressLine();
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+
+  void update(std::uint64_t done_bytes, std::uint64_t done_items = 0);
+  // Clears the in-place line; the caller prints its own summary.
+  void finish();
+  double elapsed_seconds() const;
+
+ private:
+  void draw(bool final_draw);
+
+  std::string label_;
+  std::uint64_t total_bytes_;
+  std::uint64_t total_items_;
+  std::uint64_t done_bytes_ = 0;
+  std::uint64_t done_items_ = 0;
+  bool terminal_;
+  bool drawn_ = false;
+  bool finished_ = false;
+  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point last_draw_;
+};
+
+}  // namespace qs::cli
