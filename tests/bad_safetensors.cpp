@@ -77,6 +77,8 @@ std::vector<BrokenFileCase> broken_file_cases() {
   add("NotJson", with_header(R"({"a": {"dtype": "F32",)" + std::string(40, ' ')),
       "safetensors.header_not_json");
   add("InvalidUtf8", with_header("{\"\xff\xfe\":{}}   "), "safetensors.header_not_json");
+  // Found by the fuzzer: nlohmann reports number overflow as out_of_range, not parse_error.
+  add("NumberBeyondDouble", with_header(R"({"a": 1e999})"), "safetensors.header_not_json");
   add("TopLevelArray", with_header("[1, 2, 3]"), "safetensors.header_not_object");
   add("UnknownDtype",
       with_header(header_with(R"({"dtype":"F24","shape":[2],"data_offsets":[0,8]})", kB)),

@@ -15,7 +15,7 @@ nlohmann::json parse_json_file(const fs::path& path, const std::string& kind) {
   std::string text = read_text_file(path);
   try {
     return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& error) {
+  } catch (const nlohmann::json::exception& error) {
     throw_bad_input(kind, fmt::format("not valid JSON ({})", error.what()), path.string());
   }
 }

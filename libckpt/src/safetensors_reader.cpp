@@ -55,7 +55,8 @@ Json parse_rejecting_duplicates(std::string_view text, const std::string& file) 
   Json root;
   try {
     root = Json::parse(text.begin(), text.end(), on_event);
-  } catch (const Json::parse_error& error) {
+  } catch (const Json::exception& error) {
+    // parse_error for syntax and UTF-8, out_of_range for numbers beyond a double (1e999).
     throw_bad_input("safetensors.header_not_json",
                     fmt::format("header is not valid UTF-8 JSON ({})", error.what()), file);
   }

@@ -124,7 +124,9 @@ ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options,
                   // Whole elements inside [lo, hi); a partial one at either end is deferred.
                   std::uint64_t first_element = (lo - tensor_begin + element - 1) / element;
                   std::uint64_t end_element = (hi - tensor_begin) / element;
-                  if ((lo - tensor_begin) % element != 0)
+                  // An element cut at `lo` is recorded by the one chunk holding its last byte.
+                  if ((lo - tensor_begin) % element != 0 &&
+                      tensor_begin + first_element * element <= hi)
                     local_straddling.emplace_back(it - header.tensors.begin(), first_element - 1);
                   if (end_element < first_element) continue;
                   auto result = counter(chunk->bytes.data() + (tensor_begin + first_element * element - chunk_begin),
