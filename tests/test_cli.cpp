@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bad_safetensors.h"
+#include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/file_io.h"
 
 namespace qs {
@@ -127,6 +128,104 @@ TEST(CliValidate, CheckpointLevelFailuresExitTwo) {
   auto nowhere = run_cli("inspect " + quoted(scratch.path() / "absent"));
   EXPECT_EQ(nowhere.exit_code, 2);
   EXPECT_NE(nowhere.output.find("no such file or directory"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace qs
+
+namespace qs {
+namespace {
+
+// A synthetic tiny model whose config.json a test then contradicts.
+void synth_tiny(const fs::path& out) {
+  auto result = run_cli("synth --preset tiny --out " + quoted(out));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+}
+
+void edit_config(const fs::path& directory, const std::function<void(nlohmann::json&)>& edit) {
+  auto config = nlohmann::json::parse(read_text_file(directory / "config.json"));
+  edit(config);
+  write_file_atomically(directory / "config.json", config.dump(2));
+}
+
+TEST(CliValidateLayout, SynthesizedModelMatchesItsConfig) {
+  ScratchDirectory scratch("layout");
+  synth_tiny(scratch.path() / "m");
+  auto result = run_cli("validate --json " + quoted(scratch.path() / "m"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  auto json = nlohmann::json::parse(result.output);
+  EXPECT_NE(std::find(json["checks"].begin(), json["checks"].end(), "layout"), json["checks"].end());
+  EXPECT_TRUE(json["findings"].empty()) << json["findings"].dump();
+}
+
+TEST(CliValidateLayout, MoreExpertsInConfigThanInFilesAreMissingAndMisshapen) {
+  ScratchDirectory scratch("layout");
+  auto model = scratch.path() / "m";
+  synth_tiny(model);
+  edit_config(model, [](nlohmann::json& config) { config["n_routed_experts"] = 17; });
+  auto result = run_cli("validate " + quoted(model));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("layout.missing_tensor"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("model.layers.1.mlp.experts.16.gate_proj.weight"), std::string::npos);
+  EXPECT_NE(result.output.find("layout.shape_mismatch"), std::string::npos);
+  EXPECT_NE(result.output.find("model.layers.1.mlp.gate.weight: shape [16, 256] but config.json implies [17, 256]"),
+            std::string::npos)
+      << result.output;
+}
+
+TEST(CliValidateLayout, FewerLayersInConfigLeaveUnexpectedTensors) {
+  ScratchDirectory scratch("layout");
+  auto model = scratch.path() / "m";
+  synth_tiny(model);
+  edit_config(model, [](nlohmann::json& config) { config["num_nextn_predict_layers"] = 0; });
+  auto result = run_cli("validate " + quoted(model));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("layout.unexpected_tensor"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("model.layers.4.eh_proj.weight"), std::string::npos);
+}
+
+TEST(CliValidateLayout, ConfigWithoutADimensionIsAProblem) {
+  ScratchDirectory scratch("layout");
+  auto model = scratch.path() / "m";
+  synth_tiny(model);
+  edit_config(model, [](nlohmann::json& config) { config.erase("kv_lora_rank"); });
+  auto result = run_cli("validate " + quoted(model));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("config.missing_key"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("\"kv_lora_rank\""), std::string::npos);
+}
+
+TEST(CliValidateLayout, AnF32CopyOfABf16TensorIsAWarningNotAProblem) {
+  ScratchDirectory scratch("layout");
+  auto model = scratch.path() / "m";
+  synth_tiny(model);
+  // Rewrite the single-file variant of the tiny model with one tensor widened to F32.
+  auto in = Checkpoint::open(model);
+  std::vector<TensorSpec> specs;
+  for (const auto& location : in.tensors()) {
+    const auto& info = *location.info;
+    bool widen = info.name == "model.layers.0.self_attn.indexer.weights_proj.weight";
+    specs.push_back({info.name, widen ? DType::F32 : info.dtype, info.shape});
+  }
+  auto out = scratch.path() / "widened";
+  ShardedCheckpointWriter writer(out, specs, 1ull << 40);
+  for (const auto& location : in.tensors()) {
+    auto bytes = location.shard->read(*location.info);
+    if (location.info->name == "model.layers.0.self_attn.indexer.weights_proj.weight") {
+      std::vector<std::byte> widened(bytes.size() * 2);
+      for (std::size_t i = 0; i < bytes.size() / 2; ++i) {
+        widened[4 * i + 2] = bytes[2 * i];
+        widened[4 * i + 3] = bytes[2 * i + 1];
+      }
+      bytes = std::move(widened);
+    }
+    writer.write_tensor(location.info->name, bytes);
+  }
+  writer.finish();
+  copy_auxiliary_files(in, out);
+  auto result = run_cli("validate " + quoted(out));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("layout.dtype_differs"), std::string::npos) << result.output;
 }
 
 }  // namespace

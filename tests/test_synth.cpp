@@ -184,7 +184,7 @@ TEST(Synth, ImpossibleDimensionsAreBadInput) {
   auto expect_invalid = [](auto&& change) {
     auto spec = tiny();
     change(spec);
-    EXPECT_EQ(error_kind([&] { tensor_specs(spec); }), "synth.invalid_spec");
+    EXPECT_EQ(error_kind([&] { tensor_specs(spec); }), "layout.invalid_dimensions");
   };
   expect_invalid([](SyntheticModelSpec& s) { s.num_experts_per_tok = 17; });
   expect_invalid([](SyntheticModelSpec& s) { s.first_k_dense_replace = 5; });

@@ -128,224 +128,6 @@ const std::vector<SyntheticPreset>& preset_table() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Validation: one row per requirement, so an error names the rule that failed.
-
-bool has_dense_layers(const Spec& s) { return s.first_k_dense_replace > 0; }
-bool has_moe_layers(const Spec& s) {
-  return s.first_k_dense_replace < s.num_hidden_layers || s.num_nextn_predict_layers > 0;
-}
-
-struct SpecRequirement {
-  bool (*holds)(const Spec&);
-  std::string_view text;
-};
-
-constexpr SpecRequirement kSpecRequirements[] = {
-    {[](const Spec& s) { return s.hidden_size > 0; }, "hidden_size > 0"},
-    {[](const Spec& s) { return s.num_hidden_layers > 0; }, "num_hidden_layers > 0"},
-    {[](const Spec& s) { return s.first_k_dense_replace <= s.num_hidden_layers; },
-     "first_k_dense_replace <= num_hidden_layers"},
-    {[](const Spec& s) { return s.num_attention_heads > 0; }, "num_attention_heads > 0"},
-    {[](const Spec& s) { return s.q_lora_rank > 0 && s.kv_lora_rank > 0; },
-     "q_lora_rank > 0 and kv_lora_rank > 0"},
-    {[](const Spec& s) { return s.qk_nope_head_dim > 0 && s.v_head_dim > 0; },
-     "qk_nope_head_dim > 0 and v_head_dim > 0"},
-    {[](const Spec& s) { return s.qk_rope_head_dim > 0 && s.qk_rope_head_dim % 2 == 0; },
-     "qk_rope_head_dim even and > 0 (RoPE rotates pairs)"},
-    {[](const Spec& s) { return s.index_n_heads > 0; }, "index_n_heads > 0"},
-    {[](const Spec& s) { return s.index_head_dim > s.qk_rope_head_dim; },
-     "index_head_dim > qk_rope_head_dim (the indexer splits [rope | nope])"},
-    {[](const Spec& s) { return s.index_topk > 0; }, "index_topk > 0"},
-    {[](const Spec& s) { return !has_dense_layers(s) || s.intermediate_size > 0; },
-     "intermediate_size > 0 when there are dense layers"},
-    {[](const Spec& s) {
-       return !has_moe_layers(s) || (s.n_routed_experts > 0 && s.moe_intermediate_size > 0);
-     },
-     "n_routed_experts > 0 and moe_intermediate_size > 0 when there are MoE layers"},
-    {[](const Spec& s) {
-       return !has_moe_layers(s) ||
-              (s.num_experts_per_tok > 0 && s.num_experts_per_tok <= s.n_routed_experts);
-     },
-     "0 < num_experts_per_tok <= n_routed_experts"},
-    {[](const Spec& s) {
-       return s.n_group > 0 && s.topk_group > 0 && s.topk_group <= s.n_group &&
-              (!has_moe_layers(s) || s.n_routed_experts % s.n_group == 0);
-     },
-     "0 < topk_group <= n_group, n_group divides n_routed_experts"},
-    {[](const Spec& s) { return s.max_position_embeddings > 0; }, "max_position_embeddings > 0"},
-    {[](const Spec& s) { return s.max_shard_bytes > 0; }, "max shard size > 0"},
-    {[](const Spec& s) {
-       std::size_t specials =
-           s.eos_token_ids.size() + (s.bos_token_id ? 1 : 0) + (s.pad_token_id ? 1 : 0);
-       return s.vocab_size > 0 && s.vocab_size >= specials;
-     },
-     "vocab_size > 0 and large enough for the special tokens"},
-};
-
-// ---------------------------------------------------------------------------------------------
-// Tensor layout. Each tensor comes from a template row: its name within its block, dtype, the
-// kind of values it holds and its shape as a function of the spec.
-
-enum class ValueKind {
-  Linear,      // nn.Linear weight [out, in]
-  Embedding,   // token embedding rows
-  NormWeight,  // RMSNorm / LayerNorm gain
-  NormBias,    // LayerNorm shift
-  RouterBias,  // e_score_correction_bias, F32
-};
-
-using ShapeOf = Shape (*)(const Spec&);
-
-struct TensorTemplate {
-  std::string_view suffix;
-  DType dtype;
-  ValueKind kind;
-  ShapeOf shape;
-};
-
-struct SyntheticTensor {
-  TensorSpec spec;
-  ValueKind kind;
-};
-
-using enum ValueKind;
-
-// One row per tensor: kept compact by hand, clang-format would spread each over four lines.
-// clang-format off
-constexpr TensorTemplate kHeadTensors[] = {
-    {"model.embed_tokens.weight", DType::BF16, Embedding,
-     [](const Spec& s) { return Shape{s.vocab_size, s.hidden_size}; }},
-};
-
-// model-glm5.md §2.2, in the order of the released checkpoints.
-constexpr TensorTemplate kAttentionTensors[] = {
-    {"input_layernorm.weight", DType::BF16, NormWeight,
-     [](const Spec& s) { return Shape{s.hidden_size}; }},
-    {"self_attn.q_a_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.q_lora_rank, s.hidden_size}; }},
-    {"self_attn.q_a_layernorm.weight", DType::BF16, NormWeight,
-     [](const Spec& s) { return Shape{s.q_lora_rank}; }},
-    {"self_attn.q_b_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) {
-       return Shape{s.num_attention_heads * (s.qk_nope_head_dim + s.qk_rope_head_dim),
-                    s.q_lora_rank};
-     }},
-    {"self_attn.kv_a_proj_with_mqa.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.kv_lora_rank + s.qk_rope_head_dim, s.hidden_size}; }},
-    {"self_attn.kv_a_layernorm.weight", DType::BF16, NormWeight,
-     [](const Spec& s) { return Shape{s.kv_lora_rank}; }},
-    {"self_attn.kv_b_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) {
-       return Shape{s.num_attention_heads * (s.qk_nope_head_dim + s.v_head_dim), s.kv_lora_rank};
-     }},
-    {"self_attn.o_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.hidden_size, s.num_attention_heads * s.v_head_dim}; }},
-    {"self_attn.indexer.wq_b.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.index_n_heads * s.index_head_dim, s.q_lora_rank}; }},
-    {"self_attn.indexer.wk.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.index_head_dim, s.hidden_size}; }},
-    {"self_attn.indexer.k_norm.weight", DType::BF16, NormWeight,
-     [](const Spec& s) { return Shape{s.index_head_dim}; }},
-    {"self_attn.indexer.k_norm.bias", DType::BF16, NormBias,
-     [](const Spec& s) { return Shape{s.index_head_dim}; }},
-    {"self_attn.indexer.weights_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.index_n_heads, s.hidden_size}; }},
-    {"post_attention_layernorm.weight", DType::BF16, NormWeight,
-     [](const Spec& s) { return Shape{s.hidden_size}; }},
-};
-
-constexpr TensorTemplate kDenseMlpTensors[] = {
-    {"mlp.gate_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.intermediate_size, s.hidden_size}; }},
-    {"mlp.up_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.intermediate_size, s.hidden_size}; }},
-    {"mlp.down_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.hidden_size, s.intermediate_size}; }},
-};
-
-constexpr TensorTemplate kRouterTensors[] = {
-    {"mlp.gate.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.n_routed_experts, s.hidden_size}; }},
-    // F32 in the official BF16 release: HF keeps it in fp32 strictly (model-glm5.md §2.3).
-    {"mlp.gate.e_score_correction_bias", DType::F32, RouterBias,
-     [](const Spec& s) { return Shape{s.n_routed_experts}; }},
-};
-
-// Below "mlp.experts.{e}.".
-constexpr TensorTemplate kExpertTensors[] = {
-    {"gate_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.moe_intermediate_size, s.hidden_size}; }},
-    {"up_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.moe_intermediate_size, s.hidden_size}; }},
-    {"down_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.hidden_size, s.moe_intermediate_size}; }},
-};
-
-constexpr TensorTemplate kSharedExpertTensors[] = {
-    {"mlp.shared_experts.gate_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) {
-       return Shape{s.moe_intermediate_size * s.n_shared_experts, s.hidden_size};
-     }},
-    {"mlp.shared_experts.up_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) {
-       return Shape{s.moe_intermediate_size * s.n_shared_experts, s.hidden_size};
-     }},
-    {"mlp.shared_experts.down_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) {
-       return Shape{s.hidden_size, s.moe_intermediate_size * s.n_shared_experts};
-     }},
-};
-
-// model-glm5.md §2.5: what an MTP layer has beyond a MoE decoder layer. No embed_tokens or
-// shared_head.head: like GLM-5, those are shared with the main model.
-constexpr TensorTemplate kMtpTensors[] = {
-    {"enorm.weight", DType::BF16, NormWeight, [](const Spec& s) { return Shape{s.hidden_size}; }},
-    {"hnorm.weight", DType::BF16, NormWeight, [](const Spec& s) { return Shape{s.hidden_size}; }},
-    {"eh_proj.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.hidden_size, 2 * s.hidden_size}; }},
-    {"shared_head.norm.weight", DType::BF16, NormWeight,
-     [](const Spec& s) { return Shape{s.hidden_size}; }},
-};
-
-constexpr TensorTemplate kTailTensors[] = {
-    {"model.norm.weight", DType::BF16, NormWeight,
-     [](const Spec& s) { return Shape{s.hidden_size}; }},
-    {"lm_head.weight", DType::BF16, Linear,
-     [](const Spec& s) { return Shape{s.vocab_size, s.hidden_size}; }},
-};
-// clang-format on
-
-void append(std::vector<SyntheticTensor>& out, const Spec& spec, std::string_view prefix,
-            std::span<const TensorTemplate> templates) {
-  for (const auto& row : templates)
-    out.push_back(
-        {{fmt::format("{}{}", prefix, row.suffix), row.dtype, row.shape(spec)}, row.kind});
-}
-
-std::vector<SyntheticTensor> synthetic_tensors(const Spec& spec) {
-  validate_synthetic_spec(spec);
-  std::vector<SyntheticTensor> tensors;
-  append(tensors, spec, "", kHeadTensors);
-  const std::uint64_t layer_count = spec.num_hidden_layers + spec.num_nextn_predict_layers;
-  for (std::uint64_t layer = 0; layer < layer_count; ++layer) {
-    const std::string prefix = fmt::format("model.layers.{}.", layer);
-    append(tensors, spec, prefix, kAttentionTensors);
-    // MTP layers are MoE layers too (they sit past first_k_dense_replace).
-    if (layer < spec.first_k_dense_replace) {
-      append(tensors, spec, prefix, kDenseMlpTensors);
-    } else {
-      append(tensors, spec, prefix, kRouterTensors);
-      for (std::uint64_t expert = 0; expert < spec.n_routed_experts; ++expert)
-        append(tensors, spec, fmt::format("{}mlp.experts.{}.", prefix, expert), kExpertTensors);
-      if (spec.n_shared_experts > 0) append(tensors, spec, prefix, kSharedExpertTensors);
-    }
-    if (layer >= spec.num_hidden_layers) append(tensors, spec, prefix, kMtpTensors);
-  }
-  append(tensors, spec, "", kTailTensors);
-  return tensors;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Values. A counter-based generator: element i of a tensor is mix64(stream + i·golden), i.e.
 // the i-th output of a splitmix64 sequence keyed by (seed, tensor name). Nothing carries over
 // from one element to the next, so any range can be produced independently.
@@ -406,17 +188,17 @@ struct ValueDistribution {
 
 // Linear: Kaiming-like 1/sqrt(in), which lands at 0.01-0.03 for GLM-5 widths like trained
 // weights; embeddings at the usual 0.02 initializer range; norm gains around 1.
-ValueDistribution distribution_for(ValueKind kind, std::uint64_t columns) {
+ValueDistribution distribution_for(TensorKind kind, std::uint64_t columns) {
   switch (kind) {
-    case Linear:
+    case TensorKind::Linear:
       return {0.0f, static_cast<float>(1.0 / std::sqrt(static_cast<double>(columns))), true, true};
-    case Embedding:
+    case TensorKind::Embedding:
       return {0.0f, 0.02f, false, false};
-    case NormWeight:
+    case TensorKind::NormWeight:
       return {1.0f, 0.05f, false, false};
-    case NormBias:
+    case TensorKind::NormBias:
       return {0.0f, 0.02f, false, false};
-    case RouterBias:
+    case TensorKind::RouterBias:
       return {0.0f, 0.01f, false, false};
   }
   throw Error(ErrorClass::Internal, "synth.value_kind", "unknown value kind");
@@ -522,7 +304,7 @@ FillElements fill_for(const TensorSpec& tensor) {
 
 constexpr std::uint64_t kParallelGrainElements = 1 << 16;
 
-void generate_values(std::uint64_t seed, const SyntheticTensor& tensor, std::uint64_t first_element,
+void generate_values(std::uint64_t seed, const LayoutTensor& tensor, std::uint64_t first_element,
                      std::span<std::byte> out) {
   const TensorSpec& spec = tensor.spec;
   const std::uint64_t element_bytes = dtype_bits(spec.dtype) / 8;
@@ -553,7 +335,7 @@ constexpr std::uint64_t kChunkBytes = 64ull << 20;
 // Small tensors share a buffer (one write call for many of them); large ones span several.
 class ChunkCursor {
  public:
-  ChunkCursor(std::uint64_t seed, const std::vector<SyntheticTensor>& tensors)
+  ChunkCursor(std::uint64_t seed, const std::vector<LayoutTensor>& tensors)
       : seed_(seed), tensors_(tensors) {
     std::uint64_t end = 0;
     for (const auto& tensor : tensors_) tensor_ends_.push_back(end += tensor.spec.byte_size());
@@ -565,7 +347,7 @@ class ChunkCursor {
   std::span<const std::byte> fill(std::vector<std::byte>& buffer) {
     std::uint64_t used = 0;
     while (!at_end()) {
-      const SyntheticTensor& tensor = tensors_[tensor_];
+      const LayoutTensor& tensor = tensors_[tensor_];
       const std::uint64_t element_bytes = dtype_bits(tensor.spec.dtype) / 8;
       const std::uint64_t left = element_count(tensor.spec.shape) - element_;
       const std::uint64_t fits = (buffer.size() - used) / element_bytes;
@@ -591,7 +373,7 @@ class ChunkCursor {
 
  private:
   std::uint64_t seed_;
-  const std::vector<SyntheticTensor>& tensors_;
+  const std::vector<LayoutTensor>& tensors_;
   std::vector<std::uint64_t> tensor_ends_;
   std::size_t tensor_ = 0;
   std::uint64_t element_ = 0;
@@ -611,16 +393,15 @@ void require_empty_output_directory(const std::filesystem::path& directory) {
                     directory.string());
 }
 
-nlohmann::ordered_json json_number(double value) {
-  // 1000000 rather than 1000000.0, as Python's json writes an int-valued config entry.
-  if (std::isfinite(value) && value == std::floor(value) && std::fabs(value) < 9.0e15)
-    return static_cast<std::int64_t>(value);
-  return value;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
+
+void validate_synthetic_spec(const SyntheticModelSpec& spec) {
+  validate_dimensions(spec);
+  if (spec.max_shard_bytes == 0)
+    throw_bad_input("synth.invalid_spec", "the maximum shard size must be positive");
+}
 
 std::span<const SyntheticPreset> synthetic_presets() { return preset_table(); }
 
@@ -635,122 +416,9 @@ const SyntheticPreset& synthetic_preset(std::string_view name) {
                   fmt::format("unknown preset '{}' (known: {})", name, known));
 }
 
-void validate_synthetic_spec(const SyntheticModelSpec& spec) {
-  for (const auto& requirement : kSpecRequirements)
-    if (!requirement.holds(spec))
-      throw_bad_input("synth.invalid_spec",
-                      fmt::format("impossible model dimensions: need {}", requirement.text));
-}
-
-SpecialTokenIds special_token_ids(const SyntheticModelSpec& spec) {
-  std::vector<std::uint64_t> outside;
-  auto note = [&](std::uint64_t id) {
-    if (id >= spec.vocab_size) outside.push_back(id);
-  };
-  if (spec.bos_token_id) note(*spec.bos_token_id);
-  for (auto id : spec.eos_token_ids) note(id);
-  if (spec.pad_token_id) note(*spec.pad_token_id);
-  std::sort(outside.begin(), outside.end());
-  outside.erase(std::unique(outside.begin(), outside.end()), outside.end());
-  auto fit = [&](std::uint64_t id) {
-    auto at = std::lower_bound(outside.begin(), outside.end(), id);
-    if (at == outside.end() || *at != id) return id;
-    return spec.vocab_size - outside.size() + static_cast<std::uint64_t>(at - outside.begin());
-  };
-  SpecialTokenIds ids;
-  if (spec.bos_token_id) ids.bos = fit(*spec.bos_token_id);
-  for (auto id : spec.eos_token_ids) ids.eos.push_back(fit(id));
-  if (spec.pad_token_id) ids.pad = fit(*spec.pad_token_id);
-  return ids;
-}
-
-nlohmann::ordered_json config_json(const SyntheticModelSpec& spec) {
-  validate_synthetic_spec(spec);
-  const SpecialTokenIds tokens = special_token_ids(spec);
-  nlohmann::ordered_json config;
-  config["architectures"] = {"GlmMoeDsaForCausalLM"};
-  config["model_type"] = "glm_moe_dsa";
-  config["dtype"] = "bfloat16";
-  config["vocab_size"] = spec.vocab_size;
-  config["hidden_size"] = spec.hidden_size;
-  config["intermediate_size"] = spec.intermediate_size;
-  config["moe_intermediate_size"] = spec.moe_intermediate_size;
-  config["num_hidden_layers"] = spec.num_hidden_layers;
-  config["first_k_dense_replace"] = spec.first_k_dense_replace;
-  config["moe_layer_freq"] = 1;
-  config["num_nextn_predict_layers"] = spec.num_nextn_predict_layers;
-  config["num_attention_heads"] = spec.num_attention_heads;
-  config["num_key_value_heads"] = spec.num_attention_heads;  // MLA expands to MHA
-  config["q_lora_rank"] = spec.q_lora_rank;
-  config["kv_lora_rank"] = spec.kv_lora_rank;
-  config["qk_nope_head_dim"] = spec.qk_nope_head_dim;
-  config["qk_rope_head_dim"] = spec.qk_rope_head_dim;
-  config["qk_head_dim"] = spec.qk_nope_head_dim + spec.qk_rope_head_dim;
-  // Equal to qk_rope_head_dim, as in GLM-5: some transformers builds alias head_dim onto the
-  // rope dim and would silently change it otherwise (model-glm5.md §1.3).
-  config["head_dim"] = spec.qk_rope_head_dim;
-  config["v_head_dim"] = spec.v_head_dim;
-  config["index_n_heads"] = spec.index_n_heads;
-  config["index_head_dim"] = spec.index_head_dim;
-  config["index_topk"] = spec.index_topk;
-  config["indexer_rope_interleave"] = true;
-  config["rope_interleave"] = true;
-  config["n_routed_experts"] = spec.n_routed_experts;
-  config["n_shared_experts"] = spec.n_shared_experts;
-  config["num_experts_per_tok"] = spec.num_experts_per_tok;
-  config["n_group"] = spec.n_group;
-  config["topk_group"] = spec.topk_group;
-  config["routed_scaling_factor"] = json_number(spec.routed_scaling_factor);
-  config["norm_topk_prob"] = true;
-  // vLLM defaults to softmax and only creates e_score_correction_bias for noaux_tc.
-  config["scoring_func"] = "sigmoid";
-  config["topk_method"] = "noaux_tc";
-  config["rope_parameters"] = {{"rope_theta", json_number(spec.rope_theta)},
-                               {"rope_type", "default"}};
-  config["rope_theta"] = json_number(spec.rope_theta);
-  config["max_position_embeddings"] = spec.max_position_embeddings;
-  config["rms_norm_eps"] = spec.rms_norm_eps;
-  config["hidden_act"] = "silu";
-  config["attention_bias"] = false;
-  config["attention_dropout"] = 0.0;
-  config["tie_word_embeddings"] = false;
-  if (tokens.bos) config["bos_token_id"] = *tokens.bos;
-  config["eos_token_id"] = tokens.eos;
-  config["pad_token_id"] = tokens.pad ? nlohmann::ordered_json(*tokens.pad) : nullptr;
-  config["initializer_range"] = 0.02;
-  config["use_cache"] = true;
-  config["ep_size"] = 1;
-  config["pretraining_tp"] = 1;
-  config["transformers_version"] = "5.0.2.dev0";
-  return config;
-}
-
-nlohmann::ordered_json generation_config_json(const SyntheticModelSpec& spec) {
-  const SpecialTokenIds tokens = special_token_ids(spec);
-  nlohmann::ordered_json config;
-  config["_from_model_config"] = true;
-  if (tokens.bos) config["bos_token_id"] = *tokens.bos;
-  config["eos_token_id"] = tokens.eos;
-  if (tokens.pad) config["pad_token_id"] = *tokens.pad;
-  config["transformers_version"] = "5.0.2.dev0";
-  return config;
-}
-
-std::vector<TensorSpec> tensor_specs(const SyntheticModelSpec& spec) {
-  std::vector<TensorSpec> specs;
-  for (auto& tensor : synthetic_tensors(spec)) specs.push_back(std::move(tensor.spec));
-  return specs;
-}
-
-std::uint64_t total_tensor_bytes(const SyntheticModelSpec& spec) {
-  std::uint64_t total = 0;
-  for (const auto& tensor : tensor_specs(spec)) total += tensor.byte_size();
-  return total;
-}
-
 void generate_synthetic_tensor(const SyntheticModelSpec& spec, std::string_view tensor_name,
                                std::uint64_t first_element, std::span<std::byte> out) {
-  for (const auto& tensor : synthetic_tensors(spec))
+  for (const auto& tensor : glm5_layout(spec))
     if (tensor.spec.name == tensor_name)
       return generate_values(spec.seed, tensor, first_element, out);
   throw_bad_input("synth.unknown_tensor", "the synthetic model has no such tensor", {},
@@ -760,7 +428,8 @@ void generate_synthetic_tensor(const SyntheticModelSpec& spec, std::string_view 
 SyntheticWriteSummary write_synthetic_checkpoint(const SyntheticModelSpec& spec,
                                                  const std::filesystem::path& output_directory,
                                                  const SyntheticProgressCallback& progress) {
-  const std::vector<SyntheticTensor> tensors = synthetic_tensors(spec);
+  validate_synthetic_spec(spec);
+  const std::vector<LayoutTensor> tensors = glm5_layout(spec);
   require_empty_output_directory(output_directory);
   std::filesystem::create_directories(output_directory);
   // Configs first, weights after: the index (or the single shard) written last is what marks

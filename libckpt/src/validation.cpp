@@ -1,8 +1,13 @@
 #include "qs/ckpt/validation.h"
 
 #include <array>
+#include <map>
+#include <set>
 
 #include <fmt/format.h>
+
+#include "qs/ckpt/error.h"
+#include "qs/ckpt/glm5_layout.h"
 
 namespace qs {
 namespace {
@@ -52,9 +57,101 @@ void check_config_present(const Checkpoint& checkpoint, ValidationReport& report
                "config.json has no model_type", config_file);
 }
 
-constexpr std::array<Check, 2> kStructuralChecks{
+// Parameters a quantized Linear stores beside (or instead of) its weight. Format-specific
+// checks of their shapes belong to the format's own check.
+bool is_quantization_companion(std::string_view parameter) {
+  static constexpr std::array<std::string_view, 11> kCompanions{
+      "weight_scale",       "weight_scale_2",   "weight_packed", "weight_global_scale",
+      "input_global_scale", "input_scale",      "weight_shape",  "weight_zero_point",
+      "weight_g_idx",       "k_scale",          "v_scale"};
+  return std::find(kCompanions.begin(), kCompanions.end(), parameter) != kCompanions.end();
+}
+
+std::pair<std::string, std::string> split_module(const std::string& name) {
+  auto dot = name.rfind('.');
+  if (dot == std::string::npos) return {"", name};
+  return {name.substr(0, dot), name.substr(dot + 1)};
+}
+
+bool is_float(DType dtype) {
+  return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32;
+}
+
+// Every tensor config.json implies, with its shape and dtype, against what the files hold.
+void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport& report) {
+  const auto& config = checkpoint.config();
+  if (!config.is_object() || config.value("model_type", "") != "glm_moe_dsa") {
+    report.add(Severity::Warning, "layout", "layout.not_checked",
+               "tensor names and shapes are checked for model_type glm_moe_dsa only");
+    return;
+  }
+  std::string config_file = (checkpoint.directory() / "config.json").string();
+  std::vector<LayoutTensor> expected;
+  try {
+    expected = glm5_layout(dimensions_from_config(config, config_file));
+  } catch (const Error& error) {
+    report.add(Severity::Problem, "layout", error.kind(), error.detail(), config_file);
+    return;
+  }
+  report.checks_run.push_back("layout");
+
+  // Modules whose weight is stored quantized: their companions stand in for `.weight`.
+  std::set<std::string> quantized_modules;
+  for (const auto& location : checkpoint.tensors()) {
+    auto [module, parameter] = split_module(location.info->name);
+    if (is_quantization_companion(parameter)) quantized_modules.insert(module);
+  }
+
+  std::set<std::string> expected_names;
+  for (const auto& tensor : expected) {
+    const auto& spec = tensor.spec;
+    expected_names.insert(spec.name);
+    auto location = checkpoint.find(spec.name);
+    auto [module, parameter] = split_module(spec.name);
+    bool quantized = quantized_modules.count(module) != 0;
+    if (!location) {
+      if (!quantized)
+        report.add(Severity::Problem, "layout", "layout.missing_tensor",
+                   "config.json implies this tensor but no shard holds it", {}, spec.name);
+      continue;
+    }
+    const auto& info = *location->info;
+    std::string file = location->shard->path().string();
+    if (quantized && !is_float(info.dtype)) continue;  // packed codes: the format check's job
+    if (info.shape != spec.shape)
+      report.add(Severity::Problem, "layout", "layout.shape_mismatch",
+                 fmt::format("shape {} but config.json implies {}", shape_to_string(info.shape),
+                             shape_to_string(spec.shape)),
+                 file, spec.name);
+    if (info.dtype != spec.dtype) {
+      // Keeping a tensor in another float type is a choice recipes make (e.g. an F32
+      // weights_proj); anything else is not a GLM-5 tensor.
+      bool float_choice = is_float(info.dtype) && is_float(spec.dtype);
+      report.add(float_choice ? Severity::Warning : Severity::Problem, "layout",
+                 float_choice ? "layout.dtype_differs" : "layout.dtype_mismatch",
+                 fmt::format("stored as {}, the model's dtype is {}", dtype_name(info.dtype),
+                             dtype_name(spec.dtype)),
+                 file, spec.name);
+    }
+  }
+
+  for (const auto& location : checkpoint.tensors()) {
+    const auto& name = location.info->name;
+    if (expected_names.count(name)) continue;
+    auto [module, parameter] = split_module(name);
+    bool companion_of_expected =
+        is_quantization_companion(parameter) && expected_names.count(module + ".weight");
+    if (!companion_of_expected)
+      report.add(Severity::Problem, "layout", "layout.unexpected_tensor",
+                 "not part of the architecture config.json describes",
+                 location.shard->path().string(), name);
+  }
+}
+
+constexpr std::array<Check, 3> kStructuralChecks{
     check_index_total_size,
     check_config_present,
+    check_layout_against_config,
 };
 
 }  // namespace
@@ -75,8 +172,8 @@ ValidationReport validate_checkpoint(const Checkpoint& checkpoint, const Validat
                                      const std::function<void(std::uint64_t)>& on_bytes_scanned) {
   ValidationReport report;
   report.checks_run = {"headers", "index"};
-  for (auto check : kStructuralChecks) check(checkpoint, report);
   report.checks_run.push_back("config");
+  for (auto check : kStructuralChecks) check(checkpoint, report);
 
   if (options.checksum) {
     report.checks_run.push_back("checksum");

@@ -155,7 +155,9 @@ QS_HOST_DEVICE inline std::uint16_t f32_to_bf16(float value) {
   std::uint32_t kept = bits >> 16;
   const std::uint32_t dropped = bits & 0xFFFFu;
   // A carry out of the largest finite bf16 lands exactly on Inf, as IEEE overflow requires.
-  if (dropped > 0x8000u || (dropped == 0x8000u && (kept & 1u) != 0)) ++kept;
+  // Branch-free: on random data a branch here mispredicts half the time (2x slower synth).
+  kept += static_cast<std::uint32_t>(dropped > 0x8000u) |
+          (static_cast<std::uint32_t>(dropped == 0x8000u) & kept & 1u);
   return static_cast<std::uint16_t>(kept);
 }
 

@@ -21,43 +21,13 @@
 #include <string_view>
 #include <vector>
 
+#include "qs/ckpt/glm5_layout.h"
 #include "qs/ckpt/safetensors.h"
 
 namespace qs {
 
-// Architecture dimensions, named exactly as the config.json keys they become.
-struct SyntheticModelSpec {
-  std::uint64_t vocab_size = 0;
-  std::uint64_t hidden_size = 0;
-  std::uint64_t intermediate_size = 0;      // dense MLP width
-  std::uint64_t moe_intermediate_size = 0;  // per routed expert; shared = this × n_shared_experts
-  std::uint64_t num_hidden_layers = 0;
-  std::uint64_t first_k_dense_replace = 0;     // layers [0, k) are dense, the rest MoE
-  std::uint64_t num_nextn_predict_layers = 0;  // MTP layers, at indices num_hidden_layers...
-  std::uint64_t num_attention_heads = 0;
-  std::uint64_t q_lora_rank = 0;
-  std::uint64_t kv_lora_rank = 0;
-  std::uint64_t qk_nope_head_dim = 0;
-  std::uint64_t qk_rope_head_dim = 0;
-  std::uint64_t v_head_dim = 0;
-  std::uint64_t index_n_heads = 0;
-  std::uint64_t index_head_dim = 0;
-  std::uint64_t index_topk = 0;
-  std::uint64_t n_routed_experts = 0;
-  std::uint64_t n_shared_experts = 0;
-  std::uint64_t num_experts_per_tok = 0;
-  std::uint64_t n_group = 1;
-  std::uint64_t topk_group = 1;
-  std::uint64_t max_position_embeddings = 0;
-  double routed_scaling_factor = 2.5;
-  double rope_theta = 1'000'000.0;
-  double rms_norm_eps = 1e-5;
-  // Special tokens. Ids an overridden (smaller) vocabulary cannot hold move to its last ids,
-  // see special_token_ids().
-  std::optional<std::uint64_t> bos_token_id;
-  std::vector<std::uint64_t> eos_token_ids;
-  std::optional<std::uint64_t> pad_token_id;
-
+// A GLM-5 layout plus what synth needs to fill and shard it.
+struct SyntheticModelSpec : Glm5Dimensions {
   std::uint64_t seed = 0;
   std::uint64_t max_shard_bytes = 5'000'000'000;  // huggingface_hub's "5GB"
 };
@@ -75,32 +45,10 @@ std::span<const SyntheticPreset> synthetic_presets();
 // Throws BadInput "synth.unknown_preset" listing the known names.
 const SyntheticPreset& synthetic_preset(std::string_view name);
 
-// Throws BadInput "synth.invalid_spec" for dimensions no GLM-5 model can have (zero sizes,
-// more experts per token than experts, more dense layers than layers, an odd RoPE dim, ...).
+// validate_dimensions, plus a positive shard size.
 void validate_synthetic_spec(const SyntheticModelSpec& spec);
 
-// The special token ids as written to the configs: out-of-vocabulary ids map, in increasing
-// order, onto the last ids of the vocabulary (keeping equal ids equal).
-struct SpecialTokenIds {
-  std::optional<std::uint64_t> bos;
-  std::vector<std::uint64_t> eos;
-  std::optional<std::uint64_t> pad;
-};
-SpecialTokenIds special_token_ids(const SyntheticModelSpec& spec);
-
-// config.json with the real GLM-5 keys in the real order (GlmMoeDsaForCausalLM, glm_moe_dsa).
-nlohmann::ordered_json config_json(const SyntheticModelSpec& spec);
-nlohmann::ordered_json generation_config_json(const SyntheticModelSpec& spec);
-
-// Every tensor in checkpoint order: embed_tokens, layers 0.. (MTP layers last), norm, lm_head;
-// within a layer the order of the released checkpoints.
-std::vector<TensorSpec> tensor_specs(const SyntheticModelSpec& spec);
-std::uint64_t total_tensor_bytes(const SyntheticModelSpec& spec);
-
-// The bytes of elements [first_element, first_element + n) of the named tensor of
-// tensor_specs(spec), little-endian in its dtype, where n = out.size() / element size. The same
-// bytes write_synthetic_checkpoint writes there, however a tensor is split into calls; runs on
-// all cores. Throws BadInput "synth.unknown_tensor" for a name the spec does not have.
+// Bytes of elements [first_element, first_element + out.size() / element size) of one tensor.
 void generate_synthetic_tensor(const SyntheticModelSpec& spec, std::string_view tensor_name,
                                std::uint64_t first_element, std::span<std::byte> out);
 
