@@ -44,15 +44,19 @@ struct Summary {
 
 Summary summarize(const Checkpoint& checkpoint) {
   Summary summary;
-  auto layout = ModelLayout::from_config(checkpoint.config());
+  auto layout = model_layout_from_config(checkpoint.config());
   for (const auto& location : checkpoint.tensors()) {
     const auto& info = *location.info;
-    auto parsed = parse_tensor_name(info.name, layout);
-    summary.by_category[std::string(category_name(parsed.category))].add(info);
+    auto parsed = parse_tensor_name(info.name);
+    summary.by_category[category_name(category(parsed.role))].add(info);
     summary.by_dtype[std::string(dtype_name(info.dtype))].add(info);
     if (parsed.layer) {
-      (parsed.is_mtp ? summary.mtp_layers : summary.layers).insert(*parsed.layer);
-      if (parsed.expert) summary.experts_by_layer[*parsed.layer].insert(*parsed.expert);
+      // Without a config, only the MTP-only tensors reveal an MTP layer.
+      bool mtp = layout ? in_mtp_layer(parsed, *layout)
+                        : category(parsed.role) == TensorCategory::MtpExtra;
+      (mtp ? summary.mtp_layers : summary.layers).insert(static_cast<int>(*parsed.layer));
+      if (parsed.expert)
+        summary.experts_by_layer[static_cast<int>(*parsed.layer)].insert(static_cast<int>(*parsed.expert));
     }
   }
   summary.quantization = detect_quantization(checkpoint);

@@ -1,7 +1,7 @@
 // quantsmith validate PATH: structure, format and numeric sanity of a checkpoint, with an
 // exit code for CI (0 valid, 1 problems found, 2 unreadable).
 
-#include <cstdio>
+#include <algorithm>
 #include <memory>
 
 #include <fmt/format.h>
@@ -89,14 +89,19 @@ SubcommandRunner register_validate(CLI::App& app) {
     auto report = validate_checkpoint(checkpoint, validation,
                                       [&](std::uint64_t bytes) { progress.update(bytes); });
     progress.finish();
-    if (options->json)
-      fmt::print("{}\n", report_json(checkpoint, report).dump(2));
-    else
+    double seconds = std::max(progress.elapsed_seconds(), 1e-9);
+    if (options->json) {
+      auto json = report_json(checkpoint, report);
+      if (options->checksum)
+        json["read"] = {{"bytes", checkpoint.file_bytes()}, {"seconds", seconds},
+                        {"gb_per_s", checkpoint.file_bytes() / 1e9 / seconds}};
+      fmt::print("{}\n", json.dump(2));
+    } else {
       print_report(checkpoint, report);
-    if (options->checksum && !options->json)
-      std::fprintf(stderr, "read %.2f GB in %.2f s (%.2f GB/s)\n", checkpoint.file_bytes() / 1e9,
-                   progress.elapsed_seconds(),
-                   checkpoint.file_bytes() / 1e9 / std::max(progress.elapsed_seconds(), 1e-9));
+      if (options->checksum)
+        fmt::print("read {:.2f} GB in {:.2f} s ({:.2f} GB/s)\n", checkpoint.file_bytes() / 1e9,
+                   seconds, checkpoint.file_bytes() / 1e9 / seconds);
+    }
     return report.has_problems() ? kExitProblems : kExitOk;
   };
 }

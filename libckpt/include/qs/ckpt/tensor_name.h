@@ -1,0 +1,208 @@
+#pragma once
+// The grammar of GLM-5 / DeepSeek-V3(.2) checkpoint tensor names (model-glm5.md §2, §4):
+// which layer and expert a tensor belongs to, what it is (its role), which parameter of its
+// module it holds (weight, bias, or a quantization companion such as weight_scale), and which
+// tensors vLLM fuses at load time. Parsing never throws: a name outside the grammar parses to
+// TensorRole::Unknown, because real checkpoints carry extras we must report, not reject.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace qs {
+
+// What a module is. Names in comments are the module path after `model.layers.{i}.` unless
+// they start with `model.` or `lm_head`.
+enum class TensorRole : std::uint8_t {
+  Embed,      // model.embed_tokens
+  LmHead,     // lm_head
+  FinalNorm,  // model.norm
+
+  InputNorm,     // input_layernorm
+  PostAttnNorm,  // post_attention_layernorm
+
+  Attention,      // self_attn itself: holds KV-cache scales (k_scale, v_scale, q_scale)
+  AttnQA,         // self_attn.q_a_proj
+  AttnQANorm,     // self_attn.q_a_layernorm
+  AttnQB,         // self_attn.q_b_proj
+  AttnKvA,        // self_attn.kv_a_proj_with_mqa
+  AttnKvANorm,    // self_attn.kv_a_layernorm
+  AttnKvB,        // self_attn.kv_b_proj
+  AttnO,          // self_attn.o_proj
+  AttnRotaryEmb,  // self_attn.rotary_emb (inv_freq buffers some exports carry; vLLM skips them)
+
+  IndexerWqB,          // self_attn.indexer.wq_b
+  IndexerWk,           // self_attn.indexer.wk
+  IndexerKNorm,        // self_attn.indexer.k_norm (LayerNorm: weight and bias)
+  IndexerWeightsProj,  // self_attn.indexer.weights_proj
+
+  RouterGate,  // mlp.gate (its weight)
+  RouterBias,  // mlp.gate.e_score_correction_bias
+
+  DenseGate,  // mlp.gate_proj (layers below first_k_dense_replace)
+  DenseUp,    // mlp.up_proj
+  DenseDown,  // mlp.down_proj
+
+  SharedGate,  // mlp.shared_experts.gate_proj
+  SharedUp,    // mlp.shared_experts.up_proj
+  SharedDown,  // mlp.shared_experts.down_proj
+
+  ExpertGate,  // mlp.experts.{e}.gate_proj
+  ExpertUp,    // mlp.experts.{e}.up_proj
+  ExpertDown,  // mlp.experts.{e}.down_proj
+
+  // Only in MTP layers (index >= num_hidden_layers). GLM-5 ships no layer-local embed/head;
+  // DeepSeek-V3 checkpoints may carry them as copies of the main model's.
+  MtpEhProj,            // eh_proj
+  MtpEnorm,             // enorm
+  MtpHnorm,             // hnorm
+  MtpSharedHeadNorm,    // shared_head.norm
+  MtpSharedHeadLmHead,  // shared_head.head
+  MtpEmbed,             // embed_tokens
+
+  Unknown,  // outside the grammar, or a parameter name we do not know
+};
+
+// Coarse groups for recipes and `inspect` totals. Every normalisation (RMSNorm / LayerNorm,
+// wherever it sits) is Norm, except the MTP-only ones, which are MtpExtra like the rest of
+// the MTP-only tensors.
+enum class TensorCategory : std::uint8_t {
+  Attention,
+  Indexer,
+  Router,
+  DenseMlp,
+  SharedExpert,
+  RoutedExpert,
+  Norm,
+  Embedding,
+  LmHead,
+  MtpExtra,
+  Unknown,
+};
+
+// The last component of a tensor name: which tensor of its module this is.
+enum class TensorParameter : std::uint8_t {
+  Weight,
+  Bias,
+  EScoreCorrectionBias,  // the router's selection bias (module mlp.gate)
+  InvFreq,               // rotary_emb.inv_freq
+
+  // Quantization companions (compressed-tensors, ModelOpt, DeepSeek FP8, GPTQ/AWQ exports).
+  WeightPacked,       // CT pack-quantized / nvfp4-pack-quantized codes
+  WeightScale,        // CT and ModelOpt per-block / per-channel / per-tensor scale
+  WeightScaleInv,     // DeepSeek FP8 block scale (multiplier despite the name)
+  WeightScale2,       // ModelOpt NVFP4 per-tensor scale
+  WeightGlobalScale,  // CT NVFP4 global scale (a divisor)
+  WeightZeroPoint,    // CT asymmetric zero point
+  WeightShape,        // CT pack-quantized original [N, K]
+  WeightGIdx,         // CT activation-order group index
+  InputScale,         // static activation scale
+  InputGlobalScale,   // CT NVFP4 W4A4 activation global scale
+  InputZeroPoint,     // CT asymmetric activation zero point
+  OutputScale,        // older KV-cache scales on k_proj / v_proj
+  KScale,             // KV-cache scales on the attention module
+  VScale,
+  QScale,
+  KZeroPoint,
+  VZeroPoint,
+  QZeroPoint,
+  GptqQweight,  // GPTQ / AWQ: qweight, qzeros, scales, g_idx
+  GptqQzeros,
+  GptqScales,
+  GptqGIdx,
+
+  Unknown,
+};
+
+// A tensor name taken apart. Invariant: name == module_path + "." + parameter_name whenever
+// the name contains a dot (otherwise module_path == name and parameter_name is empty).
+struct ParsedTensorName {
+  std::string name;            // as given
+  std::string module_path;     // name without its last component: model.layers.3.mlp.gate
+  std::string parameter_name;  // the last component as written: "weight", "weight_scale"
+  TensorParameter parameter = TensorParameter::Unknown;
+  TensorRole role = TensorRole::Unknown;
+  std::optional<std::uint32_t> layer;   // model.layers.{layer}..., also for unknown roles
+  std::optional<std::uint32_t> expert;  // ...mlp.experts.{expert}..., also for unknown roles
+};
+
+// Never throws. Layer and expert indices must be canonical decimals (no sign, no leading
+// zero, below 10^9) as PyTorch writes them; anything else is not a layer index and the name
+// parses to Unknown.
+ParsedTensorName parse_tensor_name(std::string_view name);
+
+// Stable short strings for CLI output and JSON, e.g. "attn.q_a", "expert.down", "router.bias";
+// "attention", "routed_expert". Each string is distinct.
+const char* role_name(TensorRole role);
+const char* category_name(TensorCategory category);
+// The parameter's canonical spelling ("weight_scale_2"); "unknown" for Unknown.
+const char* parameter_name(TensorParameter parameter);
+
+TensorCategory category(TensorRole role);
+
+// A Linear layer's weight [out, in]: the modules quantizers may target. Includes the router
+// gate, lm_head and the MTP projections, which the GLM-5 recipes keep in BF16 but which are
+// Linears nonetheless; excludes embeddings and norms.
+bool is_linear(TensorRole role);
+
+// weight_scale, weight_packed, k_scale, ...: tensors that exist only because their module is
+// quantized. Weight, Bias, EScoreCorrectionBias, InvFreq and Unknown are not.
+bool is_quantization_companion(TensorParameter parameter);
+
+// ---- Load-time fusion (model-glm5.md §4, formats-compressed-tensors.md §5.3) ----
+
+enum class FusionKind : std::uint8_t {
+  QkvA,                  // q_a_proj + kv_a_proj_with_mqa -> self_attn.fused_qkv_a_proj
+  GateUp,                // gate_proj + up_proj -> gate_up_proj (dense MLP and shared experts)
+  ExpertGateUp,          // one routed expert's gate_proj + up_proj -> FusedMoE w13_weight[e]
+  IndexerWkWeightsProj,  // indexer.wk + indexer.weights_proj -> indexer.wk_weights_proj
+};
+
+// Modules that an engine loads into one matrix. Its shards must share a quantization scheme
+// (or all stay unquantized), and NVFP4 shards must share one global scale.
+struct FusedGroup {
+  FusionKind kind;
+  // The fused module's path. For QkvA, GateUp and IndexerWkWeightsProj it is vLLM's module
+  // name (model.layers.3.self_attn.fused_qkv_a_proj); vLLM has no per-expert module, so
+  // for ExpertGateUp it is model.layers.3.mlp.experts.7.gate_up_proj, naming the expert.
+  std::string name;
+  std::vector<std::string> members;  // checkpoint module paths, in the engine's row order
+  std::size_t member_index = 0;      // which member the parsed tensor belongs to
+};
+
+// The group the tensor's module belongs to, for any parameter of that module (weight or
+// companion); nullopt for modules that stay alone (down_proj, o_proj, ...).
+std::optional<FusedGroup> fused_group(const ParsedTensorName& parsed);
+
+// ---- Model layout (config.json) ----
+
+// The few config.json numbers that give a layer index its meaning.
+struct ModelLayout {
+  std::uint32_t num_hidden_layers = 0;      // layers at or above this index are MTP layers
+  std::uint32_t first_k_dense_replace = 0;  // layers below this index have a dense MLP
+  std::uint32_t moe_layer_freq = 1;
+  std::uint32_t num_nextn_predict_layers = 0;
+
+  bool is_mtp_layer(std::uint32_t layer) const { return layer >= num_hidden_layers; }
+  // vLLM's rule (DeepseekV2DecoderLayer): MoE iff i >= first_k_dense_replace and
+  // i % moe_layer_freq == 0. MTP layers are always past first_k_dense_replace.
+  bool is_moe_layer(std::uint32_t layer) const;
+};
+
+// Reads the layout keys from a config.json object. Absent optional keys default as in
+// transformers (first_k_dense_replace 0, moe_layer_freq 1, num_nextn_predict_layers 0).
+// nullopt, never a throw, when num_hidden_layers is absent or any key present is not an
+// integer in [0, 2^32), or moe_layer_freq is 0: the caller decides how bad that is.
+std::optional<ModelLayout> model_layout_from_config(const nlohmann::json& config);
+
+// Whether the tensor lives in an MTP layer: its layer index is >= num_hidden_layers. The
+// MTP-only tensors (eh_proj, enorm, ...) are recognisable without a layout (category
+// MtpExtra); the decoder block of the MTP layer (model.layers.78.self_attn.q_a_proj for
+// GLM-5) is not.
+bool in_mtp_layer(const ParsedTensorName& parsed, const ModelLayout& layout);
+
+}  // namespace qs
