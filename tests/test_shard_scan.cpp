@@ -22,7 +22,7 @@ std::string raw(const std::vector<T>& values) {
   return bytes;
 }
 
-// Tensors of odd sizes so that elements straddle every small chunk boundary.
+// Tensors of odd sizes at odd offsets: blocks must keep every element whole.
 std::filesystem::path write_mixed_file(const std::filesystem::path& directory) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
@@ -52,9 +52,9 @@ std::map<std::string, NonFiniteCount> by_name(const ShardScan& scan) {
 TEST(ShardScan, CountsNanAndInfPerDtypeWhateverTheChunking) {
   ScratchDirectory scratch("scan");
   SafetensorsFile file(write_mixed_file(scratch.path()));
-  for (std::size_t chunk : {1u, 3u, 5u, 7u, 64u, 1u << 20}) {
-    auto counts = by_name(scan_shard(file, {chunk, 3}));
-    SCOPED_TRACE(chunk);
+  for (std::size_t block : {8u, 16u, 24u, 64u, 1u << 20}) {
+    auto counts = by_name(scan_shard(file, {block, 4096}));
+    SCOPED_TRACE(block);
     EXPECT_EQ(counts["bf16"].nan, 2u);  // 0x7FC0 and 0x7F81
     EXPECT_EQ(counts["bf16"].inf, 2u);  // 0xFF80 and 0x7F80
     EXPECT_EQ(counts["f32"].nan, 1u);
@@ -76,8 +76,8 @@ TEST(ShardScan, HashIsXxh3OfTheWholeFile) {
   std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(expected.high64),
                 static_cast<unsigned long long>(expected.low64));
   SafetensorsFile file(path);
-  for (std::size_t chunk : {1u, 13u, 1u << 20}) {
-    auto scan = scan_shard(file, {chunk, 2});
+  for (std::size_t block : {8u, 40u, 1u << 20}) {
+    auto scan = scan_shard(file, {block, 16});
     EXPECT_EQ(scan.xxh3_128, hex);
     EXPECT_EQ(scan.bytes, bytes.size());
   }
@@ -86,7 +86,7 @@ TEST(ShardScan, HashIsXxh3OfTheWholeFile) {
 TEST(ShardScan, BundledModelIsFinite) {
   SafetensorsFile file(QS_TEST_DATA_DIR "/glm5-tiny/model-00001-of-00002.safetensors");
   std::uint64_t last_progress = 0;
-  auto scan = scan_shard(file, {1u << 20, 4}, [&](std::uint64_t done) { last_progress = done; });
+  auto scan = scan_shard(file, {1u << 16, 1u << 20}, [&](std::uint64_t done) { last_progress = done; });
   EXPECT_TRUE(scan.non_finite.empty());
   EXPECT_EQ(last_progress, file.file_size());
 }

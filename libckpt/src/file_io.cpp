@@ -1,9 +1,11 @@
 #include "qs/ckpt/file_io.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -90,6 +92,27 @@ void ReadOnlyFile::read_at(std::uint64_t offset, std::span<std::byte> out) const
 
 void ReadOnlyFile::advise_sequential() const {
   ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+}
+
+FileMapping::FileMapping(const ReadOnlyFile& file) : size_(file.size()) {
+  if (size_ == 0) return;
+  void* address = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, file.descriptor(), 0);
+  if (address == MAP_FAILED)
+    throw_io_error("file.mmap", "cannot map: " + errno_text(errno), file.path().string());
+  data_ = static_cast<const std::byte*>(address);
+  ::madvise(address, size_, MADV_SEQUENTIAL);
+}
+
+FileMapping::~FileMapping() {
+  if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+}
+
+void FileMapping::release(std::uint64_t begin, std::uint64_t end) const {
+  const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  std::uint64_t first = (begin + page - 1) / page * page;
+  std::uint64_t last = std::min<std::uint64_t>(end, size_) / page * page;
+  if (data_ && last > first)
+    ::madvise(const_cast<std::byte*>(data_) + first, last - first, MADV_DONTNEED);
 }
 
 AtomicOutputFile::AtomicOutputFile(std::filesystem::path destination)

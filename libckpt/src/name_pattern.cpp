@@ -146,14 +146,14 @@ bool glob_matches(std::string_view glob, std::string_view name) {
   return g == glob.size();
 }
 
-void check_brackets_closed(std::string_view glob, std::string_view pattern) {
+void check_brackets_closed(std::string_view glob) {
   for (std::size_t i = 0; i < glob.size(); ++i) {
     if (glob[i] != '[') continue;
     std::size_t end = 0;
     bracket_matches(glob, i, '\0', end);
     if (end == std::string_view::npos) {
       throw_bad_input("pattern.invalid_glob",
-                      "glob pattern '" + std::string(pattern) + "' has an unterminated '['");
+                      "glob pattern '" + std::string(glob) + "' has an unterminated '['");
     }
     i = end - 1;
   }
@@ -249,7 +249,7 @@ NamePattern NamePattern::parse(std::string_view text, PlainPatternMeaning plain)
   }
   const bool has_wildcards = text.find_first_of("*?[") != std::string_view::npos;
   if (plain == PlainPatternMeaning::Glob && has_wildcards) {
-    check_brackets_closed(text, text);
+    check_brackets_closed(text);
     return NamePattern(std::string(text), Kind::Glob);
   }
   return NamePattern(std::string(text), Kind::Exact);

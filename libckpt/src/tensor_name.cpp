@@ -402,7 +402,7 @@ std::optional<ModelLayout> model_layout_from_config(const nlohmann::json& config
   const auto first_k_dense_replace = layout_number(config, "first_k_dense_replace", 0);
   const auto moe_layer_freq = layout_number(config, "moe_layer_freq", 1);
   const auto num_nextn_predict_layers = layout_number(config, "num_nextn_predict_layers", 0);
-  if (!num_hidden_layers || config["num_hidden_layers"].is_null() || !first_k_dense_replace ||
+  if (!num_hidden_layers || config.at("num_hidden_layers").is_null() || !first_k_dense_replace ||
       !moe_layer_freq || !num_nextn_predict_layers) {
     return std::nullopt;
   }

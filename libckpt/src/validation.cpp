@@ -1,6 +1,10 @@
 #include "qs/ckpt/validation.h"
 
+#include <tbb/parallel_for.h>
+
 #include <array>
+#include <atomic>
+#include <mutex>
 #include <map>
 #include <set>
 
@@ -177,17 +181,27 @@ ValidationReport validate_checkpoint(const Checkpoint& checkpoint, const Validat
 
   if (options.checksum) {
     report.checks_run.push_back("checksum");
-    std::uint64_t scanned_before = 0;
-    for (const auto& shard : checkpoint.shards()) {
-      auto scan = scan_shard(*shard, {}, [&](std::uint64_t bytes) {
-        if (on_bytes_scanned) on_bytes_scanned(scanned_before + bytes);
+    // One shard per thread: a file's hash is sequential, but shards are independent.
+    const auto& shards = checkpoint.shards();
+    std::vector<ShardScan> scans(shards.size());
+    std::vector<std::atomic<std::uint64_t>> progress(shards.size());
+    std::mutex progress_mutex;
+    tbb::parallel_for(std::size_t{0}, shards.size(), [&](std::size_t index) {
+      scans[index] = scan_shard(*shards[index], {}, [&](std::uint64_t bytes) {
+        progress[index] = bytes;
+        if (!on_bytes_scanned) return;
+        std::uint64_t total = 0;
+        for (const auto& done : progress) total += done;
+        std::lock_guard lock(progress_mutex);
+        on_bytes_scanned(total);
       });
-      scanned_before += scan.bytes;
-      for (const auto& count : scan.non_finite)
+    });
+    for (std::size_t index = 0; index < shards.size(); ++index) {
+      for (const auto& count : scans[index].non_finite)
         report.add(Severity::Problem, "checksum", "data.non_finite",
                    fmt::format("{} NaN and {} Inf values", count.nan, count.inf),
-                   shard->path().string(), count.tensor);
-      report.scans.emplace_back(shard->path().filename().string(), std::move(scan));
+                   shards[index]->path().string(), count.tensor);
+      report.scans.emplace_back(shards[index]->path().filename().string(), std::move(scans[index]));
     }
   }
   return report;

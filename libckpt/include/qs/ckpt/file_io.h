@@ -25,11 +25,32 @@ class ReadOnlyFile {
   void read_at(std::uint64_t offset, std::span<std::byte> out) const;
   // Tells the kernel the file will be read front to back (bigger readahead).
   void advise_sequential() const;
+  int descriptor() const { return fd_; }
 
  private:
   std::filesystem::path path_;
   int fd_ = -1;
   std::uint64_t size_ = 0;
+};
+
+// A read-only memory map of a whole file, for passes that look at every byte once: no copy
+// into user buffers. Pages already looked at are handed back with release() so the resident
+// set stays bounded however large the file is.
+class FileMapping {
+ public:
+  explicit FileMapping(const ReadOnlyFile& file);
+  FileMapping(const FileMapping&) = delete;
+  FileMapping& operator=(const FileMapping&) = delete;
+  ~FileMapping();
+
+  std::span<const std::byte> bytes() const { return {data_, size_}; }
+  // Drops the mapping's pages in [begin, end) (rounded inwards to pages); the page cache keeps
+  // them, so a later read is still cheap.
+  void release(std::uint64_t begin, std::uint64_t end) const;
+
+ private:
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
 };
 
 // A file created under a temporary name beside its destination; it only takes the final

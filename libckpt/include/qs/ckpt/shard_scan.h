@@ -1,6 +1,8 @@
 #pragma once
 // Reads every byte of a shard once: a hash of the whole file and a count of non-finite values
-// per floating-point tensor. Memory is a few fixed-size buffers whatever the file size.
+// per floating-point tensor. The file is memory-mapped and walked tensor by tensor in small
+// blocks that stay in cache while they are scanned and hashed; pages already seen are
+// released, so memory stays bounded whatever the file size.
 
 #include <cstdint>
 #include <functional>
@@ -24,11 +26,13 @@ struct ShardScan {
 };
 
 struct ScanOptions {
-  std::size_t chunk_bytes = 16u << 20;
-  std::size_t chunks_in_flight = 6;  // bounds memory at chunk_bytes × chunks_in_flight
+  // Hashed and scanned together while in cache (a multiple of 8 keeps elements whole).
+  std::size_t block_bytes = 256u << 10;
+  // Mapped pages are released and progress reported after every this many bytes.
+  std::size_t release_bytes = 64u << 20;
 };
 
-// `on_progress` receives bytes read so far (called from one thread at a time).
+// `on_progress` receives the bytes of this shard done so far.
 ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options = {},
                      const std::function<void(std::uint64_t)>& on_progress = {});
 
