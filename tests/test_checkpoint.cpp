@@ -2,7 +2,7 @@
 
 #include <filesystem>
 
-#include "bad_safetensors.h"
+#include "test_support.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
@@ -11,26 +11,11 @@ namespace qs {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::copy_bundled_model;
+using testing::error_kind_of;
 using testing::ScratchDirectory;
 
 const fs::path kFixture = QS_TEST_DATA_DIR "/glm5-tiny";
-
-std::string expect_error_kind(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.kind();
-  }
-  return "no error";
-}
-
-// Copies the fixture's weights and index into a scratch directory that tests may break.
-void copy_fixture(const fs::path& to) {
-  for (const char* name : {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                           "model.safetensors.index.json", "config.json",
-                           "generation_config.json"})
-    fs::copy_file(kFixture / name, to / name);
-}
 
 TEST(Checkpoint, OpensTheBundledModel) {
   auto checkpoint = Checkpoint::open(kFixture);
@@ -46,7 +31,7 @@ TEST(Checkpoint, OpensTheBundledModel) {
   EXPECT_EQ(checkpoint.at("lm_head.weight").shard->path().filename(),
             "model-00002-of-00002.safetensors");
   EXPECT_FALSE(checkpoint.find("nonexistent"));
-  EXPECT_EQ(expect_error_kind([&] { checkpoint.at("nonexistent"); }),
+  EXPECT_EQ(error_kind_of([&] { checkpoint.at("nonexistent"); }),
             "checkpoint.missing_tensor");
 }
 
@@ -121,70 +106,70 @@ TEST(Checkpoint, AbandonedWriterLeavesNothingThatLooksValid) {
   EXPECT_FALSE(fs::exists(scratch.path() / kIndexFileName));
   for (const auto& entry : fs::directory_iterator(scratch.path()))
     EXPECT_EQ(entry.path().filename(), "model-00001-of-00002.safetensors");
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }),
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }),
             "checkpoint.no_weights");
 }
 
 TEST(CheckpointErrors, MissingShard) {
   ScratchDirectory scratch("ckpt");
-  copy_fixture(scratch.path());
+  copy_bundled_model(scratch.path());
   fs::remove(scratch.path() / "model-00002-of-00002.safetensors");
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }), "index.missing_shard");
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }), "index.missing_shard");
 }
 
 TEST(CheckpointErrors, IndexPointsToMissingTensor) {
   ScratchDirectory scratch("ckpt");
-  copy_fixture(scratch.path());
+  copy_bundled_model(scratch.path());
   auto index = nlohmann::json::parse(read_text_file(scratch.path() / kIndexFileName));
   index["weight_map"]["model.layers.9.ghost.weight"] = "model-00001-of-00002.safetensors";
   write_file_atomically(scratch.path() / kIndexFileName, index.dump(2));
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }), "index.missing_tensor");
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }), "index.missing_tensor");
 }
 
 TEST(CheckpointErrors, IndexNamesTheWrongShard) {
   ScratchDirectory scratch("ckpt");
-  copy_fixture(scratch.path());
+  copy_bundled_model(scratch.path());
   auto index = nlohmann::json::parse(read_text_file(scratch.path() / kIndexFileName));
   index["weight_map"]["lm_head.weight"] = "model-00001-of-00002.safetensors";
   write_file_atomically(scratch.path() / kIndexFileName, index.dump(2));
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }), "index.missing_tensor");
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }), "index.missing_tensor");
 }
 
 TEST(CheckpointErrors, TensorMissingFromIndexIsOrphaned) {
   ScratchDirectory scratch("ckpt");
-  copy_fixture(scratch.path());
+  copy_bundled_model(scratch.path());
   auto index = nlohmann::json::parse(read_text_file(scratch.path() / kIndexFileName));
   index["weight_map"].erase("model.norm.weight");
   write_file_atomically(scratch.path() / kIndexFileName, index.dump(2));
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }), "index.orphan_tensor");
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }), "index.orphan_tensor");
 }
 
 TEST(CheckpointErrors, IndexNotJsonOrWithoutWeightMap) {
   ScratchDirectory scratch("ckpt");
-  copy_fixture(scratch.path());
+  copy_bundled_model(scratch.path());
   write_file_atomically(scratch.path() / kIndexFileName, "{\"weight_map\": ");
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }), "index.invalid_json");
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }), "index.invalid_json");
   write_file_atomically(scratch.path() / kIndexFileName, "{\"metadata\": {}}");
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }), "index.invalid");
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }), "index.invalid");
   write_file_atomically(scratch.path() / kIndexFileName,
                         R"({"weight_map": {"x": "../model.safetensors"}})");
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }), "index.invalid");
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }), "index.invalid");
 }
 
 TEST(CheckpointErrors, SameTensorInTwoShards) {
   ScratchDirectory scratch("ckpt");
-  copy_fixture(scratch.path());
+  copy_bundled_model(scratch.path());
   fs::copy_file(scratch.path() / "model-00001-of-00002.safetensors",
                 scratch.path() / "model-00002-of-00002.safetensors",
                 fs::copy_options::overwrite_existing);
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }),
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }),
             "checkpoint.duplicate_tensor");
 }
 
 TEST(CheckpointErrors, NoWeightsAndNoSuchPath) {
   ScratchDirectory scratch("ckpt");
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path()); }), "checkpoint.no_weights");
-  EXPECT_EQ(expect_error_kind([&] { Checkpoint::open(scratch.path() / "nope"); }),
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }), "checkpoint.no_weights");
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path() / "nope"); }),
             "checkpoint.not_found");
 }
 
@@ -192,15 +177,15 @@ TEST(OutputDirectory, RefusesInputItselfOrInsideIt) {
   ScratchDirectory scratch("ckpt");
   auto input = scratch.path() / "in";
   fs::create_directories(input);
-  EXPECT_EQ(expect_error_kind([&] { check_output_directory(input, {input}); }),
+  EXPECT_EQ(error_kind_of([&] { check_output_directory(input, {input}); }),
             "output.inside_input");
-  EXPECT_EQ(expect_error_kind([&] { check_output_directory(input / "." , {input}); }),
+  EXPECT_EQ(error_kind_of([&] { check_output_directory(input / "." , {input}); }),
             "output.inside_input");
-  EXPECT_EQ(expect_error_kind([&] { check_output_directory(input / "sub" / "out", {input}); }),
+  EXPECT_EQ(error_kind_of([&] { check_output_directory(input / "sub" / "out", {input}); }),
             "output.inside_input");
-  EXPECT_EQ(expect_error_kind([&] { check_output_directory(scratch.path() / "in-out", {input}); }),
+  EXPECT_EQ(error_kind_of([&] { check_output_directory(scratch.path() / "in-out", {input}); }),
             "no error");
-  EXPECT_EQ(expect_error_kind([&] { check_output_directory(scratch.path() / "out", {input}); }),
+  EXPECT_EQ(error_kind_of([&] { check_output_directory(scratch.path() / "out", {input}); }),
             "no error");
 }
 

@@ -4,27 +4,20 @@
 
 #include <nlohmann/json.hpp>
 
-#include "bad_safetensors.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/file_io.h"
+#include "test_support.h"
 
 namespace qs {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::copy_bundled_model;
+using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
 const std::string kFixture = QS_TEST_DATA_DIR "/glm5-tiny";
-
-std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
-
-void copy_fixture(const fs::path& to) {
-  for (const auto& entry : fs::directory_iterator(kFixture))
-    if (entry.path().filename().string().starts_with("model") ||
-        entry.path().filename() == "config.json")
-      fs::copy_file(entry.path(), to / entry.path().filename());
-}
 
 TEST(Cli, HelpAndUnknownSubcommand) {
   auto help = run_cli("--help");
@@ -78,7 +71,7 @@ TEST(CliValidate, BundledModelIsValidWithAndWithoutChecksum) {
 
 TEST(CliValidate, WrongTotalSizeIsAProblemExitOne) {
   ScratchDirectory scratch("cli");
-  copy_fixture(scratch.path());
+  copy_bundled_model(scratch.path());
   auto index = nlohmann::json::parse(read_text_file(scratch.path() / "model.safetensors.index.json"));
   index["metadata"]["total_size"] = 12345;
   write_file_atomically(scratch.path() / "model.safetensors.index.json", index.dump(2));
@@ -118,7 +111,7 @@ INSTANTIATE_TEST_SUITE_P(EveryFailureClass, CliBrokenFile,
 
 TEST(CliValidate, CheckpointLevelFailuresExitTwo) {
   ScratchDirectory scratch("cli");
-  copy_fixture(scratch.path());
+  copy_bundled_model(scratch.path());
   fs::remove(scratch.path() / "model-00002-of-00002.safetensors");
   auto missing_shard = run_cli("validate " + quoted(scratch.path()));
   EXPECT_EQ(missing_shard.exit_code, 2);

@@ -2,7 +2,7 @@
 
 #include <set>
 
-#include "bad_safetensors.h"
+#include "test_support.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/safetensors.h"
 

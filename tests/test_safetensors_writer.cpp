@@ -4,7 +4,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "bad_safetensors.h"
+#include "test_support.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/safetensors.h"

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <limits>
 
-#include "bad_safetensors.h"
+#include "test_support.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/shard_scan.h"
 

@@ -8,7 +8,7 @@
 #include <map>
 #include <set>
 
-#include "bad_safetensors.h"
+#include "test_support.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/codecs.h"
 #include "qs/ckpt/error.h"
@@ -20,20 +20,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::run_cli;
+using testing::error_kind_of;
 using testing::ScratchDirectory;
 
 const fs::path kFixture = QS_TEST_DATA_DIR "/glm5-tiny";
 
 SyntheticModelSpec tiny() { return synthetic_preset("tiny").spec; }
-
-std::string error_kind(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.kind();
-  }
-  return "no error";
-}
 
 std::vector<std::byte> read_tensor(const Checkpoint& checkpoint, const std::string& name) {
   const auto& location = checkpoint.at(name);
@@ -126,7 +118,7 @@ TEST(Synth, PresetSizesAreWhatTheirNamesPromise) {
       layer_prefixes.insert(tensor.name.substr(0, tensor.name.find('.', 13)));
   EXPECT_EQ(layer_prefixes, std::set<std::string>{"model.layers.0"});
   EXPECT_EQ(layer.size(), 3u + 787);
-  EXPECT_EQ(error_kind([] { synthetic_preset("nope"); }), "synth.unknown_preset");
+  EXPECT_EQ(error_kind_of([] { synthetic_preset("nope"); }), "synth.unknown_preset");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -184,7 +176,7 @@ TEST(Synth, ImpossibleDimensionsAreBadInput) {
   auto expect_invalid = [](auto&& change) {
     auto spec = tiny();
     change(spec);
-    EXPECT_EQ(error_kind([&] { tensor_specs(spec); }), "layout.invalid_dimensions");
+    EXPECT_EQ(error_kind_of([&] { tensor_specs(spec); }), "layout.invalid_dimensions");
   };
   expect_invalid([](SyntheticModelSpec& s) { s.num_experts_per_tok = 17; });
   expect_invalid([](SyntheticModelSpec& s) { s.first_k_dense_replace = 5; });
@@ -197,7 +189,7 @@ TEST(Synth, ImpossibleDimensionsAreBadInput) {
   dense_only.first_k_dense_replace = 4;
   dense_only.num_nextn_predict_layers = 0;
   dense_only.n_routed_experts = 0;  // no MoE layer needs experts
-  EXPECT_EQ(error_kind([&] { tensor_specs(dense_only); }), "no error");
+  EXPECT_EQ(error_kind_of([&] { tensor_specs(dense_only); }), "no error");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,7 +223,7 @@ TEST(Synth, ValuesDependOnlyOnSeedNameAndIndex) {
   std::vector<std::byte> other_tensor(whole.size());
   generate_synthetic_tensor(spec, "model.layers.1.mlp.experts.4.down_proj.weight", 0, other_tensor);
   EXPECT_NE(whole, other_tensor);
-  EXPECT_EQ(error_kind([&] { generate_synthetic_tensor(spec, "nope", 0, whole); }),
+  EXPECT_EQ(error_kind_of([&] { generate_synthetic_tensor(spec, "nope", 0, whole); }),
             "synth.unknown_tensor");
 }
 
@@ -360,7 +352,7 @@ TEST(Synth, WritesALoadableCheckpointLikeTheFixture) {
   generate_synthetic_tensor(tiny(), name, 0, expected);
   EXPECT_EQ(read_tensor(written, name), expected);
 
-  EXPECT_EQ(error_kind([&] { write_synthetic_checkpoint(tiny(), out); }), "synth.output_not_empty");
+  EXPECT_EQ(error_kind_of([&] { write_synthetic_checkpoint(tiny(), out); }), "synth.output_not_empty");
 }
 
 TEST(Synth, BytesDoNotDependOnThreadsOrShardingButOnTheSeed) {

@@ -1,4 +1,6 @@
-#include "bad_safetensors.h"
+#include "test_support.h"
+
+#include "qs/ckpt/error.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -155,6 +157,25 @@ CliResult run_cli(const std::string& arguments) {
     output.append(buffer.data(), got);
   int status = ::pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+std::string quoted(const std::filesystem::path& path) { return "'" + path.string() + "'"; }
+
+void copy_bundled_model(const std::filesystem::path& to) {
+  const std::filesystem::path bundled = QS_TEST_DATA_DIR "/glm5-tiny";
+  for (const char* name : {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                           "model.safetensors.index.json", "config.json",
+                           "generation_config.json"})
+    std::filesystem::copy_file(bundled / name, to / name);
+}
+
+std::string error_kind_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.kind();
+  }
+  return "no error";
 }
 
 }  // namespace qs::testing

@@ -1,9 +1,11 @@
 #pragma once
-// Generates safetensors files, valid and broken in one specific way each, so that every
-// failure class of the reader has a test built from code rather than a hand-edited file.
+// What the test suites share: generators of safetensors files broken in one specific way each
+// (so every failure class of the reader has a test built from code, not a hand-edited file),
+// scratch directories, and running the CLI.
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -53,5 +55,13 @@ struct CliResult {
   std::string output;
 };
 CliResult run_cli(const std::string& arguments);
+// Single-quoted for the shell (test paths hold no quotes).
+std::string quoted(const std::filesystem::path& path);
+
+// Copies the bundled model's shards, index and configs into `to`, for tests that break them.
+void copy_bundled_model(const std::filesystem::path& to);
+
+// The qs::Error kind `action` throws, or "no error".
+std::string error_kind_of(const std::function<void()>& action);
 
 }  // namespace qs::testing
