@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include <fmt/format.h>
+
 #include "test_support.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
@@ -59,7 +61,7 @@ TEST(Checkpoint, RoundTripsTheBundledModelByteIdentically) {
 TEST(Checkpoint, SizeCappedWriterShardsAndIndexesLast) {
   ScratchDirectory scratch("ckpt");
   std::vector<TensorSpec> specs;
-  for (int i = 0; i < 5; ++i) specs.push_back({"t" + std::to_string(i), DType::U8, {100}});
+  for (int i = 0; i < 5; ++i) specs.push_back({fmt::format("t{}", i), DType::U8, {100}});
   auto plan = split_into_shards(specs, 250);
   ASSERT_EQ(plan.size(), 3u);
   EXPECT_EQ(plan[0].size(), 2u);

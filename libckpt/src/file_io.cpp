@@ -13,6 +13,8 @@
 #include <sstream>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "qs/ckpt/error.h"
 
 namespace qs {
@@ -30,8 +32,8 @@ void fsync_directory(const std::filesystem::path& directory) {
 // Unique per process and per call, so concurrent writers of one directory never collide.
 std::filesystem::path temporary_name_for(const std::filesystem::path& destination) {
   static std::atomic<unsigned> counter{0};
-  auto name = "." + destination.filename().string() + ".tmp-" + std::to_string(::getpid()) +
-              "-" + std::to_string(counter++);
+  auto name = fmt::format(".{}.tmp-{}-{}", destination.filename().string(), ::getpid(),
+                          counter++);
   return destination.parent_path() / name;
 }
 
