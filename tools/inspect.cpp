@@ -119,7 +119,7 @@ nlohmann::ordered_json summary_json(const Checkpoint& checkpoint, const Summary&
                          {"declared", summary.quantization.declared}};
   nlohmann::ordered_json layouts = nlohmann::ordered_json::object();
   for (const auto& [layout, count] : summary.quantization.layouts)
-    layouts[weight_layout_name(layout)] = {{"modules", count.modules}, {"bytes", count.bytes}};
+    layouts[layout] = {{"modules", count.modules}, {"bytes", count.bytes}};
   out["quantization"]["weight_layouts"] = layouts;
   out["by_category"] = tally_json(summary.by_category);
   out["by_dtype"] = tally_json(summary.by_dtype);
@@ -152,7 +152,7 @@ void print_summary(const Checkpoint& checkpoint, const Summary& summary) {
              summary.quantization.declared.empty() ? " (nothing declared)"
                                                    : " (" + summary.quantization.declared + ")");
   for (const auto& [layout, count] : summary.quantization.layouts)
-    fmt::print("  {:<26} {:>7} modules  {:>11}\n", weight_layout_name(layout), count.modules,
+    fmt::print("  {:<26} {:>7} modules  {:>11}\n", layout, count.modules,
                human_bytes(count.bytes));
   print_tally("by category", summary.by_category, checkpoint.tensor_bytes());
   print_tally("by dtype", summary.by_dtype, checkpoint.tensor_bytes());

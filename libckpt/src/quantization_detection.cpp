@@ -1,6 +1,7 @@
 #include "qs/ckpt/quantization_detection.h"
 
 #include <array>
+#include <cstring>
 #include <filesystem>
 
 #include "qs/ckpt/file_io.h"
@@ -9,7 +10,7 @@ namespace qs {
 namespace {
 
 // The tensors of one module, keyed by parameter name ("weight", "weight_scale", ...).
-using ModuleParameters = std::map<std::string, const TensorInfo*>;
+using ModuleParameters = std::map<std::string, TensorLocation>;
 
 bool has(const ModuleParameters& parameters, const char* name) {
   return parameters.count(name) != 0;
@@ -17,7 +18,34 @@ bool has(const ModuleParameters& parameters, const char* name) {
 
 bool has(const ModuleParameters& parameters, const char* name, DType dtype) {
   auto it = parameters.find(name);
-  return it != parameters.end() && it->second->dtype == dtype;
+  return it != parameters.end() && it->second.info->dtype == dtype;
+}
+
+// pack-quantized stores ceil(K * bits / 32) int32 words per row; K is in weight_shape.
+std::string pack_quantized_label(const ModuleParameters& parameters) {
+  const std::string base = weight_layout_name(WeightLayout::PackQuantized);
+  auto shape_it = parameters.find("weight_shape");
+  const TensorInfo& packed = *parameters.at("weight_packed").info;
+  if (shape_it == parameters.end() || packed.shape.size() != 2) return base;
+  const TensorInfo& shape_info = *shape_it->second.info;
+  if (shape_info.element_count() != 2 ||
+      (shape_info.dtype != DType::I64 && shape_info.dtype != DType::I32))
+    return base;
+  std::vector<std::byte> bytes = shape_it->second.shard->read(shape_info);
+  std::int64_t in_features = 0;
+  if (shape_info.dtype == DType::I64) {
+    std::memcpy(&in_features, bytes.data() + 8, 8);
+  } else {
+    std::int32_t value = 0;
+    std::memcpy(&value, bytes.data() + 4, 4);
+    in_features = value;
+  }
+  if (in_features <= 0) return base;
+  // Common widths first: with padding to whole words, a narrow K can fit two widths.
+  for (int bits : {4, 8, 2, 3})
+    if (static_cast<std::uint64_t>((in_features * bits + 31) / 32) == packed.shape[1])
+      return base + "-int" + std::to_string(bits);
+  return base;
 }
 
 bool is_float(DType dtype) {
@@ -56,7 +84,7 @@ constexpr std::array<LayoutRule, 6> kLayoutRules{{
     {WeightLayout::Dense,
      [](const ModuleParameters& p) {
        auto it = p.find("weight");
-       return it != p.end() && is_float(it->second->dtype) && !has(p, "weight_scale") &&
+       return it != p.end() && is_float(it->second.info->dtype) && !has(p, "weight_scale") &&
               !has(p, "weight_packed");
      }},
 }};
@@ -112,23 +140,26 @@ QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
     const auto& name = location.info->name;
     auto dot = name.rfind('.');
     if (dot == std::string::npos) continue;
-    modules[name.substr(0, dot)][name.substr(dot + 1)] = location.info;
+    modules[name.substr(0, dot)].emplace(name.substr(dot + 1), location);
   }
 
   QuantizationDetection detection;
   for (const auto& [module, parameters] : modules) {
     if (!has(parameters, "weight") && !has(parameters, "weight_packed")) continue;
-    auto& count = detection.layouts[classify(parameters)];
+    WeightLayout layout = classify(parameters);
+    auto& count = detection.layouts[layout == WeightLayout::PackQuantized
+                                        ? pack_quantized_label(parameters)
+                                        : weight_layout_name(layout)];
     ++count.modules;
-    for (const auto& [parameter, info] : parameters) count.bytes += info->byte_size();
+    for (const auto& [parameter, location] : parameters) count.bytes += location.info->byte_size();
   }
 
-  std::vector<WeightLayout> quantized;
-  for (const auto& [layout, count] : detection.layouts)
-    if (layout != WeightLayout::Dense) quantized.push_back(layout);
+  std::vector<std::string> quantized;
+  for (const auto& [label, count] : detection.layouts)
+    if (label != weight_layout_name(WeightLayout::Dense)) quantized.push_back(label);
   detection.summary = quantized.empty()      ? "none"
                       : quantized.size() > 1 ? "mixed"
-                                             : weight_layout_name(quantized.front());
+                                             : quantized.front();
   detection.declared = declared_quantization(checkpoint);
   return detection;
 }

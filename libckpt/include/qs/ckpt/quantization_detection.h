@@ -30,13 +30,15 @@ struct LayoutCount {
 };
 
 struct QuantizationDetection {
-  // Per layout, over every module with a weight (dense ones included).
-  std::map<WeightLayout, LayoutCount> layouts;
+  // Per layout label, over every module with a weight (dense ones included). The label is
+  // weight_layout_name(), with the bit width for pack-quantized ("pack-quantized-int4"), which
+  // comes from the 16-byte weight_shape tensor: the only data this reads.
+  std::map<std::string, LayoutCount> layouts;
   // What config.json (quantization_config) and hf_quant_config.json declare, if anything:
   // e.g. "compressed-tensors/nvfp4-pack-quantized", "modelopt/NVFP4".
   std::string declared;
-  // One-word summary: "none", "nvfp4-modelopt", "nvfp4-compressed-tensors", "pack-quantized",
-  // "int8", "fp8", or "mixed" when several quantized layouts are present.
+  // One-word summary: "none", one quantized layout label ("nvfp4-modelopt",
+  // "pack-quantized-int4", "int8", ...), or "mixed" when several are present.
   std::string summary;
 };
 
