@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   std::vector<qs::TensorSpec> specs;
-  for (const auto& tensor : header.tensors) specs.push_back({tensor.name, tensor.dtype, tensor.shape});
+  for (const auto& tensor : header.tensors)
+    specs.push_back({tensor.name, tensor.dtype, tensor.shape});
   std::string rebuilt;
   try {
     rebuilt = qs::build_safetensors_header(specs, header.metadata);
@@ -27,8 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;  // e.g. the compact header would exceed the size limit
   }
   rebuilt.append(header.data_size(), '\0');
-  auto again = qs::parse_safetensors_header(std::as_bytes(std::span(rebuilt.data(), rebuilt.size())),
-                                            rebuilt.size(), "rebuilt");
+  auto again = qs::parse_safetensors_header(
+      std::as_bytes(std::span(rebuilt.data(), rebuilt.size())), rebuilt.size(), "rebuilt");
   if (again.tensors.size() != header.tensors.size()) std::abort();
   for (std::size_t i = 0; i < header.tensors.size(); ++i)
     if (again.tensors[i].name != header.tensors[i].name ||

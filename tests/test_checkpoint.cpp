@@ -1,13 +1,12 @@
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
-#include <fmt/format.h>
-
-#include "test_support.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
+#include "test_support.h"
 
 namespace qs {
 namespace {
@@ -33,8 +32,7 @@ TEST(Checkpoint, OpensTheBundledModel) {
   EXPECT_EQ(checkpoint.at("lm_head.weight").shard->path().filename(),
             "model-00002-of-00002.safetensors");
   EXPECT_FALSE(checkpoint.find("nonexistent"));
-  EXPECT_EQ(error_kind_of([&] { checkpoint.at("nonexistent"); }),
-            "checkpoint.missing_tensor");
+  EXPECT_EQ(error_kind_of([&] { checkpoint.at("nonexistent"); }), "checkpoint.missing_tensor");
 }
 
 TEST(Checkpoint, RoundTripsTheBundledModelByteIdentically) {
@@ -53,8 +51,7 @@ TEST(Checkpoint, RoundTripsTheBundledModelByteIdentically) {
   copy_auxiliary_files(in, scratch.path());
 
   for (const char* name : {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                           "model.safetensors.index.json", "config.json",
-                           "generation_config.json"})
+                           "model.safetensors.index.json", "config.json", "generation_config.json"})
     EXPECT_EQ(read_text_file(kFixture / name), read_text_file(scratch.path() / name)) << name;
 }
 
@@ -80,8 +77,8 @@ TEST(Checkpoint, SizeCappedWriterShardsAndIndexesLast) {
 }
 
 TEST(Checkpoint, OversizedTensorGetsItsOwnShard) {
-  std::vector<TensorSpec> specs{{"a", DType::U8, {10}}, {"big", DType::U8, {1000}},
-                                {"c", DType::U8, {10}}};
+  std::vector<TensorSpec> specs{
+      {"a", DType::U8, {10}}, {"big", DType::U8, {1000}}, {"c", DType::U8, {10}}};
   auto plan = split_into_shards(specs, 100);
   ASSERT_EQ(plan.size(), 3u);
   EXPECT_EQ(plan[1][0].name, "big");
@@ -101,15 +98,14 @@ TEST(Checkpoint, SingleShardIsModelSafetensorsWithoutIndex) {
 TEST(Checkpoint, AbandonedWriterLeavesNothingThatLooksValid) {
   ScratchDirectory scratch("ckpt");
   {
-    ShardedCheckpointWriter writer(scratch.path(),
-                                   {{"a", DType::U8, {4}}, {"b", DType::U8, {4}}}, 4);
+    ShardedCheckpointWriter writer(scratch.path(), {{"a", DType::U8, {4}}, {"b", DType::U8, {4}}},
+                                   4);
     writer.write_tensor("a", std::as_bytes(std::span("abcd", 4)));
   }
   EXPECT_FALSE(fs::exists(scratch.path() / kIndexFileName));
   for (const auto& entry : fs::directory_iterator(scratch.path()))
     EXPECT_EQ(entry.path().filename(), "model-00001-of-00002.safetensors");
-  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }),
-            "checkpoint.no_weights");
+  EXPECT_EQ(error_kind_of([&] { Checkpoint::open(scratch.path()); }), "checkpoint.no_weights");
 }
 
 TEST(CheckpointErrors, MissingShard) {
@@ -179,9 +175,8 @@ TEST(OutputDirectory, RefusesInputItselfOrInsideIt) {
   ScratchDirectory scratch("ckpt");
   auto input = scratch.path() / "in";
   fs::create_directories(input);
-  EXPECT_EQ(error_kind_of([&] { check_output_directory(input, {input}); }),
-            "output.inside_input");
-  EXPECT_EQ(error_kind_of([&] { check_output_directory(input / "." , {input}); }),
+  EXPECT_EQ(error_kind_of([&] { check_output_directory(input, {input}); }), "output.inside_input");
+  EXPECT_EQ(error_kind_of([&] { check_output_directory(input / ".", {input}); }),
             "output.inside_input");
   EXPECT_EQ(error_kind_of([&] { check_output_directory(input / "sub" / "out", {input}); }),
             "output.inside_input");

@@ -72,7 +72,8 @@ TEST(CliValidate, BundledModelIsValidWithAndWithoutChecksum) {
 TEST(CliValidate, WrongTotalSizeIsAProblemExitOne) {
   ScratchDirectory scratch("cli");
   copy_bundled_model(scratch.path());
-  auto index = nlohmann::json::parse(read_text_file(scratch.path() / "model.safetensors.index.json"));
+  auto index =
+      nlohmann::json::parse(read_text_file(scratch.path() / "model.safetensors.index.json"));
   index["metadata"]["total_size"] = 12345;
   write_file_atomically(scratch.path() / "model.safetensors.index.json", index.dump(2));
   auto result = run_cli("validate " + quoted(scratch.path()));
@@ -115,7 +116,8 @@ TEST(CliValidate, CheckpointLevelFailuresExitTwo) {
   fs::remove(scratch.path() / "model-00002-of-00002.safetensors");
   auto missing_shard = run_cli("validate " + quoted(scratch.path()));
   EXPECT_EQ(missing_shard.exit_code, 2);
-  EXPECT_NE(missing_shard.output.find("model-00002-of-00002.safetensors listed in the index does not exist"),
+  EXPECT_NE(missing_shard.output.find(
+                "model-00002-of-00002.safetensors listed in the index does not exist"),
             std::string::npos)
       << missing_shard.output;
   auto nowhere = run_cli("inspect " + quoted(scratch.path() / "absent"));
@@ -147,7 +149,8 @@ TEST(CliValidateLayout, SynthesizedModelMatchesItsConfig) {
   auto result = run_cli("validate --json " + quoted(scratch.path() / "m"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   auto json = nlohmann::json::parse(result.output);
-  EXPECT_NE(std::find(json["checks"].begin(), json["checks"].end(), "layout"), json["checks"].end());
+  EXPECT_NE(std::find(json["checks"].begin(), json["checks"].end(), "layout"),
+            json["checks"].end());
   EXPECT_TRUE(json["findings"].empty()) << json["findings"].dump();
 }
 
@@ -159,10 +162,13 @@ TEST(CliValidateLayout, MoreExpertsInConfigThanInFilesAreMissingAndMisshapen) {
   auto result = run_cli("validate " + quoted(model));
   EXPECT_EQ(result.exit_code, 1) << result.output;
   EXPECT_NE(result.output.find("layout.missing_tensor"), std::string::npos) << result.output;
-  EXPECT_NE(result.output.find("model.layers.1.mlp.experts.16.gate_proj.weight"), std::string::npos);
+  EXPECT_NE(result.output.find("model.layers.1.mlp.experts.16.gate_proj.weight"),
+            std::string::npos);
   EXPECT_NE(result.output.find("layout.shape_mismatch"), std::string::npos);
-  EXPECT_NE(result.output.find("model.layers.1.mlp.gate.weight: shape [16, 256] but config.json implies [17, 256]"),
-            std::string::npos)
+  EXPECT_NE(
+      result.output.find(
+          "model.layers.1.mlp.gate.weight: shape [16, 256] but config.json implies [17, 256]"),
+      std::string::npos)
       << result.output;
 }
 

@@ -58,7 +58,8 @@ struct ExpectedValue {
 };
 
 // sign · 2^(e − bias) · (1 + m / 2^M) for normals, sign · 2^(1 − bias) · m / 2^M for subnormals.
-double field_formula(std::uint32_t exponent_field, std::uint32_t mantissa, const BinaryFormat& format) {
+double field_formula(std::uint32_t exponent_field, std::uint32_t mantissa,
+                     const BinaryFormat& format) {
   if (exponent_field == 0)
     return std::ldexp(static_cast<double>(mantissa), 1 - format.bias - format.mantissa_bits);
   return std::ldexp(1.0 + std::ldexp(static_cast<double>(mantissa), -format.mantissa_bits),
@@ -153,9 +154,12 @@ std::uint32_t reference_encode(const EncoderCase& encoder, float x) {
     const GridPoint& high = *above;
     const double to_low = magnitude - low.value;  // exact: neighbours are within a factor 2
     const double to_high = high.value - magnitude;
-    if (to_low < to_high) code = low.code;
-    else if (to_high < to_low) code = high.code;
-    else code = (low.code % 2 == 0) ? low.code : high.code;
+    if (to_low < to_high)
+      code = low.code;
+    else if (to_high < to_low)
+      code = high.code;
+    else
+      code = (low.code % 2 == 0) ? low.code : high.code;
   }
   if (code == grid.back().code) code = encoder.overflow_code;
   return (std::signbit(x) ? encoder.sign_bit : 0u) | code;
@@ -212,7 +216,8 @@ void expect_decoder_matches_formula(const BinaryFormat& format,
 // Decoding: every code
 
 TEST(CodecDecode, Bf16EveryCode) {
-  expect_decoder_matches_formula(kBf16, [](std::uint32_t c) { return bf16_to_f32(std::uint16_t(c)); });
+  expect_decoder_matches_formula(kBf16,
+                                 [](std::uint32_t c) { return bf16_to_f32(std::uint16_t(c)); });
 }
 
 TEST(CodecDecode, Bf16KeepsNanPayloadBitForBit) {
@@ -221,13 +226,15 @@ TEST(CodecDecode, Bf16KeepsNanPayloadBitForBit) {
 }
 
 TEST(CodecDecode, F16EveryCodeIncludingSubnormals) {
-  expect_decoder_matches_formula(kF16, [](std::uint32_t c) { return f16_to_f32(std::uint16_t(c)); });
+  expect_decoder_matches_formula(kF16,
+                                 [](std::uint32_t c) { return f16_to_f32(std::uint16_t(c)); });
   EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));
   EXPECT_EQ(f16_to_f32(0x03FF), std::ldexp(1023.0f, -24));
 }
 
 TEST(CodecDecode, E4M3EveryCode) {
-  expect_decoder_matches_formula(kE4M3, [](std::uint32_t c) { return e4m3_to_f32(std::uint8_t(c)); });
+  expect_decoder_matches_formula(kE4M3,
+                                 [](std::uint32_t c) { return e4m3_to_f32(std::uint8_t(c)); });
   EXPECT_EQ(e4m3_to_f32(0x7E), 448.0f);
   EXPECT_EQ(e4m3_to_f32(0x01), std::ldexp(1.0f, -9));
   EXPECT_EQ(e4m3_to_f32(0x08), std::ldexp(1.0f, -6));
@@ -236,7 +243,8 @@ TEST(CodecDecode, E4M3EveryCode) {
 }
 
 TEST(CodecDecode, E5M2EveryCode) {
-  expect_decoder_matches_formula(kE5M2, [](std::uint32_t c) { return e5m2_to_f32(std::uint8_t(c)); });
+  expect_decoder_matches_formula(kE5M2,
+                                 [](std::uint32_t c) { return e5m2_to_f32(std::uint8_t(c)); });
   EXPECT_EQ(e5m2_to_f32(0x7B), 57344.0f);
   EXPECT_EQ(e5m2_to_f32(0x01), std::ldexp(1.0f, -16));
   EXPECT_EQ(e5m2_to_f32(0x7C), INFINITY);
@@ -253,7 +261,8 @@ TEST(CodecDecode, E2M1EveryNibbleFromTheValueTable) {
 
 TEST(CodecDecode, E8M0EveryCode) {
   for (std::uint32_t code = 0; code < 255; ++code)
-    EXPECT_EQ(e8m0_to_f32(std::uint8_t(code)), std::ldexp(1.0f, static_cast<int>(code) - 127)) << code;
+    EXPECT_EQ(e8m0_to_f32(std::uint8_t(code)), std::ldexp(1.0f, static_cast<int>(code) - 127))
+        << code;
   EXPECT_TRUE(std::isnan(e8m0_to_f32(0xFF)));
 }
 
@@ -272,8 +281,10 @@ void expect_round_trip(const BinaryFormat& format, Decode decode, Encode encode,
 }
 
 TEST(CodecRoundTrip, EveryNonNanCodeIncludingNegativeZero) {
-  expect_round_trip(kBf16, [](std::uint32_t c) { return bf16_to_f32(std::uint16_t(c)); }, f32_to_bf16, true);
-  expect_round_trip(kF16, [](std::uint32_t c) { return f16_to_f32(std::uint16_t(c)); }, f32_to_f16, true);
+  expect_round_trip(
+      kBf16, [](std::uint32_t c) { return bf16_to_f32(std::uint16_t(c)); }, f32_to_bf16, true);
+  expect_round_trip(
+      kF16, [](std::uint32_t c) { return f16_to_f32(std::uint16_t(c)); }, f32_to_f16, true);
   const auto e4m3 = [](std::uint32_t c) { return e4m3_to_f32(std::uint8_t(c)); };
   expect_round_trip(kE4M3, e4m3, f32_to_e4m3_satfinite, true);
   expect_round_trip(kE4M3, e4m3, f32_to_e4m3_overflow_to_nan, true);
@@ -338,7 +349,7 @@ TEST(CodecTies, GridsHaveTheSizesTheFormatsDefine) {
   const auto encoders = all_encoders();
   EXPECT_EQ(encoders[0].grid.size(), 0x7F80u + 1);  // bf16: 0 … max finite, then 2^128
   EXPECT_EQ(encoders[1].grid.size(), 0x7C00u + 1);
-  EXPECT_EQ(encoders[2].grid.size(), 0x7Fu + 1);    // e4m3: 0x00 … 0x7E, then 480
+  EXPECT_EQ(encoders[2].grid.size(), 0x7Fu + 1);  // e4m3: 0x00 … 0x7E, then 480
   EXPECT_EQ(encoders[2].grid.back().value, 480.0);
   EXPECT_EQ(encoders[4].grid.size(), 0x7Cu + 1);
   EXPECT_EQ(encoders[4].grid.back().value, 65536.0);
@@ -462,10 +473,10 @@ TEST(CodecSpecials, E4M3Satfinite) {
   EXPECT_EQ(f32_to_e4m3_satfinite(0.0f), 0x00);
   EXPECT_EQ(f32_to_e4m3_satfinite(-0.0f), 0x80);
   EXPECT_EQ(f32_to_e4m3_satfinite(std::ldexp(1.0f, -9)), 0x01);
-  EXPECT_EQ(f32_to_e4m3_satfinite(std::ldexp(1.0f, -10)), 0x00);  // subnormal tie → even 0
+  EXPECT_EQ(f32_to_e4m3_satfinite(std::ldexp(1.0f, -10)), 0x00);   // subnormal tie → even 0
   EXPECT_EQ(f32_to_e4m3_satfinite(-std::ldexp(1.0f, -11)), 0x80);  // negative underflow keeps sign
   EXPECT_EQ(f32_to_e4m3_satfinite(3 * std::ldexp(1.0f, -10)), 0x02);  // tie 1 vs 2 → 2
-  EXPECT_EQ(f32_to_e4m3_satfinite(std::ldexp(15.0f, -10)), 0x08);  // 7.5 steps → min normal
+  EXPECT_EQ(f32_to_e4m3_satfinite(std::ldexp(15.0f, -10)), 0x08);     // 7.5 steps → min normal
   EXPECT_EQ(f32_to_e4m3_satfinite(kDenormMin), 0x00);
   // The NVFP4 scale casts of formats-modelopt-nvfp4.md §1.6.
   EXPECT_EQ(f32_to_e4m3_satfinite(134.4f), 0x70);
@@ -508,18 +519,18 @@ TEST(CodecSpecials, E2M1TieTableOfTheSpecs) {
     float input;
     std::uint8_t nibble;
   } cases[] = {
-      {0.25f, 0x0}, {0.75f, 0x2}, {1.25f, 0x2}, {1.75f, 0x4}, {2.5f, 0x4}, {3.5f, 0x6}, {5.0f, 0x6},
-      {0.2500001f, 0x1}, {0.7499999f, 0x1}, {1.2500001f, 0x3}, {1.7499999f, 0x3},
-      {2.5000002f, 0x5}, {3.4999998f, 0x5}, {5.0000005f, 0x7},
-      {6.0f, 0x7}, {6.5f, 0x7}, {7.0f, 0x7}, {100.0f, 0x7}, {FLT_MAX, 0x7},
-      {-0.25f, 0x8}, {-0.75f, 0xA}, {-5.0f, 0xE}, {-1e9f, 0xF},
+      {0.25f, 0x0},      {0.75f, 0x2},      {1.25f, 0x2},      {1.75f, 0x4},      {2.5f, 0x4},
+      {3.5f, 0x6},       {5.0f, 0x6},       {0.2500001f, 0x1}, {0.7499999f, 0x1}, {1.2500001f, 0x3},
+      {1.7499999f, 0x3}, {2.5000002f, 0x5}, {3.4999998f, 0x5}, {5.0000005f, 0x7}, {6.0f, 0x7},
+      {6.5f, 0x7},       {7.0f, 0x7},       {100.0f, 0x7},     {FLT_MAX, 0x7},    {-0.25f, 0x8},
+      {-0.75f, 0xA},     {-5.0f, 0xE},      {-1e9f, 0xF},
   };
   for (const auto& c : cases) EXPECT_EQ(f32_to_e2m1(c.input), c.nibble) << c.input;
 }
 
 TEST(CodecSpecials, E2M1SignsInfAndNan) {
   EXPECT_EQ(f32_to_e2m1(0.0f), 0x0);
-  EXPECT_EQ(f32_to_e2m1(-0.0f), 0x8);  // sign kept (compressed-tensors packs signbit)
+  EXPECT_EQ(f32_to_e2m1(-0.0f), 0x8);   // sign kept (compressed-tensors packs signbit)
   EXPECT_EQ(f32_to_e2m1(-0.05f), 0x8);  // negative that rounds to zero: −0, as ModelOpt writes
   EXPECT_EQ(f32_to_e2m1(-kDenormMin), 0x8);
   EXPECT_EQ(f32_to_e2m1(kInf), 0x7);
@@ -532,17 +543,18 @@ TEST(CodecSpecials, E2M1SignsInfAndNan) {
 // The NVFP4 test vector of formats-modelopt-nvfp4.md §1.6, computed in f32 as ModelOpt does:
 // s2 = amax / (6·448), block scale = e4m3(block_amax / (6·s2)), code = e2m1(w / (scale·s2)).
 TEST(CodecSpecials, ReproducesModelOptNvfp4TestVector) {
-  const float weights[32] = {3.0f,  -1.5f, 0.7f,  0.2f, -0.05f, 1.0f, 2.25f, -2.9f,
-                             0.0f,  0.5f,  -0.75f, 1.2f, 0.33f, -0.1f, 2.0f, -3.0f,
-                             0.9f,  -0.45f, 0.3f, 0.0f, 0.05f, -0.9f, 0.6f, 0.15f,
-                             -0.2f, 0.44f, 0.8f, -0.66f, 0.12f, 0.0f, -0.03f, 0.27f};
+  const float weights[32] = {3.0f,  -1.5f,  0.7f,   0.2f,   -0.05f, 1.0f,  2.25f,  -2.9f,
+                             0.0f,  0.5f,   -0.75f, 1.2f,   0.33f,  -0.1f, 2.0f,   -3.0f,
+                             0.9f,  -0.45f, 0.3f,   0.0f,   0.05f,  -0.9f, 0.6f,   0.15f,
+                             -0.2f, 0.44f,  0.8f,   -0.66f, 0.12f,  0.0f,  -0.03f, 0.27f};
   const float global_scale = 3.0f / (6.0f * 448.0f);
   EXPECT_EQ(bits_of(global_scale), 0x3A924925u);
   std::uint8_t scale_bytes[2];
   std::uint8_t packed[16];
   for (int block = 0; block < 2; ++block) {
     float block_amax = 0;
-    for (int i = 0; i < 16; ++i) block_amax = std::max(block_amax, std::fabs(weights[16 * block + i]));
+    for (int i = 0; i < 16; ++i)
+      block_amax = std::max(block_amax, std::fabs(weights[16 * block + i]));
     scale_bytes[block] = f32_to_e4m3_satfinite(block_amax / (6.0f * global_scale));
     const float effective_scale = e4m3_to_f32(scale_bytes[block]) * global_scale;
     for (int pair = 0; pair < 8; ++pair) {
@@ -580,7 +592,8 @@ std::vector<float> random_floats(std::size_t count, std::uint32_t seed) {
   std::uniform_real_distribution<float> small(-8.0f, 8.0f);
   std::vector<float> values(count);
   for (std::size_t i = 0; i < count; ++i)
-    values[i] = (i % 2 == 0) ? float_of_bits(static_cast<std::uint32_t>(generator())) : small(generator);
+    values[i] =
+        (i % 2 == 0) ? float_of_bits(static_cast<std::uint32_t>(generator())) : small(generator);
   return values;
 }
 
@@ -708,8 +721,10 @@ TEST(CodecDecodeDType, FloatFormats) {
             (std::vector<float>{0.1f, INFINITY, -INFINITY, 1.0f}));
   // Just under FLT_MAX + ½ulp stays finite; at it the tie goes to Inf.
   const double overflow_tie = std::ldexp(1.0, 128) - std::ldexp(1.0, 103);
-  EXPECT_EQ(decode(DType::F64, little_endian_bytes<double>({std::nextafter(overflow_tie, 0.0), overflow_tie}), 2),
-            (std::vector<float>{FLT_MAX, INFINITY}));
+  EXPECT_EQ(
+      decode(DType::F64,
+             little_endian_bytes<double>({std::nextafter(overflow_tie, 0.0), overflow_tie}), 2),
+      (std::vector<float>{FLT_MAX, INFINITY}));
   EXPECT_EQ(decode(DType::F8_E4M3, little_endian_bytes<std::uint8_t>({0x7E, 0x01}), 2),
             (std::vector<float>{448.0f, std::ldexp(1.0f, -9)}));
   EXPECT_EQ(decode(DType::F8_E5M2, little_endian_bytes<std::uint8_t>({0x7B, 0xFC}), 2),
@@ -724,13 +739,18 @@ TEST(CodecDecodeDType, FloatFormats) {
 TEST(CodecDecodeDType, IntegersBecomeTheirValues) {
   EXPECT_EQ(decode(DType::BOOL, little_endian_bytes<std::uint8_t>({0, 1, 2}), 3),
             (std::vector<float>{0.0f, 1.0f, 1.0f}));
-  EXPECT_EQ(decode(DType::U8, little_endian_bytes<std::uint8_t>({255}), 1), (std::vector<float>{255.0f}));
-  EXPECT_EQ(decode(DType::I8, little_endian_bytes<std::int8_t>({-128}), 1), (std::vector<float>{-128.0f}));
-  EXPECT_EQ(decode(DType::U16, little_endian_bytes<std::uint16_t>({65535}), 1), (std::vector<float>{65535.0f}));
-  EXPECT_EQ(decode(DType::I16, little_endian_bytes<std::int16_t>({-32768}), 1), (std::vector<float>{-32768.0f}));
+  EXPECT_EQ(decode(DType::U8, little_endian_bytes<std::uint8_t>({255}), 1),
+            (std::vector<float>{255.0f}));
+  EXPECT_EQ(decode(DType::I8, little_endian_bytes<std::int8_t>({-128}), 1),
+            (std::vector<float>{-128.0f}));
+  EXPECT_EQ(decode(DType::U16, little_endian_bytes<std::uint16_t>({65535}), 1),
+            (std::vector<float>{65535.0f}));
+  EXPECT_EQ(decode(DType::I16, little_endian_bytes<std::int16_t>({-32768}), 1),
+            (std::vector<float>{-32768.0f}));
   EXPECT_EQ(decode(DType::U32, little_endian_bytes<std::uint32_t>({16777217u}), 1),
             (std::vector<float>{16777216.0f}));
-  EXPECT_EQ(decode(DType::I32, little_endian_bytes<std::int32_t>({-7}), 1), (std::vector<float>{-7.0f}));
+  EXPECT_EQ(decode(DType::I32, little_endian_bytes<std::int32_t>({-7}), 1),
+            (std::vector<float>{-7.0f}));
   EXPECT_EQ(decode(DType::U64, little_endian_bytes<std::uint64_t>({1ull << 40}), 1),
             (std::vector<float>{std::ldexp(1.0f, 40)}));
   EXPECT_EQ(decode(DType::I64, little_endian_bytes<std::int64_t>({-(1ll << 50)}), 1),
@@ -787,9 +807,11 @@ std::vector<float> encoder_probe_inputs() {
   std::vector<float> inputs = sweep_of_all_floats();
   for (const EncoderCase& encoder : all_encoders()) {
     for (std::size_t i = 0; i + 1 < encoder.grid.size(); ++i) {
-      const auto midpoint = static_cast<float>((encoder.grid[i].value + encoder.grid[i + 1].value) / 2);
-      for (const float probe : {midpoint, std::nextafter(midpoint, 0.0f), std::nextafter(midpoint, INFINITY),
-                                static_cast<float>(encoder.grid[i].value)}) {
+      const auto midpoint =
+          static_cast<float>((encoder.grid[i].value + encoder.grid[i + 1].value) / 2);
+      for (const float probe :
+           {midpoint, std::nextafter(midpoint, 0.0f), std::nextafter(midpoint, INFINITY),
+            static_cast<float>(encoder.grid[i].value)}) {
         inputs.push_back(probe);
         inputs.push_back(-probe);
       }
@@ -804,7 +826,8 @@ std::vector<float> encoder_probe_inputs() {
 
 TEST_F(CodecCuda, DecodersOnEveryCode) {
   std::vector<std::uint16_t> bf16_codes(1u << 16);
-  for (std::uint32_t c = 0; c < bf16_codes.size(); ++c) bf16_codes[c] = static_cast<std::uint16_t>(c);
+  for (std::uint32_t c = 0; c < bf16_codes.size(); ++c)
+    bf16_codes[c] = static_cast<std::uint16_t>(c);
   std::vector<float> gpu(bf16_codes.size()), cpu(bf16_codes.size());
   gpu_bf16_to_f32(bf16_codes, gpu);
   convert_bf16_to_f32(bf16_codes, cpu);

@@ -50,10 +50,10 @@ TEST(QuantizationDetection, BundledModelIsDense) {
 
 TEST(QuantizationDetection, Nvfp4ModeloptFromItsTensors) {
   ScratchDirectory scratch("detect");
-  auto checkpoint = write(scratch.path(), {entry("a.weight", DType::U8, {4, 8}),
-                                           entry("a.weight_scale", DType::F8_E4M3, {4, 1}),
-                                           entry("a.weight_scale_2", DType::F32, {}),
-                                           entry("b.weight", DType::BF16, {4, 16})});
+  auto checkpoint =
+      write(scratch.path(),
+            {entry("a.weight", DType::U8, {4, 8}), entry("a.weight_scale", DType::F8_E4M3, {4, 1}),
+             entry("a.weight_scale_2", DType::F32, {}), entry("b.weight", DType::BF16, {4, 16})});
   auto detection = detect_quantization(checkpoint);
   EXPECT_EQ(detection.summary, "nvfp4-modelopt");
   EXPECT_EQ(detection.layouts.at("nvfp4-modelopt").modules, 1u);
@@ -63,12 +63,13 @@ TEST(QuantizationDetection, Nvfp4ModeloptFromItsTensors) {
 
 TEST(QuantizationDetection, PackQuantizedBitWidthFromWeightShape) {
   ScratchDirectory scratch("detect");
-  auto checkpoint = write(
-      scratch.path(),
-      {entry("int4.weight_packed", DType::I32, {4, 2}), entry("int4.weight_scale", DType::BF16, {4, 1}),
-       entry("int4.weight_zero_point", DType::I32, {1, 1}), weight_shape("int4", 4, 16),
-       entry("int8.weight_packed", DType::I32, {4, 4}), entry("int8.weight_scale", DType::BF16, {4, 1}),
-       weight_shape("int8", 4, 16)});
+  auto checkpoint =
+      write(scratch.path(),
+            {entry("int4.weight_packed", DType::I32, {4, 2}),
+             entry("int4.weight_scale", DType::BF16, {4, 1}),
+             entry("int4.weight_zero_point", DType::I32, {1, 1}), weight_shape("int4", 4, 16),
+             entry("int8.weight_packed", DType::I32, {4, 4}),
+             entry("int8.weight_scale", DType::BF16, {4, 1}), weight_shape("int8", 4, 16)});
   auto detection = detect_quantization(checkpoint);
   EXPECT_EQ(detection.summary, "mixed");
   EXPECT_EQ(detection.layouts.at("pack-quantized-int4").modules, 1u);
@@ -90,11 +91,11 @@ TEST(QuantizationDetection, OtherLayoutsAndDeclaredConfig) {
   ScratchDirectory other("detect");
   write_file_atomically(other.path() / "hf_quant_config.json",
                         R"({"quantization": {"quant_algo": "FP8"}})");
-  auto fp8 = write(other.path(), {entry("f.weight", DType::F8_E4M3, {4, 4}),
-                                  entry("f.weight_scale", DType::F32, {1}),
-                                  entry("i.weight", DType::I8, {4, 4}),
-                                  entry("i.weight_scale", DType::F32, {4, 1}),
-                                  entry("u.weight", DType::U8, {4, 4})});
+  auto fp8 =
+      write(other.path(),
+            {entry("f.weight", DType::F8_E4M3, {4, 4}), entry("f.weight_scale", DType::F32, {1}),
+             entry("i.weight", DType::I8, {4, 4}), entry("i.weight_scale", DType::F32, {4, 1}),
+             entry("u.weight", DType::U8, {4, 4})});
   detection = detect_quantization(fp8);
   EXPECT_EQ(detection.layouts.at("fp8").modules, 1u);
   EXPECT_EQ(detection.layouts.at("int8").modules, 1u);

@@ -2,9 +2,9 @@
 
 #include <set>
 
-#include "test_support.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/safetensors.h"
+#include "test_support.h"
 
 namespace qs {
 namespace {
@@ -41,9 +41,8 @@ TEST(SafetensorsReader, AcceptsWhitespaceAroundHeaderLikeTheReference) {
 TEST(SafetensorsReader, AcceptsEmptyAndScalarTensors) {
   ScratchDirectory scratch("reader");
   testing::RawSafetensors raw;
-  raw.header_json =
-      R"({"empty":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]},)"
-      R"("scalar":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})";
+  raw.header_json = R"({"empty":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]},)"
+                    R"("scalar":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})";
   raw.data = std::string(4, '\0');
   raw.write_to(scratch.path() / "x.safetensors");
   SafetensorsFile file(scratch.path() / "x.safetensors");
@@ -98,8 +97,7 @@ TEST_P(BrokenFile, PureParserAgreesWithFileReader) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryFailureClass, BrokenFile,
-                         ::testing::ValuesIn(broken_file_cases()),
+INSTANTIATE_TEST_SUITE_P(EveryFailureClass, BrokenFile, ::testing::ValuesIn(broken_file_cases()),
                          [](const auto& info) { return info.param.name; });
 
 TEST(SafetensorsReader, TensorNamedInErrorsWhereOneIsAtFault) {
@@ -107,8 +105,8 @@ TEST(SafetensorsReader, TensorNamedInErrorsWhereOneIsAtFault) {
     if (broken.expected_kind != "safetensors.size_mismatch") continue;
     auto bytes = broken.file.bytes();
     try {
-      parse_safetensors_header(std::as_bytes(std::span(bytes.data(), bytes.size())),
-                               bytes.size(), "f");
+      parse_safetensors_header(std::as_bytes(std::span(bytes.data(), bytes.size())), bytes.size(),
+                               "f");
     } catch (const Error& error) {
       EXPECT_EQ(error.tensor(), "b");
       EXPECT_NE(std::string(error.what()).find("tensor 'b'"), std::string::npos);
@@ -121,8 +119,8 @@ TEST(SafetensorsReader, EveryFailureClassHasADistinctMessage) {
   for (const auto& broken : broken_file_cases()) {
     auto bytes = broken.file.bytes();
     try {
-      parse_safetensors_header(std::as_bytes(std::span(bytes.data(), bytes.size())),
-                               bytes.size(), "f");
+      parse_safetensors_header(std::as_bytes(std::span(bytes.data(), bytes.size())), bytes.size(),
+                               "f");
     } catch (const Error& error) {
       details.insert(error.kind() + ": " + error.detail());
     }

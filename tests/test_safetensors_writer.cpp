@@ -4,10 +4,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "test_support.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/safetensors.h"
+#include "test_support.h"
 
 namespace qs {
 namespace {
@@ -78,8 +78,7 @@ TEST(SafetensorsWriter, RefusesOutOfOrderTensor) {
 }
 
 TEST(SafetensorsWriter, RefusesDuplicateNames) {
-  EXPECT_THROW(build_safetensors_header({{"x", DType::U8, {1}}, {"x", DType::U8, {1}}}, {}),
-               Error);
+  EXPECT_THROW(build_safetensors_header({{"x", DType::U8, {1}}, {"x", DType::U8, {1}}}, {}), Error);
 }
 
 TEST(SafetensorsWriter, FixtureShardsRoundTripByteIdentically) {
@@ -89,7 +88,8 @@ TEST(SafetensorsWriter, FixtureShardsRoundTripByteIdentically) {
                            "reference.safetensors", "tokens.safetensors"}) {
     SafetensorsFile in(fixture / name);
     std::vector<TensorSpec> specs;
-    for (const auto& tensor : in.tensors()) specs.push_back({tensor.name, tensor.dtype, tensor.shape});
+    for (const auto& tensor : in.tensors())
+      specs.push_back({tensor.name, tensor.dtype, tensor.shape});
     SafetensorsWriter writer(scratch.path() / name, specs, in.header().metadata);
     for (const auto& tensor : in.tensors()) writer.write_tensor(tensor.name, in.read(tensor));
     writer.commit();

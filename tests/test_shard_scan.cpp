@@ -1,14 +1,13 @@
 #include <gtest/gtest.h>
-
 #include <xxhash.h>
 
 #include <cmath>
 #include <cstring>
 #include <limits>
 
-#include "test_support.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/shard_scan.h"
+#include "test_support.h"
 
 namespace qs {
 namespace {
@@ -86,7 +85,8 @@ TEST(ShardScan, HashIsXxh3OfTheWholeFile) {
 TEST(ShardScan, BundledModelIsFinite) {
   SafetensorsFile file(QS_TEST_DATA_DIR "/glm5-tiny/model-00001-of-00002.safetensors");
   std::uint64_t last_progress = 0;
-  auto scan = scan_shard(file, {1u << 16, 1u << 20}, [&](std::uint64_t done) { last_progress = done; });
+  auto scan =
+      scan_shard(file, {1u << 16, 1u << 20}, [&](std::uint64_t done) { last_progress = done; });
   EXPECT_TRUE(scan.non_finite.empty());
   EXPECT_EQ(last_progress, file.file_size());
 }

@@ -1,7 +1,5 @@
 #include "test_support.h"
 
-#include "qs/ckpt/error.h"
-
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +7,8 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+
+#include "qs/ckpt/error.h"
 
 namespace qs::testing {
 
@@ -34,8 +34,7 @@ namespace {
 
 std::string header_with(const std::string& a_entry, const std::string& b_entry,
                         const std::string& extra = {}) {
-  return R"({"__metadata__":{"format":"pt"},"a":)" + a_entry + R"(,"b":)" + b_entry + extra +
-         "}";
+  return R"({"__metadata__":{"format":"pt"},"a":)" + a_entry + R"(,"b":)" + b_entry + extra + "}";
 }
 
 const std::string kA = R"({"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
@@ -111,8 +110,7 @@ std::vector<BrokenFileCase> broken_file_cases() {
       "safetensors.size_mismatch");
   add("ShapeOverflow",
       with_header(header_with(
-          kA,
-          R"({"dtype":"F64","shape":[4294967296,4294967296,16],"data_offsets":[8,16]})")),
+          kA, R"({"dtype":"F64","shape":[4294967296,4294967296,16],"data_offsets":[8,16]})")),
       "safetensors.size_overflow");
   add("SubByteRemainder",
       with_header(header_with(kA, R"({"dtype":"F4","shape":[3],"data_offsets":[8,16]})")),
@@ -136,8 +134,7 @@ std::vector<BrokenFileCase> broken_file_cases() {
 ScratchDirectory::ScratchDirectory(const std::string& label) {
   std::random_device entropy;
   path_ = std::filesystem::temp_directory_path() /
-          ("qs-test-" + label + "-" + std::to_string(::getpid()) + "-" +
-           std::to_string(entropy()));
+          ("qs-test-" + label + "-" + std::to_string(::getpid()) + "-" + std::to_string(entropy()));
   std::filesystem::create_directories(path_);
 }
 
@@ -159,13 +156,16 @@ CliResult run_cli(const std::string& arguments) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
-std::string quoted(const std::filesystem::path& path) { return "'" + path.string() + "'"; }
+std::string quoted(const std::filesystem::path& path) {
+  std::string text = "'";
+  text.append(path.string()).append("'");
+  return text;
+}
 
 void copy_bundled_model(const std::filesystem::path& to) {
   const std::filesystem::path bundled = QS_TEST_DATA_DIR "/glm5-tiny";
   for (const char* name : {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                           "model.safetensors.index.json", "config.json",
-                           "generation_config.json"})
+                           "model.safetensors.index.json", "config.json", "generation_config.json"})
     std::filesystem::copy_file(bundled / name, to / name);
 }
 

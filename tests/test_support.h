@@ -28,7 +28,7 @@ struct RawSafetensors {
 RawSafetensors valid_raw_file();
 
 struct BrokenFileCase {
-  std::string name;           // test label
+  std::string name;  // test label
   RawSafetensors file;
   std::string expected_kind;  // qs::Error::kind() the reader must report
 };

@@ -8,19 +8,19 @@
 #include <map>
 #include <set>
 
-#include "test_support.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/codecs.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/synthetic_model.h"
+#include "test_support.h"
 
 namespace qs {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::run_cli;
 using testing::error_kind_of;
+using testing::run_cli;
 using testing::ScratchDirectory;
 
 const fs::path kFixture = QS_TEST_DATA_DIR "/glm5-tiny";
@@ -352,7 +352,8 @@ TEST(Synth, WritesALoadableCheckpointLikeTheFixture) {
   generate_synthetic_tensor(tiny(), name, 0, expected);
   EXPECT_EQ(read_tensor(written, name), expected);
 
-  EXPECT_EQ(error_kind_of([&] { write_synthetic_checkpoint(tiny(), out); }), "synth.output_not_empty");
+  EXPECT_EQ(error_kind_of([&] { write_synthetic_checkpoint(tiny(), out); }),
+            "synth.output_not_empty");
 }
 
 TEST(Synth, BytesDoNotDependOnThreadsOrShardingButOnTheSeed) {

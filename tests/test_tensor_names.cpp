@@ -1,16 +1,16 @@
 // Tensor-name grammar (roles, layers, experts, parameters, fusion, MTP) and name patterns with
 // vLLM's targets / ignore semantics (formats-compressed-tensors.md §2.5, model-glm5.md §2, §4).
 
+#include <gtest/gtest.h>
+
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/name_pattern.h"

@@ -1,8 +1,8 @@
 #include "cli_support.h"
 
-#include <array>
-
 #include <fmt/format.h>
+
+#include <array>
 
 namespace qs::cli {
 

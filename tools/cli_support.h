@@ -2,7 +2,6 @@
 // What every subcommand shares: how it registers with the CLI and how it reports.
 
 #include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -1,12 +1,12 @@
 // quantsmith inspect PATH: what is in a checkpoint, from headers and config alone.
 
-#include <map>
-#include <memory>
-#include <set>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cli_support.h"
 #include "qs/ckpt/checkpoint.h"
@@ -56,7 +56,8 @@ Summary summarize(const Checkpoint& checkpoint) {
                         : category(parsed.role) == TensorCategory::MtpExtra;
       (mtp ? summary.mtp_layers : summary.layers).insert(static_cast<int>(*parsed.layer));
       if (parsed.expert)
-        summary.experts_by_layer[static_cast<int>(*parsed.layer)].insert(static_cast<int>(*parsed.expert));
+        summary.experts_by_layer[static_cast<int>(*parsed.layer)].insert(
+            static_cast<int>(*parsed.expert));
     }
   }
   summary.quantization = detect_quantization(checkpoint);
@@ -113,7 +114,8 @@ nlohmann::ordered_json summary_json(const Checkpoint& checkpoint, const Summary&
   out["layers"] = summary.layers;
   out["mtp_layers"] = summary.mtp_layers;
   nlohmann::ordered_json experts = nlohmann::ordered_json::object();
-  for (const auto& [layer, ids] : summary.experts_by_layer) experts[std::to_string(layer)] = ids.size();
+  for (const auto& [layer, ids] : summary.experts_by_layer)
+    experts[std::to_string(layer)] = ids.size();
   out["experts_per_layer"] = experts;
   out["quantization"] = {{"detected", summary.quantization.summary},
                          {"declared", summary.quantization.declared}};
@@ -132,7 +134,8 @@ void print_tally(const char* title, const std::map<std::string, Tally>& tallies,
   fmt::print("{}:\n", title);
   for (const auto& [name, tally] : tallies)
     fmt::print("  {:<16} {:>7} tensors  {:>11}  {:>5.1f}%  {}\n", name, tally.tensors,
-               human_bytes(tally.bytes), 100.0 * tally.bytes / std::max<std::uint64_t>(total_bytes, 1),
+               human_bytes(tally.bytes),
+               100.0 * tally.bytes / std::max<std::uint64_t>(total_bytes, 1),
                fmt::join(tally.dtypes, ","));
 }
 
@@ -152,8 +155,7 @@ void print_summary(const Checkpoint& checkpoint, const Summary& summary) {
              summary.quantization.declared.empty() ? " (nothing declared)"
                                                    : " (" + summary.quantization.declared + ")");
   for (const auto& [layout, count] : summary.quantization.layouts)
-    fmt::print("  {:<26} {:>7} modules  {:>11}\n", layout, count.modules,
-               human_bytes(count.bytes));
+    fmt::print("  {:<26} {:>7} modules  {:>11}\n", layout, count.modules, human_bytes(count.bytes));
   print_tally("by category", summary.by_category, checkpoint.tensor_bytes());
   print_tally("by dtype", summary.by_dtype, checkpoint.tensor_bytes());
 }

@@ -1,11 +1,11 @@
 // quantsmith: one binary, one thin file per subcommand. This file only dispatches and turns
 // errors into one line on stderr and an exit code.
 
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <exception>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "cli_support.h"
 #include "qs/ckpt/error.h"
@@ -13,8 +13,7 @@
 
 int main(int argc, char** argv) {
   using namespace qs::cli;
-  CLI::App app{"quantsmith: stream, quantize, splice and check huge MoE checkpoints",
-               "quantsmith"};
+  CLI::App app{"quantsmith: stream, quantize, splice and check huge MoE checkpoints", "quantsmith"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "quantsmith 0.1.0");
 

@@ -1,10 +1,9 @@
 #include "progress_line.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
-
-#include <fmt/format.h>
 
 namespace qs::cli {
 namespace {
@@ -47,8 +46,8 @@ void ProgressLine::update(std::uint64_t done_bytes, std::uint64_t done_items) {
 void ProgressLine::draw(bool final_draw) {
   double seconds = elapsed_seconds();
   double rate = seconds > 0 ? static_cast<double>(done_bytes_) / seconds : 0.0;
-  std::string text = fmt::format("{}: {:.2f}/{:.2f} GB", label_, done_bytes_ / 1e9,
-                                 total_bytes_ / 1e9);
+  std::string text =
+      fmt::format("{}: {:.2f}/{:.2f} GB", label_, done_bytes_ / 1e9, total_bytes_ / 1e9);
   if (total_items_ > 0) text += fmt::format(", {}/{} tensors", done_items_, total_items_);
   text += fmt::format(", {:.2f} GB/s", rate / 1e9);
   if (!final_draw && rate > 0 && total_bytes_ > done_bytes_)

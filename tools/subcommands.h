@@ -13,8 +13,7 @@ SubcommandRunner register_validate(CLI::App& app);
 SubcommandRunner register_synth(CLI::App& app);
 
 inline auto all_subcommands() {
-  return std::array<SubcommandRegistration, 3>{register_inspect, register_validate,
-                                               register_synth};
+  return std::array<SubcommandRegistration, 3>{register_inspect, register_validate, register_synth};
 }
 
 }  // namespace qs::cli

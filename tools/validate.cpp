@@ -1,11 +1,11 @@
 // quantsmith validate PATH: structure, format and numeric sanity of a checkpoint, with an
 // exit code for CI (0 valid, 1 problems found, 2 unreadable).
 
-#include <algorithm>
-#include <memory>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <algorithm>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli_support.h"
@@ -93,7 +93,8 @@ SubcommandRunner register_validate(CLI::App& app) {
     if (options->json) {
       auto json = report_json(checkpoint, report);
       if (options->checksum)
-        json["read"] = {{"bytes", checkpoint.file_bytes()}, {"seconds", seconds},
+        json["read"] = {{"bytes", checkpoint.file_bytes()},
+                        {"seconds", seconds},
                         {"gb_per_s", checkpoint.file_bytes() / 1e9 / seconds}};
       fmt::print("{}\n", json.dump(2));
     } else {

@@ -1,9 +1,9 @@
 #include "qs/ckpt/checkpoint.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "qs/ckpt/error.h"
 
@@ -33,7 +33,8 @@ std::vector<std::string> shard_names_from_index(const nlohmann::json& index,
                       tensor);
     const auto& name = file.get_ref<const std::string&>();
     if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
-      throw_bad_input("index.invalid", fmt::format("shard name \"{}\" is not a plain file name", name),
+      throw_bad_input("index.invalid",
+                      fmt::format("shard name \"{}\" is not a plain file name", name),
                       index_path.string(), tensor);
     names.insert(name);
   }
@@ -68,10 +69,10 @@ Checkpoint Checkpoint::open(const fs::path& path) {
   if (checkpoint.index_) {
     for (const auto& [tensor, file] : (*checkpoint.index_)["weight_map"].items())
       if (!fs::exists(checkpoint.directory_ / file.get<std::string>()))
-        throw_bad_input("index.missing_shard",
-                        fmt::format("shard {} listed in the index does not exist",
-                                    file.get<std::string>()),
-                        (checkpoint.directory_ / kIndexFileName).string(), tensor);
+        throw_bad_input(
+            "index.missing_shard",
+            fmt::format("shard {} listed in the index does not exist", file.get<std::string>()),
+            (checkpoint.directory_ / kIndexFileName).string(), tensor);
   }
 
   for (const auto& name : shard_names)
@@ -81,10 +82,11 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     for (const auto& info : shard->tensors()) {
       auto [it, inserted] = checkpoint.by_name_.emplace(info.name, checkpoint.tensors_.size());
       if (!inserted)
-        throw_bad_input("checkpoint.duplicate_tensor",
-                        fmt::format("also stored in {}",
-                                    checkpoint.tensors_[it->second].shard->path().filename().string()),
-                        shard->path().string(), info.name);
+        throw_bad_input(
+            "checkpoint.duplicate_tensor",
+            fmt::format("also stored in {}",
+                        checkpoint.tensors_[it->second].shard->path().filename().string()),
+            shard->path().string(), info.name);
       checkpoint.tensors_.push_back({shard.get(), &info});
     }
   }
@@ -107,7 +109,8 @@ Checkpoint Checkpoint::open(const fs::path& path) {
   }
 
   fs::path config_path = checkpoint.directory_ / "config.json";
-  if (fs::exists(config_path)) checkpoint.config_ = parse_json_file(config_path, "config.invalid_json");
+  if (fs::exists(config_path))
+    checkpoint.config_ = parse_json_file(config_path, "config.invalid_json");
   return checkpoint;
 }
 

@@ -30,10 +30,9 @@ void for_each_block(std::size_t count, BlockBody body) {
     body(std::size_t{0}, count);
     return;
   }
-  tbb::parallel_for(tbb::blocked_range<std::size_t>(0, count, kElementsPerTask),
-                    [&](const tbb::blocked_range<std::size_t>& range) {
-                      body(range.begin(), range.end());
-                    });
+  tbb::parallel_for(
+      tbb::blocked_range<std::size_t>(0, count, kElementsPerTask),
+      [&](const tbb::blocked_range<std::size_t>& range) { body(range.begin(), range.end()); });
 }
 
 [[noreturn]] void throw_size_mismatch(const char* what, std::size_t in_size, std::size_t out_size) {
@@ -97,7 +96,8 @@ void decode_e2m1_packed(std::span<const std::uint8_t> packed, std::span<float> o
       destination[2 * i + 1] = e2m1_to_f32(unpack_e2m1_odd(source[i]));
     }
   });
-  if (out.size() % 2 != 0) destination[out.size() - 1] = e2m1_to_f32(unpack_e2m1_even(source[pairs]));
+  if (out.size() % 2 != 0)
+    destination[out.size() - 1] = e2m1_to_f32(unpack_e2m1_even(source[pairs]));
 }
 
 }  // namespace
@@ -150,7 +150,8 @@ void convert_f32_to_e2m1_packed(std::span<const float> in, std::span<std::uint8_
       destination[i] = pack_e2m1_pair(f32_to_e2m1(source[2 * i]), f32_to_e2m1(source[2 * i + 1]));
   });
   // An odd tail leaves the high nibble zero, as the packers we match pad with +0.
-  if (in.size() % 2 != 0) destination[pairs] = pack_e2m1_pair(f32_to_e2m1(source[in.size() - 1]), 0);
+  if (in.size() % 2 != 0)
+    destination[pairs] = pack_e2m1_pair(f32_to_e2m1(source[in.size() - 1]), 0);
 }
 
 void decode_to_f32(DType dtype, std::span<const std::byte> bytes, std::span<float> out) {
@@ -183,14 +184,22 @@ void decode_to_f32(DType dtype, std::span<const std::byte> bytes, std::span<floa
     case DType::BOOL:
       return decode_stored<std::uint8_t>("BOOL → f32", bytes, out,
                                          [](std::uint8_t byte) { return byte != 0 ? 1.0f : 0.0f; });
-    case DType::U8: return decode_stored<std::uint8_t>("U8 → f32", bytes, out, as_value);
-    case DType::I8: return decode_stored<std::int8_t>("I8 → f32", bytes, out, as_value);
-    case DType::U16: return decode_stored<std::uint16_t>("U16 → f32", bytes, out, as_value);
-    case DType::I16: return decode_stored<std::int16_t>("I16 → f32", bytes, out, as_value);
-    case DType::U32: return decode_stored<std::uint32_t>("U32 → f32", bytes, out, as_value);
-    case DType::I32: return decode_stored<std::int32_t>("I32 → f32", bytes, out, as_value);
-    case DType::U64: return decode_stored<std::uint64_t>("U64 → f32", bytes, out, as_value);
-    case DType::I64: return decode_stored<std::int64_t>("I64 → f32", bytes, out, as_value);
+    case DType::U8:
+      return decode_stored<std::uint8_t>("U8 → f32", bytes, out, as_value);
+    case DType::I8:
+      return decode_stored<std::int8_t>("I8 → f32", bytes, out, as_value);
+    case DType::U16:
+      return decode_stored<std::uint16_t>("U16 → f32", bytes, out, as_value);
+    case DType::I16:
+      return decode_stored<std::int16_t>("I16 → f32", bytes, out, as_value);
+    case DType::U32:
+      return decode_stored<std::uint32_t>("U32 → f32", bytes, out, as_value);
+    case DType::I32:
+      return decode_stored<std::int32_t>("I32 → f32", bytes, out, as_value);
+    case DType::U64:
+      return decode_stored<std::uint64_t>("U64 → f32", bytes, out, as_value);
+    case DType::I64:
+      return decode_stored<std::int64_t>("I64 → f32", bytes, out, as_value);
     case DType::F6_E2M3:
     case DType::F6_E3M2:
       break;

@@ -26,14 +26,12 @@ Error::Error(ErrorClass error_class, std::string kind, std::string message, std:
       file_(std::move(file)),
       tensor_(std::move(tensor)) {}
 
-void throw_bad_input(std::string kind, std::string message, std::string file,
-                     std::string tensor) {
+void throw_bad_input(std::string kind, std::string message, std::string file, std::string tensor) {
   throw Error(ErrorClass::BadInput, std::move(kind), std::move(message), std::move(file),
               std::move(tensor));
 }
 
-void throw_io_error(std::string kind, std::string message, std::string file,
-                    std::string tensor) {
+void throw_io_error(std::string kind, std::string message, std::string file, std::string tensor) {
   throw Error(ErrorClass::Io, std::move(kind), std::move(message), std::move(file),
               std::move(tensor));
 }

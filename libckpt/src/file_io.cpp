@@ -1,6 +1,7 @@
 #include "qs/ckpt/file_io.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,8 +13,6 @@
 #include <fstream>
 #include <sstream>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "qs/ckpt/error.h"
 
@@ -32,8 +31,7 @@ void fsync_directory(const std::filesystem::path& directory) {
 // Unique per process and per call, so concurrent writers of one directory never collide.
 std::filesystem::path temporary_name_for(const std::filesystem::path& destination) {
   static std::atomic<unsigned> counter{0};
-  auto name = fmt::format(".{}.tmp-{}-{}", destination.filename().string(), ::getpid(),
-                          counter++);
+  auto name = fmt::format(".{}.tmp-{}-{}", destination.filename().string(), ::getpid(), counter++);
   return destination.parent_path() / name;
 }
 
@@ -75,13 +73,14 @@ ReadOnlyFile::~ReadOnlyFile() {
 void ReadOnlyFile::read_at(std::uint64_t offset, std::span<std::byte> out) const {
   std::size_t done = 0;
   while (done < out.size()) {
-    ssize_t got = ::pread(fd_, out.data() + done, out.size() - done,
-                          static_cast<off_t>(offset + done));
+    ssize_t got =
+        ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
     if (got < 0) {
       if (errno == EINTR) continue;
-      throw_io_error("file.read", "read failed at offset " + std::to_string(offset + done) +
-                                      ": " + errno_text(errno),
-                     path_.string());
+      throw_io_error(
+          "file.read",
+          "read failed at offset " + std::to_string(offset + done) + ": " + errno_text(errno),
+          path_.string());
     }
     if (got == 0)
       throw_bad_input("file.truncated",
@@ -92,9 +91,7 @@ void ReadOnlyFile::read_at(std::uint64_t offset, std::span<std::byte> out) const
   }
 }
 
-void ReadOnlyFile::advise_sequential() const {
-  ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
-}
+void ReadOnlyFile::advise_sequential() const { ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL); }
 
 FileMapping::FileMapping(const ReadOnlyFile& file) : size_(file.size()) {
   if (size_ == 0) return;
@@ -121,8 +118,8 @@ AtomicOutputFile::AtomicOutputFile(std::filesystem::path destination)
     : destination_(std::move(destination)), temporary_(temporary_name_for(destination_)) {
   fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0)
-    throw_io_error("file.create", "cannot create " + temporary_.filename().string() + ": " +
-                                      errno_text(errno),
+    throw_io_error("file.create",
+                   "cannot create " + temporary_.filename().string() + ": " + errno_text(errno),
                    destination_.string());
 }
 
@@ -167,8 +164,7 @@ void AtomicOutputFile::write(std::string_view text) {
 
 void AtomicOutputFile::commit() {
   if (fd_ < 0)
-    throw Error(ErrorClass::Internal, "file.double_commit", "commit twice",
-                destination_.string());
+    throw Error(ErrorClass::Internal, "file.double_commit", "commit twice", destination_.string());
   if (::fsync(fd_) != 0) {
     int error_number = errno;
     discard();

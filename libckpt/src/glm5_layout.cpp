@@ -197,14 +197,12 @@ void append(std::vector<LayoutTensor>& out, const Spec& spec, std::string_view p
         {{fmt::format("{}{}", prefix, row.suffix), row.dtype, row.shape(spec)}, row.kind});
 }
 
-
 nlohmann::ordered_json json_number(double value) {
   // 1000000 rather than 1000000.0, as Python's json writes an int-valued config entry.
   if (std::isfinite(value) && value == std::floor(value) && std::fabs(value) < 9.0e15)
     return static_cast<std::int64_t>(value);
   return value;
 }
-
 
 // Reads an unsigned config key; absent keys use `fallback` when given, else are an error.
 std::uint64_t config_unsigned(const nlohmann::json& config, const char* key,

@@ -49,8 +49,7 @@ std::string pack_quantized_label(const ModuleParameters& parameters) {
 }
 
 bool is_float(DType dtype) {
-  return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32 ||
-         dtype == DType::F64;
+  return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32 || dtype == DType::F64;
 }
 
 // Checked most specific first; the first predicate that holds names the layout.
@@ -101,9 +100,10 @@ std::string declared_quantization(const Checkpoint& checkpoint) {
   if (config.is_object() && config.contains("quantization_config")) {
     const auto& quantization = config["quantization_config"];
     std::string method = quantization.value("quant_method", "unknown");
-    std::string detail = quantization.contains("format")      ? quantization.value("format", "")
-                         : quantization.contains("quant_algo") ? quantization.value("quant_algo", "")
-                                                               : "";
+    std::string detail = quantization.contains("format") ? quantization.value("format", "")
+                         : quantization.contains("quant_algo")
+                             ? quantization.value("quant_algo", "")
+                             : "";
     parts.push_back("config.json: " + method + (detail.empty() ? "" : "/" + detail));
   }
   auto legacy = checkpoint.directory() / "hf_quant_config.json";
@@ -123,13 +123,20 @@ std::string declared_quantization(const Checkpoint& checkpoint) {
 
 const char* weight_layout_name(WeightLayout layout) {
   switch (layout) {
-    case WeightLayout::Dense: return "dense";
-    case WeightLayout::Nvfp4Modelopt: return "nvfp4-modelopt";
-    case WeightLayout::Nvfp4CompressedTensors: return "nvfp4-compressed-tensors";
-    case WeightLayout::PackQuantized: return "pack-quantized";
-    case WeightLayout::Int8: return "int8";
-    case WeightLayout::Fp8: return "fp8";
-    case WeightLayout::Unrecognized: return "unrecognized";
+    case WeightLayout::Dense:
+      return "dense";
+    case WeightLayout::Nvfp4Modelopt:
+      return "nvfp4-modelopt";
+    case WeightLayout::Nvfp4CompressedTensors:
+      return "nvfp4-compressed-tensors";
+    case WeightLayout::PackQuantized:
+      return "pack-quantized";
+    case WeightLayout::Int8:
+      return "int8";
+    case WeightLayout::Fp8:
+      return "fp8";
+    case WeightLayout::Unrecognized:
+      return "unrecognized";
   }
   return "unrecognized";
 }
@@ -147,9 +154,9 @@ QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
   for (const auto& [module, parameters] : modules) {
     if (!has(parameters, "weight") && !has(parameters, "weight_packed")) continue;
     WeightLayout layout = classify(parameters);
-    auto& count = detection.layouts[layout == WeightLayout::PackQuantized
-                                        ? pack_quantized_label(parameters)
-                                        : weight_layout_name(layout)];
+    auto& count =
+        detection.layouts[layout == WeightLayout::PackQuantized ? pack_quantized_label(parameters)
+                                                                : weight_layout_name(layout)];
     ++count.modules;
     for (const auto& [parameter, location] : parameters) count.bytes += location.info->byte_size();
   }

@@ -1,14 +1,14 @@
 // Header validation follows the Rust reference (safetensors/src/tensor.rs) rule by rule, plus
 // duplicate-name rejection; each rule has its own error kind so tests can tell them apart.
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <vector>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/safetensors.h"
@@ -66,8 +66,8 @@ Json parse_rejecting_duplicates(std::string_view text, const std::string& file) 
   return root;
 }
 
-std::uint64_t unsigned_integer(const Json& value, const std::string& what,
-                               const std::string& file, const std::string& tensor) {
+std::uint64_t unsigned_integer(const Json& value, const std::string& what, const std::string& file,
+                               const std::string& tensor) {
   if (!value.is_number_unsigned())
     throw_bad_input("safetensors.tensor_entry_invalid",
                     fmt::format("{} must be non-negative integers, got {}", what, value.dump()),
@@ -75,14 +75,13 @@ std::uint64_t unsigned_integer(const Json& value, const std::string& what,
   return value.get<std::uint64_t>();
 }
 
-TensorInfo parse_tensor_entry(const std::string& name, const Json& entry,
-                              const std::string& file) {
+TensorInfo parse_tensor_entry(const std::string& name, const Json& entry, const std::string& file) {
   if (!entry.is_object())
     throw_bad_input("safetensors.tensor_entry_invalid", "entry is not a JSON object", file, name);
   for (const char* key : {"dtype", "shape", "data_offsets"})
     if (!entry.contains(key))
-      throw_bad_input("safetensors.tensor_entry_invalid", fmt::format("missing \"{}\"", key),
-                      file, name);
+      throw_bad_input("safetensors.tensor_entry_invalid", fmt::format("missing \"{}\"", key), file,
+                      name);
 
   const Json& dtype_value = entry["dtype"];
   if (!dtype_value.is_string())
@@ -117,20 +116,21 @@ TensorInfo parse_tensor_entry(const std::string& name, const Json& entry,
   for (auto dimension : info.shape) elements = checked_multiply(elements, dimension, overflow);
   std::uint64_t bits = checked_multiply(elements, dtype_bits(*dtype), overflow);
   if (overflow)
-    throw_bad_input("safetensors.size_overflow",
-                    fmt::format("shape {} overflows a 64-bit byte count", shape_to_string(info.shape)),
-                    file, name);
+    throw_bad_input(
+        "safetensors.size_overflow",
+        fmt::format("shape {} overflows a 64-bit byte count", shape_to_string(info.shape)), file,
+        name);
   if (bits % 8 != 0)
     throw_bad_input("safetensors.sub_byte_misaligned",
                     fmt::format("{} elements of {} do not end on a byte boundary", elements,
                                 dtype_name(*dtype)),
                     file, name);
   if (bits / 8 != info.byte_size())
-    throw_bad_input("safetensors.size_mismatch",
-                    fmt::format("shape {} of {} needs {} bytes but data_offsets span {}",
-                                shape_to_string(info.shape), dtype_name(*dtype), bits / 8,
-                                info.byte_size()),
-                    file, name);
+    throw_bad_input(
+        "safetensors.size_mismatch",
+        fmt::format("shape {} of {} needs {} bytes but data_offsets span {}",
+                    shape_to_string(info.shape), dtype_name(*dtype), bits / 8, info.byte_size()),
+        file, name);
   return info;
 }
 
@@ -181,7 +181,9 @@ std::uint64_t element_count(const Shape& shape) {
   return elements;
 }
 
-std::string shape_to_string(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string shape_to_string(const Shape& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
 
 const TensorInfo* SafetensorsHeader::find(std::string_view name) const {
   for (const auto& tensor : tensors)
@@ -190,8 +192,7 @@ const TensorInfo* SafetensorsHeader::find(std::string_view name) const {
 }
 
 SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_start,
-                                           std::uint64_t file_size,
-                                           const std::string& file_label) {
+                                           std::uint64_t file_size, const std::string& file_label) {
   if (file_size < 8 || file_start.size() < 8)
     throw_bad_input("safetensors.header_too_small",
                     fmt::format("{} bytes is too short for the 8-byte header length", file_size),
@@ -247,10 +248,10 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
   for (int i = 7; i >= 0; --i)
     header_length = (header_length << 8) | std::to_integer<std::uint64_t>(length_bytes[i]);
   // Read no more than the file holds; parse_safetensors_header reports what is wrong.
-  std::uint64_t wanted = prefix < 8 ? prefix
-                                    : std::min<std::uint64_t>(
-                                          file_.size(), 8 + std::min(header_length,
-                                                                     kMaxSafetensorsHeaderBytes));
+  std::uint64_t wanted =
+      prefix < 8 ? prefix
+                 : std::min<std::uint64_t>(file_.size(),
+                                           8 + std::min(header_length, kMaxSafetensorsHeaderBytes));
   std::vector<std::byte> start(wanted);
   file_.read_at(0, start);
   header_ = parse_safetensors_header(start, file_.size(), path.string());
@@ -258,10 +259,10 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
 
 void SafetensorsFile::read(const TensorInfo& tensor, std::span<std::byte> out) const {
   if (out.size() != tensor.byte_size())
-    throw Error(ErrorClass::Internal, "safetensors.read_size",
-                fmt::format("buffer of {} bytes for a {}-byte tensor", out.size(),
-                            tensor.byte_size()),
-                path().string(), tensor.name);
+    throw Error(
+        ErrorClass::Internal, "safetensors.read_size",
+        fmt::format("buffer of {} bytes for a {}-byte tensor", out.size(), tensor.byte_size()),
+        path().string(), tensor.name);
   file_.read_at(header_.data_start() + tensor.begin, out);
 }
 

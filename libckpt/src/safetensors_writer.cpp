@@ -1,4 +1,5 @@
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "qs/ckpt/error.h"
@@ -10,14 +11,13 @@ std::uint64_t TensorSpec::byte_size() const {
   std::uint64_t elements = element_count(shape);
   std::uint64_t bits = 0;
   if (__builtin_mul_overflow(elements, dtype_bits(dtype), &bits))
-    throw_bad_input("safetensors.size_overflow", "shape " + shape_to_string(shape) +
-                                                     " overflows a 64-bit byte count",
-                    {}, name);
+    throw_bad_input("safetensors.size_overflow",
+                    "shape " + shape_to_string(shape) + " overflows a 64-bit byte count", {}, name);
   if (bits % 8 != 0)
-    throw_bad_input("safetensors.sub_byte_misaligned",
-                    fmt::format("{} elements of {} do not end on a byte boundary", elements,
-                                dtype_name(dtype)),
-                    {}, name);
+    throw_bad_input(
+        "safetensors.sub_byte_misaligned",
+        fmt::format("{} elements of {} do not end on a byte boundary", elements, dtype_name(dtype)),
+        {}, name);
   return bits / 8;
 }
 

@@ -1,12 +1,11 @@
 #include "qs/ckpt/shard_scan.h"
 
+#include <fmt/format.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <cstring>
 #include <memory>
-
-#include <fmt/format.h>
 
 #include "qs/ckpt/file_io.h"
 
@@ -47,14 +46,20 @@ using Counter = Counts (*)(const std::byte*, std::size_t);
 // nullptr for dtypes that cannot hold non-finite values.
 Counter counter_for(DType dtype) {
   switch (dtype) {
-    case DType::BF16: return count_non_finite<std::uint16_t, 0x7F80, 0x7FFF, true>;
-    case DType::F16: return count_non_finite<std::uint16_t, 0x7C00, 0x7FFF, true>;
-    case DType::F32: return count_non_finite<std::uint32_t, 0x7F800000u, 0x7FFFFFFFu, true>;
+    case DType::BF16:
+      return count_non_finite<std::uint16_t, 0x7F80, 0x7FFF, true>;
+    case DType::F16:
+      return count_non_finite<std::uint16_t, 0x7C00, 0x7FFF, true>;
+    case DType::F32:
+      return count_non_finite<std::uint32_t, 0x7F800000u, 0x7FFFFFFFu, true>;
     case DType::F64:
       return count_non_finite<std::uint64_t, 0x7FF0000000000000ull, 0x7FFFFFFFFFFFFFFFull, true>;
-    case DType::F8_E4M3: return count_non_finite<std::uint8_t, 0x7F, 0x7F, false>;
-    case DType::F8_E5M2: return count_non_finite<std::uint8_t, 0x7C, 0x7F, true>;
-    default: return nullptr;
+    case DType::F8_E4M3:
+      return count_non_finite<std::uint8_t, 0x7F, 0x7F, false>;
+    case DType::F8_E5M2:
+      return count_non_finite<std::uint8_t, 0x7C, 0x7F, true>;
+    default:
+      return nullptr;
   }
 }
 
@@ -68,7 +73,7 @@ ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options,
   const std::uint64_t block = std::max<std::size_t>(8, options.block_bytes / 8 * 8);
 
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hash(XXH3_createState(),
-                                                               &XXH3_freeState);
+                                                                &XXH3_freeState);
   XXH3_128bits_reset(hash.get());
   XXH3_128bits_update(hash.get(), file, header.data_start());
 

@@ -3,9 +3,8 @@
 #include <array>
 #include <cstddef>
 #include <limits>
-#include <utility>
-
 #include <nlohmann/json.hpp>
+#include <utility>
 
 namespace qs {
 namespace {

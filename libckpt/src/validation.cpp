@@ -1,14 +1,13 @@
 #include "qs/ckpt/validation.h"
 
+#include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
 #include <array>
 #include <atomic>
-#include <mutex>
 #include <map>
+#include <mutex>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/glm5_layout.h"
@@ -25,8 +24,8 @@ void check_index_total_size(const Checkpoint& checkpoint, ValidationReport& repo
   const auto& index = checkpoint.index();
   std::string index_file = (checkpoint.directory() / kIndexFileName).string();
   if (!index.contains("metadata") || !index["metadata"].contains("total_size")) {
-    report.add(Severity::Warning, "index", "index.no_total_size",
-               "has no metadata.total_size", index_file);
+    report.add(Severity::Warning, "index", "index.no_total_size", "has no metadata.total_size",
+               index_file);
     return;
   }
   const auto& value = index["metadata"]["total_size"];
@@ -57,17 +56,17 @@ void check_config_present(const Checkpoint& checkpoint, ValidationReport& report
     return;
   }
   if (!config.is_object() || !config.contains("model_type"))
-    report.add(Severity::Problem, "config", "config.no_model_type",
-               "config.json has no model_type", config_file);
+    report.add(Severity::Problem, "config", "config.no_model_type", "config.json has no model_type",
+               config_file);
 }
 
 // Parameters a quantized Linear stores beside (or instead of) its weight. Format-specific
 // checks of their shapes belong to the format's own check.
 bool is_quantization_companion(std::string_view parameter) {
   static constexpr std::array<std::string_view, 11> kCompanions{
-      "weight_scale",       "weight_scale_2",   "weight_packed", "weight_global_scale",
-      "input_global_scale", "input_scale",      "weight_shape",  "weight_zero_point",
-      "weight_g_idx",       "k_scale",          "v_scale"};
+      "weight_scale",       "weight_scale_2", "weight_packed", "weight_global_scale",
+      "input_global_scale", "input_scale",    "weight_shape",  "weight_zero_point",
+      "weight_g_idx",       "k_scale",        "v_scale"};
   return std::find(kCompanions.begin(), kCompanions.end(), parameter) != kCompanions.end();
 }
 

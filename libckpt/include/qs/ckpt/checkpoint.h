@@ -6,12 +6,11 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "qs/ckpt/safetensors.h"
 
@@ -64,8 +63,7 @@ void check_output_directory(const std::filesystem::path& output,
                             const std::vector<std::filesystem::path>& inputs);
 
 // Copies the auxiliary files of `source` into `output_directory` (atomically each).
-void copy_auxiliary_files(const Checkpoint& source,
-                          const std::filesystem::path& output_directory);
+void copy_auxiliary_files(const Checkpoint& source, const std::filesystem::path& output_directory);
 
 // Assigns tensors, in order, to shards of at most `max_shard_bytes` tensor bytes (a tensor
 // larger than the cap gets a shard of its own), the way huggingface_hub splits state dicts.
@@ -79,7 +77,8 @@ std::string shard_file_name(std::size_t shard_index, std::size_t shard_count);
 class ShardedCheckpointWriter {
  public:
   ShardedCheckpointWriter(std::filesystem::path output_directory, std::vector<TensorSpec> tensors,
-                          std::uint64_t max_shard_bytes, StringMap shard_metadata = {{"format", "pt"}});
+                          std::uint64_t max_shard_bytes,
+                          StringMap shard_metadata = {{"format", "pt"}});
   // With the shard assignment given explicitly (e.g. to reproduce an existing layout).
   ShardedCheckpointWriter(std::filesystem::path output_directory,
                           std::vector<std::vector<TensorSpec>> shard_plan,

@@ -136,7 +136,8 @@ QS_HOST_DEVICE inline std::uint32_t magnitude_code_to_f32_bits(std::uint32_t cod
   }
   const auto f32_exponent_field =
       static_cast<std::uint32_t>(exponent_field - exponent_bias + kF32ExponentBias);
-  return (f32_exponent_field << kF32MantissaBits) | (mantissa << (kF32MantissaBits - mantissa_bits));
+  return (f32_exponent_field << kF32MantissaBits) |
+         (mantissa << (kF32MantissaBits - mantissa_bits));
 }
 
 }  // namespace codec_detail
@@ -176,8 +177,8 @@ QS_HOST_DEVICE inline float f16_to_f32(std::uint16_t code) {
     if (payload == 0) return f32_from_bits(sign | codec_detail::kF32InfBits);
     return f32_from_bits(sign | codec_detail::kF32QuietNanBits | payload);
   }
-  return f32_from_bits(
-      sign | codec_detail::magnitude_code_to_f32_bits(magnitude, kF16MantissaBits, kF16ExponentBias));
+  return f32_from_bits(sign | codec_detail::magnitude_code_to_f32_bits(magnitude, kF16MantissaBits,
+                                                                       kF16ExponentBias));
 }
 
 QS_HOST_DEVICE inline std::uint16_t f32_to_f16(float value) {
@@ -204,8 +205,8 @@ QS_HOST_DEVICE inline float e4m3_to_f32(std::uint8_t code) {
   const std::uint32_t sign = static_cast<std::uint32_t>(code & 0x80u) << 24;
   const std::uint32_t magnitude = code & 0x7Fu;
   if (magnitude == kE4M3NanCode) return f32_from_bits(sign | codec_detail::kF32QuietNanBits);
-  return f32_from_bits(
-      sign | codec_detail::magnitude_code_to_f32_bits(magnitude, kE4M3MantissaBits, kE4M3ExponentBias));
+  return f32_from_bits(sign | codec_detail::magnitude_code_to_f32_bits(magnitude, kE4M3MantissaBits,
+                                                                       kE4M3ExponentBias));
 }
 
 // The magnitude code of a finite value, or 0x7F and above on overflow.
@@ -214,7 +215,8 @@ QS_HOST_DEVICE inline std::uint32_t e4m3_unbounded_code(std::uint32_t bits) {
                                                kE4M3MantissaBits, kE4M3ExponentBias);
 }
 
-// Default e4m3 encoder (PTX cvt.rn.satfinite.e4m3x2.f32): overflow and ±Inf → ±448, NaN → sign|0x7F.
+// Default e4m3 encoder (PTX cvt.rn.satfinite.e4m3x2.f32): overflow and ±Inf → ±448, NaN →
+// sign|0x7F.
 QS_HOST_DEVICE inline std::uint8_t f32_to_e4m3_satfinite(float value) {
   const std::uint32_t bits = f32_to_bits(value);
   const auto sign = static_cast<std::uint8_t>((bits >> 24) & 0x80u);

@@ -12,7 +12,7 @@ namespace qs {
 // alignment is sorting by enum value.
 enum class DType : std::uint8_t {
   BOOL,
-  F4,        // E2M1, logical element count in the shape (two per byte)
+  F4,  // E2M1, logical element count in the shape (two per byte)
   F6_E2M3,
   F6_E3M2,
   U8,
@@ -34,8 +34,8 @@ enum class DType : std::uint8_t {
 
 struct DTypeInfo {
   DType dtype;
-  std::string_view name;     // as written in safetensors headers
-  std::uint32_t bits;        // storage bits per element
+  std::string_view name;  // as written in safetensors headers
+  std::uint32_t bits;     // storage bits per element
   bool floating;
 };
 

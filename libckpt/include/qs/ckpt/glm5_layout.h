@@ -5,11 +5,10 @@
 // checkpoints against it.
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "qs/ckpt/safetensors.h"
 

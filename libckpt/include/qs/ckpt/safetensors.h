@@ -63,8 +63,7 @@ struct SafetensorsHeader {
 // (or fewer, which is itself an error); `file_size` is the full size on disk; `file_label`
 // names the file in errors. Pure: no I/O, safe to fuzz.
 SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_start,
-                                           std::uint64_t file_size,
-                                           const std::string& file_label);
+                                           std::uint64_t file_size, const std::string& file_label);
 
 class SafetensorsFile {
  public:

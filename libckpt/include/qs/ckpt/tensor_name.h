@@ -6,12 +6,11 @@
 // TensorRole::Unknown, because real checkpoints carry extras we must report, not reject.
 
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace qs {
 

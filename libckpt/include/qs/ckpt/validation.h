@@ -36,7 +36,8 @@ struct ValidationOptions {
 };
 
 // Runs every structural check (headers only) and, with options.checksum, the data scan.
-ValidationReport validate_checkpoint(const Checkpoint& checkpoint, const ValidationOptions& options,
-                                     const std::function<void(std::uint64_t)>& on_bytes_scanned = {});
+ValidationReport validate_checkpoint(
+    const Checkpoint& checkpoint, const ValidationOptions& options,
+    const std::function<void(std::uint64_t)>& on_bytes_scanned = {});
 
 }  // namespace qs
