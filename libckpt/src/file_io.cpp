@@ -91,7 +91,6 @@ void ReadOnlyFile::read_at(std::uint64_t offset, std::span<std::byte> out) const
   }
 }
 
-void ReadOnlyFile::advise_sequential() const { ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL); }
 
 FileMapping::FileMapping(const ReadOnlyFile& file) : size_(file.size()) {
   if (size_ == 0) return;

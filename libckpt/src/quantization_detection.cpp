@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/tensor_name.h"
 
 namespace qs {
 namespace {
@@ -144,10 +145,9 @@ const char* weight_layout_name(WeightLayout layout) {
 QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
   std::map<std::string, ModuleParameters> modules;
   for (const auto& location : checkpoint.tensors()) {
-    const auto& name = location.info->name;
-    auto dot = name.rfind('.');
-    if (dot == std::string::npos) continue;
-    modules[name.substr(0, dot)].emplace(name.substr(dot + 1), location);
+    auto parsed = parse_tensor_name(location.info->name);
+    if (parsed.parameter_name.empty()) continue;
+    modules[parsed.module_path].emplace(parsed.parameter_name, location);
   }
 
   QuantizationDetection detection;

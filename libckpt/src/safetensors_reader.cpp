@@ -169,6 +169,14 @@ void check_tiling(std::vector<TensorInfo>& tensors, const std::string& file) {
   }
 }
 
+// The 8-byte little-endian length that opens every safetensors file.
+std::uint64_t decode_header_length(const std::byte* eight_bytes) {
+  std::uint64_t length = 0;
+  for (int i = 7; i >= 0; --i)
+    length = (length << 8) | std::to_integer<std::uint64_t>(eight_bytes[i]);
+  return length;
+}
+
 }  // namespace
 
 std::uint64_t element_count(const Shape& shape) {
@@ -197,9 +205,7 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file_start
     throw_bad_input("safetensors.header_too_small",
                     fmt::format("{} bytes is too short for the 8-byte header length", file_size),
                     file_label);
-  std::uint64_t header_length = 0;
-  for (int i = 7; i >= 0; --i)
-    header_length = (header_length << 8) | std::to_integer<std::uint64_t>(file_start[i]);
+  std::uint64_t header_length = decode_header_length(file_start.data());
   if (header_length > kMaxSafetensorsHeaderBytes)
     throw_bad_input("safetensors.header_too_large",
                     fmt::format("header length {} exceeds the {} byte limit", header_length,
@@ -244,9 +250,7 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
   std::byte length_bytes[8] = {};
   std::uint64_t prefix = std::min<std::uint64_t>(8, file_.size());
   file_.read_at(0, std::span(length_bytes, prefix));
-  std::uint64_t header_length = 0;
-  for (int i = 7; i >= 0; --i)
-    header_length = (header_length << 8) | std::to_integer<std::uint64_t>(length_bytes[i]);
+  std::uint64_t header_length = prefix < 8 ? 0 : decode_header_length(length_bytes);
   // Read no more than the file holds; parse_safetensors_header reports what is wrong.
   std::uint64_t wanted =
       prefix < 8 ? prefix

@@ -11,6 +11,7 @@
 
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/glm5_layout.h"
+#include "qs/ckpt/tensor_name.h"
 
 namespace qs {
 namespace {
@@ -70,12 +71,6 @@ bool is_quantization_companion(std::string_view parameter) {
   return std::find(kCompanions.begin(), kCompanions.end(), parameter) != kCompanions.end();
 }
 
-std::pair<std::string, std::string> split_module(const std::string& name) {
-  auto dot = name.rfind('.');
-  if (dot == std::string::npos) return {"", name};
-  return {name.substr(0, dot), name.substr(dot + 1)};
-}
-
 bool is_float(DType dtype) {
   return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32;
 }
@@ -101,8 +96,9 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
   // Modules whose weight is stored quantized: their companions stand in for `.weight`.
   std::set<std::string> quantized_modules;
   for (const auto& location : checkpoint.tensors()) {
-    auto [module, parameter] = split_module(location.info->name);
-    if (is_quantization_companion(parameter)) quantized_modules.insert(module);
+    auto parsed = parse_tensor_name(location.info->name);
+    if (is_quantization_companion(parsed.parameter_name))
+      quantized_modules.insert(parsed.module_path);
   }
 
   std::set<std::string> expected_names;
@@ -110,8 +106,7 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
     const auto& spec = tensor.spec;
     expected_names.insert(spec.name);
     auto location = checkpoint.find(spec.name);
-    auto [module, parameter] = split_module(spec.name);
-    bool quantized = quantized_modules.count(module) != 0;
+    bool quantized = quantized_modules.count(parse_tensor_name(spec.name).module_path) != 0;
     if (!location) {
       if (!quantized)
         report.add(Severity::Problem, "layout", "layout.missing_tensor",
@@ -141,9 +136,9 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
   for (const auto& location : checkpoint.tensors()) {
     const auto& name = location.info->name;
     if (expected_names.count(name)) continue;
-    auto [module, parameter] = split_module(name);
-    bool companion_of_expected =
-        is_quantization_companion(parameter) && expected_names.count(module + ".weight");
+    auto parsed = parse_tensor_name(name);
+    bool companion_of_expected = is_quantization_companion(parsed.parameter_name) &&
+                                 expected_names.count(parsed.module_path + ".weight");
     if (!companion_of_expected)
       report.add(Severity::Problem, "layout", "layout.unexpected_tensor",
                  "not part of the architecture config.json describes",

@@ -23,8 +23,6 @@ class ReadOnlyFile {
   const std::filesystem::path& path() const { return path_; }
   // Reads exactly out.size() bytes at `offset`; a file that ends early is an error naming it.
   void read_at(std::uint64_t offset, std::span<std::byte> out) const;
-  // Tells the kernel the file will be read front to back (bigger readahead).
-  void advise_sequential() const;
   int descriptor() const { return fd_; }
 
  private:
