@@ -23,6 +23,21 @@ std::vector<std::vector<TensorSpec>> split_into_shards(const std::vector<TensorS
   return shards;
 }
 
+void write_checkpoint_index(const std::filesystem::path& directory,
+                            const std::vector<std::vector<TensorSpec>>& shard_plan) {
+  nlohmann::json index;
+  std::uint64_t total_size = 0;
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (std::size_t shard = 0; shard < shard_plan.size(); ++shard)
+    for (const auto& tensor : shard_plan[shard]) {
+      total_size += tensor.byte_size();
+      weight_map[tensor.name] = shard_file_name(shard, shard_plan.size());
+    }
+  index["metadata"]["total_size"] = total_size;
+  index["weight_map"] = std::move(weight_map);
+  write_file_atomically(directory / kIndexFileName, index.dump(2) + "\n");
+}
+
 std::string shard_file_name(std::size_t shard_index, std::size_t shard_count) {
   if (shard_count == 1) return std::string(kSingleFileName);
   return fmt::format("model-{:05d}-of-{:05d}.safetensors", shard_index + 1, shard_count);
@@ -94,17 +109,7 @@ void ShardedCheckpointWriter::finish() {
                 std::string(writer_->next_tensor()));
   if (plan_.size() == 1) return;
   // The index goes last: a directory with an index is a complete checkpoint.
-  nlohmann::json index;
-  std::uint64_t total_size = 0;
-  nlohmann::json weight_map = nlohmann::json::object();
-  for (std::size_t shard = 0; shard < plan_.size(); ++shard)
-    for (const auto& tensor : plan_[shard]) {
-      total_size += tensor.byte_size();
-      weight_map[tensor.name] = shard_file_name(shard, plan_.size());
-    }
-  index["metadata"]["total_size"] = total_size;
-  index["weight_map"] = std::move(weight_map);
-  write_file_atomically(output_directory_ / kIndexFileName, index.dump(2) + "\n");
+  write_checkpoint_index(output_directory_, plan_);
 }
 
 }  // namespace qs

@@ -368,6 +368,18 @@ const char* parameter_name(TensorParameter parameter) {
 
 TensorCategory category(TensorRole role) { return info(role).category; }
 
+std::optional<TensorRole> parse_role_name(std::string_view text) {
+  for (const RoleInfo& role : kRoles)
+    if (role.role != TensorRole::Unknown && text == role.name) return role.role;
+  return std::nullopt;
+}
+
+std::optional<TensorCategory> parse_category_name(std::string_view text) {
+  for (const auto& [category, name] : kCategoryNames)
+    if (category != TensorCategory::Unknown && text == name) return category;
+  return std::nullopt;
+}
+
 bool is_linear(TensorRole role) { return info(role).linear; }
 
 bool is_quantization_companion(TensorParameter parameter) {

@@ -72,6 +72,10 @@ std::vector<std::vector<TensorSpec>> split_into_shards(const std::vector<TensorS
 // "model-00002-of-00005.safetensors", or "model.safetensors" when there is one shard.
 std::string shard_file_name(std::size_t shard_index, std::size_t shard_count);
 
+// model.safetensors.index.json for the given shard assignment (total_size and weight_map).
+void write_checkpoint_index(const std::filesystem::path& directory,
+                            const std::vector<std::vector<TensorSpec>>& shard_plan);
+
 // Writes a checkpoint whose full tensor list is known up front: size-capped shards, each
 // committed atomically as it completes, and the index last (only for more than one shard).
 class ShardedCheckpointWriter {

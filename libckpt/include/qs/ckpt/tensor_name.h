@@ -143,6 +143,11 @@ const char* parameter_name(TensorParameter parameter);
 
 TensorCategory category(TensorRole role);
 
+// Inverses of role_name / category_name (for recipes); nullopt for unknown names and for
+// "unknown" itself.
+std::optional<TensorRole> parse_role_name(std::string_view text);
+std::optional<TensorCategory> parse_category_name(std::string_view text);
+
 // A Linear layer's weight [out, in]: the modules quantizers may target. Includes the router
 // gate, lm_head and the MTP projections, which the GLM-5 recipes keep in BF16 but which are
 // Linears nonetheless; excludes embeddings and norms.

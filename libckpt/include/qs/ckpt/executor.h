@@ -1,0 +1,78 @@
+#pragma once
+// The streaming executor: runs any Plan into a sharded safetensors checkpoint.
+//
+//   reader thread ──(bounded by max_buffer_bytes)──▶ transforms ──▶ writer thread
+//
+// The reader preads each item's sources into buffers; an item is admitted only while the
+// bytes in flight (sources + outputs of every admitted, unwritten item) stay within the
+// budget, so peak memory is set by the budget, not by the model (an item larger than the
+// budget runs alone). Byte copies stream in chunks and never need a whole tensor in memory.
+// Transforms run on the calling thread and parallelise inside (oneTBB over rows, or the GPU).
+// The writer fills size-capped shards in plan order; each shard is committed atomically
+// (temp file + fsync + rename) and recorded in the job file, the index is written last.
+//
+// Units of work are output shards. After a kill (at any point), run again with resume: shards
+// the job file lists as done are kept, stale temp files are removed, and the rest is redone;
+// transforms are deterministic, so the result is byte-identical to an uninterrupted run.
+// A stop request (Ctrl-C) finishes the shard being written and returns with `interrupted`.
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "qs/ckpt/plan.h"
+
+namespace qs {
+
+inline constexpr std::string_view kJobFileName = "quantsmith-job.json";
+
+struct ExecutionProgress {
+  std::uint64_t done_source_bytes = 0;
+  std::uint64_t total_source_bytes = 0;
+  std::size_t done_items = 0;
+  std::size_t total_items = 0;
+  std::size_t done_shards = 0;
+  std::size_t total_shards = 0;
+};
+
+struct ExecutionOptions {
+  std::filesystem::path output_directory;
+  std::uint64_t max_shard_bytes = 5'000'000'000;
+  std::uint64_t max_buffer_bytes = 1ull << 30;
+  // Continue a job whose job file is in output_directory. Without it the directory must be
+  // empty or absent.
+  bool resume = false;
+  // Describes everything that decides the output bytes besides the plan itself (recipe text,
+  // flags, tool version); a resume with a different fingerprint is refused.
+  std::string fingerprint;
+  // Small files written after the last shard, before the index (config.json, ...).
+  std::vector<std::pair<std::string, std::string>> extra_files;
+  std::function<void(const ExecutionProgress&)> on_progress;
+  // Checked after every committed shard; when set, the run stops there.
+  const std::atomic<bool>* stop_requested = nullptr;
+};
+
+struct ExecutionReport {
+  bool interrupted = false;
+  std::size_t shards_written = 0;  // by this run
+  std::size_t shards_resumed = 0;  // found done from an earlier run
+  std::size_t total_shards = 0;
+  std::uint64_t bytes_read = 0;
+  std::uint64_t bytes_written = 0;
+  double seconds = 0.0;
+  std::vector<TensorQuality> quality;  // from the transforms, in plan order
+};
+
+// Throws BadInput "output.not_empty" when the directory holds files and resume is off,
+// "job.fingerprint_mismatch" / "job.invalid" when resuming a different or damaged job;
+// Io errors (disk full) leave committed shards in place for a later resume.
+ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options);
+
+// A stable 128-bit hex digest of the plan's sources (file names, sizes, tensor offsets),
+// transforms and outputs, plus `extra` (what the caller adds to the fingerprint).
+std::string plan_fingerprint(const Plan& plan, std::string_view extra);
+
+}  // namespace qs

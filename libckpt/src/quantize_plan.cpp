@@ -1,0 +1,192 @@
+#include "qs/ckpt/quantize_plan.h"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <optional>
+#include <set>
+
+#include "qs/ckpt/error.h"
+#include "qs/ckpt/tensor_name.h"
+
+namespace qs {
+namespace {
+
+constexpr std::uint64_t kNvfp4BlockSize = 16;
+constexpr const char* kNoRule = "no rule matched (kept)";
+
+bool is_float_weight(DType dtype) {
+  return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32;
+}
+
+bool quantizable_linear_weight(const ParsedTensorName& parsed, const TensorInfo& info) {
+  return is_linear(parsed.role) && parsed.parameter == TensorParameter::Weight &&
+         info.shape.size() == 2;
+}
+
+std::optional<DType> cast_target(RecipeAction action) {
+  switch (action) {
+    case RecipeAction::CastBf16:
+      return DType::BF16;
+    case RecipeAction::CastF16:
+      return DType::F16;
+    case RecipeAction::CastF32:
+      return DType::F32;
+    default:
+      return std::nullopt;
+  }
+}
+
+TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info,
+                      const Recipe& recipe, const ModelLayout& layout) {
+  for (const RecipeRule& rule : recipe.rules) {
+    if (!rule.matches(parsed, layout)) continue;
+    if (is_quantizing(rule.action) && !quantizable_linear_weight(parsed, info)) continue;
+    TensorDecision decision{info.name, rule.action, {}, rule.name};
+    if (is_quantizing(rule.action))
+      decision.scale_method = rule.scale_method.empty() ? recipe.scale_method : rule.scale_method;
+    return decision;
+  }
+  return {info.name, RecipeAction::Keep, {}, kNoRule};
+}
+
+void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
+                       const TensorLocation& location) {
+  const std::string file = location.shard->path().string();
+  if (!is_float_weight(info.dtype))
+    throw_bad_input("plan.unsupported_dtype",
+                    fmt::format("rule '{}' quantizes it, but its dtype is {} (needs BF16, F16 "
+                                "or F32)",
+                                decision.rule, dtype_name(info.dtype)),
+                    file, info.name);
+  if (info.shape[1] % kNvfp4BlockSize != 0)
+    throw_bad_input("plan.group_size",
+                    fmt::format("rule '{}' quantizes it to NVFP4, but its in-features {} are not "
+                                "a multiple of {}",
+                                decision.rule, info.shape[1], kNvfp4BlockSize),
+                    file, info.name);
+}
+
+}  // namespace
+
+std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint64_t rows,
+                                           std::uint64_t cols, OutputFormat format) {
+  const bool modelopt = format == OutputFormat::Modelopt;
+  return {
+      {module + (modelopt ? ".weight" : ".weight_packed"), DType::U8, {rows, cols / 2}},
+      {module + ".weight_scale", DType::F8_E4M3, {rows, cols / kNvfp4BlockSize}},
+      modelopt ? TensorSpec{module + ".weight_scale_2", DType::F32, {}}
+               : TensorSpec{module + ".weight_global_scale", DType::F32, {1}},
+  };
+}
+
+QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
+                               const QuantizeTransformFactory& make_quantizer) {
+  const auto layout = model_layout_from_config(source.config());
+  if (!layout)
+    throw_bad_input("config.missing_key",
+                    "config.json is missing or lacks num_hidden_layers; quantize needs it to "
+                    "tell MTP and boundary layers apart",
+                    (source.directory() / "config.json").string());
+
+  QuantizePlan result;
+  result.plan.inputs = {&source};
+  std::map<std::string, std::size_t, std::less<>> decision_of;
+  for (const auto& location : source.tensors()) {
+    const auto parsed = parse_tensor_name(location.info->name);
+    if (is_quantization_companion(parsed.parameter))
+      throw_bad_input("quantize.source_quantized",
+                      fmt::format("the source is already quantized ({} is a {} tensor); "
+                                  "quantize needs a float checkpoint",
+                                  location.info->name, parameter_name(parsed.parameter)),
+                      location.shard->path().string(), location.info->name);
+    auto decision = decide(parsed, *location.info, recipe, *layout);
+    if (is_quantizing(decision.action))
+      check_quantizable(decision, *location.info, location);
+    if (const auto target = cast_target(decision.action);
+        target && !is_float_weight(location.info->dtype))
+      throw_bad_input("plan.uncastable_dtype",
+                      fmt::format("rule '{}' casts it to {}, but it is {}", decision.rule,
+                                  dtype_name(*target), dtype_name(location.info->dtype)),
+                      location.shard->path().string(), location.info->name);
+    decision_of[location.info->name] = result.decisions.size();
+    result.decisions.push_back(std::move(decision));
+  }
+
+  // Members of an engine-fused group must agree; a quantized group becomes one item.
+  std::set<std::string> consumed;
+  auto source_ref = [&](const TensorLocation& location) {
+    return SourceRef{0, location.shard, location.info};
+  };
+  for (const auto& location : source.tensors()) {
+    const std::string& name = location.info->name;
+    if (consumed.contains(name)) continue;
+    const TensorDecision& decision = result.decisions[decision_of.at(name)];
+    const auto parsed = parse_tensor_name(name);
+    std::vector<TensorLocation> members{location};
+    if (const auto group = fused_group(parsed); group && parsed.parameter == TensorParameter::Weight) {
+      for (std::size_t m = 0; m < group->members.size(); ++m) {
+        if (m == group->member_index) continue;
+        const std::string member_name = group->members[m] + ".weight";
+        const auto member = source.find(member_name);
+        if (!member) {
+          if (is_quantizing(decision.action))
+            throw_bad_input("plan.missing_fused_member",
+                            fmt::format("{} is fused with {} by engines, which the checkpoint "
+                                        "lacks; both must be quantized together",
+                                        name, member_name),
+                            location.shard->path().string(), name);
+          continue;
+        }
+        const TensorDecision& other = result.decisions[decision_of.at(member_name)];
+        // Float members may differ (GLM-5 keeps indexer weights_proj in F32 beside a BF16
+        // wk); a quantized member needs its partner in the same scheme and global scale.
+        const bool quantized = is_quantizing(decision.action) || is_quantizing(other.action);
+        if (quantized &&
+            (other.action != decision.action || other.scale_method != decision.scale_method))
+          throw_bad_input(
+              "plan.fused_split",
+              fmt::format("engines fuse {} and {} into {}, but rule '{}' makes the first {} "
+                          "and rule '{}' makes the second {}; they need the same scheme",
+                          name, member_name, group->name, decision.rule,
+                          recipe_action_name(decision.action), other.rule,
+                          recipe_action_name(other.action)),
+              location.shard->path().string(), name);
+        if (is_quantizing(decision.action)) members.push_back(*member);
+      }
+    }
+
+    PlanItem item;
+    item.scheme = recipe_action_name(decision.action);
+    item.decided_by = decision.rule;
+    if (is_quantizing(decision.action)) {
+      for (const auto& member : members) {
+        consumed.insert(member.info->name);
+        item.sources.push_back(source_ref(member));
+        const auto module = parse_tensor_name(member.info->name).module_path;
+        for (auto& spec : nvfp4_output_specs(module, member.info->shape[0],
+                                             member.info->shape[1], recipe.format))
+          item.outputs.push_back(std::move(spec));
+        result.model.nvfp4_modules.push_back(module);
+      }
+      if (!decision.scale_method.empty()) item.scheme += "/" + decision.scale_method;
+      item.transform = make_quantizer(
+          {decision.action, recipe.format, decision.scale_method, members.size()});
+    } else {
+      consumed.insert(name);
+      item.sources.push_back(source_ref(location));
+      const auto target = cast_target(decision.action);
+      item.outputs.push_back(
+          {name, target.value_or(location.info->dtype), location.info->shape});
+      item.transform = target && *target != location.info->dtype ? make_cast_transform(*target)
+                                                                  : make_copy_transform();
+      if (quantizable_linear_weight(parsed, *location.info))
+        result.model.unquantized_linears.push_back(parsed.module_path);
+    }
+    result.plan.items.push_back(std::move(item));
+  }
+  result.model.kv_cache_quant_algo = recipe.kv_cache;
+  return result;
+}
+
+}  // namespace qs
