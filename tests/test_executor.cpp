@@ -129,10 +129,9 @@ TEST(Executor, InterruptedRunResumesToIdenticalBytes) {
   // What a kill mid-write leaves behind: a temp file of the next shard.
   std::ofstream(output / ".model-00002-of-00010.safetensors.tmp-1-0") << "partial";
 
-  EXPECT_EQ(testing::error_kind_of([&] {
-              execute_plan(planned.plan, options_for(output, 2'000'000));
-            }),
-            "output.not_empty");
+  EXPECT_EQ(
+      testing::error_kind_of([&] { execute_plan(planned.plan, options_for(output, 2'000'000)); }),
+      "output.not_empty");
   auto again = options_for(output, 2'000'000);
   again.resume = true;
   auto resumed = execute_plan(planned.plan, again);
@@ -167,9 +166,9 @@ TEST(Executor, RefusesToResumeADifferentJob) {
   auto other = options_for(output, 2'000'000);
   other.resume = true;
   other.fingerprint = "another recipe";
-  EXPECT_EQ(testing::error_kind_of(
-                [&] { execute_plan(plan_for(source, kCastRecipe).plan, other); }),
-            "job.fingerprint_mismatch");
+  EXPECT_EQ(
+      testing::error_kind_of([&] { execute_plan(plan_for(source, kCastRecipe).plan, other); }),
+      "job.fingerprint_mismatch");
 }
 
 }  // namespace

@@ -62,25 +62,22 @@ TEST(Recipe, RejectsWhatItCannotRead) {
   };
   for (const auto& [kind, text] : cases)
     EXPECT_EQ(error_kind_of([&] { parse_recipe(text, "test.yaml"); }), kind) << text;
-  EXPECT_EQ(error_kind_of([&] {
-              parse_recipe("parameters: {n: 2}\nrules: [{action: keep}]", "test.yaml",
-                           {{"m", "1"}});
-            }),
-            "recipe.unknown_parameter");
+  EXPECT_EQ(
+      error_kind_of([&] {
+        parse_recipe("parameters: {n: 2}\nrules: [{action: keep}]", "test.yaml", {{"m", "1"}});
+      }),
+      "recipe.unknown_parameter");
 }
 
 TEST(QuantizePlan, FirstMatchingRuleDecidesAndParametersApply) {
   auto source = Checkpoint::open(kModel);
-  auto recipe =
-      load_recipe(kRecipes / "glm5-nvfp4-seed001.yaml", {{"boundary_layers", "1"}});
+  auto recipe = load_recipe(kRecipes / "glm5-nvfp4-seed001.yaml", {{"boundary_layers", "1"}});
   auto plan = plan_for(source, recipe);
   auto decisions = decisions_by_name(plan);
   // Routed experts of the middle layers (1, 2) are NVFP4; layer 3 is a boundary layer.
   EXPECT_EQ(decisions["model.layers.1.mlp.experts.5.up_proj.weight"].action, RecipeAction::Nvfp4);
-  EXPECT_EQ(decisions["model.layers.2.mlp.experts.0.down_proj.weight"].action,
-            RecipeAction::Nvfp4);
-  EXPECT_EQ(decisions["model.layers.3.mlp.experts.0.down_proj.weight"].action,
-            RecipeAction::Keep);
+  EXPECT_EQ(decisions["model.layers.2.mlp.experts.0.down_proj.weight"].action, RecipeAction::Nvfp4);
+  EXPECT_EQ(decisions["model.layers.3.mlp.experts.0.down_proj.weight"].action, RecipeAction::Keep);
   EXPECT_EQ(decisions["model.layers.3.mlp.experts.0.down_proj.weight"].rule,
             "first and last layers stay BF16");
   EXPECT_EQ(decisions["model.layers.4.mlp.experts.0.gate_proj.weight"].action,
@@ -174,8 +171,7 @@ TEST(QuantizationConfig, CompressedTensorsIgnoreCoversEveryKeptLinearInVllm) {
   auto modelopt = modelopt_hf_quant_config(plan.model);
   EXPECT_EQ(modelopt["quantization"]["quant_algo"], "W4A16_NVFP4");
   EXPECT_EQ(modelopt["quantization"]["group_size"], 16);
-  const auto excluded =
-      modelopt["quantization"]["exclude_modules"].get<std::vector<std::string>>();
+  const auto excluded = modelopt["quantization"]["exclude_modules"].get<std::vector<std::string>>();
   EXPECT_NE(std::find(excluded.begin(), excluded.end(), "model.layers.4.mlp.experts.*"),
             excluded.end());
   EXPECT_NE(std::find(excluded.begin(), excluded.end(), "model.layers.2.self_attn.o_proj"),
@@ -188,8 +184,7 @@ TEST(QuantizationConfig, MisdescribedModelIsCaught) {
   // kv_a_proj_with_mqa is fused with q_a_proj in vLLM but listed as kept: vLLM would see a
   // half-ignored fused module.
   model.unquantized_linears = {"model.layers.1.self_attn.kv_a_proj_with_mqa"};
-  EXPECT_EQ(error_kind_of([&] { compressed_tensors_config_block(model); }),
-            "config.vllm_mismatch");
+  EXPECT_EQ(error_kind_of([&] { compressed_tensors_config_block(model); }), "config.vllm_mismatch");
 }
 
 }  // namespace

@@ -143,8 +143,10 @@ ScratchDirectory::~ScratchDirectory() {
   std::filesystem::remove_all(path_, ignored);
 }
 
-CliResult run_cli(const std::string& arguments) {
-  std::string command = std::string(QS_CLI_PATH) + " " + arguments + " 2>&1";
+CliResult run_cli(const std::string& arguments) { return run_cli_after("", arguments); }
+
+CliResult run_cli_after(const std::string& shell_prefix, const std::string& arguments) {
+  std::string command = shell_prefix + " " + std::string(QS_CLI_PATH) + " " + arguments + " 2>&1";
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return {-1, "popen failed"};
   std::string output;

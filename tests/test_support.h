@@ -55,6 +55,8 @@ struct CliResult {
   std::string output;
 };
 CliResult run_cli(const std::string& arguments);
+// The same after shell commands that set up the process (`ulimit -f 100;`, `trap '' XFSZ;`).
+CliResult run_cli_after(const std::string& shell_prefix, const std::string& arguments);
 // Single-quoted for the shell (test paths hold no quotes).
 std::string quoted(const std::filesystem::path& path);
 

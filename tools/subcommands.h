@@ -11,9 +11,11 @@ namespace qs::cli {
 SubcommandRunner register_inspect(CLI::App& app);
 SubcommandRunner register_validate(CLI::App& app);
 SubcommandRunner register_synth(CLI::App& app);
+SubcommandRunner register_quantize(CLI::App& app);
 
 inline auto all_subcommands() {
-  return std::array<SubcommandRegistration, 3>{register_inspect, register_validate, register_synth};
+  return std::array<SubcommandRegistration, 4>{register_inspect, register_validate, register_synth,
+                                               register_quantize};
 }
 
 }  // namespace qs::cli

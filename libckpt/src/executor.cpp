@@ -330,8 +330,8 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
           committed = router.write(first_output[packet->item], packet->outputs[0]);
         } else if (!packet->skipped) {
           for (std::size_t k = 0; k < packet->outputs.size(); ++k)
-            committed = router.write(first_output[packet->item] + k, packet->outputs[k]) ||
-                        committed;
+            committed =
+                router.write(first_output[packet->item] + k, packet->outputs[k]) || committed;
           report.quality.insert(report.quality.end(), packet->quality.begin(),
                                 packet->quality.end());
         }
@@ -385,8 +385,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     if (std::filesystem::exists(directory / shard_file_name(shard, shard_plan.size())))
       report.bytes_written +=
           std::filesystem::file_size(directory / shard_file_name(shard, shard_plan.size()));
-  report.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }
 
@@ -398,9 +397,9 @@ std::string plan_fingerprint(const Plan& plan, std::string_view extra) {
       std::error_code ignored;
       const auto modified = std::filesystem::last_write_time(path, ignored);
       text += fmt::format("S{}|{}|{}|{}|{}|{}|{}|{};", source.input, path.filename().string(),
-                          source.shard->file_size(),
-                          modified.time_since_epoch().count(), source.info->name,
-                          dtype_name(source.info->dtype), source.info->begin, source.info->end);
+                          source.shard->file_size(), modified.time_since_epoch().count(),
+                          source.info->name, dtype_name(source.info->dtype), source.info->begin,
+                          source.info->end);
     }
     text += fmt::format("T{};", item.transform->describe());
     for (const auto& output : item.outputs)

@@ -50,9 +50,9 @@ JobState JobState::open_or_create(const std::filesystem::path& directory,
         throw_bad_input("job.invalid", "job file lists a shard out of range", job.path_.string());
       const auto file = directory / shard_file_name(index, shard_plan.size());
       std::error_code error;
-      job.done_[index] = std::filesystem::file_size(file, error) ==
-                             expected_shard_file_size(shard_plan[index]) &&
-                         !error;
+      job.done_[index] =
+          std::filesystem::file_size(file, error) == expected_shard_file_size(shard_plan[index]) &&
+          !error;
     }
     job.finished_ = state.value("finished", false);
   } catch (const nlohmann::json::exception& error) {

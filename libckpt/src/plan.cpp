@@ -41,7 +41,8 @@ std::uint64_t PlanItem::source_elements() const {
 
 std::vector<TensorSpec> Plan::output_specs() const {
   std::vector<TensorSpec> specs;
-  for (const auto& item : items) specs.insert(specs.end(), item.outputs.begin(), item.outputs.end());
+  for (const auto& item : items)
+    specs.insert(specs.end(), item.outputs.begin(), item.outputs.end());
   return specs;
 }
 
@@ -70,8 +71,7 @@ class CopyTransform final : public Transform {
   bool is_byte_copy() const override { return true; }
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
                                  std::span<const std::span<std::byte>> outputs) const override {
-    if (sources.size() != 1 || outputs.size() != 1 ||
-        sources[0].bytes.size() != outputs[0].size())
+    if (sources.size() != 1 || outputs.size() != 1 || sources[0].bytes.size() != outputs[0].size())
       throw Error(ErrorClass::Internal, "plan.copy_shape", "copy needs one source and one output");
     std::memcpy(outputs[0].data(), sources[0].bytes.data(), outputs[0].size());
     return {};
@@ -85,17 +85,15 @@ bool castable(DType dtype) {
 class CastTransform final : public Transform {
  public:
   explicit CastTransform(DType target) : target_(target) {}
-  std::string describe() const override {
-    return fmt::format("cast({})", dtype_name(target_));
-  }
+  std::string describe() const override { return fmt::format("cast({})", dtype_name(target_)); }
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
                                  std::span<const std::span<std::byte>> outputs) const override {
     const auto& source = sources[0];
     if (!castable(source.info->dtype))
-      throw_bad_input("plan.uncastable_dtype",
-                      fmt::format("cannot cast {} to {}", dtype_name(source.info->dtype),
-                                  dtype_name(target_)),
-                      {}, source.info->name);
+      throw_bad_input(
+          "plan.uncastable_dtype",
+          fmt::format("cannot cast {} to {}", dtype_name(source.info->dtype), dtype_name(target_)),
+          {}, source.info->name);
     std::vector<float> values(source.info->element_count());
     decode_to_f32(source.info->dtype, source.bytes, values);
     std::byte* out = outputs[0].data();
@@ -121,9 +119,7 @@ class CastTransform final : public Transform {
 
 }  // namespace
 
-std::shared_ptr<const Transform> make_copy_transform() {
-  return std::make_shared<CopyTransform>();
-}
+std::shared_ptr<const Transform> make_copy_transform() { return std::make_shared<CopyTransform>(); }
 
 std::shared_ptr<const Transform> make_cast_transform(DType target) {
   if (!castable(target))

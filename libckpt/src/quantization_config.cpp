@@ -52,11 +52,15 @@ nlohmann::json nvfp4_modelopt_args() {
 // compressed-tensors QuantizationArgs for NVFP4 weights (CT preset NVFP4A16), without the
 // scale_dtype / zp_dtype keys that consumers before CT 0.13 reject (§2.3).
 nlohmann::json nvfp4_compressed_tensors_weights() {
-  return {{"actorder", nullptr},     {"block_structure", nullptr},
-          {"dynamic", false},        {"group_size", kNvfp4GroupSize},
-          {"num_bits", 4},           {"observer", "minmax"},
+  return {{"actorder", nullptr},
+          {"block_structure", nullptr},
+          {"dynamic", false},
+          {"group_size", kNvfp4GroupSize},
+          {"num_bits", 4},
+          {"observer", "minmax"},
           {"observer_kwargs", nlohmann::json::object()},
-          {"strategy", "tensor_group"}, {"symmetric", true},
+          {"strategy", "tensor_group"},
+          {"symmetric", true},
           {"type", "float"}};
 }
 

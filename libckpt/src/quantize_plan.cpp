@@ -37,8 +37,8 @@ std::optional<DType> cast_target(RecipeAction action) {
   }
 }
 
-TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info,
-                      const Recipe& recipe, const ModelLayout& layout) {
+TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info, const Recipe& recipe,
+                      const ModelLayout& layout) {
   for (const RecipeRule& rule : recipe.rules) {
     if (!rule.matches(parsed, layout)) continue;
     if (is_quantizing(rule.action) && !quantizable_linear_weight(parsed, info)) continue;
@@ -101,8 +101,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                   location.info->name, parameter_name(parsed.parameter)),
                       location.shard->path().string(), location.info->name);
     auto decision = decide(parsed, *location.info, recipe, *layout);
-    if (is_quantizing(decision.action))
-      check_quantizable(decision, *location.info, location);
+    if (is_quantizing(decision.action)) check_quantizable(decision, *location.info, location);
     if (const auto target = cast_target(decision.action);
         target && !is_float_weight(location.info->dtype))
       throw_bad_input("plan.uncastable_dtype",
@@ -124,7 +123,8 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
     const TensorDecision& decision = result.decisions[decision_of.at(name)];
     const auto parsed = parse_tensor_name(name);
     std::vector<TensorLocation> members{location};
-    if (const auto group = fused_group(parsed); group && parsed.parameter == TensorParameter::Weight) {
+    if (const auto group = fused_group(parsed);
+        group && parsed.parameter == TensorParameter::Weight) {
       for (std::size_t m = 0; m < group->members.size(); ++m) {
         if (m == group->member_index) continue;
         const std::string member_name = group->members[m] + ".weight";
@@ -164,22 +164,21 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
         consumed.insert(member.info->name);
         item.sources.push_back(source_ref(member));
         const auto module = parse_tensor_name(member.info->name).module_path;
-        for (auto& spec : nvfp4_output_specs(module, member.info->shape[0],
-                                             member.info->shape[1], recipe.format))
+        for (auto& spec : nvfp4_output_specs(module, member.info->shape[0], member.info->shape[1],
+                                             recipe.format))
           item.outputs.push_back(std::move(spec));
         result.model.nvfp4_modules.push_back(module);
       }
       if (!decision.scale_method.empty()) item.scheme += "/" + decision.scale_method;
-      item.transform = make_quantizer(
-          {decision.action, recipe.format, decision.scale_method, members.size()});
+      item.transform =
+          make_quantizer({decision.action, recipe.format, decision.scale_method, members.size()});
     } else {
       consumed.insert(name);
       item.sources.push_back(source_ref(location));
       const auto target = cast_target(decision.action);
-      item.outputs.push_back(
-          {name, target.value_or(location.info->dtype), location.info->shape});
+      item.outputs.push_back({name, target.value_or(location.info->dtype), location.info->shape});
       item.transform = target && *target != location.info->dtype ? make_cast_transform(*target)
-                                                                  : make_copy_transform();
+                                                                 : make_copy_transform();
       if (quantizable_linear_weight(parsed, *location.info))
         result.model.unquantized_linears.push_back(parsed.module_path);
     }

@@ -17,8 +17,8 @@ namespace qs {
 namespace {
 
 constexpr std::array kActionNames{
-    std::pair{RecipeAction::Keep, "keep"},        std::pair{RecipeAction::CastBf16, "bf16"},
-    std::pair{RecipeAction::CastF16, "f16"},      std::pair{RecipeAction::CastF32, "f32"},
+    std::pair{RecipeAction::Keep, "keep"},   std::pair{RecipeAction::CastBf16, "bf16"},
+    std::pair{RecipeAction::CastF16, "f16"}, std::pair{RecipeAction::CastF32, "f32"},
     std::pair{RecipeAction::Nvfp4, "nvfp4"},
 };
 
@@ -27,10 +27,10 @@ constexpr std::array kFormatNames{
     std::pair{OutputFormat::CompressedTensors, "compressed-tensors"},
 };
 
-constexpr std::array kRecipeKeys{"description", "format",  "parameters", "rules",
+constexpr std::array kRecipeKeys{"description", "format",         "parameters", "rules",
                                  "defaults",    "max_shard_size", "kv_cache"};
-constexpr std::array kRuleKeys{"name", "category", "role",   "module",      "layers",
-                               "mtp",  "action",   "scale_method"};
+constexpr std::array kRuleKeys{"name",   "category", "role",   "module",
+                               "layers", "mtp",      "action", "scale_method"};
 constexpr std::array kDefaultKeys{"scale_method"};
 
 std::string trim(std::string_view text) {
@@ -64,12 +64,10 @@ class RecipeReader {
     if (!map.IsMap()) fail("recipe.invalid", fmt::format("{} must be a mapping", where));
     for (const auto& entry : map) {
       const auto key = entry.first.as<std::string>();
-      if (std::find_if(allowed.begin(), allowed.end(), [&](const char* name) {
-            return key == name;
-          }) == allowed.end())
-        fail("recipe.unknown_key",
-             fmt::format("unknown key '{}' in {} (allowed: {})", key, where,
-                         fmt::join(allowed, ", ")));
+      if (std::find_if(allowed.begin(), allowed.end(),
+                       [&](const char* name) { return key == name; }) == allowed.end())
+        fail("recipe.unknown_key", fmt::format("unknown key '{}' in {} (allowed: {})", key, where,
+                                               fmt::join(allowed, ", ")));
     }
   }
 
@@ -150,7 +148,8 @@ RecipeRule read_rule(const YAML::Node& node, std::size_t index, RecipeReader& re
   }
   if (const auto mtp = node["mtp"]) {
     const auto text = reader.scalar(mtp, "mtp");
-    if (text != "true" && text != "false") reader.fail("recipe.invalid", "mtp must be true or false");
+    if (text != "true" && text != "false")
+      reader.fail("recipe.invalid", "mtp must be true or false");
     rule.mtp = text == "true";
   }
   if (!node["action"]) reader.fail("recipe.missing_action", "a rule needs an action");

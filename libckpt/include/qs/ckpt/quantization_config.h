@@ -24,7 +24,7 @@ struct QuantizedModel {
   std::vector<std::string> nvfp4_modules;
   // Module paths of every other Linear (kept in a float dtype), MTP layers included.
   std::vector<std::string> unquantized_linears;
-  bool activations_quantized = false;           // W4A4: input scales are written
+  bool activations_quantized = false;              // W4A4: input scales are written
   std::optional<std::string> kv_cache_quant_algo;  // modelopt "FP8", or none
 };
 

@@ -1,0 +1,88 @@
+#pragma once
+// NVFP4 weight quantization of whole matrices: the global scale of a fused group, then every
+// 16-element block's E4M3 scale and E2M1 codes (fp4_block.h holds the per-block math).
+//
+// Three backends produce identical bytes and statistics: Reference (scalar loops, the truth),
+// Cpu (oneTBB over row ranges) and Cuda (one thread per block). Results do not depend on the
+// thread count: per-block errors are summed per row in block order, rows in row order.
+//
+// Scale selection methods:
+//   max        ModelOpt's default: block scale = amax/(6·s2), s2 = G/2688 (§1.2)
+//   mse        ModelOpt's static MSE search over 39 multipliers of the block amax (§3.4)
+//   fp8-sweep  every positive E4M3 code per block, least squared error (§3.5)
+//   joint      ours: the group's s2 searched jointly with per-block codes (a window of ±4
+//              codes around the max code) over s2 = G/2688 · 2^(k/8), k = 0..7, which
+//              re-aligns the 12.5 %-spaced E4M3 grid to the blocks (§7); never worse than max
+//              on the group's squared error, since k = 0 and the max code are candidates.
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "qs/ckpt/dtype.h"
+#include "qs/quant/fp4_block.h"
+
+namespace qs::fp4 {
+std::optional<ScaleMethod> parse_scale_method(std::string_view text);
+const char* scale_method_name(ScaleMethod method);
+
+enum class Backend : std::uint8_t { Reference, Cpu, Cuda };
+
+// A row-major [rows, cols] weight as stored: BF16, F16 or F32 bytes. cols % 16 == 0.
+struct WeightView {
+  DType dtype = DType::BF16;
+  std::span<const std::byte> bytes;
+  std::uint64_t rows = 0;
+  std::uint64_t cols = 0;
+};
+
+// Where the codes go: packed [rows, cols/2] (even element in the low nibble) and scale codes
+// [rows, cols/16].
+struct Fp4Buffers {
+  std::span<std::uint8_t> packed;
+  std::span<std::uint8_t> scale_codes;
+};
+
+struct ErrorEnergy {
+  double signal = 0.0;  // Σ w² (finite w)
+  double error = 0.0;   // Σ (w − ŵ)²
+};
+
+struct AmaxScan {
+  float amax = 0.0f;             // max |w| over finite elements
+  std::uint64_t non_finite = 0;  // NaN and ±Inf elements
+};
+
+// Throws BadInput "fp4.shape" for cols % 16 != 0 or a size mismatch, "fp4.dtype" for other
+// dtypes.
+AmaxScan scan_amax(const WeightView& weight);
+
+// s2 = amax / (6·448); 1.0 for an all-zero group (every block then gets the zero-block scale
+// and zero codes, and s2 stays a normal, finite number engines can invert).
+float global_scale_for_amax(float amax);
+
+// The group's s2: from the joint amax for max / mse / fp8-sweep, searched for joint.
+float choose_global_scale(std::span<const WeightView> group, ScaleMethod method, Backend backend);
+
+ErrorEnergy quantize(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,
+                     Backend backend);
+
+// w = e2m1(code) · e4m3(scale) · s2, into `out` [rows, cols].
+void dequantize(std::span<const std::uint8_t> packed, std::span<const std::uint8_t> scale_codes,
+                float s2, std::uint64_t rows, std::uint64_t cols, std::span<float> out);
+
+// ---- Backends (the dispatcher above picks one; tests call them directly) ----
+namespace detail {
+// Squared error of the group under s2 with the joint method's per-block window search.
+double joint_group_error(std::span<const WeightView> group, float s2, Backend backend);
+ErrorEnergy quantize_reference(const WeightView& weight, float s2, ScaleMethod method,
+                               Fp4Buffers out);
+ErrorEnergy quantize_cpu(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out);
+ErrorEnergy quantize_cuda(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out);
+void check_shapes(const WeightView& weight, const Fp4Buffers* out);
+// Row `row` of the weight decoded to f32.
+void decode_row(const WeightView& weight, std::uint64_t row, float* out);
+}  // namespace detail
+
+}  // namespace qs::fp4

@@ -1,0 +1,12 @@
+// Builds without CUDA: asking for the CUDA backend is a usage error the caller can report.
+
+#include "qs/ckpt/error.h"
+#include "qs/quant/fp4_quantizer.h"
+
+namespace qs::fp4::detail {
+
+ErrorEnergy quantize_cuda(const WeightView&, float, ScaleMethod, Fp4Buffers) {
+  throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
+}
+
+}  // namespace qs::fp4::detail

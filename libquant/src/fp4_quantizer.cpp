@@ -1,0 +1,177 @@
+// Dispatch, shape checks and the pieces every backend shares (decoding rows, the amax scan,
+// the group's global scale).
+
+#include "qs/quant/fp4_quantizer.h"
+
+#include <fmt/format.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_reduce.h>
+
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "qs/ckpt/codecs.h"
+#include "qs/ckpt/error.h"
+#include "qs/quant/cuda_availability.h"
+
+namespace qs::fp4 {
+namespace {
+
+constexpr std::array kMethodNames{
+    std::pair{ScaleMethod::Max, "max"},
+    std::pair{ScaleMethod::Mse, "mse"},
+    std::pair{ScaleMethod::Fp8Sweep, "fp8-sweep"},
+    std::pair{ScaleMethod::Joint, "joint"},
+};
+
+std::uint32_t element_bytes(DType dtype) {
+  switch (dtype) {
+    case DType::BF16:
+    case DType::F16:
+      return 2;
+    case DType::F32:
+      return 4;
+    default:
+      throw_bad_input("fp4.dtype", fmt::format("NVFP4 quantizes BF16, F16 or F32 weights, not {}",
+                                               dtype_name(dtype)));
+  }
+}
+
+}  // namespace
+
+std::optional<ScaleMethod> parse_scale_method(std::string_view text) {
+  for (const auto& [method, name] : kMethodNames)
+    if (text == name) return method;
+  return std::nullopt;
+}
+
+const char* scale_method_name(ScaleMethod method) {
+  return kMethodNames[static_cast<std::size_t>(method)].second;
+}
+
+namespace detail {
+
+void check_shapes(const WeightView& weight, const Fp4Buffers* out) {
+  if (weight.cols % kBlockSize != 0)
+    throw_bad_input("fp4.shape", fmt::format("in-features {} are not a multiple of {}", weight.cols,
+                                             kBlockSize));
+  if (weight.bytes.size() != weight.rows * weight.cols * element_bytes(weight.dtype))
+    throw Error(ErrorClass::Internal, "fp4.shape", "weight bytes do not match its shape");
+  if (out && (out->packed.size() != weight.rows * weight.cols / 2 ||
+              out->scale_codes.size() != weight.rows * weight.cols / kBlockSize))
+    throw Error(ErrorClass::Internal, "fp4.shape", "output buffers do not match the weight");
+}
+
+void decode_row(const WeightView& weight, std::uint64_t row, float* out) {
+  const std::uint32_t size = element_bytes(weight.dtype);
+  const std::byte* start = weight.bytes.data() + row * weight.cols * size;
+  std::span<float> target(out, weight.cols);
+  switch (weight.dtype) {
+    case DType::BF16:
+      for (std::uint64_t i = 0; i < weight.cols; ++i) {
+        std::uint16_t code;
+        std::memcpy(&code, start + 2 * i, 2);
+        out[i] = bf16_to_f32(code);
+      }
+      break;
+    case DType::F16:
+      for (std::uint64_t i = 0; i < weight.cols; ++i) {
+        std::uint16_t code;
+        std::memcpy(&code, start + 2 * i, 2);
+        out[i] = f16_to_f32(code);
+      }
+      break;
+    default:
+      std::memcpy(out, start, weight.cols * sizeof(float));
+  }
+  (void)target;
+}
+
+double joint_group_error(std::span<const WeightView> group, float s2, Backend backend) {
+  double total = 0.0;
+  for (const auto& weight : group) {
+    std::vector<std::uint8_t> packed(weight.rows * weight.cols / 2);
+    std::vector<std::uint8_t> scales(weight.rows * weight.cols / kBlockSize);
+    total += quantize(weight, s2, ScaleMethod::Joint, {packed, scales}, backend).error;
+  }
+  return total;
+}
+
+}  // namespace detail
+
+AmaxScan scan_amax(const WeightView& weight) {
+  detail::check_shapes(weight, nullptr);
+  return tbb::parallel_reduce(
+      tbb::blocked_range<std::uint64_t>(0, weight.rows), AmaxScan{},
+      [&](const tbb::blocked_range<std::uint64_t>& rows, AmaxScan partial) {
+        std::vector<float> row(weight.cols);
+        for (std::uint64_t r = rows.begin(); r < rows.end(); ++r) {
+          detail::decode_row(weight, r, row.data());
+          for (float value : row) {
+            const bool finite = std::isfinite(value);
+            partial.non_finite += finite ? 0 : 1;
+            const float magnitude = finite ? std::fabs(value) : 0.0f;
+            partial.amax = magnitude > partial.amax ? magnitude : partial.amax;
+          }
+        }
+        return partial;
+      },
+      [](AmaxScan a, AmaxScan b) {
+        return AmaxScan{a.amax > b.amax ? a.amax : b.amax, a.non_finite + b.non_finite};
+      });
+}
+
+float global_scale_for_amax(float amax) {
+  if (amax == 0.0f) return 1.0f;
+  return amax / (kE2M1Max * kE4M3Max);
+}
+
+float choose_global_scale(std::span<const WeightView> group, ScaleMethod method, Backend backend) {
+  float amax = 0.0f;
+  for (const auto& weight : group) amax = std::max(amax, scan_amax(weight).amax);
+  const float base = global_scale_for_amax(amax);
+  if (method != ScaleMethod::Joint || amax == 0.0f) return base;
+  float best = base;
+  double best_error = detail::joint_group_error(group, base, backend);
+  for (int step = 1; step < kJointScaleSteps; ++step) {
+    const float candidate =
+        base * static_cast<float>(std::exp2(static_cast<double>(step) / kJointScaleSteps));
+    const double error = detail::joint_group_error(group, candidate, backend);
+    if (error < best_error) {
+      best_error = error;
+      best = candidate;
+    }
+  }
+  return best;
+}
+
+ErrorEnergy quantize(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,
+                     Backend backend) {
+  detail::check_shapes(weight, &out);
+  switch (backend) {
+    case Backend::Reference:
+      return detail::quantize_reference(weight, s2, method, out);
+    case Backend::Cpu:
+      return detail::quantize_cpu(weight, s2, method, out);
+    case Backend::Cuda:
+      return detail::quantize_cuda(weight, s2, method, out);
+  }
+  return {};
+}
+
+void dequantize(std::span<const std::uint8_t> packed, std::span<const std::uint8_t> scale_codes,
+                float s2, std::uint64_t rows, std::uint64_t cols, std::span<float> out) {
+  if (packed.size() != rows * cols / 2 || scale_codes.size() != rows * cols / kBlockSize ||
+      out.size() != rows * cols || cols % kBlockSize != 0)
+    throw Error(ErrorClass::Internal, "fp4.shape", "dequantize buffers do not match the shape");
+  for (std::uint64_t i = 0; i < rows * cols; ++i) {
+    const std::uint8_t byte = packed[i / 2];
+    const std::uint8_t nibble = (i % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
+    out[i] = e2m1_to_f32(nibble) * e4m3_to_f32(scale_codes[i / kBlockSize]) * s2;
+  }
+}
+
+}  // namespace qs::fp4

@@ -1,0 +1,122 @@
+#include "qs/quant/quantize_transforms.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+#include <vector>
+
+#include "qs/ckpt/codecs.h"
+#include "qs/ckpt/error.h"
+#include "qs/quant/cuda_availability.h"
+#include "qs/quant/fp4_quantizer.h"
+
+namespace qs {
+namespace {
+
+// One fused group (or a lone Linear) to NVFP4: checks for NaN/Inf, picks the group's global
+// scale, quantizes each member, and writes per member [codes, block scales, global scale] in
+// the layout's convention (modelopt: s2; compressed-tensors: its reciprocal, a divisor).
+class Nvfp4Transform final : public Transform {
+ public:
+  Nvfp4Transform(OutputFormat format, fp4::ScaleMethod method, NanPolicy nan_policy,
+                 fp4::Backend backend)
+      : format_(format), method_(method), nan_policy_(nan_policy), backend_(backend) {}
+
+  std::string describe() const override {
+    return fmt::format("nvfp4({}, {})", fp4::scale_method_name(method_),
+                       output_format_name(format_));
+  }
+
+  std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
+                                 std::span<const std::span<std::byte>> outputs) const override {
+    constexpr std::size_t kOutputsPerMember = 3;
+    if (outputs.size() != sources.size() * kOutputsPerMember)
+      throw Error(ErrorClass::Internal, "nvfp4.outputs", "wrong number of output tensors");
+    std::vector<std::vector<float>> zeroed(sources.size());
+    std::vector<fp4::WeightView> views;
+    for (std::size_t m = 0; m < sources.size(); ++m) {
+      const TensorInfo& info = *sources[m].info;
+      fp4::WeightView view{info.dtype, sources[m].bytes, info.shape[0], info.shape[1]};
+      const auto scan = fp4::scan_amax(view);
+      if (scan.non_finite > 0) {
+        if (nan_policy_ == NanPolicy::Error)
+          throw_bad_input("weight.non_finite",
+                          fmt::format("{} of its {} elements are NaN or Inf; fix the source or "
+                                      "pass --nan-policy zero",
+                                      scan.non_finite, info.element_count()),
+                          {}, info.name);
+        view = zero_non_finite(view, zeroed[m]);
+      }
+      views.push_back(view);
+    }
+    const float s2 = fp4::choose_global_scale(views, method_, backend_);
+    const float stored_global = format_ == OutputFormat::Modelopt ? s2 : 1.0f / s2;
+    std::vector<TensorQuality> quality;
+    for (std::size_t m = 0; m < sources.size(); ++m) {
+      auto packed = outputs[kOutputsPerMember * m];
+      auto scales = outputs[kOutputsPerMember * m + 1];
+      auto global = outputs[kOutputsPerMember * m + 2];
+      const auto energy =
+          fp4::quantize(views[m], s2, method_,
+                        {{reinterpret_cast<std::uint8_t*>(packed.data()), packed.size()},
+                         {reinterpret_cast<std::uint8_t*>(scales.data()), scales.size()}},
+                        backend_);
+      std::memcpy(global.data(), &stored_global, sizeof(float));
+      quality.push_back(
+          {sources[m].info->name, energy.signal, energy.error, sources[m].info->element_count()});
+    }
+    return quality;
+  }
+
+ private:
+  // A copy of the weight as f32 with NaN and ±Inf replaced by 0 (--nan-policy zero).
+  static fp4::WeightView zero_non_finite(const fp4::WeightView& view, std::vector<float>& storage) {
+    storage.resize(view.rows * view.cols);
+    for (std::uint64_t r = 0; r < view.rows; ++r)
+      fp4::detail::decode_row(view, r, storage.data() + r * view.cols);
+    for (float& value : storage)
+      if (!std::isfinite(value)) value = 0.0f;
+    return {DType::F32, std::as_bytes(std::span<const float>(storage)), view.rows, view.cols};
+  }
+
+  OutputFormat format_;
+  fp4::ScaleMethod method_;
+  NanPolicy nan_policy_;
+  fp4::Backend backend_;
+};
+
+fp4::Backend backend_for(ComputeDevice device) {
+  switch (device) {
+    case ComputeDevice::Cpu:
+      return fp4::Backend::Cpu;
+    case ComputeDevice::Cuda: {
+      const auto cuda = cuda_availability();
+      if (!cuda.usable) throw_bad_input("cuda.unavailable", "--device cuda: " + cuda.reason);
+      return fp4::Backend::Cuda;
+    }
+    case ComputeDevice::Auto:
+      return cuda_availability().usable ? fp4::Backend::Cuda : fp4::Backend::Cpu;
+  }
+  return fp4::Backend::Cpu;
+}
+
+}  // namespace
+
+std::optional<NanPolicy> parse_nan_policy(std::string_view text) {
+  if (text == "error") return NanPolicy::Error;
+  if (text == "zero") return NanPolicy::Zero;
+  return std::nullopt;
+}
+
+std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& request,
+                                                         const QuantizerSettings& settings) {
+  const auto method = fp4::parse_scale_method(request.scale_method);
+  if (!method)
+    throw_bad_input("plan.unknown_scale_method",
+                    fmt::format("no NVFP4 scale method '{}' (max, mse, fp8-sweep, joint)",
+                                request.scale_method));
+  return std::make_shared<Nvfp4Transform>(request.format, *method, settings.nan_policy,
+                                          backend_for(settings.device));
+}
+
+}  // namespace qs

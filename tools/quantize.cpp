@@ -1,0 +1,363 @@
+// quantsmith quantize IN OUT: plan from a recipe (or --scheme), then stream the checkpoint
+// through the executor. --dry-run stops after the plan.
+
+#include <fmt/format.h>
+#include <tbb/global_control.h>
+
+#include <atomic>
+#include <csignal>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli_support.h"
+#include "progress_line.h"
+#include "qs/ckpt/byte_size.h"
+#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/error.h"
+#include "qs/ckpt/executor.h"
+#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/quantize_plan.h"
+#include "qs/quant/quantize_transforms.h"
+
+namespace qs::cli {
+namespace {
+
+struct QuantizeOptions {
+  std::string input;
+  std::string output;
+  std::string recipe;
+  std::string scheme;
+  std::string format;
+  std::string scale_method;
+  std::vector<std::string> parameters;
+  bool dry_run = false;
+  bool json = false;
+  bool resume = false;
+  bool force = false;
+  std::string device = "auto";
+  std::size_t threads = 0;
+  std::string max_shard_size;
+  std::string max_buffer = "1GiB";
+  std::string nan_policy = "error";
+};
+
+// Ctrl-C asks the executor to stop after the shard it is writing; a second Ctrl-C kills.
+std::atomic<bool> stop_requested{false};
+extern "C" void request_stop(int) {
+  stop_requested = true;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+// --scheme nvfp4 without a recipe: every Linear NVFP4 except what engines need in BF16
+// (ModelOpt's default preset minus its indexer hazard, formats-modelopt-nvfp4.md §3.1, §4).
+constexpr const char* kSchemeRecipe = R"(
+description: every Linear in NVFP4 except lm_head, routers, the indexer and MTP layers
+rules:
+  - name: MTP layers stay BF16
+    mtp: true
+    action: keep
+  - name: lm_head, router, indexer and MTP projections stay BF16
+    category: [lm_head, router, indexer, mtp_extra]
+    action: keep
+  - name: every other Linear
+    action: nvfp4
+)";
+
+std::map<std::string, std::string> parse_parameters(const std::vector<std::string>& texts) {
+  std::map<std::string, std::string> parameters;
+  for (const auto& text : texts) {
+    const auto equals = text.find('=');
+    if (equals == std::string::npos || equals == 0)
+      throw_bad_input("cli.bad_param", fmt::format("--param '{}': expected NAME=VALUE", text));
+    parameters[text.substr(0, equals)] = text.substr(equals + 1);
+  }
+  return parameters;
+}
+
+Recipe recipe_from(const QuantizeOptions& options) {
+  if (options.recipe.empty() == options.scheme.empty())
+    throw_bad_input("cli.recipe_or_scheme", "give exactly one of --recipe FILE or --scheme S");
+  Recipe recipe;
+  if (!options.recipe.empty()) {
+    recipe = load_recipe(options.recipe, parse_parameters(options.parameters));
+  } else {
+    if (options.scheme != "nvfp4")
+      throw_bad_input("cli.unknown_scheme",
+                      fmt::format("no scheme '{}' (available: nvfp4)", options.scheme));
+    if (!options.parameters.empty())
+      throw_bad_input("cli.bad_param", "--param needs a --recipe that declares parameters");
+    recipe = parse_recipe(kSchemeRecipe, "--scheme nvfp4");
+  }
+  if (!options.format.empty()) {
+    auto format = parse_output_format(options.format);
+    if (!format)
+      throw_bad_input("cli.unknown_format", fmt::format("no format '{}' (modelopt, "
+                                                        "compressed-tensors)",
+                                                        options.format));
+    recipe.format = *format;
+  }
+  if (!options.scale_method.empty()) {
+    recipe.scale_method = options.scale_method;
+    for (auto& rule : recipe.rules) rule.scale_method.clear();
+  }
+  return recipe;
+}
+
+QuantizerSettings settings_from(const QuantizeOptions& options) {
+  QuantizerSettings settings;
+  auto policy = parse_nan_policy(options.nan_policy);
+  if (!policy)
+    throw_bad_input("cli.bad_nan_policy",
+                    fmt::format("no NaN policy '{}' (error, zero)", options.nan_policy));
+  settings.nan_policy = *policy;
+  if (options.device == "auto") {
+    settings.device = ComputeDevice::Auto;
+  } else if (options.device == "cpu") {
+    settings.device = ComputeDevice::Cpu;
+  } else if (options.device == "cuda" || options.device == "cuda:0") {
+    settings.device = ComputeDevice::Cuda;
+  } else {
+    throw_bad_input("cli.bad_device",
+                    fmt::format("no device '{}' (auto, cpu, cuda, cuda:0)", options.device));
+  }
+  return settings;
+}
+
+nlohmann::ordered_json plan_json(const QuantizePlan& planned, const Recipe& recipe) {
+  nlohmann::ordered_json out;
+  out["recipe"] = recipe.source;
+  out["format"] = output_format_name(recipe.format);
+  auto& items = out["items"] = nlohmann::ordered_json::array();
+  for (const auto& item : planned.plan.items) {
+    nlohmann::ordered_json row;
+    auto& sources = row["sources"] = nlohmann::ordered_json::array();
+    for (const auto& source : item.sources)
+      sources.push_back({{"name", source.info->name},
+                         {"dtype", dtype_name(source.info->dtype)},
+                         {"shape", source.info->shape}});
+    row["scheme"] = item.scheme;
+    row["transform"] = item.transform->describe();
+    row["rule"] = item.decided_by;
+    row["bytes_in"] = item.source_bytes();
+    row["bytes_out"] = item.output_bytes();
+    row["bits_per_weight"] = bits_per_weight(item.output_bytes(), item.source_elements());
+    items.push_back(std::move(row));
+  }
+  out["total"] = {{"bytes_in", planned.plan.source_bytes()},
+                  {"bytes_out", planned.plan.output_bytes()},
+                  {"nvfp4_modules", planned.model.nvfp4_modules.size()},
+                  {"unquantized_linears", planned.model.unquantized_linears.size()}};
+  return out;
+}
+
+void print_plan(const QuantizePlan& planned, const Recipe& recipe) {
+  fmt::print("plan: {} → {} ({})\n", recipe.source, output_format_name(recipe.format),
+             recipe.description);
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> by_scheme;
+  std::map<std::string, std::uint64_t> elements_by_scheme;
+  for (const auto& item : planned.plan.items) {
+    for (std::size_t s = 0; s < item.sources.size(); ++s) {
+      const auto* info = item.sources[s].info;
+      fmt::print("  {:<60} {:>5} {:<14} → {:<12} {:>10} → {:>10}  {:>5.2f} bpw  [{}]\n", info->name,
+                 dtype_name(info->dtype), shape_to_string(info->shape), item.scheme,
+                 s == 0 ? human_bytes(item.source_bytes()) : "",
+                 s == 0 ? human_bytes(item.output_bytes()) : "",
+                 bits_per_weight(item.output_bytes(), item.source_elements()), item.decided_by);
+    }
+    auto& totals = by_scheme[item.scheme];
+    totals.first += item.source_bytes();
+    totals.second += item.output_bytes();
+    elements_by_scheme[item.scheme] += item.source_elements();
+  }
+  fmt::print("by scheme:\n");
+  for (const auto& [scheme, totals] : by_scheme)
+    fmt::print("  {:<14} {:>10} → {:>10}  {:>5.2f} bpw\n", scheme, human_bytes(totals.first),
+               human_bytes(totals.second),
+               bits_per_weight(totals.second, elements_by_scheme[scheme]));
+  fmt::print("total: {} tensors in, {} → {} ({:.2f}x smaller), {} NVFP4 Linears, {} kept\n",
+             planned.decisions.size(), human_bytes(planned.plan.source_bytes()),
+             human_bytes(planned.plan.output_bytes()),
+             static_cast<double>(planned.plan.source_bytes()) /
+                 std::max<std::uint64_t>(planned.plan.output_bytes(), 1),
+             planned.model.nvfp4_modules.size(), planned.model.unquantized_linears.size());
+}
+
+// Files written beside the shards: the source's auxiliary files, config.json with the
+// quantization block, and hf_quant_config.json for modelopt.
+std::vector<std::pair<std::string, std::string>> output_configs(const Checkpoint& source,
+                                                                const QuantizePlan& planned,
+                                                                OutputFormat format) {
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const auto& path : source.auxiliary_files()) {
+    const std::string name = path.filename().string();
+    if (name == "config.json" || name == kHfQuantConfigFileName) continue;
+    files.emplace_back(name, read_text_file(path));
+  }
+  const bool quantized = !planned.model.nvfp4_modules.empty();
+  if (!quantized) {
+    if (!source.config().is_null())
+      files.emplace_back("config.json", source.config().dump(2) + "\n");
+    return files;
+  }
+  if (format == OutputFormat::Modelopt) {
+    files.emplace_back("config.json", config_with_quantization(
+                                          source.config(), modelopt_config_block(planned.model)));
+    files.emplace_back(std::string(kHfQuantConfigFileName),
+                       modelopt_hf_quant_config(planned.model).dump(2) + "\n");
+  } else {
+    files.emplace_back(
+        "config.json",
+        config_with_quantization(source.config(), compressed_tensors_config_block(planned.model)));
+  }
+  return files;
+}
+
+// --force: remove what an earlier run of ours left, never anything else.
+void clear_previous_output(const std::filesystem::path& directory, const Checkpoint& source) {
+  if (!std::filesystem::exists(directory)) return;
+  std::vector<std::string> ours = {std::string(kIndexFileName), std::string(kJobFileName),
+                                   std::string(kHfQuantConfigFileName), "config.json"};
+  for (const auto& path : source.auxiliary_files()) ours.push_back(path.filename().string());
+  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
+    const std::string name = entry.path().filename().string();
+    const bool shard = name.starts_with("model") && name.ends_with(".safetensors");
+    const bool temporary = name.starts_with(".") && name.find(".tmp-") != std::string::npos;
+    if (shard || temporary || std::find(ours.begin(), ours.end(), name) != ours.end())
+      std::filesystem::remove(entry.path());
+  }
+}
+
+nlohmann::ordered_json quality_json(const ExecutionReport& report) {
+  auto rows = nlohmann::ordered_json::array();
+  for (const auto& quality : report.quality)
+    rows.push_back({{"tensor", quality.tensor},
+                    {"snr_db", quality.snr_db()},
+                    {"relative_mse", quality.relative_mse()}});
+  return rows;
+}
+
+double mean_snr_db(const ExecutionReport& report) {
+  double sum = 0.0;
+  std::size_t count = 0;
+  for (const auto& quality : report.quality) {
+    if (!std::isfinite(quality.snr_db())) continue;
+    sum += quality.snr_db();
+    ++count;
+  }
+  return count ? sum / static_cast<double>(count) : 0.0;
+}
+
+int run_quantize(const QuantizeOptions& options) {
+  auto source = Checkpoint::open(options.input);
+  check_output_directory(options.output, {source.directory()});
+  const Recipe recipe = recipe_from(options);
+  const QuantizerSettings settings = settings_from(options);
+  const auto planned = plan_quantization(source, recipe, [&](const QuantizeRequest& request) {
+    return make_quantize_transform(request, settings);
+  });
+  if (options.dry_run) {
+    if (options.json)
+      fmt::print("{}\n", plan_json(planned, recipe).dump(2));
+    else
+      print_plan(planned, recipe);
+    return kExitOk;
+  }
+
+  std::optional<tbb::global_control> thread_limit;
+  if (options.threads > 0)
+    thread_limit.emplace(tbb::global_control::max_allowed_parallelism, options.threads);
+  if (options.force) clear_previous_output(options.output, source);
+
+  ExecutionOptions execution;
+  execution.output_directory = options.output;
+  execution.max_shard_bytes = options.max_shard_size.empty()
+                                  ? recipe.max_shard_bytes.value_or(5'000'000'000)
+                                  : parse_byte_size(options.max_shard_size);
+  execution.max_buffer_bytes = parse_byte_size(options.max_buffer);
+  execution.resume = options.resume;
+  execution.fingerprint = fmt::format(
+      "quantsmith {}|recipe={}|format={}|method={}|nan={}", kQuantsmithVersion,
+      options.recipe.empty() ? std::string(kSchemeRecipe) : read_text_file(options.recipe),
+      output_format_name(recipe.format), recipe.scale_method, options.nan_policy);
+  for (const auto& parameter : options.parameters) execution.fingerprint += "|" + parameter;
+  execution.extra_files = output_configs(source, planned, recipe.format);
+  ProgressLine progress("quantize", planned.plan.source_bytes(), planned.plan.items.size());
+  execution.on_progress = [&](const ExecutionProgress& state) {
+    progress.update(state.done_source_bytes, state.done_items);
+  };
+  execution.stop_requested = &stop_requested;
+  std::signal(SIGINT, request_stop);
+  const auto report = execute_plan(planned.plan, execution);
+  std::signal(SIGINT, SIG_DFL);
+  progress.finish();
+
+  const double seconds = std::max(report.seconds, 1e-9);
+  if (report.interrupted) {
+    fmt::print(stderr,
+               "quantsmith: interrupted after {} of {} shards; run again with --resume to "
+               "finish\n",
+               report.shards_resumed + report.shards_written, report.total_shards);
+    return 130;
+  }
+  if (options.json) {
+    nlohmann::ordered_json out = plan_json(planned, recipe);
+    out["output"] = options.output;
+    out["run"] = {{"seconds", seconds},
+                  {"bytes_read", report.bytes_read},
+                  {"bytes_written", report.bytes_written},
+                  {"gb_per_s", report.bytes_read / 1e9 / seconds},
+                  {"shards_written", report.shards_written},
+                  {"shards_resumed", report.shards_resumed},
+                  {"mean_snr_db", mean_snr_db(report)}};
+    out["quality"] = quality_json(report);
+    fmt::print("{}\n", out.dump(2));
+  } else {
+    fmt::print("quantized {} → {}: {} NVFP4 Linears ({}), {} → {} in {:.2f} s ({:.2f} GB/s read)",
+               source.directory().string(), options.output, planned.model.nvfp4_modules.size(),
+               output_format_name(recipe.format), human_bytes(report.bytes_read),
+               human_bytes(report.bytes_written), seconds, report.bytes_read / 1e9 / seconds);
+    if (report.shards_resumed) fmt::print(", {} shard(s) resumed", report.shards_resumed);
+    if (!report.quality.empty()) fmt::print(", mean weight SNR {:.2f} dB", mean_snr_db(report));
+    fmt::print("\n");
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+SubcommandRunner register_quantize(CLI::App& app) {
+  auto options = std::make_shared<QuantizeOptions>();
+  auto* command = app.add_subcommand(
+      "quantize",
+      "Quantize a BF16 checkpoint, streaming: plan from a recipe (or --scheme), then read, "
+      "transform and write size-capped shards. A killed run continues with --resume.");
+  command->add_option("input", options->input, "source checkpoint directory")->required();
+  command->add_option("output", options->output, "output directory (new or empty)")->required();
+  command->add_option("--recipe", options->recipe, "YAML recipe (see recipes/)");
+  command->add_option("--scheme", options->scheme,
+                      "quantize every Linear except lm_head, routers, indexer and MTP: nvfp4");
+  command->add_option("--format", options->format,
+                      "output layout: modelopt or compressed-tensors (overrides the recipe)");
+  command->add_option("--scale-method", options->scale_method,
+                      "NVFP4 scale selection for every rule: max, mse, fp8-sweep, joint");
+  command->add_option("--param", options->parameters,
+                      "NAME=VALUE: override a parameter the recipe declares");
+  command->add_flag("--dry-run", options->dry_run,
+                    "print the plan (per tensor and in total) and stop before any data is read");
+  command->add_flag("--json", options->json, "machine-readable plan / report on stdout");
+  command->add_flag("--resume", options->resume, "continue a killed or interrupted run");
+  command->add_flag("--force", options->force,
+                    "replace an earlier run's output in the output directory");
+  command->add_option("--device", options->device, "auto, cpu or cuda (default auto)");
+  command->add_option("--threads", options->threads, "CPU threads (default: all cores)");
+  command->add_option("--max-shard-size", options->max_shard_size,
+                      "output shard size cap, e.g. 5GB (default: the recipe's, else 5GB)");
+  command->add_option("--max-buffer", options->max_buffer,
+                      "memory for tensors in flight, e.g. 1GiB (default 1GiB)");
+  command->add_option("--nan-policy", options->nan_policy,
+                      "NaN/Inf in a weight being quantized: error (default) or zero");
+  return [options]() { return run_quantize(*options); };
+}
+
+}  // namespace qs::cli
