@@ -45,11 +45,11 @@ __global__ void quantize_blocks(const unsigned char* weight, DType dtype, std::u
   float block[kBlockSize];
   for (int i = 0; i < kBlockSize; ++i)
     block[i] = decode_element(weight, dtype, index * kBlockSize + i);
-  const std::uint8_t code = choose_scale_code(block, s2, method);
+  const std::uint8_t code = choose_scale_code<ThresholdE2M1>(block, s2, method);
   scale_codes[index] = code;
-  encode_block(block, code, s2, packed + index * (kBlockSize / 2));
+  encode_block<ThresholdE2M1>(block, code, s2, packed + index * (kBlockSize / 2));
   block_signals[index] = block_signal(block);
-  block_errors[index] = block_squared_error(block, code, s2);
+  block_errors[index] = block_squared_error<ThresholdE2M1>(block, code, s2);
 }
 
 }  // namespace

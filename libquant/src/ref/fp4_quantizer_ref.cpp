@@ -19,11 +19,11 @@ ErrorEnergy quantize_reference(const WeightView& weight, float s2, ScaleMethod m
     for (std::uint64_t b = 0; b < blocks_per_row; ++b) {
       const std::uint64_t block_index = r * blocks_per_row + b;
       const float* block = values.data() + block_index * kBlockSize;
-      const std::uint8_t code = choose_scale_code(block, s2, method);
+      const std::uint8_t code = choose_scale_code<CodecE2M1>(block, s2, method);
       out.scale_codes[block_index] = code;
-      encode_block(block, code, s2, out.packed.data() + block_index * kBlockSize / 2);
+      encode_block<CodecE2M1>(block, code, s2, out.packed.data() + block_index * kBlockSize / 2);
       row.signal += block_signal(block);
-      row.error += block_squared_error(block, code, s2);
+      row.error += block_squared_error<CodecE2M1>(block, code, s2);
     }
     total.signal += row.signal;
     total.error += row.error;

@@ -1,19 +1,26 @@
 #pragma once
 // NVFP4 per-block math shared by the scalar reference, the CPU and the CUDA quantizers: one
 // 16-element block, its E4M3 scale code and its E2M1 codes (formats-modelopt-nvfp4.md §1.2,
-// §1.3, §3.4, §3.5). Everything is QS_HOST_DEVICE and uses the integer-exact codecs of
-// codecs.h, so the three implementations cannot disagree by construction (tests still check).
+// §1.3, §3.4, §3.5). Everything is QS_HOST_DEVICE.
+//
+// The E2M1 rounding comes in two interchangeable policies:
+//  * CodecE2M1: the integer-exact codec of codecs.h, written from the format's definition.
+//    The reference backend uses it; it is the truth.
+//  * ThresholdE2M1: the decision table of §1.3 as seven branch-free comparisons, which
+//    compilers vectorise. The CPU and CUDA backends use it; tests hold it to the codec for
+//    every BF16 value and for the hard cases.
 //
 // Conventions:
 //  * s2 is the global *decode* scale (ModelOpt's weight_scale_2; compressed-tensors stores its
 //    reciprocal): w ≈ e2m1(code) · e4m3(scale_code) · s2.
-//  * A block's amax ignores NaN and ±Inf (they never make a scale non-finite); NaN encodes to
-//    +6 (0x7) and ±Inf saturates to ±6, as the e2m1 codec does. Callers reject or zero
-//    non-finite weights before (--nan-policy); this only keeps the kernels total.
+//  * A block's amax ignores NaN and ±Inf; NaN encodes to +6 (0x7) and ±Inf saturates to ±6,
+//    as the codec does. Callers reject or zero non-finite weights before (--nan-policy); this
+//    only keeps the kernels total.
 //  * An all-zero block gets scale code e4m3(1.0) = 0x38 whatever the method (ModelOpt's
 //    dynamic export does this; every code decodes the block to zero).
-//  * fp32 throughout, in a fixed operation order and without FMA contraction (the CUDA file
-//    is built with -fmad=false, the host with -ffp-contract=off).
+//  * fp32 in a fixed operation order: block sums are a fixed pairwise tree (so vector code
+//    computes the very same sums), and there is no FMA contraction (the CUDA file is built
+//    with -fmad=false, the host with -ffp-contract=off).
 
 #include <cstdint>
 
@@ -27,18 +34,65 @@ enum class ScaleMethod : std::uint8_t { Max, Mse, Fp8Sweep, Joint };
 inline constexpr int kBlockSize = 16;
 inline constexpr float kE2M1Max = 6.0f;
 inline constexpr float kE4M3Max = 448.0f;
-inline constexpr float kE4M3MinSubnormal = 0.001953125f;   // 2^-9
+inline constexpr float kE4M3MinSubnormal = 0.001953125f;  // 2^-9
 inline constexpr std::uint8_t kZeroBlockScaleCode = 0x38;  // e4m3(1.0)
 inline constexpr std::uint8_t kLargestScaleCode = 0x7E;    // 448
 // ModelOpt's MSE search (§3.4): 39 multipliers of the block amax, linspace(0.25, 4.0).
 inline constexpr int kMseCandidates = 39;
 inline constexpr float kMseFirst = 0.25f;
 inline constexpr float kMseLast = 4.0f;
+inline constexpr int kJointScaleSteps = 8;  // s2 · 2^(k/8), k < 8
+inline constexpr int kJointCodeRadius = 4;  // codes within ±4 of the max code
+
+struct CodecE2M1 {
+  QS_HOST_DEVICE static std::uint8_t encode(float value) { return f32_to_e2m1(value); }
+  QS_HOST_DEVICE static float decode_scaled(std::uint8_t code, float scale) {
+    return e2m1_to_f32(code) * scale;
+  }
+};
+
+struct ThresholdE2M1 {
+  // Branch-free on purpose: random weights would mispredict every branch.
+  QS_HOST_DEVICE static std::uint8_t encode(float value) {
+    const std::uint32_t bits = f32_to_bits(value);
+    const float magnitude = f32_from_bits(bits & 0x7FFFFFFFu);
+    // Round to nearest with ties to the even code: ≤0.25→0, <0.75→0.5, ≤1.25→1, <1.75→1.5,
+    // ≤2.5→2, <3.5→3, ≤5→4, else 6 (Inf included).
+    const std::uint32_t index = static_cast<std::uint32_t>(magnitude > 0.25f) +
+                                static_cast<std::uint32_t>(magnitude >= 0.75f) +
+                                static_cast<std::uint32_t>(magnitude > 1.25f) +
+                                static_cast<std::uint32_t>(magnitude >= 1.75f) +
+                                static_cast<std::uint32_t>(magnitude > 2.5f) +
+                                static_cast<std::uint32_t>(magnitude >= 3.5f) +
+                                static_cast<std::uint32_t>(magnitude > 5.0f);
+    const std::uint32_t sign = (bits >> 28) & 0x8u;
+    // NaN (no comparison holds) becomes +6, 0x7, as in the codec.
+    const std::uint32_t nan_mask = 0u - static_cast<std::uint32_t>(!(magnitude == magnitude));
+    return static_cast<std::uint8_t>((0x7u & nan_mask) | ((sign | index) & ~nan_mask));
+  }
+  // ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}[code & 7], times `scale` (a positive number), exactly as
+  // e2m1_to_f32(code) · scale rounds.
+  QS_HOST_DEVICE static float decode_scaled(std::uint8_t code, float scale) {
+    const std::uint32_t index = code & 0x7u;
+    float magnitude = 0.5f * static_cast<float>(index);
+    magnitude = index >= 5 ? static_cast<float>(index) - 2.0f : magnitude;
+    magnitude = index == 7 ? 6.0f : magnitude;
+    const std::uint32_t sign = static_cast<std::uint32_t>(code & 0x8u) << 28;
+    return f32_from_bits(f32_to_bits(magnitude * scale) | sign);
+  }
+};
 
 QS_HOST_DEVICE inline float finite_abs_or_zero(float value) {
-  const float magnitude = value < 0.0f ? -value : value;
+  const float magnitude = f32_from_bits(f32_to_bits(value) & 0x7FFFFFFFu);
   // NaN fails every comparison; Inf is not below the largest float.
   return magnitude <= 3.4028234663852886e38f ? magnitude : 0.0f;
+}
+
+// Sum of 16 terms as a fixed pairwise tree: (t[i] + t[i+8]), then halves again.
+QS_HOST_DEVICE inline float tree_sum16(float* terms) {
+  for (int width = kBlockSize / 2; width >= 1; width /= 2)
+    for (int i = 0; i < width; ++i) terms[i] = terms[i] + terms[i + width];
+  return terms[0];
 }
 
 QS_HOST_DEVICE inline float block_amax(const float* block) {
@@ -50,8 +104,18 @@ QS_HOST_DEVICE inline float block_amax(const float* block) {
   return amax;
 }
 
-// The E4M3 code of a desired block scale (the scale that maps the block's amax to 6 under
-// s2), clamped to [2^-9, 448] and rounded to nearest even (ModelOpt's export cast).
+// Σ w² over the block's finite elements.
+QS_HOST_DEVICE inline float block_signal(const float* block) {
+  float terms[kBlockSize];
+  for (int i = 0; i < kBlockSize; ++i) {
+    const float magnitude = finite_abs_or_zero(block[i]);
+    terms[i] = magnitude * magnitude;
+  }
+  return tree_sum16(terms);
+}
+
+// The E4M3 code of a desired block scale, clamped to [2^-9, 448] and rounded to nearest even
+// (ModelOpt's export cast).
 QS_HOST_DEVICE inline std::uint8_t scale_code_for(float desired_scale) {
   float clamped = desired_scale < kE4M3MinSubnormal ? kE4M3MinSubnormal : desired_scale;
   clamped = clamped > kE4M3Max ? kE4M3Max : clamped;
@@ -68,23 +132,23 @@ QS_HOST_DEVICE inline float scale_divisor(std::uint8_t scale_code, float s2) {
   return e4m3_to_f32(scale_code) * s2;
 }
 
-// Σ (w − e2m1(w/d)·d)² over the block, fp32, in element order (ModelOpt's loss).
+// Σ (w − e2m1(w/d)·d)² over the block (ModelOpt's loss).
+template <typename E2M1>
 QS_HOST_DEVICE inline float block_squared_error(const float* block, std::uint8_t scale_code,
                                                 float s2) {
   const float divisor = scale_divisor(scale_code, s2);
-  float error = 0.0f;
+  float terms[kBlockSize];
   for (int i = 0; i < kBlockSize; ++i) {
-    const float value = block[i];
-    const float decoded = e2m1_to_f32(f32_to_e2m1(value / divisor)) * divisor;
-    const float difference = value - decoded;
-    const float squared = difference * difference;
-    error = error + squared;
+    const float decoded = E2M1::decode_scaled(E2M1::encode(block[i] / divisor), divisor);
+    const float difference = block[i] - decoded;
+    terms[i] = difference * difference;
   }
-  return error;
+  return tree_sum16(terms);
 }
 
 // ModelOpt's static MSE search: candidate scales amax·m/(6·s2) for 39 multipliers m; the
 // first minimum wins.
+template <typename E2M1>
 QS_HOST_DEVICE inline std::uint8_t mse_scale_code(const float* block, float amax, float s2) {
   if (amax == 0.0f) return kZeroBlockScaleCode;
   const float step = (kMseLast - kMseFirst) / static_cast<float>(kMseCandidates - 1);
@@ -93,7 +157,7 @@ QS_HOST_DEVICE inline std::uint8_t mse_scale_code(const float* block, float amax
   for (int k = 0; k < kMseCandidates; ++k) {
     const float multiplier = kMseFirst + step * static_cast<float>(k);
     const std::uint8_t code = scale_code_for(amax * multiplier / (kE2M1Max * s2));
-    const float error = block_squared_error(block, code, s2);
+    const float error = block_squared_error<E2M1>(block, code, s2);
     if (k == 0 || error < best_error) {
       best_error = error;
       best_code = code;
@@ -104,13 +168,14 @@ QS_HOST_DEVICE inline std::uint8_t mse_scale_code(const float* block, float amax
 
 // Every code in [first, last] (positive finite E4M3 codes), strict < so ties keep the
 // smallest code. fp8-sweep uses the full range 0x01..0x7E (§3.5); our joint search a window.
+template <typename E2M1>
 QS_HOST_DEVICE inline std::uint8_t sweep_scale_code(const float* block, float amax, float s2,
                                                     int first, int last) {
   if (amax == 0.0f) return kZeroBlockScaleCode;
-  std::uint8_t best_code = static_cast<std::uint8_t>(first);
-  float best_error = block_squared_error(block, best_code, s2);
+  auto best_code = static_cast<std::uint8_t>(first);
+  float best_error = block_squared_error<E2M1>(block, best_code, s2);
   for (int code = first + 1; code <= last; ++code) {
-    const float error = block_squared_error(block, static_cast<std::uint8_t>(code), s2);
+    const float error = block_squared_error<E2M1>(block, static_cast<std::uint8_t>(code), s2);
     if (error < best_error) {
       best_error = error;
       best_code = static_cast<std::uint8_t>(code);
@@ -120,18 +185,17 @@ QS_HOST_DEVICE inline std::uint8_t sweep_scale_code(const float* block, float am
 }
 
 // Our joint search's per-block step: the codes within `radius` of the max-derived code.
+template <typename E2M1>
 QS_HOST_DEVICE inline std::uint8_t window_scale_code(const float* block, float amax, float s2,
                                                      int radius) {
   if (amax == 0.0f) return kZeroBlockScaleCode;
   const int center = max_scale_code(amax, s2);
   const int first = center - radius < 1 ? 1 : center - radius;
   const int last = center + radius > kLargestScaleCode ? kLargestScaleCode : center + radius;
-  return sweep_scale_code(block, amax, s2, first, last);
+  return sweep_scale_code<E2M1>(block, amax, s2, first, last);
 }
 
-inline constexpr int kJointScaleSteps = 8;  // s2 · 2^(k/8), k < 8
-inline constexpr int kJointCodeRadius = 4;  // codes within ±4 of the max code
-
+template <typename E2M1>
 QS_HOST_DEVICE inline std::uint8_t choose_scale_code(const float* block, float s2,
                                                      ScaleMethod method) {
   const float amax = block_amax(block);
@@ -139,33 +203,23 @@ QS_HOST_DEVICE inline std::uint8_t choose_scale_code(const float* block, float s
     case ScaleMethod::Max:
       return max_scale_code(amax, s2);
     case ScaleMethod::Mse:
-      return mse_scale_code(block, amax, s2);
+      return mse_scale_code<E2M1>(block, amax, s2);
     case ScaleMethod::Fp8Sweep:
-      return sweep_scale_code(block, amax, s2, 1, kLargestScaleCode);
+      return sweep_scale_code<E2M1>(block, amax, s2, 1, kLargestScaleCode);
     case ScaleMethod::Joint:
-      return window_scale_code(block, amax, s2, kJointCodeRadius);
+      return window_scale_code<E2M1>(block, amax, s2, kJointCodeRadius);
   }
   return max_scale_code(amax, s2);
 }
 
-// Σ w² over the block's finite elements, fp32 in element order.
-QS_HOST_DEVICE inline float block_signal(const float* block) {
-  float signal = 0.0f;
-  for (int i = 0; i < kBlockSize; ++i) {
-    const float magnitude = finite_abs_or_zero(block[i]);
-    const float squared = magnitude * magnitude;
-    signal = signal + squared;
-  }
-  return signal;
-}
-
 // Writes the block's 8 packed bytes (even element in the low nibble).
+template <typename E2M1>
 QS_HOST_DEVICE inline void encode_block(const float* block, std::uint8_t scale_code, float s2,
                                         std::uint8_t* packed) {
   const float divisor = scale_divisor(scale_code, s2);
   for (int i = 0; i < kBlockSize; i += 2)
-    packed[i / 2] =
-        pack_e2m1_pair(f32_to_e2m1(block[i] / divisor), f32_to_e2m1(block[i + 1] / divisor));
+    packed[i / 2] = pack_e2m1_pair(E2M1::encode(block[i] / divisor),
+                                   E2M1::encode(block[i + 1] / divisor));
 }
 
 }  // namespace qs::fp4
