@@ -54,6 +54,21 @@ std::vector<float> realistic_matrix(std::uint64_t rows, std::uint64_t cols, unsi
   return values;
 }
 
+TEST(Fp4Quantizer, ThresholdRoundingEqualsTheCodecEverywhere) {
+  // Every BF16 bit pattern (NaN, ±Inf, ±0, subnormals, ties) and its neighbours in f32.
+  for (std::uint32_t code = 0; code <= 0xFFFF; ++code) {
+    for (std::uint32_t low : {0x0000u, 0x0001u, 0x8000u, 0xFFFFu}) {
+      const float value = f32_from_bits((code << 16) | low);
+      ASSERT_EQ(ThresholdE2M1::encode(value), CodecE2M1::encode(value)) << std::hex << code;
+    }
+  }
+  for (int nibble = 0; nibble < 16; ++nibble)
+    for (float scale : {1.0f, 0.00111607148f, 3.5e-12f, 448.0f})
+      ASSERT_EQ(f32_to_bits(ThresholdE2M1::decode_scaled(nibble, scale)),
+                f32_to_bits(CodecE2M1::decode_scaled(nibble, scale)))
+          << nibble << " " << scale;
+}
+
 TEST(Fp4Quantizer, ReproducesTheSpecTestVector) {
   // formats-modelopt-nvfp4.md §1.6.
   const std::vector<float> weight = {3.0f,  -1.5f,  0.7f,   0.2f,   -0.05f, 1.0f,  2.25f,  -2.9f,
