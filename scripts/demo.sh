@@ -19,3 +19,17 @@ rm -rf "$out"
 mkdir -p "$(dirname "$out")"
 "$quantsmith" synth --preset tiny --out "$out/synth-tiny"
 "$quantsmith" validate "$out/synth-tiny"
+
+step "quantize --dry-run: the plan for seed 001's layout (routed experts NVFP4) on the tiny model"
+recipe=recipes/glm5-nvfp4-seed001.yaml
+"$quantsmith" quantize "$model" "$out/tiny-nvfp4" --recipe "$recipe" --param boundary_layers=1 \
+  --dry-run | tail -n 6
+
+step "quantize: stream it to NVFP4 (modelopt layout), then validate the result"
+"$quantsmith" quantize "$model" "$out/tiny-nvfp4" --recipe "$recipe" --param boundary_layers=1
+"$quantsmith" validate "$out/tiny-nvfp4"
+
+step "quantize: the same weights in the compressed-tensors layout (nvfp4-pack-quantized)"
+"$quantsmith" quantize "$model" "$out/tiny-nvfp4-ct" --recipe "$recipe" --param boundary_layers=1 \
+  --format compressed-tensors
+"$quantsmith" validate "$out/tiny-nvfp4-ct"

@@ -38,7 +38,7 @@ struct QuantizeOptions {
   std::string device = "auto";
   std::size_t threads = 0;
   std::string max_shard_size;
-  std::string max_buffer = "1GiB";
+  std::string max_buffer = "256MiB";
   std::string nan_policy = "error";
 };
 
@@ -354,7 +354,7 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--max-shard-size", options->max_shard_size,
                       "output shard size cap, e.g. 5GB (default: the recipe's, else 5GB)");
   command->add_option("--max-buffer", options->max_buffer,
-                      "memory for tensors in flight, e.g. 1GiB (default 1GiB)");
+                      "memory for tensors in flight, e.g. 1GiB (default 256MiB)");
   command->add_option("--nan-policy", options->nan_policy,
                       "NaN/Inf in a weight being quantized: error (default) or zero");
   return [options]() { return run_quantize(*options); };

@@ -95,22 +95,54 @@ double joint_group_error(std::span<const WeightView> group, float s2, Backend ba
 
 }  // namespace detail
 
+namespace {
+
+// Finite |x| of BF16 orders like the integer code without its sign bit, so the scan never
+// leaves integers: exponent field 0xFF (0x7F80 and above) is Inf or NaN.
+AmaxScan scan_bf16_rows(const WeightView& weight, std::uint64_t first, std::uint64_t last) {
+  constexpr std::uint16_t kNonFinite = 0x7F80;
+  std::vector<std::uint16_t> codes(weight.cols);
+  std::uint16_t largest = 0;
+  std::uint64_t non_finite = 0;
+  for (std::uint64_t r = first; r < last; ++r) {
+    std::memcpy(codes.data(), weight.bytes.data() + r * weight.cols * 2, weight.cols * 2);
+    for (std::uint16_t code : codes) {
+      const auto magnitude = static_cast<std::uint16_t>(code & 0x7FFF);
+      const bool finite = magnitude < kNonFinite;
+      non_finite += finite ? 0 : 1;
+      const std::uint16_t candidate = finite ? magnitude : 0;
+      largest = candidate > largest ? candidate : largest;
+    }
+  }
+  return {bf16_to_f32(largest), non_finite};
+}
+
+AmaxScan scan_decoded_rows(const WeightView& weight, std::uint64_t first, std::uint64_t last) {
+  std::vector<float> row(weight.cols);
+  AmaxScan partial;
+  for (std::uint64_t r = first; r < last; ++r) {
+    detail::decode_row(weight, r, row.data());
+    for (float value : row) {
+      const float magnitude = finite_abs_or_zero(value);
+      partial.non_finite += (f32_to_bits(value) & 0x7FFFFFFFu) >= 0x7F800000u ? 1 : 0;
+      partial.amax = magnitude > partial.amax ? magnitude : partial.amax;
+    }
+  }
+  return partial;
+}
+
+}  // namespace
+
 AmaxScan scan_amax(const WeightView& weight) {
   detail::check_shapes(weight, nullptr);
   return tbb::parallel_reduce(
       tbb::blocked_range<std::uint64_t>(0, weight.rows), AmaxScan{},
       [&](const tbb::blocked_range<std::uint64_t>& rows, AmaxScan partial) {
-        std::vector<float> row(weight.cols);
-        for (std::uint64_t r = rows.begin(); r < rows.end(); ++r) {
-          detail::decode_row(weight, r, row.data());
-          for (float value : row) {
-            const bool finite = std::isfinite(value);
-            partial.non_finite += finite ? 0 : 1;
-            const float magnitude = finite ? std::fabs(value) : 0.0f;
-            partial.amax = magnitude > partial.amax ? magnitude : partial.amax;
-          }
-        }
-        return partial;
+        const AmaxScan part = weight.dtype == DType::BF16
+                                  ? scan_bf16_rows(weight, rows.begin(), rows.end())
+                                  : scan_decoded_rows(weight, rows.begin(), rows.end());
+        return AmaxScan{part.amax > partial.amax ? part.amax : partial.amax,
+                        part.non_finite + partial.non_finite};
       },
       [](AmaxScan a, AmaxScan b) {
         return AmaxScan{a.amax > b.amax ? a.amax : b.amax, a.non_finite + b.non_finite};
@@ -125,6 +157,12 @@ float global_scale_for_amax(float amax) {
 float choose_global_scale(std::span<const WeightView> group, ScaleMethod method, Backend backend) {
   float amax = 0.0f;
   for (const auto& weight : group) amax = std::max(amax, scan_amax(weight).amax);
+  return choose_global_scale(group, amax, method, backend);
+}
+
+float choose_global_scale(std::span<const WeightView> group, float group_amax, ScaleMethod method,
+                          Backend backend) {
+  const float amax = group_amax;
   const float base = global_scale_for_amax(amax);
   if (method != ScaleMethod::Joint || amax == 0.0f) return base;
   float best = base;

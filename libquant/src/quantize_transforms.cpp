@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -34,10 +36,12 @@ class Nvfp4Transform final : public Transform {
       throw Error(ErrorClass::Internal, "nvfp4.outputs", "wrong number of output tensors");
     std::vector<std::vector<float>> zeroed(sources.size());
     std::vector<fp4::WeightView> views;
+    float group_amax = 0.0f;
     for (std::size_t m = 0; m < sources.size(); ++m) {
       const TensorInfo& info = *sources[m].info;
       fp4::WeightView view{info.dtype, sources[m].bytes, info.shape[0], info.shape[1]};
       const auto scan = fp4::scan_amax(view);
+      group_amax = std::max(group_amax, scan.amax);
       if (scan.non_finite > 0) {
         if (nan_policy_ == NanPolicy::Error)
           throw_bad_input("weight.non_finite",
@@ -49,7 +53,7 @@ class Nvfp4Transform final : public Transform {
       }
       views.push_back(view);
     }
-    const float s2 = fp4::choose_global_scale(views, method_, backend_);
+    const float s2 = fp4::choose_global_scale(views, group_amax, method_, backend_);
     const float stored_global = format_ == OutputFormat::Modelopt ? s2 : 1.0f / s2;
     std::vector<TensorQuality> quality;
     for (std::size_t m = 0; m < sources.size(); ++m) {

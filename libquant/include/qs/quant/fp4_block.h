@@ -34,7 +34,7 @@ enum class ScaleMethod : std::uint8_t { Max, Mse, Fp8Sweep, Joint };
 inline constexpr int kBlockSize = 16;
 inline constexpr float kE2M1Max = 6.0f;
 inline constexpr float kE4M3Max = 448.0f;
-inline constexpr float kE4M3MinSubnormal = 0.001953125f;  // 2^-9
+inline constexpr float kE4M3MinSubnormal = 0.001953125f;   // 2^-9
 inline constexpr std::uint8_t kZeroBlockScaleCode = 0x38;  // e4m3(1.0)
 inline constexpr std::uint8_t kLargestScaleCode = 0x7E;    // 448
 // ModelOpt's MSE search (§3.4): 39 multipliers of the block amax, linspace(0.25, 4.0).
@@ -218,8 +218,8 @@ QS_HOST_DEVICE inline void encode_block(const float* block, std::uint8_t scale_c
                                         std::uint8_t* packed) {
   const float divisor = scale_divisor(scale_code, s2);
   for (int i = 0; i < kBlockSize; i += 2)
-    packed[i / 2] = pack_e2m1_pair(E2M1::encode(block[i] / divisor),
-                                   E2M1::encode(block[i + 1] / divisor));
+    packed[i / 2] =
+        pack_e2m1_pair(E2M1::encode(block[i] / divisor), E2M1::encode(block[i + 1] / divisor));
 }
 
 }  // namespace qs::fp4

@@ -64,6 +64,9 @@ float global_scale_for_amax(float amax);
 
 // The group's s2: from the joint amax for max / mse / fp8-sweep, searched for joint.
 float choose_global_scale(std::span<const WeightView> group, ScaleMethod method, Backend backend);
+// The same when the caller already scanned the group: `group_amax` = max of scan_amax.
+float choose_global_scale(std::span<const WeightView> group, float group_amax, ScaleMethod method,
+                          Backend backend);
 
 ErrorEnergy quantize(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,
                      Backend backend);
