@@ -84,11 +84,36 @@ void decode_row(const WeightView& weight, std::uint64_t row, float* out) {
 }
 
 double joint_group_error(std::span<const WeightView> group, float s2, Backend backend) {
+  // A search heuristic, not an output: every backend scores candidates the same way here.
+  (void)backend;
+  double total = 0.0;
+  for (const auto& weight : group) {
+    total += tbb::parallel_reduce(
+        tbb::blocked_range<std::uint64_t>(0, weight.rows), 0.0,
+        [&](const tbb::blocked_range<std::uint64_t>& rows, double partial) {
+          std::vector<float> values(weight.cols);
+          for (std::uint64_t r = rows.begin(); r < rows.end(); ++r) {
+            decode_row(weight, r, values.data());
+            for (std::uint64_t b = 0; b < weight.cols / kBlockSize; ++b) {
+              const float* block = values.data() + b * kBlockSize;
+              const std::uint8_t code =
+                  window_scale_code<ThresholdE2M1>(block, block_amax(block), s2, kJointCodeRadius);
+              partial += block_squared_error<ThresholdE2M1>(block, code, s2);
+            }
+          }
+          return partial;
+        },
+        [](double a, double b) { return a + b; });
+  }
+  return total;
+}
+
+double sweep_group_error(std::span<const WeightView> group, float s2, Backend backend) {
   double total = 0.0;
   for (const auto& weight : group) {
     std::vector<std::uint8_t> packed(weight.rows * weight.cols / 2);
     std::vector<std::uint8_t> scales(weight.rows * weight.cols / kBlockSize);
-    total += quantize(weight, s2, ScaleMethod::Joint, {packed, scales}, backend).error;
+    total += quantize(weight, s2, ScaleMethod::Fp8Sweep, {packed, scales}, backend).error;
   }
   return total;
 }
@@ -165,6 +190,9 @@ float choose_global_scale(std::span<const WeightView> group, float group_amax, S
   const float amax = group_amax;
   const float base = global_scale_for_amax(amax);
   if (method != ScaleMethod::Joint || amax == 0.0f) return base;
+  // Score each alignment of the E4M3 grid with a windowed per-block search, then settle
+  // between the best one and the plain max scale with the full sweep both will get, so
+  // joint is never worse than fp8-sweep.
   float best = base;
   double best_error = detail::joint_group_error(group, base, backend);
   for (int step = 1; step < kJointScaleSteps; ++step) {
@@ -176,7 +204,11 @@ float choose_global_scale(std::span<const WeightView> group, float group_amax, S
       best = candidate;
     }
   }
-  return best;
+  if (best == base) return base;
+  return detail::sweep_group_error(group, best, backend) <
+                 detail::sweep_group_error(group, base, backend)
+             ? best
+             : base;
 }
 
 ErrorEnergy quantize(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,

@@ -42,7 +42,7 @@ inline constexpr int kMseCandidates = 39;
 inline constexpr float kMseFirst = 0.25f;
 inline constexpr float kMseLast = 4.0f;
 inline constexpr int kJointScaleSteps = 8;  // s2 · 2^(k/8), k < 8
-inline constexpr int kJointCodeRadius = 4;  // codes within ±4 of the max code
+inline constexpr int kJointCodeRadius = 8;  // search: codes within ±8 of the max code
 
 struct CodecE2M1 {
   QS_HOST_DEVICE static std::uint8_t encode(float value) { return f32_to_e2m1(value); }
@@ -205,9 +205,8 @@ QS_HOST_DEVICE inline std::uint8_t choose_scale_code(const float* block, float s
     case ScaleMethod::Mse:
       return mse_scale_code<E2M1>(block, amax, s2);
     case ScaleMethod::Fp8Sweep:
+    case ScaleMethod::Joint:  // joint differs from fp8-sweep only in the s2 it is given
       return sweep_scale_code<E2M1>(block, amax, s2, 1, kLargestScaleCode);
-    case ScaleMethod::Joint:
-      return window_scale_code<E2M1>(block, amax, s2, kJointCodeRadius);
   }
   return max_scale_code(amax, s2);
 }

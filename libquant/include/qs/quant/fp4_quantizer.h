@@ -10,10 +10,12 @@
 //   max        ModelOpt's default: block scale = amax/(6·s2), s2 = G/2688 (§1.2)
 //   mse        ModelOpt's static MSE search over 39 multipliers of the block amax (§3.4)
 //   fp8-sweep  every positive E4M3 code per block, least squared error (§3.5)
-//   joint      ours: the group's s2 searched jointly with per-block codes (a window of ±4
-//              codes around the max code) over s2 = G/2688 · 2^(k/8), k = 0..7, which
-//              re-aligns the 12.5 %-spaced E4M3 grid to the blocks (§7); never worse than max
-//              on the group's squared error, since k = 0 and the max code are candidates.
+//   joint      ours: the group's s2 searched jointly with the per-block codes. Candidates
+//              s2 = G/2688 · 2^(k/8), k = 0..7, re-align the 12.5 %-spaced E4M3 grid to the
+//              blocks (§7); each is scored with a per-block search over ±8 codes around the
+//              max code, and the winner is kept only if its full sweep beats the sweep at
+//              k = 0. Blocks then get the full fp8-sweep under that s2, so joint is never
+//              worse than fp8-sweep (nor than max) on the group's squared error.
 
 #include <cstdint>
 #include <optional>
@@ -79,6 +81,8 @@ void dequantize(std::span<const std::uint8_t> packed, std::span<const std::uint8
 namespace detail {
 // Squared error of the group under s2 with the joint method's per-block window search.
 double joint_group_error(std::span<const WeightView> group, float s2, Backend backend);
+// Squared error of the group under s2 with the full fp8-sweep.
+double sweep_group_error(std::span<const WeightView> group, float s2, Backend backend);
 ErrorEnergy quantize_reference(const WeightView& weight, float s2, ScaleMethod method,
                                Fp4Buffers out);
 ErrorEnergy quantize_cpu(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out);
