@@ -7,20 +7,50 @@
 #include <algorithm>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli_support.h"
 #include "progress_line.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/validation.h"
+#include "qs/quant/nvfp4_validation.h"
 
 namespace qs::cli {
 namespace {
 
 struct ValidateOptions {
   std::string path;
+  std::string reference;
+  double max_relative_error = kDefaultMaxRelativeError;
   bool checksum = false;
   bool json = false;
 };
+
+void print_comparisons(const std::vector<ReferenceComparison>& comparisons) {
+  if (comparisons.empty()) return;
+  double sum = 0.0, worst = 0.0;
+  std::string worst_name;
+  for (const auto& comparison : comparisons) {
+    sum += comparison.relative_error;
+    if (comparison.relative_error >= worst) {
+      worst = comparison.relative_error;
+      worst_name = comparison.tensor;
+    }
+  }
+  fmt::print(
+      "  against the reference: {} NVFP4 weights, relative error mean {:.4f}, max {:.4f} "
+      "({})\n",
+      comparisons.size(), sum / static_cast<double>(comparisons.size()), worst, worst_name);
+}
+
+nlohmann::ordered_json comparisons_json(const std::vector<ReferenceComparison>& comparisons) {
+  auto rows = nlohmann::ordered_json::array();
+  for (const auto& comparison : comparisons)
+    rows.push_back({{"tensor", comparison.tensor},
+                    {"relative_error", comparison.relative_error},
+                    {"snr_db", comparison.snr_db}});
+  return rows;
+}
 
 const char* severity_name(Severity severity) {
   return severity == Severity::Problem ? "problem" : "warning";
@@ -80,6 +110,12 @@ SubcommandRunner register_validate(CLI::App& app) {
   command->add_flag("--checksum", options->checksum,
                     "read all data: per-file xxh3-128 hash and NaN/Inf counts per tensor");
   command->add_flag("--json", options->json, "machine-readable report on stdout");
+  command->add_option("--ref", options->reference,
+                      "BF16 checkpoint the quantized one came from: dequantized NVFP4 weights "
+                      "are compared with it (relative L2 error), kept tensors must equal it");
+  command->add_option("--max-relative-error", options->max_relative_error,
+                      "with --ref: largest accepted relative error per NVFP4 weight "
+                      "(default 0.2)");
 
   return [options]() {
     auto checkpoint = Checkpoint::open(options->path);
@@ -89,9 +125,14 @@ SubcommandRunner register_validate(CLI::App& app) {
     auto report = validate_checkpoint(checkpoint, validation,
                                       [&](std::uint64_t bytes) { progress.update(bytes); });
     progress.finish();
+    std::optional<Checkpoint> reference;
+    if (!options->reference.empty()) reference = Checkpoint::open(options->reference);
+    const auto comparisons = validate_nvfp4(
+        checkpoint, {reference ? &*reference : nullptr, options->max_relative_error}, report);
     double seconds = std::max(progress.elapsed_seconds(), 1e-9);
     if (options->json) {
       auto json = report_json(checkpoint, report);
+      if (reference) json["reference_comparisons"] = comparisons_json(comparisons);
       if (options->checksum)
         json["read"] = {{"bytes", checkpoint.file_bytes()},
                         {"seconds", seconds},
@@ -99,6 +140,7 @@ SubcommandRunner register_validate(CLI::App& app) {
       fmt::print("{}\n", json.dump(2));
     } else {
       print_report(checkpoint, report);
+      print_comparisons(comparisons);
       if (options->checksum)
         fmt::print("read {:.2f} GB in {:.2f} s ({:.2f} GB/s)\n", checkpoint.file_bytes() / 1e9,
                    seconds, checkpoint.file_bytes() / 1e9 / seconds);

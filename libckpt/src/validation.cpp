@@ -61,16 +61,6 @@ void check_config_present(const Checkpoint& checkpoint, ValidationReport& report
                config_file);
 }
 
-// Parameters a quantized Linear stores beside (or instead of) its weight. Format-specific
-// checks of their shapes belong to the format's own check.
-bool is_quantization_companion(std::string_view parameter) {
-  static constexpr std::array<std::string_view, 11> kCompanions{
-      "weight_scale",       "weight_scale_2", "weight_packed", "weight_global_scale",
-      "input_global_scale", "input_scale",    "weight_shape",  "weight_zero_point",
-      "weight_g_idx",       "k_scale",        "v_scale"};
-  return std::find(kCompanions.begin(), kCompanions.end(), parameter) != kCompanions.end();
-}
-
 bool is_float(DType dtype) {
   return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32;
 }
@@ -97,8 +87,7 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
   std::set<std::string> quantized_modules;
   for (const auto& location : checkpoint.tensors()) {
     auto parsed = parse_tensor_name(location.info->name);
-    if (is_quantization_companion(parsed.parameter_name))
-      quantized_modules.insert(parsed.module_path);
+    if (is_quantization_companion(parsed.parameter)) quantized_modules.insert(parsed.module_path);
   }
 
   std::set<std::string> expected_names;
@@ -137,7 +126,7 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
     const auto& name = location.info->name;
     if (expected_names.count(name)) continue;
     auto parsed = parse_tensor_name(name);
-    bool companion_of_expected = is_quantization_companion(parsed.parameter_name) &&
+    bool companion_of_expected = is_quantization_companion(parsed.parameter) &&
                                  expected_names.count(parsed.module_path + ".weight");
     if (!companion_of_expected)
       report.add(Severity::Problem, "layout", "layout.unexpected_tensor",
