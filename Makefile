@@ -5,7 +5,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test demo fuzz bench clean
+.PHONY: all setup configure build test demo fuzz bench conformance clean
 
 all: build
 
@@ -29,6 +29,12 @@ fuzz: setup
 
 bench: build
 	@bench/read_checksum.sh $(BUILD_DIR)/tools/quantsmith
+	@$(BUILD_DIR)/bench/qs_bench_fp4 256
+	@bench/scale_methods.sh $(BUILD_DIR)/tools/quantsmith
+	@bench/quantize_e2e.sh $(BUILD_DIR)/tools/quantsmith
+
+conformance: build
+	@scripts/conformance.sh $(BUILD_DIR)/tools/quantsmith
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -27,7 +27,7 @@ recipe=recipes/glm5-nvfp4-seed001.yaml
 
 step "quantize: stream it to NVFP4 (modelopt layout), then validate the result"
 "$quantsmith" quantize "$model" "$out/tiny-nvfp4" --recipe "$recipe" --param boundary_layers=1
-"$quantsmith" validate "$out/tiny-nvfp4"
+"$quantsmith" validate "$out/tiny-nvfp4" --ref "$model"
 
 step "quantize: the same weights in the compressed-tensors layout (nvfp4-pack-quantized)"
 "$quantsmith" quantize "$model" "$out/tiny-nvfp4-ct" --recipe "$recipe" --param boundary_layers=1 \

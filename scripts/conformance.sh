@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Checks our NVFP4 output against the real Python consumers (compressed-tensors' own
+# decompression, and the layout rules vLLM applies to modelopt checkpoints).
+#
+#   scripts/conformance.sh [path/to/quantsmith]
+#
+# Creates (once) a venv in .venv-conformance with CPU torch, compressed-tensors and
+# safetensors from PyPI, quantizes the bundled model in both layouts with two recipes, and runs
+# scripts/conformance/check_nvfp4_consumers.py on each. Exit 0 when everything conforms.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quantsmith="$(realpath "${1:-build/tools/quantsmith}")"
+venv=.venv-conformance
+python=/usr/bin/python3
+[ -x "$python" ] || python=python3
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "conformance: creating $venv (CPU torch, compressed-tensors, safetensors)" >&2
+  if ! "$python" -m venv "$venv" 2>/dev/null; then
+    # Debian's python3 lacks ensurepip until python3-venv is installed.
+    if command -v apt-get >/dev/null; then
+      sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
+      $sudo_cmd apt-get install -y -qq python3-venv >/dev/null
+    fi
+    "$python" -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q --upgrade pip >/dev/null
+  # PyPI's torch brings the CUDA libraries (~5.6 GB, ~75 s here); where the CPU-only index is
+  # reachable, CONFORMANCE_TORCH_INDEX=https://download.pytorch.org/whl/cpu is much smaller.
+  if [ -n "${CONFORMANCE_TORCH_INDEX:-}" ]; then
+    "$venv/bin/pip" install -q --index-url "$CONFORMANCE_TORCH_INDEX" torch
+  fi
+  "$venv/bin/pip" install -q compressed-tensors safetensors numpy
+fi
+
+out=out/conformance
+rm -rf "$out"
+mkdir -p "$out"
+model=tests/data/glm5-tiny
+status=0
+for recipe in glm5-nvfp4-seed001 modelopt-nvfp4-default; do
+  for format in compressed-tensors modelopt; do
+    target="$out/$recipe-$format"
+    parameters=()
+    [ "$recipe" = glm5-nvfp4-seed001 ] && parameters=(--param boundary_layers=1)
+    "$quantsmith" quantize "$model" "$target" --recipe "recipes/$recipe.yaml" \
+      "${parameters[@]}" --format "$format" >/dev/null
+    echo "== $recipe ($format)"
+    "$venv/bin/python" scripts/conformance/check_nvfp4_consumers.py "$target" --source "$model" ||
+      status=1
+  done
+done
+exit $status
