@@ -17,6 +17,7 @@
 namespace qs {
 namespace {
 
+using testing::directory_contents;
 using testing::ScratchDirectory;
 
 const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
@@ -37,15 +38,6 @@ QuantizePlan plan_for(const Checkpoint& source, const char* recipe_text) {
 std::string file_bytes(const std::filesystem::path& path) { return read_text_file(path); }
 
 // Every regular file of `directory` (name → bytes), skipping hidden ones.
-std::map<std::string, std::string> directory_contents(const std::filesystem::path& directory) {
-  std::map<std::string, std::string> contents;
-  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
-    const auto name = entry.path().filename().string();
-    if (!name.starts_with(".")) contents[name] = file_bytes(entry.path());
-  }
-  return contents;
-}
-
 ExecutionOptions options_for(const std::filesystem::path& output, std::uint64_t shard_cap) {
   ExecutionOptions options;
   options.output_directory = output;

@@ -27,6 +27,7 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 using testing::run_cli_after;
+using testing::directory_contents;
 using testing::ScratchDirectory;
 
 const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
@@ -34,15 +35,6 @@ const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "r
 
 std::string seed001() {
   return "--recipe " + quoted(kRecipes / "glm5-nvfp4-seed001.yaml") + " --param boundary_layers=1";
-}
-
-std::map<std::string, std::string> directory_contents(const std::filesystem::path& directory) {
-  std::map<std::string, std::string> contents;
-  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
-    const auto name = entry.path().filename().string();
-    if (!name.starts_with(".")) contents[name] = read_text_file(entry.path());
-  }
-  return contents;
 }
 
 TEST(QuantizeCli, DryRunPrintsThePlanAndWritesNothing) {

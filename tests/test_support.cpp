@@ -1,5 +1,7 @@
 #include "test_support.h"
 
+#include "qs/ckpt/file_io.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -162,6 +164,15 @@ std::string quoted(const std::filesystem::path& path) {
   std::string text = "'";
   text.append(path.string()).append("'");
   return text;
+}
+
+std::map<std::string, std::string> directory_contents(const std::filesystem::path& directory) {
+  std::map<std::string, std::string> contents;
+  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
+    const auto name = entry.path().filename().string();
+    if (!name.starts_with(".")) contents[name] = read_text_file(entry.path());
+  }
+  return contents;
 }
 
 void copy_bundled_model(const std::filesystem::path& to) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,10 @@ std::string quoted(const std::filesystem::path& path);
 
 // Copies the bundled model's shards, index and configs into `to`, for tests that break them.
 void copy_bundled_model(const std::filesystem::path& to);
+
+// Every regular file of `directory` that is not hidden (name → bytes): two runs that should
+// write the same checkpoint compare equal.
+std::map<std::string, std::string> directory_contents(const std::filesystem::path& directory);
 
 // The qs::Error kind `action` throws, or "no error".
 std::string error_kind_of(const std::function<void()>& action);

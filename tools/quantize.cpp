@@ -222,7 +222,7 @@ void clear_previous_output(const std::filesystem::path& directory, const Checkpo
   for (const auto& entry : std::filesystem::directory_iterator(directory)) {
     const std::string name = entry.path().filename().string();
     const bool shard = name.starts_with("model") && name.ends_with(".safetensors");
-    const bool temporary = name.starts_with(".") && name.find(".tmp-") != std::string::npos;
+    const bool temporary = is_temporary_file_name(name);
     if (shard || temporary || std::find(ours.begin(), ours.end(), name) != ours.end())
       std::filesystem::remove(entry.path());
   }

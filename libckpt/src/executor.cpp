@@ -14,6 +14,7 @@
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/file_io.h"
 #include "qs/ckpt/job_state.h"
 
 namespace qs {
@@ -179,8 +180,7 @@ class FirstFailure {
 
 void remove_stale_temporaries(const std::filesystem::path& directory) {
   for (const auto& entry : std::filesystem::directory_iterator(directory)) {
-    const std::string name = entry.path().filename().string();
-    if (name.starts_with(".") && name.find(".tmp-") != std::string::npos)
+    if (is_temporary_file_name(entry.path().filename().string()))
       std::filesystem::remove(entry.path());
   }
 }

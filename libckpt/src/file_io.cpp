@@ -181,6 +181,10 @@ void AtomicOutputFile::commit() {
   fsync_directory(destination_.parent_path());
 }
 
+bool is_temporary_file_name(std::string_view file_name) {
+  return file_name.starts_with(".") && file_name.find(".tmp-") != std::string_view::npos;
+}
+
 void write_file_atomically(const std::filesystem::path& destination, std::string_view content) {
   AtomicOutputFile out(destination);
   out.write(content);

@@ -78,6 +78,10 @@ class AtomicOutputFile {
   std::uint64_t written_ = 0;
 };
 
+// Whether a directory entry is an AtomicOutputFile's temporary (".NAME.tmp-PID-N"): what a
+// killed writer leaves behind.
+bool is_temporary_file_name(std::string_view file_name);
+
 // Writes a whole small file atomically (configs, index files, job state).
 void write_file_atomically(const std::filesystem::path& destination, std::string_view content);
 std::string read_text_file(const std::filesystem::path& path);
