@@ -1,0 +1,72 @@
+#pragma once
+// A minimal, exact GLM-MoE-DSA forward pass (model-glm5.md §3) on the CPU in fp32: MLA with
+// interleaved RoPE, the DSA lightning indexer's top-k key selection, the sigmoid-routed MoE
+// with shared expert, the final norm and lm_head, and the MTP draft head.
+//
+// The forward advances one decoder layer at a time over a whole batch of equal-length
+// sequences (positions 0..seq-1), loading that layer's weights just before and dropping them
+// after, so only one layer is ever in memory; evaluation can step two models side by side.
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/glm5_layout.h"
+#include "qs/run/weight_loader.h"
+
+namespace qs::run {
+
+struct RunOptions {
+  // Overrides config.json's index_topk in every layer (the reference's logits_topk16).
+  std::optional<std::uint64_t> index_topk;
+};
+
+// Hidden states of `batch` sequences of `seq` tokens: [batch·seq, hidden], row-major.
+struct HiddenStates {
+  std::uint64_t batch = 0;
+  std::uint64_t seq = 0;
+  std::vector<float> values;
+};
+
+class Glm5Model {
+ public:
+  // Reads config.json; throws BadInput (config.* kinds) when it does not describe GLM-5.
+  explicit Glm5Model(const Checkpoint& checkpoint);
+
+  const Glm5Dimensions& dimensions() const { return dimensions_; }
+
+  // Token ids [batch·seq] → embeddings. Ids outside the vocabulary throw "run.bad_token".
+  HiddenStates embed(std::span<const std::int32_t> tokens, std::uint64_t batch,
+                     std::uint64_t seq) const;
+  // Decoder layer `layer` (main or MTP) in place.
+  void run_layer(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options) const;
+  // model.norm in place.
+  void final_norm(HiddenStates& hidden) const;
+  // lm_head over the rows: [rows, vocab].
+  std::vector<float> logits(const HiddenStates& normed) const;
+
+  struct Output {
+    std::vector<float> logits;  // [batch·seq, vocab]
+    HiddenStates final_hidden;  // after model.norm
+  };
+  Output forward(std::span<const std::int32_t> tokens, std::uint64_t batch, std::uint64_t seq,
+                 const RunOptions& options = {}) const;
+
+  // The MTP head at positions 0..seq-2: h_i = final_hidden row i, draft input token t_(i+1)
+  // (embedding zeroed at position 0); row i predicts t_(i+2). [batch·(seq−1), vocab].
+  std::vector<float> mtp_logits(const HiddenStates& final_hidden,
+                                std::span<const std::int32_t> tokens,
+                                const RunOptions& options = {}) const;
+
+ private:
+  void attention(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options) const;
+  void feed_forward(std::uint64_t layer, HiddenStates& hidden) const;
+
+  const Checkpoint& checkpoint_;
+  WeightLoader weights_;
+  Glm5Dimensions dimensions_;
+};
+
+}  // namespace qs::run

@@ -1,0 +1,27 @@
+#pragma once
+// The few fp32 operations the GLM-5 forward needs, on row-major buffers. GEMMs go to
+// OpenBLAS (cblas_sgemm); the rest are plain loops over rows, parallel with oneTBB.
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "qs/run/weight_loader.h"
+
+namespace qs::run {
+
+// y[rows, W.rows] = x[rows, W.cols] · Wᵀ
+std::vector<float> linear(std::span<const float> x, std::uint64_t rows, const Matrix& weight);
+
+// In place, per row of width `weight.size()`: x · rsqrt(mean(x²) + eps) · weight.
+void rms_norm(std::span<float> x, std::span<const float> weight, float eps);
+// In place, per row: (x − mean) / sqrt(var + eps) · weight + bias.
+void layer_norm(std::span<float> x, std::span<const float> weight, std::span<const float> bias,
+                float eps);
+
+// Interleaved (GPT-J) rotary embedding of `x[0..dims)` at `position`, pairs (2j, 2j+1).
+void rotate_interleaved(float* x, std::uint64_t dims, std::uint64_t position, double theta);
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace qs::run

@@ -1,0 +1,35 @@
+#pragma once
+// Weights for the runner, as f32, from any format quantsmith reads or writes: float tensors
+// (BF16, F16, F32) expand exactly; NVFP4 Linears (modelopt `weight` + `weight_scale` +
+// `weight_scale_2`, or compressed-tensors `weight_packed` + `weight_scale` +
+// `weight_global_scale`) are dequantized on load with libquant's reference decoding.
+// Layers are loaded one at a time by the caller, so memory holds one layer, not the model.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qs/ckpt/checkpoint.h"
+
+namespace qs::run {
+
+struct Matrix {
+  std::uint64_t rows = 0;     // out features
+  std::uint64_t cols = 0;     // in features
+  std::vector<float> values;  // row-major [rows, cols]
+};
+
+class WeightLoader {
+ public:
+  explicit WeightLoader(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
+  // The Linear `module`'s weight [out, in], whatever its storage. Throws BadInput
+  // "run.missing_tensor" naming the module when nothing usable is stored.
+  Matrix linear(const std::string& module) const;
+  // A float tensor (norm weights, biases), flattened.
+  std::vector<float> vector(const std::string& name) const;
+
+ private:
+  const Checkpoint& checkpoint_;
+};
+
+}  // namespace qs::run

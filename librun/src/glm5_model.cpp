@@ -1,0 +1,93 @@
+#include "qs/run/glm5_model.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "qs/ckpt/error.h"
+#include "qs/run/tensor_ops.h"
+
+namespace qs::run {
+
+Glm5Model::Glm5Model(const Checkpoint& checkpoint)
+    : checkpoint_(checkpoint),
+      weights_(checkpoint),
+      dimensions_(dimensions_from_config(checkpoint.config(),
+                                         (checkpoint.directory() / "config.json").string())) {}
+
+HiddenStates Glm5Model::embed(std::span<const std::int32_t> tokens, std::uint64_t batch,
+                              std::uint64_t seq) const {
+  const auto table = weights_.linear("model.embed_tokens");
+  HiddenStates hidden{batch, seq, std::vector<float>(batch * seq * table.cols)};
+  for (std::uint64_t r = 0; r < batch * seq; ++r) {
+    const std::int32_t token = tokens[r];
+    if (token < 0 || static_cast<std::uint64_t>(token) >= table.rows)
+      throw_bad_input("run.bad_token",
+                      fmt::format("token id {} at position {} is outside the vocabulary (0..{})",
+                                  token, r, table.rows - 1));
+    std::copy_n(table.values.data() + static_cast<std::uint64_t>(token) * table.cols, table.cols,
+                hidden.values.data() + r * table.cols);
+  }
+  return hidden;
+}
+
+void Glm5Model::run_layer(std::uint64_t layer, HiddenStates& hidden,
+                          const RunOptions& options) const {
+  attention(layer, hidden, options);
+  feed_forward(layer, hidden);
+}
+
+void Glm5Model::final_norm(HiddenStates& hidden) const {
+  rms_norm(hidden.values, weights_.vector("model.norm.weight"),
+           static_cast<float>(dimensions_.rms_norm_eps));
+}
+
+std::vector<float> Glm5Model::logits(const HiddenStates& normed) const {
+  return linear(normed.values, normed.batch * normed.seq, weights_.linear("lm_head"));
+}
+
+Glm5Model::Output Glm5Model::forward(std::span<const std::int32_t> tokens, std::uint64_t batch,
+                                     std::uint64_t seq, const RunOptions& options) const {
+  HiddenStates hidden = embed(tokens, batch, seq);
+  for (std::uint64_t layer = 0; layer < dimensions_.num_hidden_layers; ++layer)
+    run_layer(layer, hidden, options);
+  final_norm(hidden);
+  return {logits(hidden), std::move(hidden)};
+}
+
+std::vector<float> Glm5Model::mtp_logits(const HiddenStates& final_hidden,
+                                         std::span<const std::int32_t> tokens,
+                                         const RunOptions& options) const {
+  const auto& d = dimensions_;
+  if (d.num_nextn_predict_layers == 0)
+    throw_bad_input("run.no_mtp_layer", "the model has no MTP layer (num_nextn_predict_layers 0)",
+                    (checkpoint_.directory() / "config.json").string());
+  const std::uint64_t layer = d.num_hidden_layers, width = d.hidden_size;
+  const std::uint64_t batch = final_hidden.batch, seq = final_hidden.seq - 1;
+  const std::string p = fmt::format("model.layers.{}.", layer);
+  // Draft inputs: the next token's embedding (zero at position 0) and the target's state.
+  std::vector<std::int32_t> next(batch * seq);
+  for (std::uint64_t b = 0; b < batch; ++b)
+    for (std::uint64_t i = 0; i < seq; ++i) next[b * seq + i] = tokens[b * (seq + 1) + i + 1];
+  HiddenStates embedded = embed(next, batch, seq);
+  HiddenStates state{batch, seq, std::vector<float>(batch * seq * width)};
+  for (std::uint64_t b = 0; b < batch; ++b) {
+    std::fill_n(embedded.values.data() + b * seq * width, width, 0.0f);
+    std::copy_n(final_hidden.values.data() + b * (seq + 1) * width, seq * width,
+                state.values.data() + b * seq * width);
+  }
+  const float eps = static_cast<float>(d.rms_norm_eps);
+  rms_norm(embedded.values, weights_.vector(p + "enorm.weight"), eps);
+  rms_norm(state.values, weights_.vector(p + "hnorm.weight"), eps);
+  std::vector<float> joined(batch * seq * 2 * width);
+  for (std::uint64_t r = 0; r < batch * seq; ++r) {
+    std::copy_n(embedded.values.data() + r * width, width, joined.data() + r * 2 * width);
+    std::copy_n(state.values.data() + r * width, width, joined.data() + r * 2 * width + width);
+  }
+  HiddenStates draft{batch, seq, linear(joined, batch * seq, weights_.linear(p + "eh_proj"))};
+  run_layer(layer, draft, options);
+  rms_norm(draft.values, weights_.vector(p + "shared_head.norm.weight"), eps);
+  return logits(draft);
+}
+
+}  // namespace qs::run

@@ -1,0 +1,60 @@
+#include "qs/run/tensor_ops.h"
+
+#include <cblas.h>
+#include <tbb/parallel_for.h>
+
+#include <cmath>
+
+namespace qs::run {
+
+std::vector<float> linear(std::span<const float> x, std::uint64_t rows, const Matrix& weight) {
+  std::vector<float> y(rows * weight.rows);
+  if (rows == 0) return y;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+              static_cast<int>(weight.rows), static_cast<int>(weight.cols), 1.0f, x.data(),
+              static_cast<int>(weight.cols), weight.values.data(), static_cast<int>(weight.cols),
+              0.0f, y.data(), static_cast<int>(weight.rows));
+  return y;
+}
+
+void rms_norm(std::span<float> x, std::span<const float> weight, float eps) {
+  const std::size_t width = weight.size();
+  tbb::parallel_for(std::size_t{0}, x.size() / width, [&](std::size_t row) {
+    float* values = x.data() + row * width;
+    double sum = 0.0;
+    for (std::size_t i = 0; i < width; ++i) sum += static_cast<double>(values[i]) * values[i];
+    const float scale = 1.0f / std::sqrt(static_cast<float>(sum / width) + eps);
+    for (std::size_t i = 0; i < width; ++i) values[i] = values[i] * scale * weight[i];
+  });
+}
+
+void layer_norm(std::span<float> x, std::span<const float> weight, std::span<const float> bias,
+                float eps) {
+  const std::size_t width = weight.size();
+  tbb::parallel_for(std::size_t{0}, x.size() / width, [&](std::size_t row) {
+    float* values = x.data() + row * width;
+    double mean = 0.0;
+    for (std::size_t i = 0; i < width; ++i) mean += values[i];
+    mean /= width;
+    double variance = 0.0;
+    for (std::size_t i = 0; i < width; ++i) variance += (values[i] - mean) * (values[i] - mean);
+    variance /= width;
+    const double scale = 1.0 / std::sqrt(variance + eps);
+    for (std::size_t i = 0; i < width; ++i)
+      values[i] = static_cast<float>((values[i] - mean) * scale) * weight[i] + bias[i];
+  });
+}
+
+void rotate_interleaved(float* x, std::uint64_t dims, std::uint64_t position, double theta) {
+  for (std::uint64_t j = 0; j < dims / 2; ++j) {
+    const float inverse_frequency =
+        static_cast<float>(std::pow(theta, -2.0 * static_cast<double>(j) / dims));
+    const float angle = static_cast<float>(position) * inverse_frequency;
+    const float cosine = std::cos(angle), sine = std::sin(angle);
+    const float even = x[2 * j], odd = x[2 * j + 1];
+    x[2 * j] = even * cosine - odd * sine;
+    x[2 * j + 1] = odd * cosine + even * sine;
+  }
+}
+
+}  // namespace qs::run

@@ -1,0 +1,117 @@
+// The runner against the bundled model's reference outputs (tests/data/glm5-tiny/README.md),
+// within the tolerances the README gives for an fp32 implementation.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/codecs.h"
+#include "qs/run/glm5_model.h"
+#include "test_support.h"
+
+namespace qs::run {
+namespace {
+
+const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+
+template <typename T>
+std::vector<T> read_reference(const std::string& name) {
+  static const auto reference = Checkpoint::open(kModel / "reference.safetensors");
+  const auto location = reference.at(name);
+  const auto bytes = location.shard->read(*location.info);
+  std::vector<T> values(bytes.size() / sizeof(T));
+  std::memcpy(values.data(), bytes.data(), bytes.size());
+  return values;
+}
+
+struct Difference {
+  double max_abs = 0.0;
+  double mean_abs = 0.0;
+};
+
+Difference compare(const std::vector<float>& ours, const std::vector<float>& expected) {
+  EXPECT_EQ(ours.size(), expected.size());
+  Difference difference;
+  for (std::size_t i = 0; i < ours.size() && i < expected.size(); ++i) {
+    const double gap = std::fabs(static_cast<double>(ours[i]) - expected[i]);
+    difference.max_abs = std::max(difference.max_abs, gap);
+    difference.mean_abs += gap;
+  }
+  difference.mean_abs /= static_cast<double>(std::max<std::size_t>(ours.size(), 1));
+  return difference;
+}
+
+void expect_same_argmax(const std::vector<float>& ours, const std::vector<float>& expected,
+                        std::size_t width) {
+  for (std::size_t row = 0; row < expected.size() / width; ++row) {
+    const auto begin = [&](const std::vector<float>& v) { return v.begin() + row * width; };
+    EXPECT_EQ(std::max_element(begin(ours), begin(ours) + width) - begin(ours),
+              std::max_element(begin(expected), begin(expected) + width) - begin(expected))
+        << "row " << row;
+  }
+}
+
+class Runner : public ::testing::Test {
+ protected:
+  Checkpoint checkpoint_ = Checkpoint::open(kModel);
+  Glm5Model model_{checkpoint_};
+  std::vector<std::int32_t> input_ids_ = read_reference<std::int32_t>("input_ids");
+};
+
+TEST_F(Runner, PrefillLogitsAndFinalHiddenMatchTheReference) {
+  const auto output = model_.forward(input_ids_, 4, 64);
+  const auto logits = compare(output.logits, read_reference<float>("logits"));
+  const auto hidden = compare(output.final_hidden.values, read_reference<float>("final_hidden"));
+  std::printf("logits max %.3g mean %.3g; final_hidden max %.3g mean %.3g\n", logits.max_abs,
+              logits.mean_abs, hidden.max_abs, hidden.mean_abs);
+  EXPECT_LE(logits.max_abs, 2e-4);
+  EXPECT_LE(logits.mean_abs, 5e-6);
+  EXPECT_LE(hidden.max_abs, 5e-5);
+  EXPECT_LE(hidden.mean_abs, 1e-6);
+  expect_same_argmax(output.logits, read_reference<float>("logits"), 512);
+}
+
+TEST_F(Runner, MtpLogitsMatchTheReference) {
+  const auto output = model_.forward(input_ids_, 4, 64);
+  const auto mtp = model_.mtp_logits(output.final_hidden, input_ids_);
+  const auto difference = compare(mtp, read_reference<float>("mtp_logits"));
+  std::printf("mtp_logits max %.3g mean %.3g\n", difference.max_abs, difference.mean_abs);
+  EXPECT_LE(difference.max_abs, 2e-4);
+  EXPECT_LE(difference.mean_abs, 5e-6);
+  expect_same_argmax(mtp, read_reference<float>("mtp_logits"), 512);
+}
+
+TEST_F(Runner, SparseAttentionWithIndexTopk16MatchesTheReference) {
+  const auto output = model_.forward(input_ids_, 4, 64, {.index_topk = 16});
+  const auto difference = compare(output.logits, read_reference<float>("logits_topk16"));
+  std::printf("logits_topk16 max %.3g mean %.3g\n", difference.max_abs, difference.mean_abs);
+  EXPECT_LE(difference.max_abs, 2e-4);
+  EXPECT_LE(difference.mean_abs, 5e-6);
+  expect_same_argmax(output.logits, read_reference<float>("logits_topk16"), 512);
+}
+
+TEST_F(Runner, GreedyContinuationMatchesTheReference) {
+  std::vector<std::int32_t> tokens = read_reference<std::int32_t>("greedy_prompt");
+  const auto expected = read_reference<std::int32_t>("greedy_tokens");
+  for (std::size_t step = 0; step < expected.size(); ++step) {
+    const auto output = model_.forward(tokens, 1, tokens.size());
+    const auto last = output.logits.end() - 512;
+    tokens.push_back(static_cast<std::int32_t>(std::max_element(last, output.logits.end()) - last));
+  }
+  EXPECT_EQ(std::vector<std::int32_t>(tokens.end() - expected.size(), tokens.end()), expected);
+}
+
+TEST_F(Runner, LayerByLayerEqualsAllAtOnceAndTokensAreChecked) {
+  const auto output = model_.forward(input_ids_, 4, 64);
+  auto hidden = model_.embed(input_ids_, 4, 64);
+  for (std::uint64_t layer = 0; layer < 4; ++layer) model_.run_layer(layer, hidden, {});
+  model_.final_norm(hidden);
+  EXPECT_EQ(hidden.values, output.final_hidden.values);
+  std::vector<std::int32_t> bad = {256, 512};
+  EXPECT_EQ(testing::error_kind_of([&] { model_.embed(bad, 1, 2); }), "run.bad_token");
+}
+
+}  // namespace
+}  // namespace qs::run
