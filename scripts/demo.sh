@@ -33,3 +33,7 @@ step "quantize: the same weights in the compressed-tensors layout (nvfp4-pack-qu
 "$quantsmith" quantize "$model" "$out/tiny-nvfp4-ct" --recipe "$recipe" --param boundary_layers=1 \
   --format compressed-tensors
 "$quantsmith" validate "$out/tiny-nvfp4-ct"
+
+step "eval: the NVFP4 model against its BF16 source on held-out tokens (KLD, top-1, PPL, MTP)"
+"$quantsmith" eval --ref "$model" --model "$out/tiny-nvfp4" \
+  --tokens "$model/tokens.safetensors:heldout" --max-rows 16

@@ -12,10 +12,11 @@ SubcommandRunner register_inspect(CLI::App& app);
 SubcommandRunner register_validate(CLI::App& app);
 SubcommandRunner register_synth(CLI::App& app);
 SubcommandRunner register_quantize(CLI::App& app);
+SubcommandRunner register_eval(CLI::App& app);
 
 inline auto all_subcommands() {
-  return std::array<SubcommandRegistration, 4>{register_inspect, register_validate, register_synth,
-                                               register_quantize};
+  return std::array<SubcommandRegistration, 5>{register_inspect, register_validate, register_synth,
+                                               register_quantize, register_eval};
 }
 
 }  // namespace qs::cli
