@@ -114,5 +114,20 @@ TEST(EvalCli, RefusesBadTokensAndMismatchedVocabularies) {
   EXPECT_NE(mismatch.output.find("vocabularies"), std::string::npos) << mismatch.output;
 }
 
+TEST(GenerateCli, ContinuesTokensAndPrompts) {
+  auto result =
+      run_cli("generate " + quoted(kModel) + " --tokens " +
+              quoted(kModel / "reference.safetensors") + ":greedy_prompt --max-new 32 --json");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto report = nlohmann::json::parse(result.output);
+  // The reference's greedy continuation of that prompt (README: "ror()\n" then spaces).
+  EXPECT_EQ(report["text"].get<std::string>().substr(0, 6), "ror()\n");
+  EXPECT_EQ(report["tokens"].size(), 32u);
+  auto prompt = run_cli("generate " + quoted(kModel) + " --prompt 'def f(' --max-new 8 --json");
+  ASSERT_EQ(prompt.exit_code, 0) << prompt.output;
+  EXPECT_EQ(nlohmann::json::parse(prompt.output)["prompt"][0], 256);  // BOS first
+  EXPECT_EQ(run_cli("generate " + quoted(kModel)).exit_code, 2);
+}
+
 }  // namespace
 }  // namespace qs::run

@@ -103,6 +103,24 @@ TEST_F(Runner, GreedyContinuationMatchesTheReference) {
   EXPECT_EQ(std::vector<std::int32_t>(tokens.end() - expected.size(), tokens.end()), expected);
 }
 
+TEST_F(Runner, CachedDecodeGivesTheReferenceGreedyTokens) {
+  const auto prompt = read_reference<std::int32_t>("greedy_prompt");
+  EXPECT_EQ(model_.generate(prompt, 32), read_reference<std::int32_t>("greedy_tokens"));
+}
+
+TEST_F(Runner, CachedDecodeEqualsFullRecomputeWithSparseAttention) {
+  // index_topk 8 < context: each step's indexer selects among cached keys.
+  const RunOptions sparse{.index_topk = 8};
+  std::vector<std::int32_t> tokens = read_reference<std::int32_t>("greedy_prompt");
+  const auto cached = model_.generate(tokens, 16, std::nullopt, sparse);
+  for (std::size_t step = 0; step < cached.size(); ++step) {
+    const auto output = model_.forward(tokens, 1, tokens.size(), sparse);
+    const auto last = output.logits.end() - 512;
+    tokens.push_back(static_cast<std::int32_t>(std::max_element(last, output.logits.end()) - last));
+  }
+  EXPECT_EQ(std::vector<std::int32_t>(tokens.end() - cached.size(), tokens.end()), cached);
+}
+
 TEST_F(Runner, LayerByLayerEqualsAllAtOnceAndTokensAreChecked) {
   const auto output = model_.forward(input_ids_, 4, 64);
   auto hidden = model_.embed(input_ids_, 4, 64);

@@ -13,10 +13,12 @@ SubcommandRunner register_validate(CLI::App& app);
 SubcommandRunner register_synth(CLI::App& app);
 SubcommandRunner register_quantize(CLI::App& app);
 SubcommandRunner register_eval(CLI::App& app);
+SubcommandRunner register_generate(CLI::App& app);
 
 inline auto all_subcommands() {
-  return std::array<SubcommandRegistration, 5>{register_inspect, register_validate, register_synth,
-                                               register_quantize, register_eval};
+  return std::array<SubcommandRegistration, 6>{register_inspect,  register_validate,
+                                               register_synth,    register_quantize,
+                                               register_eval,     register_generate};
 }
 
 }  // namespace qs::cli

@@ -9,6 +9,7 @@
 #include <limits>
 #include <numeric>
 
+#include "qs/ckpt/error.h"
 #include "qs/run/glm5_model.h"
 #include "qs/run/tensor_ops.h"
 
@@ -22,35 +23,45 @@ std::string prefix(std::uint64_t layer) { return fmt::format("model.layers.{}.",
 
 // For each query row of each sequence, which keys the indexer lets it attend to; empty when
 // every key is allowed (context no longer than index_topk).
+// Keys of sequence row `r` live at key_base(r) + t for t < past + seq in the key buffers.
+// For each query row, which keys the indexer lets it attend to; empty when every key is
+// allowed (context no longer than index_topk). The indexer's keys are cached like the MLA
+// keys, so that decode past index_topk selects among all earlier tokens.
 std::vector<std::vector<bool>> indexer_selection(const WeightLoader& weights,
                                                  const Glm5Dimensions& d, std::uint64_t layer,
                                                  const HiddenStates& normed,
                                                  std::span<const float> query_latent,
-                                                 std::uint64_t topk) {
-  const std::uint64_t seq = normed.seq, rows = normed.batch * seq;
-  if (seq <= topk) return {};
+                                                 std::uint64_t topk, std::uint64_t past,
+                                                 std::vector<float>* cached_keys) {
+  const std::uint64_t seq = normed.seq, rows = normed.batch * seq, context = past + seq;
+  if (context <= topk && !cached_keys) return {};
   const std::string p = prefix(layer) + "self_attn.indexer.";
   const std::uint64_t heads = d.index_n_heads, head_dim = d.index_head_dim;
   const std::uint64_t rope = d.qk_rope_head_dim;
   auto queries = linear(query_latent, rows, weights.linear(p + "wq_b"));  // [rows, heads·dim]
-  auto keys = linear(normed.values, rows, weights.linear(p + "wk"));      // [rows, dim]
-  layer_norm(keys, weights.vector(p + "k_norm.weight"), weights.vector(p + "k_norm.bias"),
+  auto new_keys = linear(normed.values, rows, weights.linear(p + "wk"));  // [rows, dim]
+  layer_norm(new_keys, weights.vector(p + "k_norm.weight"), weights.vector(p + "k_norm.bias"),
              kIndexerNormEps);
   auto head_weights = linear(normed.values, rows, weights.linear(p + "weights_proj"));
   const float head_scale = 1.0f / std::sqrt(static_cast<float>(heads));
   for (float& weight : head_weights) weight *= head_scale;
   for (std::uint64_t r = 0; r < rows; ++r) {
-    const std::uint64_t position = r % seq;
-    rotate_interleaved(keys.data() + r * head_dim, rope, position, d.rope_theta);
+    const std::uint64_t position = past + r % seq;
+    rotate_interleaved(new_keys.data() + r * head_dim, rope, position, d.rope_theta);
     for (std::uint64_t h = 0; h < heads; ++h)
       rotate_interleaved(queries.data() + (r * heads + h) * head_dim, rope, position, d.rope_theta);
   }
+  // With a cache (one sequence) the keys are the cached ones plus these; without, these.
+  std::vector<float> local_keys;
+  std::vector<float>& keys = cached_keys ? *cached_keys : local_keys;
+  keys.insert(keys.end(), new_keys.begin(), new_keys.end());
+  if (context <= topk) return {};
   const float dot_scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   std::vector<std::vector<bool>> allowed(rows);
   tbb::parallel_for(std::uint64_t{0}, rows, [&](std::uint64_t r) {
-    const std::uint64_t first = r - r % seq, s = r % seq;
-    std::vector<float> score(seq);
-    for (std::uint64_t t = 0; t < seq; ++t) {
+    const std::uint64_t first = (r - r % seq) / seq * context, s = past + r % seq;
+    std::vector<float> score(context);
+    for (std::uint64_t t = 0; t < context; ++t) {
       float total = 0.0f;
       for (std::uint64_t h = 0; h < heads; ++h) {
         const float* q = queries.data() + (r * heads + h) * head_dim;
@@ -63,11 +74,11 @@ std::vector<std::vector<bool>> indexer_selection(const WeightLoader& weights,
     }
     // Top-k over every key, masked ones included (they stay excluded by the causal mask);
     // ties go to the earlier key.
-    std::vector<std::uint64_t> order(seq);
+    std::vector<std::uint64_t> order(context);
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),
                      [&](std::uint64_t a, std::uint64_t b) { return score[a] > score[b]; });
-    allowed[r].assign(seq, false);
+    allowed[r].assign(context, false);
     for (std::uint64_t k = 0; k < topk; ++k) allowed[r][order[k]] = true;
   });
   return allowed;
@@ -75,14 +86,17 @@ std::vector<std::vector<bool>> indexer_selection(const WeightLoader& weights,
 
 }  // namespace
 
-void Glm5Model::attention(std::uint64_t layer, HiddenStates& hidden,
-                          const RunOptions& options) const {
+void Glm5Model::attention(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options,
+                          LayerCache* cache) const {
   const auto& d = dimensions_;
   const std::string p = prefix(layer);
   const std::uint64_t seq = hidden.seq, rows = hidden.batch * seq;
   const std::uint64_t heads = d.num_attention_heads, nope = d.qk_nope_head_dim;
   const std::uint64_t rope = d.qk_rope_head_dim, value_dim = d.v_head_dim;
   const std::uint64_t qk_dim = nope + rope, latent = d.kv_lora_rank;
+  if (cache && hidden.batch != 1)
+    throw Error(ErrorClass::Internal, "run.cache_batch", "a decode cache holds one sequence");
+  const std::uint64_t past = cache ? cache->length : 0, context = past + seq;
 
   HiddenStates normed = hidden;
   rms_norm(normed.values, weights_.vector(p + "input_layernorm.weight"),
@@ -99,21 +113,29 @@ void Glm5Model::attention(std::uint64_t layer, HiddenStates& hidden,
     std::copy(row + latent, row + latent + rope, key_rope.data() + r * rope);
   }
   rms_norm(kv_latent, weights_.vector(p + "self_attn.kv_a_layernorm.weight"), kLatentNormEps);
-  auto keys_values = linear(kv_latent, rows, weights_.linear(p + "self_attn.kv_b_proj"));
+  auto new_keys_values = linear(kv_latent, rows, weights_.linear(p + "self_attn.kv_b_proj"));
   for (std::uint64_t r = 0; r < rows; ++r) {
-    rotate_interleaved(key_rope.data() + r * rope, rope, r % seq, d.rope_theta);
+    rotate_interleaved(key_rope.data() + r * rope, rope, past + r % seq, d.rope_theta);
     for (std::uint64_t h = 0; h < heads; ++h)
-      rotate_interleaved(queries.data() + (r * heads + h) * qk_dim + nope, rope, r % seq,
+      rotate_interleaved(queries.data() + (r * heads + h) * qk_dim + nope, rope, past + r % seq,
                          d.rope_theta);
   }
+  // Keys and values of every visible token: the cache's plus these (or just these).
+  std::vector<float> local_keys_values, local_key_rope;
+  std::vector<float>& keys_values = cache ? cache->keys_values : local_keys_values;
+  std::vector<float>& all_key_rope = cache ? cache->key_rope : local_key_rope;
+  keys_values.insert(keys_values.end(), new_keys_values.begin(), new_keys_values.end());
+  all_key_rope.insert(all_key_rope.end(), key_rope.begin(), key_rope.end());
   const auto allowed = indexer_selection(weights_, d, layer, normed, query_latent,
-                                         options.index_topk.value_or(d.index_topk));
+                                         options.index_topk.value_or(d.index_topk), past,
+                                         cache ? &cache->indexer_keys : nullptr);
+  if (cache) cache->length = context;
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(qk_dim));
   std::vector<float> attended(rows * heads * value_dim);
   tbb::parallel_for(std::uint64_t{0}, rows * heads, [&](std::uint64_t task) {
     const std::uint64_t r = task / heads, h = task % heads;
-    const std::uint64_t first = r - r % seq, s = r % seq;
+    const std::uint64_t first = (r - r % seq) / seq * context, s = past + r % seq;
     const float* q = queries.data() + (r * heads + h) * qk_dim;
     std::vector<float> weight(s + 1);
     float largest = -std::numeric_limits<float>::infinity();
@@ -123,7 +145,7 @@ void Glm5Model::attention(std::uint64_t layer, HiddenStates& hidden,
         continue;
       }
       const float* k_nope = keys_values.data() + ((first + t) * heads + h) * (nope + value_dim);
-      const float* k_rope = key_rope.data() + (first + t) * rope;
+      const float* k_rope = all_key_rope.data() + (first + t) * rope;
       float dot = 0.0f;
       for (std::uint64_t i = 0; i < nope; ++i) dot += q[i] * k_nope[i];
       for (std::uint64_t i = 0; i < rope; ++i) dot += q[nope + i] * k_rope[i];

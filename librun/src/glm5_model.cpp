@@ -31,9 +31,9 @@ HiddenStates Glm5Model::embed(std::span<const std::int32_t> tokens, std::uint64_
   return hidden;
 }
 
-void Glm5Model::run_layer(std::uint64_t layer, HiddenStates& hidden,
-                          const RunOptions& options) const {
-  attention(layer, hidden, options);
+void Glm5Model::run_layer(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options,
+                          LayerCache* cache) const {
+  attention(layer, hidden, options, cache);
   feed_forward(layer, hidden);
 }
 
@@ -53,6 +53,33 @@ Glm5Model::Output Glm5Model::forward(std::span<const std::int32_t> tokens, std::
     run_layer(layer, hidden, options);
   final_norm(hidden);
   return {logits(hidden), std::move(hidden)};
+}
+
+std::vector<std::int32_t> Glm5Model::generate(std::span<const std::int32_t> prompt,
+                                              std::uint64_t max_new,
+                                              std::optional<std::int32_t> stop,
+                                              const RunOptions& options) const {
+  DecodeCache cache;
+  cache.layers.resize(dimensions_.num_hidden_layers);
+  std::vector<std::int32_t> generated;
+  std::vector<std::int32_t> next(prompt.begin(), prompt.end());
+  while (generated.size() < max_new) {
+    HiddenStates hidden = embed(next, 1, next.size());
+    for (std::uint64_t layer = 0; layer < dimensions_.num_hidden_layers; ++layer)
+      run_layer(layer, hidden, options, &cache.layers[layer]);
+    // Only the last row's logits are needed.
+    HiddenStates last{
+        1, 1,
+        std::vector<float>(hidden.values.end() - dimensions_.hidden_size, hidden.values.end())};
+    final_norm(last);
+    const auto scores = logits(last);
+    const auto token =
+        static_cast<std::int32_t>(std::max_element(scores.begin(), scores.end()) - scores.begin());
+    generated.push_back(token);
+    if (stop && token == *stop) break;
+    next = {token};
+  }
+  return generated;
 }
 
 std::vector<float> Glm5Model::mtp_logits(const HiddenStates& final_hidden,

@@ -30,6 +30,18 @@ struct HiddenStates {
   std::vector<float> values;
 };
 
+// What incremental decoding keeps per layer for one sequence: the expanded MLA keys and values,
+// the roped shared key part, and the indexer's keys.
+struct LayerCache {
+  std::uint64_t length = 0;
+  std::vector<float> keys_values;   // [length, heads·(nope + v)]
+  std::vector<float> key_rope;      // [length, rope]
+  std::vector<float> indexer_keys;  // [length, index_head_dim]
+};
+struct DecodeCache {
+  std::vector<LayerCache> layers;
+};
+
 class Glm5Model {
  public:
   // Reads config.json; throws BadInput (config.* kinds) when it does not describe GLM-5.
@@ -40,8 +52,10 @@ class Glm5Model {
   // Token ids [batch·seq] → embeddings. Ids outside the vocabulary throw "run.bad_token".
   HiddenStates embed(std::span<const std::int32_t> tokens, std::uint64_t batch,
                      std::uint64_t seq) const;
-  // Decoder layer `layer` (main or MTP) in place.
-  void run_layer(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options) const;
+  // Decoder layer `layer` (main or MTP) in place. With a cache (batch 1), the rows are the
+  // next tokens after the cached ones and are appended to it.
+  void run_layer(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options,
+                 LayerCache* cache = nullptr) const;
   // model.norm in place.
   void final_norm(HiddenStates& hidden) const;
   // lm_head over the rows: [rows, vocab].
@@ -54,6 +68,13 @@ class Glm5Model {
   Output forward(std::span<const std::int32_t> tokens, std::uint64_t batch, std::uint64_t seq,
                  const RunOptions& options = {}) const;
 
+  // Greedy continuation of one prompt with the KV cache: `max_new` tokens (fewer if `stop`
+  // is produced). Each step reads the weights again, layer by layer (from the page cache
+  // after the first): memory stays one layer plus the cache, speed is that of a checker.
+  std::vector<std::int32_t> generate(std::span<const std::int32_t> prompt, std::uint64_t max_new,
+                                     std::optional<std::int32_t> stop = std::nullopt,
+                                     const RunOptions& options = {}) const;
+
   // The MTP head at positions 0..seq-2: h_i = final_hidden row i, draft input token t_(i+1)
   // (embedding zeroed at position 0); row i predicts t_(i+2). [batch·(seq−1), vocab].
   std::vector<float> mtp_logits(const HiddenStates& final_hidden,
@@ -61,7 +82,8 @@ class Glm5Model {
                                 const RunOptions& options = {}) const;
 
  private:
-  void attention(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options) const;
+  void attention(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options,
+                 LayerCache* cache) const;
   void feed_forward(std::uint64_t layer, HiddenStates& hidden) const;
 
   const Checkpoint& checkpoint_;
