@@ -125,7 +125,9 @@ SubcommandRunner register_eval(CLI::App& app) {
     run::EvaluationOptions evaluation;
     evaluation.decode_steps = options->decode_steps;
     ProgressLine progress("eval", 0, 0);
-    evaluation.on_progress = [&](const std::string&, std::uint64_t done, std::uint64_t) {
+    evaluation.on_progress = [&](const std::string& stage, std::uint64_t done,
+                                 std::uint64_t total) {
+      progress.set_steps(total, stage == "layers" ? "layers" : stage + " steps");
       progress.update(0, done);
     };
     const auto report = run::evaluate(reference, model, tokens, evaluation);

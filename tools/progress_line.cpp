@@ -45,6 +45,16 @@ void ProgressLine::update(std::uint64_t done_bytes, std::uint64_t done_items) {
 
 void ProgressLine::draw(bool final_draw) {
   double seconds = elapsed_seconds();
+  if (total_bytes_ == 0) {  // work counted in steps (layers), not bytes
+    std::string text = fmt::format("{}: {}/{} {}", label_, done_items_, total_items_, unit_);
+    if (!final_draw && done_items_ > 0 && total_items_ > done_items_)
+      text += ", ETA " + format_duration(seconds / static_cast<double>(done_items_) *
+                                         static_cast<double>(total_items_ - done_items_));
+    std::fprintf(stderr, terminal_ ? "\r\033[K%s" : "%s\n", text.c_str());
+    std::fflush(stderr);
+    drawn_ = true;
+    return;
+  }
   double rate = seconds > 0 ? static_cast<double>(done_bytes_) / seconds : 0.0;
   std::string text =
       fmt::format("{}: {:.2f}/{:.2f} GB", label_, done_bytes_ / 1e9, total_bytes_ / 1e9);

@@ -12,6 +12,11 @@ namespace qs::cli {
 class ProgressLine {
  public:
   ProgressLine(std::string label, std::uint64_t total_bytes, std::uint64_t total_items = 0);
+  // Work counted in steps only (no bytes): "label: 3/5 layers, ETA 2s".
+  void set_steps(std::uint64_t total, std::string unit) {
+    total_items_ = total;
+    unit_ = std::move(unit);
+  }
   ~ProgressLine();
   ProgressLine(const ProgressLine&) = delete;
   ProgressLine& operator=(const ProgressLine&) = delete;
@@ -27,6 +32,7 @@ class ProgressLine {
   std::string label_;
   std::uint64_t total_bytes_;
   std::uint64_t total_items_;
+  std::string unit_ = "steps";
   std::uint64_t done_bytes_ = 0;
   std::uint64_t done_items_ = 0;
   bool terminal_;

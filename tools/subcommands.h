@@ -14,11 +14,12 @@ SubcommandRunner register_synth(CLI::App& app);
 SubcommandRunner register_quantize(CLI::App& app);
 SubcommandRunner register_eval(CLI::App& app);
 SubcommandRunner register_generate(CLI::App& app);
+SubcommandRunner register_calibrate(CLI::App& app);
 
 inline auto all_subcommands() {
-  return std::array<SubcommandRegistration, 6>{register_inspect,  register_validate,
-                                               register_synth,    register_quantize,
-                                               register_eval,     register_generate};
+  return std::array<SubcommandRegistration, 7>{
+      register_inspect, register_validate, register_synth,    register_quantize,
+      register_eval,    register_generate, register_calibrate};
 }
 
 }  // namespace qs::cli

@@ -27,22 +27,21 @@ std::string prefix(std::uint64_t layer) { return fmt::format("model.layers.{}.",
 // For each query row, which keys the indexer lets it attend to; empty when every key is
 // allowed (context no longer than index_topk). The indexer's keys are cached like the MLA
 // keys, so that decode past index_topk selects among all earlier tokens.
-std::vector<std::vector<bool>> indexer_selection(const WeightLoader& weights,
-                                                 const Glm5Dimensions& d, std::uint64_t layer,
-                                                 const HiddenStates& normed,
-                                                 std::span<const float> query_latent,
-                                                 std::uint64_t topk, std::uint64_t past,
-                                                 std::vector<float>* cached_keys) {
+std::vector<std::vector<bool>> indexer_selection(
+    const WeightLoader& weights, const Glm5Dimensions& d, std::uint64_t layer,
+    const HiddenStates& normed, std::span<const float> query_latent, std::uint64_t topk,
+    std::uint64_t past, std::vector<float>* cached_keys, LinearObserver* observer) {
   const std::uint64_t seq = normed.seq, rows = normed.batch * seq, context = past + seq;
-  if (context <= topk && !cached_keys) return {};
+  if (context <= topk && !cached_keys && !observer) return {};
   const std::string p = prefix(layer) + "self_attn.indexer.";
   const std::uint64_t heads = d.index_n_heads, head_dim = d.index_head_dim;
   const std::uint64_t rope = d.qk_rope_head_dim;
-  auto queries = linear(query_latent, rows, weights.linear(p + "wq_b"));  // [rows, heads·dim]
-  auto new_keys = linear(normed.values, rows, weights.linear(p + "wk"));  // [rows, dim]
+  auto queries =
+      observed_linear(weights, observer, p + "wq_b", query_latent, rows);  // [rows, heads·dim]
+  auto new_keys = observed_linear(weights, observer, p + "wk", normed.values, rows);  // [rows, dim]
   layer_norm(new_keys, weights.vector(p + "k_norm.weight"), weights.vector(p + "k_norm.bias"),
              kIndexerNormEps);
-  auto head_weights = linear(normed.values, rows, weights.linear(p + "weights_proj"));
+  auto head_weights = observed_linear(weights, observer, p + "weights_proj", normed.values, rows);
   const float head_scale = 1.0f / std::sqrt(static_cast<float>(heads));
   for (float& weight : head_weights) weight *= head_scale;
   for (std::uint64_t r = 0; r < rows; ++r) {
@@ -101,11 +100,13 @@ void Glm5Model::attention(std::uint64_t layer, HiddenStates& hidden, const RunOp
   HiddenStates normed = hidden;
   rms_norm(normed.values, weights_.vector(p + "input_layernorm.weight"),
            static_cast<float>(d.rms_norm_eps));
-  auto query_latent = linear(normed.values, rows, weights_.linear(p + "self_attn.q_a_proj"));
+  auto query_latent =
+      observed_linear(weights_, options.observer, p + "self_attn.q_a_proj", normed.values, rows);
   rms_norm(query_latent, weights_.vector(p + "self_attn.q_a_layernorm.weight"), kLatentNormEps);
-  auto queries = linear(query_latent, rows, weights_.linear(p + "self_attn.q_b_proj"));
-  auto compressed =
-      linear(normed.values, rows, weights_.linear(p + "self_attn.kv_a_proj_with_mqa"));
+  auto queries =
+      observed_linear(weights_, options.observer, p + "self_attn.q_b_proj", query_latent, rows);
+  auto compressed = observed_linear(weights_, options.observer, p + "self_attn.kv_a_proj_with_mqa",
+                                    normed.values, rows);
   std::vector<float> kv_latent(rows * latent), key_rope(rows * rope);
   for (std::uint64_t r = 0; r < rows; ++r) {
     const float* row = compressed.data() + r * (latent + rope);
@@ -113,7 +114,8 @@ void Glm5Model::attention(std::uint64_t layer, HiddenStates& hidden, const RunOp
     std::copy(row + latent, row + latent + rope, key_rope.data() + r * rope);
   }
   rms_norm(kv_latent, weights_.vector(p + "self_attn.kv_a_layernorm.weight"), kLatentNormEps);
-  auto new_keys_values = linear(kv_latent, rows, weights_.linear(p + "self_attn.kv_b_proj"));
+  auto new_keys_values =
+      observed_linear(weights_, options.observer, p + "self_attn.kv_b_proj", kv_latent, rows);
   for (std::uint64_t r = 0; r < rows; ++r) {
     rotate_interleaved(key_rope.data() + r * rope, rope, past + r % seq, d.rope_theta);
     for (std::uint64_t h = 0; h < heads; ++h)
@@ -128,7 +130,7 @@ void Glm5Model::attention(std::uint64_t layer, HiddenStates& hidden, const RunOp
   all_key_rope.insert(all_key_rope.end(), key_rope.begin(), key_rope.end());
   const auto allowed = indexer_selection(weights_, d, layer, normed, query_latent,
                                          options.index_topk.value_or(d.index_topk), past,
-                                         cache ? &cache->indexer_keys : nullptr);
+                                         cache ? &cache->indexer_keys : nullptr, options.observer);
   if (cache) cache->length = context;
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(qk_dim));
@@ -164,7 +166,8 @@ void Glm5Model::attention(std::uint64_t layer, HiddenStates& hidden, const RunOp
       for (std::uint64_t i = 0; i < value_dim; ++i) out[i] += p_t * v[i];
     }
   });
-  const auto projected = linear(attended, rows, weights_.linear(p + "self_attn.o_proj"));
+  const auto projected =
+      observed_linear(weights_, options.observer, p + "self_attn.o_proj", attended, rows);
   for (std::size_t i = 0; i < hidden.values.size(); ++i) hidden.values[i] += projected[i];
 }
 

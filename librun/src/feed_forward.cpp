@@ -9,23 +9,39 @@
 #include <numeric>
 
 #include "qs/run/glm5_model.h"
+#include "qs/run/linear_observer.h"
 #include "qs/run/tensor_ops.h"
 
 namespace qs::run {
 namespace {
 
 // down(silu(gate x) ⊙ up x) for `rows` rows of x.
-std::vector<float> gated_mlp(const WeightLoader& weights, const std::string& module,
-                             std::span<const float> x, std::uint64_t rows) {
+std::vector<float> gated_mlp(const WeightLoader& weights, LinearObserver* observer,
+                             const std::string& module, std::span<const float> x,
+                             std::uint64_t rows) {
+  auto gate = observed_linear(weights, observer, module + ".gate_proj", x, rows);
+  const auto up = observed_linear(weights, observer, module + ".up_proj", x, rows);
+  for (std::size_t i = 0; i < gate.size(); ++i) gate[i] = silu(gate[i]) * up[i];
+  return observed_linear(weights, observer, module + ".down_proj", gate, rows);
+}
+
+// All-experts calibration: every token through expert `module`, shown only to the observer.
+// gate/up share the layer's one input (reported once by the caller); down sees this expert's
+// activations of all tokens.
+void observe_expert_on_all_tokens(const WeightLoader& weights, LinearObserver& observer,
+                                  const std::string& module, std::span<const float> x,
+                                  std::uint64_t rows) {
   auto gate = linear(x, rows, weights.linear(module + ".gate_proj"));
   const auto up = linear(x, rows, weights.linear(module + ".up_proj"));
   for (std::size_t i = 0; i < gate.size(); ++i) gate[i] = silu(gate[i]) * up[i];
-  return linear(gate, rows, weights.linear(module + ".down_proj"));
+  const Matrix down = weights.linear(module + ".down_proj");
+  observer.observe(module + ".down_proj", gate, rows, down.cols);
 }
 
 }  // namespace
 
-void Glm5Model::feed_forward(std::uint64_t layer, HiddenStates& hidden) const {
+void Glm5Model::feed_forward(std::uint64_t layer, HiddenStates& hidden,
+                             const RunOptions& options) const {
   const auto& d = dimensions_;
   const std::string p = fmt::format("model.layers.{}.", layer);
   const std::uint64_t rows = hidden.batch * hidden.seq, width = d.hidden_size;
@@ -34,10 +50,11 @@ void Glm5Model::feed_forward(std::uint64_t layer, HiddenStates& hidden) const {
            static_cast<float>(d.rms_norm_eps));
   std::vector<float> output;
   if (layer < d.first_k_dense_replace) {
-    output = gated_mlp(weights_, p + "mlp", normed.values, rows);
+    output = gated_mlp(weights_, options.observer, p + "mlp", normed.values, rows);
   } else {
     const std::uint64_t experts = d.n_routed_experts, top = d.num_experts_per_tok;
-    const auto router = linear(normed.values, rows, weights_.linear(p + "mlp.gate"));
+    const auto router =
+        observed_linear(weights_, options.observer, p + "mlp.gate", normed.values, rows);
     const auto bias = weights_.vector(p + "mlp.gate.e_score_correction_bias");
     // Per token: the chosen experts (by biased score) and their weights (unbiased,
     // renormalised, scaled).
@@ -58,7 +75,19 @@ void Glm5Model::feed_forward(std::uint64_t layer, HiddenStates& hidden) const {
         routed[order[k]].emplace_back(
             r, score[order[k]] / (total + 1e-20f) * static_cast<float>(d.routed_scaling_factor));
     }
-    output = gated_mlp(weights_, p + "mlp.shared_experts", normed.values, rows);
+    output = gated_mlp(weights_, options.observer, p + "mlp.shared_experts", normed.values, rows);
+    if (options.observer) {
+      std::vector<std::uint64_t> counts(experts);
+      for (std::uint64_t e = 0; e < experts; ++e) counts[e] = routed[e].size();
+      options.observer->routed(layer, counts);
+    }
+    const bool all_experts = options.observer && options.all_experts;
+    if (all_experts) {
+      options.observer->observe_all_experts_input(p + "mlp.experts", normed.values, rows, width);
+      for (std::uint64_t e = 0; e < experts; ++e)
+        observe_expert_on_all_tokens(weights_, *options.observer,
+                                     fmt::format("{}mlp.experts.{}", p, e), normed.values, rows);
+    }
     std::vector<float> routed_sum(rows * width, 0.0f);
     for (std::uint64_t e = 0; e < experts; ++e) {
       if (routed[e].empty()) continue;
@@ -66,8 +95,10 @@ void Glm5Model::feed_forward(std::uint64_t layer, HiddenStates& hidden) const {
       for (std::size_t i = 0; i < routed[e].size(); ++i)
         std::copy_n(normed.values.data() + routed[e][i].first * width, width,
                     inputs.data() + i * width);
+      // Under all-experts calibration the observer has seen every expert on every token.
       const auto expert_out =
-          gated_mlp(weights_, fmt::format("{}mlp.experts.{}", p, e), inputs, routed[e].size());
+          gated_mlp(weights_, all_experts ? nullptr : options.observer,
+                    fmt::format("{}mlp.experts.{}", p, e), inputs, routed[e].size());
       for (std::size_t i = 0; i < routed[e].size(); ++i)
         for (std::uint64_t c = 0; c < width; ++c)
           routed_sum[routed[e][i].first * width + c] +=

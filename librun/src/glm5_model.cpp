@@ -34,7 +34,7 @@ HiddenStates Glm5Model::embed(std::span<const std::int32_t> tokens, std::uint64_
 void Glm5Model::run_layer(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options,
                           LayerCache* cache) const {
   attention(layer, hidden, options, cache);
-  feed_forward(layer, hidden);
+  feed_forward(layer, hidden, options);
 }
 
 void Glm5Model::final_norm(HiddenStates& hidden) const {
@@ -111,7 +111,8 @@ std::vector<float> Glm5Model::mtp_logits(const HiddenStates& final_hidden,
     std::copy_n(embedded.values.data() + r * width, width, joined.data() + r * 2 * width);
     std::copy_n(state.values.data() + r * width, width, joined.data() + r * 2 * width + width);
   }
-  HiddenStates draft{batch, seq, linear(joined, batch * seq, weights_.linear(p + "eh_proj"))};
+  HiddenStates draft{
+      batch, seq, observed_linear(weights_, options.observer, p + "eh_proj", joined, batch * seq)};
   run_layer(layer, draft, options);
   rms_norm(draft.values, weights_.vector(p + "shared_head.norm.weight"), eps);
   return logits(draft);

@@ -14,6 +14,7 @@
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/glm5_layout.h"
+#include "qs/run/linear_observer.h"
 #include "qs/run/weight_loader.h"
 
 namespace qs::run {
@@ -21,6 +22,11 @@ namespace qs::run {
 struct RunOptions {
   // Overrides config.json's index_topk in every layer (the reference's logits_topk16).
   std::optional<std::uint64_t> index_topk;
+  // Sees every Linear's inputs (calibration); the indexer then always runs.
+  LinearObserver* observer = nullptr;
+  // Calibration: also route every token through every expert for the observer, while the
+  // layer output still uses the real top-k (llm-compressor's calibrate-all-experts).
+  bool all_experts = false;
 };
 
 // Hidden states of `batch` sequences of `seq` tokens: [batch·seq, hidden], row-major.
@@ -84,7 +90,7 @@ class Glm5Model {
  private:
   void attention(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options,
                  LayerCache* cache) const;
-  void feed_forward(std::uint64_t layer, HiddenStates& hidden) const;
+  void feed_forward(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options) const;
 
   const Checkpoint& checkpoint_;
   WeightLoader weights_;

@@ -1,0 +1,81 @@
+#pragma once
+// The calibration statistics file `quantsmith calibrate` writes and calibrated quantizers
+// (GPTQ, Hessian-weighted scale search) read: per Linear, the sum of input second moments
+// XᵀX (f64, full symmetric [K, K]) and the number of token rows that went into it; per MoE
+// layer, how often the router picked each expert.
+//
+// Layout (all little-endian):
+//   "QSCALIB1"                             8-byte magic
+//   one zstd frame per stored matrix       K·K f64, row-major
+//   index                                  JSON: entries with offsets and sizes, routing, info
+//   index length                           u64
+// Matrices are compressed one by one so a reader loads only the modules it needs (a GLM-5
+// expert's 6144² matrix is 302 MB raw). Under all-experts calibration every routed expert's
+// gate_proj and up_proj see the same input (all tokens), so that matrix is stored once and
+// the experts' entries point at it (`shared_with`).
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qs {
+
+struct CalibrationEntry {
+  std::string module;             // checkpoint module path (…experts.3.gate_proj)
+  std::uint64_t in_features = 0;  // K
+  std::uint64_t tokens = 0;       // rows summed into XᵀX
+  std::string shared_with;        // another entry holding the matrix, or empty
+  std::uint64_t offset = 0;       // of its zstd frame (when it holds one)
+  std::uint64_t compressed_bytes = 0;
+};
+
+struct CalibrationInfo {
+  std::string model;             // source directory, for humans
+  std::uint64_t token_rows = 0;  // calibration tokens (sequences × length)
+  bool all_experts = false;
+  std::string accumulation;  // how XᵀX was summed, for humans
+};
+
+class CalibrationStoreWriter {
+ public:
+  CalibrationStoreWriter(std::filesystem::path destination, CalibrationInfo info);
+  ~CalibrationStoreWriter();
+  CalibrationStoreWriter(const CalibrationStoreWriter&) = delete;
+  CalibrationStoreWriter& operator=(const CalibrationStoreWriter&) = delete;
+  // `second_moments` is K·K.
+  void add(const std::string& module, std::uint64_t in_features, std::uint64_t tokens,
+           const std::vector<double>& second_moments);
+  // An entry whose matrix is `holder`'s (added before).
+  void add_shared(const std::string& module, const std::string& holder, std::uint64_t tokens);
+  void set_routing(std::uint64_t layer, std::vector<std::uint64_t> expert_counts);
+  // Writes the index and renames the file into place.
+  void commit();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+class CalibrationStore {
+ public:
+  // Throws BadInput "calibration.invalid" naming the file when it is not one of ours.
+  static CalibrationStore open(const std::filesystem::path& path);
+  const CalibrationInfo& info() const { return info_; }
+  const std::vector<CalibrationEntry>& entries() const { return entries_; }
+  const CalibrationEntry* find(const std::string& module) const;
+  // XᵀX of `module` (K·K), through `shared_with`. Throws "calibration.missing_module".
+  std::vector<double> second_moments(const std::string& module) const;
+  const std::map<std::uint64_t, std::vector<std::uint64_t>>& routing() const { return routing_; }
+
+ private:
+  std::filesystem::path path_;
+  CalibrationInfo info_;
+  std::vector<CalibrationEntry> entries_;
+  std::map<std::uint64_t, std::vector<std::uint64_t>> routing_;
+};
+
+}  // namespace qs

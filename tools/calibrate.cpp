@@ -1,0 +1,72 @@
+// quantsmith calibrate MODEL --tokens F --out STATS: per-Linear input statistics (XᵀX, token
+// counts) and expert routing counts for calibrated quantizers.
+
+#include <fmt/format.h>
+
+#include <memory>
+
+#include "cli_support.h"
+#include "progress_line.h"
+#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/error.h"
+#include "qs/run/calibration.h"
+
+namespace qs::cli {
+namespace {
+
+struct CalibrateOptions {
+  std::string model;
+  std::string tokens;
+  std::string output;
+  std::uint64_t max_rows = 0;
+  bool all_experts = false;
+  bool no_mtp = false;
+};
+
+}  // namespace
+
+SubcommandRunner register_calibrate(CLI::App& app) {
+  auto options = std::make_shared<CalibrateOptions>();
+  auto* command = app.add_subcommand(
+      "calibrate",
+      "Run a model over calibration tokens, layer by layer, and store per Linear the input "
+      "second moments XᵀX (f64) and token counts, plus expert routing counts.");
+  command->add_option("model", options->model, "checkpoint (any format we read)")->required();
+  command
+      ->add_option("--tokens", options->tokens,
+                   "safetensors file of I32 token ids [rows, seq], optionally FILE:TENSOR")
+      ->required();
+  command->add_option("--out", options->output, "statistics file to write")->required();
+  command->add_option("--max-rows", options->max_rows, "use only the first N rows");
+  command->add_flag("--all-experts", options->all_experts,
+                    "route every token through every expert for the statistics (the layer "
+                    "output still uses the real top-k); gate/up inputs are then stored once");
+  command->add_flag("--no-mtp", options->no_mtp, "skip the MTP layer");
+  return [options]() {
+    const auto checkpoint = Checkpoint::open(options->model);
+    // Never write into the model being read.
+    check_output_directory(options->output, {checkpoint.directory()});
+    const auto colon = options->tokens.rfind(':');
+    const bool named = colon != std::string::npos && colon > 0;
+    const auto tokens = run::read_token_batch(
+        named ? options->tokens.substr(0, colon) : options->tokens,
+        named ? options->tokens.substr(colon + 1) : "calib", options->max_rows);
+    ProgressLine progress("calibrate", 0, 0);
+    run::CalibrationOptions calibration;
+    calibration.all_experts = options->all_experts;
+    calibration.include_mtp = !options->no_mtp;
+    calibration.on_progress = [&](std::uint64_t done, std::uint64_t total) {
+      progress.set_steps(total, "layers");
+      progress.update(0, done);
+    };
+    const auto summary = run::calibrate(checkpoint, tokens, options->output, calibration);
+    progress.finish();
+    fmt::print("calibrated {} on {} tokens: {} modules ({} matrices stored{}) → {} in {:.2f} s\n",
+               options->model, summary.token_rows, summary.modules, summary.stored_matrices,
+               options->all_experts ? ", expert gate/up inputs shared" : "", options->output,
+               progress.elapsed_seconds());
+    return kExitOk;
+  };
+}
+
+}  // namespace qs::cli
