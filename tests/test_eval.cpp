@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "qs/ckpt/safetensors.h"
@@ -112,6 +113,19 @@ TEST(EvalCli, RefusesBadTokensAndMismatchedVocabularies) {
               " --tokens " + quoted(kModel / "tokens.safetensors") + " --max-rows 1");
   EXPECT_EQ(mismatch.exit_code, 2) << mismatch.output;
   EXPECT_NE(mismatch.output.find("vocabularies"), std::string::npos) << mismatch.output;
+}
+
+TEST(EvalCli, RefusesAConfigThatDoesNotMatchTheTensors) {
+  testing::ScratchDirectory scratch("eval-config");
+  const auto model = scratch.path() / "model";
+  std::filesystem::create_directories(model);
+  testing::copy_bundled_model(model);
+  auto config = nlohmann::json::parse(std::ifstream(model / "config.json"));
+  config["kv_lora_rank"] = 96;  // kv_b_proj stores 128 inputs
+  std::ofstream(model / "config.json") << config.dump();
+  auto result = run_cli("generate " + quoted(model) + " --prompt x --max-new 1");
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("disagree"), std::string::npos) << result.output;
 }
 
 TEST(GenerateCli, ContinuesTokensAndPrompts) {

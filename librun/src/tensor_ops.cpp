@@ -5,9 +5,19 @@
 
 #include <cmath>
 
+#include <fmt/format.h>
+
+#include "qs/ckpt/error.h"
+
 namespace qs::run {
 
 std::vector<float> linear(std::span<const float> x, std::uint64_t rows, const Matrix& weight) {
+  if (x.size() != rows * weight.cols)
+    throw_bad_input("run.shape_mismatch",
+                    fmt::format("{} takes {} inputs but is fed rows of {}: config.json and the "
+                                "tensors disagree",
+                                weight.module, weight.cols, rows ? x.size() / rows : 0),
+                    {}, weight.module + ".weight");
   std::vector<float> y(rows * weight.rows);
   if (rows == 0) return y;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),

@@ -14,6 +14,7 @@
 namespace qs::run {
 
 struct Matrix {
+  std::string module;         // where it came from, for errors
   std::uint64_t rows = 0;     // out features
   std::uint64_t cols = 0;     // in features
   std::vector<float> values;  // row-major [rows, cols]
