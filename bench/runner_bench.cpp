@@ -1,0 +1,104 @@
+// Benchmark: the CPU runner on the bundled model. Prefill and decode tokens/s beside the
+// FLOPs a token costs (Linear weights actually used: attention, indexer, router, top-k routed
+// experts, shared expert or dense MLP; plus attention over the context), the achieved GFLOP/s,
+// and an OpenBLAS SGEMM of a matching size in the same run.
+//
+//   qs_bench_runner MODEL_DIR [rows of heldout, default 8]
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <vector>
+
+#include "qs/ckpt/checkpoint.h"
+#include "qs/run/evaluation.h"
+#include "qs/run/glm5_model.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Multiply-adds ×2 per token of the main model's Linears, with `context` keys attended.
+double flops_per_token(const qs::Glm5Dimensions& d, double context, bool moe_layer) {
+  const double h = d.hidden_size, heads = d.num_attention_heads;
+  const double qk = d.qk_nope_head_dim + d.qk_rope_head_dim;
+  double linear = h * d.q_lora_rank + d.q_lora_rank * heads * qk +
+                  h * (d.kv_lora_rank + d.qk_rope_head_dim) +
+                  d.kv_lora_rank * heads * (d.qk_nope_head_dim + d.v_head_dim) +
+                  heads * d.v_head_dim * h;
+  linear += d.q_lora_rank * d.index_n_heads * d.index_head_dim + h * d.index_head_dim +
+            h * d.index_n_heads;
+  if (moe_layer) {
+    const double expert = 3.0 * h * d.moe_intermediate_size;
+    linear += h * d.n_routed_experts + expert * (d.num_experts_per_tok + d.n_shared_experts);
+  } else {
+    linear += 3.0 * h * d.intermediate_size;
+  }
+  const double attention = heads * context * (qk + d.v_head_dim) +
+                           d.index_n_heads * context * d.index_head_dim;
+  return 2.0 * (linear + attention);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    fmt::print(stderr, "usage: qs_bench_runner MODEL_DIR [rows]\n");
+    return 2;
+  }
+  const auto checkpoint = qs::Checkpoint::open(argv[1]);
+  const std::uint64_t rows = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 8;
+  const qs::run::Glm5Model model(checkpoint);
+  const auto& d = model.dimensions();
+  const auto tokens =
+      qs::run::read_token_batch(checkpoint.directory() / "tokens.safetensors", "heldout", rows);
+
+  double per_token = 0.0;
+  for (std::uint64_t layer = 0; layer < d.num_hidden_layers; ++layer)
+    per_token += flops_per_token(d, tokens.seq / 2.0, layer >= d.first_k_dense_replace);
+  per_token += 2.0 * d.hidden_size * d.vocab_size;
+
+  auto start = Clock::now();
+  model.forward(tokens.ids, tokens.rows, tokens.seq);
+  const double prefill = seconds_since(start);
+  const double prefill_tokens = static_cast<double>(tokens.rows * tokens.seq);
+
+  const std::vector<std::int32_t> prompt(tokens.ids.begin(), tokens.ids.begin() + 64);
+  const std::uint64_t decode_steps = 64;
+  start = Clock::now();
+  model.generate(prompt, decode_steps);
+  const double decode = seconds_since(start);
+  double decode_flops = 0.0;
+  for (std::uint64_t step = 0; step < decode_steps; ++step)
+    for (std::uint64_t layer = 0; layer < d.num_hidden_layers; ++layer)
+      decode_flops += flops_per_token(d, 64.0 + step, layer >= d.first_k_dense_replace);
+
+  // A GEMM the size of the prefill's typical Linear: [tokens, hidden] × [hidden, 512].
+  const int m = static_cast<int>(prefill_tokens), n = 512, k = static_cast<int>(d.hidden_size);
+  std::vector<float> a(static_cast<std::size_t>(m) * k, 0.5f), b(static_cast<std::size_t>(n) * k, 0.25f),
+      c(static_cast<std::size_t>(m) * n);
+  double gemm = 1e30;
+  for (int run = 0; run < 5; ++run) {
+    start = Clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.data(), k, b.data(), k,
+                0.0f, c.data(), n);
+    gemm = std::min(gemm, seconds_since(start));
+  }
+  const double gemm_gflops = 2.0 * m * n * k / gemm / 1e9;
+  const double prefill_gflops = per_token * prefill_tokens / prefill / 1e9;
+  fmt::print("runner on {} ({} threads of OpenBLAS/oneTBB)\n", argv[1], openblas_get_num_threads());
+  fmt::print("FLOPs per token (half-context average): {:.2f} MFLOP\n", per_token / 1e6);
+  fmt::print("prefill  {} x {} tokens: {:.3f} s, {:.0f} tokens/s, {:.2f} GFLOP/s ({:.2f} of SGEMM)\n",
+             tokens.rows, tokens.seq, prefill, prefill_tokens / prefill, prefill_gflops,
+             prefill_gflops / gemm_gflops);
+  fmt::print("decode   {} tokens after a 64-token prompt: {:.3f} s, {:.1f} tokens/s, {:.3f} "
+             "GFLOP/s\n",
+             decode_steps, decode, decode_steps / decode, decode_flops / decode / 1e9);
+  fmt::print("SGEMM    [{} x {}] x [{} x {}]ᵀ: {:.2f} GFLOP/s\n", m, k, n, k, gemm_gflops);
+  return 0;
+}
