@@ -27,10 +27,9 @@ double seconds_since(Clock::time_point start) {
 double flops_per_token(const qs::Glm5Dimensions& d, double context, bool moe_layer) {
   const double h = d.hidden_size, heads = d.num_attention_heads;
   const double qk = d.qk_nope_head_dim + d.qk_rope_head_dim;
-  double linear = h * d.q_lora_rank + d.q_lora_rank * heads * qk +
-                  h * (d.kv_lora_rank + d.qk_rope_head_dim) +
-                  d.kv_lora_rank * heads * (d.qk_nope_head_dim + d.v_head_dim) +
-                  heads * d.v_head_dim * h;
+  double linear =
+      h * d.q_lora_rank + d.q_lora_rank * heads * qk + h * (d.kv_lora_rank + d.qk_rope_head_dim) +
+      d.kv_lora_rank * heads * (d.qk_nope_head_dim + d.v_head_dim) + heads * d.v_head_dim * h;
   linear += d.q_lora_rank * d.index_n_heads * d.index_head_dim + h * d.index_head_dim +
             h * d.index_n_heads;
   if (moe_layer) {
@@ -39,8 +38,8 @@ double flops_per_token(const qs::Glm5Dimensions& d, double context, bool moe_lay
   } else {
     linear += 3.0 * h * d.intermediate_size;
   }
-  const double attention = heads * context * (qk + d.v_head_dim) +
-                           d.index_n_heads * context * d.index_head_dim;
+  const double attention =
+      heads * context * (qk + d.v_head_dim) + d.index_n_heads * context * d.index_head_dim;
   return 2.0 * (linear + attention);
 }
 
@@ -80,8 +79,8 @@ int main(int argc, char** argv) {
 
   // A GEMM the size of the prefill's typical Linear: [tokens, hidden] × [hidden, 512].
   const int m = static_cast<int>(prefill_tokens), n = 512, k = static_cast<int>(d.hidden_size);
-  std::vector<float> a(static_cast<std::size_t>(m) * k, 0.5f), b(static_cast<std::size_t>(n) * k, 0.25f),
-      c(static_cast<std::size_t>(m) * n);
+  std::vector<float> a(static_cast<std::size_t>(m) * k, 0.5f),
+      b(static_cast<std::size_t>(n) * k, 0.25f), c(static_cast<std::size_t>(m) * n);
   double gemm = 1e30;
   for (int run = 0; run < 5; ++run) {
     start = Clock::now();
@@ -93,12 +92,14 @@ int main(int argc, char** argv) {
   const double prefill_gflops = per_token * prefill_tokens / prefill / 1e9;
   fmt::print("runner on {} ({} threads of OpenBLAS/oneTBB)\n", argv[1], openblas_get_num_threads());
   fmt::print("FLOPs per token (half-context average): {:.2f} MFLOP\n", per_token / 1e6);
-  fmt::print("prefill  {} x {} tokens: {:.3f} s, {:.0f} tokens/s, {:.2f} GFLOP/s ({:.2f} of SGEMM)\n",
-             tokens.rows, tokens.seq, prefill, prefill_tokens / prefill, prefill_gflops,
-             prefill_gflops / gemm_gflops);
-  fmt::print("decode   {} tokens after a 64-token prompt: {:.3f} s, {:.1f} tokens/s, {:.3f} "
-             "GFLOP/s\n",
-             decode_steps, decode, decode_steps / decode, decode_flops / decode / 1e9);
+  fmt::print(
+      "prefill  {} x {} tokens: {:.3f} s, {:.0f} tokens/s, {:.2f} GFLOP/s ({:.2f} of SGEMM)\n",
+      tokens.rows, tokens.seq, prefill, prefill_tokens / prefill, prefill_gflops,
+      prefill_gflops / gemm_gflops);
+  fmt::print(
+      "decode   {} tokens after a 64-token prompt: {:.3f} s, {:.1f} tokens/s, {:.3f} "
+      "GFLOP/s\n",
+      decode_steps, decode, decode_steps / decode, decode_flops / decode / 1e9);
   fmt::print("SGEMM    [{} x {}] x [{} x {}]ᵀ: {:.2f} GFLOP/s\n", m, k, n, k, gemm_gflops);
   return 0;
 }

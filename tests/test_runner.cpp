@@ -8,6 +8,7 @@
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/codecs.h"
+#include "qs/quant/cuda_availability.h"
 #include "qs/run/glm5_model.h"
 #include "test_support.h"
 
@@ -129,6 +130,19 @@ TEST_F(Runner, LayerByLayerEqualsAllAtOnceAndTokensAreChecked) {
   EXPECT_EQ(hidden.values, output.final_hidden.values);
   std::vector<std::int32_t> bad = {256, 512};
   EXPECT_EQ(testing::error_kind_of([&] { model_.embed(bad, 1, 2); }), "run.bad_token");
+}
+
+TEST(RunnerCuda, CublasForwardMatchesTheReference) {
+  const auto cuda = cuda_availability();
+  if (!cuda.usable) GTEST_SKIP() << "no CUDA device: " << cuda.reason;
+  const auto checkpoint = Checkpoint::open(kModel);
+  const Glm5Model model(checkpoint, GemmDevice::Cuda);
+  const auto input_ids = read_reference<std::int32_t>("input_ids");
+  const auto output = model.forward(input_ids, 4, 64);
+  const auto logits = compare(output.logits, read_reference<float>("logits"));
+  EXPECT_LE(logits.max_abs, 2e-4);
+  EXPECT_LE(logits.mean_abs, 5e-6);
+  expect_same_argmax(output.logits, read_reference<float>("logits"), 512);
 }
 
 }  // namespace

@@ -21,6 +21,7 @@ struct CalibrateOptions {
   std::uint64_t max_rows = 0;
   bool all_experts = false;
   bool no_mtp = false;
+  std::string device = "auto";
 };
 
 }  // namespace
@@ -42,6 +43,7 @@ SubcommandRunner register_calibrate(CLI::App& app) {
                     "route every token through every expert for the statistics (the layer "
                     "output still uses the real top-k); gate/up inputs are then stored once");
   command->add_flag("--no-mtp", options->no_mtp, "skip the MTP layer");
+  command->add_option("--device", options->device, "auto (GPU when usable), cpu or cuda");
   return [options]() {
     const auto checkpoint = Checkpoint::open(options->model);
     // Never write into the model being read.
@@ -55,6 +57,8 @@ SubcommandRunner register_calibrate(CLI::App& app) {
     run::CalibrationOptions calibration;
     calibration.all_experts = options->all_experts;
     calibration.include_mtp = !options->no_mtp;
+    calibration.device =
+        runner_uses_cuda(options->device) ? run::GemmDevice::Cuda : run::GemmDevice::Cpu;
     calibration.on_progress = [&](std::uint64_t done, std::uint64_t total) {
       progress.set_steps(total, "layers");
       progress.update(0, done);

@@ -17,6 +17,10 @@ inline constexpr int kExitBadInput = 2;  // unreadable input or bad usage
 using SubcommandRunner = std::function<int()>;
 using SubcommandRegistration = SubcommandRunner (*)(CLI::App& app);
 
+// --device for the runner's commands: cpu, cuda, or auto (cuda when a device is usable).
+// Returns true for CUDA; throws BadInput "cli.bad_device" / "cuda.unavailable".
+bool runner_uses_cuda(const std::string& device);
+
 // "1.50 GiB" style sizes for humans; --json output uses plain byte counts.
 std::string human_bytes(std::uint64_t bytes);
 

@@ -22,6 +22,7 @@ struct EvalOptions {
   std::uint64_t max_rows = 0;
   std::uint64_t decode_steps = 32;
   bool json = false;
+  std::string device = "auto";
 };
 
 // "FILE" or "FILE:TENSOR".
@@ -117,6 +118,7 @@ SubcommandRunner register_eval(CLI::App& app) {
   command->add_option("--decode-steps", options->decode_steps,
                       "greedy decode steps for the JS divergence (default 32, 0 skips)");
   command->add_flag("--json", options->json, "machine-readable report on stdout");
+  command->add_option("--device", options->device, "auto (GPU when usable), cpu or cuda");
   return [options]() {
     const auto reference = Checkpoint::open(options->reference);
     const auto model = Checkpoint::open(options->model);
@@ -124,6 +126,8 @@ SubcommandRunner register_eval(CLI::App& app) {
     const auto tokens = run::read_token_batch(file, tensor, options->max_rows);
     run::EvaluationOptions evaluation;
     evaluation.decode_steps = options->decode_steps;
+    evaluation.device =
+        runner_uses_cuda(options->device) ? run::GemmDevice::Cuda : run::GemmDevice::Cpu;
     ProgressLine progress("eval", 0, 0);
     evaluation.on_progress = [&](const std::string& stage, std::uint64_t done,
                                  std::uint64_t total) {

@@ -23,6 +23,7 @@ struct GenerateOptions {
   std::uint64_t row = 0;
   std::uint64_t max_new = 64;
   bool json = false;
+  std::string device = "auto";
 };
 
 constexpr std::int32_t kByteVocabulary = 256;
@@ -54,9 +55,12 @@ SubcommandRunner register_generate(CLI::App& app) {
   command->add_option("--row", options->row, "which row of --tokens (default 0)");
   command->add_option("--max-new", options->max_new, "tokens to generate (default 64)");
   command->add_flag("--json", options->json, "machine-readable output");
+  command->add_option("--device", options->device, "auto (GPU when usable), cpu or cuda");
   return [options]() {
     const auto checkpoint = Checkpoint::open(options->model);
-    const run::Glm5Model model(checkpoint);
+    const run::Glm5Model model(checkpoint, runner_uses_cuda(options->device)
+                                               ? run::GemmDevice::Cuda
+                                               : run::GemmDevice::Cpu);
     std::vector<std::int32_t> prompt;
     if (options->prompt.empty() == options->tokens.empty())
       throw_bad_input("cli.prompt_or_tokens", "give exactly one of --prompt TEXT or --tokens F");

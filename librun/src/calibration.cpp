@@ -84,7 +84,7 @@ class Collector final : public LinearObserver {
 CalibrationSummary calibrate(const Checkpoint& checkpoint, const TokenBatch& tokens,
                              const std::filesystem::path& output,
                              const CalibrationOptions& options) {
-  const Glm5Model model(checkpoint);
+  const Glm5Model model(checkpoint, options.device);
   const auto& dims = model.dimensions();
   CalibrationStoreWriter writer(
       output, {checkpoint.directory().string(), tokens.rows * tokens.seq, options.all_experts,

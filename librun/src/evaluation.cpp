@@ -70,7 +70,7 @@ TokenBatch read_token_batch(const std::filesystem::path& file, const std::string
 
 EvaluationReport evaluate(const Checkpoint& reference, const Checkpoint& test,
                           const TokenBatch& tokens, const EvaluationOptions& options) {
-  const Glm5Model reference_model(reference), test_model(test);
+  const Glm5Model reference_model(reference, options.device), test_model(test, options.device);
   const auto& dims = reference_model.dimensions();
   if (dims.vocab_size != test_model.dimensions().vocab_size)
     throw_bad_input("eval.vocab_mismatch",

@@ -9,9 +9,9 @@
 
 namespace qs::run {
 
-Glm5Model::Glm5Model(const Checkpoint& checkpoint)
+Glm5Model::Glm5Model(const Checkpoint& checkpoint, GemmDevice device)
     : checkpoint_(checkpoint),
-      weights_(checkpoint),
+      weights_(checkpoint, device),
       dimensions_(dimensions_from_config(checkpoint.config(),
                                          (checkpoint.directory() / "config.json").string())) {}
 

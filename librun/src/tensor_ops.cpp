@@ -1,11 +1,10 @@
 #include "qs/run/tensor_ops.h"
 
 #include <cblas.h>
+#include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
 #include <cmath>
-
-#include <fmt/format.h>
 
 #include "qs/ckpt/error.h"
 
@@ -20,6 +19,10 @@ std::vector<float> linear(std::span<const float> x, std::uint64_t rows, const Ma
                     {}, weight.module + ".weight");
   std::vector<float> y(rows * weight.rows);
   if (rows == 0) return y;
+  if (weight.device == GemmDevice::Cuda) {
+    cuda_linear(x, rows, weight, y);
+    return y;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
               static_cast<int>(weight.rows), static_cast<int>(weight.cols), 1.0f, x.data(),
               static_cast<int>(weight.cols), weight.values.data(), static_cast<int>(weight.cols),

@@ -36,7 +36,7 @@ Matrix WeightLoader::linear(const std::string& module) const {
   const auto global_scale = scale_2 ? scale_2 : global;
   if (codes && global_scale && scales && codes->info->dtype == DType::U8 &&
       scales->info->dtype == DType::F8_E4M3) {
-    Matrix matrix{module, codes->info->shape[0], codes->info->shape[1] * 2, {}};
+    Matrix matrix{module, device_, codes->info->shape[0], codes->info->shape[1] * 2, {}};
     matrix.values.resize(matrix.rows * matrix.cols);
     const float stored = read_scalar(*global_scale);
     const float s2 = scale_2 ? stored : 1.0f / stored;
@@ -50,7 +50,7 @@ Matrix WeightLoader::linear(const std::string& module) const {
   if (weight && weight->info->shape.size() == 2 &&
       (weight->info->dtype == DType::BF16 || weight->info->dtype == DType::F16 ||
        weight->info->dtype == DType::F32))
-    return {module, weight->info->shape[0], weight->info->shape[1], decode(*weight)};
+    return {module, device_, weight->info->shape[0], weight->info->shape[1], decode(*weight)};
   throw_bad_input("run.missing_tensor",
                   fmt::format("no float or NVFP4 weight stored for Linear {}", module),
                   checkpoint_.directory().string(), module + ".weight");

@@ -16,6 +16,7 @@ namespace qs::run {
 struct CalibrationOptions {
   bool all_experts = false;  // every token through every expert (statistics only)
   bool include_mtp = true;   // the MTP layer's Linears too
+  GemmDevice device = GemmDevice::Cpu;
   std::function<void(std::uint64_t done, std::uint64_t total)> on_progress;
 };
 

@@ -11,6 +11,7 @@
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/run/divergence_statistics.h"
+#include "qs/run/weight_loader.h"
 
 namespace qs::run {
 
@@ -42,6 +43,7 @@ struct EvaluationReport {
 struct EvaluationOptions {
   std::uint64_t decode_prompt = 32;  // prompt length (from the first row) for the decode check
   std::uint64_t decode_steps = 32;   // 0 skips it
+  GemmDevice device = GemmDevice::Cpu;
   std::function<void(const std::string& stage, std::uint64_t done, std::uint64_t total)>
       on_progress;
 };

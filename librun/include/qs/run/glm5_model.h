@@ -51,7 +51,7 @@ struct DecodeCache {
 class Glm5Model {
  public:
   // Reads config.json; throws BadInput (config.* kinds) when it does not describe GLM-5.
-  explicit Glm5Model(const Checkpoint& checkpoint);
+  explicit Glm5Model(const Checkpoint& checkpoint, GemmDevice device = GemmDevice::Cpu);
 
   const Glm5Dimensions& dimensions() const { return dimensions_; }
 

@@ -10,8 +10,12 @@
 
 namespace qs::run {
 
-// y[rows, W.rows] = x[rows, W.cols] · Wᵀ
+// y[rows, W.rows] = x[rows, W.cols] · Wᵀ, on the matrix's device.
 std::vector<float> linear(std::span<const float> x, std::uint64_t rows, const Matrix& weight);
+// The cuBLAS path of linear() (fp32 math, TF32 off); BadInput "cuda.unavailable" in builds
+// without CUDA.
+void cuda_linear(std::span<const float> x, std::uint64_t rows, const Matrix& weight,
+                 std::span<float> y);
 
 // In place, per row of width `weight.size()`: x · rsqrt(mean(x²) + eps) · weight.
 void rms_norm(std::span<float> x, std::span<const float> weight, float eps);

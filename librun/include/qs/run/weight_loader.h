@@ -13,8 +13,12 @@
 
 namespace qs::run {
 
+// Where a matrix is multiplied: OpenBLAS on the CPU, or cuBLAS (fp32, no TF32) on the GPU.
+enum class GemmDevice : std::uint8_t { Cpu, Cuda };
+
 struct Matrix {
-  std::string module;         // where it came from, for errors
+  std::string module;  // where it came from, for errors
+  GemmDevice device = GemmDevice::Cpu;
   std::uint64_t rows = 0;     // out features
   std::uint64_t cols = 0;     // in features
   std::vector<float> values;  // row-major [rows, cols]
@@ -22,7 +26,8 @@ struct Matrix {
 
 class WeightLoader {
  public:
-  explicit WeightLoader(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
+  explicit WeightLoader(const Checkpoint& checkpoint, GemmDevice device = GemmDevice::Cpu)
+      : checkpoint_(checkpoint), device_(device) {}
   // The Linear `module`'s weight [out, in], whatever its storage. Throws BadInput
   // "run.missing_tensor" naming the module when nothing usable is stored.
   Matrix linear(const std::string& module) const;
@@ -31,6 +36,7 @@ class WeightLoader {
 
  private:
   const Checkpoint& checkpoint_;
+  GemmDevice device_;
 };
 
 }  // namespace qs::run
