@@ -8,6 +8,7 @@
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/codecs.h"
+#include "qs/ckpt/safetensors.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/run/glm5_model.h"
 #include "test_support.h"
@@ -130,6 +131,49 @@ TEST_F(Runner, LayerByLayerEqualsAllAtOnceAndTokensAreChecked) {
   EXPECT_EQ(hidden.values, output.final_hidden.values);
   std::vector<std::int32_t> bad = {256, 512};
   EXPECT_EQ(testing::error_kind_of([&] { model_.embed(bad, 1, 2); }), "run.bad_token");
+}
+
+TEST(WeightLoader, DequantizesPackQuantizedInt4WithZeroPoints) {
+  // N = 3 rows, K = 16, group 8, 4-bit asymmetric, packed by hand from the spec (§4.2).
+  testing::ScratchDirectory scratch("pack-quantized");
+  const std::uint64_t rows = 3, cols = 16, groups = 2;
+  std::vector<std::int32_t> q(rows * cols), zero = {-3, 2, 0, 7, -8, 1};  // [rows, groups]
+  for (std::size_t i = 0; i < q.size(); ++i) q[i] = static_cast<std::int32_t>(i % 16) - 8;
+  std::vector<std::uint32_t> packed(rows * 2, 0), zero_packed(1 * groups, 0);
+  for (std::uint64_t n = 0; n < rows; ++n)
+    for (std::uint64_t k = 0; k < cols; ++k)
+      packed[n * 2 + k / 8] |= static_cast<std::uint32_t>(q[n * cols + k] + 8) << (4 * (k % 8));
+  for (std::uint64_t n = 0; n < rows; ++n)
+    for (std::uint64_t g = 0; g < groups; ++g)
+      zero_packed[g] |= static_cast<std::uint32_t>(zero[n * groups + g] + 8) << (4 * n);
+  std::vector<std::uint16_t> scales(rows * groups);
+  for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = f32_to_bf16(0.25f * (i + 1));
+  const std::vector<std::int64_t> shape = {3, 16};
+  const std::string m = "model.layers.0.mlp.down_proj";
+  {
+    SafetensorsWriter writer(scratch.path() / "model.safetensors",
+                             {{m + ".weight_packed", DType::I32, {rows, 2}},
+                              {m + ".weight_scale", DType::BF16, {rows, groups}},
+                              {m + ".weight_shape", DType::I64, {2}},
+                              {m + ".weight_zero_point", DType::I32, {1, groups}}});
+    writer.write(std::as_bytes(std::span(packed)));
+    writer.write(std::as_bytes(std::span(scales)));
+    writer.write(std::as_bytes(std::span(shape)));
+    writer.write(std::as_bytes(std::span(zero_packed)));
+    writer.commit();
+  }
+  const auto checkpoint = Checkpoint::open(scratch.path());
+  const auto matrix = WeightLoader(checkpoint).linear(m);
+  ASSERT_EQ(matrix.rows, rows);
+  ASSERT_EQ(matrix.cols, cols);
+  for (std::uint64_t n = 0; n < rows; ++n)
+    for (std::uint64_t k = 0; k < cols; ++k) {
+      const std::uint64_t g = k / 8;
+      EXPECT_EQ(matrix.values[n * cols + k],
+                static_cast<float>(q[n * cols + k] - zero[n * groups + g]) *
+                    bf16_to_f32(scales[n * groups + g]))
+          << n << " " << k;
+    }
 }
 
 TEST(RunnerCuda, CublasForwardMatchesTheReference) {

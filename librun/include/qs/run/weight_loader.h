@@ -2,7 +2,8 @@
 // Weights for the runner, as f32, from any format quantsmith reads or writes: float tensors
 // (BF16, F16, F32) expand exactly; NVFP4 Linears (modelopt `weight` + `weight_scale` +
 // `weight_scale_2`, or compressed-tensors `weight_packed` + `weight_scale` +
-// `weight_global_scale`) are dequantized on load with libquant's reference decoding.
+// `weight_global_scale`) are dequantized on load with libquant's reference decoding, and
+// compressed-tensors pack-quantized INT2/4/8 (symmetric or with packed zero points) too.
 // Layers are loaded one at a time by the caller, so memory holds one layer, not the model.
 
 #include <cstdint>
