@@ -48,11 +48,7 @@ SubcommandRunner register_calibrate(CLI::App& app) {
     const auto checkpoint = Checkpoint::open(options->model);
     // Never write into the model being read.
     check_output_directory(options->output, {checkpoint.directory()});
-    const auto colon = options->tokens.rfind(':');
-    const bool named = colon != std::string::npos && colon > 0;
-    const auto tokens = run::read_token_batch(
-        named ? options->tokens.substr(0, colon) : options->tokens,
-        named ? options->tokens.substr(colon + 1) : "calib", options->max_rows);
+    const auto tokens = run::read_tokens_argument(options->tokens, "calib", options->max_rows);
     ProgressLine progress("calibrate", 0, 0);
     run::CalibrationOptions calibration;
     calibration.all_experts = options->all_experts;

@@ -25,13 +25,6 @@ struct EvalOptions {
   std::string device = "auto";
 };
 
-// "FILE" or "FILE:TENSOR".
-std::pair<std::string, std::string> split_tokens_argument(const std::string& text) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) return {text, ""};
-  return {text.substr(0, colon), text.substr(colon + 1)};
-}
-
 nlohmann::ordered_json percentiles_json(const run::Percentiles& p) {
   return {{"min", p.min}, {"p01", p.p01},       {"p05", p.p05},    {"p10", p.p10},
           {"p25", p.p25}, {"median", p.median}, {"p75", p.p75},    {"p90", p.p90},
@@ -122,8 +115,7 @@ SubcommandRunner register_eval(CLI::App& app) {
   return [options]() {
     const auto reference = Checkpoint::open(options->reference);
     const auto model = Checkpoint::open(options->model);
-    const auto [file, tensor] = split_tokens_argument(options->tokens);
-    const auto tokens = run::read_token_batch(file, tensor, options->max_rows);
+    const auto tokens = run::read_tokens_argument(options->tokens, "", options->max_rows);
     run::EvaluationOptions evaluation;
     evaluation.decode_steps = options->decode_steps;
     evaluation.device =

@@ -65,11 +65,7 @@ SubcommandRunner register_generate(CLI::App& app) {
     if (options->prompt.empty() == options->tokens.empty())
       throw_bad_input("cli.prompt_or_tokens", "give exactly one of --prompt TEXT or --tokens F");
     if (!options->tokens.empty()) {
-      const auto colon = options->tokens.rfind(':');
-      const bool named = colon != std::string::npos && colon > 0;
-      const auto batch =
-          run::read_token_batch(named ? options->tokens.substr(0, colon) : options->tokens,
-                                named ? options->tokens.substr(colon + 1) : "", 0);
+      const auto batch = run::read_tokens_argument(options->tokens, "", 0);
       if (options->row >= batch.rows)
         throw_bad_input("cli.bad_row", fmt::format("--row {} but the tokens have {} rows",
                                                    options->row, batch.rows));

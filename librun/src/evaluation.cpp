@@ -68,6 +68,14 @@ TokenBatch read_token_batch(const std::filesystem::path& file, const std::string
   return batch;
 }
 
+TokenBatch read_tokens_argument(const std::string& argument, const std::string& default_tensor,
+                                std::uint64_t max_rows) {
+  const auto colon = argument.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    return read_token_batch(argument, default_tensor, max_rows);
+  return read_token_batch(argument.substr(0, colon), argument.substr(colon + 1), max_rows);
+}
+
 EvaluationReport evaluate(const Checkpoint& reference, const Checkpoint& test,
                           const TokenBatch& tokens, const EvaluationOptions& options) {
   const Glm5Model reference_model(reference, options.device), test_model(test, options.device);

@@ -26,6 +26,11 @@ struct TokenBatch {
 TokenBatch read_token_batch(const std::filesystem::path& file, const std::string& name,
                             std::uint64_t max_rows);
 
+// The same from a command-line argument "FILE" or "FILE:TENSOR" (`default_tensor` when no
+// tensor is named; empty means the only tensor, or heldout).
+TokenBatch read_tokens_argument(const std::string& argument, const std::string& default_tensor,
+                                std::uint64_t max_rows);
+
 struct EvaluationReport {
   DivergenceReport divergence;
   // MTP acceptance: the draft's top-1 at i equals the model's own top-1 at i+1.
