@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -24,10 +25,10 @@ extern char** environ;
 namespace qs {
 namespace {
 
+using testing::directory_contents;
 using testing::quoted;
 using testing::run_cli;
 using testing::run_cli_after;
-using testing::directory_contents;
 using testing::ScratchDirectory;
 
 const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
@@ -174,6 +175,47 @@ TEST(QuantizeCli, FullDiskFailsCleanlyAndResumes) {
   EXPECT_EQ(directory_contents(out), directory_contents(scratch.path() / "ref"));
 }
 
+TEST(QuantizeCli, W4A4TakesStaticInputScalesFromCalibration) {
+  ScratchDirectory scratch("quantize-w4a4");
+  const auto stats = scratch.path() / "stats.qs";
+  auto calibrated =
+      run_cli("calibrate " + quoted(kModel) + " --tokens " + quoted(kModel / "tokens.safetensors") +
+              " --max-rows 2 --out " + quoted(stats));
+  ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
+  auto refused = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "x") + " " +
+                         seed001() + " --activations nvfp4");
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("--calib"), std::string::npos) << refused.output;
+  for (const char* format : {"modelopt", "compressed-tensors"}) {
+    const auto out = scratch.path() / format;
+    auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " " + seed001() +
+                          " --activations nvfp4 --calib " + quoted(stats) + " --format " + format);
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    const bool modelopt = std::string(format) == "modelopt";
+    const std::string suffix = modelopt ? ".input_scale" : ".input_global_scale";
+    auto checkpoint = Checkpoint::open(out);
+    // One input scale for every routed expert's gate/up of a layer; down has its own.
+    const auto read = [&](const std::string& name) {
+      const auto location = checkpoint.at(name);
+      float value = 0.0f;
+      std::memcpy(&value, location.shard->read(*location.info).data(), 4);
+      return value;
+    };
+    const float gate = read("model.layers.1.mlp.experts.0.gate_proj" + suffix);
+    EXPECT_GT(gate, 0.0f);
+    for (int e = 0; e < 16; ++e) {
+      EXPECT_EQ(read(fmt::format("model.layers.1.mlp.experts.{}.gate_proj{}", e, suffix)), gate);
+      EXPECT_EQ(read(fmt::format("model.layers.1.mlp.experts.{}.up_proj{}", e, suffix)), gate);
+    }
+    EXPECT_NE(read("model.layers.1.mlp.experts.0.down_proj" + suffix), gate);
+    const auto config = nlohmann::json::parse(read_text_file(out / "config.json"));
+    EXPECT_FALSE(
+        config["quantization_config"]["config_groups"]["group_0"]["input_activations"].is_null());
+    auto validate = run_cli("validate " + quoted(out) + " --ref " + quoted(kModel));
+    EXPECT_EQ(validate.exit_code, 0) << validate.output;
+  }
+}
+
 // Starts the CLI in the background and returns its pid.
 pid_t spawn_cli(const std::vector<std::string>& arguments) {
   std::vector<char*> argv;
@@ -225,8 +267,7 @@ TEST(QuantizeCli, SigkillAtAnyPointThenResumeGivesIdenticalBytes) {
       kill(pid, signal_number);
       waitpid(pid, &status, 0);
       if (signal_number == SIGINT && WIFEXITED(status)) {
-        EXPECT_TRUE(WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 0)
-            << WEXITSTATUS(status);
+        EXPECT_TRUE(WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 0) << WEXITSTATUS(status);
       }
       std::string resume_arguments = "quantize " + quoted(kModel) + " " + quoted(out);
       for (const auto& argument : common)

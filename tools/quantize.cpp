@@ -13,6 +13,7 @@
 #include "cli_support.h"
 #include "progress_line.h"
 #include "qs/ckpt/byte_size.h"
+#include "qs/ckpt/calibration_store.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/executor.h"
@@ -40,6 +41,8 @@ struct QuantizeOptions {
   std::string max_shard_size;
   std::string max_buffer = "256MiB";
   std::string nan_policy = "error";
+  std::string calibration;
+  std::string activations;
 };
 
 // Ctrl-C asks the executor to stop after the shard it is writing; a second Ctrl-C kills.
@@ -96,6 +99,12 @@ Recipe recipe_from(const QuantizeOptions& options) {
                                                         "compressed-tensors)",
                                                         options.format));
     recipe.format = *format;
+  }
+  if (!options.activations.empty()) {
+    if (options.activations != "nvfp4" && options.activations != "none")
+      throw_bad_input("cli.bad_activations",
+                      fmt::format("no activations '{}' (nvfp4, none)", options.activations));
+    recipe.quantize_activations = options.activations == "nvfp4";
   }
   if (!options.scale_method.empty()) {
     recipe.scale_method = options.scale_method;
@@ -253,9 +262,12 @@ int run_quantize(const QuantizeOptions& options) {
   check_output_directory(options.output, {source.directory()});
   const Recipe recipe = recipe_from(options);
   const QuantizerSettings settings = settings_from(options);
-  const auto planned = plan_quantization(source, recipe, [&](const QuantizeRequest& request) {
-    return make_quantize_transform(request, settings);
-  });
+  std::optional<CalibrationStore> calibration;
+  if (!options.calibration.empty()) calibration = CalibrationStore::open(options.calibration);
+  const auto planned = plan_quantization(
+      source, recipe,
+      [&](const QuantizeRequest& request) { return make_quantize_transform(request, settings); },
+      calibration ? &*calibration : nullptr);
   if (options.dry_run) {
     if (options.json)
       fmt::print("{}\n", plan_json(planned, recipe).dump(2));
@@ -355,6 +367,11 @@ SubcommandRunner register_quantize(CLI::App& app) {
                       "output shard size cap, e.g. 5GB (default: the recipe's, else 5GB)");
   command->add_option("--max-buffer", options->max_buffer,
                       "memory for tensors in flight, e.g. 1GiB (default 256MiB)");
+  command->add_option("--calib", options->calibration,
+                      "statistics from quantsmith calibrate (activation ranges for W4A4)");
+  command->add_option("--activations", options->activations,
+                      "nvfp4 (W4A4, static input scales from --calib) or none (W4A16; the "
+                      "default unless the recipe says otherwise)");
   command->add_option("--nan-policy", options->nan_policy,
                       "NaN/Inf in a weight being quantized: error (default) or zero");
   return [options]() { return run_quantize(*options); };

@@ -35,7 +35,8 @@ CalibrationStoreWriter::CalibrationStoreWriter(std::filesystem::path destination
 CalibrationStoreWriter::~CalibrationStoreWriter() = default;
 
 void CalibrationStoreWriter::add(const std::string& module, std::uint64_t in_features,
-                                 std::uint64_t tokens, const std::vector<double>& second_moments) {
+                                 std::uint64_t tokens, const std::vector<double>& second_moments,
+                                 double input_amax) {
   const std::size_t raw = second_moments.size() * sizeof(double);
   std::vector<char> frame(ZSTD_compressBound(raw));
   const std::size_t size =
@@ -44,7 +45,7 @@ void CalibrationStoreWriter::add(const std::string& module, std::uint64_t in_fea
     throw Error(ErrorClass::Internal, "calibration.compress", ZSTD_getErrorName(size),
                 state_->file.destination().string(), module);
   state_->file.write(std::as_bytes(std::span(frame.data(), size)));
-  state_->entries.push_back({module, in_features, tokens, {}, state_->position, size});
+  state_->entries.push_back({module, in_features, tokens, {}, state_->position, size, input_amax});
   state_->position += size;
 }
 
@@ -52,7 +53,8 @@ void CalibrationStoreWriter::add_shared(const std::string& module, const std::st
                                         std::uint64_t tokens) {
   for (const auto& entry : state_->entries)
     if (entry.module == holder) {
-      state_->entries.push_back({module, entry.in_features, tokens, holder, 0, 0});
+      state_->entries.push_back(
+          {module, entry.in_features, tokens, holder, 0, 0, entry.input_amax});
       return;
     }
   throw Error(ErrorClass::Internal, "calibration.no_holder", "shared entry before its holder", {},
@@ -79,7 +81,8 @@ void CalibrationStoreWriter::commit() {
                        {"tokens", entry.tokens},
                        {"shared_with", entry.shared_with},
                        {"offset", entry.offset},
-                       {"compressed_bytes", entry.compressed_bytes}});
+                       {"compressed_bytes", entry.compressed_bytes},
+                       {"input_amax", entry.input_amax}});
   auto& routing = index["routing"] = nlohmann::json::object();
   for (const auto& [layer, counts] : state_->routing) routing[std::to_string(layer)] = counts;
   const std::string text = index.dump();
@@ -115,7 +118,7 @@ CalibrationStore CalibrationStore::open(const std::filesystem::path& path) {
     for (const auto& entry : index.at("entries"))
       store.entries_.push_back({entry.at("module"), entry.at("in_features"), entry.at("tokens"),
                                 entry.at("shared_with"), entry.at("offset"),
-                                entry.at("compressed_bytes")});
+                                entry.at("compressed_bytes"), entry.value("input_amax", 0.0)});
     for (const auto& [layer, counts] : index.at("routing").items())
       store.routing_[std::stoull(layer)] = counts.get<std::vector<std::uint64_t>>();
   } catch (const nlohmann::json::exception& error) {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -70,18 +71,56 @@ void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
 }  // namespace
 
 std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint64_t rows,
-                                           std::uint64_t cols, OutputFormat format) {
+                                           std::uint64_t cols, OutputFormat format,
+                                           bool activations) {
   const bool modelopt = format == OutputFormat::Modelopt;
-  return {
+  std::vector<TensorSpec> specs = {
       {module + (modelopt ? ".weight" : ".weight_packed"), DType::U8, {rows, cols / 2}},
       {module + ".weight_scale", DType::F8_E4M3, {rows, cols / kNvfp4BlockSize}},
       modelopt ? TensorSpec{module + ".weight_scale_2", DType::F32, {}}
                : TensorSpec{module + ".weight_global_scale", DType::F32, {1}},
   };
+  if (activations)
+    specs.push_back(modelopt ? TensorSpec{module + ".input_scale", DType::F32, {}}
+                             : TensorSpec{module + ".input_global_scale", DType::F32, {1}});
+  return specs;
 }
 
+namespace {
+
+// The input amax an NVFP4 module's activations are scaled from (see plan_quantization).
+float input_amax_for(const std::string& module, const CalibrationStore& calibration) {
+  const auto parsed = parse_tensor_name(module + ".weight");
+  if (parsed.expert) {
+    // Every expert of the layer with the same projection input: gate/up share one, down its own.
+    const bool down = parsed.role == TensorRole::ExpertDown;
+    const std::string prefix = module.substr(0, module.rfind(".experts.") + 9);
+    double amax = 0.0;
+    for (const auto& entry : calibration.entries()) {
+      if (!entry.module.starts_with(prefix)) continue;
+      const bool entry_down = entry.module.ends_with(".down_proj");
+      const bool entry_gate_up =
+          entry.module.ends_with(".gate_proj") || entry.module.ends_with(".up_proj");
+      if ((down && entry_down) || (!down && entry_gate_up)) amax = std::max(amax, entry.input_amax);
+    }
+    if (amax > 0.0) return static_cast<float>(amax);
+  } else if (const auto* entry = calibration.find(module); entry && entry->input_amax > 0.0) {
+    return static_cast<float>(entry->input_amax);
+  }
+  throw_bad_input("calibration.missing_module",
+                  "no activation statistics for this module; calibrate the same model", {}, module);
+}
+
+}  // namespace
+
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
-                               const QuantizeTransformFactory& make_quantizer) {
+                               const QuantizeTransformFactory& make_quantizer,
+                               const CalibrationStore* calibration) {
+  if (recipe.quantize_activations && !calibration)
+    throw_bad_input("plan.needs_calibration",
+                    "NVFP4 activations (W4A4) need calibrated input ranges: run quantsmith "
+                    "calibrate and pass --calib STATS",
+                    recipe.source);
   const auto layout = model_layout_from_config(source.config());
   if (!layout)
     throw_bad_input("config.missing_key",
@@ -160,18 +199,24 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
     item.scheme = recipe_action_name(decision.action);
     item.decided_by = decision.rule;
     if (is_quantizing(decision.action)) {
+      std::vector<float> input_amax;
       for (const auto& member : members) {
         consumed.insert(member.info->name);
         item.sources.push_back(source_ref(member));
         const auto module = parse_tensor_name(member.info->name).module_path;
         for (auto& spec : nvfp4_output_specs(module, member.info->shape[0], member.info->shape[1],
-                                             recipe.format))
+                                             recipe.format, recipe.quantize_activations))
           item.outputs.push_back(std::move(spec));
         result.model.nvfp4_modules.push_back(module);
+        if (recipe.quantize_activations) input_amax.push_back(input_amax_for(module, *calibration));
       }
+      // Engines fuse the members into one GEMM with one input scale: the group's max.
+      if (!input_amax.empty())
+        input_amax.assign(input_amax.size(),
+                          *std::max_element(input_amax.begin(), input_amax.end()));
       if (!decision.scale_method.empty()) item.scheme += "/" + decision.scale_method;
-      item.transform =
-          make_quantizer({decision.action, recipe.format, decision.scale_method, members.size()});
+      item.transform = make_quantizer({decision.action, recipe.format, decision.scale_method,
+                                       members.size(), std::move(input_amax)});
     } else {
       consumed.insert(name);
       item.sources.push_back(source_ref(location));
@@ -185,6 +230,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
     result.plan.items.push_back(std::move(item));
   }
   result.model.kv_cache_quant_algo = recipe.kv_cache;
+  result.model.activations_quantized = recipe.quantize_activations;
   return result;
 }
 

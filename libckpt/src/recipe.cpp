@@ -28,7 +28,7 @@ constexpr std::array kFormatNames{
 };
 
 constexpr std::array kRecipeKeys{"description", "format",         "parameters", "rules",
-                                 "defaults",    "max_shard_size", "kv_cache"};
+                                 "defaults",    "max_shard_size", "kv_cache",   "activations"};
 constexpr std::array kRuleKeys{"name",   "category", "role",   "module",
                                "layers", "mtp",      "action", "scale_method"};
 constexpr std::array kDefaultKeys{"scale_method"};
@@ -321,6 +321,12 @@ Recipe parse_recipe(std::string_view yaml_text, const std::string& source,
       if (text != "fp8" && text != "none")
         reader.fail("recipe.invalid", "kv_cache must be fp8 or none");
       if (text == "fp8") recipe.kv_cache = "FP8";
+    }
+    if (const auto activations = root["activations"]) {
+      const auto text = reader.scalar(activations, "activations");
+      if (text != "nvfp4" && text != "none")
+        reader.fail("recipe.invalid", "activations must be nvfp4 (W4A4) or none (W4A16)");
+      recipe.quantize_activations = text == "nvfp4";
     }
     if (const auto defaults = root["defaults"]) {
       reader.check_keys(defaults, kDefaultKeys, "defaults");

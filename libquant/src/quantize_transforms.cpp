@@ -21,17 +21,23 @@ namespace {
 class Nvfp4Transform final : public Transform {
  public:
   Nvfp4Transform(OutputFormat format, fp4::ScaleMethod method, NanPolicy nan_policy,
-                 fp4::Backend backend)
-      : format_(format), method_(method), nan_policy_(nan_policy), backend_(backend) {}
+                 fp4::Backend backend, std::vector<float> input_amax)
+      : format_(format),
+        method_(method),
+        nan_policy_(nan_policy),
+        backend_(backend),
+        input_amax_(std::move(input_amax)) {}
 
   std::string describe() const override {
-    return fmt::format("nvfp4({}, {})", fp4::scale_method_name(method_),
-                       output_format_name(format_));
+    std::string activations;
+    for (float amax : input_amax_) activations += fmt::format(", input amax {}", amax);
+    return fmt::format("nvfp4({}, {}{})", fp4::scale_method_name(method_),
+                       output_format_name(format_), activations);
   }
 
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
                                  std::span<const std::span<std::byte>> outputs) const override {
-    constexpr std::size_t kOutputsPerMember = 3;
+    const std::size_t kOutputsPerMember = input_amax_.empty() ? 3 : 4;
     if (outputs.size() != sources.size() * kOutputsPerMember)
       throw Error(ErrorClass::Internal, "nvfp4.outputs", "wrong number of output tensors");
     std::vector<std::vector<float>> zeroed(sources.size());
@@ -66,6 +72,14 @@ class Nvfp4Transform final : public Transform {
                          {reinterpret_cast<std::uint8_t*>(scales.data()), scales.size()}},
                         backend_);
       std::memcpy(global.data(), &stored_global, sizeof(float));
+      if (!input_amax_.empty()) {
+        // modelopt stores the multiplier amax/(6·448), compressed-tensors its reciprocal.
+        const float amax = input_amax_[m];
+        const float input_scale = format_ == OutputFormat::Modelopt
+                                      ? amax / (fp4::kE2M1Max * fp4::kE4M3Max)
+                                      : (fp4::kE2M1Max * fp4::kE4M3Max) / amax;
+        std::memcpy(outputs[kOutputsPerMember * m + 3].data(), &input_scale, sizeof(float));
+      }
       quality.push_back(
           {sources[m].info->name, energy.signal, energy.error, sources[m].info->element_count()});
     }
@@ -87,6 +101,7 @@ class Nvfp4Transform final : public Transform {
   fp4::ScaleMethod method_;
   NanPolicy nan_policy_;
   fp4::Backend backend_;
+  std::vector<float> input_amax_;
 };
 
 fp4::Backend backend_for(ComputeDevice device) {
@@ -120,7 +135,7 @@ std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& 
                     fmt::format("no NVFP4 scale method '{}' (max, mse, fp8-sweep, joint)",
                                 request.scale_method));
   return std::make_shared<Nvfp4Transform>(request.format, *method, settings.nan_policy,
-                                          backend_for(settings.device));
+                                          backend_for(settings.device), request.input_amax);
 }
 
 }  // namespace qs

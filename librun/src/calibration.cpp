@@ -3,6 +3,8 @@
 #include <cblas.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "qs/ckpt/calibration_store.h"
@@ -14,6 +16,7 @@ namespace {
 struct SecondMoments {
   std::uint64_t in_features = 0;
   std::uint64_t tokens = 0;
+  double amax = 0.0;         // max |x|
   std::vector<double> sums;  // upper triangle filled by dsyrk, mirrored on write
 };
 
@@ -41,7 +44,7 @@ class Collector final : public LinearObserver {
       const std::uint64_t k = moments.in_features;
       for (std::uint64_t i = 0; i < k; ++i)
         for (std::uint64_t j = 0; j < i; ++j) moments.sums[i * k + j] = moments.sums[j * k + i];
-      writer.add(module, k, moments.tokens, moments.sums);
+      writer.add(module, k, moments.tokens, moments.sums, moments.amax);
       ++summary.stored_matrices;
       ++summary.modules;
     }
@@ -68,6 +71,7 @@ class Collector final : public LinearObserver {
       moments.sums.assign(cols * cols, 0.0);
     }
     std::vector<double> widened(inputs.begin(), inputs.begin() + rows * cols);
+    for (double value : widened) moments.amax = std::max(moments.amax, std::fabs(value));
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(cols),
                 static_cast<int>(rows), 1.0, widened.data(), static_cast<int>(cols), 1.0,
                 moments.sums.data(), static_cast<int>(cols));

@@ -31,6 +31,7 @@ struct CalibrationEntry {
   std::string shared_with;        // another entry holding the matrix, or empty
   std::uint64_t offset = 0;       // of its zstd frame (when it holds one)
   std::uint64_t compressed_bytes = 0;
+  double input_amax = 0.0;  // max |x| over the inputs (NVFP4 activation scales)
 };
 
 struct CalibrationInfo {
@@ -48,7 +49,7 @@ class CalibrationStoreWriter {
   CalibrationStoreWriter& operator=(const CalibrationStoreWriter&) = delete;
   // `second_moments` is K·K.
   void add(const std::string& module, std::uint64_t in_features, std::uint64_t tokens,
-           const std::vector<double>& second_moments);
+           const std::vector<double>& second_moments, double input_amax = 0.0);
   // An entry whose matrix is `holder`'s (added before).
   void add_shared(const std::string& module, const std::string& holder, std::uint64_t tokens);
   void set_routing(std::uint64_t layer, std::vector<std::uint64_t> expert_counts);

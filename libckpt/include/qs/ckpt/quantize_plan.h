@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/calibration_store.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/plan.h"
 #include "qs/ckpt/quantization_config.h"
@@ -28,6 +29,8 @@ struct QuantizeRequest {
   OutputFormat format = OutputFormat::Modelopt;
   std::string scale_method;
   std::size_t member_count = 1;
+  // W4A4: the calibrated input amax each member's activations scale from; empty for W4A16.
+  std::vector<float> input_amax;
 };
 using QuantizeTransformFactory =
     std::function<std::shared_ptr<const Transform>(const QuantizeRequest&)>;
@@ -48,13 +51,20 @@ struct QuantizePlan {
 
 // The tensors an NVFP4 Linear `module` with weight shape [rows, cols] becomes.
 //  modelopt:           weight U8 [rows, cols/2], weight_scale F8_E4M3 [rows, cols/16],
-//                      weight_scale_2 F32 []
+//                      weight_scale_2 F32 [], and input_scale F32 [] with activations
 //  compressed-tensors: weight_packed U8 [rows, cols/2], weight_scale F8_E4M3
-//                      [rows, cols/16], weight_global_scale F32 [1]
+//                      [rows, cols/16], weight_global_scale F32 [1], and input_global_scale
+//                      F32 [1] with activations
 std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint64_t rows,
-                                           std::uint64_t cols, OutputFormat format);
+                                           std::uint64_t cols, OutputFormat format,
+                                           bool activations = false);
 
+// `calibration` supplies activation ranges; a recipe with `activations: nvfp4` needs it
+// ("plan.needs_calibration"). All routed experts of a layer share one input amax per
+// projection (gate/up, down), the max over those calibrated, as engines use one input scale
+// for them; a non-expert module without statistics is "calibration.missing_module".
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
-                               const QuantizeTransformFactory& make_quantizer);
+                               const QuantizeTransformFactory& make_quantizer,
+                               const CalibrationStore* calibration = nullptr);
 
 }  // namespace qs

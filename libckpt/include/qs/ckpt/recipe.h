@@ -93,6 +93,8 @@ struct Recipe {
   std::string scale_method = "max";
   std::optional<std::uint64_t> max_shard_bytes;
   std::optional<std::string> kv_cache;  // modelopt kv_cache_quant_algo ("FP8") or none
+  // W4A4: NVFP4 activations too, with static input scales from calibration statistics.
+  bool quantize_activations = false;
   std::vector<RecipeRule> rules;
 };
 
