@@ -154,6 +154,24 @@ void convert_f32_to_e2m1_packed(std::span<const float> in, std::span<std::uint8_
     destination[pairs] = pack_e2m1_pair(f32_to_e2m1(source[in.size() - 1]), 0);
 }
 
+void encode_from_f32(DType dtype, std::span<const float> values, std::span<std::byte> bytes) {
+  const std::uint32_t width = dtype == DType::F32 ? 4 : 2;
+  if (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F16)
+    throw Error(ErrorClass::Internal, "codecs.encode_dtype",
+                std::string("cannot encode f32 values as ") + std::string(dtype_name(dtype)));
+  if (bytes.size() != values.size() * width)
+    throw_size_mismatch("f32 → stored", bytes.size(), values.size() * width);
+  if (dtype == DType::F32) {
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    return;
+  }
+  std::span<std::uint16_t> codes(reinterpret_cast<std::uint16_t*>(bytes.data()), values.size());
+  if (dtype == DType::BF16)
+    convert_f32_to_bf16(values, codes);
+  else
+    convert_f32_to_f16(values, codes);
+}
+
 void decode_to_f32(DType dtype, std::span<const std::byte> bytes, std::span<float> out) {
   const auto as_value = [](auto element) { return static_cast<float>(element); };
   switch (dtype) {

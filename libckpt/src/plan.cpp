@@ -96,20 +96,7 @@ class CastTransform final : public Transform {
           {}, source.info->name);
     std::vector<float> values(source.info->element_count());
     decode_to_f32(source.info->dtype, source.bytes, values);
-    std::byte* out = outputs[0].data();
-    switch (target_) {
-      case DType::F32:
-        std::memcpy(out, values.data(), values.size() * sizeof(float));
-        break;
-      case DType::BF16:
-        convert_f32_to_bf16(values, {reinterpret_cast<std::uint16_t*>(out), values.size()});
-        break;
-      case DType::F16:
-        convert_f32_to_f16(values, {reinterpret_cast<std::uint16_t*>(out), values.size()});
-        break;
-      default:
-        throw Error(ErrorClass::Internal, "plan.cast_target", "unsupported cast target");
-    }
+    encode_from_f32(target_, values, outputs[0]);
     return {};
   }
 

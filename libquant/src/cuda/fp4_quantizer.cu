@@ -7,28 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "device_buffer.h"
 #include "qs/ckpt/error.h"
 #include "qs/quant/fp4_quantizer.h"
 
 namespace qs::fp4::detail {
 namespace {
 
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess)
-    throw Error(ErrorClass::Internal, "cuda.failure",
-                std::string(what) + ": " + cudaGetErrorString(status));
-}
-
-template <typename T>
-struct DeviceBuffer {
-  T* data = nullptr;
-  explicit DeviceBuffer(std::size_t count) {
-    check(cudaMalloc(reinterpret_cast<void**>(&data), count * sizeof(T) + 1), "cudaMalloc");
-  }
-  ~DeviceBuffer() { cudaFree(data); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
+using cuda::check;
+using cuda::DeviceBuffer;
 
 __device__ float decode_element(const unsigned char* bytes, DType dtype, std::uint64_t index) {
   if (dtype == DType::F32) return reinterpret_cast<const float*>(bytes)[index];

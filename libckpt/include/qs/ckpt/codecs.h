@@ -350,4 +350,8 @@ void convert_f32_to_e2m1_packed(std::span<const float> in, std::span<std::uint8_
 // qs::Error(BadInput, "codecs.unsupported_dtype"): their packing is not defined anywhere we read.
 void decode_to_f32(DType dtype, std::span<const std::byte> bytes, std::span<float> out);
 
+// Encodes f32 values as F32, BF16 or F16 (round to nearest even) into `bytes`, which must hold
+// exactly `values.size()` elements; other dtypes throw qs::Error(Internal, "codecs.encode_dtype").
+void encode_from_f32(DType dtype, std::span<const float> values, std::span<std::byte> bytes);
+
 }  // namespace qs

@@ -2,6 +2,7 @@
 
 #include "qs/ckpt/error.h"
 #include "qs/quant/fp4_quantizer.h"
+#include "qs/quant/int_quantizer.h"
 
 namespace qs::fp4::detail {
 
@@ -10,3 +11,11 @@ ErrorEnergy quantize_cuda(const WeightView&, float, ScaleMethod, Fp4Buffers) {
 }
 
 }  // namespace qs::fp4::detail
+
+namespace qs::intq::detail {
+
+ErrorEnergy quantize_cuda(const WeightView&, const IntScheme&, IntQuantized&) {
+  throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
+}
+
+}  // namespace qs::intq::detail
