@@ -8,3 +8,8 @@ find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
+
+# OpenBLAS by name: Debian's default libblas is the slow reference BLAS (DESIGN.md). Its
+# LAPACK symbols (potrf, trtri) serve GPTQ.
+find_library(QS_OPENBLAS openblas REQUIRED)
+find_path(QS_OPENBLAS_INCLUDE cblas.h PATH_SUFFIXES openblas-pthread openblas REQUIRED)

@@ -64,13 +64,95 @@ nlohmann::json nvfp4_compressed_tensors_weights() {
           {"type", "float"}};
 }
 
-void check_vllm_resolution(const QuantizedModel& model, const nlohmann::json& block) {
+// compressed-tensors QuantizationArgs for integer weights (pack-quantized, §2.3, §4.2).
+nlohmann::json integer_compressed_tensors_weights(const IntegerModules& group) {
+  const auto& options = group.options;
+  const bool channel = options.group_size == kChannelGroup;
+  return {{"actorder", group.gptq && options.act_order && !channel ? nlohmann::json("weight")
+                                                                   : nlohmann::json(nullptr)},
+          {"block_structure", nullptr},
+          {"dynamic", false},
+          {"group_size", channel ? nlohmann::json(nullptr) : nlohmann::json(options.group_size)},
+          {"num_bits", options.bits},
+          {"observer", options.observer},
+          {"observer_kwargs", nlohmann::json::object()},
+          {"strategy", channel ? "channel" : "group"},
+          {"symmetric", options.symmetric},
+          {"type", "int"}};
+}
+
+// One config group's modules and scheme, before targets are chosen.
+struct SchemeGroup {
+  std::vector<std::string> modules;
+  nlohmann::json scheme;  // format, weights, input/output activations
+};
+
+std::vector<std::string> all_quantized_modules(const QuantizedModel& model) {
+  std::vector<std::string> modules = model.nvfp4_modules;
+  for (const auto& group : model.integer_groups)
+    modules.insert(modules.end(), group.modules.begin(), group.modules.end());
+  return modules;
+}
+
+// The names a module must be matched under: as checkpoints name it (compressed-tensors and
+// transformers match those), and as vLLM builds it (fused names; for routed experts, every
+// expert's projections, as vLLM consults expert 0's).
+std::vector<std::string> matched_names(const std::string& module) {
+  const auto parsed = parse_tensor_name(module + ".weight");
+  if (parsed.expert) {
+    const auto prefix = experts_prefix_of(module);
+    const auto projection = module.substr(module.rfind('.') + 1);
+    return {escape_regex(prefix) + "\\.\\d+\\." + escape_regex(projection)};
+  }
+  std::vector<std::string> names{escape_regex(module)};
+  if (const auto vllm = vllm_quantized_module(parsed); vllm && vllm->name != module)
+    names.push_back(escape_regex(vllm->name));
+  return names;
+}
+
+// Anchored regexes covering exactly `modules` (and their vLLM names): one per distinct set
+// of layers, "re:^model\.layers\.(3|4)\.(self_attn\.q_a_proj|...)$".
+std::vector<std::string> regex_targets(const std::vector<std::string>& modules) {
+  static const std::string kLayers = "model\\.layers\\.";
+  std::map<std::string, std::set<std::string>> layers_of_rest;  // escaped rest → layer numbers
+  std::vector<std::string> loose;                                 // outside any layer
+  for (const auto& module : modules)
+    for (const auto& name : matched_names(module)) {
+      if (!name.starts_with(kLayers)) {
+        loose.push_back("re:^" + name + "$");
+        continue;
+      }
+      const auto dot = name.find("\\.", kLayers.size());
+      layers_of_rest[name.substr(dot + 2)].insert(name.substr(kLayers.size(), dot - kLayers.size()));
+    }
+  std::map<std::set<std::string>, std::vector<std::string>> rests_of_layers;
+  for (const auto& [rest, layers] : layers_of_rest) rests_of_layers[layers].push_back(rest);
   std::vector<std::string> targets;
-  for (const auto& [name, group] : block["config_groups"].items())
-    for (const auto& target : group["targets"]) targets.push_back(target.get<std::string>());
+  for (const auto& [layers, rests] : rests_of_layers)
+    targets.push_back(fmt::format("re:^{}({})\\.({})$", kLayers, fmt::join(layers, "|"),
+                                  fmt::join(rests, "|")));
+  std::sort(loose.begin(), loose.end());
+  loose.erase(std::unique(loose.begin(), loose.end()), loose.end());
+  targets.insert(targets.end(), loose.begin(), loose.end());
+  return targets;
+}
+
+void check_vllm_resolution(const QuantizedModel& model, const nlohmann::json& block,
+                           const std::vector<SchemeGroup>& groups) {
+  std::vector<std::string> targets;
+  std::vector<std::size_t> group_of_target;
+  std::size_t index = 0;
+  for (const auto& [name, group] : block["config_groups"].items()) {
+    for (const auto& target : group["targets"]) {
+      targets.push_back(target.get<std::string>());
+      group_of_target.push_back(index);
+    }
+    ++index;
+  }
   std::vector<std::string> ignore = block["ignore"].get<std::vector<std::string>>();
   VllmTargetMatcher matcher(targets, ignore);
-  auto check = [&](const std::string& module, VllmDecision expected) {
+  auto check = [&](const std::string& module, VllmDecision expected,
+                   std::optional<std::size_t> group) {
     const auto parsed = parse_tensor_name(module + ".weight");
     const auto vllm_module = vllm_quantized_module(parsed);
     if (!vllm_module) return;
@@ -80,9 +162,19 @@ void check_vllm_resolution(const QuantizedModel& model, const nlohmann::json& bl
                   fmt::format("vLLM would resolve {} ({}) as {}, but the checkpoint has it {}",
                               vllm_module->name, module, vllm_decision_name(resolution.decision),
                               vllm_decision_name(expected)));
+    std::vector<std::optional<std::size_t>> chosen = resolution.shard_targets;
+    chosen.push_back(resolution.target);
+    for (const auto& target : chosen)
+      if (group && target && group_of_target[*target] != *group)
+        throw Error(ErrorClass::Internal, "config.vllm_mismatch",
+                    fmt::format("vLLM would give {} ({}) the scheme of config group {}, but it "
+                                "is stored in that of group {}",
+                                vllm_module->name, module, group_of_target[*target], *group));
   };
-  for (const auto& module : model.nvfp4_modules) check(module, VllmDecision::Targeted);
-  for (const auto& module : model.unquantized_linears) check(module, VllmDecision::Ignored);
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    for (const auto& module : groups[g].modules) check(module, VllmDecision::Targeted, g);
+  for (const auto& module : model.unquantized_linears)
+    check(module, VllmDecision::Ignored, std::nullopt);
 }
 
 }  // namespace
@@ -90,7 +182,7 @@ void check_vllm_resolution(const QuantizedModel& model, const nlohmann::json& bl
 std::vector<std::string> unquantized_module_entries(
     const QuantizedModel& model, std::vector<std::string> (*expert_entries)(const std::string&)) {
   std::set<std::string> prefixes_with_quantized_experts;
-  for (const auto& module : model.nvfp4_modules)
+  for (const auto& module : all_quantized_modules(model))
     if (parse_tensor_name(module + ".weight").expert)
       prefixes_with_quantized_experts.insert(experts_prefix_of(module));
   std::vector<std::string> entries;
@@ -143,20 +235,43 @@ nlohmann::json modelopt_config_block(const QuantizedModel& model) {
 }
 
 nlohmann::json compressed_tensors_config_block(const QuantizedModel& model) {
-  nlohmann::json group;
-  group["format"] = "nvfp4-pack-quantized";
-  group["input_activations"] = nullptr;
-  if (model.activations_quantized) {
-    auto activations = nvfp4_compressed_tensors_weights();
-    activations["dynamic"] = "local";
-    group["input_activations"] = std::move(activations);
+  std::vector<SchemeGroup> groups;
+  if (!model.nvfp4_modules.empty()) {
+    nlohmann::json scheme;
+    scheme["format"] = "nvfp4-pack-quantized";
+    scheme["input_activations"] = nullptr;
+    if (model.activations_quantized) {
+      auto activations = nvfp4_compressed_tensors_weights();
+      activations["dynamic"] = "local";
+      scheme["input_activations"] = std::move(activations);
+    }
+    scheme["output_activations"] = nullptr;
+    scheme["weights"] = nvfp4_compressed_tensors_weights();
+    groups.push_back({model.nvfp4_modules, std::move(scheme)});
   }
-  group["output_activations"] = nullptr;
-  group["targets"] = {"Linear"};
-  group["weights"] = nvfp4_compressed_tensors_weights();
+  for (const auto& integer : model.integer_groups)
+    groups.push_back({integer.modules,
+                      {{"format", "pack-quantized"},
+                       {"input_activations", nullptr},
+                       {"output_activations", nullptr},
+                       {"weights", integer_compressed_tensors_weights(integer)}}});
+  // The largest group takes the class target "Linear" (vLLM tries names and regexes of every
+  // group before class names, so the others' regexes win for their modules).
+  std::size_t largest = 0;
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    if (groups[g].modules.size() > groups[largest].modules.size()) largest = g;
+  nlohmann::json config_groups = nlohmann::json::object();
+  std::set<std::string> formats;
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    nlohmann::json group = groups[g].scheme;
+    group["targets"] = g == largest ? std::vector<std::string>{"Linear"}
+                                    : regex_targets(groups[g].modules);
+    formats.insert(group["format"].get<std::string>());
+    config_groups[fmt::format("group_{}", g)] = std::move(group);
+  }
   nlohmann::json block;
-  block["config_groups"] = {{"group_0", std::move(group)}};
-  block["format"] = "nvfp4-pack-quantized";
+  block["config_groups"] = std::move(config_groups);
+  block["format"] = formats.size() == 1 ? *formats.begin() : std::string("mixed-precision");
   block["global_compression_ratio"] = nullptr;
   block["ignore"] = unquantized_module_entries(model, compressed_tensors_expert_entries);
   block["kv_cache_scheme"] = nullptr;
@@ -165,7 +280,7 @@ nlohmann::json compressed_tensors_config_block(const QuantizedModel& model) {
   block["sparsity_config"] = nlohmann::json::object();
   block["transform_config"] = nlohmann::json::object();
   block["version"] = "0.12.2";
-  check_vllm_resolution(model, block);
+  check_vllm_resolution(model, block, groups);
   return block;
 }
 

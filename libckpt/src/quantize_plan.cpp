@@ -43,24 +43,41 @@ TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info, co
   for (const RecipeRule& rule : recipe.rules) {
     if (!rule.matches(parsed, layout)) continue;
     if (is_quantizing(rule.action) && !quantizable_linear_weight(parsed, info)) continue;
-    TensorDecision decision{info.name, rule.action, {}, rule.name};
-    if (is_quantizing(rule.action))
+    TensorDecision decision{info.name, rule.action, {}, {}, rule.name};
+    if (rule.action == RecipeAction::Nvfp4)
       decision.scale_method = rule.scale_method.empty() ? recipe.scale_method : rule.scale_method;
+    if (is_integer(rule.action)) decision.integer = rule.integer;
     return decision;
   }
-  return {info.name, RecipeAction::Keep, {}, kNoRule};
+  return {info.name, RecipeAction::Keep, {}, {}, kNoRule};
 }
 
 void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
-                       const TensorLocation& location) {
+                       const TensorLocation& location, OutputFormat format) {
   const std::string file = location.shard->path().string();
+  if (is_integer(decision.action)) {
+    if (format != OutputFormat::CompressedTensors)
+      throw_bad_input("plan.unsupported_format",
+                      fmt::format("rule '{}' quantizes it to integers, which are written as "
+                                  "compressed-tensors pack-quantized; use format: "
+                                  "compressed-tensors (or --format compressed-tensors)",
+                                  decision.rule),
+                      file, info.name);
+    const auto group = decision.integer.group_size;
+    if (group != kChannelGroup && info.shape[1] % static_cast<std::uint64_t>(group) != 0)
+      throw_bad_input("plan.group_size",
+                      fmt::format("rule '{}' quantizes it with group size {}, but its in-features "
+                                  "{} are not a multiple of it",
+                                  decision.rule, group, info.shape[1]),
+                      file, info.name);
+  }
   if (!is_float_weight(info.dtype))
     throw_bad_input("plan.unsupported_dtype",
                     fmt::format("rule '{}' quantizes it, but its dtype is {} (needs BF16, F16 "
                                 "or F32)",
                                 decision.rule, dtype_name(info.dtype)),
                     file, info.name);
-  if (info.shape[1] % kNvfp4BlockSize != 0)
+  if (decision.action == RecipeAction::Nvfp4 && info.shape[1] % kNvfp4BlockSize != 0)
     throw_bad_input("plan.group_size",
                     fmt::format("rule '{}' quantizes it to NVFP4, but its in-features {} are not "
                                 "a multiple of {}",
@@ -86,7 +103,65 @@ std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint6
   return specs;
 }
 
+std::vector<TensorSpec> integer_output_specs(const std::string& module, std::uint64_t rows,
+                                             std::uint64_t cols, DType weight_dtype,
+                                             const IntegerOptions& options) {
+  const auto bits = static_cast<std::uint64_t>(options.bits);
+  const std::uint64_t groups =
+      options.group_size == kChannelGroup ? 1 : cols / static_cast<std::uint64_t>(options.group_size);
+  std::vector<TensorSpec> specs = {
+      {module + ".weight_packed", DType::I32, {rows, (cols * bits + 31) / 32}},
+      {module + ".weight_scale", weight_dtype, {rows, groups}},
+      {module + ".weight_shape", DType::I64, {2}},
+  };
+  if (!options.symmetric)
+    specs.push_back({module + ".weight_zero_point", DType::I32, {(rows * bits + 31) / 32, groups}});
+  return specs;
+}
+
+std::string scheme_label(const TensorDecision& decision) {
+  switch (decision.action) {
+    case RecipeAction::Nvfp4:
+      return "nvfp4/" + decision.scale_method;
+    case RecipeAction::Int:
+      return decision.integer.label() +
+             (decision.integer.observer == "minmax" ? "" : "/" + decision.integer.observer);
+    case RecipeAction::Gptq:
+      return "gptq/" + decision.integer.label();
+    default:
+      return recipe_action_name(decision.action);
+  }
+}
+
 namespace {
+
+// GPTQ needs every member's Hessian, of the member's width. Routed experts the router never
+// picked have no statistics under routed calibration; GPTQ rounds them to nearest (counted).
+void check_hessian_available(const std::string& module, const TensorLocation& location,
+                             const CalibrationStore& calibration) {
+  const auto* entry = calibration.find(module);
+  if (!entry) {
+    if (parse_tensor_name(module + ".weight").expert) return;
+    throw_bad_input("calibration.missing_module",
+                    "no calibration statistics for this module; calibrate the same model",
+                    location.shard->path().string(), location.info->name);
+  }
+  if (entry->in_features != location.info->shape[1])
+    throw_bad_input("calibration.shape_mismatch",
+                    fmt::format("the statistics are for {} in-features, the weight has {}; were "
+                                "they calibrated on another model?",
+                                entry->in_features, location.info->shape[1]),
+                    location.shard->path().string(), location.info->name);
+}
+
+// The config group of an integer decision: one per distinct numerics.
+IntegerModules& integer_group(QuantizedModel& model, const TensorDecision& decision) {
+  const bool gptq = decision.action == RecipeAction::Gptq;
+  for (auto& group : model.integer_groups)
+    if (group.options == decision.integer && group.gptq == gptq) return group;
+  model.integer_groups.push_back({decision.integer, gptq, {}});
+  return model.integer_groups.back();
+}
 
 // The input amax an NVFP4 module's activations are scaled from (see plan_quantization).
 float input_amax_for(const std::string& module, const CalibrationStore& calibration) {
@@ -116,6 +191,14 @@ float input_amax_for(const std::string& module, const CalibrationStore& calibrat
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                const QuantizeTransformFactory& make_quantizer,
                                const CalibrationStore* calibration) {
+  const bool needs_hessians =
+      std::any_of(recipe.rules.begin(), recipe.rules.end(),
+                  [](const RecipeRule& rule) { return rule.action == RecipeAction::Gptq; });
+  if (needs_hessians && !calibration)
+    throw_bad_input("plan.needs_calibration",
+                    "GPTQ needs calibration statistics: run quantsmith calibrate and pass "
+                    "--calib STATS",
+                    recipe.source);
   if (recipe.quantize_activations && !calibration)
     throw_bad_input("plan.needs_calibration",
                     "NVFP4 activations (W4A4) need calibrated input ranges: run quantsmith "
@@ -140,7 +223,10 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                   location.info->name, parameter_name(parsed.parameter)),
                       location.shard->path().string(), location.info->name);
     auto decision = decide(parsed, *location.info, recipe, *layout);
-    if (is_quantizing(decision.action)) check_quantizable(decision, *location.info, location);
+    if (is_quantizing(decision.action))
+      check_quantizable(decision, *location.info, location, recipe.format);
+    if (decision.action == RecipeAction::Gptq)
+      check_hessian_available(parsed.module_path, location, *calibration);
     if (const auto target = cast_target(decision.action);
         target && !is_float_weight(location.info->dtype))
       throw_bad_input("plan.uncastable_dtype",
@@ -181,22 +267,20 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
         // Float members may differ (GLM-5 keeps indexer weights_proj in F32 beside a BF16
         // wk); a quantized member needs its partner in the same scheme and global scale.
         const bool quantized = is_quantizing(decision.action) || is_quantizing(other.action);
-        if (quantized &&
-            (other.action != decision.action || other.scale_method != decision.scale_method))
+        if (quantized && scheme_label(other) != scheme_label(decision))
           throw_bad_input(
               "plan.fused_split",
               fmt::format("engines fuse {} and {} into {}, but rule '{}' makes the first {} "
                           "and rule '{}' makes the second {}; they need the same scheme",
                           name, member_name, group->name, decision.rule,
-                          recipe_action_name(decision.action), other.rule,
-                          recipe_action_name(other.action)),
+                          scheme_label(decision), other.rule, scheme_label(other)),
               location.shard->path().string(), name);
         if (is_quantizing(decision.action)) members.push_back(*member);
       }
     }
 
     PlanItem item;
-    item.scheme = recipe_action_name(decision.action);
+    item.scheme = scheme_label(decision);
     item.decided_by = decision.rule;
     if (is_quantizing(decision.action)) {
       std::vector<float> input_amax;
@@ -204,19 +288,30 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
         consumed.insert(member.info->name);
         item.sources.push_back(source_ref(member));
         const auto module = parse_tensor_name(member.info->name).module_path;
-        for (auto& spec : nvfp4_output_specs(module, member.info->shape[0], member.info->shape[1],
-                                             recipe.format, recipe.quantize_activations))
-          item.outputs.push_back(std::move(spec));
-        result.model.nvfp4_modules.push_back(module);
-        if (recipe.quantize_activations) input_amax.push_back(input_amax_for(module, *calibration));
+        const auto& shape = member.info->shape;
+        auto specs = decision.action == RecipeAction::Nvfp4
+                         ? nvfp4_output_specs(module, shape[0], shape[1], recipe.format,
+                                              recipe.quantize_activations)
+                         : integer_output_specs(module, shape[0], shape[1], member.info->dtype,
+                                                decision.integer);
+        for (auto& spec : specs) item.outputs.push_back(std::move(spec));
+        if (decision.action == RecipeAction::Nvfp4) {
+          result.model.nvfp4_modules.push_back(module);
+          if (recipe.quantize_activations)
+            input_amax.push_back(input_amax_for(module, *calibration));
+        } else {
+          integer_group(result.model, decision).modules.push_back(module);
+        }
       }
       // Engines fuse the members into one GEMM with one input scale: the group's max.
       if (!input_amax.empty())
         input_amax.assign(input_amax.size(),
                           *std::max_element(input_amax.begin(), input_amax.end()));
-      if (!decision.scale_method.empty()) item.scheme += "/" + decision.scale_method;
-      item.transform = make_quantizer({decision.action, recipe.format, decision.scale_method,
-                                       members.size(), std::move(input_amax)});
+      QuantizeRequest request{decision.action, recipe.format, decision.scale_method,
+                              members.size(), std::move(input_amax)};
+      request.integer = decision.integer;
+      request.calibration = calibration;
+      item.transform = make_quantizer(request);
     } else {
       consumed.insert(name);
       item.sources.push_back(source_ref(location));

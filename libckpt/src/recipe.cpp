@@ -19,7 +19,24 @@ namespace {
 constexpr std::array kActionNames{
     std::pair{RecipeAction::Keep, "keep"},   std::pair{RecipeAction::CastBf16, "bf16"},
     std::pair{RecipeAction::CastF16, "f16"}, std::pair{RecipeAction::CastF32, "f32"},
-    std::pair{RecipeAction::Nvfp4, "nvfp4"},
+    std::pair{RecipeAction::Nvfp4, "nvfp4"}, std::pair{RecipeAction::Int, "int"},
+    std::pair{RecipeAction::Gptq, "gptq"},
+};
+
+struct IntegerPreset {
+  const char* name;
+  RecipeAction action;
+  int bits;
+  bool symmetric;
+  std::int64_t group_size;
+};
+constexpr std::array kIntegerPresets{
+    IntegerPreset{"int8", RecipeAction::Int, 8, true, 128},
+    IntegerPreset{"int8-channel", RecipeAction::Int, 8, true, kChannelGroup},
+    IntegerPreset{"int4", RecipeAction::Int, 4, false, 128},
+    IntegerPreset{"int4-g32", RecipeAction::Int, 4, false, 32},
+    IntegerPreset{"gptq-int4", RecipeAction::Gptq, 4, false, 128},
+    IntegerPreset{"gptq-int8", RecipeAction::Gptq, 8, true, 128},
 };
 
 constexpr std::array kFormatNames{
@@ -29,8 +46,11 @@ constexpr std::array kFormatNames{
 
 constexpr std::array kRecipeKeys{"description", "format",         "parameters", "rules",
                                  "defaults",    "max_shard_size", "kv_cache",   "activations"};
-constexpr std::array kRuleKeys{"name",   "category", "role",   "module",
-                               "layers", "mtp",      "action", "scale_method"};
+constexpr std::array kRuleKeys{"name",     "category",   "role",     "module",  "layers",
+                               "mtp",      "action",     "scale_method", "bits", "symmetric",
+                               "group_size", "observer", "damp",     "act_order", "min_tokens"};
+constexpr std::array kIntegerKeys{"bits", "symmetric", "group_size", "observer"};
+constexpr std::array kGptqKeys{"damp", "act_order", "min_tokens"};
 constexpr std::array kDefaultKeys{"scale_method"};
 
 std::string trim(std::string_view text) {
@@ -112,6 +132,58 @@ class RecipeReader {
   std::map<std::string, std::string> parameters_;
 };
 
+bool read_bool(const YAML::Node& node, std::string_view what, const RecipeReader& reader) {
+  const auto text = reader.scalar(node, what);
+  if (text != "true" && text != "false")
+    reader.fail("recipe.invalid", fmt::format("{} must be true or false", what));
+  return text == "true";
+}
+
+template <typename Number>
+Number read_number(const YAML::Node& node, std::string_view what, Number low, Number high,
+                   const RecipeReader& reader) {
+  const auto text = reader.scalar(node, what);
+  try {
+    std::size_t used = 0;
+    const double value = std::stod(text, &used);
+    if (used == text.size() && value >= static_cast<double>(low) &&
+        value <= static_cast<double>(high) && static_cast<double>(static_cast<Number>(value)) == value)
+      return static_cast<Number>(value);
+  } catch (const std::exception&) {
+  }
+  reader.fail("recipe.invalid", fmt::format("{} must be a number in [{}, {}], not '{}'", what, low,
+                                            high, text));
+}
+
+void read_integer_options(const YAML::Node& node, RecipeRule& rule, const RecipeReader& reader) {
+  const bool integer = is_integer(rule.action);
+  for (const char* key : kIntegerKeys)
+    if (node[key] && !integer)
+      reader.fail("recipe.invalid", fmt::format("{} only applies to integer actions", key));
+  for (const char* key : kGptqKeys)
+    if (node[key] && rule.action != RecipeAction::Gptq)
+      reader.fail("recipe.invalid", fmt::format("{} only applies to gptq actions", key));
+  auto& options = rule.integer;
+  if (node["bits"]) options.bits = read_number<int>(node["bits"], "bits", 2, 8, reader);
+  if (node["symmetric"]) options.symmetric = read_bool(node["symmetric"], "symmetric", reader);
+  if (const auto group = node["group_size"]) {
+    if (reader.scalar(group, "group_size") == "channel")
+      options.group_size = kChannelGroup;
+    else
+      options.group_size = read_number<std::int64_t>(group, "group_size", 1, 1 << 20, reader);
+  }
+  if (const auto observer = node["observer"]) {
+    options.observer = reader.scalar(observer, "observer");
+    if (options.observer != "minmax" && options.observer != "mse")
+      reader.fail("recipe.invalid", "observer must be minmax or mse");
+  }
+  if (node["damp"]) options.damp = read_number<double>(node["damp"], "damp", 0.0, 10.0, reader);
+  if (node["act_order"]) options.act_order = read_bool(node["act_order"], "act_order", reader);
+  if (node["min_tokens"])
+    options.min_tokens =
+        read_number<std::uint64_t>(node["min_tokens"], "min_tokens", 0, 1ull << 50, reader);
+}
+
 RecipeRule read_rule(const YAML::Node& node, std::size_t index, RecipeReader& reader) {
   RecipeRule rule;
   rule.name = node["name"] ? node["name"].as<std::string>() : fmt::format("rule {}", index + 1);
@@ -146,24 +218,26 @@ RecipeRule read_rule(const YAML::Node& node, std::size_t index, RecipeReader& re
       reader.fail(error.kind(), error.detail());
     }
   }
-  if (const auto mtp = node["mtp"]) {
-    const auto text = reader.scalar(mtp, "mtp");
-    if (text != "true" && text != "false")
-      reader.fail("recipe.invalid", "mtp must be true or false");
-    rule.mtp = text == "true";
-  }
+  if (const auto mtp = node["mtp"]) rule.mtp = read_bool(mtp, "mtp", reader);
   if (!node["action"]) reader.fail("recipe.missing_action", "a rule needs an action");
   const auto action_text = reader.scalar(node["action"], "action");
-  const auto action = parse_recipe_action(action_text);
+  auto action = parse_recipe_action(action_text);
+  if (auto preset = parse_integer_preset(action_text)) {
+    action = preset->first;
+    rule.integer = preset->second;
+  }
   if (!action)
     reader.fail("recipe.unknown_action",
-                fmt::format("no action '{}' (keep, bf16, f16, f32, nvfp4)", action_text));
+                fmt::format("no action '{}' (keep, bf16, f16, f32, nvfp4, int, gptq, int8, "
+                            "int8-channel, int4, int4-g32, gptq-int4, gptq-int8)",
+                            action_text));
   rule.action = *action;
   if (const auto method = node["scale_method"]) {
-    if (!is_quantizing(rule.action))
-      reader.fail("recipe.invalid", "scale_method only applies to quantizing actions");
+    if (rule.action != RecipeAction::Nvfp4)
+      reader.fail("recipe.invalid", "scale_method only applies to nvfp4");
     rule.scale_method = reader.scalar(method, "scale_method");
   }
+  read_integer_options(node, rule, reader);
   reader.set_context({});
   return rule;
 }
@@ -198,7 +272,32 @@ const char* recipe_action_name(RecipeAction action) {
   return kActionNames[static_cast<std::size_t>(action)].second;
 }
 
-bool is_quantizing(RecipeAction action) { return action == RecipeAction::Nvfp4; }
+bool is_quantizing(RecipeAction action) {
+  return action == RecipeAction::Nvfp4 || is_integer(action);
+}
+
+bool is_integer(RecipeAction action) {
+  return action == RecipeAction::Int || action == RecipeAction::Gptq;
+}
+
+std::string IntegerOptions::label() const {
+  return fmt::format("int{}-{}-{}", bits,
+                     group_size == kChannelGroup ? std::string("channel")
+                                                 : fmt::format("g{}", group_size),
+                     symmetric ? "sym" : "asym");
+}
+
+std::optional<std::pair<RecipeAction, IntegerOptions>> parse_integer_preset(std::string_view text) {
+  for (const auto& preset : kIntegerPresets)
+    if (text == preset.name) {
+      IntegerOptions options;
+      options.bits = preset.bits;
+      options.symmetric = preset.symmetric;
+      options.group_size = preset.group_size;
+      return std::pair{preset.action, options};
+    }
+  return std::nullopt;
+}
 
 std::optional<OutputFormat> parse_output_format(std::string_view text) {
   for (const auto& [format, name] : kFormatNames)

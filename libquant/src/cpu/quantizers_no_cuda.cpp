@@ -2,6 +2,7 @@
 
 #include "qs/ckpt/error.h"
 #include "qs/quant/fp4_quantizer.h"
+#include "qs/quant/gptq.h"
 #include "qs/quant/int_quantizer.h"
 
 namespace qs::fp4::detail {
@@ -19,3 +20,16 @@ ErrorEnergy quantize_cuda(const WeightView&, const IntScheme&, IntQuantized&) {
 }
 
 }  // namespace qs::intq::detail
+
+namespace qs::gptq::detail {
+
+void sweep_cuda(std::span<const float>, const intq::IntScheme&, const PreparedHessian&,
+                intq::IntQuantized&) {
+  throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
+}
+
+bool inverse_cholesky_upper_cuda(std::vector<double>&, std::uint64_t, std::vector<float>&) {
+  throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
+}
+
+}  // namespace qs::gptq::detail

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 #include <optional>
+
+#include "qs/ckpt/recipe.h"
 #include <string>
 #include <vector>
 
@@ -19,9 +21,18 @@ namespace qs {
 inline constexpr std::string_view kQuantsmithVersion = "0.1.0";
 inline constexpr std::string_view kHfQuantConfigFileName = "hf_quant_config.json";
 
+// Linears quantized to one integer scheme (one compressed-tensors config group).
+struct IntegerModules {
+  IntegerOptions options;
+  bool gptq = false;
+  std::vector<std::string> modules;  // checkpoint module paths
+};
+
 struct QuantizedModel {
   // Module paths (checkpoint names, unfused) of the NVFP4 Linears.
   std::vector<std::string> nvfp4_modules;
+  // Integer Linears, one entry per distinct scheme, in first-seen order.
+  std::vector<IntegerModules> integer_groups;
   // Module paths of every other Linear (kept in a float dtype), MTP layers included.
   std::vector<std::string> unquantized_linears;
   bool activations_quantized = false;              // W4A4: input scales are written
@@ -33,10 +44,13 @@ struct QuantizedModel {
 nlohmann::json modelopt_hf_quant_config(const QuantizedModel& model);
 // The flat form for config.json (quant_method "modelopt").
 nlohmann::json modelopt_config_block(const QuantizedModel& model);
-// The compressed-tensors block for config.json (quant_method "compressed-tensors",
-// format nvfp4-pack-quantized, one config group targeting Linear, explicit ignore list).
-// Throws Internal "config.vllm_mismatch" if vLLM would resolve any module differently from
-// what the checkpoint holds.
+// The compressed-tensors block for config.json (quant_method "compressed-tensors"): one config
+// group per scheme with its own `format` (nvfp4-pack-quantized, pack-quantized), top-level
+// `format` the single one or "mixed-precision", and an explicit ignore list. The largest group
+// targets the class "Linear"; the others target anchored regexes over their modules' names,
+// both as checkpoints name them and as vLLM fuses them. Throws Internal "config.vllm_mismatch"
+// if vLLM would resolve any module differently from what the checkpoint holds (unmatched,
+// ignored, or matched to another group's scheme).
 nlohmann::json compressed_tensors_config_block(const QuantizedModel& model);
 
 // The exclusion list both formats start from: exact names of unquantized Linears, with a

@@ -31,6 +31,9 @@ struct QuantizeRequest {
   std::size_t member_count = 1;
   // W4A4: the calibrated input amax each member's activations scale from; empty for W4A16.
   std::vector<float> input_amax;
+  IntegerOptions integer;  // int / gptq
+  // gptq: the statistics the members' Hessians come from (outlives the job).
+  const CalibrationStore* calibration = nullptr;
 };
 using QuantizeTransformFactory =
     std::function<std::shared_ptr<const Transform>(const QuantizeRequest&)>;
@@ -39,7 +42,8 @@ using QuantizeTransformFactory =
 struct TensorDecision {
   std::string tensor;
   RecipeAction action = RecipeAction::Keep;
-  std::string scale_method;  // quantizing actions only
+  std::string scale_method;  // nvfp4 only
+  IntegerOptions integer;    // int / gptq only
   std::string rule;          // the rule's name, or "no rule matched (kept)"
 };
 
@@ -59,7 +63,22 @@ std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint6
                                            std::uint64_t cols, OutputFormat format,
                                            bool activations = false);
 
-// `calibration` supplies activation ranges; a recipe with `activations: nvfp4` needs it
+// The tensors an integer Linear becomes (compressed-tensors pack-quantized, §4.2):
+// weight_packed I32 [rows, ⌈cols·b/32⌉], weight_scale (the weight's dtype) [rows, groups],
+// weight_shape I64 [2], and for asymmetric schemes weight_zero_point I32
+// [⌈rows·b/32⌉, groups].
+std::vector<TensorSpec> integer_output_specs(const std::string& module, std::uint64_t rows,
+                                             std::uint64_t cols, DType weight_dtype,
+                                             const IntegerOptions& options);
+
+// What a decision's scheme is called in plans and logs: "nvfp4/max", "int4-g128-asym",
+// "gptq/int4-g128-asym", "keep".
+std::string scheme_label(const TensorDecision& decision);
+
+// `calibration` supplies activation ranges and, for gptq rules, Hessians (missing: error
+// "plan.needs_calibration"; a module without statistics is "calibration.missing_module",
+// except routed experts, which GPTQ rounds to nearest when the router never picked them;
+// statistics of another width are "calibration.shape_mismatch"); a recipe with `activations: nvfp4` needs it
 // ("plan.needs_calibration"). All routed experts of a layer share one input amax per
 // projection (gate/up, down), the max over those calibrated, as engines use one input scale
 // for them; a non-expert module without statistics is "calibration.missing_module".

@@ -27,9 +27,19 @@
 // "{name}" is replaced by a parameter's value first. Tensors outside any layer (embeddings,
 // lm_head, the final norm) never match a rule that has `layers`.
 //
-// Actions: keep (bytes unchanged), bf16 / f16 / f32 (float cast), and quantization schemes
-// (nvfp4). A quantizing rule only matches Linear weights (2-D `.weight` of a Linear module);
-// other tensors fall through to later rules. Per-rule options: scale_method.
+// Actions: keep (bytes unchanged), bf16 / f16 / f32 (float cast), and quantization schemes:
+// nvfp4; int (round-to-nearest integers) and gptq (integers through GPTQ, which needs
+// calibration statistics), written as compressed-tensors pack-quantized. Integer presets:
+//   int8          8-bit symmetric, group 128 (W8A16)     gptq-int8   the same through GPTQ
+//   int8-channel  8-bit symmetric, one scale per row
+//   int4          4-bit asymmetric, group 128 (W4A16)    gptq-int4   the same through GPTQ
+//   int4-g32      4-bit asymmetric, group 32
+// A quantizing rule only matches Linear weights (2-D `.weight` of a Linear module); other
+// tensors fall through to later rules. Per-rule options: scale_method (nvfp4); bits,
+// symmetric, group_size (a number or "channel"), observer (minmax, mse) for integers; and for
+// gptq damp (fraction of the mean Hessian diagonal, 0.01), act_order (true: columns in order
+// of decreasing Hessian diagonal, groups stay on the original columns), min_tokens (modules
+// calibrated on fewer token rows fall back to round-to-nearest).
 
 #include <cstdint>
 #include <filesystem>
@@ -43,11 +53,32 @@
 
 namespace qs {
 
-enum class RecipeAction : std::uint8_t { Keep, CastBf16, CastF16, CastF32, Nvfp4 };
+enum class RecipeAction : std::uint8_t { Keep, CastBf16, CastF16, CastF32, Nvfp4, Int, Gptq };
 
 std::optional<RecipeAction> parse_recipe_action(std::string_view text);
 const char* recipe_action_name(RecipeAction action);
 bool is_quantizing(RecipeAction action);
+bool is_integer(RecipeAction action);
+
+// An integer scheme as a recipe states it (libquant turns it into numerics).
+inline constexpr std::int64_t kChannelGroup = -1;
+struct IntegerOptions {
+  int bits = 4;
+  bool symmetric = false;
+  std::int64_t group_size = 128;  // kChannelGroup: per output channel
+  std::string observer = "minmax";
+  double damp = 0.01;             // gptq
+  bool act_order = true;          // gptq
+  std::uint64_t min_tokens = 0;   // gptq: below this, round-to-nearest (0: any token count)
+
+  // "int4-g128-asym", "int8-channel-sym": names the numerics, for plans, logs and configs.
+  std::string label() const;
+  bool operator==(const IntegerOptions&) const = default;
+};
+
+// A preset action name (int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8): its action
+// and options.
+std::optional<std::pair<RecipeAction, IntegerOptions>> parse_integer_preset(std::string_view text);
 
 enum class OutputFormat : std::uint8_t { Modelopt, CompressedTensors };
 std::optional<OutputFormat> parse_output_format(std::string_view text);
@@ -80,6 +111,7 @@ struct RecipeRule {
   std::optional<bool> mtp;
   RecipeAction action = RecipeAction::Keep;
   std::string scale_method;  // empty: the recipe default
+  IntegerOptions integer;    // int / gptq
 
   // Whether the rule's match keys accept the tensor (the action's own restriction, that
   // quantizing rules only take Linear weights, is checked by the planner).

@@ -1,0 +1,197 @@
+#include "qs/quant/gptq.h"
+
+#include <cblas.h>
+#include <fmt/format.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "qs/ckpt/error.h"
+
+// LAPACK through OpenBLAS, which exports the Fortran symbols (Debian ships no lapack.h with it).
+extern "C" {
+void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda,
+             int* info);
+}
+
+namespace qs::gptq {
+namespace {
+
+// Damping fractions tried in turn: the requested one, then 3×, 10×, 30×, ... up to 1.0.
+std::vector<double> damping_ladder(double first) {
+  std::vector<double> ladder{first};
+  double next = first > 0.0 ? first : 0.01;
+  for (int step = 0; next < 1.0; ++step) {
+    next *= step % 2 == 0 ? 3.0 : 10.0 / 3.0;
+    ladder.push_back(std::min(next, 1.0));
+  }
+  return ladder;
+}
+
+}  // namespace
+
+PreparedHessian prepare_hessian(std::span<const double> second_moments, std::uint64_t columns,
+                                std::uint64_t tokens, const Settings& settings, Backend backend) {
+  if (second_moments.size() != columns * columns)
+    throw Error(ErrorClass::Internal, "gptq.shape", "Hessian size does not match the columns");
+  PreparedHessian prepared;
+  prepared.columns = columns;
+  prepared.tokens = tokens;
+  prepared.hessian.resize(columns * columns);
+  for (std::uint64_t i = 0; i < second_moments.size(); ++i) {
+    if (!std::isfinite(second_moments[i]))
+      throw_bad_input("calibration.non_finite",
+                      "the calibration statistics contain NaN or Inf; recalibrate");
+    prepared.hessian[i] = static_cast<float>(second_moments[i]);
+  }
+  prepared.order.resize(columns);
+  std::iota(prepared.order.begin(), prepared.order.end(), 0u);
+  prepared.dead.assign(columns, 0);
+  if (tokens == 0 || tokens < settings.min_tokens) {
+    prepared.fallback = fmt::format("calibrated on {} token rows (minimum {})", tokens,
+                                    std::max<std::uint64_t>(settings.min_tokens, 1));
+    return prepared;
+  }
+  std::vector<double> h(second_moments.begin(), second_moments.end());
+  double diagonal_sum = 0.0;
+  for (std::uint64_t i = 0; i < columns; ++i) {
+    if (h[i * columns + i] == 0.0) {  // an input that is always 0: its weights do not matter
+      prepared.dead[i] = 1;
+      h[i * columns + i] = 1.0;
+    }
+    diagonal_sum += h[i * columns + i];
+  }
+  if (settings.act_order)
+    std::stable_sort(prepared.order.begin(), prepared.order.end(), [&](auto a, auto b) {
+      return h[a * columns + a] > h[b * columns + b];
+    });
+  std::vector<double> permuted(columns * columns);
+  for (std::uint64_t i = 0; i < columns; ++i)
+    for (std::uint64_t j = 0; j < columns; ++j)
+      permuted[i * columns + j] = h[prepared.order[i] * columns + prepared.order[j]];
+  const double mean_diagonal = diagonal_sum / static_cast<double>(columns);
+  for (double fraction : damping_ladder(settings.damp)) {
+    std::vector<double> reversed(columns * columns);
+    for (std::uint64_t i = 0; i < columns; ++i)
+      for (std::uint64_t j = 0; j < columns; ++j)
+        reversed[i * columns + j] = permuted[(columns - 1 - i) * columns + (columns - 1 - j)];
+    for (std::uint64_t i = 0; i < columns; ++i) reversed[i * columns + i] += fraction * mean_diagonal;
+    const bool factored =
+        backend == Backend::Cuda
+            ? detail::inverse_cholesky_upper_cuda(reversed, columns, prepared.u)
+            : detail::inverse_cholesky_upper_cpu(reversed, columns, prepared.u);
+    if (factored) {
+      prepared.damp_used = fraction;
+      return prepared;
+    }
+  }
+  prepared.fallback = "the Hessian is not positive definite even with damping 1.0";
+  return prepared;
+}
+
+namespace detail {
+
+// J·A·J = M·Mᵀ (M lower) gives A⁻¹ = (J·M⁻¹·J)ᵀ·(J·M⁻¹·J). Row-major lower is column-major
+// upper for LAPACK.
+bool inverse_cholesky_upper_cpu(std::vector<double>& reversed, std::uint64_t n,
+                                std::vector<float>& u) {
+  const int size = static_cast<int>(n);
+  int info = 0;
+  dpotrf_("U", &size, reversed.data(), &size, &info);  // row-major lower factor M
+  if (info != 0) return false;
+  dtrtri_("U", "N", &size, reversed.data(), &size, &info);  // M⁻¹, still lower (row-major)
+  if (info != 0) return false;
+  u.assign(n * n, 0.0f);
+  for (std::uint64_t i = 0; i < n; ++i)
+    for (std::uint64_t j = i; j < n; ++j)
+      u[i * n + j] = static_cast<float>(reversed[(n - 1 - i) * n + (n - 1 - j)]);
+  return true;
+}
+
+void static_grid(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
+                 DType scale_dtype, const intq::IntScheme& scheme, intq::IntQuantized& out) {
+  const std::uint64_t width = scheme.group_width(cols);
+  const std::uint64_t groups = cols / width;
+  out = intq::IntQuantized(rows, cols, groups, scale_dtype);
+  tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, rows, 16), [&](const auto& range) {
+    for (std::uint64_t r = range.begin(); r != range.end(); ++r)
+      for (std::uint64_t g = 0; g < groups; ++g) {
+        const float* values = weight.data() + r * cols + g * width;
+        const auto params = intq::observe_group(values, static_cast<int>(width), scheme.format,
+                                                scale_dtype, scheme.observer);
+        out.scales[r * groups + g] = params.scale;
+        out.zeros[r * groups + g] = static_cast<std::int8_t>(params.zero);
+        for (std::uint64_t i = 0; i < width; ++i)
+          out.codes[r * cols + g * width + i] = static_cast<std::int8_t>(
+              intq::quantize_value(values[i], params, scheme.format, scale_dtype));
+      }
+  });
+}
+
+Objective objective(std::span<const float> weight, const intq::IntQuantized& quantized,
+                    const PreparedHessian& hessian) {
+  const std::uint64_t rows = quantized.rows, cols = quantized.cols;
+  std::vector<float> decoded(rows * cols), product(rows * cols);
+  intq::dequantize(quantized, decoded);
+  auto quadratic_form = [&](const std::vector<float>& matrix) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
+                static_cast<int>(cols), static_cast<int>(cols), 1.0f, matrix.data(),
+                static_cast<int>(cols), hessian.hessian.data(), static_cast<int>(cols), 0.0f,
+                product.data(), static_cast<int>(cols));
+    double sum = 0.0;
+    for (std::uint64_t i = 0; i < matrix.size(); ++i)
+      sum += static_cast<double>(matrix[i]) * product[i];
+    return sum;
+  };
+  Objective result;
+  std::vector<float> values(weight.begin(), weight.end());
+  result.reference = quadratic_form(values);
+  for (std::uint64_t i = 0; i < values.size(); ++i) values[i] -= decoded[i];
+  result.error = quadratic_form(values);
+  return result;
+}
+
+}  // namespace detail
+
+Result quantize(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
+                DType scale_dtype, const intq::IntScheme& scheme, const PreparedHessian& hessian,
+                Backend backend, intq::IntQuantized& out) {
+  if (weight.size() != rows * cols || hessian.columns != cols)
+    throw Error(ErrorClass::Internal, "gptq.shape", "weight and Hessian do not match");
+  if (cols % scheme.group_width(cols) != 0)
+    throw_bad_input("int.group_size", fmt::format("in-features {} are not a multiple of the group "
+                                                  "size {}",
+                                                  cols, scheme.group_size));
+  std::vector<float> live(weight.begin(), weight.end());
+  for (std::uint64_t c = 0; c < cols; ++c)
+    if (hessian.dead[c])
+      for (std::uint64_t r = 0; r < rows; ++r) live[r * cols + c] = 0.0f;
+  detail::static_grid(live, rows, cols, scale_dtype, scheme, out);
+  Result result;
+  const auto rtn = detail::objective(weight, out, hessian);
+  result.rtn_relative_loss = rtn.reference > 0.0 ? rtn.error / rtn.reference : 0.0;
+  result.relative_loss = result.rtn_relative_loss;
+  result.fallback = hessian.fallback;
+  if (hessian.fallback.empty()) {
+    if (backend == Backend::Cuda)
+      detail::sweep_cuda(live, scheme, hessian, out);
+    else
+      detail::sweep_cpu(live, scheme, hessian, out);
+    const auto swept = detail::objective(weight, out, hessian);
+    result.relative_loss = swept.reference > 0.0 ? swept.error / swept.reference : 0.0;
+  }
+  std::vector<float> decoded(rows * cols);
+  intq::dequantize(out, decoded);
+  for (std::uint64_t i = 0; i < decoded.size(); ++i) {
+    const double difference = static_cast<double>(weight[i]) - decoded[i];
+    result.energy.signal += static_cast<double>(weight[i]) * weight[i];
+    result.energy.error += difference * difference;
+  }
+  return result;
+}
+
+}  // namespace qs::gptq
