@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <tbb/global_control.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <csignal>
 #include <map>
@@ -52,10 +54,12 @@ extern "C" void request_stop(int) {
   std::signal(SIGINT, SIG_DFL);
 }
 
-// --scheme nvfp4 without a recipe: every Linear NVFP4 except what engines need in BF16
-// (ModelOpt's default preset minus its indexer hazard, formats-modelopt-nvfp4.md §3.1, §4).
+// --scheme S without a recipe: every Linear in S except what engines need in BF16 (ModelOpt's
+// default preset minus its indexer hazard, formats-modelopt-nvfp4.md §3.1, §4). Integer
+// schemes are written as compressed-tensors pack-quantized.
 constexpr const char* kSchemeRecipe = R"(
-description: every Linear in NVFP4 except lm_head, routers, the indexer and MTP layers
+description: every Linear in {scheme} except lm_head, routers, the indexer and MTP layers
+format: {format}
 rules:
   - name: MTP layers stay BF16
     mtp: true
@@ -64,8 +68,15 @@ rules:
     category: [lm_head, router, indexer, mtp_extra]
     action: keep
   - name: every other Linear
-    action: nvfp4
+    action: {scheme}
 )";
+constexpr std::array kSchemes{"nvfp4",    "int8",     "int8-channel", "int4",
+                              "int4-g32", "gptq-int4", "gptq-int8"};
+
+std::string scheme_recipe_text(const std::string& scheme) {
+  return fmt::format(kSchemeRecipe, fmt::arg("scheme", scheme),
+                     fmt::arg("format", scheme == "nvfp4" ? "modelopt" : "compressed-tensors"));
+}
 
 std::map<std::string, std::string> parse_parameters(const std::vector<std::string>& texts) {
   std::map<std::string, std::string> parameters;
@@ -85,12 +96,12 @@ Recipe recipe_from(const QuantizeOptions& options) {
   if (!options.recipe.empty()) {
     recipe = load_recipe(options.recipe, parse_parameters(options.parameters));
   } else {
-    if (options.scheme != "nvfp4")
-      throw_bad_input("cli.unknown_scheme",
-                      fmt::format("no scheme '{}' (available: nvfp4)", options.scheme));
+    if (std::find(kSchemes.begin(), kSchemes.end(), options.scheme) == kSchemes.end())
+      throw_bad_input("cli.unknown_scheme", fmt::format("no scheme '{}' (available: {})",
+                                                        options.scheme, fmt::join(kSchemes, ", ")));
     if (!options.parameters.empty())
       throw_bad_input("cli.bad_param", "--param needs a --recipe that declares parameters");
-    recipe = parse_recipe(kSchemeRecipe, "--scheme nvfp4");
+    recipe = parse_recipe(scheme_recipe_text(options.scheme), "--scheme " + options.scheme);
   }
   if (!options.format.empty()) {
     auto format = parse_output_format(options.format);
@@ -194,6 +205,12 @@ void print_plan(const QuantizePlan& planned, const Recipe& recipe) {
 
 // Files written beside the shards: the source's auxiliary files, config.json with the
 // quantization block, and hf_quant_config.json for modelopt.
+std::size_t quantized_linears(const QuantizedModel& model) {
+  std::size_t count = model.nvfp4_modules.size();
+  for (const auto& group : model.integer_groups) count += group.modules.size();
+  return count;
+}
+
 std::vector<std::pair<std::string, std::string>> output_configs(const Checkpoint& source,
                                                                 const QuantizePlan& planned,
                                                                 OutputFormat format) {
@@ -203,7 +220,7 @@ std::vector<std::pair<std::string, std::string>> output_configs(const Checkpoint
     if (name == "config.json" || name == kHfQuantConfigFileName) continue;
     files.emplace_back(name, read_text_file(path));
   }
-  const bool quantized = !planned.model.nvfp4_modules.empty();
+  const bool quantized = quantized_linears(planned.model) > 0;
   if (!quantized) {
     if (!source.config().is_null())
       files.emplace_back("config.json", source.config().dump(2) + "\n");
@@ -239,11 +256,41 @@ void clear_previous_output(const std::filesystem::path& directory, const Checkpo
 
 nlohmann::ordered_json quality_json(const ExecutionReport& report) {
   auto rows = nlohmann::ordered_json::array();
-  for (const auto& quality : report.quality)
-    rows.push_back({{"tensor", quality.tensor},
-                    {"snr_db", quality.snr_db()},
-                    {"relative_mse", quality.relative_mse()}});
+  for (const auto& quality : report.quality) {
+    nlohmann::ordered_json row = {{"tensor", quality.tensor},
+                                  {"snr_db", quality.snr_db()},
+                                  {"relative_mse", quality.relative_mse()}};
+    if (quality.relative_loss) {
+      row["gptq_relative_loss"] = *quality.relative_loss;
+      row["rtn_relative_loss"] = quality.rtn_relative_loss.value_or(0.0);
+      row["fallback"] = quality.fallback.empty() ? nlohmann::ordered_json(nullptr)
+                                                 : nlohmann::ordered_json(quality.fallback);
+    }
+    rows.push_back(std::move(row));
+  }
   return rows;
+}
+
+// GPTQ's summary: the mean layer objective against round-to-nearest's, and every module that
+// fell back to round-to-nearest, by name (algo-gptq.md §1.3: count and log fallbacks).
+void print_gptq_summary(const ExecutionReport& report) {
+  double loss = 0.0, rtn = 0.0;
+  std::size_t count = 0;
+  std::vector<const TensorQuality*> fallbacks;
+  for (const auto& quality : report.quality) {
+    if (!quality.relative_loss) continue;
+    loss += *quality.relative_loss;
+    rtn += quality.rtn_relative_loss.value_or(0.0);
+    ++count;
+    if (!quality.fallback.empty()) fallbacks.push_back(&quality);
+  }
+  if (count == 0) return;
+  fmt::print("GPTQ: {} weights, mean relative layer loss {:.3e} (round-to-nearest {:.3e}, ratio "
+             "{:.3f}), {} fell back to round-to-nearest\n",
+             count, loss / count, rtn / count, rtn > 0 ? loss / rtn : 0.0, fallbacks.size());
+  for (const auto* quality : fallbacks)
+    fmt::print(stderr, "quantsmith: warning: {}: round-to-nearest instead of GPTQ: {}\n",
+               quality->tensor, quality->fallback);
 }
 
 double mean_snr_db(const ExecutionReport& report) {
@@ -261,7 +308,7 @@ int run_quantize(const QuantizeOptions& options) {
   auto source = Checkpoint::open(options.input);
   check_output_directory(options.output, {source.directory()});
   const Recipe recipe = recipe_from(options);
-  const QuantizerSettings settings = settings_from(options);
+  QuantizerSettings settings = settings_from(options);
   std::optional<CalibrationStore> calibration;
   if (!options.calibration.empty()) calibration = CalibrationStore::open(options.calibration);
   const auto planned = plan_quantization(
@@ -290,9 +337,12 @@ int run_quantize(const QuantizeOptions& options) {
   execution.resume = options.resume;
   execution.fingerprint = fmt::format(
       "quantsmith {}|recipe={}|format={}|method={}|nan={}", kQuantsmithVersion,
-      options.recipe.empty() ? std::string(kSchemeRecipe) : read_text_file(options.recipe),
+      options.recipe.empty() ? scheme_recipe_text(options.scheme) : read_text_file(options.recipe),
       output_format_name(recipe.format), recipe.scale_method, options.nan_policy);
   for (const auto& parameter : options.parameters) execution.fingerprint += "|" + parameter;
+  if (calibration)
+    execution.fingerprint += fmt::format("|calib={}:{}", options.calibration,
+                                         std::filesystem::file_size(options.calibration));
   execution.extra_files = output_configs(source, planned, recipe.format);
   ProgressLine progress("quantize", planned.plan.source_bytes(), planned.plan.items.size());
   execution.on_progress = [&](const ExecutionProgress& state) {
@@ -325,13 +375,14 @@ int run_quantize(const QuantizeOptions& options) {
     out["quality"] = quality_json(report);
     fmt::print("{}\n", out.dump(2));
   } else {
-    fmt::print("quantized {} → {}: {} NVFP4 Linears ({}), {} → {} in {:.2f} s ({:.2f} GB/s read)",
-               source.directory().string(), options.output, planned.model.nvfp4_modules.size(),
+    fmt::print("quantized {} → {}: {} Linears ({}), {} → {} in {:.2f} s ({:.2f} GB/s read)",
+               source.directory().string(), options.output, quantized_linears(planned.model),
                output_format_name(recipe.format), human_bytes(report.bytes_read),
                human_bytes(report.bytes_written), seconds, report.bytes_read / 1e9 / seconds);
     if (report.shards_resumed) fmt::print(", {} shard(s) resumed", report.shards_resumed);
     if (!report.quality.empty()) fmt::print(", mean weight SNR {:.2f} dB", mean_snr_db(report));
     fmt::print("\n");
+    print_gptq_summary(report);
   }
   return kExitOk;
 }
@@ -348,7 +399,9 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("output", options->output, "output directory (new or empty)")->required();
   command->add_option("--recipe", options->recipe, "YAML recipe (see recipes/)");
   command->add_option("--scheme", options->scheme,
-                      "quantize every Linear except lm_head, routers, indexer and MTP: nvfp4");
+                      "quantize every Linear except lm_head, routers, indexer and MTP: nvfp4, "
+                      "int8 (W8A16 g128), int8-channel, int4 (W4A16 asym g128), int4-g32, "
+                      "gptq-int4, gptq-int8 (GPTQ needs --calib)");
   command->add_option("--format", options->format,
                       "output layout: modelopt or compressed-tensors (overrides the recipe)");
   command->add_option("--scale-method", options->scale_method,
@@ -368,7 +421,8 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--max-buffer", options->max_buffer,
                       "memory for tensors in flight, e.g. 1GiB (default 256MiB)");
   command->add_option("--calib", options->calibration,
-                      "statistics from quantsmith calibrate (activation ranges for W4A4)");
+                      "statistics from quantsmith calibrate: Hessians for GPTQ, activation "
+                      "ranges for W4A4");
   command->add_option("--activations", options->activations,
                       "nvfp4 (W4A4, static input scales from --calib) or none (W4A16; the "
                       "default unless the recipe says otherwise)");

@@ -11,6 +11,8 @@
 #include "qs/ckpt/error.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp4_quantizer.h"
+#include "transforms/integer_transforms.h"
+#include "transforms/weight_guard.h"
 
 namespace qs {
 namespace {
@@ -48,16 +50,7 @@ class Nvfp4Transform final : public Transform {
       fp4::WeightView view{info.dtype, sources[m].bytes, info.shape[0], info.shape[1]};
       const auto scan = fp4::scan_amax(view);
       group_amax = std::max(group_amax, scan.amax);
-      if (scan.non_finite > 0) {
-        if (nan_policy_ == NanPolicy::Error)
-          throw_bad_input("weight.non_finite",
-                          fmt::format("{} of its {} elements are NaN or Inf; fix the source or "
-                                      "pass --nan-policy zero",
-                                      scan.non_finite, info.element_count()),
-                          {}, info.name);
-        view = zero_non_finite(view, zeroed[m]);
-      }
-      views.push_back(view);
+      views.push_back(finite_view(view, info, scan.non_finite, nan_policy_, zeroed[m]));
     }
     const float s2 = fp4::choose_global_scale(views, group_amax, method_, backend_);
     const float stored_global = format_ == OutputFormat::Modelopt ? s2 : 1.0f / s2;
@@ -80,44 +73,23 @@ class Nvfp4Transform final : public Transform {
                                       : (fp4::kE2M1Max * fp4::kE4M3Max) / amax;
         std::memcpy(outputs[kOutputsPerMember * m + 3].data(), &input_scale, sizeof(float));
       }
-      quality.push_back(
-          {sources[m].info->name, energy.signal, energy.error, sources[m].info->element_count()});
+      TensorQuality q;
+      q.tensor = sources[m].info->name;
+      q.signal_energy = energy.signal;
+      q.error_energy = energy.error;
+      q.elements = sources[m].info->element_count();
+      quality.push_back(std::move(q));
     }
     return quality;
   }
 
  private:
-  // A copy of the weight as f32 with NaN and ±Inf replaced by 0 (--nan-policy zero).
-  static fp4::WeightView zero_non_finite(const fp4::WeightView& view, std::vector<float>& storage) {
-    storage.resize(view.rows * view.cols);
-    for (std::uint64_t r = 0; r < view.rows; ++r)
-      fp4::detail::decode_row(view, r, storage.data() + r * view.cols);
-    for (float& value : storage)
-      if (!std::isfinite(value)) value = 0.0f;
-    return {DType::F32, std::as_bytes(std::span<const float>(storage)), view.rows, view.cols};
-  }
-
   OutputFormat format_;
   fp4::ScaleMethod method_;
   NanPolicy nan_policy_;
   fp4::Backend backend_;
   std::vector<float> input_amax_;
 };
-
-fp4::Backend backend_for(ComputeDevice device) {
-  switch (device) {
-    case ComputeDevice::Cpu:
-      return fp4::Backend::Cpu;
-    case ComputeDevice::Cuda: {
-      const auto cuda = cuda_availability();
-      if (!cuda.usable) throw_bad_input("cuda.unavailable", "--device cuda: " + cuda.reason);
-      return fp4::Backend::Cuda;
-    }
-    case ComputeDevice::Auto:
-      return cuda_availability().usable ? fp4::Backend::Cuda : fp4::Backend::Cpu;
-  }
-  return fp4::Backend::Cpu;
-}
 
 }  // namespace
 
@@ -128,7 +100,8 @@ std::optional<NanPolicy> parse_nan_policy(std::string_view text) {
 }
 
 std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& request,
-                                                         const QuantizerSettings& settings) {
+                                                         QuantizerSettings& settings) {
+  if (is_integer(request.action)) return make_integer_transform(request, settings);
   const auto method = fp4::parse_scale_method(request.scale_method);
   if (!method)
     throw_bad_input("plan.unknown_scale_method",

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -33,6 +34,11 @@ struct TensorQuality {
   double signal_energy = 0.0;  // Σ w²
   double error_energy = 0.0;   // Σ (w − dequantized w)²
   std::uint64_t elements = 0;
+  // GPTQ: the layer objective ‖ΔW·X‖² / ‖W·X‖² of the codes written and of round-to-nearest
+  // on the same grid; `fallback` says why round-to-nearest was written instead.
+  std::optional<double> relative_loss;
+  std::optional<double> rtn_relative_loss;
+  std::string fallback;
   double snr_db() const;        // 10·log10(signal/error); +inf for an exact result
   double relative_mse() const;  // error/signal (0 when signal is 0)
 };

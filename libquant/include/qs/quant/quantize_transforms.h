@@ -21,14 +21,20 @@ std::optional<NanPolicy> parse_nan_policy(std::string_view text);
 
 enum class ComputeDevice : std::uint8_t { Auto, Cpu, Cuda };
 
+// Prepared GPTQ Hessians shared by every transform of one job (gptq_transform.cpp): matrices
+// calibrated on the same inputs (all experts' gate/up under all-experts calibration) reuse one
+// factorization.
+class HessianCache;
+
 struct QuantizerSettings {
   NanPolicy nan_policy = NanPolicy::Error;
   ComputeDevice device = ComputeDevice::Auto;
+  std::shared_ptr<HessianCache> hessians;  // made on first use when empty
 };
 
-// Throws BadInput "plan.unknown_scale_method" for a method the format does not have, before
-// any data is read.
+// Throws BadInput "plan.unknown_scale_method" for a method the format does not have, and
+// "plan.unknown_observer" for an integer observer we lack, before any data is read.
 std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& request,
-                                                         const QuantizerSettings& settings);
+                                                         QuantizerSettings& settings);
 
 }  // namespace qs

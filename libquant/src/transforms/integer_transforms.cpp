@@ -1,0 +1,250 @@
+#include "integer_transforms.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+#include <list>
+#include <map>
+#include <mutex>
+
+#include "qs/ckpt/codecs.h"
+#include "qs/ckpt/error.h"
+#include "qs/quant/gptq.h"
+#include "qs/quant/int_quantizer.h"
+#include "weight_guard.h"
+
+namespace qs {
+
+// Prepared Hessians by the calibration entry holding the matrix. Few are kept (a GLM-5 expert
+// input's is 2 × 151 MB in f32), most recently used first: the plan visits a layer's experts
+// in a row, so under all-experts calibration one factorization serves the whole layer.
+class HessianCache {
+ public:
+  std::shared_ptr<const gptq::PreparedHessian> get(
+      const std::string& key,
+      const std::function<gptq::PreparedHessian()>& prepare) {
+    std::lock_guard lock(mutex_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it)
+      if (it->first == key) {
+        entries_.splice(entries_.begin(), entries_, it);
+        return it->second;
+      }
+    auto prepared = std::make_shared<const gptq::PreparedHessian>(prepare());
+    entries_.emplace_front(key, prepared);
+    if (entries_.size() > kCapacity) entries_.pop_back();
+    ++factorizations_;
+    return prepared;
+  }
+
+ private:
+  static constexpr std::size_t kCapacity = 2;
+  std::mutex mutex_;
+  std::list<std::pair<std::string, std::shared_ptr<const gptq::PreparedHessian>>> entries_;
+  std::uint64_t factorizations_ = 0;
+};
+
+namespace {
+
+intq::IntScheme scheme_of(const IntegerOptions& options) {
+  const auto observer = intq::parse_observer(options.observer);
+  if (!observer)
+    throw_bad_input("plan.unknown_observer",
+                    fmt::format("no observer '{}' (minmax, mse)", options.observer));
+  return {{options.bits, options.symmetric}, options.group_size, *observer};
+}
+
+std::string module_of(const TensorInfo& info) {
+  return info.name.substr(0, info.name.rfind('.'));
+}
+
+// Base for both: per member, the scheme's tensors in integer_output_specs order.
+class IntegerTransformBase : public Transform {
+ public:
+  IntegerTransformBase(const IntegerOptions& options, NanPolicy nan_policy, fp4::Backend backend)
+      : options_(options), scheme_(scheme_of(options)), nan_policy_(nan_policy),
+        backend_(backend) {}
+
+ protected:
+  std::size_t outputs_per_member() const { return options_.symmetric ? 3 : 4; }
+
+  void write_member(const intq::IntQuantized& quantized,
+                    std::span<const std::span<std::byte>> outputs, std::size_t member) const {
+    const auto first = outputs_per_member() * member;
+    intq::pack(quantized, options_.bits, outputs[first], outputs[first + 1],
+               options_.symmetric ? std::span<std::byte>() : outputs[first + 3]);
+    const std::int64_t shape[2] = {static_cast<std::int64_t>(quantized.rows),
+                                   static_cast<std::int64_t>(quantized.cols)};
+    std::memcpy(outputs[first + 2].data(), shape, sizeof(shape));
+  }
+
+  void check_output_count(std::size_t sources, std::size_t outputs) const {
+    if (outputs != sources * outputs_per_member())
+      throw Error(ErrorClass::Internal, "int.outputs", "wrong number of output tensors");
+  }
+
+  IntegerOptions options_;
+  intq::IntScheme scheme_;
+  NanPolicy nan_policy_;
+  fp4::Backend backend_;
+};
+
+class RoundToNearestTransform final : public IntegerTransformBase {
+ public:
+  using IntegerTransformBase::IntegerTransformBase;
+
+  std::string describe() const override {
+    return fmt::format("{}({}, pack-quantized)", options_.label(), options_.observer);
+  }
+
+  std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
+                                 std::span<const std::span<std::byte>> outputs) const override {
+    check_output_count(sources.size(), outputs.size());
+    std::vector<TensorQuality> quality;
+    for (std::size_t m = 0; m < sources.size(); ++m) {
+      const TensorInfo& info = *sources[m].info;
+      const fp4::WeightView source{info.dtype, sources[m].bytes, info.shape[0], info.shape[1]};
+      std::vector<float> zeroed;
+      auto view = finite_view(source, info, count_non_finite(source), nan_policy_, zeroed);
+      // The zeroed copy back in the source dtype (exact: its values came from it), so the
+      // arithmetic and the scales stay in that dtype.
+      std::vector<std::byte> cleaned;
+      if (view.dtype != info.dtype) {
+        cleaned.resize(source.bytes.size());
+        encode_from_f32(info.dtype, zeroed, cleaned);
+        view = {info.dtype, cleaned, view.rows, view.cols};
+      }
+      intq::IntQuantized quantized;
+      const auto energy = intq::quantize(view, scheme_, quantized, backend_);
+      write_member(quantized, outputs, m);
+      TensorQuality q;
+      q.tensor = info.name;
+      q.signal_energy = energy.signal;
+      q.error_energy = energy.error;
+      q.elements = info.element_count();
+      quality.push_back(std::move(q));
+    }
+    return quality;
+  }
+};
+
+class GptqTransform final : public IntegerTransformBase {
+ public:
+  GptqTransform(const IntegerOptions& options, NanPolicy nan_policy, fp4::Backend backend,
+                const CalibrationStore* calibration, std::shared_ptr<HessianCache> cache)
+      : IntegerTransformBase(options, nan_policy, backend),
+        calibration_(calibration),
+        cache_(std::move(cache)) {
+    settings_.damp = options.damp;
+    settings_.act_order = options.act_order;
+    settings_.min_tokens = options.min_tokens;
+  }
+
+  std::string describe() const override {
+    return fmt::format("gptq({}, damp {}, {}act-order, pack-quantized)", options_.label(),
+                       options_.damp, options_.act_order ? "" : "no ");
+  }
+
+  std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
+                                 std::span<const std::span<std::byte>> outputs) const override {
+    check_output_count(sources.size(), outputs.size());
+    // Members calibrated on the same matrix (gate and up) are stacked into one problem.
+    std::map<std::string, std::vector<std::size_t>> members_of_key;
+    std::vector<std::string> keys;
+    for (std::size_t m = 0; m < sources.size(); ++m) {
+      const auto key = hessian_key(module_of(*sources[m].info));
+      if (!members_of_key.contains(key)) keys.push_back(key);
+      members_of_key[key].push_back(m);
+    }
+    std::vector<TensorQuality> quality(sources.size());
+    for (const auto& key : keys) solve(key, members_of_key[key], sources, outputs, quality);
+    return quality;
+  }
+
+ private:
+  // The calibration entry holding the member's matrix; empty when it has none (a routed
+  // expert the router never picked).
+  std::string hessian_key(const std::string& module) const {
+    const auto* entry = calibration_->find(module);
+    if (!entry) return {};
+    return entry->shared_with.empty() ? entry->module : entry->shared_with;
+  }
+
+  void solve(const std::string& key, const std::vector<std::size_t>& members,
+             std::span<const SourceTensor> sources, std::span<const std::span<std::byte>> outputs,
+             std::vector<TensorQuality>& quality) const {
+    const TensorInfo& first = *sources[members[0]].info;
+    const std::uint64_t cols = first.shape[1];
+    std::vector<float> stacked;
+    std::vector<std::uint64_t> row_offsets;
+    for (std::size_t m : members) {
+      const TensorInfo& info = *sources[m].info;
+      const fp4::WeightView source{info.dtype, sources[m].bytes, info.shape[0], info.shape[1]};
+      std::vector<float> zeroed;
+      const auto view = finite_view(source, info, count_non_finite(source), nan_policy_, zeroed);
+      const auto values = decode_weight(view);
+      row_offsets.push_back(stacked.size() / cols);
+      stacked.insert(stacked.end(), values.begin(), values.end());
+    }
+    const std::uint64_t rows = stacked.size() / cols;
+    std::shared_ptr<const gptq::PreparedHessian> hessian;
+    if (key.empty()) {
+      auto unrouted = std::make_shared<gptq::PreparedHessian>(
+          gptq::prepare_hessian(std::vector<double>(cols * cols, 0.0), cols, 0, settings_));
+      unrouted->fallback = "no calibration tokens reached this expert";
+      hessian = std::move(unrouted);
+    } else {
+      hessian = cache_->get(key, [&] {
+        const auto* entry = calibration_->find(key);
+        return gptq::prepare_hessian(calibration_->second_moments(key), cols,
+                                     entry ? entry->tokens : 0, settings_, backend_);
+      });
+    }
+    intq::IntQuantized stacked_codes;
+    const auto result =
+        gptq::quantize(stacked, rows, cols, first.dtype, scheme_, *hessian, backend_, stacked_codes);
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      const TensorInfo& info = *sources[members[i]].info;
+      write_member(rows_of(stacked_codes, row_offsets[i], info.shape[0]), outputs, members[i]);
+      TensorQuality& q = quality[members[i]];
+      q.tensor = info.name;
+      q.elements = info.element_count();
+      // The weight error is the stacked problem's, shared out by rows.
+      const double share = static_cast<double>(info.shape[0]) / static_cast<double>(rows);
+      q.signal_energy = result.energy.signal * share;
+      q.error_energy = result.energy.error * share;
+      q.relative_loss = result.relative_loss;
+      q.rtn_relative_loss = result.rtn_relative_loss;
+      q.fallback = result.fallback;
+    }
+  }
+
+  static intq::IntQuantized rows_of(const intq::IntQuantized& all, std::uint64_t first,
+                                    std::uint64_t count) {
+    const std::uint64_t groups = all.groups();
+    intq::IntQuantized part(count, all.cols, groups, all.scale_dtype);
+    std::copy_n(all.codes.begin() + first * all.cols, count * all.cols, part.codes.begin());
+    std::copy_n(all.scales.begin() + first * groups, count * groups, part.scales.begin());
+    std::copy_n(all.zeros.begin() + first * groups, count * groups, part.zeros.begin());
+    return part;
+  }
+
+  const CalibrationStore* calibration_;
+  std::shared_ptr<HessianCache> cache_;
+  gptq::Settings settings_;
+};
+
+}  // namespace
+
+std::shared_ptr<const Transform> make_integer_transform(const QuantizeRequest& request,
+                                                        QuantizerSettings& settings) {
+  const auto backend = backend_for(settings.device);
+  if (request.action == RecipeAction::Int)
+    return std::make_shared<RoundToNearestTransform>(request.integer, settings.nan_policy, backend);
+  if (!request.calibration)
+    throw Error(ErrorClass::Internal, "gptq.no_calibration", "GPTQ transform without statistics");
+  if (!settings.hessians) settings.hessians = std::make_shared<HessianCache>();
+  return std::make_shared<GptqTransform>(request.integer, settings.nan_policy, backend,
+                                         request.calibration, settings.hessians);
+}
+
+}  // namespace qs

@@ -1,0 +1,28 @@
+#pragma once
+// What every quantizing transform does before the numerics: NaN and ±Inf in a weight are an
+// error naming the tensor, or (--nan-policy zero) quantized as 0; and the compute backend the
+// job's --device asks for.
+
+#include <vector>
+
+#include "qs/ckpt/plan.h"
+#include "qs/quant/fp4_quantizer.h"
+#include "qs/quant/quantize_transforms.h"
+
+namespace qs {
+
+// `view` unchanged when `non_finite` is 0; otherwise throws "weight.non_finite" (NanPolicy::
+// Error) or returns an f32 copy in `storage` with those elements set to 0.
+fp4::WeightView finite_view(const fp4::WeightView& view, const TensorInfo& info,
+                            std::uint64_t non_finite, NanPolicy policy,
+                            std::vector<float>& storage);
+
+// NaN and ±Inf elements of a weight.
+std::uint64_t count_non_finite(const fp4::WeightView& view);
+
+// The weight decoded to f32, row-major.
+std::vector<float> decode_weight(const fp4::WeightView& view);
+
+fp4::Backend backend_for(ComputeDevice device);
+
+}  // namespace qs
