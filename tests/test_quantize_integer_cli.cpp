@@ -1,0 +1,191 @@
+// Integer schemes through `quantsmith quantize` as users run them: the --scheme presets write
+// compressed-tensors pack-quantized tensors and configs, the seed recipes run, GPTQ from
+// `quantsmith calibrate` statistics beats round-to-nearest, and bad statistics or recipes are
+// refused before anything is written.
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "qs/ckpt/calibration_store.h"
+#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/file_io.h"
+#include "test_support.h"
+
+namespace qs {
+namespace {
+
+using testing::quoted;
+using testing::run_cli;
+using testing::ScratchDirectory;
+
+const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::string kExpert = "model.layers.1.mlp.experts.3.gate_proj";
+
+nlohmann::json quantization_config(const std::filesystem::path& out) {
+  return nlohmann::json::parse(read_text_file(out / "config.json"))["quantization_config"];
+}
+
+TEST(QuantizeIntegerCli, SchemesWritePackQuantizedTensorsAndConfigs) {
+  ScratchDirectory scratch("quantize-int");
+  struct Expected {
+    const char* scheme;
+    int bits;
+    bool symmetric;
+    int groups;  // of the 256-wide expert gate_proj
+  };
+  for (const auto& expected : {Expected{"int8", 8, true, 2}, Expected{"int8-channel", 8, true, 1},
+                               Expected{"int4", 4, false, 2}, Expected{"int4-g32", 4, false, 8}}) {
+    const auto out = scratch.path() / expected.scheme;
+    auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --scheme " +
+                          expected.scheme);
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    const auto config = quantization_config(out);
+    EXPECT_EQ(config["format"], "pack-quantized");
+    const auto& weights = config["config_groups"]["group_0"]["weights"];
+    EXPECT_EQ(weights["num_bits"], expected.bits);
+    EXPECT_EQ(weights["symmetric"], expected.symmetric);
+    EXPECT_EQ(weights["strategy"], expected.groups == 1 ? "channel" : "group");
+    auto checkpoint = Checkpoint::open(out);
+    const auto packed = checkpoint.at(kExpert + ".weight_packed");
+    EXPECT_EQ(packed.info->dtype, DType::I32);
+    EXPECT_EQ(packed.info->shape, (std::vector<std::uint64_t>{128, 256u * expected.bits / 32}));
+    const auto scale = checkpoint.at(kExpert + ".weight_scale");
+    EXPECT_EQ(scale.info->dtype, DType::BF16);
+    EXPECT_EQ(scale.info->shape, (std::vector<std::uint64_t>{128, std::uint64_t(expected.groups)}));
+    EXPECT_EQ(checkpoint.at(kExpert + ".weight_shape").info->dtype, DType::I64);
+    EXPECT_EQ(checkpoint.find(kExpert + ".weight_zero_point").has_value(), !expected.symmetric);
+    EXPECT_FALSE(checkpoint.find(kExpert + ".weight").has_value());
+  }
+  // The runner reads what we wrote: INT8 is close to the source, INT4 further.
+  auto eval = run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(scratch.path() / "int8") +
+                      " --tokens " + quoted(kModel / "tokens.safetensors") +
+                      " --max-rows 2 --decode-steps 0 --json");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_LT(nlohmann::json::parse(eval.output)["kld"]["mean"].get<double>(), 1e-3) << eval.output;
+}
+
+TEST(QuantizeIntegerCli, SeedRecipesRun) {
+  ScratchDirectory scratch("quantize-int-seeds");
+  const auto seed000 = scratch.path() / "seed000";
+  auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(seed000) + " --recipe " +
+                        quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto config = quantization_config(seed000);
+  // INT8 g128 (attention, shared), INT4 experts, INT8 channel-wise MTP: three groups, one
+  // format, every Linear resolved as stored (checked by the writer against vLLM's matching).
+  EXPECT_EQ(config["config_groups"].size(), 3u);
+  auto checkpoint = Checkpoint::open(seed000);
+  EXPECT_EQ(checkpoint.at("model.layers.4.self_attn.q_a_proj.weight_scale").info->shape[1], 1u);
+  EXPECT_TRUE(checkpoint.find("model.layers.0.self_attn.q_a_proj.weight").has_value());
+  EXPECT_TRUE(checkpoint.find("model.layers.4.eh_proj.weight").has_value());
+  auto validate = run_cli("validate " + quoted(seed000));
+  EXPECT_EQ(validate.exit_code, 0) << validate.output;
+}
+
+TEST(QuantizeIntegerCli, GptqBeatsRoundToNearestAndNeedsStatistics) {
+  ScratchDirectory scratch("quantize-gptq");
+  const std::string recipe = " --recipe " + quoted(kRecipes / "glm5-w4a16-experts-seed002.yaml");
+  auto refused = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "x") + recipe);
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("--calib"), std::string::npos) << refused.output;
+  EXPECT_FALSE(std::filesystem::exists(scratch.path() / "x" / "config.json"));
+
+  const auto stats = scratch.path() / "stats.qs";
+  auto calibrated = run_cli("calibrate " + quoted(kModel) + " --tokens " +
+                            quoted(kModel / "tokens.safetensors") + ":calib --max-rows 16 " +
+                            "--all-experts --out " + quoted(stats));
+  ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
+  const auto out = scratch.path() / "gptq";
+  auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + recipe + " --calib " +
+                        quoted(stats) + " --json");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto report = nlohmann::json::parse(result.output);
+  double loss = 0.0, rtn = 0.0;
+  int weights = 0;
+  for (const auto& row : report["quality"]) {
+    ASSERT_TRUE(row.contains("gptq_relative_loss")) << row.dump();
+    EXPECT_TRUE(row["fallback"].is_null()) << row.dump();
+    EXPECT_LE(row["gptq_relative_loss"].get<double>(), row["rtn_relative_loss"].get<double>());
+    loss += row["gptq_relative_loss"].get<double>();
+    rtn += row["rtn_relative_loss"].get<double>();
+    ++weights;
+  }
+  EXPECT_EQ(weights, 4 * 16 * 3 - 16 * 3);  // routed experts of layers 1-3 (MTP stays BF16)
+  EXPECT_LT(loss, 0.5 * rtn);
+  const auto config = quantization_config(out);
+  EXPECT_EQ(config["config_groups"]["group_0"]["weights"]["actorder"], "weight");
+  const auto ignore = config["ignore"].get<std::vector<std::string>>();
+  EXPECT_NE(std::find(ignore.begin(), ignore.end(), "model.layers.4.self_attn.q_a_proj"),
+            ignore.end());
+}
+
+TEST(QuantizeIntegerCli, RefusesStatisticsThatDoNotMatchTheModel) {
+  ScratchDirectory scratch("quantize-gptq-bad");
+  const auto write_store = [&](const std::string& name, const std::string& module,
+                               std::uint64_t k) {
+    const auto path = scratch.path() / name;
+    CalibrationStoreWriter writer(path, {"elsewhere", 4, false, "test"});
+    std::vector<double> identity(k * k, 0.0);
+    for (std::uint64_t i = 0; i < k; ++i) identity[i * k + i] = 1.0;
+    writer.add(module, k, 4, identity);
+    writer.commit();
+    return path;
+  };
+  // A module outside the routed experts without statistics.
+  auto missing = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "a") +
+                         " --scheme gptq-int4 --calib " +
+                         quoted(write_store("partial.qs", "model.layers.1.self_attn.q_a_proj", 256)));
+  EXPECT_EQ(missing.exit_code, 2) << missing.output;
+  EXPECT_NE(missing.output.find("model.layers.0.self_attn.q_a_proj.weight': no calibration "
+                                "statistics"),
+            std::string::npos)
+      << missing.output;
+  // Statistics of another width (routed experts without any fall back to round-to-nearest).
+  auto wrong = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "b") +
+                       " --recipe " + quoted(kRecipes / "glm5-w4a16-experts-seed002.yaml") +
+                       " --calib " + quoted(write_store("narrow.qs", kExpert, 64)));
+  EXPECT_EQ(wrong.exit_code, 2) << wrong.output;
+  EXPECT_NE(wrong.output.find(kExpert + ".weight': the statistics are for 64 in-features"),
+            std::string::npos)
+      << wrong.output;
+  EXPECT_FALSE(std::filesystem::exists(scratch.path() / "b" / "config.json"));
+}
+
+TEST(QuantizeIntegerCli, RefusesRecipesTheFormatCannotHold) {
+  ScratchDirectory scratch("quantize-int-recipes");
+  const auto write_recipe = [&](const std::string& name, const std::string& text) {
+    std::ofstream(scratch.path() / name) << text;
+    return quoted(scratch.path() / name);
+  };
+  const auto odd_group = write_recipe("odd.yaml", R"(
+format: compressed-tensors
+rules:
+  - category: routed_expert
+    action: int4
+    group_size: 48
+)");
+  auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "a") +
+                        " --recipe " + odd_group);
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("group size 48, but its in-features 256"), std::string::npos)
+      << result.output;
+  const auto modelopt = write_recipe("modelopt.yaml", "rules:\n  - action: int8\n");
+  result = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "b") +
+                   " --recipe " + modelopt);
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("use format: compressed-tensors"), std::string::npos)
+      << result.output;
+  const auto bad_option = write_recipe("bad.yaml", "rules:\n  - action: nvfp4\n    bits: 4\n");
+  result = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "c") +
+                   " --recipe " + bad_option);
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("only applies to integer"), std::string::npos) << result.output;
+}
+
+}  // namespace
+}  // namespace qs
