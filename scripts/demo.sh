@@ -37,3 +37,21 @@ step "quantize: the same weights in the compressed-tensors layout (nvfp4-pack-qu
 step "eval: the NVFP4 model against its BF16 source on held-out tokens (KLD, top-1, PPL, MTP)"
 "$quantsmith" eval --ref "$model" --model "$out/tiny-nvfp4" \
   --tokens "$model/tokens.safetensors:heldout" --max-rows 16
+
+step "calibrate: Hessians (XᵀX) for GPTQ, every token through every expert (seed 002's setting)"
+"$quantsmith" calibrate "$model" --tokens "$model/tokens.safetensors:calib" --max-rows 32 \
+  --all-experts --out "$out/calib-all-experts.qsc"
+
+step "quantize: seed 002 (routed experts W4A16 GPTQ, INT4 asym g128; the rest and MTP BF16)"
+recipe=recipes/glm5-w4a16-experts-seed002.yaml
+"$quantsmith" quantize "$model" "$out/tiny-w4a16-gptq" --recipe "$recipe" \
+  --calib "$out/calib-all-experts.qsc"
+"$quantsmith" quantize "$model" "$out/tiny-w4a16-rtn" --recipe "$recipe" --param experts=int4
+"$quantsmith" validate "$out/tiny-w4a16-gptq"
+
+step "eval: GPTQ against round-to-nearest on the same grid (held-out tokens)"
+for variant in gptq rtn; do
+  printf '%s: ' "$variant"
+  "$quantsmith" eval --ref "$model" --model "$out/tiny-w4a16-$variant" \
+    --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep 'mean KLD'
+done
