@@ -61,6 +61,11 @@ TEST(QuantizeIntegerCli, SchemesWritePackQuantizedTensorsAndConfigs) {
     EXPECT_EQ(checkpoint.find(kExpert + ".weight_zero_point").has_value(), !expected.symmetric);
     EXPECT_FALSE(checkpoint.find(kExpert + ".weight").has_value());
   }
+  // validate dequantizes every integer weight against the source.
+  auto validate = run_cli("validate " + quoted(scratch.path() / "int4-g32") + " --ref " +
+                          quoted(kModel));
+  EXPECT_EQ(validate.exit_code, 0) << validate.output;
+  EXPECT_NE(validate.output.find("176 quantized weights"), std::string::npos) << validate.output;
   // The runner reads what we wrote: INT8 is close to the source, INT4 further.
   auto eval = run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(scratch.path() / "int8") +
                       " --tokens " + quoted(kModel / "tokens.safetensors") +

@@ -38,7 +38,7 @@ void print_comparisons(const std::vector<ReferenceComparison>& comparisons) {
     }
   }
   fmt::print(
-      "  against the reference: {} NVFP4 weights, relative error mean {:.4f}, max {:.4f} "
+      "  against the reference: {} quantized weights, relative error mean {:.4f}, max {:.4f} "
       "({})\n",
       comparisons.size(), sum / static_cast<double>(comparisons.size()), worst, worst_name);
 }

@@ -8,8 +8,10 @@
 #include <optional>
 
 #include "qs/ckpt/codecs.h"
+#include "qs/ckpt/error.h"
 #include "qs/ckpt/tensor_name.h"
 #include "qs/quant/fp4_quantizer.h"
+#include "qs/quant/int_quantizer.h"
 
 namespace qs {
 namespace {
@@ -237,6 +239,81 @@ std::optional<ReferenceComparison> compare_quantized(const std::string& module_p
   return comparison;
 }
 
+// A compressed-tensors pack-quantized module (formats-compressed-tensors.md §4.2), compared at
+// its weight_packed tensor: unpacked and dequantized as consumers decode it.
+std::optional<ReferenceComparison> compare_integer(const std::string& module_path,
+                                                   const TensorLocation& packed,
+                                                   const Checkpoint& checkpoint,
+                                                   const Checkpoint& reference,
+                                                   const Nvfp4ValidationOptions& options,
+                                                   ValidationReport& report) {
+  const std::string weight_name = module_path + ".weight";
+  const auto scales = checkpoint.find(module_path + ".weight_scale");
+  const auto shape = checkpoint.find(module_path + ".weight_shape");
+  const auto zeros = checkpoint.find(module_path + ".weight_zero_point");
+  const auto original = reference.find(weight_name);
+  const auto bad = [&](const std::string& why) -> std::optional<ReferenceComparison> {
+    report.add(Severity::Problem, kReferenceCheck, "int.shape_mismatch", why,
+               packed.shard->path().string(), packed.info->name);
+    return std::nullopt;
+  };
+  if (!scales || !shape || shape->info->dtype != DType::I64 || shape->info->element_count() != 2 ||
+      scales->info->shape.size() != 2 || packed.info->shape.size() != 2)
+    return bad("a pack-quantized module needs weight_scale [N, groups] and weight_shape I64 [2]");
+  std::int64_t dims[2];
+  std::memcpy(dims, shape->shard->read(*shape->info).data(), sizeof(dims));
+  const auto rows = static_cast<std::uint64_t>(dims[0]), cols = static_cast<std::uint64_t>(dims[1]);
+  int bits = 0;
+  for (int b = 2; b <= 8 && bits == 0; ++b)
+    if (intq::packed_shapes(rows, cols, b).words_per_row == packed.info->shape[1]) bits = b;
+  const std::uint64_t groups = scales->info->shape[1];
+  if (bits == 0 || rows != packed.info->shape[0] || groups == 0 || cols % groups != 0)
+    return bad(fmt::format("weight_shape [{}, {}] does not match weight_packed {} and "
+                           "weight_scale {}",
+                           rows, cols, shape_to_string(packed.info->shape),
+                           shape_to_string(scales->info->shape)));
+  if (!original) {
+    report.add(Severity::Problem, kReferenceCheck, "reference.missing_tensor",
+               "the reference has no weight for this pack-quantized module", {}, weight_name);
+    return std::nullopt;
+  }
+  if (original->info->shape != Shape{rows, cols})
+    return bad(fmt::format("weight is [{}, {}] but the reference has {}", rows, cols,
+                           shape_to_string(original->info->shape)));
+  intq::IntQuantized quantized;
+  try {
+    quantized = intq::unpack(packed.shard->read(*packed.info), scales->shard->read(*scales->info),
+                             scales->info->dtype,
+                             zeros ? zeros->shard->read(*zeros->info) : std::span<const std::byte>(),
+                             rows, cols, groups, bits);
+  } catch (const Error& error) {
+    return bad(error.detail());
+  }
+  std::vector<float> dequantized(rows * cols);
+  intq::dequantize(quantized, dequantized);
+  const auto values = decode_tensor(*original);
+  double signal = 0.0, error = 0.0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double difference = static_cast<double>(values[i]) - dequantized[i];
+    signal += static_cast<double>(values[i]) * values[i];
+    error += difference * difference;
+  }
+  ReferenceComparison comparison{weight_name, signal > 0 ? std::sqrt(error / signal) : 0.0,
+                                 error > 0 ? 10.0 * std::log10(signal / error) : INFINITY};
+  if (!(comparison.relative_error <= options.max_relative_error))
+    report.add(Severity::Problem, kReferenceCheck, "reference.error_too_large",
+               fmt::format("dequantized INT{} weight is {:.4f} away from the reference "
+                           "(relative L2; limit {})",
+                           bits, comparison.relative_error, options.max_relative_error),
+               packed.shard->path().string(), weight_name);
+  return comparison;
+}
+
+bool is_pack_quantized_tensor(const Checkpoint& checkpoint, const ParsedTensorName& parsed) {
+  const auto packed = checkpoint.find(parsed.module_path + ".weight_packed");
+  return packed && packed->info->dtype == DType::I32;
+}
+
 void compare_unquantized(const TensorLocation& location, const Checkpoint& reference,
                          ValidationReport& report) {
   const auto& name = location.info->name;
@@ -283,6 +360,13 @@ std::vector<ReferenceComparison> validate_nvfp4(const Checkpoint& checkpoint,
   for (const auto& location : checkpoint.tensors()) {
     const auto parsed = parse_tensor_name(location.info->name);
     const auto module = modules.find(parsed.module_path);
+    if (module == modules.end() && is_pack_quantized_tensor(checkpoint, parsed)) {
+      if (parsed.parameter != TensorParameter::WeightPacked) continue;
+      if (auto comparison = compare_integer(parsed.module_path, location, checkpoint,
+                                            *options.reference, options, report))
+        comparisons.push_back(std::move(*comparison));
+      continue;
+    }
     if (module == modules.end()) {
       compare_unquantized(location, *options.reference, report);
       continue;
