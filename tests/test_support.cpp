@@ -10,6 +10,7 @@
 #include <fstream>
 #include <random>
 
+#include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
 
 namespace qs::testing {
@@ -189,6 +190,26 @@ std::string error_kind_of(const std::function<void()>& action) {
     return error.kind();
   }
   return "no error";
+}
+
+void rewrite_checkpoint(const std::filesystem::path& source, const std::filesystem::path& target,
+                        const TensorEdit& edit) {
+  auto checkpoint = Checkpoint::open(source);
+  std::vector<EditableTensor> tensors;
+  for (const auto& location : checkpoint.tensors()) {
+    EditableTensor tensor{{location.info->name, location.info->dtype, location.info->shape},
+                          location.shard->read(*location.info)};
+    if (edit(tensor)) tensors.push_back(std::move(tensor));
+  }
+  std::filesystem::create_directories(target);
+  std::vector<TensorSpec> specs;
+  for (const auto& tensor : tensors) specs.push_back(tensor.spec);
+  SafetensorsWriter writer(target / "model.safetensors", specs);
+  for (const auto& tensor : tensors) writer.write_tensor(tensor.spec.name, tensor.bytes);
+  writer.commit();
+  for (const char* name : {"config.json", "hf_quant_config.json"})
+    if (std::filesystem::exists(source / name))
+      std::filesystem::copy_file(source / name, target / name);
 }
 
 }  // namespace qs::testing

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/safetensors.h"
+
 namespace qs::testing {
 
 // A header JSON text (without the 8-byte length) and the data bytes that follow it.
@@ -67,6 +69,19 @@ void copy_bundled_model(const std::filesystem::path& to);
 // Every regular file of `directory` that is not hidden (name → bytes): two runs that should
 // write the same checkpoint compare equal.
 std::map<std::string, std::string> directory_contents(const std::filesystem::path& directory);
+
+// One tensor of a checkpoint being rewritten by a test, to break it in one specific way.
+struct EditableTensor {
+  TensorSpec spec;
+  std::vector<std::byte> bytes;
+};
+// Changes the tensor in place; returns false to drop it.
+using TensorEdit = std::function<bool(EditableTensor&)>;
+
+// Rewrites the checkpoint `source` into `target` as one shard with `edit` applied to each
+// tensor; config.json and hf_quant_config.json are copied as they are.
+void rewrite_checkpoint(const std::filesystem::path& source, const std::filesystem::path& target,
+                        const TensorEdit& edit);
 
 // The qs::Error kind `action` throws, or "no error".
 std::string error_kind_of(const std::function<void()>& action);

@@ -22,33 +22,8 @@ using testing::ScratchDirectory;
 const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
 const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
 
-struct EditableTensor {
-  TensorSpec spec;
-  std::vector<std::byte> bytes;
-};
-// Returns false to drop the tensor.
-using Edit = std::function<bool(EditableTensor&)>;
-
-// Rewrites `source` into `target` (one shard, same configs) with `edit` applied to each tensor.
-void rewrite(const std::filesystem::path& source, const std::filesystem::path& target,
-             const Edit& edit) {
-  auto checkpoint = Checkpoint::open(source);
-  std::vector<EditableTensor> tensors;
-  for (const auto& location : checkpoint.tensors()) {
-    EditableTensor tensor{{location.info->name, location.info->dtype, location.info->shape},
-                          location.shard->read(*location.info)};
-    if (edit(tensor)) tensors.push_back(std::move(tensor));
-  }
-  std::filesystem::create_directories(target);
-  std::vector<TensorSpec> specs;
-  for (const auto& tensor : tensors) specs.push_back(tensor.spec);
-  SafetensorsWriter writer(target / "model.safetensors", specs);
-  for (const auto& tensor : tensors) writer.write_tensor(tensor.spec.name, tensor.bytes);
-  writer.commit();
-  for (const char* name : {"config.json", "hf_quant_config.json"})
-    if (std::filesystem::exists(source / name))
-      std::filesystem::copy_file(source / name, target / name);
-}
+using testing::EditableTensor;
+using Edit = testing::TensorEdit;
 
 class ValidateNvfp4 : public ::testing::TestWithParam<const char*> {
  protected:
@@ -67,7 +42,7 @@ class ValidateNvfp4 : public ::testing::TestWithParam<const char*> {
   void expect_finding(const Edit& edit, const std::string& kind) {
     // Numbered, not named after the kind: the path appears in the output we search.
     const auto broken = scratch_.path() / ("broken-" + std::to_string(++copies_));
-    rewrite(quantized_, broken, edit);
+    testing::rewrite_checkpoint(quantized_, broken, edit);
     auto result = run_cli("validate " + quoted(broken) + " --ref " + quoted(kModel));
     EXPECT_EQ(result.exit_code, 1) << kind << "\n" << result.output;
     EXPECT_NE(result.output.find(kind), std::string::npos) << kind << "\n" << result.output;

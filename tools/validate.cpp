@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -26,27 +27,47 @@ struct ValidateOptions {
   bool json = false;
 };
 
-void print_comparisons(const std::vector<ReferenceComparison>& comparisons) {
-  if (comparisons.empty()) return;
+// "N <what>, relative error mean M, max X (tensor)" over `comparisons`.
+std::string error_summary(const std::vector<const ReferenceComparison*>& comparisons,
+                          const std::string& what) {
   double sum = 0.0, worst = 0.0;
   std::string worst_name;
-  for (const auto& comparison : comparisons) {
-    sum += comparison.relative_error;
-    if (comparison.relative_error >= worst) {
-      worst = comparison.relative_error;
-      worst_name = comparison.tensor;
+  for (const auto* comparison : comparisons) {
+    sum += comparison->relative_error;
+    if (comparison->relative_error >= worst) {
+      worst = comparison->relative_error;
+      worst_name = comparison->tensor;
     }
   }
-  fmt::print(
-      "  against the reference: {} quantized weights, relative error mean {:.4f}, max {:.4f} "
-      "({})\n",
-      comparisons.size(), sum / static_cast<double>(comparisons.size()), worst, worst_name);
+  return fmt::format("{} {}, relative error mean {:.4f}, max {:.4f} ({})", comparisons.size(), what,
+                     sum / static_cast<double>(comparisons.size()), worst, worst_name);
+}
+
+// One line over every quantized weight, then, when integer weights are among them, one per
+// format: INT8 (~0.008) and INT4 (~0.1) errors mean nothing averaged together.
+void print_comparisons(const std::vector<ReferenceComparison>& comparisons) {
+  if (comparisons.empty()) return;
+  std::vector<const ReferenceComparison*> all;
+  std::map<std::string, std::vector<const ReferenceComparison*>> by_format;
+  for (const auto& comparison : comparisons) {
+    all.push_back(&comparison);
+    by_format[comparison.format].push_back(&comparison);
+  }
+  fmt::print("  against the reference: {}\n", error_summary(all, "quantized weights"));
+  const bool integers = std::any_of(by_format.begin(), by_format.end(), [](const auto& entry) {
+    return entry.first.starts_with("int");
+  });
+  if (!integers) return;
+  for (const auto& [format, members] : by_format)
+    fmt::print("    {}: {}\n", format,
+               error_summary(members, format.starts_with("int") ? "integer weights" : "weights"));
 }
 
 nlohmann::ordered_json comparisons_json(const std::vector<ReferenceComparison>& comparisons) {
   auto rows = nlohmann::ordered_json::array();
   for (const auto& comparison : comparisons)
     rows.push_back({{"tensor", comparison.tensor},
+                    {"format", comparison.format},
                     {"relative_error", comparison.relative_error},
                     {"snr_db", comparison.snr_db}});
   return rows;
@@ -111,10 +132,11 @@ SubcommandRunner register_validate(CLI::App& app) {
                     "read all data: per-file xxh3-128 hash and NaN/Inf counts per tensor");
   command->add_flag("--json", options->json, "machine-readable report on stdout");
   command->add_option("--ref", options->reference,
-                      "BF16 checkpoint the quantized one came from: dequantized NVFP4 weights "
-                      "are compared with it (relative L2 error), kept tensors must equal it");
+                      "BF16 checkpoint the quantized one came from: dequantized NVFP4 and "
+                      "pack-quantized integer weights are compared with it (relative L2 "
+                      "error), kept tensors must equal it");
   command->add_option("--max-relative-error", options->max_relative_error,
-                      "with --ref: largest accepted relative error per NVFP4 weight "
+                      "with --ref: largest accepted relative error per quantized weight "
                       "(default 0.2)");
 
   return [options]() {

@@ -2,16 +2,22 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 
 #include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/name_pattern.h"
 #include "qs/ckpt/tensor_name.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/int_quantizer.h"
+#include "validation/pack_quantized_checks.h"
 
 namespace qs {
 namespace {
@@ -192,126 +198,87 @@ std::vector<float> decode_tensor(const TensorLocation& location) {
   return values;
 }
 
+// Compares one quantized module's weight [rows, cols], written into its argument by
+// `dequantize` (called only once the reference's weight is found and of that shape), with the
+// reference's `module.weight`. `format` is "nvfp4" or "int<b>"; `location` the codes tensor.
+std::optional<ReferenceComparison> compare_dequantized(
+    const std::string& module_path, const std::string& format, const TensorLocation& location,
+    std::uint64_t rows, std::uint64_t cols, const std::function<void(std::span<float>)>& dequantize,
+    const Checkpoint& reference, const Nvfp4ValidationOptions& options, ValidationReport& report) {
+  std::string label = format;
+  std::transform(label.begin(), label.end(), label.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  const std::string weight_name = module_path + ".weight";
+  const auto original = reference.find(weight_name);
+  if (!original) {
+    report.add(Severity::Problem, kReferenceCheck, "reference.missing_tensor",
+               fmt::format("the reference has no weight for this {} module", label), {},
+               weight_name);
+    return std::nullopt;
+  }
+  if (original->info->shape != Shape{rows, cols}) {
+    report.add(Severity::Problem, kReferenceCheck, "reference.shape_mismatch",
+               fmt::format("{} weight is [{}, {}] but the reference has {}", label, rows, cols,
+                           shape_to_string(original->info->shape)),
+               original->shard->path().string(), weight_name);
+    return std::nullopt;
+  }
+  std::vector<float> dequantized(rows * cols);
+  dequantize(dequantized);
+  const auto values = decode_tensor(*original);
+  double signal = 0.0, error = 0.0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double difference = static_cast<double>(values[i]) - dequantized[i];
+    signal += static_cast<double>(values[i]) * values[i];
+    error += difference * difference;
+  }
+  ReferenceComparison comparison{weight_name, signal > 0 ? std::sqrt(error / signal) : 0.0,
+                                 error > 0 ? 10.0 * std::log10(signal / error) : INFINITY, format};
+  if (!(comparison.relative_error <= options.max_relative_error))
+    report.add(Severity::Problem, kReferenceCheck, "reference.error_too_large",
+               fmt::format("dequantized {} weight is {:.4f} away from the reference "
+                           "(relative L2; limit {})",
+                           label, comparison.relative_error, options.max_relative_error),
+               location.shard->path().string(), weight_name);
+  return comparison;
+}
+
 std::optional<ReferenceComparison> compare_quantized(const std::string& module_path,
                                                      const Nvfp4Module& module,
                                                      const Checkpoint& reference,
                                                      const Nvfp4ValidationOptions& options,
                                                      ValidationReport& report) {
-  const std::string weight_name = module_path + ".weight";
-  const auto original = reference.find(weight_name);
-  if (!original) {
-    report.add(Severity::Problem, kReferenceCheck, "reference.missing_tensor",
-               "the reference has no weight for this NVFP4 module", {}, weight_name);
-    return std::nullopt;
-  }
   const std::uint64_t rows = module.codes->info->shape[0];
   const std::uint64_t cols = module.codes->info->shape[1] * 2;
-  if (original->info->shape != Shape{rows, cols}) {
-    report.add(Severity::Problem, kReferenceCheck, "reference.shape_mismatch",
-               fmt::format("NVFP4 weight is [{}, {}] but the reference has {}", rows, cols,
-                           shape_to_string(original->info->shape)),
-               original->shard->path().string(), weight_name);
-    return std::nullopt;
-  }
-  const auto codes = module.codes->shard->read(*module.codes->info);
-  const auto scales = module.scales->shard->read(*module.scales->info);
-  const float global = read_scalar(*module.global);
-  const float s2 = module.modelopt ? global : 1.0f / global;
-  std::vector<float> dequantized(rows * cols);
-  fp4::dequantize({reinterpret_cast<const std::uint8_t*>(codes.data()), codes.size()},
-                  {reinterpret_cast<const std::uint8_t*>(scales.data()), scales.size()}, s2, rows,
-                  cols, dequantized);
-  const auto values = decode_tensor(*original);
-  double signal = 0.0, error = 0.0;
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const double difference = static_cast<double>(values[i]) - dequantized[i];
-    signal += static_cast<double>(values[i]) * values[i];
-    error += difference * difference;
-  }
-  ReferenceComparison comparison{weight_name, signal > 0 ? std::sqrt(error / signal) : 0.0,
-                                 error > 0 ? 10.0 * std::log10(signal / error) : INFINITY};
-  if (!(comparison.relative_error <= options.max_relative_error))
-    report.add(Severity::Problem, kReferenceCheck, "reference.error_too_large",
-               fmt::format("dequantized NVFP4 weight is {:.4f} away from the reference "
-                           "(relative L2; limit {})",
-                           comparison.relative_error, options.max_relative_error),
-               module.codes->shard->path().string(), weight_name);
-  return comparison;
+  auto dequantize = [&](std::span<float> out) {
+    const auto codes = module.codes->shard->read(*module.codes->info);
+    const auto scales = module.scales->shard->read(*module.scales->info);
+    const float global = read_scalar(*module.global);
+    const float s2 = module.modelopt ? global : 1.0f / global;
+    fp4::dequantize({reinterpret_cast<const std::uint8_t*>(codes.data()), codes.size()},
+                    {reinterpret_cast<const std::uint8_t*>(scales.data()), scales.size()}, s2, rows,
+                    cols, out);
+  };
+  return compare_dequantized(module_path, "nvfp4", *module.codes, rows, cols, dequantize, reference,
+                             options, report);
 }
 
-// A compressed-tensors pack-quantized module (formats-compressed-tensors.md §4.2), compared at
-// its weight_packed tensor: unpacked and dequantized as consumers decode it.
+// Unpacked and dequantized as consumers decode it; only for modules check_int_layout passed.
 std::optional<ReferenceComparison> compare_integer(const std::string& module_path,
-                                                   const TensorLocation& packed,
-                                                   const Checkpoint& checkpoint,
+                                                   const validation::PackQuantizedModule& module,
                                                    const Checkpoint& reference,
                                                    const Nvfp4ValidationOptions& options,
                                                    ValidationReport& report) {
-  const std::string weight_name = module_path + ".weight";
-  const auto scales = checkpoint.find(module_path + ".weight_scale");
-  const auto shape = checkpoint.find(module_path + ".weight_shape");
-  const auto zeros = checkpoint.find(module_path + ".weight_zero_point");
-  const auto original = reference.find(weight_name);
-  const auto bad = [&](const std::string& why) -> std::optional<ReferenceComparison> {
-    report.add(Severity::Problem, kReferenceCheck, "int.shape_mismatch", why,
-               packed.shard->path().string(), packed.info->name);
-    return std::nullopt;
+  auto dequantize = [&](std::span<float> out) {
+    const auto quantized = intq::unpack(
+        module.packed->shard->read(*module.packed->info),
+        module.scales->shard->read(*module.scales->info), module.scales->info->dtype,
+        module.zeros ? module.zeros->shard->read(*module.zeros->info) : std::vector<std::byte>(),
+        module.rows, module.cols, module.groups, module.bits);
+    intq::dequantize(quantized, out);
   };
-  if (!scales || !shape || shape->info->dtype != DType::I64 || shape->info->element_count() != 2 ||
-      scales->info->shape.size() != 2 || packed.info->shape.size() != 2)
-    return bad("a pack-quantized module needs weight_scale [N, groups] and weight_shape I64 [2]");
-  std::int64_t dims[2];
-  std::memcpy(dims, shape->shard->read(*shape->info).data(), sizeof(dims));
-  const auto rows = static_cast<std::uint64_t>(dims[0]), cols = static_cast<std::uint64_t>(dims[1]);
-  int bits = 0;
-  for (int b = 2; b <= 8 && bits == 0; ++b)
-    if (intq::packed_shapes(rows, cols, b).words_per_row == packed.info->shape[1]) bits = b;
-  const std::uint64_t groups = scales->info->shape[1];
-  if (bits == 0 || rows != packed.info->shape[0] || groups == 0 || cols % groups != 0)
-    return bad(fmt::format("weight_shape [{}, {}] does not match weight_packed {} and "
-                           "weight_scale {}",
-                           rows, cols, shape_to_string(packed.info->shape),
-                           shape_to_string(scales->info->shape)));
-  if (!original) {
-    report.add(Severity::Problem, kReferenceCheck, "reference.missing_tensor",
-               "the reference has no weight for this pack-quantized module", {}, weight_name);
-    return std::nullopt;
-  }
-  if (original->info->shape != Shape{rows, cols})
-    return bad(fmt::format("weight is [{}, {}] but the reference has {}", rows, cols,
-                           shape_to_string(original->info->shape)));
-  intq::IntQuantized quantized;
-  try {
-    quantized = intq::unpack(packed.shard->read(*packed.info), scales->shard->read(*scales->info),
-                             scales->info->dtype,
-                             zeros ? zeros->shard->read(*zeros->info) : std::span<const std::byte>(),
-                             rows, cols, groups, bits);
-  } catch (const Error& error) {
-    return bad(error.detail());
-  }
-  std::vector<float> dequantized(rows * cols);
-  intq::dequantize(quantized, dequantized);
-  const auto values = decode_tensor(*original);
-  double signal = 0.0, error = 0.0;
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const double difference = static_cast<double>(values[i]) - dequantized[i];
-    signal += static_cast<double>(values[i]) * values[i];
-    error += difference * difference;
-  }
-  ReferenceComparison comparison{weight_name, signal > 0 ? std::sqrt(error / signal) : 0.0,
-                                 error > 0 ? 10.0 * std::log10(signal / error) : INFINITY};
-  if (!(comparison.relative_error <= options.max_relative_error))
-    report.add(Severity::Problem, kReferenceCheck, "reference.error_too_large",
-               fmt::format("dequantized INT{} weight is {:.4f} away from the reference "
-                           "(relative L2; limit {})",
-                           bits, comparison.relative_error, options.max_relative_error),
-               packed.shard->path().string(), weight_name);
-  return comparison;
-}
-
-bool is_pack_quantized_tensor(const Checkpoint& checkpoint, const ParsedTensorName& parsed) {
-  const auto packed = checkpoint.find(parsed.module_path + ".weight_packed");
-  return packed && packed->info->dtype == DType::I32;
+  return compare_dequantized(module_path, fmt::format("int{}", module.bits), *module.packed,
+                             module.rows, module.cols, dequantize, reference, options, report);
 }
 
 void compare_unquantized(const TensorLocation& location, const Checkpoint& reference,
@@ -354,24 +321,28 @@ std::vector<ReferenceComparison> validate_nvfp4(const Checkpoint& checkpoint,
     for (const auto& [path, module] : modules) usable[path] = check_module(path, module, report);
     check_fused_scales(modules, report);
   }
+  std::set<std::string> nvfp4_paths;
+  for (const auto& entry : modules) nvfp4_paths.insert(entry.first);
+  const auto int_modules = validation::check_pack_quantized(checkpoint, nvfp4_paths, report);
   std::vector<ReferenceComparison> comparisons;
   if (!options.reference) return comparisons;
   report.checks_run.push_back(kReferenceCheck);
   for (const auto& location : checkpoint.tensors()) {
     const auto parsed = parse_tensor_name(location.info->name);
-    const auto module = modules.find(parsed.module_path);
-    if (module == modules.end() && is_pack_quantized_tensor(checkpoint, parsed)) {
-      if (parsed.parameter != TensorParameter::WeightPacked) continue;
-      if (auto comparison = compare_integer(parsed.module_path, location, checkpoint,
-                                            *options.reference, options, report))
+    // One comparison per quantized module, made at its codes tensor; the companions are not
+    // in the reference.
+    if (const auto module = int_modules.find(parsed.module_path); module != int_modules.end()) {
+      if (parsed.parameter != TensorParameter::WeightPacked || !module->second.decodable) continue;
+      if (auto comparison = compare_integer(parsed.module_path, module->second, *options.reference,
+                                            options, report))
         comparisons.push_back(std::move(*comparison));
       continue;
     }
+    const auto module = modules.find(parsed.module_path);
     if (module == modules.end()) {
       compare_unquantized(location, *options.reference, report);
       continue;
     }
-    // One comparison per NVFP4 module, made at its codes tensor.
     const bool is_codes =
         module->second.codes && module->second.codes->info->name == location.info->name;
     if (!is_codes || !usable[parsed.module_path]) continue;

@@ -1,6 +1,7 @@
 #pragma once
-// `validate` for NVFP4 checkpoints in either layout (formats-modelopt-nvfp4.md §2.1,
-// formats-compressed-tensors.md §4.1), added to the report of qs/ckpt/validation.h:
+// `validate` for quantized checkpoints: NVFP4 in either layout (formats-modelopt-nvfp4.md
+// §2.1, formats-compressed-tensors.md §4.1) and compressed-tensors pack-quantized integers
+// (§4.2), added to the report of qs/ckpt/validation.h:
 //
 //   nvfp4 (headers + the small scale tensors, always):
 //     nvfp4.missing_tensor        a module with some NVFP4 tensors lacks another
@@ -10,10 +11,28 @@
 //     nvfp4.bad_block_scale       a block scale byte that is NaN (0x7F/0xFF) or negative
 //     nvfp4.fused_scale_mismatch  engine-fused members (q_a/kv_a, gate/up) with different
 //                                 global or input scales
+//   int (modules with an I32 weight_packed or a weight_shape; headers, weight_shape, the
+//   scales, and codes / zero points only where their rows end in padding):
+//     int.missing_tensor          weight_packed, weight_scale or weight_shape missing
+//     int.dtype_mismatch          packed / zero points not I32, weight_shape not I64, scales
+//                                 not BF16/F16/F32
+//     int.shape_mismatch          weight_shape [N, K] against weight_packed [N, ⌈K·b/32⌉],
+//                                 scales [N, G] with G dividing K, zero points [⌈N·b/32⌉, G]
+//     int.config_mismatch         quantization_config not compressed-tensors or unreadable;
+//                                 the module not covered by a pack-quantized int group; zero
+//                                 points present for a symmetric group or absent for an
+//                                 asymmetric one; G not what strategy / group_size give
+//     int.bad_scale               a scale that is not finite and > 0
+//     int.padding                 bits set past the last field of a packed row (or of a zero
+//                                 point column)
+//   The bit width b is the covering config group's num_bits, else the one the packed width
+//   implies. There is no zero-point range check: a b-bit field minus 2^(b-1) is always in
+//   [-2^(b-1), 2^(b-1)-1], so the only way to store a bad one is padding.
 //   reference (with a BF16 reference checkpoint, reads everything, tensor by tensor):
 //     reference.missing_tensor    the reference lacks a module's weight
-//     reference.error_too_large   dequantized NVFP4 weight's relative error ‖W−Ŵ‖/‖W‖ above
-//                                 the limit
+//     reference.shape_mismatch    the reference's weight is not [N, K]
+//     reference.error_too_large   dequantized NVFP4 or INT weight's relative error ‖W−Ŵ‖/‖W‖
+//                                 above the limit
 //     reference.mismatch          an unquantized tensor that differs from the reference (a
 //                                 float cast of it, e.g. F32 weights_proj, counts as equal)
 
@@ -26,13 +45,15 @@
 namespace qs {
 
 // NVFP4 with max scales gives ~0.09 relative error on trained weights (20–21 dB SNR on the
-// bundled model); a wrong global scale or scrambled codes give 0.5 and more.
+// bundled model), INT4 g128 ~0.1, INT8 ~0.008; a wrong global scale or scrambled codes give
+// 0.5 and more.
 inline constexpr double kDefaultMaxRelativeError = 0.2;
 
 struct ReferenceComparison {
   std::string tensor;     // the source weight's name (module.weight)
   double relative_error;  // ‖W − Ŵ‖ / ‖W‖
   double snr_db;
+  std::string format;  // "nvfp4", "int4", "int8", ...: the text summary is per format
 };
 
 struct Nvfp4ValidationOptions {
@@ -40,8 +61,9 @@ struct Nvfp4ValidationOptions {
   double max_relative_error = kDefaultMaxRelativeError;
 };
 
-// Adds findings to `report` (and its checks_run); returns the per-weight comparisons when a
-// reference is given.
+// Adds findings to `report` (and its checks_run: "nvfp4" / "int" when such modules exist,
+// "reference"); returns the per-weight comparisons when a reference is given. Named for the
+// format it first checked; it covers the integer modules too.
 std::vector<ReferenceComparison> validate_nvfp4(const Checkpoint& checkpoint,
                                                 const Nvfp4ValidationOptions& options,
                                                 ValidationReport& report);

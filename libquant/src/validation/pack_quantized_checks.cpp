@@ -1,0 +1,397 @@
+#include "pack_quantized_checks.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <vector>
+
+#include "qs/ckpt/codecs.h"
+#include "qs/ckpt/name_pattern.h"
+#include "qs/ckpt/tensor_name.h"
+#include "qs/quant/int_quantizer.h"
+
+namespace qs::validation {
+namespace {
+
+constexpr const char* kIntCheck = "int";
+
+// One config group's weight arguments, with compressed-tensors' defaults for absent keys
+// (QuantizationArgs: num_bits 8, symmetric, type int; strategy inferred from group_size).
+struct IntConfigGroup {
+  std::string name;
+  std::string format;  // the group's own, else the top-level one
+  std::string type;    // "int", "float", or "" when the group quantizes no weights
+  int bits = 8;
+  bool symmetric = true;
+  std::string strategy;
+  std::int64_t group_size = 0;
+  std::vector<NamePattern> targets;
+};
+
+struct IntConfig {
+  std::vector<IntConfigGroup> groups;
+  std::vector<NamePattern> ignore;
+};
+
+std::optional<IntConfigGroup> read_config_group(const std::string& name,
+                                                const nlohmann::json& group,
+                                                const std::string& top_format) {
+  // A preset list ("W4A16": ["Linear"]) names no arguments; vLLM cannot read it either.
+  if (!group.is_object()) return std::nullopt;
+  IntConfigGroup parsed;
+  parsed.name = name;
+  parsed.format = top_format;
+  if (const auto format = group.find("format"); format != group.end() && format->is_string())
+    parsed.format = format->get<std::string>();
+  for (const auto& target : group.value("targets", nlohmann::json::array()))
+    parsed.targets.push_back(
+        NamePattern::parse(target.get<std::string>(), PlainPatternMeaning::ExactName));
+  const auto weights = group.find("weights");
+  if (weights == group.end() || !weights->is_object()) return parsed;
+  auto key = [&](const char* field) -> const nlohmann::json* {
+    const auto found = weights->find(field);
+    return found == weights->end() || found->is_null() ? nullptr : &*found;
+  };
+  parsed.type = key("type") ? key("type")->get<std::string>() : "int";
+  if (key("num_bits")) parsed.bits = key("num_bits")->get<int>();
+  if (key("symmetric")) parsed.symmetric = key("symmetric")->get<bool>();
+  if (key("group_size")) parsed.group_size = key("group_size")->get<std::int64_t>();
+  if (key("strategy"))
+    parsed.strategy = key("strategy")->get<std::string>();
+  else
+    parsed.strategy = parsed.group_size > 0     ? "group"
+                      : parsed.group_size == -1 ? "channel"
+                                                : "tensor";
+  return parsed;
+}
+
+// config.json's compressed-tensors block; nullopt (with a finding when it exists but cannot be
+// used) otherwise, and the bit width then comes from the tensors alone.
+std::optional<IntConfig> read_int_config(const Checkpoint& checkpoint, ValidationReport& report) {
+  const auto& config = checkpoint.config();
+  if (!config.is_object() || !config.contains("quantization_config")) return std::nullopt;
+  const std::string file = (checkpoint.directory() / "config.json").string();
+  try {
+    const auto& block = config.at("quantization_config");
+    const auto method = block.value("quant_method", std::string());
+    if (method != "compressed-tensors") {
+      report.add(Severity::Problem, kIntCheck, "int.config_mismatch",
+                 fmt::format("quant_method is \"{}\", but pack-quantized tensors need "
+                             "\"compressed-tensors\"",
+                             method),
+                 file);
+      return std::nullopt;
+    }
+    IntConfig parsed;
+    const auto top_format = block.value("format", std::string());
+    const auto groups = block.value("config_groups", nlohmann::json::object());
+    for (const auto& [name, group] : groups.items())
+      if (auto read = read_config_group(name, group, top_format))
+        parsed.groups.push_back(std::move(*read));
+    for (const auto& entry : block.value("ignore", nlohmann::json::array()))
+      parsed.ignore.push_back(
+          NamePattern::parse(entry.get<std::string>(), PlainPatternMeaning::ExactName));
+    return parsed;
+  } catch (const std::exception& error) {  // nlohmann type errors, unparsable patterns
+    report.add(Severity::Problem, kIntCheck, "int.config_mismatch",
+               fmt::format("quantization_config cannot be read: {}", error.what()), file);
+    return std::nullopt;
+  }
+}
+
+// The group compressed-tensors and transformers give `module` (§2.5: ignore first, then exact
+// names, regexes, the class name "Linear"; ties go to the first group), nullopt when none. Our
+// writer makes vLLM's resolution agree with this one (quantization_config.cpp).
+const IntConfigGroup* covering_group(const IntConfig& config, const std::string& module) {
+  auto is_linear_class = [](const NamePattern& pattern) {
+    return pattern.kind() != NamePattern::Kind::Regex && pattern.text() == "Linear";
+  };
+  for (const auto& pattern : config.ignore)
+    if (is_linear_class(pattern) || pattern.matches_module(module)) return nullptr;
+  for (const auto kind : {NamePattern::Kind::Exact, NamePattern::Kind::Regex})
+    for (const auto& group : config.groups)
+      for (const auto& target : group.targets)
+        if (target.kind() == kind && target.matches_module(module)) return &group;
+  for (const auto& group : config.groups)
+    for (const auto& target : group.targets)
+      if (is_linear_class(target)) return &group;
+  return nullptr;
+}
+
+// Modules with an I32 weight_packed or a weight_shape (so one that lost its codes is still
+// seen); NVFP4 compressed-tensors modules (U8 weight_packed + global scale) are not ours.
+std::map<std::string, PackQuantizedModule> find_int_modules(
+    const Checkpoint& checkpoint, const std::set<std::string>& nvfp4) {
+  std::map<std::string, PackQuantizedModule> modules;
+  for (const auto& location : checkpoint.tensors()) {
+    const auto parsed = parse_tensor_name(location.info->name);
+    const bool marks =
+        parsed.parameter == TensorParameter::WeightShape ||
+        (parsed.parameter == TensorParameter::WeightPacked && location.info->dtype == DType::I32);
+    if (marks && !nvfp4.contains(parsed.module_path)) modules[parsed.module_path];
+  }
+  for (const auto& location : checkpoint.tensors()) {
+    const auto parsed = parse_tensor_name(location.info->name);
+    const auto found = modules.find(parsed.module_path);
+    if (found == modules.end()) continue;
+    auto& module = found->second;
+    switch (parsed.parameter) {
+      case TensorParameter::WeightPacked:
+        module.packed = location;
+        break;
+      case TensorParameter::WeightScale:
+        module.scales = location;
+        break;
+      case TensorParameter::WeightShape:
+        module.shape = location;
+        break;
+      case TensorParameter::WeightZeroPoint:
+        module.zeros = location;
+        break;
+      default:
+        break;
+    }
+  }
+  return modules;
+}
+
+std::uint32_t read_word(std::span<const std::byte> bytes, std::uint64_t index) {
+  std::uint32_t word = 0;
+  std::memcpy(&word, bytes.data() + index * 4, 4);
+  return word;
+}
+
+// Whether the last word of a stream of `count` b-bit fields has bits set past the last field
+// (the packer writes zeros there; anything else is a writer bug or corruption).
+bool has_padding_bits(std::uint32_t last_word, std::uint64_t count, int bits) {
+  const auto used = count * static_cast<std::uint64_t>(bits) % 32;
+  return used != 0 && (last_word >> used) != 0;
+}
+
+// Dtypes and shapes, against each other and the bit width; fills module.bits/rows/cols/groups.
+// Returns false when the tensors cannot be decoded.
+bool check_int_layout(const std::string& module_path, PackQuantizedModule& module,
+                      const IntConfigGroup* group, ValidationReport& report) {
+  bool usable = true;
+  auto missing = [&](const char* parameter) {
+    report.add(Severity::Problem, kIntCheck, "int.missing_tensor",
+               fmt::format("pack-quantized module without its {}", parameter), {},
+               module_path + "." + parameter);
+    usable = false;
+  };
+  if (!module.packed) missing("weight_packed");
+  if (!module.scales) missing("weight_scale");
+  if (!module.shape) missing("weight_shape");
+  if (!usable) return false;
+
+  auto dtype_problem = [&](const TensorLocation& location, const char* expected) {
+    report.add(Severity::Problem, kIntCheck, "int.dtype_mismatch",
+               fmt::format("stored as {}, pack-quantized needs {}",
+                           dtype_name(location.info->dtype), expected),
+               location.shard->path().string(), location.info->name);
+    usable = false;
+  };
+  if (module.packed->info->dtype != DType::I32) dtype_problem(*module.packed, "I32");
+  if (module.shape->info->dtype != DType::I64) dtype_problem(*module.shape, "I64");
+  if (module.zeros && module.zeros->info->dtype != DType::I32) dtype_problem(*module.zeros, "I32");
+  const DType scale_dtype = module.scales->info->dtype;
+  if (scale_dtype != DType::BF16 && scale_dtype != DType::F16 && scale_dtype != DType::F32)
+    dtype_problem(*module.scales, "the model's float dtype (BF16, F16 or F32)");
+  if (!usable) return false;
+
+  auto shape_problem = [&](const TensorLocation& location, const std::string& message) {
+    report.add(Severity::Problem, kIntCheck, "int.shape_mismatch", message,
+               location.shard->path().string(), location.info->name);
+    usable = false;
+  };
+  const Shape& packed = module.packed->info->shape;
+  const Shape& scales = module.scales->info->shape;
+  auto expected_shape = [&](const TensorLocation& location, const char* expected) {
+    shape_problem(location, fmt::format("shape {}, expected {}",
+                                        shape_to_string(location.info->shape), expected));
+  };
+  if (module.shape->info->shape != Shape{2}) expected_shape(*module.shape, "[2] = [N, K]");
+  if (packed.size() != 2) expected_shape(*module.packed, "[N, ⌈K·bits/32⌉]");
+  if (scales.size() != 2) expected_shape(*module.scales, "[N, groups]");
+  if (!usable) return false;
+  std::int64_t dims[2];
+  std::memcpy(dims, module.shape->shard->read(*module.shape->info).data(), sizeof(dims));
+  if (dims[0] <= 0 || dims[1] <= 0 || static_cast<std::uint64_t>(dims[0]) != packed[0]) {
+    shape_problem(*module.shape, fmt::format("[{}, {}], but weight_packed is {}", dims[0], dims[1],
+                                             shape_to_string(packed)));
+    return false;
+  }
+  module.rows = static_cast<std::uint64_t>(dims[0]);
+  module.cols = static_cast<std::uint64_t>(dims[1]);
+  // The width the packed tensor was written with: stated by the config group, else the one
+  // whose ⌈K·b/32⌉ words make up a row, trying the widths engines read first (for K < 32
+  // several widths give one word count).
+  int fitting = 0;
+  for (int b : {4, 8, 2, 3, 5, 6, 7})
+    if (fitting == 0 && intq::packed_shapes(module.rows, module.cols, b).words_per_row == packed[1])
+      fitting = b;
+  module.bits = group ? group->bits : fitting;
+  if (group && (group->bits < 2 || group->bits > 8)) {
+    report.add(Severity::Problem, kIntCheck, "int.config_mismatch",
+               fmt::format("config group {} has num_bits {}; pack-quantized holds 2..8",
+                           group->name, group->bits),
+               module.packed->shard->path().string(), module.packed->info->name);
+    return false;
+  }
+  if (module.bits == 0) {
+    shape_problem(*module.shape,
+                  fmt::format("[{}, {}], but no 2..8-bit packing of {} inputs "
+                              "gives weight_packed {}",
+                              module.rows, module.cols, module.cols, shape_to_string(packed)));
+    return false;
+  }
+  const auto expected = intq::packed_shapes(module.rows, module.cols, module.bits);
+  if (packed[1] != expected.words_per_row) {
+    // Only with a config group (an inferred width fits by construction); either weight_shape
+    // or num_bits is wrong, and which one the tensors alone cannot tell.
+    shape_problem(*module.shape,
+                  fmt::format("[{}, {}], so the {}-bit codes of config group {} need "
+                              "weight_packed [{}, {}], but it is {}{}",
+                              module.rows, module.cols, module.bits, group->name, module.rows,
+                              expected.words_per_row, shape_to_string(packed),
+                              fitting ? fmt::format(" (that fits {}-bit codes)", fitting) : ""));
+    return false;
+  }
+  module.groups = scales[1];
+  if (scales[0] != module.rows || module.groups == 0 || module.cols % module.groups != 0)
+    shape_problem(*module.scales, fmt::format("shape {}, expected [{}, G] with G dividing {}",
+                                              shape_to_string(scales), module.rows, module.cols));
+  if (module.zeros && module.zeros->info->shape != Shape{expected.zero_point_rows, module.groups})
+    shape_problem(*module.zeros,
+                  fmt::format("shape {}, expected [{}, {}] ({} {}-bit zero points per group, "
+                              "packed along the output dimension)",
+                              shape_to_string(module.zeros->info->shape), expected.zero_point_rows,
+                              module.groups, module.rows, module.bits));
+  return usable;
+}
+
+// What the config group says against what the tensors hold: format, symmetry (zero points),
+// number of groups. The tensors stay decodable, so the comparison still runs.
+void check_int_config(const std::string& module_path, const PackQuantizedModule& module,
+                      const IntConfigGroup* group, ValidationReport& report) {
+  const auto& packed = *module.packed;
+  auto mismatch = [&](const std::string& message, const std::string& file,
+                      const std::string& tensor) {
+    report.add(Severity::Problem, kIntCheck, "int.config_mismatch", message, file, tensor);
+  };
+  if (!group) {
+    mismatch(
+        "stored pack-quantized, but quantization_config ignores it or no config group "
+        "targets it",
+        packed.shard->path().string(), packed.info->name);
+    return;
+  }
+  if (group->format != "pack-quantized" || group->type != "int") {
+    mismatch(fmt::format("stored pack-quantized, but its config group {} has format \"{}\" and "
+                         "weights of type \"{}\"",
+                         group->name, group->format, group->type),
+             packed.shard->path().string(), packed.info->name);
+    return;
+  }
+  if (group->symmetric && module.zeros)
+    mismatch(fmt::format("zero points stored, but config group {} is symmetric", group->name),
+             module.zeros->shard->path().string(), module.zeros->info->name);
+  if (!group->symmetric && !module.zeros)
+    mismatch(fmt::format("no zero points, but config group {} is asymmetric", group->name), {},
+             module_path + ".weight_zero_point");
+  const std::string scale_file = module.scales->shard->path().string();
+  const std::string& scale_name = module.scales->info->name;
+  std::uint64_t expected = 0;
+  if (group->strategy == "channel") {
+    expected = 1;
+  } else if (group->strategy == "group" && group->group_size > 0) {
+    expected = (module.cols + group->group_size - 1) / group->group_size;
+  } else {
+    mismatch(fmt::format("config group {} has strategy \"{}\" with group_size {}; "
+                         "pack-quantized scales are per group (group_size > 0) or per channel",
+                         group->name, group->strategy, group->group_size),
+             scale_file, scale_name);
+    return;
+  }
+  if (expected != module.groups)
+    mismatch(
+        fmt::format("{} scale group(s) per row, but config group {} ({}) needs {} for {} "
+                    "inputs",
+                    module.groups, group->name,
+                    group->strategy == "channel" ? std::string("channel")
+                                                 : fmt::format("group_size {}", group->group_size),
+                    expected, module.cols),
+        scale_file, scale_name);
+}
+
+// Scales finite and positive (compressed-tensors stores eps for an all-zero group, never 0)
+// and the padding past each stream's last field zero. Reads the scales, and the codes or zero
+// points only when their streams have padding (not for widths dividing 32 words evenly).
+void check_int_data(const PackQuantizedModule& module, ValidationReport& report) {
+  const auto& scales_location = *module.scales;
+  std::vector<float> scales(scales_location.info->element_count());
+  decode_to_f32(scales_location.info->dtype, scales_location.shard->read(*scales_location.info),
+                scales);
+  std::size_t non_finite = 0, non_positive = 0;
+  for (float scale : scales) {
+    non_finite += std::isfinite(scale) ? 0 : 1;
+    non_positive += std::isfinite(scale) && scale <= 0.0f ? 1 : 0;
+  }
+  if (non_finite || non_positive)
+    report.add(Severity::Problem, kIntCheck, "int.bad_scale",
+               fmt::format("{} non-finite and {} non-positive scale(s) of {}", non_finite,
+                           non_positive, scales.size()),
+               scales_location.shard->path().string(), scales_location.info->name);
+
+  const auto shapes = intq::packed_shapes(module.rows, module.cols, module.bits);
+  auto padding = [&](const TensorLocation& location, std::size_t streams, const char* what) {
+    report.add(
+        Severity::Problem, kIntCheck, "int.padding",
+        fmt::format("{} {} with bits set past the last {}-bit field", streams, what, module.bits),
+        location.shard->path().string(), location.info->name);
+  };
+  if (module.cols * module.bits % 32 != 0) {
+    const auto packed = module.packed->shard->read(*module.packed->info);
+    std::size_t rows = 0;
+    for (std::uint64_t r = 0; r < module.rows; ++r)
+      rows += has_padding_bits(read_word(packed, (r + 1) * shapes.words_per_row - 1), module.cols,
+                               module.bits);
+    if (rows) padding(*module.packed, rows, "row(s)");
+  }
+  if (module.zeros && module.rows * module.bits % 32 != 0) {
+    // Zero points are packed along the output dimension: the last word of group g's stream is
+    // element g of the tensor's last row.
+    const auto zeros = module.zeros->shard->read(*module.zeros->info);
+    std::size_t groups = 0;
+    for (std::uint64_t g = 0; g < module.groups; ++g)
+      groups += has_padding_bits(read_word(zeros, (shapes.zero_point_rows - 1) * module.groups + g),
+                                 module.rows, module.bits);
+    if (groups) padding(*module.zeros, groups, "zero-point column(s)");
+  }
+}
+
+}  // namespace
+
+std::map<std::string, PackQuantizedModule> check_pack_quantized(
+    const Checkpoint& checkpoint, const std::set<std::string>& nvfp4_modules,
+    ValidationReport& report) {
+  auto modules = find_int_modules(checkpoint, nvfp4_modules);
+  if (modules.empty()) return modules;
+  report.checks_run.push_back(kIntCheck);
+  const auto config = read_int_config(checkpoint, report);
+  for (auto& [path, module] : modules) {
+    const IntConfigGroup* group = config ? covering_group(*config, path) : nullptr;
+    // Only a pack-quantized group's num_bits says how the codes were packed.
+    const bool states_bits = group && group->format == "pack-quantized" && group->type == "int";
+    module.decodable = check_int_layout(path, module, states_bits ? group : nullptr, report);
+    if (!module.decodable) continue;
+    if (config) check_int_config(path, module, group, report);
+    check_int_data(module, report);
+  }
+  return modules;
+}
+
+}  // namespace qs::validation
