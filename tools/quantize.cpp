@@ -203,42 +203,6 @@ void print_plan(const QuantizePlan& planned, const Recipe& recipe) {
              planned.model.nvfp4_modules.size(), planned.model.unquantized_linears.size());
 }
 
-// Files written beside the shards: the source's auxiliary files, config.json with the
-// quantization block, and hf_quant_config.json for modelopt.
-std::size_t quantized_linears(const QuantizedModel& model) {
-  std::size_t count = model.nvfp4_modules.size();
-  for (const auto& group : model.integer_groups) count += group.modules.size();
-  return count;
-}
-
-std::vector<std::pair<std::string, std::string>> output_configs(const Checkpoint& source,
-                                                                const QuantizePlan& planned,
-                                                                OutputFormat format) {
-  std::vector<std::pair<std::string, std::string>> files;
-  for (const auto& path : source.auxiliary_files()) {
-    const std::string name = path.filename().string();
-    if (name == "config.json" || name == kHfQuantConfigFileName) continue;
-    files.emplace_back(name, read_text_file(path));
-  }
-  const bool quantized = quantized_linears(planned.model) > 0;
-  if (!quantized) {
-    if (!source.config().is_null())
-      files.emplace_back("config.json", source.config().dump(2) + "\n");
-    return files;
-  }
-  if (format == OutputFormat::Modelopt) {
-    files.emplace_back("config.json", config_with_quantization(
-                                          source.config(), modelopt_config_block(planned.model)));
-    files.emplace_back(std::string(kHfQuantConfigFileName),
-                       modelopt_hf_quant_config(planned.model).dump(2) + "\n");
-  } else {
-    files.emplace_back(
-        "config.json",
-        config_with_quantization(source.config(), compressed_tensors_config_block(planned.model)));
-  }
-  return files;
-}
-
 // --force: remove what an earlier run of ours left, never anything else.
 void clear_previous_output(const std::filesystem::path& directory, const Checkpoint& source) {
   if (!std::filesystem::exists(directory)) return;
@@ -343,7 +307,7 @@ int run_quantize(const QuantizeOptions& options) {
   if (calibration)
     execution.fingerprint += fmt::format("|calib={}:{}", options.calibration,
                                          std::filesystem::file_size(options.calibration));
-  execution.extra_files = output_configs(source, planned, recipe.format);
+  execution.extra_files = output_config_files(source, planned.model, recipe.format);
   ProgressLine progress("quantize", planned.plan.source_bytes(), planned.plan.items.size());
   execution.on_progress = [&](const ExecutionProgress& state) {
     progress.update(state.done_source_bytes, state.done_items);
@@ -376,7 +340,7 @@ int run_quantize(const QuantizeOptions& options) {
     fmt::print("{}\n", out.dump(2));
   } else {
     fmt::print("quantized {} → {}: {} Linears ({}), {} → {} in {:.2f} s ({:.2f} GB/s read)",
-               source.directory().string(), options.output, quantized_linears(planned.model),
+               source.directory().string(), options.output, quantized_linear_count(planned.model),
                output_format_name(recipe.format), human_bytes(report.bytes_read),
                human_bytes(report.bytes_written), seconds, report.bytes_read / 1e9 / seconds);
     if (report.shards_resumed) fmt::print(", {} shard(s) resumed", report.shards_resumed);

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/file_io.h"
 #include "qs/ckpt/name_pattern.h"
 #include "qs/ckpt/tensor_name.h"
 
@@ -288,6 +289,40 @@ std::string config_with_quantization(const nlohmann::json& config, const nlohman
   nlohmann::json updated = config.is_object() ? config : nlohmann::json::object();
   updated["quantization_config"] = block;
   return updated.dump(2) + "\n";
+}
+
+std::size_t quantized_linear_count(const QuantizedModel& model) {
+  std::size_t count = model.nvfp4_modules.size();
+  for (const auto& group : model.integer_groups) count += group.modules.size();
+  return count;
+}
+
+std::vector<std::pair<std::string, std::string>> output_config_files(
+    const Checkpoint& source, const QuantizedModel& model, std::optional<OutputFormat> format) {
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const auto& path : source.auxiliary_files()) {
+    const std::string name = path.filename().string();
+    if (name == "config.json" || name == kHfQuantConfigFileName) continue;
+    files.emplace_back(name, read_text_file(path));
+  }
+  if (!format || quantized_linear_count(model) == 0) {
+    if (source.config().is_object()) {
+      nlohmann::json config = source.config();
+      config.erase("quantization_config");
+      files.emplace_back("config.json", config.dump(2) + "\n");
+    }
+    return files;
+  }
+  if (*format == OutputFormat::Modelopt) {
+    files.emplace_back("config.json",
+                       config_with_quantization(source.config(), modelopt_config_block(model)));
+    files.emplace_back(std::string(kHfQuantConfigFileName),
+                       modelopt_hf_quant_config(model).dump(2) + "\n");
+  } else {
+    files.emplace_back("config.json", config_with_quantization(
+                                          source.config(), compressed_tensors_config_block(model)));
+  }
+  return files;
 }
 
 }  // namespace qs

@@ -10,9 +10,6 @@
 namespace qs {
 namespace {
 
-// The tensors of one module, keyed by parameter name ("weight", "weight_scale", ...).
-using ModuleParameters = std::map<std::string, TensorLocation>;
-
 bool has(const ModuleParameters& parameters, const char* name) {
   return parameters.count(name) != 0;
 }
@@ -25,27 +22,12 @@ bool has(const ModuleParameters& parameters, const char* name, DType dtype) {
 // pack-quantized stores ceil(K * bits / 32) int32 words per row; K is in weight_shape.
 std::string pack_quantized_label(const ModuleParameters& parameters) {
   const std::string base = weight_layout_name(WeightLayout::PackQuantized);
-  auto shape_it = parameters.find("weight_shape");
+  const auto shape = logical_weight_shape(parameters, WeightLayout::PackQuantized);
+  if (!shape) return base;
   const TensorInfo& packed = *parameters.at("weight_packed").info;
-  if (shape_it == parameters.end() || packed.shape.size() != 2) return base;
-  const TensorInfo& shape_info = *shape_it->second.info;
-  if (shape_info.element_count() != 2 ||
-      (shape_info.dtype != DType::I64 && shape_info.dtype != DType::I32))
-    return base;
-  std::vector<std::byte> bytes = shape_it->second.shard->read(shape_info);
-  std::int64_t in_features = 0;
-  if (shape_info.dtype == DType::I64) {
-    std::memcpy(&in_features, bytes.data() + 8, 8);
-  } else {
-    std::int32_t value = 0;
-    std::memcpy(&value, bytes.data() + 4, 4);
-    in_features = value;
-  }
-  if (in_features <= 0) return base;
   // Common widths first: with padding to whole words, a narrow K can fit two widths.
   for (int bits : {4, 8, 2, 3})
-    if (static_cast<std::uint64_t>((in_features * bits + 31) / 32) == packed.shape[1])
-      return base + "-int" + std::to_string(bits);
+    if (((*shape)[1] * bits + 31) / 32 == packed.shape[1]) return base + "-int" + std::to_string(bits);
   return base;
 }
 
@@ -88,12 +70,6 @@ constexpr std::array<LayoutRule, 6> kLayoutRules{{
               !has(p, "weight_packed");
      }},
 }};
-
-WeightLayout classify(const ModuleParameters& parameters) {
-  for (const auto& rule : kLayoutRules)
-    if (rule.matches(parameters)) return rule.layout;
-  return WeightLayout::Unrecognized;
-}
 
 std::string declared_quantization(const Checkpoint& checkpoint) {
   std::vector<std::string> parts;
@@ -142,18 +118,74 @@ const char* weight_layout_name(WeightLayout layout) {
   return "unrecognized";
 }
 
-QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
+std::map<std::string, ModuleParameters> modules_of(const Checkpoint& checkpoint) {
   std::map<std::string, ModuleParameters> modules;
   for (const auto& location : checkpoint.tensors()) {
     auto parsed = parse_tensor_name(location.info->name);
     if (parsed.parameter_name.empty()) continue;
     modules[parsed.module_path].emplace(parsed.parameter_name, location);
   }
+  return modules;
+}
 
+WeightLayout classify_module(const ModuleParameters& parameters) {
+  for (const auto& rule : kLayoutRules)
+    if (rule.matches(parameters)) return rule.layout;
+  return WeightLayout::Unrecognized;
+}
+
+std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, WeightLayout layout) {
+  auto two_dimensional = [&](const char* name) -> const TensorInfo* {
+    const auto found = parameters.find(name);
+    return found != parameters.end() && found->second.info->shape.size() == 2 ? found->second.info
+                                                                              : nullptr;
+  };
+  switch (layout) {
+    case WeightLayout::Dense:
+    case WeightLayout::Int8:
+    case WeightLayout::Fp8:
+      if (const auto* weight = two_dimensional("weight")) return weight->shape;
+      return std::nullopt;
+    case WeightLayout::Nvfp4Modelopt:
+    case WeightLayout::Nvfp4CompressedTensors: {
+      const auto* codes = two_dimensional(layout == WeightLayout::Nvfp4Modelopt ? "weight"
+                                                                                : "weight_packed");
+      if (!codes) return std::nullopt;
+      return Shape{codes->shape[0], codes->shape[1] * 2};
+    }
+    case WeightLayout::PackQuantized: {
+      const auto* packed = two_dimensional("weight_packed");
+      const auto shape_it = parameters.find("weight_shape");
+      if (!packed || shape_it == parameters.end()) return std::nullopt;
+      const TensorInfo& info = *shape_it->second.info;
+      if (info.element_count() != 2 || (info.dtype != DType::I64 && info.dtype != DType::I32))
+        return std::nullopt;
+      const std::vector<std::byte> bytes = shape_it->second.shard->read(info);
+      std::int64_t dims[2] = {0, 0};
+      for (int i = 0; i < 2; ++i) {
+        if (info.dtype == DType::I64) {
+          std::memcpy(&dims[i], bytes.data() + 8 * i, 8);
+        } else {
+          std::int32_t value = 0;
+          std::memcpy(&value, bytes.data() + 4 * i, 4);
+          dims[i] = value;
+        }
+      }
+      if (dims[0] <= 0 || dims[1] <= 0 || static_cast<std::uint64_t>(dims[0]) != packed->shape[0])
+        return std::nullopt;
+      return Shape{static_cast<std::uint64_t>(dims[0]), static_cast<std::uint64_t>(dims[1])};
+    }
+    case WeightLayout::Unrecognized:
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
   QuantizationDetection detection;
-  for (const auto& [module, parameters] : modules) {
+  for (const auto& [module, parameters] : modules_of(checkpoint)) {
     if (!has(parameters, "weight") && !has(parameters, "weight_packed")) continue;
-    WeightLayout layout = classify(parameters);
+    WeightLayout layout = classify_module(parameters);
     auto& count =
         detection.layouts[layout == WeightLayout::PackQuantized ? pack_quantized_label(parameters)
                                                                 : weight_layout_name(layout)];

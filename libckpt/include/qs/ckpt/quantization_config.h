@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/recipe.h"
 #include <string>
 #include <vector>
@@ -62,5 +63,15 @@ std::vector<std::string> unquantized_module_entries(
 // config.json with `quantization_config` replaced (added or overwritten) by `block`,
 // serialised the way transformers writes it (indent 2).
 std::string config_with_quantization(const nlohmann::json& config, const nlohmann::json& block);
+
+// Linears quantized in any scheme.
+std::size_t quantized_linear_count(const QuantizedModel& model);
+
+// The small files a job writes beside its shards (name → content): the source's auxiliary
+// files (tokenizer, generation config, ...), config.json with the quantization block of
+// `format` (for modelopt also hf_quant_config.json), or, when nothing is quantized (or
+// `format` is nullopt), config.json without any quantization_config the source had.
+std::vector<std::pair<std::string, std::string>> output_config_files(
+    const Checkpoint& source, const QuantizedModel& model, std::optional<OutputFormat> format);
 
 }  // namespace qs

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,23 @@ enum class WeightLayout {
 };
 
 const char* weight_layout_name(WeightLayout layout);
+
+// The tensors of one module, keyed by parameter name ("weight", "weight_scale", ...).
+using ModuleParameters = std::map<std::string, TensorLocation>;
+
+// Every module of the checkpoint with its tensors (module path → parameters). Tensors whose
+// name has no dot (none in our models) are left out.
+std::map<std::string, ModuleParameters> modules_of(const Checkpoint& checkpoint);
+
+// The layout the module's tensors reveal (from dtypes and which companions exist). Modules
+// without a weight or weight_packed (norms with only a bias, ...) are Unrecognized.
+WeightLayout classify_module(const ModuleParameters& parameters);
+
+// The module's weight shape [out, in] as engines see it, whatever the storage: dense, int8
+// and fp8 the weight's own shape; NVFP4 [rows, 2 × packed bytes]; pack-quantized the
+// weight_shape tensor (16 bytes, the only data this reads). nullopt when the tensors do not
+// say (Unrecognized layouts, a malformed weight_shape).
+std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, WeightLayout layout);
 
 struct LayoutCount {
   std::uint64_t modules = 0;
