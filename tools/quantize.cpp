@@ -6,14 +6,12 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
-#include <csignal>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli_support.h"
-#include "progress_line.h"
+#include "plan_execution.h"
 #include "qs/ckpt/byte_size.h"
 #include "qs/ckpt/calibration_store.h"
 #include "qs/ckpt/checkpoint.h"
@@ -46,13 +44,6 @@ struct QuantizeOptions {
   std::string calibration;
   std::string activations;
 };
-
-// Ctrl-C asks the executor to stop after the shard it is writing; a second Ctrl-C kills.
-std::atomic<bool> stop_requested{false};
-extern "C" void request_stop(int) {
-  stop_requested = true;
-  std::signal(SIGINT, SIG_DFL);
-}
 
 // --scheme S without a recipe: every Linear in S except what engines need in BF16 (ModelOpt's
 // default preset minus its indexer hazard, formats-modelopt-nvfp4.md §3.1, §4). Integer
@@ -308,24 +299,9 @@ int run_quantize(const QuantizeOptions& options) {
     execution.fingerprint += fmt::format("|calib={}:{}", options.calibration,
                                          std::filesystem::file_size(options.calibration));
   execution.extra_files = output_config_files(source, planned.model, recipe.format);
-  ProgressLine progress("quantize", planned.plan.source_bytes(), planned.plan.items.size());
-  execution.on_progress = [&](const ExecutionProgress& state) {
-    progress.update(state.done_source_bytes, state.done_items);
-  };
-  execution.stop_requested = &stop_requested;
-  std::signal(SIGINT, request_stop);
-  const auto report = execute_plan(planned.plan, execution);
-  std::signal(SIGINT, SIG_DFL);
-  progress.finish();
-
+  const auto report = execute_with_progress(planned.plan, execution, "quantize");
   const double seconds = std::max(report.seconds, 1e-9);
-  if (report.interrupted) {
-    fmt::print(stderr,
-               "quantsmith: interrupted after {} of {} shards; run again with --resume to "
-               "finish\n",
-               report.shards_resumed + report.shards_written, report.total_shards);
-    return 130;
-  }
+  if (report.interrupted) return report_interruption(report);
   if (options.json) {
     nlohmann::ordered_json out = plan_json(planned, recipe);
     out["output"] = options.output;
