@@ -15,6 +15,7 @@ SubcommandRunner register_quantize(CLI::App& app);
 SubcommandRunner register_eval(CLI::App& app);
 SubcommandRunner register_generate(CLI::App& app);
 SubcommandRunner register_calibrate(CLI::App& app);
+SubcommandRunner register_splice(CLI::App& app);
 
 // In the order `quantsmith --help` lists them; one line each.
 inline std::vector<SubcommandRegistration> all_subcommands() {
@@ -23,6 +24,7 @@ inline std::vector<SubcommandRegistration> all_subcommands() {
       register_validate,
       register_synth,
       register_quantize,
+      register_splice,
       register_eval,
       register_generate,
       register_calibrate,

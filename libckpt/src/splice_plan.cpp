@@ -334,7 +334,8 @@ class SplicePlanner {
       throw Error(ErrorClass::BadInput, "splice.format_conflict",
                   fmt::format("modelopt output cannot describe the {} pack-quantized integer "
                               "module(s); use --format compressed-tensors",
-                              result_.model.integer_groups.front().modules.size()));
+                              quantized_linear_count(result_.model) -
+                                  result_.model.nvfp4_modules.size()));
     if (!any_nvfp4 && !integers) return;  // nothing quantized: no config, no format
     result_.format = request_.format ? *request_.format
                      : (integers || any_compressed_tensors) ? OutputFormat::CompressedTensors
