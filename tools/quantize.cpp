@@ -12,6 +12,7 @@
 
 #include "cli_support.h"
 #include "plan_execution.h"
+#include "scheme_presets.h"
 #include "qs/ckpt/byte_size.h"
 #include "qs/ckpt/calibration_store.h"
 #include "qs/ckpt/checkpoint.h"
@@ -45,41 +46,6 @@ struct QuantizeOptions {
   std::string activations;
 };
 
-// --scheme S without a recipe: every Linear in S except what engines need in BF16 (ModelOpt's
-// default preset minus its indexer hazard, formats-modelopt-nvfp4.md §3.1, §4). Integer
-// schemes are written as compressed-tensors pack-quantized.
-constexpr const char* kSchemeRecipe = R"(
-description: every Linear in {scheme} except lm_head, routers, the indexer and MTP layers
-format: {format}
-rules:
-  - name: MTP layers stay BF16
-    mtp: true
-    action: keep
-  - name: lm_head, router, indexer and MTP projections stay BF16
-    category: [lm_head, router, indexer, mtp_extra]
-    action: keep
-  - name: every other Linear
-    action: {scheme}
-)";
-constexpr std::array kSchemes{"nvfp4",    "int8",     "int8-channel", "int4",
-                              "int4-g32", "gptq-int4", "gptq-int8"};
-
-std::string scheme_recipe_text(const std::string& scheme) {
-  return fmt::format(kSchemeRecipe, fmt::arg("scheme", scheme),
-                     fmt::arg("format", scheme == "nvfp4" ? "modelopt" : "compressed-tensors"));
-}
-
-std::map<std::string, std::string> parse_parameters(const std::vector<std::string>& texts) {
-  std::map<std::string, std::string> parameters;
-  for (const auto& text : texts) {
-    const auto equals = text.find('=');
-    if (equals == std::string::npos || equals == 0)
-      throw_bad_input("cli.bad_param", fmt::format("--param '{}': expected NAME=VALUE", text));
-    parameters[text.substr(0, equals)] = text.substr(equals + 1);
-  }
-  return parameters;
-}
-
 Recipe recipe_from(const QuantizeOptions& options) {
   if (options.recipe.empty() == options.scheme.empty())
     throw_bad_input("cli.recipe_or_scheme", "give exactly one of --recipe FILE or --scheme S");
@@ -87,9 +53,6 @@ Recipe recipe_from(const QuantizeOptions& options) {
   if (!options.recipe.empty()) {
     recipe = load_recipe(options.recipe, parse_parameters(options.parameters));
   } else {
-    if (std::find(kSchemes.begin(), kSchemes.end(), options.scheme) == kSchemes.end())
-      throw_bad_input("cli.unknown_scheme", fmt::format("no scheme '{}' (available: {})",
-                                                        options.scheme, fmt::join(kSchemes, ", ")));
     if (!options.parameters.empty())
       throw_bad_input("cli.bad_param", "--param needs a --recipe that declares parameters");
     recipe = parse_recipe(scheme_recipe_text(options.scheme), "--scheme " + options.scheme);

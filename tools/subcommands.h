@@ -16,6 +16,7 @@ SubcommandRunner register_eval(CLI::App& app);
 SubcommandRunner register_generate(CLI::App& app);
 SubcommandRunner register_calibrate(CLI::App& app);
 SubcommandRunner register_splice(CLI::App& app);
+SubcommandRunner register_mtp(CLI::App& app);
 
 // In the order `quantsmith --help` lists them; one line each.
 inline std::vector<SubcommandRegistration> all_subcommands() {
@@ -25,6 +26,7 @@ inline std::vector<SubcommandRegistration> all_subcommands() {
       register_synth,
       register_quantize,
       register_splice,
+      register_mtp,
       register_eval,
       register_generate,
       register_calibrate,

@@ -1,9 +1,12 @@
 #include "qs/ckpt/quantization_detection.h"
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cstring>
 #include <filesystem>
 
+#include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/tensor_name.h"
 
@@ -179,6 +182,45 @@ std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, We
       return std::nullopt;
   }
   return std::nullopt;
+}
+
+std::vector<std::string> weight_parameters(WeightLayout layout, bool zero_point) {
+  switch (layout) {
+    case WeightLayout::Nvfp4Modelopt:
+      return {"weight", "weight_scale", "weight_scale_2"};
+    case WeightLayout::Nvfp4CompressedTensors:
+      return {"weight_packed", "weight_scale", "weight_global_scale"};
+    case WeightLayout::PackQuantized:
+      if (zero_point) return {"weight_packed", "weight_scale", "weight_shape", "weight_zero_point"};
+      return {"weight_packed", "weight_scale", "weight_shape"};
+    default:
+      return {};
+  }
+}
+
+IntegerOptions pack_quantized_options(const std::string& module, const ModuleParameters& parameters,
+                                      const std::string& file, const std::string& error_kind) {
+  auto fail = [&](const std::string& message) {
+    return Error(ErrorClass::BadInput, error_kind, message, file, module);
+  };
+  const auto shape = logical_weight_shape(parameters, WeightLayout::PackQuantized);
+  if (!shape || !parameters.count("weight_scale"))
+    throw fail("pack-quantized module without a readable weight_shape and weight_scale");
+  const std::uint64_t in_features = (*shape)[1];
+  const auto& packed = *parameters.at("weight_packed").info;
+  const auto& scales = *parameters.at("weight_scale").info;
+  IntegerOptions options;
+  options.bits = 0;
+  for (int bits : {4, 8, 2, 3})
+    if (options.bits == 0 && (in_features * bits + 31) / 32 == packed.shape[1]) options.bits = bits;
+  if (options.bits == 0) throw fail("pack-quantized codes of no 2/3/4/8-bit width");
+  options.symmetric = parameters.count("weight_zero_point") == 0;
+  const std::uint64_t groups = scales.shape.size() == 2 ? scales.shape[1] : 0;
+  if (groups == 0 || in_features % groups != 0)
+    throw fail(fmt::format("{} scale columns do not divide {} inputs", groups, in_features));
+  options.group_size =
+      groups == 1 ? kChannelGroup : static_cast<std::int64_t>(in_features / groups);
+  return options;
 }
 
 QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {

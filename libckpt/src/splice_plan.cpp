@@ -7,6 +7,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "qs/ckpt/compressed_tensors_config.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/quantization_detection.h"
 #include "qs/ckpt/quantize_plan.h"
@@ -52,10 +53,22 @@ struct SourceModules {
   std::map<std::string, ModuleParameters> modules;
   std::vector<std::string> order;
   std::unordered_map<const TensorInfo*, std::size_t> position;  // in the tensor list
+  std::optional<CompressedTensorsConfig> config;  // its compressed-tensors config, if any
 };
 
 SourceModules index_modules(const Checkpoint& checkpoint, std::size_t input) {
-  SourceModules indexed{&checkpoint, input, modules_of(checkpoint), {}, {}};
+  SourceModules indexed{&checkpoint, input, modules_of(checkpoint), {}, {}, std::nullopt};
+  const auto& config = checkpoint.config();
+  if (config.is_object() && config.contains("quantization_config") &&
+      config["quantization_config"].value("quant_method", "") == "compressed-tensors") {
+    try {
+      indexed.config = parse_compressed_tensors_config(config["quantization_config"]);
+    } catch (const std::exception& error) {
+      throw Error(ErrorClass::BadInput, "splice.config_mismatch",
+                  fmt::format("quantization_config cannot be read: {}", error.what()),
+                  (checkpoint.directory() / "config.json").string());
+    }
+  }
   std::set<std::string> seen;
   for (const auto& location : checkpoint.tensors()) {
     indexed.position.emplace(location.info, indexed.position.size());
@@ -108,39 +121,9 @@ std::string shape_signature(const ModuleParameters& parameters, WeightLayout lay
   return text;
 }
 
-// The integer scheme pack-quantized tensors hold: bits from the packed width, symmetric when
-// there are no zero points, group size from the number of scale columns.
-IntegerOptions integer_options_of(const std::string& module, const ModuleParameters& parameters,
-                                  const Checkpoint& source) {
-  const auto shape = logical_weight_shape(parameters, WeightLayout::PackQuantized);
-  const auto& packed = *parameters.at("weight_packed").info;
-  const auto& scales = *parameters.at("weight_scale").info;
-  auto fail = [&](const std::string& message) {
-    return Error(ErrorClass::BadInput, "splice.unsupported_layout", message, source_name(source),
-                 module);
-  };
-  if (!shape) throw fail("pack-quantized module without a readable weight_shape");
-  const std::uint64_t in_features = (*shape)[1];
-  IntegerOptions options;
-  options.bits = 0;
-  for (int bits : {4, 8, 2, 3})
-    if (options.bits == 0 && (in_features * bits + 31) / 32 == packed.shape[1]) options.bits = bits;
-  if (options.bits == 0) throw fail("pack-quantized codes of no 2/3/4/8-bit width");
-  options.symmetric = parameters.count("weight_zero_point") == 0;
-  const std::uint64_t groups = scales.shape.size() == 2 ? scales.shape[1] : 0;
-  if (groups == 0 || in_features % groups != 0)
-    throw fail(fmt::format("{} scale columns do not divide {} inputs", groups, in_features));
-  options.group_size =
-      groups == 1 ? kChannelGroup : static_cast<std::int64_t>(in_features / groups);
-  return options;
-}
-
 // The tensor names of an NVFP4 module in a layout, in nvfp4_output_specs order.
 std::vector<std::string> nvfp4_parameter_names(WeightLayout layout, bool input_scale) {
-  std::vector<std::string> names =
-      layout == WeightLayout::Nvfp4Modelopt
-          ? std::vector<std::string>{"weight", "weight_scale", "weight_scale_2"}
-          : std::vector<std::string>{"weight_packed", "weight_scale", "weight_global_scale"};
+  auto names = weight_parameters(layout);
   if (input_scale)
     names.push_back(layout == WeightLayout::Nvfp4Modelopt ? "input_scale" : "input_global_scale");
   return names;
@@ -314,8 +297,7 @@ class SplicePlanner {
         activations = input;
       } else if (chosen.layout == WeightLayout::PackQuantized) {
         any_compressed_tensors = true;
-        const auto options =
-            integer_options_of(chosen.module, *chosen.parameters, *chosen.source->checkpoint);
+        const auto options = integer_scheme(chosen);
         auto group = std::find_if(
             result_.model.integer_groups.begin(), result_.model.integer_groups.end(),
             [&](const IntegerModules& existing) { return existing.options == options; });
@@ -340,6 +322,23 @@ class SplicePlanner {
     result_.format = request_.format ? *request_.format
                      : (integers || any_compressed_tensors) ? OutputFormat::CompressedTensors
                                                             : OutputFormat::Modelopt;
+  }
+
+  // The scheme the source's config states for the module (one scale column is per channel or
+  // one group as wide as the row, which only the config tells apart), else what the tensors
+  // hold.
+  IntegerOptions integer_scheme(const ChosenModule& chosen) const {
+    auto options = pack_quantized_options(chosen.module, *chosen.parameters,
+                                          source_name(*chosen.source->checkpoint),
+                                          "splice.unsupported_layout");
+    const auto& config = chosen.source->config;
+    const auto* group = config ? covering_group(*config, chosen.module) : nullptr;
+    const auto in_features = (*logical_weight_shape(*chosen.parameters, chosen.layout))[1];
+    if (options.group_size == kChannelGroup && group && group->type == "int" &&
+        group->bits == options.bits && group->symmetric == options.symmetric &&
+        group->strategy == "group" && group->group_size >= static_cast<std::int64_t>(in_features))
+      options.group_size = group->group_size;
+    return options;
   }
 
   void emit_items() {

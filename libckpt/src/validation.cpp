@@ -81,7 +81,24 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
     report.add(Severity::Problem, "layout", error.kind(), error.detail(), config_file);
     return;
   }
-  report.checks_run.push_back("layout");
+  // A standalone MTP draft (mtp extract, seed 003) holds only the MTP layers, which vLLM's
+  // DeepSeekMTP loader reads with the target's config: only those layers are expected, plus
+  // the draft's own head and embedding the loader also accepts.
+  const auto model_layout = model_layout_from_config(config);
+  auto in_mtp_layer = [&](const std::string& name) {
+    const auto parsed = parse_tensor_name(name);
+    return model_layout && parsed.layer && model_layout->is_mtp_layer(*parsed.layer);
+  };
+  const bool draft =
+      !checkpoint.tensors().empty() &&
+      std::all_of(checkpoint.tensors().begin(), checkpoint.tensors().end(),
+                  [&](const auto& location) { return in_mtp_layer(location.info->name); });
+  if (draft) {
+    std::erase_if(expected, [&](const auto& tensor) { return !in_mtp_layer(tensor.spec.name); });
+    report.checks_run.push_back("layout (MTP draft)");
+  } else {
+    report.checks_run.push_back("layout");
+  }
 
   // Modules whose weight is stored quantized: their companions stand in for `.weight`.
   std::set<std::string> quantized_modules;
@@ -128,7 +145,9 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
     auto parsed = parse_tensor_name(name);
     bool companion_of_expected = is_quantization_companion(parsed.parameter) &&
                                  expected_names.count(parsed.module_path + ".weight");
-    if (!companion_of_expected)
+    bool draft_head = draft && (name.ends_with(".shared_head.head.weight") ||
+                                name.ends_with(".embed_tokens.weight"));
+    if (!companion_of_expected && !draft_head)
       report.add(Severity::Problem, "layout", "layout.unexpected_tensor",
                  "not part of the architecture config.json describes",
                  location.shard->path().string(), name);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "qs/ckpt/codecs.h"
+#include "qs/ckpt/compressed_tensors_config.h"
 #include "qs/ckpt/name_pattern.h"
 #include "qs/ckpt/tensor_name.h"
 #include "qs/quant/int_quantizer.h"
@@ -18,107 +19,30 @@ namespace {
 
 constexpr const char* kIntCheck = "int";
 
-// One config group's weight arguments, with compressed-tensors' defaults for absent keys
-// (QuantizationArgs: num_bits 8, symmetric, type int; strategy inferred from group_size).
-struct IntConfigGroup {
-  std::string name;
-  std::string format;  // the group's own, else the top-level one
-  std::string type;    // "int", "float", or "" when the group quantizes no weights
-  int bits = 8;
-  bool symmetric = true;
-  std::string strategy;
-  std::int64_t group_size = 0;
-  std::vector<NamePattern> targets;
-};
-
-struct IntConfig {
-  std::vector<IntConfigGroup> groups;
-  std::vector<NamePattern> ignore;
-};
-
-std::optional<IntConfigGroup> read_config_group(const std::string& name,
-                                                const nlohmann::json& group,
-                                                const std::string& top_format) {
-  // A preset list ("W4A16": ["Linear"]) names no arguments; vLLM cannot read it either.
-  if (!group.is_object()) return std::nullopt;
-  IntConfigGroup parsed;
-  parsed.name = name;
-  parsed.format = top_format;
-  if (const auto format = group.find("format"); format != group.end() && format->is_string())
-    parsed.format = format->get<std::string>();
-  for (const auto& target : group.value("targets", nlohmann::json::array()))
-    parsed.targets.push_back(
-        NamePattern::parse(target.get<std::string>(), PlainPatternMeaning::ExactName));
-  const auto weights = group.find("weights");
-  if (weights == group.end() || !weights->is_object()) return parsed;
-  auto key = [&](const char* field) -> const nlohmann::json* {
-    const auto found = weights->find(field);
-    return found == weights->end() || found->is_null() ? nullptr : &*found;
-  };
-  parsed.type = key("type") ? key("type")->get<std::string>() : "int";
-  if (key("num_bits")) parsed.bits = key("num_bits")->get<int>();
-  if (key("symmetric")) parsed.symmetric = key("symmetric")->get<bool>();
-  if (key("group_size")) parsed.group_size = key("group_size")->get<std::int64_t>();
-  if (key("strategy"))
-    parsed.strategy = key("strategy")->get<std::string>();
-  else
-    parsed.strategy = parsed.group_size > 0     ? "group"
-                      : parsed.group_size == -1 ? "channel"
-                                                : "tensor";
-  return parsed;
-}
-
 // config.json's compressed-tensors block; nullopt (with a finding when it exists but cannot be
 // used) otherwise, and the bit width then comes from the tensors alone.
-std::optional<IntConfig> read_int_config(const Checkpoint& checkpoint, ValidationReport& report) {
+std::optional<CompressedTensorsConfig> read_int_config(const Checkpoint& checkpoint,
+                                                       ValidationReport& report) {
   const auto& config = checkpoint.config();
   if (!config.is_object() || !config.contains("quantization_config")) return std::nullopt;
   const std::string file = (checkpoint.directory() / "config.json").string();
+  const auto& block = config.at("quantization_config");
+  const auto method = block.is_object() ? block.value("quant_method", std::string()) : "";
+  if (method != "compressed-tensors") {
+    report.add(Severity::Problem, kIntCheck, "int.config_mismatch",
+               fmt::format("quant_method is \"{}\", but pack-quantized tensors need "
+                           "\"compressed-tensors\"",
+                           method),
+               file);
+    return std::nullopt;
+  }
   try {
-    const auto& block = config.at("quantization_config");
-    const auto method = block.value("quant_method", std::string());
-    if (method != "compressed-tensors") {
-      report.add(Severity::Problem, kIntCheck, "int.config_mismatch",
-                 fmt::format("quant_method is \"{}\", but pack-quantized tensors need "
-                             "\"compressed-tensors\"",
-                             method),
-                 file);
-      return std::nullopt;
-    }
-    IntConfig parsed;
-    const auto top_format = block.value("format", std::string());
-    const auto groups = block.value("config_groups", nlohmann::json::object());
-    for (const auto& [name, group] : groups.items())
-      if (auto read = read_config_group(name, group, top_format))
-        parsed.groups.push_back(std::move(*read));
-    for (const auto& entry : block.value("ignore", nlohmann::json::array()))
-      parsed.ignore.push_back(
-          NamePattern::parse(entry.get<std::string>(), PlainPatternMeaning::ExactName));
-    return parsed;
+    return parse_compressed_tensors_config(block);
   } catch (const std::exception& error) {  // nlohmann type errors, unparsable patterns
     report.add(Severity::Problem, kIntCheck, "int.config_mismatch",
                fmt::format("quantization_config cannot be read: {}", error.what()), file);
     return std::nullopt;
   }
-}
-
-// The group compressed-tensors and transformers give `module` (§2.5: ignore first, then exact
-// names, regexes, the class name "Linear"; ties go to the first group), nullopt when none. Our
-// writer makes vLLM's resolution agree with this one (quantization_config.cpp).
-const IntConfigGroup* covering_group(const IntConfig& config, const std::string& module) {
-  auto is_linear_class = [](const NamePattern& pattern) {
-    return pattern.kind() != NamePattern::Kind::Regex && pattern.text() == "Linear";
-  };
-  for (const auto& pattern : config.ignore)
-    if (is_linear_class(pattern) || pattern.matches_module(module)) return nullptr;
-  for (const auto kind : {NamePattern::Kind::Exact, NamePattern::Kind::Regex})
-    for (const auto& group : config.groups)
-      for (const auto& target : group.targets)
-        if (target.kind() == kind && target.matches_module(module)) return &group;
-  for (const auto& group : config.groups)
-    for (const auto& target : group.targets)
-      if (is_linear_class(target)) return &group;
-  return nullptr;
 }
 
 // Modules with an I32 weight_packed or a weight_shape (so one that lost its codes is still
@@ -174,7 +98,7 @@ bool has_padding_bits(std::uint32_t last_word, std::uint64_t count, int bits) {
 // Dtypes and shapes, against each other and the bit width; fills module.bits/rows/cols/groups.
 // Returns false when the tensors cannot be decoded.
 bool check_int_layout(const std::string& module_path, PackQuantizedModule& module,
-                      const IntConfigGroup* group, ValidationReport& report) {
+                      const ConfigGroupArguments* group, ValidationReport& report) {
   bool usable = true;
   auto missing = [&](const char* parameter) {
     report.add(Severity::Problem, kIntCheck, "int.missing_tensor",
@@ -276,7 +200,7 @@ bool check_int_layout(const std::string& module_path, PackQuantizedModule& modul
 // What the config group says against what the tensors hold: format, symmetry (zero points),
 // number of groups. The tensors stay decodable, so the comparison still runs.
 void check_int_config(const std::string& module_path, const PackQuantizedModule& module,
-                      const IntConfigGroup* group, ValidationReport& report) {
+                      const ConfigGroupArguments* group, ValidationReport& report) {
   const auto& packed = *module.packed;
   auto mismatch = [&](const std::string& message, const std::string& file,
                       const std::string& tensor) {
@@ -383,7 +307,7 @@ std::map<std::string, PackQuantizedModule> check_pack_quantized(
   report.checks_run.push_back(kIntCheck);
   const auto config = read_int_config(checkpoint, report);
   for (auto& [path, module] : modules) {
-    const IntConfigGroup* group = config ? covering_group(*config, path) : nullptr;
+    const ConfigGroupArguments* group = config ? covering_group(*config, path) : nullptr;
     // Only a pack-quantized group's num_bits says how the codes were packed.
     const bool states_bits = group && group->format == "pack-quantized" && group->type == "int";
     module.decodable = check_int_layout(path, module, states_bits ? group : nullptr, report);

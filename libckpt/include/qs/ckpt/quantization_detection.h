@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/recipe.h"
 
 namespace qs {
 
@@ -41,6 +42,20 @@ WeightLayout classify_module(const ModuleParameters& parameters);
 // weight_shape tensor (16 bytes, the only data this reads). nullopt when the tensors do not
 // say (Unrecognized layouts, a malformed weight_shape).
 std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, WeightLayout layout);
+
+// The parameters that hold a quantized Linear's weight, in the order transforms take them:
+// NVFP4 modelopt weight, weight_scale, weight_scale_2; NVFP4 compressed-tensors
+// weight_packed, weight_scale, weight_global_scale; pack-quantized weight_packed,
+// weight_scale, weight_shape and, when `zero_point`, weight_zero_point. Empty for others.
+std::vector<std::string> weight_parameters(WeightLayout layout, bool zero_point = false);
+
+// The integer scheme a pack-quantized module's tensors hold: bits from the packed width (4,
+// 8, 2, 3 tried in that order: with padding to whole words a narrow K fits several), symmetric
+// when there are no zero points, group size from the number of scale columns (one column:
+// per channel). Throws BadInput `error_kind` naming `file` and the module when the tensors
+// cannot say.
+IntegerOptions pack_quantized_options(const std::string& module, const ModuleParameters& parameters,
+                                      const std::string& file, const std::string& error_kind);
 
 struct LayoutCount {
   std::uint64_t modules = 0;

@@ -1,0 +1,238 @@
+// quantsmith mtp extract|inject: the MTP draft layer as a standalone draft checkpoint
+// (optionally requantized, seed 003), or put back into a quantized checkpoint (seed 002).
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli_support.h"
+#include "plan_execution.h"
+#include "qs/ckpt/byte_size.h"
+#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/error.h"
+#include "qs/ckpt/executor.h"
+#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/mtp_extract_plan.h"
+#include "qs/ckpt/quantization_config.h"
+#include "qs/ckpt/quantize_plan.h"
+#include "qs/ckpt/tensor_name.h"
+#include "qs/quant/dequantize_transform.h"
+#include "qs/quant/quantize_transforms.h"
+#include "scheme_presets.h"
+#include "splice_job.h"
+
+namespace qs::cli {
+namespace {
+
+// Where the dequantized draft waits while it is requantized: inside OUT, so a resumed run
+// finds it, and hidden, so nothing mistakes it for the result.
+constexpr const char* kStagingDirectory = ".quantsmith-staging";
+
+struct ExtractOptions {
+  std::string input;
+  std::string output;
+  std::string requant;
+  std::string recipe;
+  std::vector<std::string> parameters;
+  bool with_head = false;
+  bool dry_run = false;
+  bool json = false;
+  bool resume = false;
+  std::string max_shard_size = "5GB";
+};
+
+std::optional<Recipe> requant_recipe(const ExtractOptions& options) {
+  if (!options.requant.empty() && !options.recipe.empty())
+    throw_bad_input("cli.recipe_or_scheme", "give at most one of --requant SCHEME or --recipe R");
+  if (!options.recipe.empty())
+    return load_recipe(options.recipe, parse_parameters(options.parameters));
+  if (!options.parameters.empty())
+    throw_bad_input("cli.bad_param", "--param needs a --recipe that declares parameters");
+  if (options.requant.empty()) return std::nullopt;
+  if (options.requant.starts_with("gptq"))
+    throw_bad_input("cli.unknown_scheme",
+                    "GPTQ needs calibration statistics of the draft; requantize with a "
+                    "round-to-nearest scheme (int4-g32, int4, int8, nvfp4, ...)");
+  return parse_recipe(draft_scheme_recipe_text(options.requant), "--requant " + options.requant);
+}
+
+ExecutionOptions execution_for(const std::filesystem::path& output, const ExtractOptions& options,
+                               const std::string& fingerprint) {
+  ExecutionOptions execution;
+  execution.output_directory = output;
+  execution.max_shard_bytes = parse_byte_size(options.max_shard_size);
+  execution.resume = options.resume;
+  execution.fingerprint = fingerprint;
+  return execution;
+}
+
+int run_extract(const ExtractOptions& options) {
+  auto source = Checkpoint::open(options.input);
+  check_output_directory(options.output, {source.directory()});
+  const auto recipe = requant_recipe(options);
+  const auto planned =
+      plan_mtp_extract(source, {options.with_head}, [](const DequantizeRequest& request) {
+        return make_dequantize_transform(request);
+      });
+  if (options.dry_run) {
+    nlohmann::ordered_json out = {{"mtp_layers", planned.layer_count},
+                                  {"first_layer", planned.first_layer},
+                                  {"tensors", planned.plan.output_specs().size()},
+                                  {"dequantized_modules", planned.dequantized_modules},
+                                  {"output_bytes", planned.plan.output_bytes()},
+                                  {"requant", recipe ? recipe->source : "none"}};
+    if (options.json) {
+      fmt::print("{}\n", out.dump(2));
+    } else {
+      fmt::print("mtp extract {}: layer {} ({} tensors, {} dequantized to BF16, {}), requantize: "
+                 "{}\n",
+                 source.directory().string(), planned.first_layer,
+                 planned.plan.output_specs().size(), planned.dequantized_modules.size(),
+                 human_bytes(planned.plan.output_bytes()), recipe ? recipe->source : "no");
+      for (const auto& module : planned.dequantized_modules) fmt::print("  dequantize {}\n", module);
+    }
+    return kExitOk;
+  }
+
+  const std::string fingerprint =
+      fmt::format("quantsmith {}|mtp extract|head={}|requant={}|recipe={}", kQuantsmithVersion,
+                  options.with_head, options.requant,
+                  options.recipe.empty() ? "" : read_text_file(options.recipe));
+  const std::filesystem::path output(options.output);
+  const auto bf16_directory = recipe ? output / kStagingDirectory : output;
+  auto extraction = execution_for(bf16_directory, options, fingerprint + "|stage=bf16");
+  extraction.resume = options.resume && std::filesystem::exists(bf16_directory);
+  QuantizedModel none;
+  extraction.extra_files = output_config_files(source, none, std::nullopt);
+  auto report = execute_with_progress(planned.plan, extraction, "mtp extract");
+  if (report.interrupted) return report_interruption(report);
+  double seconds = report.seconds;
+  std::uint64_t written = report.bytes_written;
+
+  std::size_t quantized = 0;
+  if (recipe) {
+    // The quantize planner over the BF16 draft, exactly as `quantize` runs it.
+    auto draft = Checkpoint::open(bf16_directory);
+    QuantizerSettings settings;
+    const auto requantized = plan_quantization(draft, *recipe, [&](const QuantizeRequest& request) {
+      return make_quantize_transform(request, settings);
+    });
+    quantized = quantized_linear_count(requantized.model);
+    auto requantization = execution_for(output, options, fingerprint + "|stage=requant");
+    requantization.resume = true;  // OUT holds the staging directory, and maybe our shards
+    requantization.extra_files =
+        output_config_files(draft, requantized.model, recipe->format);
+    report = execute_with_progress(requantized.plan, requantization, "mtp requantize");
+    if (report.interrupted) return report_interruption(report);
+    std::filesystem::remove_all(bf16_directory);
+    seconds += report.seconds;
+    written = report.bytes_written;
+  }
+
+  if (options.json) {
+    fmt::print("{}\n", nlohmann::ordered_json{{"output", options.output},
+                                              {"first_layer", planned.first_layer},
+                                              {"tensors", planned.plan.output_specs().size()},
+                                              {"dequantized_modules",
+                                               planned.dequantized_modules.size()},
+                                              {"requantized_linears", quantized},
+                                              {"bytes_written", written},
+                                              {"seconds", seconds}}
+                                  .dump(2));
+    return kExitOk;
+  }
+  fmt::print("mtp extract {} → {}: layer {}, {} tensors ({} dequantized{}), {} in {:.2f} s\n",
+             source.directory().string(), options.output, planned.first_layer,
+             planned.plan.output_specs().size(), planned.dequantized_modules.size(),
+             recipe ? fmt::format(", {} Linears requantized by {}", quantized, recipe->source) : "",
+             human_bytes(written), seconds);
+  return kExitOk;
+}
+
+void register_extract(CLI::App& mtp, const std::shared_ptr<ExtractOptions>& options,
+                      std::function<int()>& runner) {
+  auto* command = mtp.add_subcommand(
+      "extract",
+      "the MTP layer as a standalone draft checkpoint for vLLM's DeepSeekMTP loader: tensor "
+      "names unchanged, quantized Linears dequantized to BF16 (bit-exact with our reference "
+      "decoding), config.json of the source; optionally requantized");
+  command->add_option("IN", options->input, "checkpoint with an MTP layer (any format we read)")
+      ->required();
+  command->add_option("OUT", options->output, "output directory (new or empty)")->required();
+  command->add_option("--requant", options->requant,
+                      "requantize the draft's Linears (router, indexer, eh_proj, shared head "
+                      "stay BF16): int4-g32 (seed 003), int4, int8, int8-channel, nvfp4");
+  command->add_option("--recipe", options->recipe,
+                      "requantize the BF16 draft with this quantize recipe instead");
+  command->add_option("--param", options->parameters, "NAME=VALUE for the recipe, repeatable");
+  command->add_flag("--with-head", options->with_head,
+                    "also write lm_head and the embedding as the draft's own "
+                    "(shared_head.head, embed_tokens)");
+  command->add_flag("--dry-run", options->dry_run, "print the plan and write nothing");
+  command->add_flag("--json", options->json, "machine-readable summary on stdout");
+  command->add_flag("--resume", options->resume, "continue a killed or interrupted run");
+  command->add_option("--max-shard-size", options->max_shard_size, "largest output shard")
+      ->capture_default_str();
+  command->callback([options, &runner]() { runner = [options]() { return run_extract(*options); }; });
+}
+
+struct InjectOptions {
+  std::string quantized;
+  std::string source;
+  std::string output;
+  SpliceJobOptions job;
+};
+
+int run_inject(const InjectOptions& options) {
+  // The source must have an MTP layer: otherwise the rule would only warn and the output
+  // would silently lack it.
+  auto source = Checkpoint::open(options.source);
+  const auto layout = model_layout_from_config(source.config());
+  const bool has_mtp =
+      layout && std::any_of(source.tensors().begin(), source.tensors().end(), [&](const auto& t) {
+        const auto parsed = parse_tensor_name(t.info->name);
+        return parsed.layer && layout->is_mtp_layer(*parsed.layer);
+      });
+  if (!has_mtp)
+    throw Error(ErrorClass::BadInput, "mtp.no_mtp_layer",
+                "the source holds no MTP layer tensors to inject", source.directory().string());
+  TakeRule rule;
+  rule.text = options.source + ":mtp";
+  rule.source = options.source;
+  rule.match.name = rule.text;
+  rule.match.mtp = true;
+  return run_splice(options.output, options.quantized, {rule}, options.job, "mtp inject");
+}
+
+void register_inject(CLI::App& mtp, const std::shared_ptr<InjectOptions>& options,
+                     std::function<int()>& runner) {
+  auto* command = mtp.add_subcommand(
+      "inject",
+      "put the MTP layer of SOURCE (e.g. the BF16 original, or a draft from `mtp extract`) into "
+      "QUANTIZED, replacing its own: a splice whose config lists the layer as ignored when it "
+      "is BF16 (seed 002), or as its own group when it is quantized");
+  command->add_option("QUANTIZED", options->quantized, "the checkpoint to complete")->required();
+  command->add_option("SOURCE", options->source, "checkpoint or draft with the MTP layer")
+      ->required();
+  command->add_option("OUT", options->output, "output directory (new or empty)")->required();
+  add_splice_job_options(*command, options->job);
+  command->callback([options, &runner]() { runner = [options]() { return run_inject(*options); }; });
+}
+
+}  // namespace
+
+SubcommandRunner register_mtp(CLI::App& app) {
+  auto* mtp = app.add_subcommand("mtp", "the MTP draft layer: extract as a standalone draft "
+                                        "(optionally requantized), or inject into a checkpoint");
+  mtp->require_subcommand(1);
+  // The nested subcommand that parsed sets what runs.
+  auto runner = std::make_shared<std::function<int()>>();
+  register_extract(*mtp, std::make_shared<ExtractOptions>(), *runner);
+  register_inject(*mtp, std::make_shared<InjectOptions>(), *runner);
+  return [runner]() { return (*runner)(); };
+}
+
+}  // namespace qs::cli
