@@ -55,3 +55,25 @@ for variant in gptq rtn; do
   "$quantsmith" eval --ref "$model" --model "$out/tiny-w4a16-$variant" \
     --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep 'mean KLD'
 done
+
+step "splice: seed 000 — W8A16 attention/dense/shared/MTP from one checkpoint, NVFP4 routed experts from another"
+"$quantsmith" quantize "$model" "$out/tiny-w8a16" --recipe recipes/glm5-w8a16-int8mix-seed000.yaml
+"$quantsmith" quantize "$model" "$out/tiny-nvfp4-experts" --recipe recipes/glm5-nvfp4-seed001.yaml \
+  --param boundary_layers=0
+"$quantsmith" splice "$out/tiny-seed000" --base "$out/tiny-w8a16" \
+  --take "$out/tiny-nvfp4-experts:category=routed_expert;layers=1-3"
+"$quantsmith" validate "$out/tiny-seed000" --ref "$model"
+"$quantsmith" eval --ref "$model" --model "$out/tiny-seed000" \
+  --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep -E 'KLD|MTP'
+
+step "mtp inject: seed 002 — the BF16 MTP layer put back into a quantized checkpoint, listed as ignored"
+"$quantsmith" mtp inject "$out/tiny-w8a16" "$model" "$out/tiny-w8a16-bf16-mtp"
+"$quantsmith" validate "$out/tiny-w8a16-bf16-mtp" --ref "$model"
+
+step "mtp extract: seed 003 — the NVFP4 MTP layer as a standalone draft, requantized INT4 group 32"
+"$quantsmith" quantize "$model" "$out/tiny-nvfp4-all" --recipe recipes/glm5-nvfp4-all-with-mtp.yaml
+"$quantsmith" mtp extract "$out/tiny-nvfp4-all" "$out/tiny-mtp-int4-g32" --requant int4-g32
+"$quantsmith" validate "$out/tiny-mtp-int4-g32"
+"$quantsmith" mtp inject "$model" "$out/tiny-mtp-int4-g32" "$out/tiny-bf16-int4-draft"
+"$quantsmith" eval --ref "$model" --model "$out/tiny-bf16-int4-draft" \
+  --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep MTP
