@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks our NVFP4 output against the real Python consumers (compressed-tensors' own
-# decompression, and the layout rules vLLM applies to modelopt checkpoints).
+# Checks our output against the real Python consumers: NVFP4 (compressed-tensors' own
+# decompression, and the layout rules vLLM applies to modelopt checkpoints) and pack-quantized
+# INT8 / INT4 (compressed-tensors' PackedQuantizationCompressor against the format semantics).
 #
 #   scripts/conformance.sh [path/to/quantsmith]
 #
@@ -49,5 +50,18 @@ for recipe in glm5-nvfp4-seed001 modelopt-nvfp4-default; do
     "$venv/bin/python" scripts/conformance/check_nvfp4_consumers.py "$target" --source "$model" ||
       status=1
   done
+done
+# pack-quantized integers: the --scheme presets and the seed recipes' integer layouts.
+for scheme in int8 int8-channel int4 int4-g32 seed000 seed002; do
+  target="$out/$scheme"
+  case "$scheme" in
+    seed000) arguments=(--recipe recipes/glm5-w8a16-int8mix-seed000.yaml) ;;
+    seed002) arguments=(--recipe recipes/glm5-w4a16-experts-seed002.yaml --param experts=int4) ;;
+    *) arguments=(--scheme "$scheme") ;;
+  esac
+  "$quantsmith" quantize "$model" "$target" "${arguments[@]}" >/dev/null
+  echo "== $scheme (pack-quantized)"
+  "$venv/bin/python" scripts/conformance/check_pack_quantized_consumers.py "$target" \
+    --source "$model" || status=1
 done
 exit $status
