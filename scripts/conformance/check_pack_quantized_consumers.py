@@ -19,20 +19,12 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+
+from check_nvfp4_consumers import load_tensors
 
 # The library multiplies in the scale's dtype (BF16): one rounding, 2^-8 relative at most.
 BF16_RELATIVE_STEP = 2.0 ** -8
 MAX_RELATIVE_ERROR = {4: 0.2, 8: 0.02}
-
-
-def load_tensors(directory):
-    tensors = {}
-    for path in sorted(Path(directory).glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as handle:
-            for name in handle.keys():
-                tensors[name] = handle.get_tensor(name)
-    return tensors
 
 
 def unpack_fields(words, count, bits):
