@@ -90,17 +90,18 @@ class Nvfp4LayoutConversion final : public Transform {
       throw_mismatch(codes, fmt::format("layout of {} code bytes and {} scale bytes",
                                         outputs[0].size(), outputs[1].size()));
 
-    // Compute every reciprocal before writing anything, so a refusal leaves no partial output.
+    // Check and compute everything before writing, so a refusal leaves no partial output.
     std::vector<float> scales;
-    for (std::size_t i = 2; i < count; ++i) scales.push_back(reciprocal_scale(sources[i]));
-    std::memcpy(outputs[0].data(), codes.bytes.data(), codes.bytes.size());
-    std::memcpy(outputs[1].data(), block_scales.bytes.data(), block_scales.bytes.size());
     for (std::size_t i = 2; i < count; ++i) {
       if (outputs[i].size() != sizeof(float))
         throw Error(ErrorClass::Internal, "nvfp4.layout_mismatch",
                     "a per-tensor scale output is not one F32", {}, sources[i].info->name);
-      std::memcpy(outputs[i].data(), &scales[i - 2], sizeof(float));
+      scales.push_back(reciprocal_scale(sources[i]));
     }
+    std::memcpy(outputs[0].data(), codes.bytes.data(), codes.bytes.size());
+    std::memcpy(outputs[1].data(), block_scales.bytes.data(), block_scales.bytes.size());
+    for (std::size_t i = 2; i < count; ++i)
+      std::memcpy(outputs[i].data(), &scales[i - 2], sizeof(float));
     return {};
   }
 
