@@ -6,10 +6,14 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "cli_support.h"
 #include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/compressed_tensors_config.h"
+#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/quantization_config.h"
 #include "qs/ckpt/quantization_detection.h"
 #include "qs/ckpt/tensor_name.h"
 
@@ -33,6 +37,28 @@ struct Tally {
   }
 };
 
+// One row of the per-config-group table: the Linears a quantization config resolves to a
+// group (or to ignore), with their tensors and bytes, companions included.
+struct ConfigGroupRow {
+  std::string name;
+  std::string scheme;
+  std::string format;
+  std::uint64_t modules = 0;
+  std::uint64_t tensors = 0;
+  std::uint64_t bytes = 0;
+  std::set<std::string> dtypes;  // of the weights (the ignored row is labelled with them)
+
+  void add(const ModuleParameters& parameters) {
+    ++modules;
+    for (const auto& [name, location] : parameters) {
+      ++tensors;
+      bytes += location.info->byte_size();
+    }
+    if (const auto weight = parameters.find("weight"); weight != parameters.end())
+      dtypes.insert(std::string(dtype_name(weight->second.info->dtype)));
+  }
+};
+
 struct Summary {
   std::map<std::string, Tally> by_category;
   std::map<std::string, Tally> by_dtype;
@@ -40,7 +66,79 @@ struct Summary {
   std::set<int> mtp_layers;
   std::map<int, std::set<int>> experts_by_layer;
   QuantizationDetection quantization;
+  std::vector<ConfigGroupRow> config_groups;  // empty without a quantization config
 };
+
+// modelopt's exclude_modules: hf_quant_config.json's, else the config.json block's.
+std::optional<std::vector<std::string>> modelopt_exclusions(const Checkpoint& checkpoint) {
+  const auto legacy = checkpoint.directory() / std::string(kHfQuantConfigFileName);
+  if (std::filesystem::exists(legacy)) {
+    const auto json = nlohmann::json::parse(read_text_file(legacy), nullptr, false);
+    if (json.is_object() && json.contains("quantization") && json["quantization"].is_object() &&
+        json["quantization"].contains("exclude_modules") &&
+        json["quantization"]["exclude_modules"].is_array())
+      return json["quantization"]["exclude_modules"].get<std::vector<std::string>>();
+  }
+  const auto& config = checkpoint.config();
+  if (!config.is_object() || !config.contains("quantization_config")) return std::nullopt;
+  const auto& block = config["quantization_config"];
+  if (!block.is_object() || block.value("quant_method", std::string()) != "modelopt")
+    return std::nullopt;
+  for (const char* key : {"exclude_modules", "ignore"})
+    if (block.contains(key) && block[key].is_array())
+      return block[key].get<std::vector<std::string>>();
+  return std::vector<std::string>{};
+}
+
+// The rows of the per-group table: one per config group (compressed-tensors), or one for
+// modelopt's NVFP4 Linears, then the ignored (excluded) Linears and, if any, the unmatched
+// ones. Empty without a quantization config, or when it cannot be read (validate says why).
+std::vector<ConfigGroupRow> config_group_rows(const Checkpoint& checkpoint) {
+  const auto& config = checkpoint.config();
+  const bool has_block = config.is_object() && config.contains("quantization_config") &&
+                         config["quantization_config"].is_object();
+  const std::string method =
+      has_block ? config["quantization_config"].value("quant_method", std::string()) : "";
+  std::vector<ConfigGroupRow> rows;
+  ConfigGroupRow ignored{"ignored", "unquantized", "-"};
+  ConfigGroupRow unmatched{"unmatched", "no target, not ignored", "-"};
+  const auto modules = modules_of(checkpoint);
+  if (method == "compressed-tensors") {
+    CompressedTensorsConfig parsed;
+    try {
+      parsed = parse_compressed_tensors_config(config["quantization_config"]);
+    } catch (const std::exception&) {
+      return {};
+    }
+    for (const auto& group : parsed.groups)
+      rows.push_back({group.name, scheme_description(group), group.format});
+    for (const auto& [path, parameters] : modules) {
+      if (!is_config_accountable(parameters)) continue;
+      const auto resolution = resolve_compressed_tensors(parsed, path);
+      (resolution.decision == CtDecision::Targeted ? rows[resolution.group]
+       : resolution.decision == CtDecision::Ignored ? ignored
+                                                    : unmatched)
+          .add(parameters);
+    }
+  } else if (const auto exclusions = modelopt_exclusions(checkpoint)) {
+    const std::string algorithm =
+        has_block ? config["quantization_config"].value("quant_algo", std::string("NVFP4"))
+                  : std::string("NVFP4");
+    rows.push_back({algorithm, "nvfp4 (float 4-bit, group 16)", "modelopt"});
+    for (const auto& [path, parameters] : modules) {
+      if (!is_config_accountable(parameters)) continue;
+      (modelopt_excluding_entry(*exclusions, path) ? ignored : rows.front()).add(parameters);
+    }
+  } else {
+    return {};
+  }
+  // "ignored (BF16)": the dtypes its weights are kept in.
+  ignored.name = fmt::format("ignored ({})", fmt::join(ignored.dtypes, ","));
+  rows.push_back(std::move(ignored));
+  if (unmatched.modules) rows.push_back(std::move(unmatched));
+  return rows;
+}
+
 
 Summary summarize(const Checkpoint& checkpoint) {
   Summary summary;
@@ -61,6 +159,7 @@ Summary summarize(const Checkpoint& checkpoint) {
     }
   }
   summary.quantization = detect_quantization(checkpoint);
+  summary.config_groups = config_group_rows(checkpoint);
   return summary;
 }
 
@@ -123,6 +222,15 @@ nlohmann::ordered_json summary_json(const Checkpoint& checkpoint, const Summary&
   for (const auto& [layout, count] : summary.quantization.layouts)
     layouts[layout] = {{"modules", count.modules}, {"bytes", count.bytes}};
   out["quantization"]["weight_layouts"] = layouts;
+  auto groups = nlohmann::ordered_json::array();
+  for (const auto& row : summary.config_groups)
+    groups.push_back({{"name", row.name},
+                      {"scheme", row.scheme},
+                      {"format", row.format},
+                      {"modules", row.modules},
+                      {"tensors", row.tensors},
+                      {"bytes", row.bytes}});
+  out["quantization"]["config_groups"] = groups;
   out["by_category"] = tally_json(summary.by_category);
   out["by_dtype"] = tally_json(summary.by_dtype);
   out["config"] = config_summary(checkpoint.config());
@@ -156,6 +264,13 @@ void print_summary(const Checkpoint& checkpoint, const Summary& summary) {
                                                    : " (" + summary.quantization.declared + ")");
   for (const auto& [layout, count] : summary.quantization.layouts)
     fmt::print("  {:<26} {:>7} modules  {:>11}\n", layout, count.modules, human_bytes(count.bytes));
+  if (!summary.config_groups.empty()) {
+    fmt::print("config groups:\n  {:<20} {:<32} {:<22} {:>7} {:>8} {:>11}\n", "group", "scheme",
+               "format", "modules", "tensors", "bytes");
+    for (const auto& row : summary.config_groups)
+      fmt::print("  {:<20} {:<32} {:<22} {:>7} {:>8} {:>11}\n", row.name, row.scheme, row.format,
+                 row.modules, row.tensors, human_bytes(row.bytes));
+  }
   print_tally("by category", summary.by_category, checkpoint.tensor_bytes());
   print_tally("by dtype", summary.by_dtype, checkpoint.tensor_bytes());
 }

@@ -17,6 +17,7 @@
 #include "qs/ckpt/tensor_name.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/int_quantizer.h"
+#include "validation/config_coverage.h"
 #include "validation/pack_quantized_checks.h"
 
 namespace qs {
@@ -324,6 +325,7 @@ std::vector<ReferenceComparison> validate_nvfp4(const Checkpoint& checkpoint,
   std::set<std::string> nvfp4_paths;
   for (const auto& entry : modules) nvfp4_paths.insert(entry.first);
   const auto int_modules = validation::check_pack_quantized(checkpoint, nvfp4_paths, report);
+  validation::check_config_coverage(checkpoint, int_modules, report);
   std::vector<ReferenceComparison> comparisons;
   if (!options.reference) return comparisons;
   report.checks_run.push_back(kReferenceCheck);

@@ -25,6 +25,26 @@
 //     int.bad_scale               a scale that is not finite and > 0
 //     int.padding                 bits set past the last field of a packed row (or of a zero
 //                                 point column)
+//   config (a quantization_config of compressed-tensors or modelopt, or hf_quant_config.json;
+//   headers and config only; every Linear — a Linear role with a 2-D weight, or any module
+//   stored quantized — must resolve to the group whose scheme its tensors hold, or be ignored
+//   when dense, under compressed-tensors' matching and under vLLM's fused-name matching):
+//     config.uncovered_linear     neither targeted nor ignored (on either side)
+//     config.multiply_covered     compressed-tensors and vLLM resolve it differently (another
+//                                 group, or ignored on one side only), or it is ignored and
+//                                 also targeted by a name / regex
+//     config.scheme_mismatch      NVFP4 tensors ignored (excluded, modelopt) or in a group that
+//                                 is not nvfp4-pack-quantized; a dense Linear targeted (not
+//                                 excluded, modelopt)
+//     config.fused_split          members of one engine-fused module (fused_qkv_a_proj,
+//                                 gate_up_proj, a layer's FusedMoE) resolved to different
+//                                 groups or only partly ignored; the disagreement it causes
+//                                 is not reported again as multiply_covered
+//     config.unreadable           a config that cannot be read (int.config_mismatch instead
+//                                 when there are pack-quantized modules)
+//   Ownership: how a pack-quantized module's compressed-tensors group fits its tensors
+//   (covered at all, format, type, symmetry, group size, bits) is int.config_mismatch's; the
+//   config check reports only vLLM disagreeing with that group for those modules.
 //   The bit width b is the covering config group's num_bits, else the one the packed width
 //   implies. There is no zero-point range check: a b-bit field minus 2^(b-1) is always in
 //   [-2^(b-1), 2^(b-1)-1], so the only way to store a bad one is padding.
