@@ -30,6 +30,8 @@ namespace {
 // Where the dequantized draft waits while it is requantized: inside OUT, so a resumed run
 // finds it, and hidden, so nothing mistakes it for the result.
 constexpr const char* kStagingDirectory = ".quantsmith-staging";
+// Written into OUT when the requantization has finished (hidden: not part of the checkpoint).
+constexpr const char* kFinishedRequantizationRecord = ".quantsmith-mtp-extract-finished";
 
 struct ExtractOptions {
   std::string input;
@@ -69,6 +71,14 @@ ExecutionOptions execution_for(const std::filesystem::path& output, const Extrac
   return execution;
 }
 
+// The small files a stage copies from its source, less a job file the source has as the
+// output of an earlier job: the executor writes the stage's own.
+std::vector<std::pair<std::string, std::string>> without_job_file(
+    std::vector<std::pair<std::string, std::string>> files) {
+  std::erase_if(files, [](const auto& file) { return file.first == kJobFileName; });
+  return files;
+}
+
 int run_extract(const ExtractOptions& options) {
   auto source = Checkpoint::open(options.input);
   check_output_directory(options.output, {source.directory()});
@@ -97,16 +107,48 @@ int run_extract(const ExtractOptions& options) {
     return kExitOk;
   }
 
-  const std::string fingerprint =
-      fmt::format("quantsmith {}|mtp extract|head={}|requant={}|recipe={}", kQuantsmithVersion,
-                  options.with_head, options.requant,
-                  options.recipe.empty() ? "" : read_text_file(options.recipe));
+  // The executor checks the directory it writes, but with a requantization the first stage
+  // writes the staging directory inside OUT: OUT itself must be checked here, before any byte.
   const std::filesystem::path output(options.output);
+  if (!options.resume && std::filesystem::exists(output) && !std::filesystem::is_empty(output))
+    throw_bad_input("output.not_empty",
+                    "output directory is not empty; use --resume to continue an interrupted "
+                    "extract or choose another",
+                    options.output);
+  // The BF16 draft depends on the source and --with-head only, so a resumed run may requantize
+  // a staged draft with another scheme; the requantized one depends on the recipe too.
+  const std::string bf16_fingerprint = fmt::format("quantsmith {}|mtp extract|head={}",
+                                                   kQuantsmithVersion, options.with_head);
+  std::string requant_fingerprint =
+      fmt::format("{}|requant={}|recipe={}", bf16_fingerprint, options.requant,
+                  options.recipe.empty() ? "" : read_text_file(options.recipe));
+  for (const auto& parameter : options.parameters) requant_fingerprint += "|" + parameter;
   const auto bf16_directory = recipe ? output / kStagingDirectory : output;
-  auto extraction = execution_for(bf16_directory, options, fingerprint + "|stage=bf16");
+  // The requantization's plan reads the staged draft, whose files a rerun rewrites (new
+  // times, so another fingerprint): a finished requantized draft is recognised by this record
+  // instead, so that --resume on it is a no-op as it is for `quantize`.
+  const auto finished_record = output / kFinishedRequantizationRecord;
+  const std::string finished_fingerprint = plan_fingerprint(planned.plan, requant_fingerprint);
+  if (recipe && options.resume && std::filesystem::exists(finished_record)) {
+    if (read_text_file(finished_record) != finished_fingerprint)
+      throw_bad_input("job.fingerprint_mismatch",
+                      "the output holds a requantized draft made from other inputs or options; "
+                      "choose another output directory",
+                      finished_record.string());
+    std::filesystem::remove_all(bf16_directory);  // a kill may have left part of it
+    if (options.json)
+      fmt::print("{}\n", nlohmann::ordered_json{{"output", options.output},
+                                                {"already_complete", true}}
+                             .dump(2));
+    else
+      fmt::print("mtp extract {} → {}: already complete\n", source.directory().string(),
+                 options.output);
+    return kExitOk;
+  }
+  auto extraction = execution_for(bf16_directory, options, bf16_fingerprint + "|stage=bf16");
   extraction.resume = options.resume && std::filesystem::exists(bf16_directory);
   QuantizedModel none;
-  extraction.extra_files = output_config_files(source, none, std::nullopt);
+  extraction.extra_files = without_job_file(output_config_files(source, none, std::nullopt));
   auto report = execute_with_progress(planned.plan, extraction, "mtp extract");
   if (report.interrupted) return report_interruption(report);
   double seconds = report.seconds;
@@ -121,12 +163,23 @@ int run_extract(const ExtractOptions& options) {
       return make_quantize_transform(request, settings);
     });
     quantized = quantized_linear_count(requantized.model);
-    auto requantization = execution_for(output, options, fingerprint + "|stage=requant");
+    // A full-model recipe usually keeps MTP layers BF16 (`mtp: true` → keep): requantizing
+    // with it would silently give the BF16 draft.
+    if (quantized == 0)
+      throw_bad_input("mtp.requant_nothing",
+                      fmt::format("{} quantizes none of the draft's Linears (a rule keeping MTP "
+                                  "layers?); the BF16 draft is staged in {}, --resume with "
+                                  "another --requant or --recipe uses it",
+                                  recipe->source, bf16_directory.string()),
+                      options.output);
+    auto requantization =
+        execution_for(output, options, requant_fingerprint + "|stage=requant");
     requantization.resume = true;  // OUT holds the staging directory, and maybe our shards
     requantization.extra_files =
-        output_config_files(draft, requantized.model, recipe->format);
+        without_job_file(output_config_files(draft, requantized.model, recipe->format));
     report = execute_with_progress(requantized.plan, requantization, "mtp requantize");
     if (report.interrupted) return report_interruption(report);
+    write_file_atomically(finished_record, finished_fingerprint);
     std::filesystem::remove_all(bf16_directory);
     seconds += report.seconds;
     written = report.bytes_written;
