@@ -7,6 +7,7 @@
 #include <set>
 
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/executor.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/name_pattern.h"
 #include "qs/ckpt/tensor_name.h"
@@ -302,7 +303,8 @@ std::vector<std::pair<std::string, std::string>> output_config_files(
   std::vector<std::pair<std::string, std::string>> files;
   for (const auto& path : source.auxiliary_files()) {
     const std::string name = path.filename().string();
-    if (name == "config.json" || name == kHfQuantConfigFileName) continue;
+    // A source that is itself our output has a job file: the new job writes its own.
+    if (name == "config.json" || name == kHfQuantConfigFileName || name == kJobFileName) continue;
     files.emplace_back(name, read_text_file(path));
   }
   if (!format || quantized_linear_count(model) == 0) {

@@ -79,9 +79,14 @@ SourceModules index_modules(const Checkpoint& checkpoint, std::size_t input) {
   return indexed;
 }
 
-// A tensor of the module, parsed: what rules match against (role, layer, expert come from
-// the module path, so any of its tensors gives the same answer).
+// The module's tensor rules match against: its weight (or packed weight) when it has one.
+// Role, layer and expert come from the module path, except that a module's other parameters
+// can have roles of their own (the router's e_score_correction_bias is RouterBias, not a
+// Linear), so the weight decides.
 ParsedTensorName parsed_module(const ModuleParameters& parameters) {
+  for (const char* name : {"weight", "weight_packed"})
+    if (const auto found = parameters.find(name); found != parameters.end())
+      return parse_tensor_name(found->second.info->name);
   return parse_tensor_name(parameters.begin()->second.info->name);
 }
 
