@@ -176,6 +176,7 @@ TEST_F(Splice, RefusesWhatCannotWorkBeforeWriting) {
       {"--take " + testing::quoted(ct), "no SOURCE: before the selector"},
       {take(ct, "category=nonsense"), "unknown category 'nonsense'"},
       {take(ct, "colour=blue"), "unknown key 'colour'"},
+      {take(ct, "module=*"), "selects every one of the"},
   };
   for (const auto& c : cases) {
     const auto out = fresh("refused");
@@ -224,6 +225,15 @@ TEST_F(Splice, WarnsAboutARuleThatSelectsNothing) {
                        "--dry-run");
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("selected no module"), std::string::npos) << result.output;
+
+  // Experts of layer 2 from the modelopt checkpoint first, then all from the other: the
+  // overlap is said.
+  result = splice(fresh("overlap"),
+                  take(nvfp4("modelopt"), "category=routed_expert;layers=2") + " " +
+                      take(nvfp4("compressed-tensors"), kExpertsRule),
+                  "--dry-run");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("also matches 48 module(s)"), std::string::npos) << result.output;
 }
 
 TEST(TakeRule, ParsesSelectorsAndShorthands) {

@@ -167,6 +167,11 @@ class SplicePlanner {
       if (result_.modules_per_rule[r] == 0)
         result_.warnings.push_back(fmt::format("take rule '{}' selected no module",
                                                request_.rules[r].text));
+    for (const auto& [pair, count] : shadowed_)
+      result_.warnings.push_back(fmt::format(
+          "take rule '{}' also matches {} module(s) that the earlier rule '{}' takes from "
+          "another source (the first matching rule wins)",
+          request_.rules[pair.second].text, count, request_.rules[pair.first].text));
     return std::move(result_);
   }
 
@@ -213,8 +218,14 @@ class SplicePlanner {
     for (const auto& [module, any_parameters] : candidates) {
       const auto parsed = parsed_module(*any_parameters);
       std::optional<std::size_t> rule;
-      for (std::size_t r = 0; r < request_.rules.size() && !rule; ++r)
-        if (request_.rules[r].match.matches(parsed, layout_)) rule = r;
+      for (std::size_t r = 0; r < request_.rules.size(); ++r) {
+        if (!request_.rules[r].match.matches(parsed, layout_)) continue;
+        if (!rule) {
+          rule = r;
+        } else if (request_.rule_sources[r] != request_.rule_sources[*rule]) {
+          ++shadowed_[{*rule, r}];  // first match wins; said below, as the user may not expect it
+        }
+      }
       const SourceModules& base = sources_.front();
       if (!rule && !base.modules.count(module)) continue;  // only in a source nobody took it from
       ChosenModule chosen;
@@ -235,6 +246,15 @@ class SplicePlanner {
       }
       chosen_.push_back(std::move(chosen));
     }
+    // A rule that takes every module leaves nothing of the base but its config.json: almost
+    // surely a selector that went missing or came out too wide.
+    for (std::size_t r = 0; r < request_.rules.size(); ++r)
+      if (result_.modules_per_rule[r] == chosen_.size())
+        throw Error(ErrorClass::BadInput, "splice.rule_takes_everything",
+                    fmt::format("take rule '{}' selects every one of the {} modules: nothing would "
+                                "come from the base; make {} the --base instead",
+                                request_.rules[r].text, chosen_.size(),
+                                request_.rules[r].source));
   }
 
   void check_shape_against_base(const ChosenModule& chosen) const {
@@ -409,6 +429,8 @@ class SplicePlanner {
   ModelLayout layout_;
   std::vector<SourceModules> sources_;  // base first
   std::vector<ChosenModule> chosen_;
+  // (earlier rule, later rule from another source) → modules both match.
+  std::map<std::pair<std::size_t, std::size_t>, std::size_t> shadowed_;
   std::shared_ptr<const Transform> copy_ = make_copy_transform();
   SplicePlan result_;
 };

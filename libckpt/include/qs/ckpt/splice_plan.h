@@ -27,7 +27,10 @@
 //   splice.mixed_activations   NVFP4 modules with and without static input scales (one
 //                              config cannot say both)
 //   splice.format_conflict     modelopt output requested for integer modules
-//   splice.rule_matches_nothing  (a warning, not an error) a take rule that selected nothing
+//   splice.rule_takes_everything  a take rule that selects every module (make its source the
+//                              base instead)
+// Warnings, not errors: a take rule that selects nothing, and a rule that also matches
+// modules an earlier rule takes from another source (first match wins).
 
 #include <cstdint>
 #include <functional>
