@@ -146,6 +146,21 @@ TEST_F(Splice, Nvfp4OnlySpliceCanBeWrittenAsModelopt) {
                         take(nvfp4("compressed-tensors"), kExpertsRule) + " --format modelopt");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(config_of(out)["quantization_config"]["quant_method"], "modelopt");
+  // The base is BF16: no KV-cache setting to carry.
+  EXPECT_TRUE(config_of(out)["quantization_config"]["kv_cache_quant_algo"].is_null());
+  // With the modelopt checkpoint as base, its FP8 KV-cache setting carries over.
+  const auto kv = fresh("modelopt-kv");
+  result = run_cli("splice " + quoted(kv) + " --base " + quoted(nvfp4("modelopt")) + " " +
+                   take(nvfp4("compressed-tensors"), "category=routed_expert;layers=2") +
+                   " --format modelopt");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(config_of(kv)["quantization_config"]["kv_cache_quant_algo"], "FP8");
+  // Written as compressed-tensors, the setting is dropped, and said.
+  result = run_cli("splice " + quoted(fresh("ct-kv")) + " --base " + quoted(nvfp4("modelopt")) +
+                   " " + take(nvfp4("compressed-tensors"), "category=routed_expert;layers=2"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("KV-cache quantization (FP8) is not carried"), std::string::npos)
+      << result.output;
   EXPECT_TRUE(std::filesystem::exists(out / "hf_quant_config.json"));
   EXPECT_EQ(bytes_of(out, kExpert + ".weight"),
             bytes_of(nvfp4("modelopt"), kExpert + ".weight"));

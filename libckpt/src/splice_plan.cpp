@@ -347,6 +347,28 @@ class SplicePlanner {
     result_.format = request_.format ? *request_.format
                      : (integers || any_compressed_tensors) ? OutputFormat::CompressedTensors
                                                             : OutputFormat::Modelopt;
+    carry_kv_cache_setting();
+  }
+
+  // The attention (whose KV cache it is) comes from the base unless a rule takes it: the
+  // base's modelopt KV-cache setting (FP8, no scale tensors: engines use 1.0) carries over to a
+  // modelopt output. Our compressed-tensors writer has no KV-cache scheme, so there it is
+  // dropped, and said.
+  void carry_kv_cache_setting() {
+    const auto& config = request_.base->config();
+    if (!config.is_object() || !config.contains("quantization_config")) return;
+    const auto& block = config["quantization_config"];
+    if (!block.is_object() || !block.contains("kv_cache_quant_algo") ||
+        !block["kv_cache_quant_algo"].is_string())
+      return;
+    const auto algorithm = block["kv_cache_quant_algo"].get<std::string>();
+    if (*result_.format == OutputFormat::Modelopt)
+      result_.model.kv_cache_quant_algo = algorithm;
+    else
+      result_.warnings.push_back(fmt::format(
+          "the base's KV-cache quantization ({}) is not carried into the compressed-tensors "
+          "config; the output's KV cache stays in the model dtype",
+          algorithm));
   }
 
   // The scheme the source's config states for the module (one scale column is per channel or
