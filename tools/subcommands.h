@@ -17,6 +17,7 @@ SubcommandRunner register_generate(CLI::App& app);
 SubcommandRunner register_calibrate(CLI::App& app);
 SubcommandRunner register_splice(CLI::App& app);
 SubcommandRunner register_mtp(CLI::App& app);
+SubcommandRunner register_recipe(CLI::App& app);
 
 // In the order `quantsmith --help` lists them; one line each.
 inline std::vector<SubcommandRegistration> all_subcommands() {
@@ -30,6 +31,7 @@ inline std::vector<SubcommandRegistration> all_subcommands() {
       register_eval,
       register_generate,
       register_calibrate,
+      register_recipe,
   };
 }
 

@@ -1,0 +1,324 @@
+// quantsmith recipe run R.yaml: the steps of a batch recipe (batch_recipe.h), each run as this
+// same binary with an argv (no shell), in order, stopping at the first that fails.
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "cli_support.h"
+#include "qs/ckpt/batch_recipe.h"
+#include "qs/ckpt/error.h"
+#include "scheme_presets.h"
+
+extern char** environ;
+
+namespace qs::cli {
+namespace {
+
+// The running binary: a step runs exactly the quantsmith that runs the recipe, wherever it
+// was installed and whatever PATH says.
+constexpr const char* kSelfExecutable = "/proc/self/exe";
+
+// Subcommands that keep a job file in their output directory, so `--resume` continues a killed
+// run (and is a no-op on a finished one). Empty second word: the subcommand has no nested one.
+constexpr std::array<std::pair<std::string_view, std::string_view>, 4> kResumableSubcommands{{
+    {"quantize", ""},
+    {"splice", ""},
+    {"mtp", "extract"},
+    {"mtp", "inject"},
+}};
+
+struct RecipeRunOptions {
+  std::string recipe;
+  std::vector<std::string> parameters;
+  std::string from;
+  bool resume = false;
+  bool dry_run = false;
+  bool json = false;
+};
+
+bool contains_word(const std::vector<std::string>& arguments, std::string_view word) {
+  return std::find(arguments.begin(), arguments.end(), word) != arguments.end();
+}
+
+bool supports_resume(const std::vector<std::string>& arguments) {
+  for (const auto& [subcommand, nested] : kResumableSubcommands)
+    if (arguments[0] == subcommand &&
+        (nested.empty() || (arguments.size() > 1 && arguments[1] == nested)))
+      return true;
+  return false;
+}
+
+// `--recipe X.yaml` written relative to the batch recipe: batch recipes sit beside the
+// per-tensor recipes they use, and should run from any directory. A path that exists from the
+// current directory wins, so nothing that worked before changes meaning.
+std::string resolved_recipe_path(const std::string& path,
+                                 const std::filesystem::path& recipe_directory) {
+  const std::filesystem::path given(path);
+  if (given.is_absolute() || std::filesystem::exists(given)) return path;
+  const auto beside = recipe_directory / given;
+  return std::filesystem::exists(beside) ? beside.lexically_normal().string() : path;
+}
+
+void resolve_recipe_arguments(std::vector<std::string>& arguments,
+                              const std::filesystem::path& recipe_directory) {
+  constexpr std::string_view kFlag = "--recipe";
+  for (std::size_t i = 1; i < arguments.size(); ++i) {
+    auto& word = arguments[i];
+    if (word == kFlag && i + 1 < arguments.size()) {
+      arguments[i + 1] = resolved_recipe_path(arguments[i + 1], recipe_directory);
+      ++i;
+    } else if (word.starts_with(std::string(kFlag) + "=")) {
+      word = std::string(kFlag) + "=" +
+             resolved_recipe_path(word.substr(kFlag.size() + 1), recipe_directory);
+    }
+  }
+}
+
+std::string command_text(const std::vector<std::string>& arguments) {
+  std::string text = "quantsmith";
+  for (const auto& word : arguments) text += " " + quote_command_word(word);
+  return text;
+}
+
+std::string step_label(const BatchRecipe& recipe, std::size_t index) {
+  return fmt::format("[{}/{}] {}", index + 1, recipe.steps.size(), recipe.steps[index].name);
+}
+
+// Everything that can be known wrong before the first step runs: the subcommand names.
+void check_subcommands(const BatchRecipe& recipe, const CLI::App& root) {
+  for (std::size_t i = 0; i < recipe.steps.size(); ++i) {
+    const auto& name = recipe.steps[i].arguments[0];
+    bool known = false;
+    std::vector<std::string> names;
+    for (const auto* subcommand : root.get_subcommands({})) {
+      names.push_back(subcommand->get_name());
+      known = known || subcommand->get_name() == name;
+    }
+    if (!known)
+      throw_bad_input("batch_recipe.unknown_subcommand",
+                      fmt::format("step {} '{}': '{}' is no quantsmith subcommand ({})", i + 1,
+                                  recipe.steps[i].name, name, fmt::join(names, ", ")),
+                      recipe.source);
+  }
+}
+
+// While a step runs, Ctrl-C belongs to it (it finishes its shard and says how to resume); the
+// batch only reacts to the step's exit code. Restores the dispositions when it goes away.
+class ForegroundChildSignals {
+ public:
+  ForegroundChildSignals() {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGINT, &ignore, &saved_interrupt_);
+    sigaction(SIGQUIT, &ignore, &saved_quit_);
+  }
+  ~ForegroundChildSignals() {
+    sigaction(SIGINT, &saved_interrupt_, nullptr);
+    sigaction(SIGQUIT, &saved_quit_, nullptr);
+  }
+  ForegroundChildSignals(const ForegroundChildSignals&) = delete;
+  ForegroundChildSignals& operator=(const ForegroundChildSignals&) = delete;
+
+ private:
+  struct sigaction saved_interrupt_ {};
+  struct sigaction saved_quit_ {};
+};
+
+// Runs `quantsmith ARGUMENTS` and returns its exit code (128 + N when signal N ended it).
+// With `stdout_to_stderr` the step's standard output goes to our standard error, keeping our
+// own standard output for the --json summary.
+int run_step(const std::vector<std::string>& arguments, bool stdout_to_stderr) {
+  std::vector<std::string> words{"quantsmith"};
+  words.insert(words.end(), arguments.begin(), arguments.end());
+  std::vector<char*> argv;
+  for (auto& word : words) argv.push_back(word.data());
+  argv.push_back(nullptr);
+
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGQUIT);
+  posix_spawnattr_setsigdefault(&attributes, &defaults);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF);
+  posix_spawn_file_actions_t file_actions;
+  posix_spawn_file_actions_init(&file_actions);
+  if (stdout_to_stderr) posix_spawn_file_actions_adddup2(&file_actions, STDERR_FILENO, STDOUT_FILENO);
+
+  std::fflush(stdout);
+  std::fflush(stderr);
+  ForegroundChildSignals signals;
+  pid_t child = 0;
+  const int spawn_error =
+      posix_spawn(&child, kSelfExecutable, &file_actions, &attributes, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&file_actions);
+  posix_spawnattr_destroy(&attributes);
+  if (spawn_error != 0)
+    throw_io_error("recipe.spawn_failed",
+                   fmt::format("cannot start {}: {}", command_text(arguments),
+                               std::strerror(spawn_error)),
+                   kSelfExecutable);
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0) {
+    if (errno != EINTR)
+      throw_io_error("recipe.wait_failed", fmt::format("waiting for {}: {}",
+                                                       command_text(arguments),
+                                                       std::strerror(errno)));
+  }
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return WEXITSTATUS(status);
+}
+
+enum class StepStatus { Skipped, Planned, Ok, Failed, NotRun };
+
+const char* status_name(StepStatus status) {
+  switch (status) {
+    case StepStatus::Skipped: return "skipped";
+    case StepStatus::Planned: return "planned";
+    case StepStatus::Ok: return "ok";
+    case StepStatus::Failed: return "failed";
+    case StepStatus::NotRun: return "not run";
+  }
+  return "?";
+}
+
+struct StepOutcome {
+  StepStatus status = StepStatus::NotRun;
+  std::optional<int> exit_code;
+  double seconds = 0;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void print_json_summary(const BatchRecipe& recipe, const std::vector<StepOutcome>& outcomes,
+                        bool dry_run, int exit_code, double seconds) {
+  auto steps = nlohmann::ordered_json::array();
+  for (std::size_t i = 0; i < recipe.steps.size(); ++i) {
+    nlohmann::ordered_json step{{"number", i + 1},
+                                {"name", recipe.steps[i].name},
+                                {"command", recipe.steps[i].arguments},
+                                {"status", status_name(outcomes[i].status)}};
+    step["exit_code"] = outcomes[i].exit_code ? nlohmann::ordered_json(*outcomes[i].exit_code)
+                                              : nlohmann::ordered_json(nullptr);
+    step["seconds"] = outcomes[i].seconds;
+    steps.push_back(std::move(step));
+  }
+  fmt::print("{}\n", nlohmann::ordered_json{{"recipe", recipe.source},
+                                            {"description", recipe.description},
+                                            {"dry_run", dry_run},
+                                            {"steps", std::move(steps)},
+                                            {"exit_code", exit_code},
+                                            {"seconds", seconds}}
+                         .dump(2));
+}
+
+int run_recipe(const RecipeRunOptions& options, const CLI::App& root) {
+  const std::filesystem::path path(options.recipe);
+  BatchRecipe recipe = load_batch_recipe(path, parse_parameters(options.parameters));
+  check_subcommands(recipe, root);
+  const std::size_t first = options.from.empty() ? 0 : find_batch_step(recipe, options.from);
+  const std::filesystem::path recipe_directory(
+      recipe.parameters.at(std::string(kRecipeDirectoryParameter)));
+  for (auto& step : recipe.steps) {
+    resolve_recipe_arguments(step.arguments, recipe_directory);
+    if (options.resume && supports_resume(step.arguments) &&
+        !contains_word(step.arguments, "--resume"))
+      step.arguments.push_back("--resume");
+  }
+
+  std::vector<StepOutcome> outcomes(recipe.steps.size());
+  for (std::size_t i = 0; i < first; ++i) outcomes[i].status = StepStatus::Skipped;
+  const auto start = std::chrono::steady_clock::now();
+
+  if (options.dry_run) {
+    for (std::size_t i = first; i < recipe.steps.size(); ++i)
+      outcomes[i].status = StepStatus::Planned;
+    if (options.json) {
+      print_json_summary(recipe, outcomes, true, kExitOk, 0);
+      return kExitOk;
+    }
+    if (!recipe.description.empty()) fmt::print("# {}\n", recipe.description);
+    for (std::size_t i = 0; i < recipe.steps.size(); ++i)
+      fmt::print("{}: {}\n", step_label(recipe, i),
+                 i < first ? fmt::format("skipped (--from {})", options.from)
+                           : command_text(recipe.steps[i].arguments));
+    return kExitOk;
+  }
+
+  int exit_code = kExitOk;
+  for (std::size_t i = first; i < recipe.steps.size(); ++i) {
+    const auto& step = recipe.steps[i];
+    fmt::print(stderr, "{}: {}\n", step_label(recipe, i), command_text(step.arguments));
+    const auto step_start = std::chrono::steady_clock::now();
+    const int code = run_step(step.arguments, options.json);
+    outcomes[i] = {code == 0 ? StepStatus::Ok : StepStatus::Failed, code,
+                   seconds_since(step_start)};
+    if (code != 0) {
+      fmt::print(stderr,
+                 "quantsmith: recipe: step {}/{} '{}' failed with exit code {}; after fixing "
+                 "it, continue with --from {}{}\n",
+                 i + 1, recipe.steps.size(), step.name, code, i + 1,
+                 supports_resume(step.arguments) && !options.resume ? " --resume" : "");
+      exit_code = code;
+      break;
+    }
+  }
+  const double seconds = seconds_since(start);
+  if (exit_code == kExitOk)
+    fmt::print(stderr, "quantsmith: recipe: {} step(s) done in {:.1f} s\n",
+               recipe.steps.size() - first, seconds);
+  if (options.json) print_json_summary(recipe, outcomes, false, exit_code, seconds);
+  return exit_code;
+}
+
+}  // namespace
+
+SubcommandRunner register_recipe(CLI::App& app) {
+  auto* recipe = app.add_subcommand("recipe", "batch recipes: several quantsmith commands as one "
+                                              "job (quantize, splice, validate, eval, ...)");
+  recipe->require_subcommand(1);
+  auto options = std::make_shared<RecipeRunOptions>();
+  auto* run = recipe->add_subcommand(
+      "run",
+      "run the steps of a batch recipe (YAML with steps:) in order, each as this quantsmith "
+      "binary; the first failing step stops the batch with its exit code. A relative --recipe "
+      "path in a step that does not exist from the current directory is taken relative to the "
+      "batch recipe's directory ({recipe_dir})");
+  run->add_option("RECIPE", options->recipe, "batch recipe YAML (see recipes/batch-*.yaml)")
+      ->required();
+  run->add_option("--param", options->parameters,
+                  "NAME=VALUE, repeatable: override a parameter the recipe declares")
+      ->allow_extra_args(false);
+  run->add_option("--from", options->from,
+                  "start at this step (number from 1, or name); earlier steps are skipped");
+  run->add_flag("--resume", options->resume,
+                "append --resume to the steps that support it (quantize, splice, mtp extract, "
+                "mtp inject), so a killed batch continues where it stopped");
+  run->add_flag("--dry-run", options->dry_run,
+                "print the expanded commands on stdout and run nothing");
+  run->add_flag("--json", options->json,
+                "summary on stdout (steps, commands, exit codes, seconds); the steps' own "
+                "standard output goes to standard error");
+  const CLI::App* root = &app;
+  return [options, root]() { return run_recipe(*options, *root); };
+}
+
+}  // namespace qs::cli
