@@ -139,10 +139,15 @@ class ForegroundChildSignals {
   struct sigaction saved_quit_ {};
 };
 
-// Runs `quantsmith ARGUMENTS` and returns its exit code (128 + N when signal N ended it).
-// With `stdout_to_stderr` the step's standard output goes to our standard error, keeping our
-// own standard output for the --json summary.
-int run_step(const std::vector<std::string>& arguments, bool stdout_to_stderr) {
+// How a step's process ended.
+struct StepExit {
+  int code = 0;    // its exit code, or 128 + N when signal N ended it (as a shell reports it)
+  int signal = 0;  // that signal, or 0
+};
+
+// Runs `quantsmith ARGUMENTS` and waits for it. With `stdout_to_stderr` the step's standard
+// output goes to our standard error, keeping our own standard output for the --json summary.
+StepExit run_step(const std::vector<std::string>& arguments, bool stdout_to_stderr) {
   std::vector<std::string> words{"quantsmith"};
   words.insert(words.end(), arguments.begin(), arguments.end());
   std::vector<char*> argv;
@@ -181,8 +186,8 @@ int run_step(const std::vector<std::string>& arguments, bool stdout_to_stderr) {
                                                        command_text(arguments),
                                                        std::strerror(errno)));
   }
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return {128 + WTERMSIG(status), WTERMSIG(status)};
+  return {WEXITSTATUS(status), 0};
 }
 
 enum class StepStatus { Skipped, Planned, Ok, Failed, NotRun };
@@ -268,16 +273,19 @@ int run_recipe(const RecipeRunOptions& options, const CLI::App& root) {
     const auto& step = recipe.steps[i];
     fmt::print(stderr, "{}: {}\n", step_label(recipe, i), command_text(step.arguments));
     const auto step_start = std::chrono::steady_clock::now();
-    const int code = run_step(step.arguments, options.json);
-    outcomes[i] = {code == 0 ? StepStatus::Ok : StepStatus::Failed, code,
+    const StepExit ended = run_step(step.arguments, options.json);
+    outcomes[i] = {ended.code == 0 ? StepStatus::Ok : StepStatus::Failed, ended.code,
                    seconds_since(step_start)};
-    if (code != 0) {
+    if (ended.code != 0) {
       fmt::print(stderr,
-                 "quantsmith: recipe: step {}/{} '{}' failed with exit code {}; after fixing "
-                 "it, continue with --from {}{}\n",
-                 i + 1, recipe.steps.size(), step.name, code, i + 1,
-                 supports_resume(step.arguments) && !options.resume ? " --resume" : "");
-      exit_code = code;
+                 "quantsmith: recipe: step {}/{} '{}' {}; after fixing it, continue with "
+                 "--from {}{}\n",
+                 i + 1, recipe.steps.size(), step.name,
+                 ended.signal ? fmt::format("was ended by signal {} ({}, exit code {})",
+                                            ended.signal, strsignal(ended.signal), ended.code)
+                              : fmt::format("failed with exit code {}", ended.code),
+                 i + 1, supports_resume(step.arguments) && !options.resume ? " --resume" : "");
+      exit_code = ended.code;
       break;
     }
   }
