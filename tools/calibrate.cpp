@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include <memory>
 
 #include "cli_support.h"
@@ -49,6 +51,9 @@ SubcommandRunner register_calibrate(CLI::App& app) {
     // Never write into the model being read.
     check_output_directory(options->output, {checkpoint.directory()});
     const auto tokens = run::read_tokens_argument(options->tokens, "calib", options->max_rows);
+    // A statistics file in a directory that does not exist yet (a batch recipe's work dir).
+    const auto parent = std::filesystem::path(options->output).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
     ProgressLine progress("calibrate", 0, 0);
     run::CalibrationOptions calibration;
     calibration.all_experts = options->all_experts;
