@@ -77,3 +77,7 @@ step "mtp extract: seed 003 — the NVFP4 MTP layer as a standalone draft, requa
 "$quantsmith" mtp inject "$model" "$out/tiny-mtp-int4-g32" "$out/tiny-bf16-int4-draft"
 "$quantsmith" eval --ref "$model" --model "$out/tiny-bf16-int4-draft" \
   --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep MTP
+
+step "recipe run: seed 000 as one batch recipe (quantize both sides, splice, validate, eval)"
+"$quantsmith" recipe run recipes/batch-seed000-hybrid.yaml --param model="$model" \
+  --param work="$out/batch-seed000" 2>&1 | grep -E '^\[|mean KLD|result:'
