@@ -5,9 +5,12 @@
 #
 #   scripts/conformance.sh [path/to/quantsmith]
 #
-# Creates (once) a venv in .venv-conformance with CPU torch, compressed-tensors and
-# safetensors from PyPI, quantizes the bundled model in both layouts with two recipes, and runs
-# scripts/conformance/check_nvfp4_consumers.py on each. Exit 0 when everything conforms.
+# Creates (once) a venv in .venv-conformance with torch, compressed-tensors, safetensors and
+# numpy from PyPI; quantizes the bundled model to NVFP4 in both layouts with two recipes and
+# runs scripts/conformance/check_nvfp4_consumers.py on each; then to INT8 / INT4 with the
+# --scheme presets and the seed 000 / 002 recipes (RTN and GPTQ) and runs
+# scripts/conformance/check_pack_quantized_consumers.py on each, ending with a summary table.
+# Exit 0 when everything conforms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quantsmith="$(realpath "${1:-build/tools/quantsmith}")"
@@ -51,17 +54,27 @@ for recipe in glm5-nvfp4-seed001 modelopt-nvfp4-default; do
       status=1
   done
 done
-# pack-quantized integers: the --scheme presets and the seed recipes' integer layouts.
-for scheme in int8 int8-channel int4 int4-g32 seed000 seed002; do
+# pack-quantized integers: the --scheme presets (round-to-nearest, min-max observer), the seed
+# recipes' integer layouts, and seed 002 through GPTQ from all-experts calibration statistics.
+summary="$out/pack-quantized-summary.jsonl"
+"$quantsmith" calibrate "$model" --tokens "$model/tokens.safetensors:calib" --max-rows 32 \
+  --all-experts --out "$out/calib-all-experts.qsc" >/dev/null
+for scheme in int8 int8-channel int4 int4-g32 seed000 seed002-rtn seed002-gptq; do
   target="$out/$scheme"
+  checks=()
   case "$scheme" in
     seed000) arguments=(--recipe recipes/glm5-w8a16-int8mix-seed000.yaml) ;;
-    seed002) arguments=(--recipe recipes/glm5-w4a16-experts-seed002.yaml --param experts=int4) ;;
+    seed002-rtn) arguments=(--recipe recipes/glm5-w4a16-experts-seed002.yaml --param experts=int4) ;;
+    seed002-gptq)
+      arguments=(--recipe recipes/glm5-w4a16-experts-seed002.yaml --calib "$out/calib-all-experts.qsc")
+      checks=(--gptq) ;;
     *) arguments=(--scheme "$scheme") ;;
   esac
   "$quantsmith" quantize "$model" "$target" "${arguments[@]}" >/dev/null
   echo "== $scheme (pack-quantized)"
   "$venv/bin/python" scripts/conformance/check_pack_quantized_consumers.py "$target" \
-    --source "$model" || status=1
+    --source "$model" --quantsmith "$quantsmith" --label "$scheme" --summary "$summary" \
+    "${checks[@]}" || status=1
 done
+"$venv/bin/python" scripts/conformance/summarize_pack_quantized.py "$summary" || status=1
 exit $status

@@ -72,7 +72,8 @@ def linear_modules(tensors, suffixes):
 
 def is_linear_weight_name(module):
     last = module.rsplit(".", 1)[-1]
-    return last.endswith("_proj") or last in {"gate", "lm_head", "wq_b", "wk", "weights_proj"}
+    return last.endswith("_proj") or last in {"gate", "lm_head", "wq_b", "wk", "weights_proj",
+                                             "kv_a_proj_with_mqa"}
 
 
 class Report:
