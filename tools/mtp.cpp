@@ -71,14 +71,6 @@ ExecutionOptions execution_for(const std::filesystem::path& output, const Extrac
   return execution;
 }
 
-// The small files a stage copies from its source, less a job file the source has as the
-// output of an earlier job: the executor writes the stage's own.
-std::vector<std::pair<std::string, std::string>> without_job_file(
-    std::vector<std::pair<std::string, std::string>> files) {
-  std::erase_if(files, [](const auto& file) { return file.first == kJobFileName; });
-  return files;
-}
-
 int run_extract(const ExtractOptions& options) {
   auto source = Checkpoint::open(options.input);
   check_output_directory(options.output, {source.directory()});
@@ -148,7 +140,7 @@ int run_extract(const ExtractOptions& options) {
   auto extraction = execution_for(bf16_directory, options, bf16_fingerprint + "|stage=bf16");
   extraction.resume = options.resume && std::filesystem::exists(bf16_directory);
   QuantizedModel none;
-  extraction.extra_files = without_job_file(output_config_files(source, none, std::nullopt));
+  extraction.extra_files = output_config_files(source, none, std::nullopt);
   auto report = execute_with_progress(planned.plan, extraction, "mtp extract");
   if (report.interrupted) return report_interruption(report);
   double seconds = report.seconds;
@@ -175,8 +167,7 @@ int run_extract(const ExtractOptions& options) {
     auto requantization =
         execution_for(output, options, requant_fingerprint + "|stage=requant");
     requantization.resume = true;  // OUT holds the staging directory, and maybe our shards
-    requantization.extra_files =
-        without_job_file(output_config_files(draft, requantized.model, recipe->format));
+    requantization.extra_files = output_config_files(draft, requantized.model, recipe->format);
     report = execute_with_progress(requantized.plan, requantization, "mtp requantize");
     if (report.interrupted) return report_interruption(report);
     write_file_atomically(finished_record, finished_fingerprint);
@@ -246,8 +237,7 @@ int run_inject(const InjectOptions& options) {
   const auto layout = model_layout_from_config(source.config());
   const bool has_mtp =
       layout && std::any_of(source.tensors().begin(), source.tensors().end(), [&](const auto& t) {
-        const auto parsed = parse_tensor_name(t.info->name);
-        return parsed.layer && layout->is_mtp_layer(*parsed.layer);
+        return in_mtp_layer(parse_tensor_name(t.info->name), *layout);
       });
   if (!has_mtp)
     throw Error(ErrorClass::BadInput, "mtp.no_mtp_layer",

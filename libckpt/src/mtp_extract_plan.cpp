@@ -10,11 +10,6 @@
 namespace qs {
 namespace {
 
-bool is_dequantizable(WeightLayout layout) {
-  return layout == WeightLayout::Nvfp4Modelopt || layout == WeightLayout::Nvfp4CompressedTensors ||
-         layout == WeightLayout::PackQuantized;
-}
-
 class MtpExtractPlanner {
  public:
   MtpExtractPlanner(const Checkpoint& source, const DequantizeTransformFactory& make_dequantizer)
@@ -34,7 +29,7 @@ class MtpExtractPlanner {
     std::set<std::string> done;
     for (const auto& location : source_.tensors()) {
       const auto parsed = parse_tensor_name(location.info->name);
-      if (!parsed.layer || !layout->is_mtp_layer(*parsed.layer)) continue;
+      if (!in_mtp_layer(parsed, *layout)) continue;
       if (!done.insert(parsed.module_path).second) continue;
       add_module(parsed.module_path, parsed.module_path);
     }
@@ -65,7 +60,7 @@ class MtpExtractPlanner {
     const ModuleParameters& parameters = found->second;
     const WeightLayout layout = classify_module(parameters);
     std::set<std::string> consumed;
-    if (is_dequantizable(layout)) {
+    if (is_quantized_layout(layout)) {
       add_dequantized(module, output_module, parameters, layout);
       for (const auto& [name, location] : parameters)
         if (is_quantization_companion(parse_tensor_name(location.info->name).parameter) ||

@@ -8,6 +8,7 @@
 
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/quantize_plan.h"
 #include "qs/ckpt/tensor_name.h"
 
 namespace qs {
@@ -184,18 +185,33 @@ std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, We
   return std::nullopt;
 }
 
-std::vector<std::string> weight_parameters(WeightLayout layout, bool zero_point) {
-  switch (layout) {
-    case WeightLayout::Nvfp4Modelopt:
-      return {"weight", "weight_scale", "weight_scale_2"};
-    case WeightLayout::Nvfp4CompressedTensors:
-      return {"weight_packed", "weight_scale", "weight_global_scale"};
-    case WeightLayout::PackQuantized:
-      if (zero_point) return {"weight_packed", "weight_scale", "weight_shape", "weight_zero_point"};
-      return {"weight_packed", "weight_scale", "weight_shape"};
-    default:
-      return {};
+bool is_nvfp4_layout(WeightLayout layout) {
+  return layout == WeightLayout::Nvfp4Modelopt || layout == WeightLayout::Nvfp4CompressedTensors;
+}
+
+bool is_quantized_layout(WeightLayout layout) {
+  return is_nvfp4_layout(layout) || layout == WeightLayout::PackQuantized;
+}
+
+std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_companion) {
+  // The writers' specs hold the names; module and sizes here are placeholders.
+  const std::string module = "m";
+  std::vector<TensorSpec> specs;
+  if (is_nvfp4_layout(layout)) {
+    specs = nvfp4_output_specs(module, 16, 16,
+                               layout == WeightLayout::Nvfp4Modelopt
+                                   ? OutputFormat::Modelopt
+                                   : OutputFormat::CompressedTensors,
+                               optional_companion);
+  } else if (layout == WeightLayout::PackQuantized) {
+    IntegerOptions options;
+    options.symmetric = !optional_companion;
+    options.group_size = kChannelGroup;
+    specs = integer_output_specs(module, 1, 32, DType::BF16, options);
   }
+  std::vector<std::string> names;
+  for (const auto& spec : specs) names.push_back(spec.name.substr(module.size() + 1));
+  return names;
 }
 
 IntegerOptions pack_quantized_options(const std::string& module, const ModuleParameters& parameters,

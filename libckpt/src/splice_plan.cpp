@@ -90,15 +90,6 @@ ParsedTensorName parsed_module(const ModuleParameters& parameters) {
   return parse_tensor_name(parameters.begin()->second.info->name);
 }
 
-bool is_quantized_layout(WeightLayout layout) {
-  return layout == WeightLayout::Nvfp4Modelopt || layout == WeightLayout::Nvfp4CompressedTensors ||
-         layout == WeightLayout::PackQuantized;
-}
-
-bool is_nvfp4(WeightLayout layout) {
-  return layout == WeightLayout::Nvfp4Modelopt || layout == WeightLayout::Nvfp4CompressedTensors;
-}
-
 // A module's storage, refusing what no config we write can describe.
 WeightLayout supported_layout(const std::string& module, const ModuleParameters& parameters,
                               const Checkpoint& source) {
@@ -124,14 +115,6 @@ std::string shape_signature(const ModuleParameters& parameters, WeightLayout lay
     if (!is_quantization_companion(parse_tensor_name(location.info->name).parameter))
       text += name + shape_to_string(location.info->shape) + " ";
   return text;
-}
-
-// The tensor names of an NVFP4 module in a layout, in nvfp4_output_specs order.
-std::vector<std::string> nvfp4_parameter_names(WeightLayout layout, bool input_scale) {
-  auto names = weight_parameters(layout);
-  if (input_scale)
-    names.push_back(layout == WeightLayout::Nvfp4Modelopt ? "input_scale" : "input_global_scale");
-  return names;
 }
 
 bool has_input_scale(const ModuleParameters& parameters) {
@@ -278,7 +261,7 @@ class SplicePlanner {
   void check_fused_groups() const {
     std::map<std::string, std::vector<const ChosenModule*>> groups;
     for (const auto& chosen : chosen_) {
-      if (classify_module(*chosen.parameters) == WeightLayout::Unrecognized) continue;
+      if (chosen.layout == WeightLayout::Unrecognized) continue;
       if (const auto group = fused_group(parsed_module(*chosen.parameters)))
         groups[group->name].push_back(&chosen);
     }
@@ -308,7 +291,7 @@ class SplicePlanner {
     bool any_compressed_tensors = false, any_nvfp4 = false;
     for (const auto& chosen : chosen_) {
       const auto parsed = parsed_module(*chosen.parameters);
-      if (is_nvfp4(chosen.layout)) {
+      if (is_nvfp4_layout(chosen.layout)) {
         any_nvfp4 = true;
         any_compressed_tensors |= chosen.layout == WeightLayout::Nvfp4CompressedTensors;
         result_.model.nvfp4_modules.push_back(chosen.module);
@@ -390,7 +373,7 @@ class SplicePlanner {
 
   void emit_items() {
     for (const auto& chosen : chosen_) {
-      const bool convert = is_nvfp4(chosen.layout) && nvfp4_format(chosen.layout) != *result_.format;
+      const bool convert = is_nvfp4_layout(chosen.layout) && nvfp4_format(chosen.layout) != *result_.format;
       result_.decisions.push_back({chosen.module, chosen.source->input, chosen.rule,
                                    chosen.layout == WeightLayout::Unrecognized
                                        ? "tensors"
@@ -426,7 +409,7 @@ class SplicePlanner {
   // parameters it consumed.
   std::set<std::string> emit_conversion(const ChosenModule& chosen) {
     const bool input = has_input_scale(*chosen.parameters);
-    const auto names = nvfp4_parameter_names(chosen.layout, input);
+    const auto names = weight_parameters(chosen.layout, input);
     PlanItem item;
     for (const auto& name : names) {
       const auto found = chosen.parameters->find(name);

@@ -85,16 +85,15 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
   // DeepSeekMTP loader reads with the target's config: only those layers are expected, plus
   // the draft's own head and embedding the loader also accepts.
   const auto model_layout = model_layout_from_config(config);
-  auto in_mtp_layer = [&](const std::string& name) {
-    const auto parsed = parse_tensor_name(name);
-    return model_layout && parsed.layer && model_layout->is_mtp_layer(*parsed.layer);
+  auto is_mtp_tensor = [&](const std::string& name) {
+    return model_layout && in_mtp_layer(parse_tensor_name(name), *model_layout);
   };
   const bool draft =
       !checkpoint.tensors().empty() &&
       std::all_of(checkpoint.tensors().begin(), checkpoint.tensors().end(),
-                  [&](const auto& location) { return in_mtp_layer(location.info->name); });
+                  [&](const auto& location) { return is_mtp_tensor(location.info->name); });
   if (draft) {
-    std::erase_if(expected, [&](const auto& tensor) { return !in_mtp_layer(tensor.spec.name); });
+    std::erase_if(expected, [&](const auto& tensor) { return !is_mtp_tensor(tensor.spec.name); });
     report.checks_run.push_back("layout (MTP draft)");
   } else {
     report.checks_run.push_back("layout");

@@ -51,10 +51,6 @@ std::vector<AccountedModule> accounted_modules(const Checkpoint& checkpoint) {
   return modules;
 }
 
-bool is_nvfp4(WeightLayout layout) {
-  return layout == WeightLayout::Nvfp4Modelopt || layout == WeightLayout::Nvfp4CompressedTensors;
-}
-
 std::string stored_as(const AccountedModule& entry) {
   if (entry.layout == WeightLayout::Dense)
     return fmt::format("dense {}", dtype_name(entry.main.info->dtype));
@@ -328,7 +324,7 @@ void check_modelopt(const Checkpoint& checkpoint, ValidationReport& report) {
         unit_states[entry.fused_unit].insert(excluding.has_value());
         unit_example.try_emplace(entry.fused_unit, &entry);
       }
-      if (is_nvfp4(entry.layout) && excluding)
+      if (is_nvfp4_layout(entry.layout) && excluding)
         add(report, "config.scheme_mismatch", entry,
             fmt::format("stored {}, but {}'s exclude_modules entry '{}' excludes it",
                         stored_as(entry), source, *excluding));
