@@ -8,15 +8,12 @@
 #include <cstring>
 #include <functional>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 
 #include "qs/ckpt/codecs.h"
-#include "qs/ckpt/name_pattern.h"
 #include "qs/ckpt/tensor_name.h"
-#include "qs/quant/fp4_quantizer.h"
-#include "qs/quant/int_quantizer.h"
+#include "qs/quant/dequantize_transform.h"
 #include "validation/config_coverage.h"
 #include "validation/pack_quantized_checks.h"
 
@@ -244,6 +241,17 @@ std::optional<ReferenceComparison> compare_dequantized(
   return comparison;
 }
 
+// The module's weight as the dequantize transform decodes it, from its stored tensors (in
+// dequantize_transform.h's order).
+void decode_stored(const DequantizeRequest& request, const std::vector<TensorLocation>& stored,
+                   std::span<float> out) {
+  std::vector<std::vector<std::byte>> bytes;
+  std::vector<SourceTensor> sources;
+  for (const auto& location : stored) bytes.push_back(location.shard->read(*location.info));
+  for (std::size_t i = 0; i < stored.size(); ++i) sources.push_back({stored[i].info, bytes[i]});
+  dequantize_weight(request, sources, out);
+}
+
 std::optional<ReferenceComparison> compare_quantized(const std::string& module_path,
                                                      const Nvfp4Module& module,
                                                      const Checkpoint& reference,
@@ -252,13 +260,10 @@ std::optional<ReferenceComparison> compare_quantized(const std::string& module_p
   const std::uint64_t rows = module.codes->info->shape[0];
   const std::uint64_t cols = module.codes->info->shape[1] * 2;
   auto dequantize = [&](std::span<float> out) {
-    const auto codes = module.codes->shard->read(*module.codes->info);
-    const auto scales = module.scales->shard->read(*module.scales->info);
-    const float global = read_scalar(*module.global);
-    const float s2 = module.modelopt ? global : 1.0f / global;
-    fp4::dequantize({reinterpret_cast<const std::uint8_t*>(codes.data()), codes.size()},
-                    {reinterpret_cast<const std::uint8_t*>(scales.data()), scales.size()}, s2, rows,
-                    cols, out);
+    const DequantizeRequest request{
+        module.modelopt ? WeightLayout::Nvfp4Modelopt : WeightLayout::Nvfp4CompressedTensors,
+        rows, cols};
+    decode_stored(request, {*module.codes, *module.scales, *module.global}, out);
   };
   return compare_dequantized(module_path, "nvfp4", *module.codes, rows, cols, dequantize, reference,
                              options, report);
@@ -271,12 +276,11 @@ std::optional<ReferenceComparison> compare_integer(const std::string& module_pat
                                                    const Nvfp4ValidationOptions& options,
                                                    ValidationReport& report) {
   auto dequantize = [&](std::span<float> out) {
-    const auto quantized = intq::unpack(
-        module.packed->shard->read(*module.packed->info),
-        module.scales->shard->read(*module.scales->info), module.scales->info->dtype,
-        module.zeros ? module.zeros->shard->read(*module.zeros->info) : std::vector<std::byte>(),
-        module.rows, module.cols, module.groups, module.bits);
-    intq::dequantize(quantized, out);
+    const DequantizeRequest request{WeightLayout::PackQuantized, module.rows, module.cols,
+                                    module.bits, module.groups};
+    std::vector<TensorLocation> stored = {*module.packed, *module.scales, *module.shape};
+    if (module.zeros) stored.push_back(*module.zeros);
+    decode_stored(request, stored, out);
   };
   return compare_dequantized(module_path, fmt::format("int{}", module.bits), *module.packed,
                              module.rows, module.cols, dequantize, reference, options, report);

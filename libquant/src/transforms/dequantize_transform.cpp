@@ -24,6 +24,33 @@ std::span<const std::uint8_t> as_u8(std::span<const std::byte> bytes) {
   return {reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()};
 }
 
+void decode_nvfp4(const DequantizeRequest& request, std::span<const SourceTensor> sources,
+                  std::span<float> values) {
+  expect_bytes(sources[0], request.rows * request.cols / 2);
+  expect_bytes(sources[1], request.rows * request.cols / 16);
+  expect_bytes(sources[2], sizeof(float));
+  float global = 0.0f;
+  std::memcpy(&global, sources[2].bytes.data(), sizeof(float));
+  // modelopt stores s2, compressed-tensors its reciprocal.
+  const float s2 = request.layout == WeightLayout::Nvfp4Modelopt ? global : 1.0f / global;
+  fp4::dequantize(as_u8(sources[0].bytes), as_u8(sources[1].bytes), s2, request.rows,
+                  request.cols, values);
+}
+
+void decode_integer(const DequantizeRequest& request, std::span<const SourceTensor> sources,
+                    std::span<float> values) {
+  const auto shapes = intq::packed_shapes(request.rows, request.cols, request.bits);
+  expect_bytes(sources[0], request.rows * shapes.words_per_row * 4);
+  expect_bytes(sources[1], request.rows * request.groups * dtype_bits(sources[1].info->dtype) / 8);
+  const bool zero_points = sources.size() > 3;
+  if (zero_points) expect_bytes(sources[3], shapes.zero_point_rows * request.groups * 4);
+  const auto quantized =
+      intq::unpack(sources[0].bytes, sources[1].bytes, sources[1].info->dtype,
+                   zero_points ? sources[3].bytes : std::span<const std::byte>(), request.rows,
+                   request.cols, request.groups, request.bits);
+  intq::dequantize(quantized, values);
+}
+
 class DequantizeTransform final : public Transform {
  public:
   explicit DequantizeTransform(const DequantizeRequest& request) : request_(request) {}
@@ -36,46 +63,24 @@ class DequantizeTransform final : public Transform {
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
                                  std::span<const std::span<std::byte>> outputs) const override {
     std::vector<float> values(request_.rows * request_.cols);
-    if (request_.layout == WeightLayout::PackQuantized)
-      decode_integer(sources, values);
-    else
-      decode_nvfp4(sources, values);
+    dequantize_weight(request_, sources, values);
     encode_from_f32(request_.dtype, values, outputs[0]);
     return {};
   }
 
  private:
-  void decode_nvfp4(std::span<const SourceTensor> sources, std::span<float> values) const {
-    expect_bytes(sources[0], request_.rows * request_.cols / 2);
-    expect_bytes(sources[1], request_.rows * request_.cols / 16);
-    expect_bytes(sources[2], sizeof(float));
-    float global = 0.0f;
-    std::memcpy(&global, sources[2].bytes.data(), sizeof(float));
-    // The same s2 validate and the runner use: modelopt stores it, compressed-tensors its
-    // reciprocal.
-    const float s2 = request_.layout == WeightLayout::Nvfp4Modelopt ? global : 1.0f / global;
-    fp4::dequantize(as_u8(sources[0].bytes), as_u8(sources[1].bytes), s2, request_.rows,
-                    request_.cols, values);
-  }
-
-  void decode_integer(std::span<const SourceTensor> sources, std::span<float> values) const {
-    const auto shapes = intq::packed_shapes(request_.rows, request_.cols, request_.bits);
-    expect_bytes(sources[0], request_.rows * shapes.words_per_row * 4);
-    expect_bytes(sources[1],
-                 request_.rows * request_.groups * dtype_bits(sources[1].info->dtype) / 8);
-    const bool zero_points = sources.size() > 3;
-    if (zero_points) expect_bytes(sources[3], shapes.zero_point_rows * request_.groups * 4);
-    const auto quantized =
-        intq::unpack(sources[0].bytes, sources[1].bytes, sources[1].info->dtype,
-                     zero_points ? sources[3].bytes : std::span<const std::byte>(),
-                     request_.rows, request_.cols, request_.groups, request_.bits);
-    intq::dequantize(quantized, values);
-  }
-
   DequantizeRequest request_;
 };
 
 }  // namespace
+
+void dequantize_weight(const DequantizeRequest& request, std::span<const SourceTensor> sources,
+                       std::span<float> out) {
+  if (request.layout == WeightLayout::PackQuantized)
+    decode_integer(request, sources, out);
+  else
+    decode_nvfp4(request, sources, out);
+}
 
 std::shared_ptr<const Transform> make_dequantize_transform(const DequantizeRequest& request) {
   return std::make_shared<DequantizeTransform>(request);

@@ -6,6 +6,7 @@
 // to BF16, then requantized).
 
 #include <memory>
+#include <span>
 
 #include "qs/ckpt/plan.h"
 #include "qs/ckpt/mtp_extract_plan.h"
@@ -20,5 +21,10 @@ namespace qs {
 // One output: the [rows, cols] weight in request.dtype. Throws BadInput
 // "dequantize.bad_input" naming the tensor when the bytes do not fit the layout.
 std::shared_ptr<const Transform> make_dequantize_transform(const DequantizeRequest& request);
+
+// The transform's decoding without the final rounding: the [rows, cols] weight in f32 into
+// `out`, from the same sources (`validate --ref` compares this with the reference).
+void dequantize_weight(const DequantizeRequest& request, std::span<const SourceTensor> sources,
+                       std::span<float> out);
 
 }  // namespace qs
