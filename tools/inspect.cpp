@@ -12,7 +12,6 @@
 #include "cli_support.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/compressed_tensors_config.h"
-#include "qs/ckpt/file_io.h"
 #include "qs/ckpt/quantization_config.h"
 #include "qs/ckpt/quantization_detection.h"
 #include "qs/ckpt/tensor_name.h"
@@ -69,27 +68,6 @@ struct Summary {
   std::vector<ConfigGroupRow> config_groups;  // empty without a quantization config
 };
 
-// modelopt's exclude_modules: hf_quant_config.json's, else the config.json block's.
-std::optional<std::vector<std::string>> modelopt_exclusions(const Checkpoint& checkpoint) {
-  const auto legacy = checkpoint.directory() / std::string(kHfQuantConfigFileName);
-  if (std::filesystem::exists(legacy)) {
-    const auto json = nlohmann::json::parse(read_text_file(legacy), nullptr, false);
-    if (json.is_object() && json.contains("quantization") && json["quantization"].is_object() &&
-        json["quantization"].contains("exclude_modules") &&
-        json["quantization"]["exclude_modules"].is_array())
-      return json["quantization"]["exclude_modules"].get<std::vector<std::string>>();
-  }
-  const auto& config = checkpoint.config();
-  if (!config.is_object() || !config.contains("quantization_config")) return std::nullopt;
-  const auto& block = config["quantization_config"];
-  if (!block.is_object() || block.value("quant_method", std::string()) != "modelopt")
-    return std::nullopt;
-  for (const char* key : {"exclude_modules", "ignore"})
-    if (block.contains(key) && block[key].is_array())
-      return block[key].get<std::vector<std::string>>();
-  return std::vector<std::string>{};
-}
-
 // The rows of the per-group table: one per config group (compressed-tensors), or one for
 // modelopt's NVFP4 Linears, then the ignored (excluded) Linears and, if any, the unmatched
 // ones. Empty without a quantization config, or when it cannot be read (validate says why).
@@ -120,14 +98,16 @@ std::vector<ConfigGroupRow> config_group_rows(const Checkpoint& checkpoint) {
                                                     : unmatched)
           .add(parameters);
     }
-  } else if (const auto exclusions = modelopt_exclusions(checkpoint)) {
+  } else if (const auto exclusions = read_modelopt_exclusions(checkpoint); exclusions.declared) {
+    const std::vector<std::string> none;
+    const auto& entries = exclusions.lists.empty() ? none : exclusions.lists.front().entries;
     const std::string algorithm =
         has_block ? config["quantization_config"].value("quant_algo", std::string("NVFP4"))
                   : std::string("NVFP4");
     rows.push_back({algorithm, "nvfp4 (float 4-bit, group 16)", "modelopt"});
     for (const auto& [path, parameters] : modules) {
       if (!is_config_accountable(parameters)) continue;
-      (modelopt_excluding_entry(*exclusions, path) ? ignored : rows.front()).add(parameters);
+      (modelopt_excluding_entry(entries, path) ? ignored : rows.front()).add(parameters);
     }
   } else {
     return {};

@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
 
+#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/quantization_config.h"
 #include "qs/ckpt/tensor_name.h"
 
 namespace qs {
@@ -128,6 +131,43 @@ std::string scheme_description(const ConfigGroupArguments& group) {
                        granularity);
   }
   return group.activations_quantized ? text + " + activations" : text;
+}
+
+ModeloptExclusions read_modelopt_exclusions(const Checkpoint& checkpoint) {
+  ModeloptExclusions found;
+  auto read = [&](const std::string& file, const nlohmann::json& block, const char* key) {
+    const auto list = block.find(key);
+    if (list == block.end() || list->is_null()) return;
+    if (!list->is_array() || !std::all_of(list->begin(), list->end(),
+                                          [](const auto& entry) { return entry.is_string(); })) {
+      found.problems.emplace_back(file, fmt::format("{} is not a list of module names", key));
+      return;
+    }
+    ModeloptExclusionList read_list{file, list->template get<std::vector<std::string>>()};
+    if (std::none_of(found.lists.begin(), found.lists.end(),
+                     [&](const auto& seen) { return seen.entries == read_list.entries; }))
+      found.lists.push_back(std::move(read_list));
+  };
+  const auto& config = checkpoint.config();
+  if (config.is_object() && config.contains("quantization_config")) {
+    const auto& block = config["quantization_config"];
+    if (block.is_object() && block.value("quant_method", std::string()) == "modelopt") {
+      found.declared = true;
+      read((checkpoint.directory() / "config.json").string(), block,
+           block.contains("exclude_modules") ? "exclude_modules" : "ignore");
+    }
+  }
+  const auto legacy = checkpoint.directory() / std::string(kHfQuantConfigFileName);
+  if (std::filesystem::exists(legacy)) {
+    found.declared = true;
+    const auto json = nlohmann::json::parse(read_text_file(legacy), nullptr, false);
+    if (json.is_object() && json.contains("quantization") && json["quantization"].is_object())
+      read(legacy.string(), json["quantization"], "exclude_modules");
+    else
+      found.problems.emplace_back(legacy.string(),
+                                  "not a JSON object with a \"quantization\" object");
+  }
+  return found;
 }
 
 std::optional<std::string> modelopt_excluding_entry(const std::vector<std::string>& entries,

@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "qs/ckpt/compressed_tensors_config.h"
-#include "qs/ckpt/file_io.h"
 #include "qs/ckpt/name_pattern.h"
 #include "qs/ckpt/quantization_config.h"
 #include "qs/ckpt/quantization_detection.h"
@@ -269,52 +268,12 @@ void check_compressed_tensors(const Checkpoint& checkpoint, const nlohmann::json
 
 // ---- modelopt ----
 
-// One exclude_modules list and the file it came from.
-struct ExclusionList {
-  std::string file;
-  std::vector<std::string> entries;
-};
-
-std::vector<ExclusionList> modelopt_exclusion_lists(const Checkpoint& checkpoint,
-                                                    ValidationReport& report) {
-  std::vector<ExclusionList> lists;
-  const auto& config = checkpoint.config();
-  auto read = [&](const std::string& file, const nlohmann::json& block, const char* key) {
-    const auto found = block.find(key);
-    if (found == block.end() || found->is_null()) return;
-    if (!found->is_array() || !std::all_of(found->begin(), found->end(),
-                                           [](const auto& entry) { return entry.is_string(); })) {
-      report.add(Severity::Problem, kCheck, "config.unreadable",
-                 fmt::format("{} is not a list of module names", key), file);
-      return;
-    }
-    ExclusionList list{file, found->template get<std::vector<std::string>>()};
-    // config.json's and hf_quant_config.json's lists are normally identical: check once.
-    if (std::none_of(lists.begin(), lists.end(),
-                     [&](const auto& seen) { return seen.entries == list.entries; }))
-      lists.push_back(std::move(list));
-  };
-  if (config.is_object() && config.contains("quantization_config")) {
-    const auto& block = config["quantization_config"];
-    if (block.is_object() && block.value("quant_method", std::string()) == "modelopt")
-      read((checkpoint.directory() / "config.json").string(), block,
-           block.contains("exclude_modules") ? "exclude_modules" : "ignore");
-  }
-  const auto legacy = checkpoint.directory() / std::string(kHfQuantConfigFileName);
-  if (std::filesystem::exists(legacy)) {
-    const auto json = nlohmann::json::parse(read_text_file(legacy), nullptr, false);
-    if (json.is_object() && json.contains("quantization") && json["quantization"].is_object())
-      read(legacy.string(), json["quantization"], "exclude_modules");
-    else
-      report.add(Severity::Problem, kCheck, "config.unreadable",
-                 "not a JSON object with a \"quantization\" object", legacy.string());
-  }
-  return lists;
-}
-
 void check_modelopt(const Checkpoint& checkpoint, ValidationReport& report) {
   const auto modules = accounted_modules(checkpoint);
-  for (const auto& list : modelopt_exclusion_lists(checkpoint, report)) {
+  const auto exclusions = read_modelopt_exclusions(checkpoint);
+  for (const auto& [file, message] : exclusions.problems)
+    report.add(Severity::Problem, kCheck, "config.unreadable", message, file);
+  for (const auto& list : exclusions.lists) {
     const std::string source = std::filesystem::path(list.file).filename().string();
     std::map<std::string, std::set<bool>> unit_states;
     std::map<std::string, const AccountedModule*> unit_example;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/name_pattern.h"
 #include "qs/ckpt/quantization_detection.h"
 
@@ -86,6 +87,22 @@ std::string scheme_description(const ConfigGroupArguments& group);
 bool is_nvfp4_group(const ConfigGroupArguments& group);
 
 // ---- modelopt ----
+
+// A modelopt checkpoint's exclude_modules lists as found: config.json's modelopt block
+// (exclude_modules, else ignore) and hf_quant_config.json's quantization.exclude_modules, a
+// list identical to one already read counted once. `declared`: either file says modelopt.
+// `problems` (file, message): a list that is not a list of names, an unreadable
+// hf_quant_config.json; what can be read is still returned.
+struct ModeloptExclusionList {
+  std::string file;
+  std::vector<std::string> entries;
+};
+struct ModeloptExclusions {
+  bool declared = false;
+  std::vector<ModeloptExclusionList> lists;
+  std::vector<std::pair<std::string, std::string>> problems;
+};
+ModeloptExclusions read_modelopt_exclusions(const Checkpoint& checkpoint);
 
 // The entry of a modelopt exclude_modules list that excludes `module`, nullopt when none does.
 // An entry excludes a module when it matches the name as an fnmatch glob (TensorRT-LLM and
