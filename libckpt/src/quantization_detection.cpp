@@ -23,16 +23,21 @@ bool has(const ModuleParameters& parameters, const char* name, DType dtype) {
   return it != parameters.end() && it->second.info->dtype == dtype;
 }
 
-// pack-quantized stores ceil(K * bits / 32) int32 words per row; K is in weight_shape.
+// The width of pack-quantized codes stored as ceil(K * bits / 32) int32 words per row, 0 when
+// none fits. Common widths first: with padding to whole words, a narrow K can fit two widths.
+int packed_width(std::uint64_t in_features, std::uint64_t words_per_row) {
+  for (int bits : {4, 8, 2, 3})
+    if ((in_features * bits + 31) / 32 == words_per_row) return bits;
+  return 0;
+}
+
+// "pack-quantized-int4"; K is in weight_shape.
 std::string pack_quantized_label(const ModuleParameters& parameters) {
   const std::string base = weight_layout_name(WeightLayout::PackQuantized);
   const auto shape = logical_weight_shape(parameters, WeightLayout::PackQuantized);
   if (!shape) return base;
-  const TensorInfo& packed = *parameters.at("weight_packed").info;
-  // Common widths first: with padding to whole words, a narrow K can fit two widths.
-  for (int bits : {4, 8, 2, 3})
-    if (((*shape)[1] * bits + 31) / 32 == packed.shape[1]) return base + "-int" + std::to_string(bits);
-  return base;
+  const int bits = packed_width((*shape)[1], parameters.at("weight_packed").info->shape[1]);
+  return bits ? base + "-int" + std::to_string(bits) : base;
 }
 
 bool is_float(DType dtype) {
@@ -226,9 +231,7 @@ IntegerOptions pack_quantized_options(const std::string& module, const ModulePar
   const auto& packed = *parameters.at("weight_packed").info;
   const auto& scales = *parameters.at("weight_scale").info;
   IntegerOptions options;
-  options.bits = 0;
-  for (int bits : {4, 8, 2, 3})
-    if (options.bits == 0 && (in_features * bits + 31) / 32 == packed.shape[1]) options.bits = bits;
+  options.bits = packed_width(in_features, packed.shape[1]);
   if (options.bits == 0) throw fail("pack-quantized codes of no 2/3/4/8-bit width");
   options.symmetric = parameters.count("weight_zero_point") == 0;
   const std::uint64_t groups = scales.shape.size() == 2 ? scales.shape[1] : 0;
