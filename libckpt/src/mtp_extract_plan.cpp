@@ -74,14 +74,8 @@ class MtpExtractPlanner {
     }
     for (const auto& [name, location] : parameters) {
       if (consumed.count(name)) continue;
-      PlanItem item;
-      item.sources.push_back({0, location.shard, location.info});
-      item.transform = copy_;
-      item.outputs.push_back(
-          {output_module + "." + name, location.info->dtype, location.info->shape});
-      item.scheme = "copy";
-      item.decided_by = "MTP layer";
-      result_.plan.items.push_back(std::move(item));
+      result_.plan.items.push_back(
+          copy_item({0, location.shard, location.info}, output_module + "." + name, "MTP layer"));
       ++result_.copied_tensors;
     }
   }
@@ -125,7 +119,6 @@ class MtpExtractPlanner {
   const Checkpoint& source_;
   const DequantizeTransformFactory& make_dequantizer_;
   std::map<std::string, ModuleParameters> modules_;
-  std::shared_ptr<const Transform> copy_ = make_copy_transform();
   MtpExtractPlan result_;
 };
 

@@ -108,6 +108,16 @@ class CastTransform final : public Transform {
 
 std::shared_ptr<const Transform> make_copy_transform() { return std::make_shared<CopyTransform>(); }
 
+PlanItem copy_item(const SourceRef& source, std::string output_name, std::string decided_by) {
+  PlanItem item;
+  item.sources.push_back(source);
+  item.transform = make_copy_transform();
+  item.outputs.push_back({std::move(output_name), source.info->dtype, source.info->shape});
+  item.scheme = "copy";
+  item.decided_by = std::move(decided_by);
+  return item;
+}
+
 std::shared_ptr<const Transform> make_cast_transform(DType target) {
   if (!castable(target))
     throw_bad_input("plan.uncastable_dtype",

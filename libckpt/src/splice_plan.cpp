@@ -384,13 +384,8 @@ class SplicePlanner {
       for (const auto& location : tensors_in_source_order(chosen)) {
         const auto parameter = parse_tensor_name(location.info->name).parameter_name;
         if (converted.count(parameter)) continue;
-        PlanItem item;
-        item.sources.push_back({chosen.source->input, location.shard, location.info});
-        item.transform = copy_;
-        item.outputs.push_back({location.info->name, location.info->dtype, location.info->shape});
-        item.scheme = "copy";
-        item.decided_by = chosen.rule;
-        result_.plan.items.push_back(std::move(item));
+        result_.plan.items.push_back(copy_item({chosen.source->input, location.shard, location.info},
+                                               location.info->name, chosen.rule));
       }
     }
   }
@@ -436,7 +431,6 @@ class SplicePlanner {
   std::vector<ChosenModule> chosen_;
   // (earlier rule, later rule from another source) → modules both match.
   std::map<std::pair<std::size_t, std::size_t>, std::size_t> shadowed_;
-  std::shared_ptr<const Transform> copy_ = make_copy_transform();
   SplicePlan result_;
 };
 

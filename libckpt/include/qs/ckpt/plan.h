@@ -92,6 +92,8 @@ double bits_per_weight(std::uint64_t output_bytes, std::uint64_t source_elements
 
 // The trivial transforms every planner needs: bytes unchanged, and a float dtype change.
 std::shared_ptr<const Transform> make_copy_transform();
+// An item writing one source tensor's bytes unchanged under `output_name` (scheme "copy").
+PlanItem copy_item(const SourceRef& source, std::string output_name, std::string decided_by);
 // Converts between float dtypes (BF16, F16, F32) element by element, round-to-nearest-even.
 std::shared_ptr<const Transform> make_cast_transform(DType target);
 
