@@ -68,8 +68,8 @@ int main() {
   RoundTripCount normal;
   int binades_unlike_unit = 0;
   for (int exponent = -126; exponent < 126; ++exponent) {
-    const auto binade = count_range(bits_of(std::ldexp(1.0f, exponent)),
-                                    bits_of(std::ldexp(1.0f, exponent + 1)));
+    const auto binade =
+        count_range(bits_of(std::ldexp(1.0f, exponent)), bits_of(std::ldexp(1.0f, exponent + 1)));
     binades_unlike_unit += binade.off != unit_binade.off || binade.max_ulps != unit_binade.max_ulps;
     normal.tested += binade.tested;
     normal.off += binade.off;
@@ -83,7 +83,8 @@ int main() {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   normal.print("normal x in [2^-126, 2^126]");
-  subnormal.print(fmt::format("subnormal x in [{:g}, 2^-126)", std::bit_cast<float>(first)).c_str());
+  subnormal.print(
+      fmt::format("subnormal x in [{:g}, 2^-126)", std::bit_cast<float>(first)).c_str());
   moderate.print("[2^-30, 2^30)");
   unit_binade.print("[1, 2)");
   fmt::print("normal binades counting differently from [1, 2): {} of 252\n", binades_unlike_unit);

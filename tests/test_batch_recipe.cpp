@@ -27,7 +27,8 @@ namespace fs = std::filesystem;
 const fs::path kModel = QS_TEST_DATA_DIR "/glm5-tiny";
 const fs::path kExampleRecipe = QS_SOURCE_DIR "/recipes/batch-nvfp4-then-validate.yaml";
 
-BatchRecipe parse(const std::string& yaml, const std::map<std::string, std::string>& overrides = {}) {
+BatchRecipe parse(const std::string& yaml,
+                  const std::map<std::string, std::string>& overrides = {}) {
   return parse_batch_recipe(yaml, "test.yaml", "some/dir", overrides);
 }
 
@@ -59,9 +60,8 @@ steps:
   EXPECT_EQ(recipe.description, "two sides");
   ASSERT_EQ(recipe.steps.size(), 2u);
   EXPECT_EQ(recipe.steps[0].name, "W8A16 side");
-  EXPECT_EQ(recipe.steps[0].arguments,
-            (Words{"quantize", "/models/glm5", "out/seed000/w8a16", "--recipe", "r.yaml", "--param",
-                   "experts=int4"}));
+  EXPECT_EQ(recipe.steps[0].arguments, (Words{"quantize", "/models/glm5", "out/seed000/w8a16",
+                                              "--recipe", "r.yaml", "--param", "experts=int4"}));
   EXPECT_EQ(recipe.steps[1].name, "step 2");
   EXPECT_EQ(recipe.steps[1].arguments,
             (Words{"validate", "out/seed000/w8a16", "--ref", "/models/glm5"}));
@@ -161,7 +161,8 @@ TEST(BatchRecipe, RefusesMalformedRecipes) {
        "batch_recipe.no_steps: a batch recipe needs a non-empty list of steps"},
       {"no steps", "description: x", "batch_recipe.no_steps"},
       {"steps not a list", "steps: {run: inspect m}", "batch_recipe.no_steps"},
-      {"step without run", "steps: [{name: a}]", "batch_recipe.empty_command: step 1 'a': a step needs run:"},
+      {"step without run", "steps: [{name: a}]",
+       "batch_recipe.empty_command: step 1 'a': a step needs run:"},
       {"empty run string", "steps: [{run: '  '}]", "batch_recipe.empty_command"},
       {"empty run list", "steps: [{run: []}]", "batch_recipe.empty_command"},
       {"only the program name", "steps: [{run: quantsmith}]", "batch_recipe.empty_command"},
@@ -180,9 +181,11 @@ TEST(BatchRecipe, RefusesMalformedRecipes) {
        "batch_recipe.invalid: 'recipe_dir' is built in"},
       {"bad parameter name", "parameters: {a-b: x}\nsteps: [{run: inspect m}]",
        "batch_recipe.invalid: parameter name 'a-b'"},
-      {"parameter without default not given", "parameters:\n  work:\nsteps:\n  - run: inspect {work}",
+      {"parameter without default not given",
+       "parameters:\n  work:\nsteps:\n  - run: inspect {work}",
        "batch_recipe.missing_parameter: no value for work: give --param work=VALUE"},
-      {"not a mapping", "- run: inspect m", "batch_recipe.invalid: a batch recipe is a YAML mapping"},
+      {"not a mapping", "- run: inspect m",
+       "batch_recipe.invalid: a batch recipe is a YAML mapping"},
       {"broken YAML", "steps: [{run: inspect m}", "batch_recipe.invalid_yaml"},
       {"per-tensor recipe", "format: modelopt\nrules:\n  - action: nvfp4\n",
        "batch_recipe.per_tensor_recipe: this is a per-tensor recipe (it has rules:)"},
@@ -254,13 +257,14 @@ std::string write_recipe(const fs::path& directory, const std::string& yaml) {
 // Runs the CLI with its standard output into `stdout_file` and its standard error captured
 // (run_cli appends "2>&1", which after our own redirections would send stderr to the file
 // too; ending the command with "; exit $?" makes that last redirection apply to `exit`).
-qs::testing::CliResult run_cli_stdout_to(const std::string& arguments, const fs::path& stdout_file) {
+qs::testing::CliResult run_cli_stdout_to(const std::string& arguments,
+                                         const fs::path& stdout_file) {
   return run_cli(arguments + " 2>&1 >" + quoted(stdout_file) + "; exit $?");
 }
 
 std::string example_arguments(const fs::path& work) {
-  return quoted(kExampleRecipe) + " --param work=" + quoted(work) + " --param model=" +
-         quoted(kModel);
+  return quoted(kExampleRecipe) + " --param work=" + quoted(work) +
+         " --param model=" + quoted(kModel);
 }
 
 TEST(BatchRecipe, RunsTheExampleRecipeEndToEnd) {
@@ -271,7 +275,8 @@ TEST(BatchRecipe, RunsTheExampleRecipeEndToEnd) {
   const auto result =
       run_cli_stdout_to("recipe run " + example_arguments(scratch.path()) + " --json", summary);
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto resolved = (kExampleRecipe.parent_path() / "glm5-nvfp4-seed001.yaml").lexically_normal();
+  const auto resolved =
+      (kExampleRecipe.parent_path() / "glm5-nvfp4-seed001.yaml").lexically_normal();
   EXPECT_NE(result.output.find("[1/2] quantize experts NVFP4: quantsmith quantize " +
                                kModel.string() + " " + (scratch.path() / "nvfp4").string() +
                                " --recipe " + resolved.string() + " --param boundary_layers=1\n"),
@@ -382,15 +387,16 @@ TEST(BatchRecipe, DryRunPrintsTheCommandsAndRunsNothing) {
   const auto result =
       run_cli("recipe run " + example_arguments(work) + " --dry-run --resume --from 1");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto resolved = (kExampleRecipe.parent_path() / "glm5-nvfp4-seed001.yaml").lexically_normal();
+  const auto resolved =
+      (kExampleRecipe.parent_path() / "glm5-nvfp4-seed001.yaml").lexically_normal();
   const std::string quoted_output = "'" + (work / "nvfp4").string() + "'";
   EXPECT_EQ(result.output,
             "# Routed experts NVFP4 (seed 001 layout) on the bundled model, then validate\n"
-            "[1/2] quantize experts NVFP4: quantsmith quantize " + kModel.string() + " " +
-                quoted_output + " --recipe " + resolved.string() +
+            "[1/2] quantize experts NVFP4: quantsmith quantize " +
+                kModel.string() + " " + quoted_output + " --recipe " + resolved.string() +
                 " --param boundary_layers=1 --resume\n"
-                "[2/2] validate against the source: quantsmith validate " + quoted_output +
-                " --ref " + kModel.string() + "\n");
+                "[2/2] validate against the source: quantsmith validate " +
+                quoted_output + " --ref " + kModel.string() + "\n");
   EXPECT_FALSE(fs::exists(work));
 
   const auto from_two = run_cli("recipe run " + example_arguments(work) + " --dry-run --from 2");
@@ -433,7 +439,8 @@ TEST(BatchRecipe, RefusesBeforeAnythingRuns) {
   for (const auto& c : cases) {
     const auto result = run_cli("recipe run " + write_recipe(scratch.path(), c.yaml) + c.extra);
     EXPECT_EQ(result.exit_code, 2) << c.label << ": " << result.output;
-    EXPECT_NE(result.output.find(c.expected), std::string::npos) << c.label << ": " << result.output;
+    EXPECT_NE(result.output.find(c.expected), std::string::npos)
+        << c.label << ": " << result.output;
     EXPECT_EQ(result.output.find("[1/"), std::string::npos) << c.label;
     EXPECT_FALSE(fs::exists(scratch.path() / "q")) << c.label;
   }

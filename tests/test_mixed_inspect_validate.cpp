@@ -51,13 +51,14 @@ class MixedInspectValidate : public ::testing::Test {
     quantize("int4", "--scheme int4");
     quantize("seed000", "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
     for (const char* format : {"modelopt", "compressed-tensors"})
-      quantize(std::string("nvfp4-") + format,
-               "--recipe " + quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
-                   " --param boundary_layers=1 --format " + format);
+      quantize(std::string("nvfp4-") + format, "--recipe " +
+                                                   quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
+                                                   " --param boundary_layers=1 --format " + format);
   }
   static void TearDownTestSuite() { scratch_.reset(); }
   static void quantize(const std::string& name, const std::string& arguments) {
-    auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(output(name)) + " " + arguments);
+    auto result =
+        run_cli("quantize " + quoted(kModel) + " " + quoted(output(name)) + " " + arguments);
     ASSERT_EQ(result.exit_code, 0) << result.output;
   }
   static std::filesystem::path output(const std::string& name) { return scratch_->path() / name; }
@@ -67,7 +68,8 @@ class MixedInspectValidate : public ::testing::Test {
   testing::CliResult validate_edited(const std::string& name, const ConfigEdit& edit,
                                      bool edit_hf_quant_config = false) {
     const auto broken = scratch_->path() / ("broken-" + std::to_string(++copies_));
-    testing::rewrite_checkpoint(output(name), broken, [](testing::EditableTensor&) { return true; });
+    testing::rewrite_checkpoint(output(name), broken,
+                                [](testing::EditableTensor&) { return true; });
     auto config = nlohmann::json::parse(read_text_file(broken / "config.json"));
     edit(config["quantization_config"]);
     write_file_atomically(broken / "config.json", config.dump(2));
@@ -105,9 +107,8 @@ TEST_F(MixedInspectValidate, OwnOutputsValidateClean) {
 TEST_F(MixedInspectValidate, ModuleDroppedFromIgnoreIsTargetedByTheLinearGroup) {
   // seed000: group_1 (INT4 routed experts) holds the class target "Linear".
   const std::string module = "model.layers.0.self_attn.o_proj";
-  auto result = validate_edited("seed000", [&](nlohmann::json& block) {
-    remove_entry(block["ignore"], module);
-  });
+  auto result = validate_edited(
+      "seed000", [&](nlohmann::json& block) { remove_entry(block["ignore"], module); });
   EXPECT_EQ(result.exit_code, 1) << result.output;
   EXPECT_TRUE(has_finding(result.output, "config.scheme_mismatch", module + ".weight"))
       << result.output;
@@ -167,9 +168,8 @@ TEST_F(MixedInspectValidate, GateAndUpSplitAcrossGroups) {
 
 TEST_F(MixedInspectValidate, Nvfp4ModuleIgnoredOrInAnIntegerGroup) {
   const std::string expert = "model.layers.2.mlp.experts.3.up_proj";
-  auto ignored = validate_edited("nvfp4-compressed-tensors", [&](nlohmann::json& block) {
-    block["ignore"].push_back(expert);
-  });
+  auto ignored = validate_edited("nvfp4-compressed-tensors",
+                                 [&](nlohmann::json& block) { block["ignore"].push_back(expert); });
   EXPECT_EQ(ignored.exit_code, 1) << ignored.output;
   EXPECT_TRUE(has_finding(ignored.output, "config.scheme_mismatch", expert + ".weight_packed"))
       << ignored.output;
@@ -188,9 +188,8 @@ TEST_F(MixedInspectValidate, Nvfp4ModuleIgnoredOrInAnIntegerGroup) {
 
 TEST_F(MixedInspectValidate, ModeloptExcludeModules) {
   const std::string expert = "model.layers.2.mlp.experts.3.up_proj";
-  auto excluded = validate_edited("nvfp4-modelopt", [&](nlohmann::json& block) {
-    block["exclude_modules"].push_back(expert);
-  });
+  auto excluded = validate_edited(
+      "nvfp4-modelopt", [&](nlohmann::json& block) { block["exclude_modules"].push_back(expert); });
   EXPECT_EQ(excluded.exit_code, 1) << excluded.output;
   EXPECT_TRUE(has_finding(excluded.output, "config.scheme_mismatch", expert + ".weight"))
       << excluded.output;
@@ -204,8 +203,7 @@ TEST_F(MixedInspectValidate, ModeloptExcludeModules) {
       },
       true);
   EXPECT_EQ(kept.exit_code, 1) << kept.output;
-  EXPECT_TRUE(has_finding(kept.output, "config.scheme_mismatch", "lm_head.weight"))
-      << kept.output;
+  EXPECT_TRUE(has_finding(kept.output, "config.scheme_mismatch", "lm_head.weight")) << kept.output;
   EXPECT_EQ(count_of(kept.output, "config.scheme_mismatch"), 1u) << kept.output;
 }
 

@@ -43,8 +43,8 @@ std::vector<std::byte> nvfp4_reference(const Checkpoint& checkpoint, const std::
                                        bool modelopt) {
   const auto codes = bytes_of(checkpoint, module + (modelopt ? ".weight" : ".weight_packed"));
   const auto scales = bytes_of(checkpoint, module + ".weight_scale");
-  const auto global = bytes_of(checkpoint,
-                               module + (modelopt ? ".weight_scale_2" : ".weight_global_scale"));
+  const auto global =
+      bytes_of(checkpoint, module + (modelopt ? ".weight_scale_2" : ".weight_global_scale"));
   float stored = 0;
   std::memcpy(&stored, global.data(), 4);
   const auto shape = checkpoint.at(module + ".weight_scale").info->shape;
@@ -61,9 +61,9 @@ class Mtp : public ::testing::Test {
   static void SetUpTestSuite() {
     scratch_ = std::make_unique<ScratchDirectory>("mtp");
     for (const char* format : {"modelopt", "compressed-tensors"})
-      quantize(scratch_->path() / (std::string("nvfp4-") + format),
-               "--recipe " + quoted(kRecipes / "glm5-nvfp4-all-with-mtp.yaml") + " --format " +
-                   format);
+      quantize(
+          scratch_->path() / (std::string("nvfp4-") + format),
+          "--recipe " + quoted(kRecipes / "glm5-nvfp4-all-with-mtp.yaml") + " --format " + format);
     // Seed 000's W8A16 side: the MTP block INT8 channel-wise.
     quantize(scratch_->path() / "w8a16",
              "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
@@ -134,8 +134,8 @@ TEST_F(Mtp, ExtractDequantizesPackQuantizedBitExactly) {
   const auto shape = draft.at(kMtpExpert + ".weight").info->shape;
   const auto quantized =
       intq::unpack(bytes_of(source, kMtpExpert + ".weight_packed"),
-                   bytes_of(source, kMtpExpert + ".weight_scale"), scales.info->dtype, {},
-                   shape[0], shape[1], scales.info->shape[1], 8);
+                   bytes_of(source, kMtpExpert + ".weight_scale"), scales.info->dtype, {}, shape[0],
+                   shape[1], scales.info->shape[1], 8);
   std::vector<float> values(shape[0] * shape[1]);
   intq::dequantize(quantized, values);
   EXPECT_EQ(bytes_of(draft, kMtpExpert + ".weight"), to_bf16(values));
@@ -162,9 +162,9 @@ TEST_F(Mtp, RequantizesTheDraftToInt4Group32AsSeed003) {
   const auto target = fresh("bf16-with-int4-draft");
   result = run_cli("mtp inject " + quoted(kModel) + " " + quoted(out) + " " + quoted(target));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  auto eval = run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(target) +
-                      " --tokens " + quoted(kModel / "tokens.safetensors") +
-                      " --max-rows 2 --decode-steps 0 --json");
+  auto eval =
+      run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(target) + " --tokens " +
+              quoted(kModel / "tokens.safetensors") + " --max-rows 2 --decode-steps 0 --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   const auto report = nlohmann::json::parse(eval.output);
   EXPECT_GT(report["mtp_acceptance"]["model"].get<double>(), 0.5) << eval.output;
@@ -172,8 +172,8 @@ TEST_F(Mtp, RequantizesTheDraftToInt4Group32AsSeed003) {
 
 TEST_F(Mtp, InjectPutsTheBf16LayerBackAndIgnoresIt) {
   const auto out = fresh("seed002");
-  auto result = run_cli("mtp inject " + quoted(path("w8a16")) + " " + quoted(kModel) + " " +
-                        quoted(out));
+  auto result =
+      run_cli("mtp inject " + quoted(path("w8a16")) + " " + quoted(kModel) + " " + quoted(out));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   auto injected = Checkpoint::open(out);
   auto source = Checkpoint::open(kModel);
@@ -208,8 +208,9 @@ TEST_F(Mtp, RefusesWhatCannotWork) {
   EXPECT_EQ(result.exit_code, 2) << result.output;
   EXPECT_NE(result.output.find("no MTP layer tensors"), std::string::npos) << result.output;
 
-  for (const char* arguments : {" --requant gptq-int4", " --requant int3", " --requant int4 "
-                                                                           "--recipe x.yaml"}) {
+  for (const char* arguments : {" --requant gptq-int4", " --requant int3",
+                                " --requant int4 "
+                                "--recipe x.yaml"}) {
     const auto out = fresh("refused");
     result = run_cli("mtp extract " + quoted(kModel) + " " + quoted(out) + arguments);
     EXPECT_EQ(result.exit_code, 2) << arguments << "\n" << result.output;

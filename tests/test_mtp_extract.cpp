@@ -52,8 +52,8 @@ std::vector<std::byte> run_dequantize(const DequantizeRequest& request,
   std::vector<SourceTensor> sources;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     infos[i].name = names[i];
-    infos[i].dtype = i == 1 && request.layout == WeightLayout::PackQuantized ? DType::BF16
-                                                                              : DType::U8;
+    infos[i].dtype =
+        i == 1 && request.layout == WeightLayout::PackQuantized ? DType::BF16 : DType::U8;
     sources.push_back({&infos[i], tensors[i]});
   }
   std::vector<std::byte> output(request.rows * request.cols * 2);
@@ -142,8 +142,9 @@ TEST(MtpExtract, DequantizeTransformRefusesBytesThatDoNotFitTheShape) {
   request.rows = 2;
   request.cols = 32;
   const std::vector<std::byte> global(4), scales(4), short_codes(31);
-  const auto kind = testing::error_kind_of(
-      [&] { run_dequantize(request, {short_codes, scales, global}); });
+  const auto kind = testing::error_kind_of([&] {
+    run_dequantize(request, {short_codes, scales, global});
+  });
   EXPECT_EQ(kind, "dequantize.bad_input");
 }
 
@@ -195,12 +196,11 @@ std::vector<std::byte> int_reference(const Checkpoint& source, const std::string
   EXPECT_EQ(shape_bytes.size(), sizeof(shape));
   std::memcpy(shape, shape_bytes.data(), sizeof(shape));
   const auto zero_point = source.find(module + ".weight_zero_point");
-  const auto zeros = zero_point ? bytes_of(source, module + ".weight_zero_point")
-                                : std::vector<std::byte>();
+  const auto zeros =
+      zero_point ? bytes_of(source, module + ".weight_zero_point") : std::vector<std::byte>();
   const auto quantized = intq::unpack(bytes_of(source, module + ".weight_packed"),
-                                      bytes_of(source, module + ".weight_scale"),
-                                      scale.info->dtype, zeros, shape[0], shape[1],
-                                      scale.info->shape[1], bits);
+                                      bytes_of(source, module + ".weight_scale"), scale.info->dtype,
+                                      zeros, shape[0], shape[1], scale.info->shape[1], bits);
   std::vector<float> values(quantized.codes.size());
   intq::dequantize(quantized, values);
   return to_bf16(values);
@@ -213,9 +213,9 @@ class MtpExtractCli : public ::testing::Test {
     // glm5-nvfp4-seed001.yaml keeps the MTP layer BF16 (its rule "MTP layer stays BF16"), so it
     // would give nothing to dequantize; this recipe quantizes the MTP layer's Linears too.
     for (const char* format : {"modelopt", "compressed-tensors"})
-      quantize(path(std::string("nvfp4-") + format),
-               "--recipe " + quoted(kRecipes / "glm5-nvfp4-all-with-mtp.yaml") + " --format " +
-                   format);
+      quantize(
+          path(std::string("nvfp4-") + format),
+          "--recipe " + quoted(kRecipes / "glm5-nvfp4-all-with-mtp.yaml") + " --format " + format);
     // The MTP layer in INT4 asymmetric group 128 (with zero points), the rest BF16.
     write_file_atomically(path("int4-mtp.yaml"), R"(description: the MTP layer's Linears INT4
 format: compressed-tensors
@@ -445,8 +445,7 @@ TEST_F(MtpExtractCli, RefusesBeforeWritingAnyByte) {
   auto out = fresh("refused");
   auto result = extract(layers_only, out);
   EXPECT_EQ(result.exit_code, 2) << result.output;
-  EXPECT_NE(result.output.find("no tensor of model.layers.4"), std::string::npos)
-      << result.output;
+  EXPECT_NE(result.output.find("no tensor of model.layers.4"), std::string::npos) << result.output;
   EXPECT_FALSE(std::filesystem::exists(out));
 
   // Unknown scheme, and OUT inside IN.
@@ -473,9 +472,8 @@ TEST_F(MtpExtractCli, RecipeThatQuantizesNothingIsRefusedAndTheStagedDraftReused
 
   result = extract(path("nvfp4-modelopt"), out, " --requant int8 --resume");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_EQ(config_of(out)["quantization_config"]["config_groups"]["group_0"]["weights"]
-                ["num_bits"],
-            8);
+  EXPECT_EQ(
+      config_of(out)["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"], 8);
   EXPECT_FALSE(std::filesystem::exists(out / ".quantsmith-staging"));
   expect_valid_and_inspectable(out);
 }

@@ -5,9 +5,8 @@
 // carry codes and block scales bit for bit, both layouts decode to the same weights, bad
 // inputs are refused naming the tensor; and how often the fp32 reciprocal fails to round-trip.
 
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <bit>
@@ -139,16 +138,16 @@ class Nvfp4LayoutConversion : public ::testing::Test {
   static void SetUpTestSuite() {
     scratch_ = std::make_unique<ScratchDirectory>("nvfp4-layout-conversion");
     const auto stats = scratch_->path() / "stats.qs";
-    auto calibrated = run_cli("calibrate " + quoted(kModel) + " --tokens " +
-                              quoted(kModel / "tokens.safetensors") + " --max-rows 2 --out " +
-                              quoted(stats));
+    auto calibrated =
+        run_cli("calibrate " + quoted(kModel) + " --tokens " +
+                quoted(kModel / "tokens.safetensors") + " --max-rows 2 --out " + quoted(stats));
     ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
     for (OutputFormat format : {kModelopt, kCompressed}) {
       const auto out = scratch_->path() / output_format_name(format);
-      auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " +
-                            quoted(kRecipe) + " --param boundary_layers=0 --activations nvfp4" +
-                            " --calib " + quoted(stats) + " --format " +
-                            output_format_name(format));
+      auto result =
+          run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " +
+                  quoted(kRecipe) + " --param boundary_layers=0 --activations nvfp4" + " --calib " +
+                  quoted(stats) + " --format " + output_format_name(format));
       ASSERT_EQ(result.exit_code, 0) << result.output;
     }
     modelopt_ = std::make_unique<Checkpoint>(
@@ -204,9 +203,10 @@ TEST_F(Nvfp4LayoutConversion, ModeloptToCompressedTensorsWritesWhatTheQuantizerW
     ASSERT_EQ(weight_only.bytes.size(), 3u);
     for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(weight_only.bytes[i], expected.bytes[i]);
   }
-  std::printf("%zu modules: codes, block scales and weight_global_scale bit for bit; "
-              "input_global_scale equal in %zu, one ulp off in the rest\n",
-              modules_.size(), input_scales_equal);
+  std::printf(
+      "%zu modules: codes, block scales and weight_global_scale bit for bit; "
+      "input_global_scale equal in %zu, one ulp off in the rest\n",
+      modules_.size(), input_scales_equal);
 }
 
 TEST_F(Nvfp4LayoutConversion, CompressedTensorsToModeloptGivesTheModeloptCheckpoint) {
@@ -221,8 +221,9 @@ TEST_F(Nvfp4LayoutConversion, CompressedTensorsToModeloptGivesTheModeloptCheckpo
     s2_equal += converted.bytes[kGlobal] == expected.bytes[kGlobal];
     input_equal += converted.bytes[kInput] == expected.bytes[kInput];
   }
-  std::printf("%zu modules: weight_scale_2 equal in %zu, input_scale in %zu, the rest one ulp off\n",
-              modules_.size(), s2_equal, input_equal);
+  std::printf(
+      "%zu modules: weight_scale_2 equal in %zu, input_scale in %zu, the rest one ulp off\n",
+      modules_.size(), s2_equal, input_equal);
 }
 
 TEST_F(Nvfp4LayoutConversion, RoundTripsCarryCodesAndBlockScalesBitForBit) {
@@ -240,17 +241,17 @@ TEST_F(Nvfp4LayoutConversion, RoundTripsCarryCodesAndBlockScalesBitForBit) {
     if (back.bytes[kGlobal] != original.bytes[kGlobal]) s2_moved.insert(s2);
 
     const auto ct = compressed(module);
-    const auto ct_back =
-        convert(convert(ct, module, kCompressed, kModelopt, true), module, kModelopt,
-                kCompressed, true);
+    const auto ct_back = convert(convert(ct, module, kCompressed, kModelopt, true), module,
+                                 kModelopt, kCompressed, true);
     EXPECT_EQ(ct_back.bytes[kCodes], ct.bytes[kCodes]) << module;
     EXPECT_EQ(ct_back.bytes[kBlockScales], ct.bytes[kBlockScales]) << module;
     for (std::size_t scale : {kGlobal, kInput})
       EXPECT_LE(ulps_between(ct_back.scalar(scale), ct.scalar(scale)), 1u) << module;
   }
-  std::printf("modelopt -> compressed-tensors -> modelopt: %zu of %zu distinct s2 values move "
-              "(by one ulp)\n",
-              s2_moved.size(), s2_values.size());
+  std::printf(
+      "modelopt -> compressed-tensors -> modelopt: %zu of %zu distinct s2 values move "
+      "(by one ulp)\n",
+      s2_moved.size(), s2_values.size());
 }
 
 // Decoded by validate's rule (fp4::dequantize with s2 = 1/global for compressed-tensors).
@@ -291,16 +292,16 @@ TEST_F(Nvfp4LayoutConversion, BothLayoutsDecodeToTheSameWeights) {
       consumer_max_ulps = std::max(consumer_max_ulps, ulps);
     }
   }
-  std::printf("s2 moved in %zu of %zu modules; of their %llu weights %llu decode the same, %llu "
-              "one ulp apart, %llu two; compressed-tensors' own decode differs from modelopt's "
-              "in %llu of all %llu weights, at most %u ulp\n",
-              modules_moved, modules_.size(),
-              static_cast<unsigned long long>(weights_of_moved_modules),
-              static_cast<unsigned long long>(moved_by_ulps[0]),
-              static_cast<unsigned long long>(moved_by_ulps[1]),
-              static_cast<unsigned long long>(moved_by_ulps[2]),
-              static_cast<unsigned long long>(consumer_differs),
-              static_cast<unsigned long long>(weights), consumer_max_ulps);
+  std::printf(
+      "s2 moved in %zu of %zu modules; of their %llu weights %llu decode the same, %llu "
+      "one ulp apart, %llu two; compressed-tensors' own decode differs from modelopt's "
+      "in %llu of all %llu weights, at most %u ulp\n",
+      modules_moved, modules_.size(), static_cast<unsigned long long>(weights_of_moved_modules),
+      static_cast<unsigned long long>(moved_by_ulps[0]),
+      static_cast<unsigned long long>(moved_by_ulps[1]),
+      static_cast<unsigned long long>(moved_by_ulps[2]),
+      static_cast<unsigned long long>(consumer_differs), static_cast<unsigned long long>(weights),
+      consumer_max_ulps);
 }
 
 // For normal x and a normal reciprocal, whether 1/(1/x) == x depends on the mantissa alone
@@ -363,8 +364,7 @@ TEST_F(Nvfp4LayoutConversion, RefusesBadScalesNamingTheTensor) {
     for (std::size_t scale : {kGlobal, kInput}) {
       auto broken = modelopt(module);
       broken.bytes[scale] = bytes_of_float(bad);
-      const auto error =
-          error_of([&] { convert(broken, module, kModelopt, kCompressed, true); });
+      const auto error = error_of([&] { convert(broken, module, kModelopt, kCompressed, true); });
       ASSERT_TRUE(error.has_value()) << bad;
       EXPECT_EQ(error->kind(), "nvfp4.bad_global_scale") << bad;
       EXPECT_EQ(error->error_class(), ErrorClass::BadInput);
@@ -375,8 +375,9 @@ TEST_F(Nvfp4LayoutConversion, RefusesBadScalesNamingTheTensor) {
   for (float edge : {smallest_with_finite_reciprocal, std::ldexp(1.0f, 126)}) {
     auto source = modelopt(module);
     source.bytes[kGlobal] = bytes_of_float(edge);
-    EXPECT_EQ(testing::error_kind_of([&] { convert(source, module, kModelopt, kCompressed, true); }),
-              "no error")
+    EXPECT_EQ(
+        testing::error_kind_of([&] { convert(source, module, kModelopt, kCompressed, true); }),
+        "no error")
         << edge;
   }
 }
@@ -410,7 +411,10 @@ TEST_F(Nvfp4LayoutConversion, RefusesTensorsOfTheWrongDtypeOrShapeNamingThem) {
          t.infos[kGlobal].shape = {2};
          t.bytes[kGlobal].resize(8);
        }},
-      {"global [1, 1]", kGlobal, [](ModuleTensors& t) { t.infos[kGlobal].shape = {1, 1}; }},
+      {"global [1, 1]", kGlobal,
+       [](ModuleTensors& t) {
+         t.infos[kGlobal].shape = {1, 1};
+       }},
       {"input F16", kInput, [](ModuleTensors& t) { t.infos[kInput].dtype = DType::F16; }},
   };
   for (const auto& c : cases) {
@@ -459,11 +463,12 @@ TEST(Nvfp4LayoutConversionNames, DescribesAndNamesBothLayouts) {
   EXPECT_EQ(nvfp4_layout_tensor_names("m", kModelopt, true),
             (std::vector<std::string>{"m.weight", "m.weight_scale", "m.weight_scale_2",
                                       "m.input_scale"}));
-  EXPECT_EQ(nvfp4_layout_tensor_names("m", kCompressed, false),
-            (std::vector<std::string>{"m.weight_packed", "m.weight_scale",
-                                      "m.weight_global_scale"}));
-  EXPECT_EQ(testing::error_kind_of([] { make_nvfp4_layout_conversion(kModelopt, kModelopt, true); }),
-            "nvfp4.same_layout");
+  EXPECT_EQ(
+      nvfp4_layout_tensor_names("m", kCompressed, false),
+      (std::vector<std::string>{"m.weight_packed", "m.weight_scale", "m.weight_global_scale"}));
+  EXPECT_EQ(
+      testing::error_kind_of([] { make_nvfp4_layout_conversion(kModelopt, kModelopt, true); }),
+      "nvfp4.same_layout");
 }
 
 }  // namespace

@@ -24,8 +24,8 @@ const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "
 // Runs the batch recipe with the bundled model and `work`; returns its config.json at `result`.
 nlohmann::json run_seed(const std::string& recipe, const std::filesystem::path& work,
                         const std::string& result) {
-  auto run = run_cli("recipe run " + quoted(kRecipes / recipe) + " --param model=" +
-                     quoted(kModel) + " --param work=" + quoted(work));
+  auto run = run_cli("recipe run " + quoted(kRecipes / recipe) +
+                     " --param model=" + quoted(kModel) + " --param work=" + quoted(work));
   EXPECT_EQ(run.exit_code, 0) << run.output;
   return nlohmann::json::parse(read_text_file(work / result / "config.json"));
 }

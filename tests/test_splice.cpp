@@ -7,8 +7,8 @@
 
 #include <cstring>
 #include <memory>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
@@ -112,9 +112,9 @@ TEST_F(Splice, Seed000HybridCarriesBytesAndConfigValidatesAndEvaluates) {
 
   auto validate = run_cli("validate " + quoted(out) + " --ref " + quoted(kModel));
   EXPECT_EQ(validate.exit_code, 0) << validate.output;
-  auto eval = run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(out) + " --tokens " +
-                      quoted(kModel / "tokens.safetensors") +
-                      " --max-rows 2 --decode-steps 0 --json");
+  auto eval =
+      run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(out) + " --tokens " +
+              quoted(kModel / "tokens.safetensors") + " --max-rows 2 --decode-steps 0 --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   const auto report = nlohmann::json::parse(eval.output);
   EXPECT_LT(report["kld"]["mean"].get<double>(), 0.05) << eval.output;
@@ -162,8 +162,7 @@ TEST_F(Splice, Nvfp4OnlySpliceCanBeWrittenAsModelopt) {
   EXPECT_NE(result.output.find("KV-cache quantization (FP8) is not carried"), std::string::npos)
       << result.output;
   EXPECT_TRUE(std::filesystem::exists(out / "hf_quant_config.json"));
-  EXPECT_EQ(bytes_of(out, kExpert + ".weight"),
-            bytes_of(nvfp4("modelopt"), kExpert + ".weight"));
+  EXPECT_EQ(bytes_of(out, kExpert + ".weight"), bytes_of(nvfp4("modelopt"), kExpert + ".weight"));
   auto validate = run_cli("validate " + quoted(out) + " --ref " + quoted(kModel));
   EXPECT_EQ(validate.exit_code, 0) << validate.output;
 }

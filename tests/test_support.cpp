@@ -1,7 +1,5 @@
 #include "test_support.h"
 
-#include "qs/ckpt/file_io.h"
-
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +10,7 @@
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/file_io.h"
 
 namespace qs::testing {
 

@@ -93,7 +93,7 @@ std::vector<ConfigGroupRow> config_group_rows(const Checkpoint& checkpoint) {
     for (const auto& [path, parameters] : modules) {
       if (!is_config_accountable(parameters)) continue;
       const auto resolution = resolve_compressed_tensors(parsed, path);
-      (resolution.decision == CtDecision::Targeted ? rows[resolution.group]
+      (resolution.decision == CtDecision::Targeted  ? rows[resolution.group]
        : resolution.decision == CtDecision::Ignored ? ignored
                                                     : unmatched)
           .add(parameters);
@@ -118,7 +118,6 @@ std::vector<ConfigGroupRow> config_group_rows(const Checkpoint& checkpoint) {
   if (unmatched.modules) rows.push_back(std::move(unmatched));
   return rows;
 }
-
 
 Summary summarize(const Checkpoint& checkpoint) {
   Summary summary;

@@ -75,10 +75,9 @@ int run_extract(const ExtractOptions& options) {
   auto source = Checkpoint::open(options.input);
   check_output_directory(options.output, {source.directory()});
   const auto recipe = requant_recipe(options);
-  const auto planned =
-      plan_mtp_extract(source, {options.with_head}, [](const DequantizeRequest& request) {
-        return make_dequantize_transform(request);
-      });
+  const auto planned = plan_mtp_extract(
+      source, {options.with_head},
+      [](const DequantizeRequest& request) { return make_dequantize_transform(request); });
   if (options.dry_run) {
     nlohmann::ordered_json out = {{"mtp_layers", planned.layer_count},
                                   {"first_layer", planned.first_layer},
@@ -89,12 +88,14 @@ int run_extract(const ExtractOptions& options) {
     if (options.json) {
       fmt::print("{}\n", out.dump(2));
     } else {
-      fmt::print("mtp extract {}: layer {} ({} tensors, {} dequantized to BF16, {}), requantize: "
-                 "{}\n",
-                 source.directory().string(), planned.first_layer,
-                 planned.plan.output_specs().size(), planned.dequantized_modules.size(),
-                 human_bytes(planned.plan.output_bytes()), recipe ? recipe->source : "no");
-      for (const auto& module : planned.dequantized_modules) fmt::print("  dequantize {}\n", module);
+      fmt::print(
+          "mtp extract {}: layer {} ({} tensors, {} dequantized to BF16, {}), requantize: "
+          "{}\n",
+          source.directory().string(), planned.first_layer, planned.plan.output_specs().size(),
+          planned.dequantized_modules.size(), human_bytes(planned.plan.output_bytes()),
+          recipe ? recipe->source : "no");
+      for (const auto& module : planned.dequantized_modules)
+        fmt::print("  dequantize {}\n", module);
     }
     return kExitOk;
   }
@@ -109,8 +110,8 @@ int run_extract(const ExtractOptions& options) {
                     options.output);
   // The BF16 draft depends on the source and --with-head only, so a resumed run may requantize
   // a staged draft with another scheme; the requantized one depends on the recipe too.
-  const std::string bf16_fingerprint = fmt::format("quantsmith {}|mtp extract|head={}",
-                                                   kQuantsmithVersion, options.with_head);
+  const std::string bf16_fingerprint =
+      fmt::format("quantsmith {}|mtp extract|head={}", kQuantsmithVersion, options.with_head);
   std::string requant_fingerprint =
       fmt::format("{}|requant={}|recipe={}", bf16_fingerprint, options.requant,
                   options.recipe.empty() ? "" : read_text_file(options.recipe));
@@ -129,9 +130,9 @@ int run_extract(const ExtractOptions& options) {
                       finished_record.string());
     std::filesystem::remove_all(bf16_directory);  // a kill may have left part of it
     if (options.json)
-      fmt::print("{}\n", nlohmann::ordered_json{{"output", options.output},
-                                                {"already_complete", true}}
-                             .dump(2));
+      fmt::print(
+          "{}\n",
+          nlohmann::ordered_json{{"output", options.output}, {"already_complete", true}}.dump(2));
     else
       fmt::print("mtp extract {} → {}: already complete\n", source.directory().string(),
                  options.output);
@@ -164,8 +165,7 @@ int run_extract(const ExtractOptions& options) {
                                   "another --requant or --recipe uses it",
                                   recipe->source, bf16_directory.string()),
                       options.output);
-    auto requantization =
-        execution_for(output, options, requant_fingerprint + "|stage=requant");
+    auto requantization = execution_for(output, options, requant_fingerprint + "|stage=requant");
     requantization.resume = true;  // OUT holds the staging directory, and maybe our shards
     requantization.extra_files = output_config_files(draft, requantized.model, recipe->format);
     report = execute_with_progress(requantized.plan, requantization, "mtp requantize");
@@ -177,15 +177,15 @@ int run_extract(const ExtractOptions& options) {
   }
 
   if (options.json) {
-    fmt::print("{}\n", nlohmann::ordered_json{{"output", options.output},
-                                              {"first_layer", planned.first_layer},
-                                              {"tensors", planned.plan.output_specs().size()},
-                                              {"dequantized_modules",
-                                               planned.dequantized_modules.size()},
-                                              {"requantized_linears", quantized},
-                                              {"bytes_written", written},
-                                              {"seconds", seconds}}
-                                  .dump(2));
+    fmt::print("{}\n",
+               nlohmann::ordered_json{{"output", options.output},
+                                      {"first_layer", planned.first_layer},
+                                      {"tensors", planned.plan.output_specs().size()},
+                                      {"dequantized_modules", planned.dequantized_modules.size()},
+                                      {"requantized_linears", quantized},
+                                      {"bytes_written", written},
+                                      {"seconds", seconds}}
+                   .dump(2));
     return kExitOk;
   }
   fmt::print("mtp extract {} → {}: layer {}, {} tensors ({} dequantized{}), {} in {:.2f} s\n",
@@ -220,7 +220,8 @@ void register_extract(CLI::App& mtp, const std::shared_ptr<ExtractOptions>& opti
   command->add_flag("--resume", options->resume, "continue a killed or interrupted run");
   command->add_option("--max-shard-size", options->max_shard_size, "largest output shard")
       ->capture_default_str();
-  command->callback([options, &runner]() { runner = [options]() { return run_extract(*options); }; });
+  command->callback(
+      [options, &runner]() { runner = [options]() { return run_extract(*options); }; });
 }
 
 struct InjectOptions {
@@ -262,14 +263,16 @@ void register_inject(CLI::App& mtp, const std::shared_ptr<InjectOptions>& option
       ->required();
   command->add_option("OUT", options->output, "output directory (new or empty)")->required();
   add_splice_job_options(*command, options->job);
-  command->callback([options, &runner]() { runner = [options]() { return run_inject(*options); }; });
+  command->callback(
+      [options, &runner]() { runner = [options]() { return run_inject(*options); }; });
 }
 
 }  // namespace
 
 SubcommandRunner register_mtp(CLI::App& app) {
-  auto* mtp = app.add_subcommand("mtp", "the MTP draft layer: extract as a standalone draft "
-                                        "(optionally requantized), or inject into a checkpoint");
+  auto* mtp = app.add_subcommand("mtp",
+                                 "the MTP draft layer: extract as a standalone draft "
+                                 "(optionally requantized), or inject into a checkpoint");
   mtp->require_subcommand(1);
   // The nested subcommand that parsed sets what runs.
   auto runner = std::make_shared<std::function<int()>>();

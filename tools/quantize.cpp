@@ -12,7 +12,6 @@
 
 #include "cli_support.h"
 #include "plan_execution.h"
-#include "scheme_presets.h"
 #include "qs/ckpt/byte_size.h"
 #include "qs/ckpt/calibration_store.h"
 #include "qs/ckpt/checkpoint.h"
@@ -21,6 +20,7 @@
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/quantize_plan.h"
 #include "qs/quant/quantize_transforms.h"
+#include "scheme_presets.h"
 
 namespace qs::cli {
 namespace {
@@ -203,9 +203,10 @@ void print_gptq_summary(const ExecutionReport& report) {
     if (!quality.fallback.empty()) fallbacks.push_back(&quality);
   }
   if (count == 0) return;
-  fmt::print("GPTQ: {} weights, mean relative layer loss {:.3e} (round-to-nearest {:.3e}, ratio "
-             "{:.3f}), {} fell back to round-to-nearest\n",
-             count, loss / count, rtn / count, rtn > 0 ? loss / rtn : 0.0, fallbacks.size());
+  fmt::print(
+      "GPTQ: {} weights, mean relative layer loss {:.3e} (round-to-nearest {:.3e}, ratio "
+      "{:.3f}), {} fell back to round-to-nearest\n",
+      count, loss / count, rtn / count, rtn > 0 ? loss / rtn : 0.0, fallbacks.size());
   for (const auto* quality : fallbacks)
     fmt::print(stderr, "quantsmith: warning: {}: round-to-nearest instead of GPTQ: {}\n",
                quality->tensor, quality->fallback);

@@ -164,7 +164,8 @@ StepExit run_step(const std::vector<std::string>& arguments, bool stdout_to_stde
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF);
   posix_spawn_file_actions_t file_actions;
   posix_spawn_file_actions_init(&file_actions);
-  if (stdout_to_stderr) posix_spawn_file_actions_adddup2(&file_actions, STDERR_FILENO, STDOUT_FILENO);
+  if (stdout_to_stderr)
+    posix_spawn_file_actions_adddup2(&file_actions, STDERR_FILENO, STDOUT_FILENO);
 
   std::fflush(stdout);
   std::fflush(stderr);
@@ -175,16 +176,16 @@ StepExit run_step(const std::vector<std::string>& arguments, bool stdout_to_stde
   posix_spawn_file_actions_destroy(&file_actions);
   posix_spawnattr_destroy(&attributes);
   if (spawn_error != 0)
-    throw_io_error("recipe.spawn_failed",
-                   fmt::format("cannot start {}: {}", command_text(arguments),
-                               std::strerror(spawn_error)),
-                   kSelfExecutable);
+    throw_io_error(
+        "recipe.spawn_failed",
+        fmt::format("cannot start {}: {}", command_text(arguments), std::strerror(spawn_error)),
+        kSelfExecutable);
   int status = 0;
   while (waitpid(child, &status, 0) < 0) {
     if (errno != EINTR)
-      throw_io_error("recipe.wait_failed", fmt::format("waiting for {}: {}",
-                                                       command_text(arguments),
-                                                       std::strerror(errno)));
+      throw_io_error(
+          "recipe.wait_failed",
+          fmt::format("waiting for {}: {}", command_text(arguments), std::strerror(errno)));
   }
   if (WIFSIGNALED(status)) return {128 + WTERMSIG(status), WTERMSIG(status)};
   return {WEXITSTATUS(status), 0};
@@ -194,11 +195,16 @@ enum class StepStatus { Skipped, Planned, Ok, Failed, NotRun };
 
 const char* status_name(StepStatus status) {
   switch (status) {
-    case StepStatus::Skipped: return "skipped";
-    case StepStatus::Planned: return "planned";
-    case StepStatus::Ok: return "ok";
-    case StepStatus::Failed: return "failed";
-    case StepStatus::NotRun: return "not run";
+    case StepStatus::Skipped:
+      return "skipped";
+    case StepStatus::Planned:
+      return "planned";
+    case StepStatus::Ok:
+      return "ok";
+    case StepStatus::Failed:
+      return "failed";
+    case StepStatus::NotRun:
+      return "not run";
   }
   return "?";
 }
@@ -300,8 +306,9 @@ int run_recipe(const RecipeRunOptions& options, const CLI::App& root) {
 }  // namespace
 
 SubcommandRunner register_recipe(CLI::App& app) {
-  auto* recipe = app.add_subcommand("recipe", "batch recipes: several quantsmith commands as one "
-                                              "job (quantize, splice, validate, eval, ...)");
+  auto* recipe = app.add_subcommand("recipe",
+                                    "batch recipes: several quantsmith commands as one "
+                                    "job (quantize, splice, validate, eval, ...)");
   recipe->require_subcommand(1);
   auto options = std::make_shared<RecipeRunOptions>();
   auto* run = recipe->add_subcommand(

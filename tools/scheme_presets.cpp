@@ -49,8 +49,8 @@ std::string preset_text(const char* text, const std::string& scheme) {
 }  // namespace
 
 const std::vector<std::string>& scheme_names() {
-  static const std::vector<std::string> names = {
-      "nvfp4", "int8", "int8-channel", "int4", "int4-g32", "gptq-int4", "gptq-int8"};
+  static const std::vector<std::string> names = {"nvfp4",    "int8",      "int8-channel", "int4",
+                                                 "int4-g32", "gptq-int4", "gptq-int8"};
   return names;
 }
 

@@ -80,8 +80,7 @@ nlohmann::ordered_json plan_json(const SplicePlan& planned, const std::vector<Ta
   return out;
 }
 
-void print_plan(const SplicePlan& planned, const std::vector<TakeRule>& rules,
-                bool per_module) {
+void print_plan(const SplicePlan& planned, const std::vector<TakeRule>& rules, bool per_module) {
   const auto totals = totals_per_input(planned);
   for (std::size_t i = 0; i < planned.plan.inputs.size(); ++i)
     fmt::print("  {} {}: {} modules, {}\n", i == 0 ? "base" : "take",
@@ -95,9 +94,9 @@ void print_plan(const SplicePlan& planned, const std::vector<TakeRule>& rules,
     fmt::print(", {} {}", group.modules.size(), group.options.label());
   const auto converted = std::count_if(planned.decisions.begin(), planned.decisions.end(),
                                        [](const auto& d) { return d.converted; });
-  fmt::print(", {} unquantized Linears{}\n", planned.model.unquantized_linears.size(),
-             converted ? fmt::format(" ({} NVFP4 modules converted to this layout)", converted)
-                       : "");
+  fmt::print(
+      ", {} unquantized Linears{}\n", planned.model.unquantized_linears.size(),
+      converted ? fmt::format(" ({} NVFP4 modules converted to this layout)", converted) : "");
   if (!per_module) return;
   for (const auto& decision : planned.decisions)
     if (decision.input != 0)
@@ -162,8 +161,8 @@ int run_splice(const std::string& output, const std::string& base_path,
   execution.max_shard_bytes = parse_byte_size(options.max_shard_size);
   execution.max_buffer_bytes = parse_byte_size(options.max_buffer);
   execution.resume = options.resume;
-  execution.fingerprint = fmt::format("quantsmith {}|{}|format={}", kQuantsmithVersion, label,
-                                      format_label(planned));
+  execution.fingerprint =
+      fmt::format("quantsmith {}|{}|format={}", kQuantsmithVersion, label, format_label(planned));
   for (const auto& rule : rules) execution.fingerprint += "|" + rule.text;
   execution.extra_files = output_config_files(*request.base, planned.model, planned.format);
   const auto report = execute_with_progress(planned.plan, execution, label);

@@ -20,6 +20,7 @@ SubcommandRunner register_mtp(CLI::App& app);
 SubcommandRunner register_recipe(CLI::App& app);
 
 // In the order `quantsmith --help` lists them; one line each.
+// clang-format off
 inline std::vector<SubcommandRegistration> all_subcommands() {
   return {
       register_inspect,
@@ -34,5 +35,6 @@ inline std::vector<SubcommandRegistration> all_subcommands() {
       register_recipe,
   };
 }
+// clang-format on
 
 }  // namespace qs::cli

@@ -18,9 +18,7 @@ namespace {
 constexpr std::array kRecipeKeys{"description", "parameters", "steps"};
 constexpr std::array kStepKeys{"name", "run"};
 
-bool is_name_start(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-}
+bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 bool is_name_character(char c) { return is_name_start(c) || (c >= '0' && c <= '9'); }
 
 bool is_parameter_name(std::string_view text) {
@@ -29,9 +27,8 @@ bool is_parameter_name(std::string_view text) {
 }
 
 bool is_step_number(std::string_view text) {
-  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
-    return c >= '0' && c <= '9';
-  });
+  return !text.empty() &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 // Errors name the recipe file and, inside steps, the step.
@@ -88,9 +85,9 @@ std::map<std::string, std::string> read_parameters(
         reader.fail("batch_recipe.invalid",
                     fmt::format("parameter name '{}' must be letters, digits and '_'", name));
       if (name == kRecipeDirectoryParameter)
-        reader.fail("batch_recipe.invalid",
-                    fmt::format("'{}' is built in (the recipe's directory); choose another name",
-                                name));
+        reader.fail(
+            "batch_recipe.invalid",
+            fmt::format("'{}' is built in (the recipe's directory); choose another name", name));
       // A parameter declared without a value has no default: the caller must give it.
       if (entry.second.IsNull()) {
         without_default.insert(name);
@@ -153,7 +150,8 @@ BatchStep read_step(const YAML::Node& node, std::size_t index,
   reader.set_context(fmt::format("step {}", index + 1));
   reader.check_keys(node, kStepKeys, "a step");
   BatchStep step;
-  step.name = node["name"] ? reader.scalar(node["name"], "name") : fmt::format("step {}", index + 1);
+  step.name =
+      node["name"] ? reader.scalar(node["name"], "name") : fmt::format("step {}", index + 1);
   if (step.name.empty()) reader.fail("batch_recipe.invalid", "name must not be empty");
   if (node["name"] && is_step_number(step.name))
     reader.fail("batch_recipe.invalid",
@@ -198,8 +196,8 @@ std::vector<std::string> split_command_words(std::string_view text) {
         const char d = text[i];
         if (d == '"') break;
         // Inside double quotes a backslash only escapes the characters the shell lets it.
-        if (d == '\\' && i + 1 < text.size() && std::string_view("\"\\$`").find(text[i + 1]) !=
-                                                      std::string_view::npos) {
+        if (d == '\\' && i + 1 < text.size() &&
+            std::string_view("\"\\$`").find(text[i + 1]) != std::string_view::npos) {
           word.push_back(text[i + 1]);
           i += 2;
         } else {
@@ -249,9 +247,9 @@ std::string substitute_parameters(std::string_view text,
       if (found == parameters.end()) {
         std::vector<std::string> known;
         for (const auto& [known_name, value] : parameters) known.push_back("{" + known_name + "}");
-        throw_bad_input("batch_recipe.unknown_parameter",
-                        fmt::format("'{{{}}}' names no parameter (known: {})", name,
-                                    fmt::join(known, ", ")));
+        throw_bad_input(
+            "batch_recipe.unknown_parameter",
+            fmt::format("'{{{}}}' names no parameter (known: {})", name, fmt::join(known, ", ")));
       }
       result += found->second;
       i = close + 1;

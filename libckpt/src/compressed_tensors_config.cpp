@@ -68,8 +68,7 @@ CompressedTensorsConfig parse_compressed_tensors_config(const nlohmann::json& bl
 CtResolution resolve_compressed_tensors(const CompressedTensorsConfig& config,
                                         const std::string& module) {
   for (const auto& pattern : config.ignore)
-    if (is_linear_class(pattern) || pattern.matches_module(module))
-      return {CtDecision::Ignored, 0};
+    if (is_linear_class(pattern) || pattern.matches_module(module)) return {CtDecision::Ignored, 0};
   for (const auto kind : {NamePattern::Kind::Exact, NamePattern::Kind::Regex})
     for (std::size_t g = 0; g < config.groups.size(); ++g)
       for (const auto& target : config.groups[g].targets)
@@ -124,9 +123,8 @@ std::string scheme_description(const ConfigGroupArguments& group) {
   if (is_nvfp4_group(group)) {
     text = "nvfp4 (float 4-bit, group 16)";
   } else {
-    const std::string granularity = group.strategy == "group"
-                                        ? fmt::format("group {}", group.group_size)
-                                        : group.strategy;
+    const std::string granularity =
+        group.strategy == "group" ? fmt::format("group {}", group.group_size) : group.strategy;
     text = fmt::format("{}{} {} {}", group.type, group.bits, group.symmetric ? "sym" : "asym",
                        granularity);
   }

@@ -117,7 +117,7 @@ std::vector<std::string> matched_names(const std::string& module) {
 std::vector<std::string> regex_targets(const std::vector<std::string>& modules) {
   static const std::string kLayers = "model\\.layers\\.";
   std::map<std::string, std::set<std::string>> layers_of_rest;  // escaped rest → layer numbers
-  std::vector<std::string> loose;                                 // outside any layer
+  std::vector<std::string> loose;                               // outside any layer
   for (const auto& module : modules)
     for (const auto& name : matched_names(module)) {
       if (!name.starts_with(kLayers)) {
@@ -125,14 +125,15 @@ std::vector<std::string> regex_targets(const std::vector<std::string>& modules) 
         continue;
       }
       const auto dot = name.find("\\.", kLayers.size());
-      layers_of_rest[name.substr(dot + 2)].insert(name.substr(kLayers.size(), dot - kLayers.size()));
+      layers_of_rest[name.substr(dot + 2)].insert(
+          name.substr(kLayers.size(), dot - kLayers.size()));
     }
   std::map<std::set<std::string>, std::vector<std::string>> rests_of_layers;
   for (const auto& [rest, layers] : layers_of_rest) rests_of_layers[layers].push_back(rest);
   std::vector<std::string> targets;
   for (const auto& [layers, rests] : rests_of_layers)
-    targets.push_back(fmt::format("re:^{}({})\\.({})$", kLayers, fmt::join(layers, "|"),
-                                  fmt::join(rests, "|")));
+    targets.push_back(
+        fmt::format("re:^{}({})\\.({})$", kLayers, fmt::join(layers, "|"), fmt::join(rests, "|")));
   std::sort(loose.begin(), loose.end());
   loose.erase(std::unique(loose.begin(), loose.end()), loose.end());
   targets.insert(targets.end(), loose.begin(), loose.end());
@@ -266,8 +267,8 @@ nlohmann::json compressed_tensors_config_block(const QuantizedModel& model) {
   std::set<std::string> formats;
   for (std::size_t g = 0; g < groups.size(); ++g) {
     nlohmann::json group = groups[g].scheme;
-    group["targets"] = g == largest ? std::vector<std::string>{"Linear"}
-                                    : regex_targets(groups[g].modules);
+    group["targets"] =
+        g == largest ? std::vector<std::string>{"Linear"} : regex_targets(groups[g].modules);
     formats.insert(group["format"].get<std::string>());
     config_groups[fmt::format("group_{}", g)] = std::move(group);
   }

@@ -157,8 +157,8 @@ std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, We
       return std::nullopt;
     case WeightLayout::Nvfp4Modelopt:
     case WeightLayout::Nvfp4CompressedTensors: {
-      const auto* codes = two_dimensional(layout == WeightLayout::Nvfp4Modelopt ? "weight"
-                                                                                : "weight_packed");
+      const auto* codes =
+          two_dimensional(layout == WeightLayout::Nvfp4Modelopt ? "weight" : "weight_packed");
       if (!codes) return std::nullopt;
       return Shape{codes->shape[0], codes->shape[1] * 2};
     }
@@ -203,11 +203,11 @@ std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_co
   const std::string module = "m";
   std::vector<TensorSpec> specs;
   if (is_nvfp4_layout(layout)) {
-    specs = nvfp4_output_specs(module, 16, 16,
-                               layout == WeightLayout::Nvfp4Modelopt
-                                   ? OutputFormat::Modelopt
-                                   : OutputFormat::CompressedTensors,
-                               optional_companion);
+    specs =
+        nvfp4_output_specs(module, 16, 16,
+                           layout == WeightLayout::Nvfp4Modelopt ? OutputFormat::Modelopt
+                                                                 : OutputFormat::CompressedTensors,
+                           optional_companion);
   } else if (layout == WeightLayout::PackQuantized) {
     IntegerOptions options;
     options.symmetric = !optional_companion;

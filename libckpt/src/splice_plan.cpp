@@ -18,13 +18,17 @@ namespace {
 
 // The config.json keys that make two checkpoints the same architecture: a module taken from
 // one must fit the other's tensors and the runtime's expectations.
-constexpr const char* kArchitectureKeys[] = {
-    "model_type",         "hidden_size",          "num_hidden_layers",  "vocab_size",
-    "intermediate_size",  "moe_intermediate_size", "n_routed_experts",  "n_shared_experts",
-    "num_experts_per_tok", "num_attention_heads", "q_lora_rank",        "kv_lora_rank",
-    "qk_nope_head_dim",   "qk_rope_head_dim",     "v_head_dim",         "first_k_dense_replace",
-    "moe_layer_freq",     "num_nextn_predict_layers", "index_head_dim", "index_n_heads",
-    "index_topk"};
+constexpr const char* kArchitectureKeys[] = {"model_type",          "hidden_size",
+                                             "num_hidden_layers",   "vocab_size",
+                                             "intermediate_size",   "moe_intermediate_size",
+                                             "n_routed_experts",    "n_shared_experts",
+                                             "num_experts_per_tok", "num_attention_heads",
+                                             "q_lora_rank",         "kv_lora_rank",
+                                             "qk_nope_head_dim",    "qk_rope_head_dim",
+                                             "v_head_dim",          "first_k_dense_replace",
+                                             "moe_layer_freq",      "num_nextn_predict_layers",
+                                             "index_head_dim",      "index_n_heads",
+                                             "index_topk"};
 
 std::string source_name(const Checkpoint& checkpoint) { return checkpoint.directory().string(); }
 
@@ -148,8 +152,8 @@ class SplicePlanner {
     emit_items();
     for (std::size_t r = 0; r < request_.rules.size(); ++r)
       if (result_.modules_per_rule[r] == 0)
-        result_.warnings.push_back(fmt::format("take rule '{}' selected no module",
-                                               request_.rules[r].text));
+        result_.warnings.push_back(
+            fmt::format("take rule '{}' selected no module", request_.rules[r].text));
     for (const auto& [pair, count] : shadowed_)
       result_.warnings.push_back(fmt::format(
           "take rule '{}' also matches {} module(s) that the earlier rule '{}' takes from "
@@ -216,10 +220,11 @@ class SplicePlanner {
       chosen.source = rule ? &source_of(request_.rule_sources[*rule]) : &base;
       const auto found = chosen.source->modules.find(module);
       if (found == chosen.source->modules.end())
-        throw Error(ErrorClass::BadInput, "splice.missing_module",
-                    fmt::format("take rule '{}' selects this module, but {} has no tensors for it",
-                                request_.rules[*rule].text, source_name(*chosen.source->checkpoint)),
-                    {}, module);
+        throw Error(
+            ErrorClass::BadInput, "splice.missing_module",
+            fmt::format("take rule '{}' selects this module, but {} has no tensors for it",
+                        request_.rules[*rule].text, source_name(*chosen.source->checkpoint)),
+            {}, module);
       chosen.parameters = &found->second;
       chosen.layout = supported_layout(module, *chosen.parameters, *chosen.source->checkpoint);
       if (rule) {
@@ -236,8 +241,7 @@ class SplicePlanner {
         throw Error(ErrorClass::BadInput, "splice.rule_takes_everything",
                     fmt::format("take rule '{}' selects every one of the {} modules: nothing would "
                                 "come from the base; make {} the --base instead",
-                                request_.rules[r].text, chosen_.size(),
-                                request_.rules[r].source));
+                                request_.rules[r].text, chosen_.size(), request_.rules[r].source));
   }
 
   void check_shape_against_base(const ChosenModule& chosen) const {
@@ -245,8 +249,7 @@ class SplicePlanner {
     const auto in_base = base.modules.find(chosen.module);
     if (in_base == base.modules.end() || chosen.source == &base) return;
     const std::string ours = shape_signature(*chosen.parameters, chosen.layout);
-    const std::string theirs =
-        shape_signature(in_base->second, classify_module(in_base->second));
+    const std::string theirs = shape_signature(in_base->second, classify_module(in_base->second));
     if (ours != theirs)
       throw Error(ErrorClass::BadInput, "splice.shape_mismatch",
                   fmt::format("{} in {} but {} in the base {}", ours,
@@ -321,13 +324,13 @@ class SplicePlanner {
     result_.model.activations_quantized = activations.value_or(false);
     const bool integers = !result_.model.integer_groups.empty();
     if (request_.format == OutputFormat::Modelopt && integers)
-      throw Error(ErrorClass::BadInput, "splice.format_conflict",
-                  fmt::format("modelopt output cannot describe the {} pack-quantized integer "
-                              "module(s); use --format compressed-tensors",
-                              quantized_linear_count(result_.model) -
-                                  result_.model.nvfp4_modules.size()));
+      throw Error(
+          ErrorClass::BadInput, "splice.format_conflict",
+          fmt::format("modelopt output cannot describe the {} pack-quantized integer "
+                      "module(s); use --format compressed-tensors",
+                      quantized_linear_count(result_.model) - result_.model.nvfp4_modules.size()));
     if (!any_nvfp4 && !integers) return;  // nothing quantized: no config, no format
-    result_.format = request_.format ? *request_.format
+    result_.format = request_.format                        ? *request_.format
                      : (integers || any_compressed_tensors) ? OutputFormat::CompressedTensors
                                                             : OutputFormat::Modelopt;
     carry_kv_cache_setting();
@@ -373,7 +376,8 @@ class SplicePlanner {
 
   void emit_items() {
     for (const auto& chosen : chosen_) {
-      const bool convert = is_nvfp4_layout(chosen.layout) && nvfp4_format(chosen.layout) != *result_.format;
+      const bool convert =
+          is_nvfp4_layout(chosen.layout) && nvfp4_format(chosen.layout) != *result_.format;
       result_.decisions.push_back({chosen.module, chosen.source->input, chosen.rule,
                                    chosen.layout == WeightLayout::Unrecognized
                                        ? "tensors"
@@ -384,8 +388,9 @@ class SplicePlanner {
       for (const auto& location : tensors_in_source_order(chosen)) {
         const auto parameter = parse_tensor_name(location.info->name).parameter_name;
         if (converted.count(parameter)) continue;
-        result_.plan.items.push_back(copy_item({chosen.source->input, location.shard, location.info},
-                                               location.info->name, chosen.rule));
+        result_.plan.items.push_back(
+            copy_item({chosen.source->input, location.shard, location.info}, location.info->name,
+                      chosen.rule));
       }
     }
   }

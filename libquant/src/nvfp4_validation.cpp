@@ -261,8 +261,8 @@ std::optional<ReferenceComparison> compare_quantized(const std::string& module_p
   const std::uint64_t cols = module.codes->info->shape[1] * 2;
   auto dequantize = [&](std::span<float> out) {
     const DequantizeRequest request{
-        module.modelopt ? WeightLayout::Nvfp4Modelopt : WeightLayout::Nvfp4CompressedTensors,
-        rows, cols};
+        module.modelopt ? WeightLayout::Nvfp4Modelopt : WeightLayout::Nvfp4CompressedTensors, rows,
+        cols};
     decode_stored(request, {*module.codes, *module.scales, *module.global}, out);
   };
   return compare_dequantized(module_path, "nvfp4", *module.codes, rows, cols, dequantize, reference,

@@ -14,10 +14,10 @@ namespace {
 
 void expect_bytes(const SourceTensor& source, std::uint64_t bytes) {
   if (source.bytes.size() != bytes)
-    throw Error(ErrorClass::BadInput, "dequantize.bad_input",
-                fmt::format("{} bytes where the module's shape needs {}", source.bytes.size(),
-                            bytes),
-                {}, source.info->name);
+    throw Error(
+        ErrorClass::BadInput, "dequantize.bad_input",
+        fmt::format("{} bytes where the module's shape needs {}", source.bytes.size(), bytes), {},
+        source.info->name);
 }
 
 std::span<const std::uint8_t> as_u8(std::span<const std::byte> bytes) {
@@ -33,8 +33,8 @@ void decode_nvfp4(const DequantizeRequest& request, std::span<const SourceTensor
   std::memcpy(&global, sources[2].bytes.data(), sizeof(float));
   // modelopt stores s2, compressed-tensors its reciprocal.
   const float s2 = request.layout == WeightLayout::Nvfp4Modelopt ? global : 1.0f / global;
-  fp4::dequantize(as_u8(sources[0].bytes), as_u8(sources[1].bytes), s2, request.rows,
-                  request.cols, values);
+  fp4::dequantize(as_u8(sources[0].bytes), as_u8(sources[1].bytes), s2, request.rows, request.cols,
+                  values);
 }
 
 void decode_integer(const DequantizeRequest& request, std::span<const SourceTensor> sources,
@@ -44,10 +44,9 @@ void decode_integer(const DequantizeRequest& request, std::span<const SourceTens
   expect_bytes(sources[1], request.rows * request.groups * dtype_bits(sources[1].info->dtype) / 8);
   const bool zero_points = sources.size() > 3;
   if (zero_points) expect_bytes(sources[3], shapes.zero_point_rows * request.groups * 4);
-  const auto quantized =
-      intq::unpack(sources[0].bytes, sources[1].bytes, sources[1].info->dtype,
-                   zero_points ? sources[3].bytes : std::span<const std::byte>(), request.rows,
-                   request.cols, request.groups, request.bits);
+  const auto quantized = intq::unpack(sources[0].bytes, sources[1].bytes, sources[1].info->dtype,
+                                      zero_points ? sources[3].bytes : std::span<const std::byte>(),
+                                      request.rows, request.cols, request.groups, request.bits);
   intq::dequantize(quantized, values);
 }
 

@@ -53,10 +53,10 @@ float reciprocal_scale(const SourceTensor& source) {
                     source.info->name);
   const float reciprocal = 1.0f / value;
   if (!std::isnormal(reciprocal))
-    throw_bad_input("nvfp4.bad_global_scale",
-                    fmt::format("per-tensor scale {} has reciprocal {}, not a normal fp32", value,
-                                reciprocal),
-                    {}, source.info->name);
+    throw_bad_input(
+        "nvfp4.bad_global_scale",
+        fmt::format("per-tensor scale {} has reciprocal {}, not a normal fp32", value, reciprocal),
+        {}, source.info->name);
   return reciprocal;
 }
 
@@ -83,9 +83,8 @@ class Nvfp4LayoutConversion final : public Transform {
     expect_matrix(block_scales, DType::F8_E4M3, "block scales");
     if (block_scales.info->shape[0] != codes.info->shape[0] ||
         block_scales.info->shape[1] * kCodeBytesPerBlockScale != codes.info->shape[1])
-      throw_mismatch(block_scales,
-                     fmt::format("block scales for codes {} (one per 16 values)",
-                                 shape_to_string(codes.info->shape)));
+      throw_mismatch(block_scales, fmt::format("block scales for codes {} (one per 16 values)",
+                                               shape_to_string(codes.info->shape)));
     if (outputs[0].size() != codes.bytes.size() || outputs[1].size() != block_scales.bytes.size())
       throw_mismatch(codes, fmt::format("layout of {} code bytes and {} scale bytes",
                                         outputs[0].size(), outputs[1].size()));

@@ -36,8 +36,8 @@ std::vector<AccountedModule> accounted_modules(const Checkpoint& checkpoint) {
   std::vector<AccountedModule> modules;
   for (const auto& [path, parameters] : modules_of(checkpoint)) {
     if (!is_config_accountable(parameters)) continue;
-    const auto main = parameters.contains("weight") ? parameters.at("weight")
-                                                    : parameters.at("weight_packed");
+    const auto main =
+        parameters.contains("weight") ? parameters.at("weight") : parameters.at("weight_packed");
     AccountedModule entry{path, classify_module(parameters), main, {}, std::nullopt};
     const auto parsed = parse_tensor_name(main.info->name);
     entry.vllm = vllm_quantized_module(parsed);
@@ -158,8 +158,9 @@ std::set<std::string> check_fused_units(const std::vector<ResolvedModule>& resol
         distinct.size() >= 2
             ? fmt::format("engines load these as one matrix, but compressed-tensors resolves {}",
                           fmt::join(parts, "; "))
-            : fmt::format("engines load these as one matrix, but vLLM matches its shards to "
-                          "different config groups or only some of them to ignore");
+            : fmt::format(
+                  "engines load these as one matrix, but vLLM matches its shards to "
+                  "different config groups or only some of them to ignore");
     report.add(Severity::Problem, kCheck, "config.fused_split", message,
                members.front()->entry->main.shard->path().string(), unit);
   }
@@ -251,8 +252,8 @@ void check_compressed_tensors(const Checkpoint& checkpoint, const nlohmann::json
     // Where the unit is split, that finding explains the two sides disagreeing; for a
     // pack-quantized module the int checks already report a compressed-tensors side that is
     // not one of its groups.
-    const bool explained = split.contains(entry.fused_unit) ||
-                           (is_int && module.ct.kind != Verdict::Kind::Group);
+    const bool explained =
+        split.contains(entry.fused_unit) || (is_int && module.ct.kind != Verdict::Kind::Group);
     if (module.vllm && *module.vllm != module.ct && !explained) {
       const bool one_unmatched = module.vllm->kind == Verdict::Kind::Unmatched ||
                                  module.ct.kind == Verdict::Kind::Unmatched;

@@ -47,8 +47,8 @@ std::optional<CompressedTensorsConfig> read_int_config(const Checkpoint& checkpo
 
 // Modules with an I32 weight_packed or a weight_shape (so one that lost its codes is still
 // seen); NVFP4 compressed-tensors modules (U8 weight_packed + global scale) are not ours.
-std::map<std::string, PackQuantizedModule> find_int_modules(
-    const Checkpoint& checkpoint, const std::set<std::string>& nvfp4) {
+std::map<std::string, PackQuantizedModule> find_int_modules(const Checkpoint& checkpoint,
+                                                            const std::set<std::string>& nvfp4) {
   std::map<std::string, PackQuantizedModule> modules;
   for (const auto& location : checkpoint.tensors()) {
     const auto parsed = parse_tensor_name(location.info->name);

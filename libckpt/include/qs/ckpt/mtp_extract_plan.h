@@ -25,7 +25,7 @@ namespace qs {
 struct DequantizeRequest {
   WeightLayout layout = WeightLayout::Nvfp4Modelopt;
   std::uint64_t rows = 0, cols = 0;
-  int bits = 0;             // pack-quantized only
+  int bits = 0;              // pack-quantized only
   std::uint64_t groups = 0;  // pack-quantized scale columns
   DType dtype = DType::BF16;
 };

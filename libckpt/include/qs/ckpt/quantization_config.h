@@ -11,11 +11,11 @@
 
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/recipe.h"
-#include <string>
-#include <vector>
 
 namespace qs {
 

@@ -78,14 +78,14 @@ struct SpliceRequest {
 // Where one output module came from.
 struct ModuleDecision {
   std::string module;
-  std::size_t input = 0;  // index into Plan::inputs (0 = base)
-  std::string rule;       // the take rule's text, or "base"
-  std::string layout;     // weight_layout_name of its storage, "tensors" for non-Linears
-  bool converted = false; // NVFP4 layout converted
+  std::size_t input = 0;   // index into Plan::inputs (0 = base)
+  std::string rule;        // the take rule's text, or "base"
+  std::string layout;      // weight_layout_name of its storage, "tensors" for non-Linears
+  bool converted = false;  // NVFP4 layout converted
 };
 
 struct SplicePlan {
-  Plan plan;  // inputs: base first, then each distinct rule source
+  Plan plan;                              // inputs: base first, then each distinct rule source
   std::vector<ModuleDecision> decisions;  // in output order
   QuantizedModel model;
   std::optional<OutputFormat> format;  // nullopt when nothing in the output is quantized

@@ -8,8 +8,8 @@
 #include <memory>
 #include <span>
 
-#include "qs/ckpt/plan.h"
 #include "qs/ckpt/mtp_extract_plan.h"
+#include "qs/ckpt/plan.h"
 #include "qs/ckpt/quantization_detection.h"
 
 namespace qs {
