@@ -16,6 +16,7 @@
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/mtp_extract_plan.h"
+#include "qs/ckpt/output_directory.h"
 #include "qs/ckpt/quantization_config.h"
 #include "qs/ckpt/quantize_plan.h"
 #include "qs/ckpt/tensor_name.h"
@@ -43,6 +44,7 @@ struct ExtractOptions {
   bool dry_run = false;
   bool json = false;
   bool resume = false;
+  bool force = false;
   std::string max_shard_size = "5GB";
 };
 
@@ -100,14 +102,13 @@ int run_extract(const ExtractOptions& options) {
     return kExitOk;
   }
 
-  // The executor checks the directory it writes, but with a requantization the first stage
-  // writes the staging directory inside OUT: OUT itself must be checked here, before any byte.
+  // OUT is claimed once for both stages, before any byte: checked, locked against a second
+  // writer, and with --force cleared of an earlier job's files (the staging directory and the
+  // finished record are ours too). The stage that writes OUT itself runs on this claim.
   const std::filesystem::path output(options.output);
-  if (!options.resume && std::filesystem::exists(output) && !std::filesystem::is_empty(output))
-    throw_bad_input("output.not_empty",
-                    "output directory is not empty; use --resume to continue an interrupted "
-                    "extract or choose another",
-                    options.output);
+  const OutputDirectory claimed =
+      OutputDirectory::claim(output, output_mode_from_flags(options.resume, options.force),
+                             {kStagingDirectory, kFinishedRequantizationRecord});
   // The BF16 draft depends on the source and --with-head only, so a resumed run may requantize
   // a staged draft with another scheme; the requantized one depends on the recipe too.
   const std::string bf16_fingerprint =
@@ -118,17 +119,17 @@ int run_extract(const ExtractOptions& options) {
   for (const auto& parameter : options.parameters) requant_fingerprint += "|" + parameter;
   const auto bf16_directory = recipe ? output / kStagingDirectory : output;
   // The requantization's plan reads the staged draft, whose files a rerun rewrites (new
-  // times, so another fingerprint): a finished requantized draft is recognised by this record
-  // instead, so that --resume on it is a no-op as it is for `quantize`.
+  // times): a finished requantized draft is recognised by this record instead, so that
+  // --resume on it is a no-op as it is for `quantize`.
   const auto finished_record = output / kFinishedRequantizationRecord;
   const std::string finished_fingerprint = plan_fingerprint(planned.plan, requant_fingerprint);
-  if (recipe && options.resume && std::filesystem::exists(finished_record)) {
+  if (recipe && options.resume && output_path_exists(finished_record)) {
     if (read_text_file(finished_record) != finished_fingerprint)
       throw_bad_input("job.fingerprint_mismatch",
                       "the output holds a requantized draft made from other inputs or options; "
-                      "choose another output directory",
+                      "use --force to start over or choose another output directory",
                       finished_record.string());
-    std::filesystem::remove_all(bf16_directory);  // a kill may have left part of it
+    remove_output_entry(bf16_directory);  // a kill may have left part of it
     if (options.json)
       fmt::print(
           "{}\n",
@@ -139,7 +140,7 @@ int run_extract(const ExtractOptions& options) {
     return kExitOk;
   }
   auto extraction = execution_for(bf16_directory, options, bf16_fingerprint + "|stage=bf16");
-  extraction.resume = options.resume && std::filesystem::exists(bf16_directory);
+  if (!recipe) extraction.claimed_output = &claimed;
   QuantizedModel none;
   extraction.extra_files = output_config_files(source, none, std::nullopt);
   auto report = execute_with_progress(planned.plan, extraction, "mtp extract");
@@ -165,13 +166,19 @@ int run_extract(const ExtractOptions& options) {
                                   "another --requant or --recipe uses it",
                                   recipe->source, bf16_directory.string()),
                       options.output);
-    auto requantization = execution_for(output, options, requant_fingerprint + "|stage=requant");
-    requantization.resume = true;  // OUT holds the staging directory, and maybe our shards
+    // The staged draft's files are rewritten by every run: they are identified by the first
+    // stage's fingerprint (which covers the real sources), not by their times, so two
+    // identical runs leave identical job files.
+    auto requantization = execution_for(
+        output, options, fmt::format("{}|stage=requant|draft={}", requant_fingerprint,
+                                     finished_fingerprint));
+    requantization.claimed_output = &claimed;
+    requantization.fingerprint_source_times = false;
     requantization.extra_files = output_config_files(draft, requantized.model, recipe->format);
     report = execute_with_progress(requantized.plan, requantization, "mtp requantize");
     if (report.interrupted) return report_interruption(report);
     write_file_atomically(finished_record, finished_fingerprint);
-    std::filesystem::remove_all(bf16_directory);
+    remove_output_entry(bf16_directory);
     seconds += report.seconds;
     written = report.bytes_written;
   }
@@ -218,6 +225,9 @@ void register_extract(CLI::App& mtp, const std::shared_ptr<ExtractOptions>& opti
   command->add_flag("--dry-run", options->dry_run, "print the plan and write nothing");
   command->add_flag("--json", options->json, "machine-readable summary on stdout");
   command->add_flag("--resume", options->resume, "continue a killed or interrupted run");
+  command->add_flag("--force", options->force,
+                    "start over: remove an earlier job's output first (only the files its job "
+                    "file records; anything else in the directory refuses the run)");
   command->add_option("--max-shard-size", options->max_shard_size, "largest output shard")
       ->capture_default_str();
   command->callback(

@@ -30,6 +30,9 @@ ExecutionReport execute_with_progress(const Plan& plan, ExecutionOptions options
   auto report = execute_plan(plan, options);
   std::signal(SIGINT, SIG_DFL);
   progress.finish();
+  for (const auto& shard : report.redone_shards)
+    fmt::print(stderr, "quantsmith: warning: {}: written again (an earlier run committed it)\n",
+               shard);
   return report;
 }
 

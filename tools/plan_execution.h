@@ -9,7 +9,8 @@
 
 namespace qs::cli {
 
-// Runs `plan` with `options` (its on_progress and stop_requested are set here).
+// Runs `plan` with `options` (its on_progress and stop_requested are set here); warns about
+// each committed shard of an earlier run that no longer matched its digest and was redone.
 ExecutionReport execute_with_progress(const Plan& plan, ExecutionOptions options,
                                       const std::string& label);
 

@@ -157,21 +157,6 @@ void print_plan(const QuantizePlan& planned, const Recipe& recipe) {
              planned.model.nvfp4_modules.size(), planned.model.unquantized_linears.size());
 }
 
-// --force: remove what an earlier run of ours left, never anything else.
-void clear_previous_output(const std::filesystem::path& directory, const Checkpoint& source) {
-  if (!std::filesystem::exists(directory)) return;
-  std::vector<std::string> ours = {std::string(kIndexFileName), std::string(kJobFileName),
-                                   std::string(kHfQuantConfigFileName), "config.json"};
-  for (const auto& path : source.auxiliary_files()) ours.push_back(path.filename().string());
-  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
-    const std::string name = entry.path().filename().string();
-    const bool shard = name.starts_with("model") && name.ends_with(".safetensors");
-    const bool temporary = is_temporary_file_name(name);
-    if (shard || temporary || std::find(ours.begin(), ours.end(), name) != ours.end())
-      std::filesystem::remove(entry.path());
-  }
-}
-
 nlohmann::ordered_json quality_json(const ExecutionReport& report) {
   auto rows = nlohmann::ordered_json::array();
   for (const auto& quality : report.quality) {
@@ -245,7 +230,6 @@ int run_quantize(const QuantizeOptions& options) {
   std::optional<tbb::global_control> thread_limit;
   if (options.threads > 0)
     thread_limit.emplace(tbb::global_control::max_allowed_parallelism, options.threads);
-  if (options.force) clear_previous_output(options.output, source);
 
   ExecutionOptions execution;
   execution.output_directory = options.output;
@@ -254,6 +238,7 @@ int run_quantize(const QuantizeOptions& options) {
                                   : parse_byte_size(options.max_shard_size);
   execution.max_buffer_bytes = parse_byte_size(options.max_buffer);
   execution.resume = options.resume;
+  execution.force = options.force;
   execution.fingerprint = fmt::format(
       "quantsmith {}|recipe={}|format={}|method={}|nan={}", kQuantsmithVersion,
       options.recipe.empty() ? scheme_recipe_text(options.scheme) : read_text_file(options.recipe),
@@ -317,7 +302,8 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_flag("--json", options->json, "machine-readable plan / report on stdout");
   command->add_flag("--resume", options->resume, "continue a killed or interrupted run");
   command->add_flag("--force", options->force,
-                    "replace an earlier run's output in the output directory");
+                    "start over: remove an earlier job's output first (only the files its job "
+                    "file records; anything else in the directory refuses the run)");
   command->add_option("--device", options->device, "auto, cpu or cuda (default auto)");
   command->add_option("--threads", options->threads, "CPU threads (default: all cores)");
   command->add_option("--max-shard-size", options->max_shard_size,

@@ -118,6 +118,9 @@ void add_splice_job_options(CLI::App& command, SpliceJobOptions& options) {
                    "print where every module comes from and write nothing");
   command.add_flag("--json", options.json, "machine-readable plan / summary on stdout");
   command.add_flag("--resume", options.resume, "continue a killed or interrupted run");
+  command.add_flag("--force", options.force,
+                   "start over: remove an earlier job's output first (only the files its job "
+                   "file records; anything else in the directory refuses the run)");
   command.add_option("--max-shard-size", options.max_shard_size, "largest output shard")
       ->capture_default_str();
   command.add_option("--max-buffer", options.max_buffer, "bytes in flight between read and write")
@@ -161,6 +164,7 @@ int run_splice(const std::string& output, const std::string& base_path,
   execution.max_shard_bytes = parse_byte_size(options.max_shard_size);
   execution.max_buffer_bytes = parse_byte_size(options.max_buffer);
   execution.resume = options.resume;
+  execution.force = options.force;
   execution.fingerprint =
       fmt::format("quantsmith {}|{}|format={}", kQuantsmithVersion, label, format_label(planned));
   for (const auto& rule : rules) execution.fingerprint += "|" + rule.text;

@@ -16,11 +16,12 @@ struct SpliceJobOptions {
   bool dry_run = false;
   bool json = false;
   bool resume = false;
+  bool force = false;
   std::string max_shard_size = "5GB";
   std::string max_buffer = "256MiB";
 };
 
-// --format, --dry-run, --json, --resume, --max-shard-size, --max-buffer.
+// --format, --dry-run, --json, --resume, --force, --max-shard-size, --max-buffer.
 void add_splice_job_options(CLI::App& command, SpliceJobOptions& options);
 
 // Returns the exit code. `label` names the job in progress lines and messages.

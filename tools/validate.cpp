@@ -13,6 +13,7 @@
 #include "cli_support.h"
 #include "progress_line.h"
 #include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/output_manifest.h"
 #include "qs/ckpt/validation.h"
 #include "qs/quant/nvfp4_validation.h"
 
@@ -118,6 +119,25 @@ void print_report(const Checkpoint& checkpoint, const ValidationReport& report) 
              problems, warnings);
 }
 
+// --checksum on a checkpoint we wrote: every file against quantsmith-manifest.json (shards by
+// the digests the scan just computed, small files hashed here). Each differing file is a
+// problem; no manifest is not one (checkpoints from elsewhere have none).
+ManifestCheck check_against_manifest(const std::string& path, const Checkpoint& checkpoint,
+                                     ValidationReport& report) {
+  Manifest computed;
+  for (const auto& [name, scan] : report.scans) computed[name] = {scan.bytes, scan.xxh3_128};
+  std::vector<std::string> only;
+  std::error_code error;
+  if (std::filesystem::is_regular_file(path, error))
+    only.push_back(std::filesystem::path(path).filename().string());
+  auto check = qs::check_manifest(checkpoint.directory(), computed, only);
+  if (check.present) report.checks_run.push_back("manifest");
+  for (const auto& mismatch : check.mismatches)
+    report.add(Severity::Problem, "manifest", mismatch.kind, mismatch.message,
+               (checkpoint.directory() / mismatch.file).string());
+  return check;
+}
+
 }  // namespace
 
 SubcommandRunner register_validate(CLI::App& app) {
@@ -129,7 +149,8 @@ SubcommandRunner register_validate(CLI::App& app) {
   command->add_option("path", options->path, "checkpoint directory or .safetensors file")
       ->required();
   command->add_flag("--checksum", options->checksum,
-                    "read all data: per-file xxh3-128 hash and NaN/Inf counts per tensor");
+                    "read all data: per-file xxh3-128 hash and NaN/Inf counts per tensor, and "
+                    "every file against quantsmith-manifest.json when the checkpoint has one");
   command->add_flag("--json", options->json, "machine-readable report on stdout");
   command->add_option("--ref", options->reference,
                       "BF16 checkpoint the quantized one came from: dequantized NVFP4 and "
@@ -147,6 +168,8 @@ SubcommandRunner register_validate(CLI::App& app) {
     auto report = validate_checkpoint(checkpoint, validation,
                                       [&](std::uint64_t bytes) { progress.update(bytes); });
     progress.finish();
+    std::optional<ManifestCheck> manifest;
+    if (options->checksum) manifest = check_against_manifest(options->path, checkpoint, report);
     std::optional<Checkpoint> reference;
     if (!options->reference.empty()) reference = Checkpoint::open(options->reference);
     const auto comparisons = validate_nvfp4(
@@ -155,6 +178,9 @@ SubcommandRunner register_validate(CLI::App& app) {
     if (options->json) {
       auto json = report_json(checkpoint, report);
       if (reference) json["reference_comparisons"] = comparisons_json(comparisons);
+      if (manifest)
+        json["manifest"] = {{"present", manifest->present},
+                            {"files_verified", manifest->files_verified}};
       if (options->checksum)
         json["read"] = {{"bytes", checkpoint.file_bytes()},
                         {"seconds", seconds},
@@ -163,6 +189,12 @@ SubcommandRunner register_validate(CLI::App& app) {
     } else {
       print_report(checkpoint, report);
       print_comparisons(comparisons);
+      if (manifest && manifest->present)
+        fmt::print("manifest: {} file(s) checked against {}\n", manifest->files_verified,
+                   kManifestFileName);
+      else if (manifest)
+        fmt::print("manifest: none ({} is written by quantsmith jobs), digests not verified\n",
+                   kManifestFileName);
       if (options->checksum)
         fmt::print("read {:.2f} GB in {:.2f} s ({:.2f} GB/s)\n", checkpoint.file_bytes() / 1e9,
                    seconds, checkpoint.file_bytes() / 1e9 / seconds);

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/output_directory.h"
 
 namespace qs {
 namespace fs = std::filesystem;
@@ -154,9 +155,13 @@ std::vector<fs::path> Checkpoint::auxiliary_files() const {
 }
 
 void check_output_directory(const fs::path& output, const std::vector<fs::path>& inputs) {
-  fs::path out = fs::weakly_canonical(fs::absolute(output));
+  // A loop of links or an unreadable parent is reported as the output's error, naming it.
+  std::error_code error;
+  fs::path out = fs::weakly_canonical(fs::absolute(output), error);
+  if (error) throw_output_error(error, "resolve", output);
   for (const auto& input : inputs) {
-    fs::path in = fs::weakly_canonical(fs::absolute(input));
+    fs::path in = fs::weakly_canonical(fs::absolute(input), error);
+    if (error) throw_output_error(error, "resolve", input);
     if (fs::is_regular_file(in)) in = in.parent_path();
     auto [in_end, out_it] = std::mismatch(in.begin(), in.end(), out.begin(), out.end());
     if (in_end == in.end())

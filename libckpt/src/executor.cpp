@@ -16,6 +16,8 @@
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/job_state.h"
+#include "qs/ckpt/output_manifest.h"
+#include "qs/ckpt/shard_scan.h"
 
 namespace qs {
 namespace {
@@ -23,6 +25,9 @@ namespace {
 // Copies move through the pipeline in pieces of this size, so a 2 GB embedding does not need
 // 2 GB of buffer.
 constexpr std::uint64_t kCopyChunkBytes = 64ull << 20;
+
+// Every shard's header metadata (what transformers writes).
+const StringMap kShardMetadata = {{"format", "pt"}};
 
 // Bytes admitted into the pipeline and not yet written. acquire() blocks while admitting
 // would exceed the limit, except when nothing is in flight: an item larger than the whole
@@ -134,14 +139,19 @@ class ShardRouter {
     if (shard_done(shard)) return false;
     if (!writer_ || open_shard_ != shard) {
       writer_ = std::make_unique<SafetensorsWriter>(
-          directory_ / shard_file_name(shard, plan_.size()), plan_[shard]);
+          directory_ / shard_file_name(shard, plan_.size()), plan_[shard], kShardMetadata);
       open_shard_ = shard;
+      // The digest covers the whole file: the header the writer wrote, then every byte.
+      digest_ = std::make_unique<Xxh3Digest>();
+      const std::string header = build_safetensors_header(plan_[shard], kShardMetadata);
+      digest_->update(std::as_bytes(std::span(header.data(), header.size())));
     }
     writer_->write(bytes);
+    digest_->update(bytes);
     if (writer_->remaining_bytes() != 0) return false;
     writer_->commit();
     writer_.reset();
-    job_.mark_shard_done(shard);
+    job_.mark_shard_done(shard, digest_->hex());
     ++shards_written_;
     return true;
   }
@@ -153,6 +163,7 @@ class ShardRouter {
   JobState& job_;
   std::vector<std::size_t> shard_of_tensor_;
   std::unique_ptr<SafetensorsWriter> writer_;
+  std::unique_ptr<Xxh3Digest> digest_;
   std::size_t open_shard_ = 0;
   std::size_t shards_written_ = 0;
 };
@@ -178,15 +189,43 @@ class FirstFailure {
   std::exception_ptr error_;
 };
 
-void remove_stale_temporaries(const std::filesystem::path& directory) {
-  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
-    if (is_temporary_file_name(entry.path().filename().string()))
-      std::filesystem::remove(entry.path());
+// Temporaries a killed writer left of our files (other names are not ours to remove).
+void remove_stale_temporaries(const std::filesystem::path& directory,
+                              const std::vector<std::string>& files) {
+  for (const auto& name : output_entry_names(directory)) {
+    if (!is_temporary_file_name(name)) continue;
+    const auto target = name.substr(1, name.find(".tmp-") - 1);
+    if (std::find(files.begin(), files.end(), target) != files.end() || target == kJobFileName)
+      remove_output_entry(directory / name);
   }
 }
 
-bool directory_has_entries(const std::filesystem::path& directory) {
-  return std::filesystem::exists(directory) && !std::filesystem::is_empty(directory);
+// Every file the job writes besides its job file: shards, configs, manifest, index.
+std::vector<std::string> output_file_names(
+    std::size_t shard_count, const std::vector<std::pair<std::string, std::string>>& extra) {
+  std::vector<std::string> files;
+  for (std::size_t shard = 0; shard < shard_count; ++shard)
+    files.push_back(shard_file_name(shard, shard_count));
+  for (const auto& [name, content] : extra) files.push_back(name);
+  files.emplace_back(kManifestFileName);
+  if (shard_count > 1) files.emplace_back(kIndexFileName);
+  return files;
+}
+
+// The digests of everything the finished job wrote: shards from the job file, small files
+// from their content.
+Manifest output_manifest(const JobState& job,
+                         const std::vector<std::vector<TensorSpec>>& shard_plan,
+                         const std::vector<std::pair<std::string, std::string>>& small_files) {
+  Manifest manifest;
+  for (std::size_t shard = 0; shard < shard_plan.size(); ++shard) {
+    std::uint64_t bytes = build_safetensors_header(shard_plan[shard], kShardMetadata).size();
+    for (const auto& tensor : shard_plan[shard]) bytes += tensor.byte_size();
+    manifest[shard_file_name(shard, shard_plan.size())] = {bytes, job.shard_digest(shard)};
+  }
+  for (const auto& [name, content] : small_files)
+    manifest[name] = {content.size(), xxh3_128_hex(content)};
+  return manifest;
 }
 
 void read_sources(const PlanItem& item, Packet& packet) {
@@ -213,30 +252,27 @@ void run_transform(const PlanItem& item, Packet& packet) {
 ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const auto& directory = options.output_directory;
-  if (directory_has_entries(directory) && !options.resume &&
-      !std::filesystem::exists(directory / kJobFileName))
-    throw_bad_input("output.not_empty",
-                    "output directory is not empty; use --force to replace it or choose another",
-                    directory.string());
-  if (directory_has_entries(directory) && !options.resume)
-    throw_bad_input("output.not_empty",
-                    "output directory holds an unfinished or finished job; use --resume to "
-                    "continue it or --force to start over",
-                    directory.string());
-  std::filesystem::create_directories(directory);
+  // Checked, locked and (with force) cleared before anything is written; held to the end.
+  std::optional<OutputDirectory> claimed;
+  if (!options.claimed_output)
+    claimed.emplace(OutputDirectory::claim(
+        directory, output_mode_from_flags(options.resume, options.force)));
 
   auto specs = plan.output_specs();
   auto shard_plan = split_into_shards(specs, options.max_shard_bytes);
   if (shard_plan.empty()) shard_plan.emplace_back();
   const std::string fingerprint = plan_fingerprint(
-      plan, fmt::format("{}|shard={}", options.fingerprint, options.max_shard_bytes));
+      plan, fmt::format("{}|shard={}", options.fingerprint, options.max_shard_bytes),
+      options.fingerprint_source_times);
 
-  JobState job = JobState::open_or_create(directory, fingerprint, shard_plan);
-  remove_stale_temporaries(directory);
+  const auto files = output_file_names(shard_plan.size(), options.extra_files);
+  JobState job = JobState::open_or_create(directory, fingerprint, shard_plan, files);
+  remove_stale_temporaries(directory, files);
 
   ExecutionReport report;
   report.total_shards = shard_plan.size();
   report.shards_resumed = job.done_shard_count();
+  report.redone_shards = job.discarded_shards();
 
   ShardRouter router(directory, shard_plan, job);
   // The first output tensor index of every item, and whether any of its outputs still needs
@@ -375,29 +411,36 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     if (job.done_shard_count() != shard_plan.size())
       throw Error(ErrorClass::Internal, "executor.incomplete",
                   "the plan ended before every shard was written", directory.string());
-    for (const auto& [name, content] : options.extra_files)
+    auto small_files = options.extra_files;
+    const std::string index = shard_plan.size() > 1 ? checkpoint_index_text(shard_plan) : "";
+    for (const auto& [name, content] : small_files)
       write_file_atomically(directory / name, content);
-    if (shard_plan.size() > 1) write_checkpoint_index(directory, shard_plan);
+    if (!index.empty()) small_files.emplace_back(kIndexFileName, index);
+    // The manifest before the index: a directory with an index is a complete checkpoint.
+    write_manifest(directory, output_manifest(job, shard_plan, small_files));
+    if (!index.empty()) write_file_atomically(directory / kIndexFileName, index);
     job.mark_finished();
   }
   report.bytes_written = 0;
-  for (std::size_t shard = 0; shard < shard_plan.size(); ++shard)
-    if (std::filesystem::exists(directory / shard_file_name(shard, shard_plan.size())))
-      report.bytes_written +=
-          std::filesystem::file_size(directory / shard_file_name(shard, shard_plan.size()));
+  for (std::size_t shard = 0; shard < shard_plan.size(); ++shard) {
+    const auto file = directory / shard_file_name(shard, shard_plan.size());
+    if (output_path_exists(file)) report.bytes_written += output_file_size(file);
+  }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }
 
-std::string plan_fingerprint(const Plan& plan, std::string_view extra) {
+std::string plan_fingerprint(const Plan& plan, std::string_view extra, bool source_times) {
   std::string text;
   for (const auto& item : plan.items) {
     for (const auto& source : item.sources) {
       const auto& path = source.shard->path();
       std::error_code ignored;
-      const auto modified = std::filesystem::last_write_time(path, ignored);
+      const auto modified =
+          source_times ? std::filesystem::last_write_time(path, ignored).time_since_epoch().count()
+                       : 0;
       text += fmt::format("S{}|{}|{}|{}|{}|{}|{}|{};", source.input, path.filename().string(),
-                          source.shard->file_size(), modified.time_since_epoch().count(),
+                          source.shard->file_size(), modified,
                           source.info->name, dtype_name(source.info->dtype), source.info->begin,
                           source.info->end);
     }

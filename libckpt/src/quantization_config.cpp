@@ -9,6 +9,7 @@
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/output_manifest.h"
 #include "qs/ckpt/name_pattern.h"
 #include "qs/ckpt/tensor_name.h"
 
@@ -304,8 +305,11 @@ std::vector<std::pair<std::string, std::string>> output_config_files(
   std::vector<std::pair<std::string, std::string>> files;
   for (const auto& path : source.auxiliary_files()) {
     const std::string name = path.filename().string();
-    // A source that is itself our output has a job file: the new job writes its own.
-    if (name == "config.json" || name == kHfQuantConfigFileName || name == kJobFileName) continue;
+    // A source that is itself our output has a job file and a manifest: the new job writes
+    // its own.
+    if (name == "config.json" || name == kHfQuantConfigFileName || name == kJobFileName ||
+        name == kManifestFileName)
+      continue;
     files.emplace_back(name, read_text_file(path));
   }
   if (!format || quantized_linear_count(model) == 0) {

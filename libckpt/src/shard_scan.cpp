@@ -116,3 +116,54 @@ ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options,
 }
 
 }  // namespace qs
+
+namespace qs {
+namespace {
+
+std::string hex_of(const XXH128_hash_t& digest) {
+  return fmt::format("{:016x}{:016x}", digest.high64, digest.low64);
+}
+
+// Files are hashed in pieces of this size: large enough for full-speed reads, small enough
+// to stay in cache.
+constexpr std::size_t kHashPieceBytes = 1u << 20;
+
+}  // namespace
+
+std::string xxh3_128_hex(std::span<const std::byte> bytes) {
+  return hex_of(XXH3_128bits(bytes.data(), bytes.size()));
+}
+
+std::string xxh3_128_hex(std::string_view text) {
+  return hex_of(XXH3_128bits(text.data(), text.size()));
+}
+
+Xxh3Digest::Xxh3Digest() : state_(XXH3_createState()) {
+  XXH3_128bits_reset(static_cast<XXH3_state_t*>(state_));
+}
+
+Xxh3Digest::~Xxh3Digest() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
+
+void Xxh3Digest::update(std::span<const std::byte> bytes) {
+  XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), bytes.data(), bytes.size());
+}
+
+std::string Xxh3Digest::hex() const {
+  return hex_of(XXH3_128bits_digest(static_cast<const XXH3_state_t*>(state_)));
+}
+
+std::string hash_file_xxh3_128(const std::filesystem::path& path, std::uint64_t* file_size) {
+  ReadOnlyFile file(path);
+  Xxh3Digest digest;
+  std::vector<std::byte> piece(std::min<std::uint64_t>(kHashPieceBytes, file.size()));
+  for (std::uint64_t offset = 0; offset < file.size(); offset += piece.size()) {
+    const auto length = std::min<std::uint64_t>(piece.size(), file.size() - offset);
+    const std::span<std::byte> part(piece.data(), length);
+    file.read_at(offset, part);
+    digest.update(part);
+  }
+  if (file_size) *file_size = file.size();
+  return digest.hex();
+}
+
+}  // namespace qs

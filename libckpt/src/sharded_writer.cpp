@@ -23,8 +23,7 @@ std::vector<std::vector<TensorSpec>> split_into_shards(const std::vector<TensorS
   return shards;
 }
 
-void write_checkpoint_index(const std::filesystem::path& directory,
-                            const std::vector<std::vector<TensorSpec>>& shard_plan) {
+std::string checkpoint_index_text(const std::vector<std::vector<TensorSpec>>& shard_plan) {
   nlohmann::json index;
   std::uint64_t total_size = 0;
   nlohmann::json weight_map = nlohmann::json::object();
@@ -35,7 +34,12 @@ void write_checkpoint_index(const std::filesystem::path& directory,
     }
   index["metadata"]["total_size"] = total_size;
   index["weight_map"] = std::move(weight_map);
-  write_file_atomically(directory / kIndexFileName, index.dump(2) + "\n");
+  return index.dump(2) + "\n";
+}
+
+void write_checkpoint_index(const std::filesystem::path& directory,
+                            const std::vector<std::vector<TensorSpec>>& shard_plan) {
+  write_file_atomically(directory / kIndexFileName, checkpoint_index_text(shard_plan));
 }
 
 std::string shard_file_name(std::size_t shard_index, std::size_t shard_count) {

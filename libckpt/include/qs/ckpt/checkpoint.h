@@ -72,7 +72,9 @@ std::vector<std::vector<TensorSpec>> split_into_shards(const std::vector<TensorS
 // "model-00002-of-00005.safetensors", or "model.safetensors" when there is one shard.
 std::string shard_file_name(std::size_t shard_index, std::size_t shard_count);
 
-// model.safetensors.index.json for the given shard assignment (total_size and weight_map).
+// model.safetensors.index.json for the given shard assignment (total_size and weight_map):
+// its text, and the file written atomically.
+std::string checkpoint_index_text(const std::vector<std::vector<TensorSpec>>& shard_plan);
 void write_checkpoint_index(const std::filesystem::path& directory,
                             const std::vector<std::vector<TensorSpec>>& shard_plan);
 

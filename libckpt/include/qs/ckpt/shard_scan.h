@@ -5,6 +5,9 @@
 // released, so memory stays bounded whatever the file size.
 
 #include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string_view>
 #include <functional>
 #include <string>
 #include <vector>
@@ -35,5 +38,32 @@ struct ScanOptions {
 // `on_progress` receives the bytes of this shard done so far.
 ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options = {},
                      const std::function<void(std::uint64_t)>& on_progress = {});
+
+}  // namespace qs
+
+namespace qs {
+
+// The xxh3-128 digest of `bytes`, as `xxh128sum` prints it (32 hex digits).
+std::string xxh3_128_hex(std::span<const std::byte> bytes);
+std::string xxh3_128_hex(std::string_view text);
+
+// Streams an incrementally hashed file: what a writer feeds it, in order, then hex().
+class Xxh3Digest {
+ public:
+  Xxh3Digest();
+  ~Xxh3Digest();
+  Xxh3Digest(const Xxh3Digest&) = delete;
+  Xxh3Digest& operator=(const Xxh3Digest&) = delete;
+  void update(std::span<const std::byte> bytes);
+  std::string hex() const;
+
+ private:
+  void* state_;  // XXH3_state_t, kept out of this header
+};
+
+// The xxh3-128 digest of a whole file, read with pread in pieces (no mapping: a file that
+// shrinks while it is read is an error naming it, not a signal). `file_size` is set to the
+// bytes hashed.
+std::string hash_file_xxh3_128(const std::filesystem::path& path, std::uint64_t* file_size = nullptr);
 
 }  // namespace qs
