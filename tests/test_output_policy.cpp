@@ -38,7 +38,7 @@ std::string quantize_command(const std::filesystem::path& out, const std::string
 std::vector<std::string> writer_commands(const std::filesystem::path& out) {
   return {quantize_command(out),
           "splice " + quoted(out) + " --base " + quoted(kModel) + " --take " +
-              quoted(kModel.string() + ":mtp"),
+              quoted(std::filesystem::path(kModel.string() + ":mtp")),
           "mtp extract " + quoted(kModel) + " " + quoted(out),
           "mtp extract " + quoted(kModel) + " " + quoted(out) + " --requant int4-g32",
           "mtp inject " + quoted(kModel) + " " + quoted(kModel) + " " + quoted(out)};
