@@ -7,8 +7,10 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -153,6 +155,23 @@ TEST(OutputPolicy, UnwritableOutputIsAnIoErrorNamingThePath) {
   EXPECT_EQ(result.exit_code, 1) << result.output;
   EXPECT_TRUE(mentions(result, "Permission denied")) << result.output;
   EXPECT_TRUE(mentions(result, (parent / "out").string())) << result.output;
+  EXPECT_FALSE(mentions(result, "internal error")) << result.output;
+}
+
+// Root passes permission bits, but sysfs refuses new directories to everyone: the same
+// failure class (the system refused) as a read-only filesystem or a directory without write
+// permission.
+TEST(OutputPolicy, OutputTheSystemRefusesIsAnIoErrorNamingThePath) {
+  const std::filesystem::path out = "/sys/quantsmith-output-policy-test";
+  if (::mkdir(out.c_str(), 0755) == 0) {
+    ::rmdir(out.c_str());
+    GTEST_SKIP() << "this machine lets us create directories in /sys";
+  }
+  if (errno != EPERM && errno != EACCES && errno != EROFS)
+    GTEST_SKIP() << "/sys refuses directories with another error here: " << std::strerror(errno);
+  const auto result = run_cli(quantize_command(out));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_TRUE(mentions(result, out.string() + ": cannot create")) << result.output;
   EXPECT_FALSE(mentions(result, "internal error")) << result.output;
 }
 

@@ -4,6 +4,8 @@
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/output_directory.h"
 
 namespace qs {
 
@@ -61,7 +63,9 @@ ShardedCheckpointWriter::ShardedCheckpointWriter(std::filesystem::path output_di
     : output_directory_(std::move(output_directory)),
       plan_(std::move(shard_plan)),
       shard_metadata_(std::move(shard_metadata)) {
-  std::filesystem::create_directories(output_directory_);
+  std::error_code error;
+  std::filesystem::create_directories(output_directory_, error);
+  if (error) throw_output_error(error, "create", output_directory_);
   if (plan_.empty()) plan_.emplace_back();  // an empty model still gets its one file
   open_next_shard();
 }
