@@ -148,8 +148,8 @@ TEST(OutputPolicy, UnwritableOutputIsAnIoErrorNamingThePath) {
   ScratchDirectory scratch("policy-permission");
   const auto parent = scratch.path() / "locked";
   std::filesystem::create_directories(parent);
-  std::filesystem::permissions(parent, std::filesystem::perms::owner_read |
-                                           std::filesystem::perms::owner_exec);
+  std::filesystem::permissions(
+      parent, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
   const auto result = run_cli(quantize_command(parent / "out"));
   std::filesystem::permissions(parent, std::filesystem::perms::owner_all);
   EXPECT_EQ(result.exit_code, 1) << result.output;
@@ -229,7 +229,8 @@ TEST(OutputPolicy, ValidateChecksumCatchesCorruptionOfOurOutputs) {
   ASSERT_EQ(weight.info->dtype, DType::U8);
   {
     std::fstream file(weight.shard->path(), std::ios::in | std::ios::out | std::ios::binary);
-    file.seekp(static_cast<std::streamoff>(weight.shard->header().data_start() + weight.info->begin));
+    file.seekp(
+        static_cast<std::streamoff>(weight.shard->header().data_start() + weight.info->begin));
     const char code = 0x77;
     file.write(&code, 1);
   }
@@ -298,7 +299,8 @@ TEST(OutputPolicy, IdenticalRunsLeaveIdenticalJobFiles) {
   for (const char* requant : {"", " --requant int4-g32"}) {
     const auto first = scratch.path() / (std::string("first") + requant);
     const auto second = scratch.path() / (std::string("second") + requant);
-    ASSERT_EQ(run_cli("mtp extract " + quoted(kModel) + " " + quoted(first) + requant).exit_code, 0);
+    ASSERT_EQ(run_cli("mtp extract " + quoted(kModel) + " " + quoted(first) + requant).exit_code,
+              0);
     ASSERT_EQ(run_cli("mtp extract " + quoted(kModel) + " " + quoted(second) + requant).exit_code,
               0);
     EXPECT_EQ(read_text_file(first / kJobFileName), read_text_file(second / kJobFileName))

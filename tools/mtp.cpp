@@ -170,8 +170,8 @@ int run_extract(const ExtractOptions& options) {
     // stage's fingerprint (which covers the real sources), not by their times, so two
     // identical runs leave identical job files.
     auto requantization = execution_for(
-        output, options, fmt::format("{}|stage=requant|draft={}", requant_fingerprint,
-                                     finished_fingerprint));
+        output, options,
+        fmt::format("{}|stage=requant|draft={}", requant_fingerprint, finished_fingerprint));
     requantization.claimed_output = &claimed;
     requantization.fingerprint_source_times = false;
     requantization.extra_files = output_config_files(draft, requantized.model, recipe->format);

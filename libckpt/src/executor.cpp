@@ -255,8 +255,8 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
   // Checked, locked and (with force) cleared before anything is written; held to the end.
   std::optional<OutputDirectory> claimed;
   if (!options.claimed_output)
-    claimed.emplace(OutputDirectory::claim(
-        directory, output_mode_from_flags(options.resume, options.force)));
+    claimed.emplace(
+        OutputDirectory::claim(directory, output_mode_from_flags(options.resume, options.force)));
 
   auto specs = plan.output_specs();
   auto shard_plan = split_into_shards(specs, options.max_shard_bytes);
@@ -440,9 +440,8 @@ std::string plan_fingerprint(const Plan& plan, std::string_view extra, bool sour
           source_times ? std::filesystem::last_write_time(path, ignored).time_since_epoch().count()
                        : 0;
       text += fmt::format("S{}|{}|{}|{}|{}|{}|{}|{};", source.input, path.filename().string(),
-                          source.shard->file_size(), modified,
-                          source.info->name, dtype_name(source.info->dtype), source.info->begin,
-                          source.info->end);
+                          source.shard->file_size(), modified, source.info->name,
+                          dtype_name(source.info->dtype), source.info->begin, source.info->end);
     }
     text += fmt::format("T{};", item.transform->describe());
     for (const auto& output : item.outputs)

@@ -58,8 +58,7 @@ bool check_output_path(const fs::path& path) {
   const auto target = fs::status(path, error);
   if (error == std::errc::too_many_symbolic_link_levels)
     throw_bad_input("output.symlink_loop",
-                    "the output path is a loop of symbolic links; give a directory",
-                    path.string());
+                    "the output path is a loop of symbolic links; give a directory", path.string());
   if (error && error != std::errc::no_such_file_or_directory)
     throw_output_error(error, "inspect", path);
   if (!fs::exists(target)) {
@@ -169,8 +168,7 @@ OutputDirectory OutputDirectory::claim(const fs::path& path, OutputMode mode,
 }
 
 OutputDirectory::OutputDirectory(OutputDirectory&& other) noexcept
-    : path_(std::move(other.path_)),
-      lock_descriptor_(std::exchange(other.lock_descriptor_, -1)) {}
+    : path_(std::move(other.path_)), lock_descriptor_(std::exchange(other.lock_descriptor_, -1)) {}
 
 OutputDirectory::~OutputDirectory() {
   if (lock_descriptor_ >= 0) ::close(lock_descriptor_);  // closing releases the flock

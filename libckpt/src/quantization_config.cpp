@@ -9,8 +9,8 @@
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/file_io.h"
-#include "qs/ckpt/output_manifest.h"
 #include "qs/ckpt/name_pattern.h"
+#include "qs/ckpt/output_manifest.h"
 #include "qs/ckpt/tensor_name.h"
 
 namespace qs {

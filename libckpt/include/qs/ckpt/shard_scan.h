@@ -6,10 +6,10 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <span>
-#include <string_view>
 #include <functional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "qs/ckpt/safetensors.h"
@@ -64,6 +64,7 @@ class Xxh3Digest {
 // The xxh3-128 digest of a whole file, read with pread in pieces (no mapping: a file that
 // shrinks while it is read is an error naming it, not a signal). `file_size` is set to the
 // bytes hashed.
-std::string hash_file_xxh3_128(const std::filesystem::path& path, std::uint64_t* file_size = nullptr);
+std::string hash_file_xxh3_128(const std::filesystem::path& path,
+                               std::uint64_t* file_size = nullptr);
 
 }  // namespace qs
