@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/output_directory.h"
 #include "qs/ckpt/output_manifest.h"
 #include "test_support.h"
 
@@ -59,6 +61,59 @@ void flip_byte(const std::filesystem::path& file, std::streamoff from_end) {
 
 bool mentions(const testing::CliResult& result, const std::string& text) {
   return result.output.find(text) != std::string::npos;
+}
+
+std::vector<std::string> names_in(const std::filesystem::path& directory) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(directory))
+    names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(OutputPolicy, ForceDecidesFromTheJobFileBeforeDeletingAnything) {
+  ScratchDirectory scratch("policy-claim");
+  const auto out = scratch.path() / "out";
+  std::filesystem::create_directories(out);
+  write_file_atomically(out / kJobFileName,
+                        R"({"version": 2, "files": ["model.safetensors", "config.json"]})");
+  write_file_atomically(out / "model.safetensors", "ours");
+  write_file_atomically(out / ".model.safetensors.tmp-7-0", "a killed writer's");
+  write_file_atomically(out / "weights.bin", "not ours");
+  const auto before = names_in(out);
+  EXPECT_EQ(testing::error_kind_of([&] { OutputDirectory::claim(out, OutputMode::Force); }),
+            "output.not_empty");
+  EXPECT_EQ(names_in(out), before);
+  // The caller's own entries (mtp extract's staging directory) count as ours.
+  std::filesystem::create_directories(out / "weights.bin.d");
+  std::filesystem::remove(out / "weights.bin");
+  EXPECT_EQ(testing::error_kind_of(
+                [&] { OutputDirectory::claim(out, OutputMode::Force, {"weights.bin.d"}); }),
+            "no error");
+  EXPECT_TRUE(std::filesystem::is_empty(out));
+
+  // A job file that is damaged, or names something outside OUT, decides nothing.
+  for (const char* job : {"{not json", R"({"version": 2, "files": ["../elsewhere"]})"}) {
+    write_file_atomically(out / kJobFileName, job);
+    write_file_atomically(out / "model.safetensors", "ours?");
+    EXPECT_EQ(testing::error_kind_of([&] { OutputDirectory::claim(out, OutputMode::Force); }),
+              "job.invalid")
+        << job;
+    EXPECT_EQ(names_in(out),
+              (std::vector<std::string>{"model.safetensors", std::string(kJobFileName)}));
+  }
+
+  // Resume needs our job file; a fresh run an empty directory.
+  std::filesystem::remove(out / kJobFileName);
+  EXPECT_EQ(testing::error_kind_of([&] { OutputDirectory::claim(out, OutputMode::Resume); }),
+            "output.not_empty");
+  EXPECT_EQ(testing::error_kind_of([&] { OutputDirectory::claim(out, OutputMode::Fresh); }),
+            "output.not_empty");
+  // One claim at a time, in this process too.
+  const auto empty = scratch.path() / "empty";
+  const auto held = OutputDirectory::claim(empty, OutputMode::Fresh);
+  EXPECT_EQ(testing::error_kind_of([&] { OutputDirectory::claim(empty, OutputMode::Fresh); }),
+            "output.locked");
 }
 
 TEST(OutputPolicy, ForceNeverDeletesAnotherModel) {
