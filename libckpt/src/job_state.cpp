@@ -1,6 +1,7 @@
 #include "qs/ckpt/job_state.h"
 
 #include <fmt/format.h>
+#include <tbb/parallel_for.h>
 
 #include <nlohmann/json.hpp>
 
@@ -76,17 +77,26 @@ JobState JobState::open_or_create(const std::filesystem::path& directory,
                       "the job in this directory was started with other inputs, recipe or "
                       "options; use --force to start over",
                       job.path_.string());
+    std::vector<std::pair<std::size_t, std::string>> recorded;  // shard, digest
     for (const auto& shard : state.at("committed_shards")) {
       const auto index = shard.at("index").get<std::size_t>();
       if (index >= shard_plan.size())
         throw_bad_input("job.invalid", "job file lists a shard out of range", job.path_.string());
-      const auto digest = shard.at("xxh3_128").get<std::string>();
-      const auto problem =
+      recorded.emplace_back(index, shard.at("xxh3_128").get<std::string>());
+    }
+    // Every committed shard is read whole once: in parallel, as they are independent files.
+    std::vector<std::string> problems(recorded.size());
+    tbb::parallel_for(std::size_t{0}, recorded.size(), [&](std::size_t i) {
+      const auto [index, digest] = recorded[i];
+      problems[i] =
           shard_problem(directory / job.shard_files_[index], job.shard_bytes_[index], digest);
-      if (problem.empty())
+    });
+    for (std::size_t i = 0; i < recorded.size(); ++i) {
+      const auto& [index, digest] = recorded[i];
+      if (problems[i].empty())
         job.digests_[index] = digest;
       else
-        job.discarded_.push_back(fmt::format("{}: {}", job.shard_files_[index], problem));
+        job.discarded_.push_back(fmt::format("{}: {}", job.shard_files_[index], problems[i]));
     }
     job.finished_ = state.value("finished", false) && job.discarded_.empty();
   } catch (const nlohmann::json::exception& error) {
