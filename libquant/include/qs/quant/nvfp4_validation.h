@@ -40,6 +40,8 @@
 //                                 gate_up_proj, a layer's FusedMoE) resolved to different
 //                                 groups or only partly ignored; the disagreement it causes
 //                                 is not reported again as multiply_covered
+//     config.undeclared_quantization  NVFP4 or pack-quantized tensors, but no quantization
+//                                 config (or one of another quant_method) declares them
 //     config.unreadable           a config that cannot be read (int.config_mismatch instead
 //                                 when there are pack-quantized modules)
 //   Ownership: how a pack-quantized module's compressed-tensors group fits its tensors
