@@ -13,6 +13,7 @@
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/quantization_config.h"
+#include "qs/ckpt/validation.h"
 #include "qs/quant/nvfp4_layout_conversion.h"
 
 namespace qs::cli {
@@ -133,7 +134,10 @@ int run_splice(const std::string& output, const std::string& base_path,
   auto open = [&](const std::string& path) -> const Checkpoint* {
     const auto key = std::filesystem::weakly_canonical(path);
     auto& slot = opened[key];
-    if (!slot) slot = std::make_unique<Checkpoint>(Checkpoint::open(path));
+    if (!slot) {
+      slot = std::make_unique<Checkpoint>(Checkpoint::open(path));
+      require_layout_matches_config(*slot);
+    }
     return slot.get();
   };
   SpliceRequest request;

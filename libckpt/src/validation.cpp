@@ -207,6 +207,26 @@ void ValidationReport::add(Severity severity, std::string check, std::string kin
                       std::move(tensor), std::move(message)});
 }
 
+void require_layout_matches_config(const Checkpoint& checkpoint) {
+  ValidationReport report;
+  check_config_present(checkpoint, report);
+  if (!report.has_problems()) check_layout_against_config(checkpoint, report);
+  std::size_t problems = 0;
+  const Finding* first = nullptr;
+  for (const auto& finding : report.findings) {
+    if (finding.severity != Severity::Problem) continue;
+    ++problems;
+    if (!first) first = &finding;
+  }
+  if (!first) return;
+  throw Error(ErrorClass::BadInput, "layout.config_mismatch",
+              fmt::format("{} ({}){}; `quantsmith validate` lists every problem", first->message,
+                          first->kind,
+                          problems > 1 ? fmt::format(", and {} more problem(s)", problems - 1)
+                                       : std::string()),
+              first->file.empty() ? checkpoint.directory().string() : first->file, first->tensor);
+}
+
 ValidationReport validate_checkpoint(const Checkpoint& checkpoint, const ValidationOptions& options,
                                      const std::function<void(std::uint64_t)>& on_bytes_scanned) {
   ValidationReport report;

@@ -16,8 +16,8 @@
 //     int.missing_tensor          weight_packed, weight_scale or weight_shape missing
 //     int.dtype_mismatch          packed / zero points not I32, weight_shape not I64, scales
 //                                 not BF16/F16/F32
-//     int.shape_mismatch          weight_shape [N, K] against weight_packed [N, ⌈K·b/32⌉],
-//                                 scales [N, G] with G dividing K, zero points [⌈N·b/32⌉, G]
+//     int.shape_mismatch          weight_shape [N, K] against weight_packed [N, ⌈K/⌊32/b⌋⌉],
+//                                 scales [N, G] with G dividing K, zero points [⌈N/⌊32/b⌋⌉, G]
 //     int.config_mismatch         quantization_config not compressed-tensors or unreadable;
 //                                 the module not covered by a pack-quantized int group; zero
 //                                 points present for a symmetric group or absent for an
