@@ -179,3 +179,50 @@ TEST_F(ValidateGate, EmptyGlobalScale) {
 
 }  // namespace
 }  // namespace qs
+
+namespace qs {
+namespace {
+
+// A source whose config.json contradicts its tensors is refused by every job that reads it,
+// with validate's layout check, before anything is planned or written (exit 2).
+TEST(JobSources, RefusedWhenTheirConfigContradictsTheTensors) {
+  ScratchDirectory scratch("job-sources");
+  struct Case {
+    std::string label;
+    std::function<void(nlohmann::json&)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"hidden-size", [](nlohmann::json& config) { config["hidden_size"] = 512; }},
+      // The shards hold layers 0-3 and the MTP layer 4.
+      {"layers", [](nlohmann::json& config) { config["num_hidden_layers"] = 3; }},
+  };
+  for (const auto& c : cases) {
+    const auto model = scratch.path() / c.label;
+    std::filesystem::create_directories(model);
+    testing::copy_bundled_model(model);
+    auto config = nlohmann::json::parse(read_text_file(model / "config.json"));
+    c.edit(config);
+    write_file_atomically(model / "config.json", config.dump(2));
+    const auto out = scratch.path() / (c.label + "-out");
+    const auto tokens = quoted(kModel / "tokens.safetensors");
+    for (const std::string& command : std::vector<std::string>{
+             "quantize " + quoted(model) + " " + quoted(out) + " --scheme int4",
+             "splice " + quoted(out) + " --base " + quoted(kModel) + " --take " +
+                 quoted(std::filesystem::path(model.string() + ":category=routed_expert")),
+             "mtp extract " + quoted(model) + " " + quoted(out),
+             "calibrate " + quoted(model) + " --tokens " + tokens + " --out " +
+                 quoted(out / "stats.qsc"),
+             "eval --ref " + quoted(kModel) + " --model " + quoted(model) + " --tokens " + tokens,
+             "generate " + quoted(model) + " --prompt x --max-new 1",
+         }) {
+      auto result = run_cli(command);
+      EXPECT_EQ(result.exit_code, 2) << c.label << ": " << command << "\n" << result.output;
+      EXPECT_NE(result.output.find("config.json implies"), std::string::npos)
+          << c.label << ": " << command << "\n" << result.output;
+      EXPECT_FALSE(std::filesystem::exists(out)) << c.label << ": " << command;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qs
