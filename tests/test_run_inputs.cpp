@@ -3,9 +3,8 @@
 // errors naming the tensor with exit 2, never a read past a buffer; token ids outside the
 // vocabulary are refused whatever their dtype; eval refuses rows with no next token.
 
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
@@ -58,8 +57,8 @@ class RunInputs : public ::testing::Test {
       auto result = run_cli(command);
       EXPECT_EQ(result.exit_code, 2) << command << "\n" << result.output;
       EXPECT_NE(result.output.find(why), std::string::npos) << command << "\n" << result.output;
-      EXPECT_NE(result.output.find("'" + tensor + "'"), std::string::npos)
-          << command << "\n" << result.output;
+      EXPECT_NE(result.output.find("'" + tensor + "'"), std::string::npos) << command << "\n"
+                                                                           << result.output;
       EXPECT_EQ(result.output.find("internal error"), std::string::npos) << result.output;
     }
   }
@@ -133,7 +132,8 @@ TEST_F(RunInputs, TokenIdsOutsideTheVocabularyWhateverTheirDtype) {
   const std::vector<std::int64_t> wide = {1, (std::int64_t{1} << 32) + 65, 3, 4};
   const std::vector<std::int64_t> negative = {1, -2, 3, 4};
   const std::vector<std::int32_t> too_large = {1, 2, 1 << 30, 4};
-  const auto wide_file = token_file("wide.safetensors", DType::I64, std::as_bytes(std::span(wide)), {1, 4});
+  const auto wide_file =
+      token_file("wide.safetensors", DType::I64, std::as_bytes(std::span(wide)), {1, 4});
   const auto negative_file =
       token_file("negative.safetensors", DType::I64, std::as_bytes(std::span(negative)), {1, 4});
   const auto large_file =
@@ -143,7 +143,8 @@ TEST_F(RunInputs, TokenIdsOutsideTheVocabularyWhateverTheirDtype) {
            {negative_file, "token id -2 at position 1"},
            {large_file, "outside the vocabulary"}}) {
     for (const std::string& command :
-         {"eval --ref " + quoted(kModel) + " --model " + quoted(kModel) + " --tokens " + quoted(file),
+         {"eval --ref " + quoted(kModel) + " --model " + quoted(kModel) + " --tokens " +
+              quoted(file),
           "generate " + quoted(kModel) + " --tokens " + quoted(file) + " --max-new 1",
           "calibrate " + quoted(kModel) + " --tokens " + quoted(file) + ":ids --out " +
               quoted(scratch_->path() / "stats.qsc")}) {
@@ -156,7 +157,8 @@ TEST_F(RunInputs, TokenIdsOutsideTheVocabularyWhateverTheirDtype) {
 
 TEST_F(RunInputs, EvalRefusesRowsOfOneToken) {
   const std::vector<std::int32_t> ids = {1, 2, 3};
-  const auto file = token_file("single.safetensors", DType::I32, std::as_bytes(std::span(ids)), {3, 1});
+  const auto file =
+      token_file("single.safetensors", DType::I32, std::as_bytes(std::span(ids)), {3, 1});
   auto result = run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(kModel) +
                         " --tokens " + quoted(file));
   EXPECT_EQ(result.exit_code, 2) << result.output;
@@ -201,14 +203,14 @@ TEST(RoundTrip, EveryWrittenSchemeEvaluates) {
                                               "    category: routed_expert\n    {}\n",
                                               scheme.format, scheme.rule));
     const auto out = scratch.path() / scheme.name;
-    auto quantized = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " +
-                             quoted(recipe));
+    auto quantized =
+        run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " + quoted(recipe));
     ASSERT_EQ(quantized.exit_code, 0) << scheme.name << "\n" << quantized.output;
     auto valid = run_cli("validate " + quoted(out));
     EXPECT_EQ(valid.exit_code, 0) << scheme.name << "\n" << valid.output;
-    auto eval = run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(out) + " --tokens " +
-                        quoted(kModel / "tokens.safetensors") +
-                        " --max-rows 1 --decode-steps 0 --json");
+    auto eval =
+        run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(out) + " --tokens " +
+                quoted(kModel / "tokens.safetensors") + " --max-rows 1 --decode-steps 0 --json");
     ASSERT_EQ(eval.exit_code, 0) << scheme.name << "\n" << eval.output;
     const auto report = nlohmann::json::parse(eval.output.substr(eval.output.find('{')));
     const double kld = report["kld"]["mean"].get<double>();

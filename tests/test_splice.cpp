@@ -290,3 +290,37 @@ TEST(TakeRule, ParsesSelectorsAndShorthands) {
 
 }  // namespace
 }  // namespace qs
+
+namespace qs {
+namespace {
+
+// 7-bit codes pack like 8-bit ones (four per int32 word): the spliced output's config must
+// keep the source group's num_bits 7, or every reader decodes them as 8-bit codes.
+TEST(SpliceWidths, SevenBitExpertsKeepTheirWidth) {
+  ScratchDirectory scratch("splice-7bit");
+  const auto recipe = scratch.path() / "int7.yaml";
+  write_file_atomically(recipe,
+                        "format: compressed-tensors\nrules:\n  - name: experts\n"
+                        "    category: routed_expert\n    action: int\n    bits: 7\n"
+                        "    symmetric: true\n    group_size: 32\n");
+  const auto seven = scratch.path() / "int7";
+  ASSERT_EQ(
+      run_cli("quantize " + quoted(kModel) + " " + quoted(seven) + " --recipe " + quoted(recipe))
+          .exit_code,
+      0);
+  const auto out = scratch.path() / "spliced";
+  auto result = run_cli("splice " + quoted(out) + " --base " + quoted(kModel) + " --take " +
+                        quoted(std::filesystem::path(seven.string() + ":category=routed_expert")));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto config = config_of(out)["quantization_config"];
+  bool seven_bits = false;
+  for (const auto& [name, group] : config["config_groups"].items())
+    seven_bits = seven_bits || group["weights"]["num_bits"] == 7;
+  EXPECT_TRUE(seven_bits) << config.dump(2);
+  result = run_cli("validate " + quoted(out) + " --ref " + quoted(kModel) +
+                   " --max-relative-error 0.05");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+}
+
+}  // namespace
+}  // namespace qs

@@ -62,8 +62,9 @@ class ValidateGate : public ::testing::Test {
 
   // A copy of `scheme`'s output with `edit` applied and `edit_config` run on config.json;
   // returns its path.
-  static std::filesystem::path broken_copy(const std::string& scheme, const Edit& edit,
-                                           const std::function<void(nlohmann::json&)>& edit_config = {}) {
+  static std::filesystem::path broken_copy(
+      const std::string& scheme, const Edit& edit,
+      const std::function<void(nlohmann::json&)>& edit_config = {}) {
     const auto broken = scratch_->path() / ("broken-" + std::to_string(++copies_));
     testing::rewrite_checkpoint(scratch_->path() / scheme, broken, edit);
     if (edit_config) {
@@ -95,16 +96,14 @@ TEST_F(ValidateGate, OwnOutputStillValid) {
 }
 
 TEST_F(ValidateGate, Int4WithoutQuantizationConfig) {
-  const auto broken = broken_copy("int4", kUnchanged, [](nlohmann::json& config) {
-    config.erase("quantization_config");
-  });
+  const auto broken = broken_copy(
+      "int4", kUnchanged, [](nlohmann::json& config) { config.erase("quantization_config"); });
   expect_problem(broken, "config.undeclared_quantization", kModule + ".weight_packed");
 }
 
 TEST_F(ValidateGate, Nvfp4WithoutQuantizationConfig) {
-  const auto broken = broken_copy("nvfp4", kUnchanged, [](nlohmann::json& config) {
-    config.erase("quantization_config");
-  });
+  const auto broken = broken_copy(
+      "nvfp4", kUnchanged, [](nlohmann::json& config) { config.erase("quantization_config"); });
   std::filesystem::remove(broken / "hf_quant_config.json");
   expect_problem(broken, "config.undeclared_quantization", kModule + ".weight");
 }
@@ -218,7 +217,8 @@ TEST(JobSources, RefusedWhenTheirConfigContradictsTheTensors) {
       auto result = run_cli(command);
       EXPECT_EQ(result.exit_code, 2) << c.label << ": " << command << "\n" << result.output;
       EXPECT_NE(result.output.find("config.json implies"), std::string::npos)
-          << c.label << ": " << command << "\n" << result.output;
+          << c.label << ": " << command << "\n"
+          << result.output;
       EXPECT_FALSE(std::filesystem::exists(out)) << c.label << ": " << command;
     }
   }

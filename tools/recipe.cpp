@@ -265,8 +265,8 @@ void enter_recipe_chain(const std::filesystem::path& recipe) {
   }
   if (std::find(chain.begin(), chain.end(), self) != chain.end())
     throw_bad_input("recipe.recursive",
-                    fmt::format("a step of {} runs it again (recipes being run: {})",
-                                chain.back(), fmt::join(chain, " → ")),
+                    fmt::format("a step of {} runs it again (recipes being run: {})", chain.back(),
+                                fmt::join(chain, " → ")),
                     self);
   if (chain.size() >= kMaxRecipeDepth)
     throw_bad_input("recipe.too_deep",

@@ -13,7 +13,8 @@ namespace {
 class MtpExtractPlanner {
  public:
   MtpExtractPlanner(const Checkpoint& source, const DequantizeTransformFactory& make_dequantizer)
-      : source_(source), make_dequantizer_(make_dequantizer),
+      : source_(source),
+        make_dequantizer_(make_dequantizer),
         modules_(modules_of(source)),
         declared_bits_(source.config()) {
     result_.plan.inputs.push_back(&source);

@@ -11,6 +11,7 @@
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/packed_int32.h"
 #include "qs/ckpt/quantize_plan.h"
+#include "qs/ckpt/quantized_weight.h"
 #include "qs/ckpt/tensor_name.h"
 
 namespace qs {
@@ -34,12 +35,16 @@ int packed_width(std::uint64_t in_features, std::uint64_t words_per_row) {
   return 0;
 }
 
-// "pack-quantized-int4"; K is in weight_shape.
-std::string pack_quantized_label(const ModuleParameters& parameters) {
+// "pack-quantized-int4"; K is in weight_shape. The config's num_bits (`declared_bits`, 0 when
+// none) wins where the packing fits it: only it can say 7.
+std::string pack_quantized_label(const ModuleParameters& parameters, int declared_bits) {
   const std::string base = weight_layout_name(WeightLayout::PackQuantized);
   const auto shape = logical_weight_shape(parameters, WeightLayout::PackQuantized);
   if (!shape) return base;
-  const int bits = packed_width((*shape)[1], parameters.at("weight_packed").info->shape[1]);
+  const auto words = parameters.at("weight_packed").info->shape[1];
+  const bool declared_fits =
+      declared_bits >= 2 && declared_bits <= 8 && packed_words((*shape)[1], declared_bits) == words;
+  const int bits = declared_fits ? declared_bits : packed_width((*shape)[1], words);
   return bits ? base + "-int" + std::to_string(bits) : base;
 }
 
@@ -237,12 +242,13 @@ IntegerOptions pack_quantized_options(const std::string& module, const ModulePar
 
 QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
   QuantizationDetection detection;
+  const DeclaredPackBits declared_bits(checkpoint.config());
   for (const auto& [module, parameters] : modules_of(checkpoint)) {
     if (!has(parameters, "weight") && !has(parameters, "weight_packed")) continue;
     WeightLayout layout = classify_module(parameters);
-    auto& count =
-        detection.layouts[layout == WeightLayout::PackQuantized ? pack_quantized_label(parameters)
-                                                                : weight_layout_name(layout)];
+    auto& count = detection.layouts[layout == WeightLayout::PackQuantized
+                                        ? pack_quantized_label(parameters, declared_bits(module))
+                                        : weight_layout_name(layout)];
     ++count.modules;
     for (const auto& [parameter, location] : parameters) count.bytes += location.info->byte_size();
   }

@@ -75,7 +75,8 @@ QuantizedWeight pack_quantized_weight(const std::string& module, const ModulePar
          fmt::format("shape {}, but weight_shape says [{}, {}]: codes are [{}, words per row]",
                      shape_to_string(words), rows, cols, rows));
   if (declared_bits != 0 && (declared_bits < 2 || declared_bits > 8))
-    fail(packed, kind, fmt::format("declared num_bits {}; pack-quantized holds 2..8", declared_bits));
+    fail(packed, kind,
+         fmt::format("declared num_bits {}; pack-quantized holds 2..8", declared_bits));
   const int bits = declared_bits ? declared_bits : inferred_width(cols, words[1]);
   if (bits == 0 || packed_words(cols, bits) != words[1])
     fail(packed, kind,

@@ -87,12 +87,13 @@ void check_quantized_shape(const TensorSpec& spec,
                      : parameters.count("weight")      ? parameters.at("weight")
                                                        : any;
   report.add(Severity::Problem, "layout", "layout.shape_mismatch",
-             logical ? fmt::format("stored {} weight of logical shape {}, but config.json implies {}",
-                                   weight_layout_name(layout), shape_to_string(*logical),
-                                   shape_to_string(spec.shape))
-                     : fmt::format("stored quantized ({}), but its tensors give no logical "
-                                   "weight shape; config.json implies {}",
-                                   weight_layout_name(layout), shape_to_string(spec.shape)),
+             logical
+                 ? fmt::format("stored {} weight of logical shape {}, but config.json implies {}",
+                               weight_layout_name(layout), shape_to_string(*logical),
+                               shape_to_string(spec.shape))
+                 : fmt::format("stored quantized ({}), but its tensors give no logical "
+                               "weight shape; config.json implies {}",
+                               weight_layout_name(layout), shape_to_string(spec.shape)),
              codes.shard->path().string(), codes.info->name);
 }
 
@@ -219,12 +220,12 @@ void require_layout_matches_config(const Checkpoint& checkpoint) {
     if (!first) first = &finding;
   }
   if (!first) return;
-  throw Error(ErrorClass::BadInput, "layout.config_mismatch",
-              fmt::format("{} ({}){}; `quantsmith validate` lists every problem", first->message,
-                          first->kind,
-                          problems > 1 ? fmt::format(", and {} more problem(s)", problems - 1)
-                                       : std::string()),
-              first->file.empty() ? checkpoint.directory().string() : first->file, first->tensor);
+  throw Error(
+      ErrorClass::BadInput, "layout.config_mismatch",
+      fmt::format(
+          "{} ({}){}; `quantsmith validate` lists every problem", first->message, first->kind,
+          problems > 1 ? fmt::format(", and {} more problem(s)", problems - 1) : std::string()),
+      first->file.empty() ? checkpoint.directory().string() : first->file, first->tensor);
 }
 
 ValidationReport validate_checkpoint(const Checkpoint& checkpoint, const ValidationOptions& options,

@@ -22,7 +22,7 @@ bool is_float(DType dtype) {
 
 // The parameters a Linear's weight may be stored in, whatever the layout.
 constexpr const char* kWeightParameters[] = {
-    "weight",      "weight_packed",     "weight_scale", "weight_scale_2", "weight_global_scale",
+    "weight",       "weight_packed",     "weight_scale", "weight_scale_2", "weight_global_scale",
     "weight_shape", "weight_zero_point",
 };
 
@@ -39,7 +39,8 @@ Matrix WeightLoader::linear(const std::string& module) const {
                                                  "run.bad_quantized_weight");
     std::vector<std::vector<std::byte>> bytes;
     std::vector<SourceTensor> sources;
-    for (const auto& location : weight.sources) bytes.push_back(location.shard->read(*location.info));
+    for (const auto& location : weight.sources)
+      bytes.push_back(location.shard->read(*location.info));
     for (std::size_t i = 0; i < bytes.size(); ++i)
       sources.push_back({weight.sources[i].info, bytes[i]});
     Matrix matrix{module, device_, weight.request.rows, weight.request.cols, {}};

@@ -98,8 +98,8 @@ bool has_padding_bits(std::span<const std::byte> bytes, std::uint64_t first, std
   const auto per_word = static_cast<std::uint64_t>(packed_values_per_word(bits));
   const std::uint64_t words = packed_words(count, bits);
   for (std::uint64_t w = 0; w < words; ++w) {
-    const std::uint64_t fields = w + 1 < words || count % per_word == 0 ? per_word
-                                                                         : count % per_word;
+    const std::uint64_t fields =
+        w + 1 < words || count % per_word == 0 ? per_word : count % per_word;
     const std::uint64_t used = fields * static_cast<std::uint64_t>(bits);
     if (used < 32 && (read_word(bytes, first + w * stride) >> used) != 0) return true;
   }

@@ -5,11 +5,10 @@
 // quantized weight through it, so a malformed module is the same error everywhere.
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/compressed_tensors_config.h"
