@@ -174,14 +174,16 @@ namespace {
 
 // Every scheme the recipe grammar lets `quantize` write, `eval` must read: NVFP4 in both
 // layouts and pack-quantized integers of every width 2..8 (3, 5, 6 and 7 bits leave unused
-// bits in each int32 word), symmetric per group and asymmetric per channel. Each output also
-// validates clean, and its mean KLD against the source is finite.
+// bits in each int32 word), symmetric per group and asymmetric per channel, by round-to-nearest
+// and (for the widths that leave unused bits) GPTQ, whose codes come from its own sweep. Each
+// output also validates clean, and its mean KLD against the source is finite.
 TEST(RoundTrip, EveryWrittenSchemeEvaluates) {
   ScratchDirectory scratch("round-trip");
   struct Scheme {
     std::string name;
     std::string format;
     std::string rule;  // the routed-expert rule's action and arguments
+    bool calibrated = false;
   };
   std::vector<Scheme> schemes = {
       {"nvfp4-modelopt", "modelopt", "action: nvfp4"},
@@ -197,6 +199,17 @@ TEST(RoundTrip, EveryWrittenSchemeEvaluates) {
                                    "    group_size: channel",
                                    bits)});
   }
+  for (int bits : {3, 5, 6, 7})
+    schemes.push_back({fmt::format("gptq{}-asym-g32", bits), "compressed-tensors",
+                       fmt::format("action: gptq\n    bits: {}\n    symmetric: false\n"
+                                   "    group_size: 32",
+                                   bits),
+                       true});
+  const auto statistics = scratch.path() / "stats.qsc";
+  auto calibrated = run_cli("calibrate " + quoted(kModel) + " --tokens " +
+                            quoted(kModel / "tokens.safetensors") +
+                            " --max-rows 2 --all-experts --out " + quoted(statistics));
+  ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
   for (const auto& scheme : schemes) {
     const auto recipe = scratch.path() / (scheme.name + ".yaml");
     write_file_atomically(recipe, fmt::format("format: {}\nrules:\n  - name: experts\n"
@@ -204,7 +217,8 @@ TEST(RoundTrip, EveryWrittenSchemeEvaluates) {
                                               scheme.format, scheme.rule));
     const auto out = scratch.path() / scheme.name;
     auto quantized =
-        run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " + quoted(recipe));
+        run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " + quoted(recipe) +
+                (scheme.calibrated ? " --calib " + quoted(statistics) : std::string()));
     ASSERT_EQ(quantized.exit_code, 0) << scheme.name << "\n" << quantized.output;
     auto valid = run_cli("validate " + quoted(out));
     EXPECT_EQ(valid.exit_code, 0) << scheme.name << "\n" << valid.output;

@@ -23,8 +23,9 @@
 //                                 points present for a symmetric group or absent for an
 //                                 asymmetric one; G not what strategy / group_size give
 //     int.bad_scale               a scale that is not finite and > 0
-//     int.padding                 bits set past the last field of a packed row (or of a zero
-//                                 point column)
+//     int.padding                 bits set outside the fields of a packed row (or zero point
+//                                 column): past its last field, or in the top 32 mod b bits
+//                                 every word leaves unused for 3, 5, 6 and 7 bits
 //   config (a quantization_config of compressed-tensors or modelopt, or hf_quant_config.json;
 //   headers and config only; every Linear — a Linear role with a 2-D weight, or any module
 //   stored quantized — must resolve to the group whose scheme its tensors hold, or be ignored
