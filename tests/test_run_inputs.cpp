@@ -206,9 +206,9 @@ TEST(RoundTrip, EveryWrittenSchemeEvaluates) {
                                    bits),
                        true});
   const auto statistics = scratch.path() / "stats.qsc";
-  auto calibrated = run_cli("calibrate " + quoted(kModel) + " --tokens " +
-                            quoted(kModel / "tokens.safetensors") +
-                            " --max-rows 2 --all-experts --out " + quoted(statistics));
+  auto calibrated =
+      run_cli("calibrate " + quoted(kModel) + " --tokens " + quoted(kModel / "tokens.safetensors") +
+              " --max-rows 2 --all-experts --out " + quoted(statistics));
   ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
   for (const auto& scheme : schemes) {
     const auto recipe = scratch.path() / (scheme.name + ".yaml");

@@ -57,6 +57,15 @@ class ValidateGate : public ::testing::Test {
                             " --scheme " + scheme);
       ASSERT_EQ(result.exit_code, 0) << result.output;
     }
+    // 3-bit codes: ten per word, the top two bits of every word unused.
+    const auto recipe = scratch_->path() / "int3.yaml";
+    write_file_atomically(recipe,
+                          "format: compressed-tensors\nrules:\n  - name: experts\n"
+                          "    category: routed_expert\n    action: int\n    bits: 3\n"
+                          "    symmetric: true\n    group_size: 32\n");
+    auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch_->path() / "int3") +
+                          " --recipe " + quoted(recipe));
+    ASSERT_EQ(result.exit_code, 0) << result.output;
   }
   static void TearDownTestSuite() { scratch_.reset(); }
 
@@ -152,6 +161,18 @@ TEST_F(ValidateGate, QuantizedExpertWithNoInputs) {
     return true;
   });
   expect_problem(int4, "layout.shape_mismatch", kModule + ".weight_packed");
+}
+
+// A bit set in the unused top bits of a 3-bit word (not past the row's last field: the first
+// word of the row) is corruption no reader sees, and validate reports it.
+TEST_F(ValidateGate, BitsSetInTheUnusedTopOfAThreeBitWord) {
+  auto clean = run_cli("validate " + quoted(scratch_->path() / "int3"));
+  EXPECT_EQ(clean.exit_code, 0) << clean.output;
+  const auto broken = broken_copy("int3", [](EditableTensor& tensor) {
+    if (tensor.spec.name == kModule + ".weight_packed") tensor.bytes[3] |= std::byte{0x80};
+    return true;
+  });
+  expect_problem(broken, "int.padding", kModule + ".weight_packed");
 }
 
 TEST_F(ValidateGate, CheckpointWithoutConfig) {
