@@ -450,3 +450,38 @@ TEST(BatchRecipe, RefusesBeforeAnythingRuns) {
 
 }  // namespace
 }  // namespace qs
+
+namespace qs {
+namespace {
+
+// A recipe whose step runs the recipe itself (directly, or through another recipe) is refused
+// at the first repetition: one nested run, not a chain of processes until a limit stops it.
+TEST(BatchRecipe, RefusesARecipeThatRunsItself) {
+  ScratchDirectory scratch("batch-recipe-recursive");
+  const auto recipe = write_recipe(scratch.path(),
+                                   "steps:\n"
+                                   "  - name: again\n"
+                                   "    run: recipe run {recipe_dir}/batch.yaml\n");
+  auto result = run_cli("recipe run " + recipe);
+  EXPECT_NE(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("runs it again"), std::string::npos) << result.output;
+  // The outer run started one inner run, which refused itself: two step lines, no third.
+  EXPECT_EQ(result.output.find("runs it again"), result.output.rfind("runs it again"))
+      << result.output;
+
+  // Through a second recipe.
+  std::ofstream(scratch.path() / "other.yaml") << "steps:\n"
+                                                  "  - name: back\n"
+                                                  "    run: recipe run {recipe_dir}/batch.yaml\n";
+  const auto outer = write_recipe(scratch.path(),
+                                  "steps:\n"
+                                  "  - name: other\n"
+                                  "    run: recipe run {recipe_dir}/other.yaml\n");
+  result = run_cli("recipe run " + outer);
+  EXPECT_NE(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("runs it again"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("other.yaml"), std::string::npos) << result.output;
+}
+
+}  // namespace
+}  // namespace qs

@@ -201,6 +201,33 @@ TEST(IntQuantizer, PackUnpackRoundTripsEveryWidth) {
   }
 }
 
+// compressed-tensors' pack_to_int32: ⌊32/b⌋ codes per word, none split across words. 3-bit
+// codes: 10 per word in bits 0..29 (30, 31 stay zero), so 11 codes take 2 words, not the 33
+// bits a dense stream would use; zero points the same way down the rows.
+TEST(IntQuantizer, PacksLikeCompressedTensorsForWidthsThatDoNotDivide32) {
+  for (int bits : {3, 5, 6, 7}) {
+    const int per_word = 32 / bits;
+    const std::uint64_t rows = per_word + 1, cols = per_word + 1;
+    const auto shapes = packed_shapes(rows, cols, bits);
+    EXPECT_EQ(shapes.words_per_row, 2u) << bits;
+    EXPECT_EQ(shapes.zero_point_rows, 2u) << bits;
+    IntQuantized quantized(rows, cols, 1, DType::BF16);
+    const int top = (1 << (bits - 1)) - 1;  // stored as 2^b - 1: every bit of the field set
+    for (auto& q : quantized.codes) q = static_cast<std::int8_t>(top);
+    for (auto& z : quantized.zeros) z = static_cast<std::int8_t>(top);
+    std::vector<std::uint32_t> packed(rows * 2), zeros(2);
+    std::vector<std::byte> scales(rows * 2);
+    pack(quantized, bits, std::as_writable_bytes(std::span(packed)), scales,
+         std::as_writable_bytes(std::span(zeros)));
+    const std::uint32_t full = static_cast<std::uint32_t>((std::uint64_t{1} << (per_word * bits)) - 1);
+    const std::uint32_t one = (1u << bits) - 1u;
+    EXPECT_EQ(packed[0], full) << bits;
+    EXPECT_EQ(packed[1], one) << bits;
+    EXPECT_EQ(zeros[0], full) << bits;
+    EXPECT_EQ(zeros[1], one) << bits;
+  }
+}
+
 void expect_same(const IntQuantized& a, const IntQuantized& b, const ErrorEnergy& ea,
                  const ErrorEnergy& eb, const std::string& what) {
   EXPECT_EQ(a.codes, b.codes) << what;

@@ -195,7 +195,10 @@ TEST_F(Mtp, RefusesWhatCannotWork) {
   write_file_atomically(no_mtp / "config.json", config.dump(2));
   auto result = run_cli("mtp extract " + quoted(no_mtp) + " " + quoted(fresh("out")));
   EXPECT_EQ(result.exit_code, 2) << result.output;
-  EXPECT_NE(result.output.find("no MTP layer"), std::string::npos) << result.output;
+  // Its tensors still hold layer 4, which this config does not describe: the source's layout
+  // check refuses it before planning.
+  EXPECT_NE(result.output.find("not part of the architecture"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("model.layers.4."), std::string::npos) << result.output;
 
   const auto draft_only = fresh("draft-only");
   ASSERT_EQ(run_cli("mtp extract " + quoted(kModel) + " " + quoted(draft_only)).exit_code, 0);

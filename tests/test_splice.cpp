@@ -202,17 +202,36 @@ TEST_F(Splice, RefusesWhatCannotWorkBeforeWriting) {
   }
 }
 
+// A source whose modules are malformed in a way only validate's format checks see (a NaN
+// block scale: the shapes all fit) is refused when a rule takes those modules, as `validate`
+// would refuse the output; taking only its sound modules still works.
+TEST_F(Splice, RefusesMalformedModulesItWouldTake) {
+  const auto broken = fresh("broken-source");
+  const std::string module = "model.layers.1.mlp.experts.3.up_proj";
+  testing::rewrite_checkpoint(nvfp4("compressed-tensors"), broken,
+                              [&](testing::EditableTensor& tensor) {
+                                if (tensor.spec.name == module + ".weight_scale")
+                                  tensor.bytes[5] = std::byte{0x7F};  // E4M3 NaN
+                                return true;
+                              });
+  const auto out = fresh("from-broken");
+  auto result = splice(out, take(broken, kExpertsRule));
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("nvfp4.bad_block_scale"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find(module + ".weight_scale"), std::string::npos) << result.output;
+  EXPECT_FALSE(std::filesystem::exists(out));
+
+  const auto sound = fresh("from-sound-part");
+  result = splice(sound, take(broken, "category=routed_expert;layers=2-3"));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+}
+
 TEST_F(Splice, RefusesSourcesOfAnotherArchitectureOrMissingModules) {
-  // Another vocabulary.
+  // Another vocabulary (a consistent checkpoint: its tensors match its own config).
   const auto other = fresh("other-vocab");
-  std::filesystem::create_directories(other);
-  testing::copy_bundled_model(other);
-  auto config = config_of(other);
-  config["vocab_size"] = 1024;
-  write_file_atomically(other / "config.json", config.dump(2));
+  ASSERT_EQ(run_cli("synth --preset tiny --vocab 1024 --out " + quoted(other)).exit_code, 0);
   auto result = splice(fresh("refused"), take(other, "category=routed_expert"));
   EXPECT_EQ(result.exit_code, 2) << result.output;
-  EXPECT_NE(result.output.find("vocab_size is 512"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("same architecture and vocabulary"), std::string::npos)
       << result.output;
 
@@ -223,7 +242,9 @@ TEST_F(Splice, RefusesSourcesOfAnotherArchitectureOrMissingModules) {
   });
   result = splice(fresh("refused"), take(partial, "category=attention"));
   EXPECT_EQ(result.exit_code, 2) << result.output;
-  EXPECT_NE(result.output.find("has no tensors for it"), std::string::npos) << result.output;
+  // Its config.json still describes layer 2's attention: the layout check every job runs on
+  // its sources refuses it when it is opened.
+  EXPECT_NE(result.output.find("layout.missing_tensor"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("model.layers.2.self_attn"), std::string::npos) << result.output;
 
   // Output into an input.
@@ -265,6 +286,40 @@ TEST(TakeRule, ParsesSelectorsAndShorthands) {
   for (const char* bad : {"nocolon", ":category=attention", "src:", "src:mtp=maybe",
                           "src:layers=banana", "src:role=expert.nothing"})
     EXPECT_EQ(testing::error_kind_of([&] { parse_take_rule(bad); }) != "no error", true) << bad;
+}
+
+}  // namespace
+}  // namespace qs
+
+namespace qs {
+namespace {
+
+// 7-bit codes pack like 8-bit ones (four per int32 word): the spliced output's config must
+// keep the source group's num_bits 7, or every reader decodes them as 8-bit codes.
+TEST(SpliceWidths, SevenBitExpertsKeepTheirWidth) {
+  ScratchDirectory scratch("splice-7bit");
+  const auto recipe = scratch.path() / "int7.yaml";
+  write_file_atomically(recipe,
+                        "format: compressed-tensors\nrules:\n  - name: experts\n"
+                        "    category: routed_expert\n    action: int\n    bits: 7\n"
+                        "    symmetric: true\n    group_size: 32\n");
+  const auto seven = scratch.path() / "int7";
+  ASSERT_EQ(
+      run_cli("quantize " + quoted(kModel) + " " + quoted(seven) + " --recipe " + quoted(recipe))
+          .exit_code,
+      0);
+  const auto out = scratch.path() / "spliced";
+  auto result = run_cli("splice " + quoted(out) + " --base " + quoted(kModel) + " --take " +
+                        quoted(std::filesystem::path(seven.string() + ":category=routed_expert")));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto config = config_of(out)["quantization_config"];
+  bool seven_bits = false;
+  for (const auto& [name, group] : config["config_groups"].items())
+    seven_bits = seven_bits || group["weights"]["num_bits"] == 7;
+  EXPECT_TRUE(seven_bits) << config.dump(2);
+  result = run_cli("validate " + quoted(out) + " --ref " + quoted(kModel) +
+                   " --max-relative-error 0.05");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "progress_line.h"
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/validation.h"
 #include "qs/run/calibration.h"
 
 namespace qs::cli {
@@ -47,6 +48,8 @@ SubcommandRunner register_calibrate(CLI::App& app) {
   command->add_option("--device", options->device, "auto (GPU when usable), cpu or cuda");
   return [options]() {
     const auto checkpoint = Checkpoint::open(options->model);
+    // Before the statistics file's directory is created (the runner checks it again).
+    require_layout_matches_config(checkpoint);
     // Never write into the model being read.
     check_output_directory(options->output, {checkpoint.directory()});
     const auto tokens = run::read_tokens_argument(options->tokens, "calib", options->max_rows);

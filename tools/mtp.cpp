@@ -20,6 +20,7 @@
 #include "qs/ckpt/quantization_config.h"
 #include "qs/ckpt/quantize_plan.h"
 #include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/validation.h"
 #include "qs/quant/dequantize_transform.h"
 #include "qs/quant/quantize_transforms.h"
 #include "scheme_presets.h"
@@ -75,6 +76,7 @@ ExecutionOptions execution_for(const std::filesystem::path& output, const Extrac
 
 int run_extract(const ExtractOptions& options) {
   auto source = Checkpoint::open(options.input);
+  require_layout_matches_config(source);
   check_output_directory(options.output, {source.directory()});
   const auto recipe = requant_recipe(options);
   const auto planned = plan_mtp_extract(

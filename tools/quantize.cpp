@@ -19,6 +19,7 @@
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/quantize_plan.h"
+#include "qs/ckpt/validation.h"
 #include "qs/quant/quantize_transforms.h"
 #include "scheme_presets.h"
 
@@ -210,6 +211,7 @@ double mean_snr_db(const ExecutionReport& report) {
 
 int run_quantize(const QuantizeOptions& options) {
   auto source = Checkpoint::open(options.input);
+  require_layout_matches_config(source);
   check_output_directory(options.output, {source.directory()});
   const Recipe recipe = recipe_from(options);
   QuantizerSettings settings = settings_from(options);

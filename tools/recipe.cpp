@@ -7,11 +7,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -241,8 +243,43 @@ void print_json_summary(const BatchRecipe& recipe, const std::vector<StepOutcome
                          .dump(2));
 }
 
+// Recipes run `quantsmith` steps as child processes, and a step may itself be `recipe run`:
+// the recipes being run (outermost first) travel to the children in this variable, so a
+// recipe that runs itself, directly or through others, is refused instead of spawning
+// processes until a limit stops it. Nesting deeper than kMaxRecipeDepth is refused as well.
+constexpr const char* kRecipeChainVariable = "QUANTSMITH_RECIPE_CHAIN";
+constexpr std::size_t kMaxRecipeDepth = 8;
+
+// Checks `recipe` against the chain this process was started in and extends the chain for
+// the steps it spawns.
+void enter_recipe_chain(const std::filesystem::path& recipe) {
+  const std::string self = std::filesystem::weakly_canonical(recipe).string();
+  std::vector<std::string> chain;
+  if (const char* inherited = std::getenv(kRecipeChainVariable)) {
+    std::string text = inherited;
+    for (std::size_t start = 0; start <= text.size();) {
+      const auto end = std::min(text.find('\n', start), text.size());
+      if (end > start) chain.push_back(text.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+  if (std::find(chain.begin(), chain.end(), self) != chain.end())
+    throw_bad_input("recipe.recursive",
+                    fmt::format("a step of {} runs it again (recipes being run: {})", chain.back(),
+                                fmt::join(chain, " → ")),
+                    self);
+  if (chain.size() >= kMaxRecipeDepth)
+    throw_bad_input("recipe.too_deep",
+                    fmt::format("recipes nested {} deep (recipes being run: {}); at most {}",
+                                chain.size() + 1, fmt::join(chain, " → "), kMaxRecipeDepth),
+                    self);
+  chain.push_back(self);
+  ::setenv(kRecipeChainVariable, fmt::format("{}", fmt::join(chain, "\n")).c_str(), 1);
+}
+
 int run_recipe(const RecipeRunOptions& options, const CLI::App& root) {
   const std::filesystem::path path(options.recipe);
+  enter_recipe_chain(path);
   BatchRecipe recipe = load_batch_recipe(path, parse_parameters(options.parameters));
   check_subcommands(recipe, root);
   const std::size_t first = options.from.empty() ? 0 : find_batch_step(recipe, options.from);

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "plan_execution.h"
 #include "qs/ckpt/byte_size.h"
@@ -13,10 +14,40 @@
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/quantization_config.h"
+#include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/validation.h"
 #include "qs/quant/nvfp4_layout_conversion.h"
+#include "qs/quant/nvfp4_validation.h"
 
 namespace qs::cli {
 namespace {
+
+// What the plan copies must be what `validate` accepts: its structural checks of NVFP4 and
+// pack-quantized modules (nvfp4.*, int.*; headers and the small scale tensors) run on every
+// source, and a problem in a module the output takes from it refuses the splice before any
+// byte is written. The sources' own quantization configs are not checked (int.config_mismatch,
+// config.*): the output gets a config of its own, built from the tensors. Layouts against
+// config.json were checked when the sources were opened.
+void check_spliced_modules(const SplicePlan& planned) {
+  std::map<const Checkpoint*, std::set<std::string>> taken;
+  for (const auto& decision : planned.decisions)
+    taken[planned.plan.inputs.at(decision.input)].insert(decision.module);
+  for (const auto& [source, modules] : taken) {
+    ValidationReport report;
+    validate_nvfp4(*source, {}, report);
+    for (const auto& finding : report.findings) {
+      const bool structural = finding.check == "nvfp4" ||
+                              (finding.check == "int" && finding.kind != "int.config_mismatch");
+      if (finding.severity != Severity::Problem || !structural) continue;
+      if (!modules.contains(parse_tensor_name(finding.tensor).module_path)) continue;
+      throw Error(ErrorClass::BadInput, "splice.malformed_module",
+                  fmt::format("{} ({}); `quantsmith validate {}` lists every problem",
+                              finding.message, finding.kind, source->directory().string()),
+                  finding.file.empty() ? source->directory().string() : finding.file,
+                  finding.tensor);
+    }
+  }
+}
 
 std::optional<OutputFormat> requested_format(const std::string& text) {
   if (text == "auto") return std::nullopt;
@@ -136,7 +167,10 @@ int run_splice(const std::string& output, const std::string& base_path,
   auto open = [&](const std::string& path) -> const Checkpoint* {
     const auto key = std::filesystem::weakly_canonical(path);
     auto& slot = opened[key];
-    if (!slot) slot = std::make_unique<Checkpoint>(Checkpoint::open(path));
+    if (!slot) {
+      slot = std::make_unique<Checkpoint>(Checkpoint::open(path));
+      require_layout_matches_config(*slot);
+    }
     return slot.get();
   };
   SpliceRequest request;
@@ -149,6 +183,7 @@ int run_splice(const std::string& output, const std::string& base_path,
   check_output_directory(output, inputs);
 
   const auto planned = plan_splice(request, make_nvfp4_layout_conversion);
+  check_spliced_modules(planned);
   for (const auto& warning : planned.warnings)
     fmt::print(stderr, "quantsmith: warning: {}\n", warning);
   if (options.dry_run) {

@@ -13,7 +13,10 @@ namespace {
 class MtpExtractPlanner {
  public:
   MtpExtractPlanner(const Checkpoint& source, const DequantizeTransformFactory& make_dequantizer)
-      : source_(source), make_dequantizer_(make_dequantizer), modules_(modules_of(source)) {
+      : source_(source),
+        make_dequantizer_(make_dequantizer),
+        modules_(modules_of(source)),
+        declared_bits_(source.config()) {
     result_.plan.inputs.push_back(&source);
   }
 
@@ -82,34 +85,15 @@ class MtpExtractPlanner {
 
   void add_dequantized(const std::string& module, const std::string& output_module,
                        const ModuleParameters& parameters, WeightLayout layout) {
-    const auto shape = logical_weight_shape(parameters, layout);
-    if (!shape)
-      throw Error(ErrorClass::BadInput, "mtp.unsupported_layout",
-                  "quantized module whose weight shape cannot be read",
-                  source_.directory().string(), module);
-    DequantizeRequest request;
-    request.layout = layout;
-    request.rows = (*shape)[0];
-    request.cols = (*shape)[1];
-    const bool zero_point = parameters.count("weight_zero_point") != 0;
-    const auto names = weight_parameters(layout, zero_point);
-    if (layout == WeightLayout::PackQuantized) {
-      const auto options = pack_quantized_options(module, parameters, source_.directory().string(),
-                                                  "mtp.unsupported_layout");
-      request.bits = options.bits;
-      request.groups = parameters.at("weight_scale").info->shape[1];
-    }
+    const auto weight = checked_quantized_weight(module, parameters, declared_bits_(module),
+                                                 "mtp.unsupported_layout");
+    const DequantizeRequest& request = weight.request;
+    const Shape shape{request.rows, request.cols};
     PlanItem item;
-    for (const auto& name : names) {
-      const auto location = parameters.find(name);
-      if (location == parameters.end())
-        throw Error(ErrorClass::BadInput, "mtp.unsupported_layout",
-                    fmt::format("quantized module without its {}", name),
-                    source_.directory().string(), module);
-      item.sources.push_back({0, location->second.shard, location->second.info});
-    }
+    for (const auto& location : weight.sources)
+      item.sources.push_back({0, location.shard, location.info});
     item.transform = make_dequantizer_(request);
-    item.outputs.push_back({output_module + ".weight", request.dtype, *shape});
+    item.outputs.push_back({output_module + ".weight", request.dtype, shape});
     item.scheme = fmt::format("dequantize {}", weight_layout_name(layout));
     item.decided_by = "MTP layer";
     result_.plan.items.push_back(std::move(item));
@@ -119,6 +103,7 @@ class MtpExtractPlanner {
   const Checkpoint& source_;
   const DequantizeTransformFactory& make_dequantizer_;
   std::map<std::string, ModuleParameters> modules_;
+  DeclaredPackBits declared_bits_;
   MtpExtractPlan result_;
 };
 

@@ -6,9 +6,12 @@
 #include <cstring>
 #include <filesystem>
 
+#include "qs/ckpt/checked_tensor.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/packed_int32.h"
 #include "qs/ckpt/quantize_plan.h"
+#include "qs/ckpt/quantized_weight.h"
 #include "qs/ckpt/tensor_name.h"
 
 namespace qs {
@@ -23,20 +26,25 @@ bool has(const ModuleParameters& parameters, const char* name, DType dtype) {
   return it != parameters.end() && it->second.info->dtype == dtype;
 }
 
-// The width of pack-quantized codes stored as ceil(K * bits / 32) int32 words per row, 0 when
-// none fits. Common widths first: with padding to whole words, a narrow K can fit two widths.
+// The width of pack-quantized codes stored as packed_words(K, bits) int32 words per row, 0 when
+// none fits. Common widths first: with padding to whole words, a narrow K can fit two widths,
+// and 7-bit codes always pack like 8-bit ones (four per word), so only a config can say 7.
 int packed_width(std::uint64_t in_features, std::uint64_t words_per_row) {
-  for (int bits : {4, 8, 2, 3})
-    if ((in_features * bits + 31) / 32 == words_per_row) return bits;
+  for (int bits : {4, 8, 2, 3, 5, 6})
+    if (packed_words(in_features, bits) == words_per_row) return bits;
   return 0;
 }
 
-// "pack-quantized-int4"; K is in weight_shape.
-std::string pack_quantized_label(const ModuleParameters& parameters) {
+// "pack-quantized-int4"; K is in weight_shape. The config's num_bits (`declared_bits`, 0 when
+// none) wins where the packing fits it: only it can say 7.
+std::string pack_quantized_label(const ModuleParameters& parameters, int declared_bits) {
   const std::string base = weight_layout_name(WeightLayout::PackQuantized);
   const auto shape = logical_weight_shape(parameters, WeightLayout::PackQuantized);
   if (!shape) return base;
-  const int bits = packed_width((*shape)[1], parameters.at("weight_packed").info->shape[1]);
+  const auto words = parameters.at("weight_packed").info->shape[1];
+  const bool declared_fits =
+      declared_bits >= 2 && declared_bits <= 8 && packed_words((*shape)[1], declared_bits) == words;
+  const int bits = declared_fits ? declared_bits : packed_width((*shape)[1], words);
   return bits ? base + "-int" + std::to_string(bits) : base;
 }
 
@@ -166,23 +174,13 @@ std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, We
       const auto* packed = two_dimensional("weight_packed");
       const auto shape_it = parameters.find("weight_shape");
       if (!packed || shape_it == parameters.end()) return std::nullopt;
-      const TensorInfo& info = *shape_it->second.info;
-      if (info.element_count() != 2 || (info.dtype != DType::I64 && info.dtype != DType::I32))
+      try {  // the one reader of weight_shape (I64 [2], positive), as validate checks it
+        const auto [rows, cols] = read_weight_shape(shape_it->second, "layout.weight_shape");
+        if (rows != packed->shape[0]) return std::nullopt;
+        return Shape{rows, cols};
+      } catch (const Error&) {
         return std::nullopt;
-      const std::vector<std::byte> bytes = shape_it->second.shard->read(info);
-      std::int64_t dims[2] = {0, 0};
-      for (int i = 0; i < 2; ++i) {
-        if (info.dtype == DType::I64) {
-          std::memcpy(&dims[i], bytes.data() + 8 * i, 8);
-        } else {
-          std::int32_t value = 0;
-          std::memcpy(&value, bytes.data() + 4 * i, 4);
-          dims[i] = value;
-        }
       }
-      if (dims[0] <= 0 || dims[1] <= 0 || static_cast<std::uint64_t>(dims[0]) != packed->shape[0])
-        return std::nullopt;
-      return Shape{static_cast<std::uint64_t>(dims[0]), static_cast<std::uint64_t>(dims[1])};
     }
     case WeightLayout::Unrecognized:
       return std::nullopt;
@@ -232,7 +230,7 @@ IntegerOptions pack_quantized_options(const std::string& module, const ModulePar
   const auto& scales = *parameters.at("weight_scale").info;
   IntegerOptions options;
   options.bits = packed_width(in_features, packed.shape[1]);
-  if (options.bits == 0) throw fail("pack-quantized codes of no 2/3/4/8-bit width");
+  if (options.bits == 0) throw fail("pack-quantized codes of no 2..8-bit width");
   options.symmetric = parameters.count("weight_zero_point") == 0;
   const std::uint64_t groups = scales.shape.size() == 2 ? scales.shape[1] : 0;
   if (groups == 0 || in_features % groups != 0)
@@ -244,12 +242,13 @@ IntegerOptions pack_quantized_options(const std::string& module, const ModulePar
 
 QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
   QuantizationDetection detection;
+  const DeclaredPackBits declared_bits(checkpoint.config());
   for (const auto& [module, parameters] : modules_of(checkpoint)) {
     if (!has(parameters, "weight") && !has(parameters, "weight_packed")) continue;
     WeightLayout layout = classify_module(parameters);
-    auto& count =
-        detection.layouts[layout == WeightLayout::PackQuantized ? pack_quantized_label(parameters)
-                                                                : weight_layout_name(layout)];
+    auto& count = detection.layouts[layout == WeightLayout::PackQuantized
+                                        ? pack_quantized_label(parameters, declared_bits(module))
+                                        : weight_layout_name(layout)];
     ++count.modules;
     for (const auto& [parameter, location] : parameters) count.bytes += location.info->byte_size();
   }

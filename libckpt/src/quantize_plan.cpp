@@ -8,6 +8,7 @@
 #include <set>
 
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/packed_int32.h"
 #include "qs/ckpt/tensor_name.h"
 
 namespace qs {
@@ -110,12 +111,12 @@ std::vector<TensorSpec> integer_output_specs(const std::string& module, std::uin
   const std::uint64_t groups =
       options.group_size == kChannelGroup ? 1 : cols / static_cast<std::uint64_t>(options.group_size);
   std::vector<TensorSpec> specs = {
-      {module + ".weight_packed", DType::I32, {rows, (cols * bits + 31) / 32}},
+      {module + ".weight_packed", DType::I32, {rows, packed_words(cols, bits)}},
       {module + ".weight_scale", weight_dtype, {rows, groups}},
       {module + ".weight_shape", DType::I64, {2}},
   };
   if (!options.symmetric)
-    specs.push_back({module + ".weight_zero_point", DType::I32, {(rows * bits + 31) / 32, groups}});
+    specs.push_back({module + ".weight_zero_point", DType::I32, {packed_words(rows, bits), groups}});
   return specs;
 }
 

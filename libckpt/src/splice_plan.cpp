@@ -9,6 +9,7 @@
 
 #include "qs/ckpt/compressed_tensors_config.h"
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/packed_int32.h"
 #include "qs/ckpt/quantization_detection.h"
 #include "qs/ckpt/quantize_plan.h"
 #include "qs/ckpt/tensor_name.h"
@@ -367,6 +368,12 @@ class SplicePlanner {
     const auto& config = chosen.source->config;
     const auto* group = config ? covering_group(*config, chosen.module) : nullptr;
     const auto in_features = (*logical_weight_shape(*chosen.parameters, chosen.layout))[1];
+    // 7-bit codes pack like 8-bit ones (four per word): only the config can say 7, and its
+    // num_bits is kept wherever the packing fits it.
+    const auto words_per_row = chosen.parameters->at("weight_packed").info->shape[1];
+    if (group && group->type == "int" && group->format == "pack-quantized" && group->bits >= 2 &&
+        group->bits <= 8 && packed_words(in_features, group->bits) == words_per_row)
+      options.bits = group->bits;
     if (options.group_size == kChannelGroup && group && group->type == "int" &&
         group->bits == options.bits && group->symmetric == options.symmetric &&
         group->strategy == "group" && group->group_size >= static_cast<std::int64_t>(in_features))

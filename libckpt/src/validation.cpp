@@ -11,6 +11,7 @@
 
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/glm5_layout.h"
+#include "qs/ckpt/quantization_detection.h"
 #include "qs/ckpt/tensor_name.h"
 
 namespace qs {
@@ -52,8 +53,11 @@ void check_config_present(const Checkpoint& checkpoint, ValidationReport& report
   std::string config_file = (checkpoint.directory() / "config.json").string();
   const auto& config = checkpoint.config();
   if (config.is_null()) {
-    report.add(Severity::Warning, "config", "config.missing",
-               "no config.json: shapes cannot be checked against the architecture", config_file);
+    // A CI gate must not pass what it could not check: without config.json no tensor name,
+    // shape or quantization scheme can be held against the architecture.
+    report.add(Severity::Problem, "config", "config.missing",
+               "no config.json: the layout (tensor names, shapes, quantization) cannot be checked",
+               config_file);
     return;
   }
   if (!config.is_object() || !config.contains("model_type"))
@@ -63,6 +67,34 @@ void check_config_present(const Checkpoint& checkpoint, ValidationReport& report
 
 bool is_float(DType dtype) {
   return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32;
+}
+
+// A weight config.json implies, stored quantized: the logical [out, in] shape its tensors give
+// (the packing's, or weight_shape's) must be the one config.json implies, or engines allocate
+// one shape and find another (an expert stored [64, K] instead of [128, K]).
+void check_quantized_shape(const TensorSpec& spec,
+                           const std::map<std::string, ModuleParameters>& modules,
+                           ValidationReport& report) {
+  const auto module_path = parse_tensor_name(spec.name).module_path;
+  const auto module = modules.find(module_path);
+  if (module == modules.end()) return;
+  const auto& parameters = module->second;
+  const auto layout = classify_module(parameters);
+  const auto logical = logical_weight_shape(parameters, layout);
+  if (logical && *logical == spec.shape) return;
+  const auto& any = parameters.begin()->second;
+  const auto codes = parameters.count("weight_packed") ? parameters.at("weight_packed")
+                     : parameters.count("weight")      ? parameters.at("weight")
+                                                       : any;
+  report.add(Severity::Problem, "layout", "layout.shape_mismatch",
+             logical
+                 ? fmt::format("stored {} weight of logical shape {}, but config.json implies {}",
+                               weight_layout_name(layout), shape_to_string(*logical),
+                               shape_to_string(spec.shape))
+                 : fmt::format("stored quantized ({}), but its tensors give no logical "
+                               "weight shape; config.json implies {}",
+                               weight_layout_name(layout), shape_to_string(spec.shape)),
+             codes.shard->path().string(), codes.info->name);
 }
 
 // Every tensor config.json implies, with its shape and dtype, against what the files hold.
@@ -105,6 +137,7 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
     auto parsed = parse_tensor_name(location.info->name);
     if (is_quantization_companion(parsed.parameter)) quantized_modules.insert(parsed.module_path);
   }
+  const auto modules = modules_of(checkpoint);
 
   std::set<std::string> expected_names;
   for (const auto& tensor : expected) {
@@ -112,15 +145,17 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
     expected_names.insert(spec.name);
     auto location = checkpoint.find(spec.name);
     bool quantized = quantized_modules.count(parse_tensor_name(spec.name).module_path) != 0;
+    if (quantized && (!location || !is_float(location->info->dtype))) {
+      check_quantized_shape(spec, modules, report);
+      continue;
+    }
     if (!location) {
-      if (!quantized)
-        report.add(Severity::Problem, "layout", "layout.missing_tensor",
-                   "config.json implies this tensor but no shard holds it", {}, spec.name);
+      report.add(Severity::Problem, "layout", "layout.missing_tensor",
+                 "config.json implies this tensor but no shard holds it", {}, spec.name);
       continue;
     }
     const auto& info = *location->info;
     std::string file = location->shard->path().string();
-    if (quantized && !is_float(info.dtype)) continue;  // packed codes: the format check's job
     if (info.shape != spec.shape)
       report.add(Severity::Problem, "layout", "layout.shape_mismatch",
                  fmt::format("shape {} but config.json implies {}", shape_to_string(info.shape),
@@ -171,6 +206,26 @@ void ValidationReport::add(Severity severity, std::string check, std::string kin
                            std::string message, std::string file, std::string tensor) {
   findings.push_back({severity, std::move(check), std::move(kind), std::move(file),
                       std::move(tensor), std::move(message)});
+}
+
+void require_layout_matches_config(const Checkpoint& checkpoint) {
+  ValidationReport report;
+  check_config_present(checkpoint, report);
+  if (!report.has_problems()) check_layout_against_config(checkpoint, report);
+  std::size_t problems = 0;
+  const Finding* first = nullptr;
+  for (const auto& finding : report.findings) {
+    if (finding.severity != Severity::Problem) continue;
+    ++problems;
+    if (!first) first = &finding;
+  }
+  if (!first) return;
+  throw Error(
+      ErrorClass::BadInput, "layout.config_mismatch",
+      fmt::format(
+          "{} ({}){}; `quantsmith validate` lists every problem", first->message, first->kind,
+          problems > 1 ? fmt::format(", and {} more problem(s)", problems - 1) : std::string()),
+      first->file.empty() ? checkpoint.directory().string() : first->file, first->tensor);
 }
 
 ValidationReport validate_checkpoint(const Checkpoint& checkpoint, const ValidationOptions& options,

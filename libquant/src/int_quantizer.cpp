@@ -8,6 +8,7 @@
 
 #include "qs/ckpt/codecs.h"
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/packed_int32.h"
 
 namespace qs::intq {
 namespace {
@@ -27,27 +28,22 @@ void write_word(std::span<std::byte> words, std::uint64_t index, std::uint32_t w
   std::memcpy(words.data() + index * 4, &word, 4);
 }
 
-// Element `index` of a dense little-endian stream of `bits`-bit fields.
+// Element `index` of a stream of `bits`-bit fields packed as compressed-tensors' pack_to_int32
+// does (packed_int32.h): ⌊32/b⌋ fields per word, none split across words.
 std::uint32_t stream_field(std::span<const std::byte> words, std::uint64_t first_word,
                            std::uint64_t index, int bits) {
-  const std::uint64_t bit = index * bits;
-  const std::uint64_t word = first_word + bit / 32;
-  const std::uint32_t shift = bit % 32;
-  std::uint64_t value = read_word(words, word) >> shift;
-  if (shift + bits > 32) value |= static_cast<std::uint64_t>(read_word(words, word + 1)) << (32 - shift);
-  return static_cast<std::uint32_t>(value) & ((1u << bits) - 1u);
+  const auto per_word = static_cast<std::uint64_t>(packed_values_per_word(bits));
+  const auto shift = static_cast<std::uint32_t>(index % per_word * bits);
+  return (read_word(words, first_word + index / per_word) >> shift) & ((1u << bits) - 1u);
 }
 
 void put_stream_field(std::span<std::byte> words, std::uint64_t first_word, std::uint64_t index,
                       int bits, std::uint32_t value) {
-  const std::uint64_t bit = index * bits;
-  const std::uint64_t word = first_word + bit / 32;
-  const std::uint32_t shift = bit % 32;
+  const auto per_word = static_cast<std::uint64_t>(packed_values_per_word(bits));
+  const auto shift = static_cast<std::uint32_t>(index % per_word * bits);
+  const std::uint64_t word = first_word + index / per_word;
   write_word(words, word, read_word(words, word) | (value << shift));
-  if (shift + bits > 32) write_word(words, word + 1, read_word(words, word + 1) | (value >> (32 - shift)));
 }
-
-std::uint64_t words_for(std::uint64_t elements, int bits) { return (elements * bits + 31) / 32; }
 
 }  // namespace
 
@@ -109,7 +105,7 @@ void dequantize(const IntQuantized& quantized, std::span<float> out) {
 }
 
 PackedShapes packed_shapes(std::uint64_t rows, std::uint64_t cols, int bits) {
-  return {words_for(cols, bits), words_for(rows, bits)};
+  return {packed_words(cols, bits), packed_words(rows, bits)};
 }
 
 void pack(const IntQuantized& quantized, int bits, std::span<std::byte> weight_packed,

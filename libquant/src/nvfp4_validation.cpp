@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 
+#include "qs/ckpt/checked_tensor.h"
 #include "qs/ckpt/codecs.h"
 #include "qs/ckpt/tensor_name.h"
 #include "qs/quant/dequantize_transform.h"
@@ -78,15 +79,10 @@ std::map<std::string, Nvfp4Module> find_nvfp4_modules(const Checkpoint& checkpoi
   return modules;
 }
 
+// Only called once check_module found the scale F32 and scalar; the checked reader still
+// refuses anything else rather than read past it.
 float read_scalar(const TensorLocation& location) {
-  float value = 0.0f;
-  const auto bytes = location.shard->read(*location.info);
-  std::memcpy(&value, bytes.data(), sizeof(float));
-  return value;
-}
-
-bool is_scalar_shape(const Shape& shape) {
-  return shape.empty() || (shape.size() == 1 && shape[0] == 1);
+  return read_scalar_f32(location, "NVFP4 scale", "nvfp4.shape_mismatch");
 }
 
 // Checks one module's tensors; returns false when they are too broken to read further.
@@ -165,7 +161,7 @@ bool check_module(const std::string& module_path, const Nvfp4Module& module,
 
 // Engines fuse these into one GEMM with one global (and input) scale: they must be equal.
 void check_fused_scales(const std::map<std::string, Nvfp4Module>& modules,
-                        ValidationReport& report) {
+                        const std::map<std::string, bool>& usable, ValidationReport& report) {
   std::map<std::string, std::pair<std::string, std::uint32_t>> first_global, first_input;
   auto compare = [&](auto& seen, const std::string& group, const TensorLocation& location) {
     std::uint32_t bits = 0;
@@ -182,7 +178,7 @@ void check_fused_scales(const std::map<std::string, Nvfp4Module>& modules,
                location.shard->path().string(), location.info->name);
   };
   for (const auto& [path, module] : modules) {
-    if (!module.global) continue;
+    if (!module.global || !usable.at(path)) continue;  // malformed: check_module reported it
     const auto group = fused_group(parse_tensor_name(path + ".weight"));
     if (!group) continue;
     compare(first_global, group->name, *module.global);
@@ -324,7 +320,7 @@ std::vector<ReferenceComparison> validate_nvfp4(const Checkpoint& checkpoint,
   if (!modules.empty()) {
     report.checks_run.push_back(kCheck);
     for (const auto& [path, module] : modules) usable[path] = check_module(path, module, report);
-    check_fused_scales(modules, report);
+    check_fused_scales(modules, usable, report);
   }
   std::set<std::string> nvfp4_paths;
   for (const auto& entry : modules) nvfp4_paths.insert(entry.first);

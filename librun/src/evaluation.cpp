@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <limits>
 
 #include "qs/ckpt/error.h"
 #include "qs/run/glm5_model.h"
@@ -50,16 +51,25 @@ TokenBatch read_token_batch(const std::filesystem::path& file, const std::string
   if (batch.rows == 0 || batch.seq == 0)
     throw_bad_input("tokens.empty", "the token tensor is empty", file.string(), info->name);
   const auto bytes = tokens.read(*info);
+  const std::uint64_t width = info->dtype == DType::I32 ? 4 : 8;
   for (std::uint64_t i = 0; i < info->element_count(); ++i) {
-    if (info->dtype == DType::I32) {
-      std::int32_t value;
-      std::memcpy(&value, bytes.data() + 4 * i, 4);
-      batch.ids.push_back(value);
+    std::int64_t value = 0;
+    if (width == 4) {
+      std::int32_t narrow;
+      std::memcpy(&narrow, bytes.data() + 4 * i, 4);
+      value = narrow;
     } else {
-      std::int64_t value;
       std::memcpy(&value, bytes.data() + 8 * i, 8);
-      batch.ids.push_back(static_cast<std::int32_t>(value));
     }
+    // Checked before narrowing: an I64 id of 2^32 + 65 is not token 65. The model checks
+    // ids against its vocabulary (Glm5Model::embed); no vocabulary holds these.
+    if (value < 0 || value > std::numeric_limits<std::int32_t>::max())
+      throw_bad_input("tokens.out_of_range",
+                      fmt::format("token id {} at position {} (row {}, column {}) is not a "
+                                  "vocabulary index (0..2^31-1)",
+                                  value, i, i / batch.seq, i % batch.seq),
+                      file.string(), info->name);
+    batch.ids.push_back(static_cast<std::int32_t>(value));
   }
   if (max_rows > 0 && max_rows < batch.rows) {
     batch.rows = max_rows;
@@ -78,6 +88,13 @@ TokenBatch read_tokens_argument(const std::string& argument, const std::string& 
 
 EvaluationReport evaluate(const Checkpoint& reference, const Checkpoint& test,
                           const TokenBatch& tokens, const EvaluationOptions& options) {
+  // Perplexity and the next-token statistics score each position against the token after it:
+  // rows of one token have none, and a report over nothing would read PPL 1.
+  if (tokens.seq < 2)
+    throw_bad_input("eval.no_next_tokens",
+                    fmt::format("rows of {} token(s): eval needs at least 2 per row to score a "
+                                "next token",
+                                tokens.seq));
   const Glm5Model reference_model(reference, options.device), test_model(test, options.device);
   const auto& dims = reference_model.dimensions();
   if (dims.vocab_size != test_model.dimensions().vocab_size)

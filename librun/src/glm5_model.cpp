@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/validation.h"
 #include "qs/run/tensor_ops.h"
 
 namespace qs::run {
@@ -13,7 +14,11 @@ Glm5Model::Glm5Model(const Checkpoint& checkpoint, GemmDevice device)
     : checkpoint_(checkpoint),
       weights_(checkpoint, device),
       dimensions_(dimensions_from_config(checkpoint.config(),
-                                         (checkpoint.directory() / "config.json").string())) {}
+                                         (checkpoint.directory() / "config.json").string())) {
+  // Every tensor the runner reads is sized by config.json: a tensor (or a quantized module's
+  // logical shape) that contradicts it would be read out of bounds, so check them all first.
+  require_layout_matches_config(checkpoint);
+}
 
 HiddenStates Glm5Model::embed(std::span<const std::int32_t> tokens, std::uint64_t batch,
                               std::uint64_t seq) const {

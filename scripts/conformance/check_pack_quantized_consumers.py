@@ -89,17 +89,15 @@ def round_to_dtype(values, dtype):
 
 
 def unpack_rows(words, count, bits):
-    """The first `count` b-bit fields of each row's little-endian bit stream (element i in
-    bits [i*b, i*b+b), word w holding bits [32w, 32w+32)), minus the 2^(b-1) offset."""
+    """The first `count` b-bit fields of each row as pack_to_int32 stores them: floor(32/b)
+    fields per word, field i of a word in bits [i*b, i*b+b), none split across words; minus
+    the 2^(b-1) offset."""
     stream = words.view(np.uint32).astype(np.uint64)
-    start = np.arange(count, dtype=np.uint64) * bits
-    word = (start // 32).astype(np.int64)
-    offset = start % 32
-    fields = stream[:, word] >> offset
-    straddle = offset + bits > 32
-    if straddle.any():
-        fields[:, straddle] |= stream[:, word[straddle] + 1] << (32 - offset[straddle])
-    fields &= (1 << bits) - 1
+    per_word = 32 // bits
+    index = np.arange(count, dtype=np.uint64)
+    word = (index // per_word).astype(np.int64)
+    offset = (index % per_word) * bits
+    fields = (stream[:, word] >> offset) & ((1 << bits) - 1)
     return fields.astype(np.int64) - (1 << (bits - 1))
 
 

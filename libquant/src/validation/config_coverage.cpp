@@ -304,6 +304,21 @@ void check_modelopt(const Checkpoint& checkpoint, ValidationReport& report) {
   }
 }
 
+// Quantized tensors no quantization config declares: engines load the codes as they find them
+// (packed int32 words or fp4 bytes read as plain weights) or refuse the checkpoint. One finding
+// per quantized module, at its codes tensor, so a reader sees which ones.
+void report_undeclared_quantization(const Checkpoint& checkpoint, const std::string& method,
+                                    ValidationReport& report) {
+  const std::string declared =
+      method.empty() ? std::string("config.json has no quantization_config")
+                     : fmt::format("quantization_config's quant_method is \"{}\"", method);
+  for (const auto& entry : accounted_modules(checkpoint))
+    if (is_quantized_layout(entry.layout))
+      add(report, "config.undeclared_quantization", entry,
+          fmt::format("stored {}, but {}: no engine loads it as quantized", stored_as(entry),
+                      declared));
+}
+
 }  // namespace
 
 void check_config_coverage(const Checkpoint& checkpoint,
@@ -318,7 +333,10 @@ void check_config_coverage(const Checkpoint& checkpoint,
   const bool modelopt =
       method == "modelopt" ||
       std::filesystem::exists(checkpoint.directory() / std::string(kHfQuantConfigFileName));
-  if (method != "compressed-tensors" && !modelopt) return;
+  if (method != "compressed-tensors" && !modelopt) {
+    report_undeclared_quantization(checkpoint, method, report);
+    return;
+  }
   // validate_checkpoint's config check already ran under this name.
   if (std::find(report.checks_run.begin(), report.checks_run.end(), kCheck) ==
       report.checks_run.end())

@@ -11,6 +11,7 @@
 #include "qs/ckpt/codecs.h"
 #include "qs/ckpt/compressed_tensors_config.h"
 #include "qs/ckpt/name_pattern.h"
+#include "qs/ckpt/packed_int32.h"
 #include "qs/ckpt/tensor_name.h"
 #include "qs/quant/int_quantizer.h"
 
@@ -88,11 +89,27 @@ std::uint32_t read_word(std::span<const std::byte> bytes, std::uint64_t index) {
   return word;
 }
 
-// Whether the last word of a stream of `count` b-bit fields has bits set past the last field
-// (the packer writes zeros there; anything else is a writer bug or corruption).
-bool has_padding_bits(std::uint32_t last_word, std::uint64_t count, int bits) {
-  const auto used = count * static_cast<std::uint64_t>(bits) % 32;
-  return used != 0 && (last_word >> used) != 0;
+// Whether a stream of `count` b-bit fields in `words` consecutive words (`stride` apart from
+// `first`) has bits set outside its fields: the top 32 mod b bits of every word, and the
+// unused fields of the last one (packed_int32.h). The packer writes zeros there; anything
+// else is a writer bug or corruption.
+bool has_padding_bits(std::span<const std::byte> bytes, std::uint64_t first, std::uint64_t stride,
+                      std::uint64_t count, int bits) {
+  const auto per_word = static_cast<std::uint64_t>(packed_values_per_word(bits));
+  const std::uint64_t words = packed_words(count, bits);
+  for (std::uint64_t w = 0; w < words; ++w) {
+    const std::uint64_t fields =
+        w + 1 < words || count % per_word == 0 ? per_word : count % per_word;
+    const std::uint64_t used = fields * static_cast<std::uint64_t>(bits);
+    if (used < 32 && (read_word(bytes, first + w * stride) >> used) != 0) return true;
+  }
+  return false;
+}
+
+// Whether streams of `count` b-bit fields can hold padding at all.
+bool can_have_padding(std::uint64_t count, int bits) {
+  const auto per_word = static_cast<std::uint64_t>(packed_values_per_word(bits));
+  return per_word * bits != 32 || count % per_word != 0;
 }
 
 // Dtypes and shapes, against each other and the bit width; fills module.bits/rows/cols/groups.
@@ -138,10 +155,10 @@ bool check_int_layout(const std::string& module_path, PackQuantizedModule& modul
                                         shape_to_string(location.info->shape), expected));
   };
   if (module.shape->info->shape != Shape{2}) expected_shape(*module.shape, "[2] = [N, K]");
-  if (packed.size() != 2) expected_shape(*module.packed, "[N, ⌈K·bits/32⌉]");
+  if (packed.size() != 2) expected_shape(*module.packed, "[N, ⌈K/⌊32/bits⌋⌉]");
   if (scales.size() != 2) expected_shape(*module.scales, "[N, groups]");
   if (!usable) return false;
-  std::int64_t dims[2];
+  std::int64_t dims[2];  // checked above: I64 [2]
   std::memcpy(dims, module.shape->shard->read(*module.shape->info).data(), sizeof(dims));
   if (dims[0] <= 0 || dims[1] <= 0 || static_cast<std::uint64_t>(dims[0]) != packed[0]) {
     shape_problem(*module.shape, fmt::format("[{}, {}], but weight_packed is {}", dims[0], dims[1],
@@ -151,7 +168,7 @@ bool check_int_layout(const std::string& module_path, PackQuantizedModule& modul
   module.rows = static_cast<std::uint64_t>(dims[0]);
   module.cols = static_cast<std::uint64_t>(dims[1]);
   // The width the packed tensor was written with: stated by the config group, else the one
-  // whose ⌈K·b/32⌉ words make up a row, trying the widths engines read first (for K < 32
+  // whose ⌈K/⌊32/b⌋⌉ words make up a row, trying the widths engines read first (for K < 32
   // several widths give one word count).
   int fitting = 0;
   for (int b : {4, 8, 2, 3, 5, 6, 7})
@@ -277,22 +294,20 @@ void check_int_data(const PackQuantizedModule& module, ValidationReport& report)
         fmt::format("{} {} with bits set past the last {}-bit field", streams, what, module.bits),
         location.shard->path().string(), location.info->name);
   };
-  if (module.cols * module.bits % 32 != 0) {
+  if (can_have_padding(module.cols, module.bits)) {
     const auto packed = module.packed->shard->read(*module.packed->info);
     std::size_t rows = 0;
     for (std::uint64_t r = 0; r < module.rows; ++r)
-      rows += has_padding_bits(read_word(packed, (r + 1) * shapes.words_per_row - 1), module.cols,
-                               module.bits);
+      rows += has_padding_bits(packed, r * shapes.words_per_row, 1, module.cols, module.bits);
     if (rows) padding(*module.packed, rows, "row(s)");
   }
-  if (module.zeros && module.rows * module.bits % 32 != 0) {
-    // Zero points are packed along the output dimension: the last word of group g's stream is
-    // element g of the tensor's last row.
+  if (module.zeros && can_have_padding(module.rows, module.bits)) {
+    // Zero points are packed along the output dimension: group g's stream is column g of the
+    // [zero_point_rows, groups] tensor.
     const auto zeros = module.zeros->shard->read(*module.zeros->info);
     std::size_t groups = 0;
     for (std::uint64_t g = 0; g < module.groups; ++g)
-      groups += has_padding_bits(read_word(zeros, (shapes.zero_point_rows - 1) * module.groups + g),
-                                 module.rows, module.bits);
+      groups += has_padding_bits(zeros, g, module.groups, module.rows, module.bits);
     if (groups) padding(*module.zeros, groups, "zero-point column(s)");
   }
 }

@@ -18,17 +18,10 @@
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/plan.h"
 #include "qs/ckpt/quantization_detection.h"
+#include "qs/ckpt/quantized_weight.h"
 
 namespace qs {
 
-// What a dequantizing transform is asked to do for one quantized Linear.
-struct DequantizeRequest {
-  WeightLayout layout = WeightLayout::Nvfp4Modelopt;
-  std::uint64_t rows = 0, cols = 0;
-  int bits = 0;              // pack-quantized only
-  std::uint64_t groups = 0;  // pack-quantized scale columns
-  DType dtype = DType::BF16;
-};
 using DequantizeTransformFactory =
     std::function<std::shared_ptr<const Transform>(const DequantizeRequest&)>;
 

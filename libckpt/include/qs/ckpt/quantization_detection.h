@@ -57,7 +57,8 @@ bool is_quantized_layout(WeightLayout layout);
 std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_companion = false);
 
 // The integer scheme a pack-quantized module's tensors hold: bits from the packed width (4,
-// 8, 2, 3 tried in that order: with padding to whole words a narrow K fits several), symmetric
+// 8, 2, 3, 5, 6 tried in that order: with padding to whole words a narrow K fits several, and
+// 7-bit codes pack like 8-bit ones), symmetric
 // when there are no zero points, group size from the number of scale columns (one column:
 // per channel). Throws BadInput `error_kind` naming `file` and the module when the tensors
 // cannot say.

@@ -40,4 +40,12 @@ ValidationReport validate_checkpoint(
     const Checkpoint& checkpoint, const ValidationOptions& options,
     const std::function<void(std::uint64_t)>& on_bytes_scanned = {});
 
+// For jobs that read a checkpoint (quantize, splice, mtp extract / inject, calibrate, eval,
+// generate), before they plan: the checks `validate` runs on config.json and the layout
+// (config.json present; every tensor's name, shape and dtype, a quantized module's by its
+// logical shape, against the architecture it describes). Throws BadInput
+// "layout.config_mismatch" naming the first problem's file and tensor and counting the others.
+// Warnings (a model_type we do not know the layout of, a float dtype choice) do not stop a job.
+void require_layout_matches_config(const Checkpoint& checkpoint);
+
 }  // namespace qs

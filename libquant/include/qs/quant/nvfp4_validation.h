@@ -16,15 +16,16 @@
 //     int.missing_tensor          weight_packed, weight_scale or weight_shape missing
 //     int.dtype_mismatch          packed / zero points not I32, weight_shape not I64, scales
 //                                 not BF16/F16/F32
-//     int.shape_mismatch          weight_shape [N, K] against weight_packed [N, ⌈K·b/32⌉],
-//                                 scales [N, G] with G dividing K, zero points [⌈N·b/32⌉, G]
+//     int.shape_mismatch          weight_shape [N, K] against weight_packed [N, ⌈K/⌊32/b⌋⌉],
+//                                 scales [N, G] with G dividing K, zero points [⌈N/⌊32/b⌋⌉, G]
 //     int.config_mismatch         quantization_config not compressed-tensors or unreadable;
 //                                 the module not covered by a pack-quantized int group; zero
 //                                 points present for a symmetric group or absent for an
 //                                 asymmetric one; G not what strategy / group_size give
 //     int.bad_scale               a scale that is not finite and > 0
-//     int.padding                 bits set past the last field of a packed row (or of a zero
-//                                 point column)
+//     int.padding                 bits set outside the fields of a packed row (or zero point
+//                                 column): past its last field, or in the top 32 mod b bits
+//                                 every word leaves unused for 3, 5, 6 and 7 bits
 //   config (a quantization_config of compressed-tensors or modelopt, or hf_quant_config.json;
 //   headers and config only; every Linear — a Linear role with a 2-D weight, or any module
 //   stored quantized — must resolve to the group whose scheme its tensors hold, or be ignored
@@ -40,6 +41,8 @@
 //                                 gate_up_proj, a layer's FusedMoE) resolved to different
 //                                 groups or only partly ignored; the disagreement it causes
 //                                 is not reported again as multiply_covered
+//     config.undeclared_quantization  NVFP4 or pack-quantized tensors, but no quantization
+//                                 config (or one of another quant_method) declares them
 //     config.unreadable           a config that cannot be read (int.config_mismatch instead
 //                                 when there are pack-quantized modules)
 //   Ownership: how a pack-quantized module's compressed-tensors group fits its tensors

@@ -22,7 +22,8 @@ struct TokenBatch {
 };
 
 // Reads an I32/I64 [rows, seq] tensor (`name`, or the only/`heldout` tensor when empty) from a
-// safetensors file; `max_rows` > 0 keeps the first rows. Throws BadInput "tokens.*".
+// safetensors file; `max_rows` > 0 keeps the first rows. Throws BadInput "tokens.*", among them
+// "tokens.out_of_range" for an id (of either dtype) that is negative or above 2^31-1.
 TokenBatch read_token_batch(const std::filesystem::path& file, const std::string& name,
                             std::uint64_t max_rows);
 
@@ -53,7 +54,8 @@ struct EvaluationOptions {
       on_progress;
 };
 
-// Throws BadInput "eval.vocab_mismatch" when the two vocabularies differ.
+// Throws BadInput "eval.vocab_mismatch" when the two vocabularies differ, "eval.no_next_tokens"
+// for rows of fewer than 2 tokens.
 EvaluationReport evaluate(const Checkpoint& reference, const Checkpoint& test,
                           const TokenBatch& tokens, const EvaluationOptions& options);
 

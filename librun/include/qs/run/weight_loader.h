@@ -2,8 +2,10 @@
 // Weights for the runner, as f32, from any format quantsmith reads or writes: float tensors
 // (BF16, F16, F32) expand exactly; NVFP4 Linears (modelopt `weight` + `weight_scale` +
 // `weight_scale_2`, or compressed-tensors `weight_packed` + `weight_scale` +
-// `weight_global_scale`) are dequantized on load with libquant's reference decoding, and
-// compressed-tensors pack-quantized INT2/4/8 (symmetric or with packed zero points) too.
+// `weight_global_scale`) and compressed-tensors pack-quantized INT2..8 (symmetric or with packed
+// zero points; the width from the config group's num_bits) are checked with
+// checked_quantized_weight and dequantized with libquant's decoder (dequantize_weight), the
+// one `validate --ref` and `mtp extract` use.
 // Layers are loaded one at a time by the caller, so memory holds one layer, not the model.
 
 #include <cstdint>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/quantized_weight.h"
 
 namespace qs::run {
 
@@ -28,9 +31,10 @@ struct Matrix {
 class WeightLoader {
  public:
   explicit WeightLoader(const Checkpoint& checkpoint, GemmDevice device = GemmDevice::Cpu)
-      : checkpoint_(checkpoint), device_(device) {}
+      : checkpoint_(checkpoint), device_(device), declared_bits_(checkpoint.config()) {}
   // The Linear `module`'s weight [out, in], whatever its storage. Throws BadInput
-  // "run.missing_tensor" naming the module when nothing usable is stored.
+  // "run.missing_tensor" naming the module when nothing usable is stored,
+  // "run.bad_quantized_weight" naming the tensor when quantized tensors do not fit together.
   Matrix linear(const std::string& module) const;
   // A float tensor (norm weights, biases), flattened.
   std::vector<float> vector(const std::string& name) const;
@@ -38,6 +42,7 @@ class WeightLoader {
  private:
   const Checkpoint& checkpoint_;
   GemmDevice device_;
+  DeclaredPackBits declared_bits_;
 };
 
 }  // namespace qs::run
