@@ -12,6 +12,7 @@
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "transforms/integer_transforms.h"
+#include "transforms/signal_guard.h"
 #include "transforms/weight_guard.h"
 
 namespace qs {
@@ -99,8 +100,10 @@ std::optional<NanPolicy> parse_nan_policy(std::string_view text) {
   return std::nullopt;
 }
 
-std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& request,
-                                                         QuantizerSettings& settings) {
+namespace {
+
+std::shared_ptr<const Transform> make_unguarded_transform(const QuantizeRequest& request,
+                                                          QuantizerSettings& settings) {
   if (is_integer(request.action)) return make_integer_transform(request, settings);
   const auto method = fp4::parse_scale_method(request.scale_method);
   if (!method)
@@ -109,6 +112,13 @@ std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& 
                                 request.scale_method));
   return std::make_shared<Nvfp4Transform>(request.format, *method, settings.nan_policy,
                                           backend_for(settings.device), request.input_amax);
+}
+
+}  // namespace
+
+std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& request,
+                                                         QuantizerSettings& settings) {
+  return with_signal_floor(make_unguarded_transform(request, settings), settings.min_snr_db);
 }
 
 }  // namespace qs
