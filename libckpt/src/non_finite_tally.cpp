@@ -18,8 +18,7 @@ void NonFiniteTally::scan(const TensorInfo& info, const std::string& file,
                                 found.nan, found.inf, info.element_count()),
                     file, info.name);
   // Pieces of one streamed tensor arrive in a row.
-  if (counts_.empty() || counts_.back().tensor != info.name)
-    counts_.push_back({info.name, 0, 0});
+  if (counts_.empty() || counts_.back().tensor != info.name) counts_.push_back({info.name, 0, 0});
   counts_.back().nan += found.nan;
   counts_.back().inf += found.inf;
 }

@@ -88,8 +88,8 @@ void add_gram_upper(std::uint64_t rows, std::uint64_t n, const double* a, double
                   static_cast<int>(rows), 1.0, a + i0, lda, 1.0, c + i0 * n + i0, lda);
     else
       cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(i1 - i0),
-                  static_cast<int>(j1 - j0), static_cast<int>(rows), 1.0, a + i0, lda, a + j0,
-                  lda, 1.0, c + i0 * n + j0, lda);
+                  static_cast<int>(j1 - j0), static_cast<int>(rows), 1.0, a + i0, lda, a + j0, lda,
+                  1.0, c + i0 * n + j0, lda);
   });
 }
 
