@@ -264,9 +264,9 @@ std::optional<ReferenceComparison> compare_dequantized(
   ReferenceComparison comparison{weight_name, norms.relative_error(), norms.snr_db(), format};
   // An error as large as the weight itself is never a quantization, whatever the limit.
   if (comparison.relative_error >= 1.0)
-    report.add(Severity::Problem, kReferenceCheck, "reference.signal_lost",
+    report.add(Severity::Problem, kReferenceCheck, "reference.error_too_large",
                fmt::format("dequantized {} weight is {:.4f} away from the reference (relative "
-                           "L2): the quantized tensor has lost the weight",
+                           "L2): the quantized tensor has lost the weight, whatever the limit",
                            label, comparison.relative_error),
                location.shard->path().string(), weight_name);
   else if (!(comparison.relative_error <= options.max_relative_error))

@@ -55,6 +55,15 @@ class Nvfp4Transform final : public Transform {
     }
     const float s2 = fp4::choose_global_scale(views, group_amax, method_, backend_);
     const float stored_global = format_ == OutputFormat::Modelopt ? s2 : 1.0f / s2;
+    // A weight whose largest magnitude is below ~8e-36 has s2 = amax/2688 so small that the
+    // compressed-tensors divisor 1/s2 is Inf: never write a non-finite scale.
+    if (!std::isfinite(stored_global) || !(s2 > 0.0f))
+      throw_bad_input("nvfp4.scale_overflow",
+                      fmt::format("its largest magnitude {} gives the global scale {} whose {} is "
+                                  "not a finite fp32; keep it unquantized with a recipe rule",
+                                  group_amax, s2,
+                                  format_ == OutputFormat::Modelopt ? "value" : "reciprocal"),
+                      {}, sources[0].info->name);
     std::vector<TensorQuality> quality;
     for (std::size_t m = 0; m < sources.size(); ++m) {
       auto packed = outputs[kOutputsPerMember * m];
