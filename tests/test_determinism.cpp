@@ -1,7 +1,8 @@
 // Results do not depend on thread counts: the tiled BLAS calls give the same bits under any
 // oneTBB or OpenBLAS thread count (and agree with plain arithmetic), GPTQ's factorization is
-// the same whatever OpenBLAS was set to, and `calibrate`, a GPTQ `quantize` and `eval` give
-// byte-identical results under --threads 1 / 2, OPENBLAS_NUM_THREADS and `taskset -c 0`.
+// the same whatever OpenBLAS was set to, and `calibrate`, a GPTQ `quantize`, NVFP4's joint
+// scale search and `eval` give byte-identical results under --threads 1 / 2,
+// OPENBLAS_NUM_THREADS and `taskset -c 0`.
 
 #include <cblas.h>
 #include <fmt/format.h>
@@ -156,7 +157,17 @@ TEST(DeterministicCli, CalibrateGptqAndEvalGiveTheSameBytesHoweverThreaded) {
   ScratchDirectory scratch("determinism");
   const std::string tokens = quoted(kModel / "tokens.safetensors");
   std::string first_statistics, first_eval;
-  std::map<std::string, std::string> first_checkpoint;
+  std::map<std::string, std::string> first_checkpoint, first_nvfp4;
+  const auto joint_recipe = scratch.path() / "joint.yaml";
+  write_file_atomically(joint_recipe, R"(format: modelopt
+rules:
+  - name: a few routed experts, joint global scales
+    category: routed_expert
+    layers: "1"
+    module: "*.experts.[0-3].*"
+    action: nvfp4
+    scale_method: joint
+)");
   for (const auto& launch : kLaunches) {
     const auto statistics = scratch.path() / fmt::format("{}.qsc", launch.label);
     auto calibrated = run_cli_after(
@@ -170,6 +181,12 @@ TEST(DeterministicCli, CalibrateGptqAndEvalGiveTheSameBytesHoweverThreaded) {
                       fmt::format("quantize {} {} --scheme gptq-int4 --calib {} {}", quoted(kModel),
                                   quoted(out), quoted(statistics), launch.flags));
     ASSERT_EQ(quantized.exit_code, 0) << launch.label << ": " << quantized.output;
+    // NVFP4's joint scale search compares sums over rows (a few experts: it is slow).
+    const auto nvfp4 = scratch.path() / fmt::format("{}-nvfp4", launch.label);
+    auto joint = run_cli_after(launch.shell_prefix,
+                               fmt::format("quantize {} {} --recipe {} {}", quoted(kModel),
+                                           quoted(nvfp4), quoted(joint_recipe), launch.flags));
+    ASSERT_EQ(joint.exit_code, 0) << launch.label << ": " << joint.output;
     auto evaluated = run_cli_after(
         launch.shell_prefix,
         fmt::format("eval --ref {} --model {} --tokens {} --max-rows 2 --decode-steps 4 --json {}",
@@ -181,12 +198,43 @@ TEST(DeterministicCli, CalibrateGptqAndEvalGiveTheSameBytesHoweverThreaded) {
     if (first_statistics.empty()) {
       first_statistics = read_text_file(statistics);
       first_checkpoint = checkpoint;
+      first_nvfp4 = testing::directory_contents(nvfp4);
       first_eval = eval_json;
       continue;
     }
     EXPECT_TRUE(read_text_file(statistics) == first_statistics) << launch.label;
     EXPECT_TRUE(checkpoint == first_checkpoint) << launch.label;
+    EXPECT_TRUE(testing::directory_contents(nvfp4) == first_nvfp4) << launch.label;
     EXPECT_EQ(eval_json, first_eval) << launch.label;
+  }
+}
+
+// The reported failure: a GPTQ job killed while running on several BLAS threads and resumed on
+// one finished with shards of two numerical paths. Killed at several points (coreutils
+// `timeout -s KILL`), resumed under other thread settings, it gives the uninterrupted bytes.
+TEST(DeterministicCli, GptqKilledAndResumedUnderOtherThreadsGivesTheSameBytes) {
+  ScratchDirectory scratch("determinism-resume");
+  const auto statistics = scratch.path() / "stats.qsc";
+  ASSERT_EQ(run_cli_after("", fmt::format("calibrate {} --tokens {}:calib --max-rows 6 "
+                                          "--all-experts --out {}",
+                                          quoted(kModel), quoted(kModel / "tokens.safetensors"),
+                                          quoted(statistics)))
+                .exit_code,
+            0);
+  auto job = [&](const std::filesystem::path& out) {
+    return fmt::format("quantize {} {} --scheme gptq-int4 --calib {} --max-shard-size 1MB",
+                       quoted(kModel), quoted(out), quoted(statistics));
+  };
+  const auto reference = scratch.path() / "reference";
+  ASSERT_EQ(run_cli_after("OPENBLAS_NUM_THREADS=1", job(reference) + " --threads 1").exit_code, 0);
+  const auto expected = testing::directory_contents(reference);
+  for (const char* after : {"0.3", "0.6", "1.0"}) {
+    const auto out = scratch.path() / fmt::format("killed-{}", after);
+    run_cli_after(fmt::format("OPENBLAS_NUM_THREADS=3 timeout -s KILL {}", after),
+                  job(out) + " --threads 2");
+    auto resumed = run_cli_after("taskset -c 0", job(out) + " --resume --threads 1");
+    ASSERT_EQ(resumed.exit_code, 0) << after << ": " << resumed.output;
+    EXPECT_TRUE(testing::directory_contents(out) == expected) << "killed after " << after << " s";
   }
 }
 
