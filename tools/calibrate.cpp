@@ -2,9 +2,11 @@
 // counts) and expert routing counts for calibrated quantizers.
 
 #include <fmt/format.h>
+#include <tbb/global_control.h>
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "cli_support.h"
 #include "progress_line.h"
@@ -24,6 +26,7 @@ struct CalibrateOptions {
   bool all_experts = false;
   bool no_mtp = false;
   std::string device = "auto";
+  std::size_t threads = 0;
 };
 
 }  // namespace
@@ -46,7 +49,12 @@ SubcommandRunner register_calibrate(CLI::App& app) {
                     "output still uses the real top-k); gate/up inputs are then stored once");
   command->add_flag("--no-mtp", options->no_mtp, "skip the MTP layer");
   command->add_option("--device", options->device, "auto (GPU when usable), cpu or cuda");
+  command->add_option("--threads", options->threads,
+                      "CPU threads (default: all cores; results do not depend on it)");
   return [options]() {
+    std::optional<tbb::global_control> thread_limit;
+    if (options->threads > 0)
+      thread_limit.emplace(tbb::global_control::max_allowed_parallelism, options->threads);
     const auto checkpoint = Checkpoint::open(options->model);
     // Before the statistics file's directory is created (the runner checks it again).
     require_layout_matches_config(checkpoint);

@@ -3,8 +3,10 @@
 // Jensen–Shannon divergence and MTP acceptance.
 
 #include <fmt/format.h>
+#include <tbb/global_control.h>
 
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "cli_support.h"
@@ -23,6 +25,7 @@ struct EvalOptions {
   std::uint64_t decode_steps = 32;
   bool json = false;
   std::string device = "auto";
+  std::size_t threads = 0;
 };
 
 nlohmann::ordered_json percentiles_json(const run::Percentiles& p) {
@@ -112,7 +115,12 @@ SubcommandRunner register_eval(CLI::App& app) {
                       "greedy decode steps for the JS divergence (default 32, 0 skips)");
   command->add_flag("--json", options->json, "machine-readable report on stdout");
   command->add_option("--device", options->device, "auto (GPU when usable), cpu or cuda");
+  command->add_option("--threads", options->threads,
+                      "CPU threads (default: all cores; results do not depend on it)");
   return [options]() {
+    std::optional<tbb::global_control> thread_limit;
+    if (options->threads > 0)
+      thread_limit.emplace(tbb::global_control::max_allowed_parallelism, options->threads);
     const auto reference = Checkpoint::open(options->reference);
     const auto model = Checkpoint::open(options->model);
     const auto tokens = run::read_tokens_argument(options->tokens, "", options->max_rows);

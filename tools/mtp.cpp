@@ -155,6 +155,7 @@ int run_extract(const ExtractOptions& options) {
     // The quantize planner over the BF16 draft, exactly as `quantize` runs it.
     auto draft = Checkpoint::open(bf16_directory);
     QuantizerSettings settings;
+    settings.min_snr_db = recipe->min_snr_db.value_or(kDefaultMinSnrDb);
     const auto requantized = plan_quantization(draft, *recipe, [&](const QuantizeRequest& request) {
       return make_quantize_transform(request, settings);
     });

@@ -20,6 +20,8 @@
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/quantize_plan.h"
 #include "qs/ckpt/validation.h"
+#include "qs/quant/cuda_availability.h"
+#include "qs/quant/deterministic_blas.h"
 #include "qs/quant/quantize_transforms.h"
 #include "scheme_presets.h"
 
@@ -198,6 +200,35 @@ void print_gptq_summary(const ExecutionReport& report) {
                quality->tensor, quality->fallback);
 }
 
+// What decides the output bytes besides the recipe and flags: the device the numerics run on
+// (GPTQ's sweep on a GPU differs from the CPU's in the last bits) and the BLAS build and CPU
+// kernels (results do not depend on thread counts, deterministic_blas.h, but do on these).
+// A resume elsewhere is refused rather than mixing shards of two numerical paths.
+std::string numerics_fingerprint(ComputeDevice device) {
+  const auto cuda = cuda_availability();
+  const bool on_gpu =
+      device == ComputeDevice::Cuda || (device == ComputeDevice::Auto && cuda.usable);
+  return fmt::format("|device={}|blas={}", on_gpu ? "cuda:" + cuda.reason : "cpu",
+                     blas::numerics_identity());
+}
+
+// Tensors holding NaN or Inf (under --nan-policy zero; `error` stops at the first).
+void print_non_finite(const ExecutionReport& report) {
+  if (report.non_finite.empty()) return;
+  fmt::print(stderr, "quantsmith: warning: {} tensor(s) hold NaN or Inf (quantized weights "
+                     "took 0 for them, other tensors were written as they are):\n",
+             report.non_finite.size());
+  for (const auto& count : report.non_finite)
+    fmt::print(stderr, "  {}: {} NaN, {} Inf\n", count.tensor, count.nan, count.inf);
+}
+
+nlohmann::ordered_json non_finite_json(const ExecutionReport& report) {
+  auto rows = nlohmann::ordered_json::array();
+  for (const auto& count : report.non_finite)
+    rows.push_back({{"tensor", count.tensor}, {"nan", count.nan}, {"inf", count.inf}});
+  return rows;
+}
+
 double mean_snr_db(const ExecutionReport& report) {
   double sum = 0.0;
   std::size_t count = 0;
@@ -215,6 +246,7 @@ int run_quantize(const QuantizeOptions& options) {
   check_output_directory(options.output, {source.directory()});
   const Recipe recipe = recipe_from(options);
   QuantizerSettings settings = settings_from(options);
+  settings.min_snr_db = recipe.min_snr_db.value_or(kDefaultMinSnrDb);
   std::optional<CalibrationStore> calibration;
   if (!options.calibration.empty()) calibration = CalibrationStore::open(options.calibration);
   const auto planned = plan_quantization(
@@ -246,13 +278,18 @@ int run_quantize(const QuantizeOptions& options) {
       options.recipe.empty() ? scheme_recipe_text(options.scheme) : read_text_file(options.recipe),
       output_format_name(recipe.format), recipe.scale_method, options.nan_policy);
   for (const auto& parameter : options.parameters) execution.fingerprint += "|" + parameter;
+  execution.fingerprint += numerics_fingerprint(settings.device);
   if (calibration)
-    execution.fingerprint += fmt::format("|calib={}:{}", options.calibration,
-                                         std::filesystem::file_size(options.calibration));
+    execution.fingerprint += fmt::format(
+        "|calib={}:{}:{}", options.calibration, std::filesystem::file_size(options.calibration),
+        std::filesystem::last_write_time(options.calibration).time_since_epoch().count());
+  execution.non_finite =
+      settings.nan_policy == NanPolicy::Error ? NonFinitePolicy::Error : NonFinitePolicy::Report;
   execution.extra_files = output_config_files(source, planned.model, recipe.format);
   const auto report = execute_with_progress(planned.plan, execution, "quantize");
   const double seconds = std::max(report.seconds, 1e-9);
   if (report.interrupted) return report_interruption(report);
+  print_non_finite(report);
   if (options.json) {
     nlohmann::ordered_json out = plan_json(planned, recipe);
     out["output"] = options.output;
@@ -264,6 +301,7 @@ int run_quantize(const QuantizeOptions& options) {
                   {"shards_resumed", report.shards_resumed},
                   {"mean_snr_db", mean_snr_db(report)}};
     out["quality"] = quality_json(report);
+    out["non_finite"] = non_finite_json(report);
     fmt::print("{}\n", out.dump(2));
   } else {
     fmt::print("quantized {} → {}: {} Linears ({}), {} → {} in {:.2f} s ({:.2f} GB/s read)",

@@ -247,6 +247,16 @@ void run_transform(const PlanItem& item, Packet& packet) {
   packet.sources.clear();
 }
 
+// Every tensor the item read (or the piece of a copy the packet holds), for NaN and Inf.
+void tally_sources(const PlanItem& item, const Packet& packet, NonFiniteTally& tally) {
+  if (packet.chunk) {
+    tally.scan(*item.sources[0].info, item.sources[0].shard->path().string(), packet.outputs[0]);
+    return;
+  }
+  for (std::size_t i = 0; i < item.sources.size(); ++i)
+    tally.scan(*item.sources[i].info, item.sources[i].shard->path().string(), packet.sources[i]);
+}
+
 }  // namespace
 
 ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) {
@@ -391,9 +401,11 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
   });
 
   // Transforms run here, on the calling thread; they parallelise internally.
+  NonFiniteTally non_finite(options.non_finite);
   try {
     while (auto packet = read_queue.pop()) {
       if (stopping) break;
+      if (!packet->skipped) tally_sources(plan.items[packet->item], *packet, non_finite);
       if (!packet->chunk && !packet->skipped) run_transform(plan.items[packet->item], *packet);
       write_queue.push(std::move(*packet));
     }
@@ -405,6 +417,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
   reader.join();
   writer.join();
   failure.rethrow_if_failed();
+  report.non_finite = non_finite.counts();
 
   report.shards_written = router.shards_written();
   if (!report.interrupted) {

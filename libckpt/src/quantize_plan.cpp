@@ -53,6 +53,20 @@ TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info, co
   return {info.name, RecipeAction::Keep, {}, {}, kNoRule};
 }
 
+// A Linear weight with no output rows or no input features holds no layer: quantizing it
+// would write scales of zero size, copying it a checkpoint no engine loads. Whatever the rule.
+void check_linear_not_empty(const ParsedTensorName& parsed, const TensorLocation& location) {
+  const TensorInfo& info = *location.info;
+  if (!is_linear(parsed.role) || parsed.parameter != TensorParameter::Weight) return;
+  if (info.element_count() > 0) return;
+  const bool no_rows = !info.shape.empty() && info.shape[0] == 0;
+  throw_bad_input("plan.empty_linear",
+                  fmt::format("Linear weight of shape {} has no {}; the source is broken",
+                              shape_to_string(info.shape),
+                              no_rows ? "output rows" : "input features"),
+                  location.shard->path().string(), info.name);
+}
+
 void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
                        const TensorLocation& location, OutputFormat format) {
   const std::string file = location.shard->path().string();
@@ -223,6 +237,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                   "quantize needs a float checkpoint",
                                   location.info->name, parameter_name(parsed.parameter)),
                       location.shard->path().string(), location.info->name);
+    check_linear_not_empty(parsed, location);
     auto decision = decide(parsed, *location.info, recipe, *layout);
     if (is_quantizing(decision.action))
       check_quantizable(decision, *location.info, location, recipe.format);

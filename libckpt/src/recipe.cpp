@@ -44,8 +44,9 @@ constexpr std::array kFormatNames{
     std::pair{OutputFormat::CompressedTensors, "compressed-tensors"},
 };
 
-constexpr std::array kRecipeKeys{"description", "format",         "parameters", "rules",
-                                 "defaults",    "max_shard_size", "kv_cache",   "activations"};
+constexpr std::array kRecipeKeys{"description", "format",     "parameters",
+                                 "rules",       "defaults",   "max_shard_size",
+                                 "kv_cache",    "activations", "min_snr_db"};
 constexpr std::array kRuleKeys{"name",     "category",   "role",     "module",  "layers",
                                "mtp",      "action",     "scale_method", "bits", "symmetric",
                                "group_size", "observer", "damp",     "act_order", "min_tokens"};
@@ -427,6 +428,8 @@ Recipe parse_recipe(std::string_view yaml_text, const std::string& source,
         reader.fail("recipe.invalid", "activations must be nvfp4 (W4A4) or none (W4A16)");
       recipe.quantize_activations = text == "nvfp4";
     }
+    if (const auto snr = root["min_snr_db"])
+      recipe.min_snr_db = read_number<double>(snr, "min_snr_db", -1000.0, 1000.0, reader);
     if (const auto defaults = root["defaults"]) {
       reader.check_keys(defaults, kDefaultKeys, "defaults");
       if (defaults["scale_method"])

@@ -65,6 +65,13 @@ Counter counter_for(DType dtype) {
 
 }  // namespace
 
+NonFiniteCount count_non_finite_values(DType dtype, std::span<const std::byte> bytes) {
+  const Counter counter = counter_for(dtype);
+  if (!counter) return {};
+  const auto counts = counter(bytes.data(), bytes.size() * 8 / dtype_bits(dtype));
+  return {{}, counts.nan, counts.inf};
+}
+
 ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options,
                      const std::function<void(std::uint64_t)>& on_progress) {
   const auto& header = shard.header();

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
 #include <tbb/parallel_reduce.h>
 
 #include <array>
@@ -88,22 +89,25 @@ double joint_group_error(std::span<const WeightView> group, float s2, Backend ba
   (void)backend;
   double total = 0.0;
   for (const auto& weight : group) {
-    total += tbb::parallel_reduce(
-        tbb::blocked_range<std::uint64_t>(0, weight.rows), 0.0,
-        [&](const tbb::blocked_range<std::uint64_t>& rows, double partial) {
-          std::vector<float> values(weight.cols);
-          for (std::uint64_t r = rows.begin(); r < rows.end(); ++r) {
-            decode_row(weight, r, values.data());
-            for (std::uint64_t b = 0; b < weight.cols / kBlockSize; ++b) {
-              const float* block = values.data() + b * kBlockSize;
-              const std::uint8_t code =
-                  window_scale_code<ThresholdE2M1>(block, block_amax(block), s2, kJointCodeRadius);
-              partial += block_squared_error<ThresholdE2M1>(block, code, s2);
-            }
-          }
-          return partial;
-        },
-        [](double a, double b) { return a + b; });
+    // Per-row sums added in row order: a parallel_reduce's order follows the thread count,
+    // and the sum decides which candidate scale wins.
+    std::vector<double> row_errors(weight.rows);
+    tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, weight.rows),
+                      [&](const tbb::blocked_range<std::uint64_t>& rows) {
+                        std::vector<float> values(weight.cols);
+                        for (std::uint64_t r = rows.begin(); r < rows.end(); ++r) {
+                          decode_row(weight, r, values.data());
+                          double partial = 0.0;
+                          for (std::uint64_t b = 0; b < weight.cols / kBlockSize; ++b) {
+                            const float* block = values.data() + b * kBlockSize;
+                            const std::uint8_t code = window_scale_code<ThresholdE2M1>(
+                                block, block_amax(block), s2, kJointCodeRadius);
+                            partial += block_squared_error<ThresholdE2M1>(block, code, s2);
+                          }
+                          row_errors[r] = partial;
+                        }
+                      });
+    for (double error : row_errors) total += error;
   }
   return total;
 }

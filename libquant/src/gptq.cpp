@@ -1,6 +1,5 @@
 #include "qs/quant/gptq.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -10,6 +9,7 @@
 #include <numeric>
 
 #include "qs/ckpt/error.h"
+#include "qs/quant/deterministic_blas.h"
 
 // LAPACK through OpenBLAS, which exports the Fortran symbols (Debian ships no lapack.h with it).
 extern "C" {
@@ -99,6 +99,9 @@ namespace detail {
 // upper for LAPACK.
 bool inverse_cholesky_upper_cpu(std::vector<double>& reversed, std::uint64_t n,
                                 std::vector<float>& u) {
+  // OpenBLAS's threaded potrf and trtri split the work by thread count; single-threaded they
+  // give the same U everywhere.
+  blas::use_single_threaded_blas();
   const int size = static_cast<int>(n);
   int info = 0;
   dpotrf_("U", &size, reversed.data(), &size, &info);  // row-major lower factor M
@@ -138,10 +141,8 @@ Objective objective(std::span<const float> weight, const intq::IntQuantized& qua
   std::vector<float> decoded(rows * cols), product(rows * cols);
   intq::dequantize(quantized, decoded);
   auto quadratic_form = [&](const std::vector<float>& matrix) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
-                static_cast<int>(cols), static_cast<int>(cols), 1.0f, matrix.data(),
-                static_cast<int>(cols), hessian.hessian.data(), static_cast<int>(cols), 0.0f,
-                product.data(), static_cast<int>(cols));
+    blas::sgemm(blas::Op::None, blas::Op::None, rows, cols, cols, 1.0f, matrix.data(), cols,
+                hessian.hessian.data(), cols, 0.0f, product.data(), cols);
     double sum = 0.0;
     for (std::uint64_t i = 0; i < matrix.size(); ++i)
       sum += static_cast<double>(matrix[i]) * product[i];

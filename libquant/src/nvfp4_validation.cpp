@@ -186,6 +186,34 @@ void check_fused_scales(const std::map<std::string, Nvfp4Module>& modules,
   }
 }
 
+// ‖W − Ŵ‖ and ‖W‖, both divided by max |W| before squaring, so weights near the largest
+// floats (±3.39e38, whose squares sum past even f64 in a large tensor) give their true ratio.
+struct ErrorNorms {
+  double signal = 0.0;  // Σ (w / m)²
+  double error = 0.0;   // Σ ((w − ŵ) / m)²
+  std::uint64_t non_finite = 0;  // decoded values that are NaN or Inf
+  double relative_error() const { return signal > 0 ? std::sqrt(error / signal) : 0.0; }
+  double snr_db() const { return error > 0 ? 10.0 * std::log10(signal / error) : INFINITY; }
+};
+
+ErrorNorms relative_error_norms(std::span<const float> reference, std::span<const float> decoded) {
+  ErrorNorms norms;
+  double largest = 0.0;
+  for (std::size_t i = 0; i < reference.size(); ++i) {
+    norms.non_finite += std::isfinite(decoded[i]) ? 0 : 1;
+    if (std::isfinite(reference[i])) largest = std::max(largest, std::fabs(double{reference[i]}));
+  }
+  if (norms.non_finite) return norms;
+  const double unit = largest > 0.0 ? 1.0 / largest : 1.0;
+  for (std::size_t i = 0; i < reference.size(); ++i) {
+    const double value = double{reference[i]} * unit;
+    const double difference = (double{reference[i]} - double{decoded[i]}) * unit;
+    norms.signal += value * value;
+    norms.error += difference * difference;
+  }
+  return norms;
+}
+
 std::vector<float> decode_tensor(const TensorLocation& location) {
   std::vector<float> values(location.info->element_count());
   decode_to_f32(location.info->dtype, location.shard->read(*location.info), values);
@@ -220,15 +248,24 @@ std::optional<ReferenceComparison> compare_dequantized(
   std::vector<float> dequantized(rows * cols);
   dequantize(dequantized);
   const auto values = decode_tensor(*original);
-  double signal = 0.0, error = 0.0;
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const double difference = static_cast<double>(values[i]) - dequantized[i];
-    signal += static_cast<double>(values[i]) * values[i];
-    error += difference * difference;
+  const auto norms = relative_error_norms(values, dequantized);
+  if (norms.non_finite) {
+    report.add(Severity::Problem, kReferenceCheck, "reference.non_finite_decode",
+               fmt::format("{} of its {} values decode to NaN or Inf (a scale times a code "
+                           "overflows)",
+                           norms.non_finite, dequantized.size()),
+               location.shard->path().string(), weight_name);
+    return ReferenceComparison{weight_name, INFINITY, -INFINITY, format};
   }
-  ReferenceComparison comparison{weight_name, signal > 0 ? std::sqrt(error / signal) : 0.0,
-                                 error > 0 ? 10.0 * std::log10(signal / error) : INFINITY, format};
-  if (!(comparison.relative_error <= options.max_relative_error))
+  ReferenceComparison comparison{weight_name, norms.relative_error(), norms.snr_db(), format};
+  // An error as large as the weight itself is never a quantization, whatever the limit.
+  if (comparison.relative_error >= 1.0)
+    report.add(Severity::Problem, kReferenceCheck, "reference.error_too_large",
+               fmt::format("dequantized {} weight is {:.4f} away from the reference (relative "
+                           "L2): the quantized tensor has lost the weight, whatever the limit",
+                           label, comparison.relative_error),
+               location.shard->path().string(), weight_name);
+  else if (!(comparison.relative_error <= options.max_relative_error))
     report.add(Severity::Problem, kReferenceCheck, "reference.error_too_large",
                fmt::format("dequantized {} weight is {:.4f} away from the reference "
                            "(relative L2; limit {})",

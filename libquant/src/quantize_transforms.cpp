@@ -12,6 +12,7 @@
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "transforms/integer_transforms.h"
+#include "transforms/signal_guard.h"
 #include "transforms/weight_guard.h"
 
 namespace qs {
@@ -54,6 +55,15 @@ class Nvfp4Transform final : public Transform {
     }
     const float s2 = fp4::choose_global_scale(views, group_amax, method_, backend_);
     const float stored_global = format_ == OutputFormat::Modelopt ? s2 : 1.0f / s2;
+    // A weight whose largest magnitude is below ~8e-36 has s2 = amax/2688 so small that the
+    // compressed-tensors divisor 1/s2 is Inf: never write a non-finite scale.
+    if (!std::isfinite(stored_global) || !(s2 > 0.0f))
+      throw_bad_input("nvfp4.scale_overflow",
+                      fmt::format("its largest magnitude {} gives the global scale {} whose {} is "
+                                  "not a finite fp32; keep it unquantized with a recipe rule",
+                                  group_amax, s2,
+                                  format_ == OutputFormat::Modelopt ? "value" : "reciprocal"),
+                      {}, sources[0].info->name);
     std::vector<TensorQuality> quality;
     for (std::size_t m = 0; m < sources.size(); ++m) {
       auto packed = outputs[kOutputsPerMember * m];
@@ -99,8 +109,10 @@ std::optional<NanPolicy> parse_nan_policy(std::string_view text) {
   return std::nullopt;
 }
 
-std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& request,
-                                                         QuantizerSettings& settings) {
+namespace {
+
+std::shared_ptr<const Transform> make_unguarded_transform(const QuantizeRequest& request,
+                                                          QuantizerSettings& settings) {
   if (is_integer(request.action)) return make_integer_transform(request, settings);
   const auto method = fp4::parse_scale_method(request.scale_method);
   if (!method)
@@ -109,6 +121,13 @@ std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& 
                                 request.scale_method));
   return std::make_shared<Nvfp4Transform>(request.format, *method, settings.nan_policy,
                                           backend_for(settings.device), request.input_amax);
+}
+
+}  // namespace
+
+std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& request,
+                                                         QuantizerSettings& settings) {
+  return with_signal_floor(make_unguarded_transform(request, settings), settings.min_snr_db);
 }
 
 }  // namespace qs

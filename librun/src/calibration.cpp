@@ -1,6 +1,5 @@
 #include "qs/run/calibration.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -8,6 +7,7 @@
 #include <map>
 
 #include "qs/ckpt/calibration_store.h"
+#include "qs/quant/deterministic_blas.h"
 #include "qs/run/glm5_model.h"
 
 namespace qs::run {
@@ -17,7 +17,7 @@ struct SecondMoments {
   std::uint64_t in_features = 0;
   std::uint64_t tokens = 0;
   double amax = 0.0;         // max |x|
-  std::vector<double> sums;  // upper triangle filled by dsyrk, mirrored on write
+  std::vector<double> sums;  // upper triangle filled by add_gram_upper, mirrored on write
 };
 
 // Collects one layer's statistics, then hands them to the store and forgets them, so memory
@@ -72,9 +72,8 @@ class Collector final : public LinearObserver {
     }
     std::vector<double> widened(inputs.begin(), inputs.begin() + rows * cols);
     for (double value : widened) moments.amax = std::max(moments.amax, std::fabs(value));
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(cols),
-                static_cast<int>(rows), 1.0, widened.data(), static_cast<int>(cols), 1.0,
-                moments.sums.data(), static_cast<int>(cols));
+    // Fixed tiles, each one single-threaded BLAS call: the same sums whatever the thread count.
+    blas::add_gram_upper(rows, cols, widened.data(), moments.sums.data());
     moments.tokens += rows;
   }
 
@@ -92,7 +91,10 @@ CalibrationSummary calibrate(const Checkpoint& checkpoint, const TokenBatch& tok
   const auto& dims = model.dimensions();
   CalibrationStoreWriter writer(
       output, {checkpoint.directory().string(), tokens.rows * tokens.seq, options.all_experts,
-               "f32 activations widened to f64, summed with dsyrk in f64"});
+               fmt::format("f32 activations (GEMMs on {}) widened to f64, summed in f64 in fixed "
+                           "BLAS tiles ({})",
+                           options.device == GemmDevice::Cuda ? "cuBLAS" : "the CPU",
+                           blas::numerics_identity())});
   Collector collector;
   RunOptions run;
   run.observer = &collector;

@@ -1,12 +1,12 @@
 #include "qs/run/tensor_ops.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
 #include <cmath>
 
 #include "qs/ckpt/error.h"
+#include "qs/quant/deterministic_blas.h"
 
 namespace qs::run {
 
@@ -23,10 +23,10 @@ std::vector<float> linear(std::span<const float> x, std::uint64_t rows, const Ma
     cuda_linear(x, rows, weight, y);
     return y;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
-              static_cast<int>(weight.rows), static_cast<int>(weight.cols), 1.0f, x.data(),
-              static_cast<int>(weight.cols), weight.values.data(), static_cast<int>(weight.cols),
-              0.0f, y.data(), static_cast<int>(weight.rows));
+  // Fixed tiles, so activations (and the calibration statistics made from them) do not depend
+  // on the thread count.
+  blas::sgemm(blas::Op::None, blas::Op::Transpose, rows, weight.rows, weight.cols, 1.0f, x.data(),
+              weight.cols, weight.values.data(), weight.cols, 0.0f, y.data(), weight.rows);
   return y;
 }
 

@@ -1,14 +1,14 @@
 // The GPTQ column sweep on the CPU (algo-gptq.md §1.5). Rows are independent given U, so each
 // block of 128 columns is swept row-parallel (oneTBB) inside the block, and the lazy update of
-// the columns after it is one OpenBLAS SGEMM: W[:, i2:] −= E · U[i1:i2, i2:].
+// the columns after it is one SGEMM in fixed tiles (deterministic_blas.h): W[:, i2:] −= E · U[i1:i2, i2:].
 
-#include <cblas.h>
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "qs/quant/deterministic_blas.h"
 #include "qs/quant/gptq.h"
 
 namespace qs::gptq::detail {
@@ -37,7 +37,9 @@ void sweep_cpu(std::span<const float> weight, const intq::IntScheme& scheme,
           const std::uint32_t column = order[j];
           const intq::GroupParams params{out.scales[r * groups + column / width],
                                          out.zeros[r * groups + column / width]};
-          const int code = intq::quantize_value(row[j], params, scheme.format, DType::F32);
+          const int code = intq::decodable_code(
+              intq::quantize_value(row[j], params, scheme.format, DType::F32), params,
+              out.scale_dtype);
           out.codes[r * cols + column] = static_cast<std::int8_t>(code);
           const float decoded = intq::dequantize_value(code, params, out.scale_dtype);
           const float error = (row[j] - decoded) / u[j * cols + j];
@@ -48,10 +50,8 @@ void sweep_cpu(std::span<const float> weight, const intq::IntScheme& scheme,
       }
     });
     if (i2 < cols)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
-                  static_cast<int>(cols - i2), static_cast<int>(count), -1.0f, errors.data(),
-                  static_cast<int>(count), u + i1 * cols + i2, static_cast<int>(cols), 1.0f,
-                  w.data() + i2, static_cast<int>(cols));
+      blas::sgemm(blas::Op::None, blas::Op::None, rows, cols - i2, count, -1.0f, errors.data(),
+                  count, u + i1 * cols + i2, cols, 1.0f, w.data() + i2, cols);
   }
 }
 

@@ -52,7 +52,8 @@ __global__ void sweep_block(float* w, std::uint64_t rows, std::uint64_t cols, st
     const intq::GroupParams params{scales[r * groups + column / width],
                                    zeros[r * groups + column / width]};
     const float value = row[j];
-    const int code = intq::quantize_value(value, params, format, DType::F32);
+    const int code = intq::decodable_code(
+        intq::quantize_value(value, params, format, DType::F32), params, scale_dtype);
     codes[r * cols + column] = static_cast<std::int8_t>(code);
     const float error = (value - intq::dequantize_value(code, params, scale_dtype)) /
                         u_block[j * count + j];

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/non_finite_tally.h"
 #include "qs/ckpt/output_directory.h"
 #include "qs/ckpt/plan.h"
 
@@ -67,6 +68,8 @@ struct ExecutionOptions {
   // Small files written after the last shard, before the index (config.json, ...).
   std::vector<std::pair<std::string, std::string>> extra_files;
   std::function<void(const ExecutionProgress&)> on_progress;
+  // NaN / Inf in any tensor read: reported, or an error naming it (non_finite_tally.h).
+  NonFinitePolicy non_finite = NonFinitePolicy::Report;
   // Checked after every committed shard; when set, the run stops there.
   const std::atomic<bool>* stop_requested = nullptr;
 };
@@ -83,6 +86,8 @@ struct ExecutionReport {
   std::uint64_t bytes_written = 0;
   double seconds = 0.0;
   std::vector<TensorQuality> quality;  // from the transforms, in plan order
+  // Tensors read by this run that hold NaN or Inf (quantized weights too), in plan order.
+  std::vector<NonFiniteCount> non_finite;
 };
 
 // Throws BadInput "output.not_empty" when the directory holds files and resume is off (and,

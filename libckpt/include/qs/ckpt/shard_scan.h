@@ -35,6 +35,10 @@ struct ScanOptions {
   std::size_t release_bytes = 64u << 20;
 };
 
+// NaN and Inf among `bytes`, whole elements of `dtype` (a tensor or a piece of one); zero for
+// dtypes that cannot hold them. `tensor` is left empty.
+NonFiniteCount count_non_finite_values(DType dtype, std::span<const std::byte> bytes);
+
 // `on_progress` receives the bytes of this shard done so far.
 ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options = {},
                      const std::function<void(std::uint64_t)>& on_progress = {});

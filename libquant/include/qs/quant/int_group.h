@@ -13,7 +13,9 @@
 // the library computes in the weight dtype (§3.4): without that ~1e-3 of codes differ from
 // llm-compressor's at .5 boundaries. A scale of 0 (an all-zero group) becomes that dtype's
 // epsilon, as in compressed-tensors; its zero point is 0 (the library's is NaN cast to int8,
-// undefined), and every code then decodes to 0 anyway.
+// undefined), and every code then decodes to 0 anyway. Groups whose range reaches the dtype's
+// limits are the exception to the library's arithmetic: its hi − lo and (q − zp)·s overflow
+// to Inf there, ours stay finite (group_params, decodable_code).
 
 #include <cmath>
 #include <cstdint>
@@ -43,6 +45,10 @@ struct GroupParams {
   int zero = 0;        // in [q_min, q_max]; 0 when symmetric
 };
 
+QS_HOST_DEVICE inline bool is_finite_value(float value) {
+  return (f32_to_bits(value) & 0x7F800000u) != 0x7F800000u;
+}
+
 // Rounds to the nearest value of `dtype` (BF16 / F16 round to nearest even; F32 unchanged).
 QS_HOST_DEVICE inline float round_to_dtype(float value, DType dtype) {
   if (dtype == DType::BF16) return bf16_to_f32(f32_to_bf16(value));
@@ -71,7 +77,15 @@ QS_HOST_DEVICE inline GroupParams group_params(float low, float high, IntFormat 
     const float amax = -low > high ? -low : high;
     params.scale = round_to_dtype(amax / (format.range() / 2.0f), dtype);
   } else {
-    params.scale = round_to_dtype(round_to_dtype(high - low, dtype) / format.range(), dtype);
+    const float span = round_to_dtype(high - low, dtype);
+    // hi − lo overflows the dtype when the group holds values near both of its limits (±3.39e38
+    // in BF16), though the scale, a fraction of it, is representable: computed in f64 there.
+    // Finite spans keep the library's arithmetic, so ordinary groups are unchanged.
+    params.scale = is_finite_value(span)
+                       ? round_to_dtype(span / format.range(), dtype)
+                       : round_to_dtype(static_cast<float>((static_cast<double>(high) - low) /
+                                                           static_cast<double>(format.range())),
+                                        dtype);
     if (params.scale != 0.0f) {
       const float zero = round_to_dtype(
           static_cast<float>(format.q_min()) - round_to_dtype(low / params.scale, dtype), dtype);
@@ -83,18 +97,37 @@ QS_HOST_DEVICE inline GroupParams group_params(float low, float high, IntFormat 
   return params;
 }
 
-// One weight's code under the group's parameters.
-QS_HOST_DEVICE inline int quantize_value(float weight, GroupParams params, IntFormat format,
-                                         DType dtype) {
-  float scaled = round_to_dtype(weight / params.scale, dtype);
-  if (params.zero != 0) scaled = round_to_dtype(scaled + static_cast<float>(params.zero), dtype);
-  return static_cast<int>(rintf(clamp_to(scaled, static_cast<float>(format.q_min()),
-                                         static_cast<float>(format.q_max()))));
+// The largest finite value of a scale dtype.
+QS_HOST_DEVICE inline float largest_finite(DType dtype) {
+  if (dtype == DType::BF16) return 3.3895313892515355e38f;  // 0x7F7F
+  if (dtype == DType::F16) return 65504.0f;
+  return 3.4028234663852886e38f;
 }
 
 // What a consumer decodes: (q - zp) · s in the scale dtype.
 QS_HOST_DEVICE inline float dequantize_value(int code, GroupParams params, DType dtype) {
   return round_to_dtype(static_cast<float>(code - params.zero) * params.scale, dtype);
+}
+
+// `code`, or its neighbour towards the zero point when `code` would decode past the dtype's
+// largest value. Only groups whose range reaches the dtype's limits get there: a BF16 weight
+// of −3.39e38 under int8 has s = 2^121 and w/s = −127.5, which rounds to −128, and
+// −128 · 2^121 = −2^128 is Inf; −127 is as near and decodes to −3.37e38. The test on the scale
+// keeps the check off the path of every ordinary group (|q − zp| ≤ 255).
+QS_HOST_DEVICE inline int decodable_code(int code, GroupParams params, DType dtype) {
+  if (params.scale <= largest_finite(dtype) / 256.0f) return code;
+  if (is_finite_value(dequantize_value(code, params, dtype))) return code;
+  return code > params.zero ? code - 1 : code + 1;
+}
+
+// One weight's code under the group's parameters.
+QS_HOST_DEVICE inline int quantize_value(float weight, GroupParams params, IntFormat format,
+                                         DType dtype) {
+  float scaled = round_to_dtype(weight / params.scale, dtype);
+  if (params.zero != 0) scaled = round_to_dtype(scaled + static_cast<float>(params.zero), dtype);
+  const int code = static_cast<int>(rintf(clamp_to(scaled, static_cast<float>(format.q_min()),
+                                                   static_cast<float>(format.q_max()))));
+  return decodable_code(code, params, dtype);
 }
 
 // Σ (w - ŵ)² over the group, in element order.

@@ -30,6 +30,8 @@ struct QuantizerSettings {
   NanPolicy nan_policy = NanPolicy::Error;
   ComputeDevice device = ComputeDevice::Auto;
   std::shared_ptr<HessianCache> hessians;  // made on first use when empty
+  // Quantized weights below this SNR fail the job naming them ("quantize.signal_lost").
+  double min_snr_db = kDefaultMinSnrDb;
 };
 
 // Throws BadInput "plan.unknown_scale_method" for a method the format does not have, and

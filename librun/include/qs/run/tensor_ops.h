@@ -1,6 +1,7 @@
 #pragma once
 // The few fp32 operations the GLM-5 forward needs, on row-major buffers. GEMMs go to
-// OpenBLAS (cblas_sgemm); the rest are plain loops over rows, parallel with oneTBB.
+// OpenBLAS in fixed tiles (qs/quant/deterministic_blas.h: results independent of the thread
+// count); the rest are plain loops over rows, parallel with oneTBB.
 
 #include <cstdint>
 #include <span>
