@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -315,8 +316,8 @@ LayerSelector LayerSelector::parse(std::string_view text) {
   auto fail = [&](std::string_view term) {
     throw_bad_input("recipe.invalid_layers",
                     fmt::format("cannot read layer selector term '{}' in '{}' (examples: 7, "
-                                "3-77, first 2, last 2, mtp, all)",
-                                term, text));
+                                "3-77, first 2, last 2, mtp, all; numbers at most {})",
+                                term, text, std::numeric_limits<std::uint32_t>::max()));
   };
   std::size_t position = 0;
   while (position <= text.size()) {
@@ -361,7 +362,8 @@ bool LayerSelector::matches(std::uint32_t layer, const ModelLayout& layout) cons
         if (layer < main_layers && layer < term.low) return true;
         break;
       case Term::Kind::Last:
-        if (layer < main_layers && layer + term.low >= main_layers) return true;
+        // Not layer + count >= main_layers: that wraps around for counts near 2^32.
+        if (layer < main_layers && term.low >= main_layers - layer) return true;
         break;
       case Term::Kind::Mtp:
         if (layout.is_mtp_layer(layer)) return true;
