@@ -8,6 +8,7 @@
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/json_input.h"
 
 namespace qs {
 namespace {
@@ -35,7 +36,7 @@ JobState JobState::open_or_create(const std::filesystem::path& directory,
   }
   nlohmann::json state;
   try {
-    state = nlohmann::json::parse(read_text_file(job.path_));
+    state = parse_json_input(read_text_file(job.path_), "job.invalid", job.path_.string());
     if (state.at("version").get<int>() != kJobFileVersion)
       throw_bad_input("job.invalid", "job file of an unknown version", job.path_.string());
     if (state.at("fingerprint").get<std::string>() != fingerprint ||

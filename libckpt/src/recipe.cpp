@@ -1,6 +1,7 @@
 #include "qs/ckpt/recipe.h"
 
 #include <fmt/format.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -396,6 +397,10 @@ Recipe parse_recipe(std::string_view yaml_text, const std::string& source,
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::DeepRecursion& error) {
+    // yaml-cpp's own message is "bad file".
+    throw_bad_input("recipe.invalid_yaml",
+                    fmt::format("YAML nested deeper than {} levels", error.depth() - 1), source);
   } catch (const YAML::Exception& error) {
     throw_bad_input("recipe.invalid_yaml", error.what(), source);
   }
