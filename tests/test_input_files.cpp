@@ -212,6 +212,25 @@ TEST(ConfigNumbers, EveryRowAcceptsItsBoundsAndRejectsBeyondThem) {
   EXPECT_NO_THROW(Checkpoint::open(kFixture));
 }
 
+TEST(ConfigNumbers, InRangeNumbersImplyingMillionsOfTensorsAreAProblemNotAnEndlessLoop) {
+  ScratchDirectory scratch("input");
+  const auto model = scratch.path() / "m";
+  fs::create_directory(model);
+  copy_bundled_model(model);
+  auto config = nlohmann::json::parse(read_text_file(model / "config.json"));
+  config["num_hidden_layers"] = 4096;  // each within its range, together 805 million tensors
+  config["n_routed_experts"] = 65536;
+  write_text(model / "config.json", config.dump());
+  const auto result = run_bounded("validate " + quoted(model));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("layout.invalid_dimensions"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("at most 1,000,000 tensors"), std::string::npos) << result.output;
+  // Real GLM-5 (59,870 tensors) is well inside.
+  EXPECT_EQ(run_bounded("synth --preset glm5 --dry-run --out " + quoted(scratch.path() / "g"))
+                .exit_code,
+            0);
+}
+
 // ---- JSON inputs ----
 
 TEST(JsonInputs, NestingBombsAndSyntaxErrorsExitTwoAtOnce) {
