@@ -201,11 +201,17 @@ TEST(ConfigNumbers, EveryRowAcceptsItsBoundsAndRejectsBeyondThem) {
       EXPECT_NE(error.detail().find("\"" + key + "\""), std::string::npos) << error.detail();
     }
     if (range.min > 0)
-      EXPECT_EQ(error_kind_of([&] { check_config_numbers({{key, range.min - 1}}, "c"); }),
+      EXPECT_EQ(error_kind_of([&] {
+                  check_config_numbers({{key, range.min - 1}}, "c");
+                }),
                 "config.invalid_value");
-    EXPECT_EQ(error_kind_of([&] { check_config_numbers({{key, "1"}}, "c"); }),
+    EXPECT_EQ(error_kind_of([&] {
+                check_config_numbers({{key, "1"}}, "c");
+              }),
               "config.invalid_value");
-    EXPECT_EQ(error_kind_of([&] { check_config_numbers({{key, 1.0}}, "c"); }),
+    EXPECT_EQ(error_kind_of([&] {
+                check_config_numbers({{key, 1.0}}, "c");
+              }),
               "config.invalid_value");
   }
   // The bundled model's config passes.
@@ -226,9 +232,9 @@ TEST(ConfigNumbers, InRangeNumbersImplyingMillionsOfTensorsAreAProblemNotAnEndle
   EXPECT_NE(result.output.find("layout.invalid_dimensions"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("at most 1,000,000 tensors"), std::string::npos) << result.output;
   // Real GLM-5 (59,870 tensors) is well inside.
-  EXPECT_EQ(run_bounded("synth --preset glm5 --dry-run --out " + quoted(scratch.path() / "g"))
-                .exit_code,
-            0);
+  EXPECT_EQ(
+      run_bounded("synth --preset glm5 --dry-run --out " + quoted(scratch.path() / "g")).exit_code,
+      0);
 }
 
 // ---- JSON inputs ----

@@ -52,17 +52,17 @@ TEST(LayerSelector, CountsAndRangesNearTheIntegerLimitsNeitherWrapNorOverflow) {
   for (const char* every : {"last 78", "last 100", "last 4294967295", "first 78", "first 100",
                             "first 4294967295", "0-4294967295"}) {
     const auto selector = LayerSelector::parse(every);
-    for (std::uint32_t layer : {0u, 1u, 40u, 77u}) EXPECT_TRUE(selector.matches(layer, layout))
-        << every << " " << layer;
+    for (std::uint32_t layer : {0u, 1u, 40u, 77u})
+      EXPECT_TRUE(selector.matches(layer, layout)) << every << " " << layer;
     if (std::string_view(every) != "0-4294967295")
       EXPECT_FALSE(selector.matches(78, layout)) << every;
   }
   EXPECT_TRUE(LayerSelector::parse("4294967295").matches(4294967295u, layout));
   EXPECT_FALSE(LayerSelector::parse("last 0").matches(77, layout));
   // Numbers beyond 32 bits, signs and garbage are errors naming the term, not wrapped values.
-  for (const char* bad : {"last 4294967296", "first 99999999999999999999", "0-4294967296",
-                          "4294967296", "last +3", "last 3x", "3--5", "-3", "1,", "3 - x",
-                          "last", "firsts 2"}) {
+  for (const char* bad :
+       {"last 4294967296", "first 99999999999999999999", "0-4294967296", "4294967296", "last +3",
+        "last 3x", "3--5", "-3", "1,", "3 - x", "last", "firsts 2"}) {
     try {
       LayerSelector::parse(bad);
       ADD_FAILURE() << bad << ": no throw";

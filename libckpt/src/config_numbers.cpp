@@ -11,8 +11,8 @@ namespace qs {
 namespace {
 
 constexpr std::uint64_t kLayers = 4096;
-constexpr std::uint64_t kWidth = std::uint64_t{1} << 20;      // hidden and head sizes, ranks
-constexpr std::uint64_t kCount = 65536;                       // heads, experts, groups
+constexpr std::uint64_t kWidth = std::uint64_t{1} << 20;       // hidden and head sizes, ranks
+constexpr std::uint64_t kCount = 65536;                        // heads, experts, groups
 constexpr std::uint64_t kVocabulary = std::uint64_t{1} << 24;  // vocabulary, token ids, top-k
 constexpr std::uint64_t kPositions = std::uint64_t{1} << 30;
 
@@ -61,11 +61,10 @@ bool in_range(const nlohmann::json& value, const ConfigNumberRange& range) {
 }
 
 void check(const nlohmann::json& value, const ConfigNumberRange& range, const std::string& file) {
-  const bool valid =
-      in_range(value, range) ||
-      (range.key == "eos_token_id" && value.is_array() &&
-       std::all_of(value.begin(), value.end(),
-                   [&](const nlohmann::json& id) { return in_range(id, range); }));
+  const bool valid = in_range(value, range) ||
+                     (range.key == "eos_token_id" && value.is_array() &&
+                      std::all_of(value.begin(), value.end(),
+                                  [&](const nlohmann::json& id) { return in_range(id, range); }));
   if (!valid)
     throw_bad_input("config.invalid_value",
                     fmt::format("\"{}\" is {}, expected an integer in [{}, {}]", range.key,

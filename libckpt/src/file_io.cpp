@@ -56,8 +56,7 @@ const char* file_type_name(mode_t mode) {
 [[noreturn]] void throw_cannot_open(int error_number, const std::filesystem::path& path) {
   struct stat link {};
   if (error_number == ELOOP)
-    throw_bad_input("file.symlink_loop", "symbolic links loop (or nest too deeply)",
-                    path.string());
+    throw_bad_input("file.symlink_loop", "symbolic links loop (or nest too deeply)", path.string());
   if (error_number == ENOENT && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode))
     throw_bad_input("file.dangling_link", "symbolic link to a file that does not exist",
                     path.string());
@@ -126,7 +125,6 @@ void ReadOnlyFile::read_at(std::uint64_t offset, std::span<std::byte> out) const
     done += static_cast<std::size_t>(got);
   }
 }
-
 
 FileMapping::FileMapping(const ReadOnlyFile& file) : file_(file), size_(file.size()) {
   if (size_ == 0) return;

@@ -1,10 +1,10 @@
 #include "qs/ckpt/name_pattern.h"
 
+#include <re2/re2.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
-
-#include <re2/re2.h>
 
 #include "qs/ckpt/error.h"
 
@@ -251,8 +251,8 @@ NamePattern NamePattern::parse(std::string_view text, PlainPatternMeaning plain)
     }
     RE2::Options options;
     options.set_log_errors(false);  // libraries never print; the error below says why
-    auto compiled = std::make_shared<const RE2>(re2::StringPiece(regex.data(), regex.size()),
-                                                options);
+    auto compiled =
+        std::make_shared<const RE2>(re2::StringPiece(regex.data(), regex.size()), options);
     if (!compiled->ok()) {
       throw_bad_input("pattern.invalid_regex", "regex pattern '" + std::string(text) +
                                                    "' does not compile: " + compiled->error());

@@ -81,8 +81,7 @@ std::uint64_t unsigned_integer(const Json& value, const std::string& what, const
 TensorInfo parse_tensor_entry(const std::string& name, const Json& entry, const std::string& file) {
   // The reference accepts "", but a tensor without a name cannot be reported, matched by a
   // rule or listed in an index (its weight_map key would be "" too): refuse the file.
-  if (name.empty())
-    throw_bad_input("safetensors.empty_name", "a tensor has an empty name", file);
+  if (name.empty()) throw_bad_input("safetensors.empty_name", "a tensor has an empty name", file);
   if (!entry.is_object())
     throw_bad_input("safetensors.tensor_entry_invalid", "entry is not a JSON object", file, name);
   for (const char* key : {"dtype", "shape", "data_offsets"})
