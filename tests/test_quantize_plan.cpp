@@ -90,6 +90,13 @@ TEST(Recipe, RejectsWhatItCannotRead) {
   };
   for (const auto& [kind, text] : cases)
     EXPECT_EQ(error_kind_of([&] { parse_recipe(text, "test.yaml"); }), kind) << text;
+  // Found by the recipe fuzzer: nodes of another type where a string belongs (a parameter's
+  // value, a key) made yaml-cpp's BadConversion escape as an internal error.
+  for (const char* text : {"parameters: {a: [1, 2]}\nrules: [{action: keep}]",
+                           "parameters: {[a]: 1}\nrules: [{action: keep}]",
+                           "{[a]: 1, rules: [{action: keep}]}"})
+    EXPECT_EQ(error_kind_of([&] { parse_recipe(text, "test.yaml"); }), "recipe.invalid_yaml")
+        << text;
   EXPECT_EQ(
       error_kind_of([&] {
         parse_recipe("parameters: {n: 2}\nrules: [{action: keep}]", "test.yaml", {{"m", "1"}});

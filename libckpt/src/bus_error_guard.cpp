@@ -7,9 +7,9 @@
 namespace qs {
 namespace {
 
-// The innermost guard of this thread; a pointer in initial-exec TLS is safe to read in a
-// signal handler.
-thread_local sigjmp_buf* active_guard = nullptr;
+// The innermost guard of this thread. Initial-exec TLS (no lazy allocation) is safe to read
+// in a signal handler.
+__attribute__((tls_model("initial-exec"))) thread_local sigjmp_buf* active_guard = nullptr;
 struct sigaction previous_action {};
 
 void on_bus_error(int signal, siginfo_t* info, void* context) {

@@ -406,11 +406,13 @@ Recipe parse_recipe(std::string_view yaml_text, const std::string& source,
   }
   RecipeReader bootstrap(source, {});
   if (!root.IsMap()) bootstrap.fail("recipe.invalid", "a recipe is a YAML mapping");
-  bootstrap.check_keys(root, kRecipeKeys, "the recipe");
-  RecipeReader reader(source, read_parameters(root, parameter_overrides, bootstrap));
   Recipe recipe;
   recipe.source = source;
+  // Everything that reads nodes is inside: a node of another type than expected (a mapping
+  // as a parameter's value or as a key) makes yaml-cpp throw BadConversion.
   try {
+    bootstrap.check_keys(root, kRecipeKeys, "the recipe");
+    RecipeReader reader(source, read_parameters(root, parameter_overrides, bootstrap));
     if (root["description"]) recipe.description = root["description"].as<std::string>();
     if (const auto format = root["format"]) {
       const auto text = reader.scalar(format, "format");
