@@ -8,6 +8,8 @@ find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
+# RE2 matches user-supplied name patterns in time linear in the name (std::regex backtracks).
+pkg_check_modules(RE2 REQUIRED IMPORTED_TARGET re2)
 
 # OpenBLAS by name: Debian's default libblas is the slow reference BLAS (DESIGN.md). Its
 # LAPACK symbols (potrf, trtri) serve GPTQ.

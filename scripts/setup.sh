@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   nlohmann-json3-dev libcli11-dev libtbb-dev libzstd-dev libgtest-dev
-  libyaml-cpp-dev libfmt-dev libopenblas-dev libxxhash-dev time
+  libyaml-cpp-dev libfmt-dev libopenblas-dev libxxhash-dev libre2-dev time
 )
 
 missing=()

@@ -45,6 +45,34 @@ TEST(LayerSelector, ReadsRangesAndRelativeTerms) {
     EXPECT_EQ(error_kind_of([&] { LayerSelector::parse(bad); }), "recipe.invalid_layers") << bad;
 }
 
+TEST(LayerSelector, CountsAndRangesNearTheIntegerLimitsNeitherWrapNorOverflow) {
+  ModelLayout layout{.num_hidden_layers = 78, .first_k_dense_replace = 3};
+  // A count at least the layer count selects every main layer (and no MTP layer), however
+  // large: "last 4294967295" once wrapped around and selected nothing.
+  for (const char* every : {"last 78", "last 100", "last 4294967295", "first 78", "first 100",
+                            "first 4294967295", "0-4294967295"}) {
+    const auto selector = LayerSelector::parse(every);
+    for (std::uint32_t layer : {0u, 1u, 40u, 77u})
+      EXPECT_TRUE(selector.matches(layer, layout)) << every << " " << layer;
+    if (std::string_view(every) != "0-4294967295")
+      EXPECT_FALSE(selector.matches(78, layout)) << every;
+  }
+  EXPECT_TRUE(LayerSelector::parse("4294967295").matches(4294967295u, layout));
+  EXPECT_FALSE(LayerSelector::parse("last 0").matches(77, layout));
+  // Numbers beyond 32 bits, signs and garbage are errors naming the term, not wrapped values.
+  for (const char* bad :
+       {"last 4294967296", "first 99999999999999999999", "0-4294967296", "4294967296", "last +3",
+        "last 3x", "3--5", "-3", "1,", "3 - x", "last", "firsts 2"}) {
+    try {
+      LayerSelector::parse(bad);
+      ADD_FAILURE() << bad << ": no throw";
+    } catch (const Error& error) {
+      EXPECT_EQ(error.kind(), "recipe.invalid_layers") << bad;
+      EXPECT_NE(error.detail().find(bad), std::string::npos) << error.detail();
+    }
+  }
+}
+
 TEST(Recipe, RejectsWhatItCannotRead) {
   const std::map<std::string, const char*> cases = {
       {"recipe.unknown_key", "rules: [{action: keep, colour: red}]"},
@@ -62,6 +90,13 @@ TEST(Recipe, RejectsWhatItCannotRead) {
   };
   for (const auto& [kind, text] : cases)
     EXPECT_EQ(error_kind_of([&] { parse_recipe(text, "test.yaml"); }), kind) << text;
+  // Found by the recipe fuzzer: nodes of another type where a string belongs (a parameter's
+  // value, a key) made yaml-cpp's BadConversion escape as an internal error.
+  for (const char* text : {"parameters: {a: [1, 2]}\nrules: [{action: keep}]",
+                           "parameters: {[a]: 1}\nrules: [{action: keep}]",
+                           "{[a]: 1, rules: [{action: keep}]}"})
+    EXPECT_EQ(error_kind_of([&] { parse_recipe(text, "test.yaml"); }), "recipe.invalid_yaml")
+        << text;
   EXPECT_EQ(
       error_kind_of([&] {
         parse_recipe("parameters: {n: 2}\nrules: [{action: keep}]", "test.yaml", {{"m", "1"}});

@@ -1,10 +1,12 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <cmath>
 #include <cstring>
 #include <limits>
 
+#include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/shard_scan.h"
 #include "test_support.h"
@@ -89,6 +91,50 @@ TEST(ShardScan, BundledModelIsFinite) {
       scan_shard(file, {1u << 16, 1u << 20}, [&](std::uint64_t done) { last_progress = done; });
   EXPECT_TRUE(scan.non_finite.empty());
   EXPECT_EQ(last_progress, file.file_size());
+}
+
+// Another process truncating a shard while validate --checksum reads it: the shard was opened
+// (header read and checked) at its full size, then shrinks before its data is scanned. The
+// memory map then lies past the end of the file; touching it raised SIGBUS and killed the
+// process. It must be an error naming the file.
+TEST(ShardScan, FileThatShrinksAfterItsHeaderWasReadIsAnErrorNamingIt) {
+  for (const std::uint64_t keep : {std::uint64_t{0}, std::uint64_t{4096}}) {
+    SCOPED_TRACE(keep);
+    ScratchDirectory scratch("scan");
+    const auto path = scratch.path() / "shrinking.safetensors";
+    const std::vector<float> values(64 * 1024, 1.0f);  // 256 KiB: many pages past `keep`
+    SafetensorsWriter writer(path, {{"w", DType::F32, {values.size()}}});
+    writer.write(std::as_bytes(std::span(values)));
+    writer.commit();
+    SafetensorsFile file(path);
+    ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(keep)), 0);
+    try {
+      scan_shard(file, {64u << 10, 64u << 10});
+      ADD_FAILURE() << "no error";
+    } catch (const Error& error) {
+      EXPECT_EQ(error.kind(), "file.truncated");
+      EXPECT_EQ(error.error_class(), ErrorClass::BadInput);
+      EXPECT_EQ(error.file(), path.string());
+      EXPECT_NE(error.detail().find("shrank"), std::string::npos) << error.detail();
+    }
+  }
+}
+
+// The guard only catches SIGBUS raised inside it; scanning a healthy file afterwards works.
+TEST(ShardScan, ScanningWorksAgainAfterACaughtTruncation) {
+  ScratchDirectory scratch("scan");
+  const auto path = scratch.path() / "shrinking.safetensors";
+  const std::vector<float> values(64 * 1024, 1.0f);
+  SafetensorsWriter writer(path, {{"w", DType::F32, {values.size()}}});
+  writer.write(std::as_bytes(std::span(values)));
+  writer.commit();
+  {
+    SafetensorsFile file(path);
+    ASSERT_EQ(::truncate(path.c_str(), 0), 0);
+    EXPECT_THROW(scan_shard(file), Error);
+  }
+  SafetensorsFile healthy(QS_TEST_DATA_DIR "/glm5-tiny/model-00001-of-00002.safetensors");
+  EXPECT_TRUE(scan_shard(healthy).non_finite.empty());
 }
 
 }  // namespace

@@ -119,6 +119,11 @@ std::vector<BrokenFileCase> broken_file_cases() {
       "safetensors.sub_byte_misaligned");
   add("DuplicateName", with_header(header_with(kA, kB, R"(,"a":)" + kA)),
       "safetensors.duplicate_name");
+  // The reference accepts it; we refuse a tensor that cannot be named in a report or a rule.
+  add("EmptyName", with_header(R"({"":)" + kA + R"(,"b":)" + kB + "}"), "safetensors.empty_name");
+  // Refused by a pre-scan before the parser (and any recursive walk of its result) sees it.
+  add("NestingBomb", with_header(std::string(100'000, '[') + std::string(100'000, ']')),
+      "safetensors.header_not_json");
   add("MetadataNotStrings",
       with_header(R"({"__metadata__":{"format":1},"a":)" + kA + R"(,"b":)" + kB + "}"),
       "safetensors.metadata_invalid");

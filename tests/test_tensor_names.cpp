@@ -605,6 +605,10 @@ TEST(NamePatternRegex, InvalidOrPythonOnlyRegexesThrowNamingThePattern) {
       {"re:lm_head\\Z", "pattern.python_only_regex"},
       {"re:(?i)LM_HEAD", "pattern.python_only_regex"},
       {"re:(?#comment)x", "pattern.python_only_regex"},
+      {"re:(?U)a+", "pattern.python_only_regex"},
+      {"re:\\Qa.b\\E", "pattern.python_only_regex"},
+      {"re:\\pL", "pattern.python_only_regex"},
+      {"re:(a{1000}){1000}", "pattern.invalid_regex"},  // beyond RE2's program size
   };
   for (const auto& [pattern, kind] : cases) {
     SCOPED_TRACE(pattern);
@@ -619,6 +623,16 @@ TEST(NamePatternRegex, InvalidOrPythonOnlyRegexesThrowNamingThePattern) {
     // The vLLM dialect compiles regexes the same way.
     EXPECT_THROW(NamePattern::parse(pattern, PlainPatternMeaning::ExactName), Error);
   }
+}
+
+TEST(NamePatternRegex, CatastrophicBacktrackingPatternsMatchInLinearTime) {
+  // A backtracking engine (std::regex, Python's re) takes 2^n steps on these; the test would
+  // not finish. RE2 answers at once.
+  const std::string name = std::string(100000, 'a') + "b";
+  EXPECT_FALSE(module_matches("re:(a+)+$", name.c_str()));
+  EXPECT_FALSE(module_matches("re:(a|aa)*$", name.c_str()));
+  EXPECT_FALSE(module_matches("re:(a*)*c", name.c_str()));
+  EXPECT_TRUE(module_matches("re:(a+)+b$", name.c_str()));
 }
 
 TEST(NamePatternGlob, ShellWildcardsOverTheWholeName) {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -268,6 +269,10 @@ BatchRecipe parse_batch_recipe(std::string_view yaml_text, const std::string& so
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::DeepRecursion& error) {
+    // yaml-cpp's own message is "bad file".
+    reader.fail("batch_recipe.invalid_yaml",
+                fmt::format("YAML nested deeper than {} levels", error.depth() - 1));
   } catch (const YAML::Exception& error) {
     reader.fail("batch_recipe.invalid_yaml", error.what());
   }

@@ -8,6 +8,7 @@
 
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/json_input.h"
 
 namespace qs {
 namespace {
@@ -109,6 +110,7 @@ CalibrationStore CalibrationStore::open(const std::filesystem::path& path) {
   file.read_at(file.size() - 8 - length, std::as_writable_bytes(std::span(text.data(), length)));
   CalibrationStore store;
   store.path_ = path;
+  check_json_nesting(text, "calibration.invalid", path.string());
   try {
     const auto index = nlohmann::json::parse(text);
     if (index.at("format") != "quantsmith-calibration" || index.at("version") != 1)

@@ -5,20 +5,20 @@
 #include <algorithm>
 #include <set>
 
+#include "qs/ckpt/config_numbers.h"
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/json_input.h"
 #include "qs/ckpt/output_directory.h"
 
 namespace qs {
 namespace fs = std::filesystem;
 namespace {
 
-nlohmann::json parse_json_file(const fs::path& path, const std::string& kind) {
-  std::string text = read_text_file(path);
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& error) {
-    throw_bad_input(kind, fmt::format("not valid JSON ({})", error.what()), path.string());
-  }
+// Whether the directory holds an entry of that name, of any type: a FIFO, a dangling link or
+// a link loop is then refused by ReadOnlyFile with the reason, not silently skipped as absent.
+bool has_entry(const fs::path& path) {
+  std::error_code error;
+  return fs::exists(fs::symlink_status(path, error));
 }
 
 // Shard file names in the order they first appear in the index's weight_map (sorted by
@@ -47,29 +47,31 @@ std::vector<std::string> shard_names_from_index(const nlohmann::json& index,
 Checkpoint Checkpoint::open(const fs::path& path) {
   Checkpoint checkpoint;
   std::vector<std::string> shard_names;
-  if (fs::is_regular_file(path)) {
-    checkpoint.directory_ = path.parent_path().empty() ? fs::path(".") : path.parent_path();
-    shard_names.push_back(path.filename().string());
-  } else if (fs::is_directory(path)) {
+  std::error_code error;
+  if (fs::is_directory(path, error)) {
     checkpoint.directory_ = path;
     fs::path index_path = path / kIndexFileName;
-    if (fs::exists(index_path)) {
-      checkpoint.index_ = parse_json_file(index_path, "index.invalid_json");
+    if (has_entry(index_path)) {
+      checkpoint.index_ = read_json_file(index_path, "index.invalid_json");
       shard_names = shard_names_from_index(*checkpoint.index_, index_path);
-    } else if (fs::exists(path / kSingleFileName)) {
+    } else if (has_entry(path / kSingleFileName)) {
       shard_names.push_back(std::string(kSingleFileName));
     } else {
       throw_bad_input("checkpoint.no_weights",
                       fmt::format("neither {} nor {} found", kIndexFileName, kSingleFileName),
                       path.string());
     }
+  } else if (has_entry(path)) {
+    // A single shard; ReadOnlyFile refuses it if it is not a regular file.
+    checkpoint.directory_ = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+    shard_names.push_back(path.filename().string());
   } else {
     throw_bad_input("checkpoint.not_found", "no such file or directory", path.string());
   }
 
   if (checkpoint.index_) {
     for (const auto& [tensor, file] : (*checkpoint.index_)["weight_map"].items())
-      if (!fs::exists(checkpoint.directory_ / file.get<std::string>()))
+      if (!has_entry(checkpoint.directory_ / file.get<std::string>()))
         throw_bad_input(
             "index.missing_shard",
             fmt::format("shard {} listed in the index does not exist", file.get<std::string>()),
@@ -110,8 +112,10 @@ Checkpoint Checkpoint::open(const fs::path& path) {
   }
 
   fs::path config_path = checkpoint.directory_ / "config.json";
-  if (fs::exists(config_path))
-    checkpoint.config_ = parse_json_file(config_path, "config.invalid_json");
+  if (has_entry(config_path)) {
+    checkpoint.config_ = read_json_file(config_path, "config.invalid_json");
+    check_config_numbers(checkpoint.config_, config_path.string());
+  }
   return checkpoint;
 }
 
@@ -144,7 +148,10 @@ std::uint64_t Checkpoint::file_bytes() const {
 std::vector<fs::path> Checkpoint::auxiliary_files() const {
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(directory_)) {
-    if (!entry.is_regular_file()) continue;
+    // Anything but a directory is copied, so a FIFO or a dangling link is refused by the
+    // reader rather than silently left out of the output.
+    std::error_code error;
+    if (entry.is_directory(error)) continue;
     auto name = entry.path().filename().string();
     bool weights = entry.path().extension() == ".safetensors" || name == kIndexFileName;
     if (weights || name.starts_with(".")) continue;

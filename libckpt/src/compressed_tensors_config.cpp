@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/json_input.h"
 #include "qs/ckpt/quantization_config.h"
 #include "qs/ckpt/tensor_name.h"
 
@@ -156,9 +157,9 @@ ModeloptExclusions read_modelopt_exclusions(const Checkpoint& checkpoint) {
     }
   }
   const auto legacy = checkpoint.directory() / std::string(kHfQuantConfigFileName);
-  if (std::filesystem::exists(legacy)) {
+  if (std::filesystem::exists(std::filesystem::symlink_status(legacy))) {
     found.declared = true;
-    const auto json = nlohmann::json::parse(read_text_file(legacy), nullptr, false);
+    const auto json = parse_json_or_discarded(read_text_file(legacy));
     if (json.is_object() && json.contains("quantization") && json["quantization"].is_object())
       read(legacy.string(), json["quantization"], "exclude_modules");
     else

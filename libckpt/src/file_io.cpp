@@ -35,12 +35,46 @@ std::filesystem::path temporary_name_for(const std::filesystem::path& destinatio
   return destination.parent_path() / name;
 }
 
+// What a non-regular file is, for the error message.
+const char* file_type_name(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a regular file";
+}
+
+[[noreturn]] void throw_not_regular(mode_t mode, const std::filesystem::path& path) {
+  throw_bad_input("file.not_regular",
+                  fmt::format("{}, not a regular file: inputs must be regular files (or "
+                              "symbolic links to them)",
+                              file_type_name(mode)),
+                  path.string());
+}
+
+[[noreturn]] void throw_cannot_open(int error_number, const std::filesystem::path& path) {
+  struct stat link {};
+  if (error_number == ELOOP)
+    throw_bad_input("file.symlink_loop", "symbolic links loop (or nest too deeply)", path.string());
+  if (error_number == ENOENT && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode))
+    throw_bad_input("file.dangling_link", "symbolic link to a file that does not exist",
+                    path.string());
+  throw_bad_input("file.open", "cannot open: " + errno_text(error_number), path.string());
+}
+
 }  // namespace
 
+// Every input file is opened here. The type is checked before opening, because opening a
+// FIFO for reading blocks until a writer appears (and opening a device can have effects of
+// its own), and again on the descriptor, because the path may have changed in between;
+// O_NONBLOCK makes that second open return at once whatever the path has become.
 ReadOnlyFile::ReadOnlyFile(const std::filesystem::path& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) throw_bad_input("file.open", "cannot open: " + errno_text(errno), path.string());
   struct stat status {};
+  if (::stat(path.c_str(), &status) != 0) throw_cannot_open(errno, path);
+  if (!S_ISREG(status.st_mode)) throw_not_regular(status.st_mode, path);
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd_ < 0) throw_cannot_open(errno, path);
   if (::fstat(fd_, &status) != 0) {
     int error_number = errno;
     ::close(fd_);
@@ -48,7 +82,7 @@ ReadOnlyFile::ReadOnlyFile(const std::filesystem::path& path) : path_(path) {
   }
   if (!S_ISREG(status.st_mode)) {
     ::close(fd_);
-    throw_bad_input("file.not_regular", "not a regular file", path.string());
+    throw_not_regular(status.st_mode, path);
   }
   size_ = static_cast<std::uint64_t>(status.st_size);
 }
@@ -85,14 +119,14 @@ void ReadOnlyFile::read_at(std::uint64_t offset, std::span<std::byte> out) const
     if (got == 0)
       throw_bad_input("file.truncated",
                       "file ends at " + std::to_string(offset + done) + " bytes, expected " +
-                          std::to_string(offset + out.size()),
+                          std::to_string(offset + out.size()) +
+                          " (truncated, or shrunk while being read)",
                       path_.string());
     done += static_cast<std::size_t>(got);
   }
 }
 
-
-FileMapping::FileMapping(const ReadOnlyFile& file) : size_(file.size()) {
+FileMapping::FileMapping(const ReadOnlyFile& file) : file_(file), size_(file.size()) {
   if (size_ == 0) return;
   void* address = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, file.descriptor(), 0);
   if (address == MAP_FAILED)
@@ -111,6 +145,17 @@ void FileMapping::release(std::uint64_t begin, std::uint64_t end) const {
   std::uint64_t last = std::min<std::uint64_t>(end, size_) / page * page;
   if (data_ && last > first)
     ::madvise(const_cast<std::byte*>(data_) + first, last - first, MADV_DONTNEED);
+}
+
+void FileMapping::throw_shrunk(std::uint64_t offset) const {
+  struct stat status {};
+  const std::string now = ::fstat(file_.descriptor(), &status) == 0
+                              ? fmt::format("{} bytes", status.st_size)
+                              : std::string("an unknown size");
+  throw_bad_input("file.truncated",
+                  fmt::format("file shrank from {} bytes to {} while being read (at byte {})",
+                              size_, now, offset),
+                  file_.path().string());
 }
 
 AtomicOutputFile::AtomicOutputFile(std::filesystem::path destination)

@@ -29,6 +29,11 @@ struct SpecRequirement {
   std::string_view text;
 };
 
+// Real GLM-5 has 59,870 tensors; a config implying more than this is not a model we can list
+// (the layout is built in memory before a checkpoint is compared with it).
+constexpr std::uint64_t kMaxLayoutTensors = 1'000'000;
+std::uint64_t saturating_tensor_count(const Spec& s);
+
 constexpr SpecRequirement kSpecRequirements[] = {
     {[](const Spec& s) { return s.hidden_size > 0; }, "hidden_size > 0"},
     {[](const Spec& s) { return s.num_hidden_layers > 0; }, "num_hidden_layers > 0"},
@@ -62,6 +67,8 @@ constexpr SpecRequirement kSpecRequirements[] = {
      },
      "0 < topk_group <= n_group, n_group divides n_routed_experts"},
     {[](const Spec& s) { return s.max_position_embeddings > 0; }, "max_position_embeddings > 0"},
+    {[](const Spec& s) { return saturating_tensor_count(s) <= kMaxLayoutTensors; },
+     "at most 1,000,000 tensors in all (layers x experts)"},
     {[](const Spec& s) {
        std::size_t specials =
            s.eos_token_ids.size() + (s.bos_token_id ? 1 : 0) + (s.pad_token_id ? 1 : 0);
@@ -189,6 +196,31 @@ constexpr TensorTemplate kTailTensors[] = {
      [](const Spec& s) { return Shape{s.vocab_size, s.hidden_size}; }},
 };
 // clang-format on
+
+// glm5_layout's tensor count without building it; saturates at UINT64_MAX, so it is safe on
+// any dimensions, even ones validate_dimensions has not accepted yet.
+std::uint64_t saturating_tensor_count(const Spec& s) {
+  constexpr std::uint64_t kSaturated = UINT64_MAX;
+  auto add = [](std::uint64_t a, std::uint64_t b) {
+    std::uint64_t sum = 0;
+    return __builtin_add_overflow(a, b, &sum) ? kSaturated : sum;
+  };
+  auto multiply = [](std::uint64_t a, std::uint64_t b) {
+    std::uint64_t product = 0;
+    return __builtin_mul_overflow(a, b, &product) ? kSaturated : product;
+  };
+  const std::uint64_t layers = add(s.num_hidden_layers, s.num_nextn_predict_layers);
+  const std::uint64_t dense = std::min(s.first_k_dense_replace, layers);
+  const std::uint64_t moe_layer =
+      add(add(std::size(kRouterTensors), multiply(s.n_routed_experts, std::size(kExpertTensors))),
+          s.n_shared_experts > 0 ? std::size(kSharedExpertTensors) : 0);
+  std::uint64_t count = std::size(kHeadTensors) + std::size(kTailTensors);
+  count = add(count, multiply(layers, std::size(kAttentionTensors)));
+  count = add(count, multiply(dense, std::size(kDenseMlpTensors)));
+  count = add(count, multiply(layers - dense, moe_layer));
+  count = add(count, multiply(s.num_nextn_predict_layers, std::size(kMtpTensors)));
+  return count;
+}
 
 void append(std::vector<LayoutTensor>& out, const Spec& spec, std::string_view prefix,
             std::span<const TensorTemplate> templates) {

@@ -9,6 +9,7 @@
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/json_input.h"
 #include "qs/ckpt/output_directory.h"
 #include "qs/ckpt/shard_scan.h"
 
@@ -25,12 +26,7 @@ std::uint64_t expected_shard_file_size(const std::vector<TensorSpec>& tensors) {
 }
 
 nlohmann::json parse_job_file(const std::filesystem::path& path) {
-  try {
-    return nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& error) {
-    throw_bad_input("job.invalid", fmt::format("unreadable job file: {}", error.what()),
-                    path.string());
-  }
+  return parse_json_input(read_text_file(path), "job.invalid", path.string());
 }
 
 // Why a shard the job file lists as committed cannot be kept, or "" when it can.

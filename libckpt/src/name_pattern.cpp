@@ -1,5 +1,7 @@
 #include "qs/ckpt/name_pattern.h"
 
+#include <re2/re2.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -11,11 +13,15 @@ namespace {
 
 constexpr std::string_view kRegexPrefix = "re:";
 
-// ---- Python-only regex syntax ----
+// ---- Syntax Python's re and RE2 do not read alike ----
 
-// Constructs of Python's `re` that ECMAScript std::regex either rejects with an unhelpful
-// message or, worse, accepts with another meaning (\A and \Z are identity escapes there and
-// would match the letters 'A' and 'Z').
+// Patterns come from recipes and from checkpoints' configs that Python's `re` (vLLM,
+// compressed-tensors) also reads, so we accept only the syntax both engines read with one
+// meaning. Rejected: constructs RE2 lacks (lookbehind, comments, conditionals, \Z; it would
+// only say "invalid"), constructs with another meaning or none in Python (\C, \Q, \p; the
+// inline flag U is "ungreedy" in RE2 and an error in Python), and the named groups, \A and
+// inline flags both understand, which configs have never needed and which the rule
+// "one meaning everywhere" keeps simple to state.
 struct PythonOnlySyntax {
   std::string_view sequence;  // as it appears right after '\' or '(?'
   bool after_group_open;      // true: follows "(?", false: follows '\'
@@ -26,6 +32,10 @@ constexpr std::array kPythonOnlySyntax{
     PythonOnlySyntax{"A", false, "\\A (start of string; write ^)"},
     PythonOnlySyntax{"Z", false, "\\Z (end of string; write $)"},
     PythonOnlySyntax{"z", false, "\\z (end of string; write $)"},
+    PythonOnlySyntax{"C", false, "\\C (RE2's any byte)"},
+    PythonOnlySyntax{"Q", false, "\\Q...\\E (RE2's literal text)"},
+    PythonOnlySyntax{"p", false, "\\p (RE2's Unicode classes)"},
+    PythonOnlySyntax{"P", false, "\\P (RE2's Unicode classes)"},
     PythonOnlySyntax{"P", true, "(?P...) named groups"},
     PythonOnlySyntax{"<=", true, "(?<=...) lookbehind"},
     PythonOnlySyntax{"<!", true, "(?<!...) lookbehind"},
@@ -38,6 +48,7 @@ constexpr std::array kPythonOnlySyntax{
     PythonOnlySyntax{"s", true, "inline flags such as (?i)"},
     PythonOnlySyntax{"u", true, "inline flags such as (?i)"},
     PythonOnlySyntax{"x", true, "inline flags such as (?i)"},
+    PythonOnlySyntax{"U", true, "inline flags such as (?i)"},
     PythonOnlySyntax{"-", true, "inline flags such as (?-i:...)"},
 };
 
@@ -238,13 +249,15 @@ NamePattern NamePattern::parse(std::string_view text, PlainPatternMeaning plain)
                                                        "' uses " + meaning +
                                                        ", which only Python's re understands");
     }
-    try {
-      pattern.regex_ =
-          std::make_shared<const std::regex>(std::string(regex), std::regex::ECMAScript);
-    } catch (const std::regex_error& error) {
+    RE2::Options options;
+    options.set_log_errors(false);  // libraries never print; the error below says why
+    auto compiled =
+        std::make_shared<const RE2>(re2::StringPiece(regex.data(), regex.size()), options);
+    if (!compiled->ok()) {
       throw_bad_input("pattern.invalid_regex", "regex pattern '" + std::string(text) +
-                                                   "' does not compile: " + error.what());
+                                                   "' does not compile: " + compiled->error());
     }
+    pattern.regex_ = std::move(compiled);
     return pattern;
   }
   const bool has_wildcards = text.find_first_of("*?[") != std::string_view::npos;
@@ -263,8 +276,8 @@ bool NamePattern::matches_module(std::string_view module_name) const {
       return glob_matches(text_, module_name);
     case Kind::Regex:
       // re.match: the match must start at the first character and may end anywhere.
-      return std::regex_search(module_name.begin(), module_name.end(), *regex_,
-                               std::regex_constants::match_continuous);
+      return regex_->Match(re2::StringPiece(module_name.data(), module_name.size()), 0,
+                           module_name.size(), RE2::ANCHOR_START, nullptr, 0);
   }
   return false;
 }

@@ -7,6 +7,7 @@
 
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/json_input.h"
 #include "qs/ckpt/shard_scan.h"
 
 namespace qs {
@@ -31,8 +32,8 @@ std::optional<Manifest> read_manifest(const std::filesystem::path& directory) {
   const auto path = directory / kManifestFileName;
   std::error_code error;
   if (!std::filesystem::exists(path, error)) return std::nullopt;
+  const auto parsed = parse_json_input(read_text_file(path), "manifest.invalid", path.string());
   try {
-    const auto parsed = nlohmann::json::parse(read_text_file(path));
     if (parsed.at("version").get<int>() != kManifestVersion ||
         parsed.at("digest").get<std::string>() != "xxh3-128")
       throw_bad_input("manifest.invalid", "manifest of an unknown version or digest",

@@ -9,6 +9,7 @@
 #include "qs/ckpt/checked_tensor.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/file_io.h"
+#include "qs/ckpt/json_input.h"
 #include "qs/ckpt/packed_int32.h"
 #include "qs/ckpt/quantize_plan.h"
 #include "qs/ckpt/quantized_weight.h"
@@ -101,8 +102,8 @@ std::string declared_quantization(const Checkpoint& checkpoint) {
     parts.push_back("config.json: " + method + (detail.empty() ? "" : "/" + detail));
   }
   auto legacy = checkpoint.directory() / "hf_quant_config.json";
-  if (std::filesystem::exists(legacy)) {
-    auto json = nlohmann::json::parse(read_text_file(legacy), nullptr, false);
+  if (std::filesystem::exists(std::filesystem::symlink_status(legacy))) {
+    auto json = parse_json_or_discarded(read_text_file(legacy));
     std::string algorithm = "unreadable";
     if (json.is_object() && json.contains("quantization") && json["quantization"].is_object())
       algorithm = json["quantization"].value("quant_algo", "unknown");

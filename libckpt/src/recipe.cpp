@@ -1,11 +1,13 @@
 #include "qs/ckpt/recipe.h"
 
 #include <fmt/format.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -316,8 +318,8 @@ LayerSelector LayerSelector::parse(std::string_view text) {
   auto fail = [&](std::string_view term) {
     throw_bad_input("recipe.invalid_layers",
                     fmt::format("cannot read layer selector term '{}' in '{}' (examples: 7, "
-                                "3-77, first 2, last 2, mtp, all)",
-                                term, text));
+                                "3-77, first 2, last 2, mtp, all; numbers at most {})",
+                                term, text, std::numeric_limits<std::uint32_t>::max()));
   };
   std::size_t position = 0;
   while (position <= text.size()) {
@@ -362,7 +364,8 @@ bool LayerSelector::matches(std::uint32_t layer, const ModelLayout& layout) cons
         if (layer < main_layers && layer < term.low) return true;
         break;
       case Term::Kind::Last:
-        if (layer < main_layers && layer + term.low >= main_layers) return true;
+        // Not layer + count >= main_layers: that wraps around for counts near 2^32.
+        if (layer < main_layers && term.low >= main_layers - layer) return true;
         break;
       case Term::Kind::Mtp:
         if (layout.is_mtp_layer(layer)) return true;
@@ -395,16 +398,22 @@ Recipe parse_recipe(std::string_view yaml_text, const std::string& source,
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::DeepRecursion& error) {
+    // yaml-cpp's own message is "bad file".
+    throw_bad_input("recipe.invalid_yaml",
+                    fmt::format("YAML nested deeper than {} levels", error.depth() - 1), source);
   } catch (const YAML::Exception& error) {
     throw_bad_input("recipe.invalid_yaml", error.what(), source);
   }
   RecipeReader bootstrap(source, {});
   if (!root.IsMap()) bootstrap.fail("recipe.invalid", "a recipe is a YAML mapping");
-  bootstrap.check_keys(root, kRecipeKeys, "the recipe");
-  RecipeReader reader(source, read_parameters(root, parameter_overrides, bootstrap));
   Recipe recipe;
   recipe.source = source;
+  // Everything that reads nodes is inside: a node of another type than expected (a mapping
+  // as a parameter's value or as a key) makes yaml-cpp throw BadConversion.
   try {
+    bootstrap.check_keys(root, kRecipeKeys, "the recipe");
+    RecipeReader reader(source, read_parameters(root, parameter_overrides, bootstrap));
     if (root["description"]) recipe.description = root["description"].as<std::string>();
     if (const auto format = root["format"]) {
       const auto text = reader.scalar(format, "format");

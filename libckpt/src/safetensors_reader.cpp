@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "qs/ckpt/error.h"
+#include "qs/ckpt/json_input.h"
 #include "qs/ckpt/safetensors.h"
 
 namespace qs {
@@ -52,6 +53,8 @@ Json parse_rejecting_duplicates(std::string_view text, const std::string& file) 
     }
     return true;
   };
+  // The callback parser below builds the document; a nesting bomb is refused before it.
+  check_json_nesting(text, "safetensors.header_not_json", file);
   Json root;
   try {
     root = Json::parse(text.begin(), text.end(), on_event);
@@ -76,6 +79,9 @@ std::uint64_t unsigned_integer(const Json& value, const std::string& what, const
 }
 
 TensorInfo parse_tensor_entry(const std::string& name, const Json& entry, const std::string& file) {
+  // The reference accepts "", but a tensor without a name cannot be reported, matched by a
+  // rule or listed in an index (its weight_map key would be "" too): refuse the file.
+  if (name.empty()) throw_bad_input("safetensors.empty_name", "a tensor has an empty name", file);
   if (!entry.is_object())
     throw_bad_input("safetensors.tensor_entry_invalid", "entry is not a JSON object", file, name);
   for (const char* key : {"dtype", "shape", "data_offsets"})

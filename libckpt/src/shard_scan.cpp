@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <span>
 
 #include "qs/ckpt/file_io.h"
 
@@ -76,13 +77,17 @@ ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options,
                      const std::function<void(std::uint64_t)>& on_progress) {
   const auto& header = shard.header();
   FileMapping mapping(shard.file());
-  const std::byte* file = mapping.bytes().data();
   const std::uint64_t block = std::max<std::size_t>(8, options.block_bytes / 8 * 8);
 
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hash(XXH3_createState(),
                                                                 &XXH3_freeState);
-  XXH3_128bits_reset(hash.get());
-  XXH3_128bits_update(hash.get(), file, header.data_start());
+  XXH3_state_t* const state = hash.get();
+  XXH3_128bits_reset(state);
+  // Every access to the mapped bytes is guarded: a file truncated by another process while we
+  // read it throws "file.truncated" naming it instead of raising SIGBUS.
+  mapping.read_guarded(0, header.data_start(), [state](std::span<const std::byte> bytes) {
+    XXH3_128bits_update(state, bytes.data(), bytes.size());
+  });
 
   ShardScan scan;
   std::uint64_t released = 0;
@@ -102,12 +107,13 @@ ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options,
     const std::uint64_t end = header.data_start() + tensor.end;
     while (position < end) {
       std::uint64_t length = std::min(block, end - position);
-      if (counter) {
-        Counts part = counter(file + position, length / element);
-        counts.nan += part.nan;
-        counts.inf += part.inf;
-      }
-      XXH3_128bits_update(hash.get(), file + position, length);
+      Counts part;
+      mapping.read_guarded(position, position + length, [&](std::span<const std::byte> bytes) {
+        if (counter) part = counter(bytes.data(), bytes.size() / element);
+        XXH3_128bits_update(state, bytes.data(), bytes.size());
+      });
+      counts.nan += part.nan;
+      counts.inf += part.inf;
       position += length;
       advance(position);
     }

@@ -270,9 +270,11 @@ class SplicePlanner {
         groups[group->name].push_back(&chosen);
     }
     for (const auto& [name, members] : groups) {
-      const bool one_source = std::all_of(members.begin(), members.end(), [&](const auto* member) {
-        return member->source == members.front()->source;
-      });
+      // Compared through a pointer: clang before 16 cannot capture a structured binding.
+      const auto* first = members.front();
+      const bool one_source =
+          std::all_of(members.begin(), members.end(),
+                      [first](const auto* member) { return member->source == first->source; });
       const bool any_quantized = std::any_of(members.begin(), members.end(), [](const auto* m) {
         return is_quantized_layout(m->layout);
       });

@@ -8,8 +8,11 @@
 //   "re:<regex>"  a regular expression matched like Python's re.match, which is what vLLM and
 //                 compressed-tensors use: anchored at the start of the name but NOT at its end
 //                 ("re:.*mlp\.gate" also matches "...mlp.gate_up_proj"; write "$" to anchor).
-//                 Compiled once, ECMAScript grammar. Python-only syntax ((?P<name>...),
-//                 lookbehind, inline flags, \A, \Z) is rejected rather than misread.
+//                 Compiled once with RE2, whose matching time is linear in the name's length
+//                 whatever the pattern (no catastrophic backtracking on patterns from recipes
+//                 or checkpoints). Only the syntax Python's re and RE2 read alike is accepted:
+//                 Python-only or RE2-only constructs ((?P<name>...), lookbehind, inline flags,
+//                 \A, \Z) are rejected rather than risk a different meaning.
 //   anything else, in the Glob dialect (recipes): a shell-style wildcard matched against the
 //                 whole name, as Python's fnmatch.fnmatchcase does: '*' any run of characters
 //                 (dots included, so "*.mlp.gate" matches every layer's router), '?' one
@@ -25,7 +28,6 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -33,6 +35,10 @@
 #include <vector>
 
 #include "qs/ckpt/tensor_name.h"
+
+namespace re2 {
+class RE2;
+}
 
 namespace qs {
 
@@ -47,7 +53,7 @@ class NamePattern {
   enum class Kind : std::uint8_t { Exact, Glob, Regex };
 
   // Throws BadInput naming the pattern: "pattern.invalid_regex" (does not compile),
-  // "pattern.python_only_regex" (Python syntax std::regex would misread or reject),
+  // "pattern.python_only_regex" (syntax Python's re and RE2 do not read alike),
   // "pattern.invalid_glob" (an unterminated '[').
   static NamePattern parse(std::string_view text,
                            PlainPatternMeaning plain = PlainPatternMeaning::Glob);
@@ -65,7 +71,7 @@ class NamePattern {
   std::string text_;
   Kind kind_;
   // Shared so copies of a pattern (one per recipe rule that names it) reuse one compilation.
-  std::shared_ptr<const std::regex> regex_;
+  std::shared_ptr<const re2::RE2> regex_;
 };
 
 // ---- vLLM's targets / ignore resolution ----

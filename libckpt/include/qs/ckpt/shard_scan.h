@@ -2,7 +2,8 @@
 // Reads every byte of a shard once: a hash of the whole file and a count of non-finite values
 // per floating-point tensor. The file is memory-mapped and walked tensor by tensor in small
 // blocks that stay in cache while they are scanned and hashed; pages already seen are
-// released, so memory stays bounded whatever the file size.
+// released, so memory stays bounded whatever the file size. A file that shrinks while it is
+// scanned (truncated by another process) throws BadInput "file.truncated" naming it.
 
 #include <cstdint>
 #include <filesystem>
