@@ -407,7 +407,7 @@ TEST(BatchRecipe, DryRunPrintsTheCommandsAndRunsNothing) {
 
   const auto json = run_cli("recipe run " + example_arguments(work) + " --dry-run --json");
   ASSERT_EQ(json.exit_code, 0) << json.output;
-  const auto summary = nlohmann::json::parse(json.output);
+  const auto summary = nlohmann::json::parse(json.standard_output);
   EXPECT_EQ(summary["dry_run"], true);
   EXPECT_EQ(summary["steps"][0]["status"], "planned");
   EXPECT_FALSE(fs::exists(work));

@@ -31,7 +31,7 @@ TEST(Cli, HelpAndUnknownSubcommand) {
 TEST(CliInspect, SummarizesTheBundledModel) {
   auto result = run_cli("inspect --json " + kFixture);
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  auto json = nlohmann::json::parse(result.output);
+  auto json = nlohmann::json::parse(result.standard_output);
   EXPECT_EQ(json["tensors"], 292);
   EXPECT_EQ(json["shards"], 2);
   EXPECT_EQ(json["tensor_bytes"], 19041280);
@@ -62,7 +62,7 @@ TEST(CliValidate, BundledModelIsValidWithAndWithoutChecksum) {
   EXPECT_NE(plain.output.find("result: valid"), std::string::npos);
   auto checksum = run_cli("validate --checksum --json " + kFixture);
   ASSERT_EQ(checksum.exit_code, 0) << checksum.output;
-  auto json = nlohmann::json::parse(checksum.output);
+  auto json = nlohmann::json::parse(checksum.standard_output);
   EXPECT_TRUE(json["valid"].get<bool>());
   EXPECT_EQ(json["files"].size(), 2u);
   EXPECT_EQ(json["files"]["model-00001-of-00002.safetensors"]["xxh3_128"].get<std::string>().size(),
@@ -148,7 +148,7 @@ TEST(CliValidateLayout, SynthesizedModelMatchesItsConfig) {
   synth_tiny(scratch.path() / "m");
   auto result = run_cli("validate --json " + quoted(scratch.path() / "m"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  auto json = nlohmann::json::parse(result.output);
+  auto json = nlohmann::json::parse(result.standard_output);
   EXPECT_NE(std::find(json["checks"].begin(), json["checks"].end(), "layout"),
             json["checks"].end());
   EXPECT_TRUE(json["findings"].empty()) << json["findings"].dump();

@@ -192,7 +192,7 @@ rules:
         fmt::format("eval --ref {} --model {} --tokens {} --max-rows 2 --decode-steps 4 --json {}",
                     quoted(kModel), quoted(out), tokens, launch.flags));
     ASSERT_EQ(evaluated.exit_code, 0) << launch.label << ": " << evaluated.output;
-    const std::string eval_json = evaluated.output.substr(evaluated.output.find("{\n"));
+    const std::string eval_json = evaluated.standard_output;
     auto checkpoint = testing::directory_contents(out);
     checkpoint.erase("quantsmith-job.json");  // its fingerprint names the statistics file
     if (first_statistics.empty()) {

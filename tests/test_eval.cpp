@@ -61,7 +61,7 @@ nlohmann::json eval_json(const std::filesystem::path& model) {
       run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(model) + " --tokens " +
               quoted(kModel / "tokens.safetensors") + " --max-rows 4 --decode-steps 8 --json");
   EXPECT_EQ(result.exit_code, 0) << result.output;
-  return nlohmann::json::parse(result.output);
+  return nlohmann::json::parse(result.standard_output);
 }
 
 TEST(EvalCli, ModelAgainstItselfIsExact) {
@@ -135,13 +135,13 @@ TEST(GenerateCli, ContinuesTokensAndPrompts) {
       run_cli("generate " + quoted(kModel) + " --tokens " +
               quoted(kModel / "reference.safetensors") + ":greedy_prompt --max-new 32 --json");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto report = nlohmann::json::parse(result.output);
+  const auto report = nlohmann::json::parse(result.standard_output);
   // The reference's greedy continuation of that prompt (README: "ror()\n" then spaces).
   EXPECT_EQ(report["text"].get<std::string>().substr(0, 6), "ror()\n");
   EXPECT_EQ(report["tokens"].size(), 32u);
   auto prompt = run_cli("generate " + quoted(kModel) + " --prompt 'def f(' --max-new 8 --json");
   ASSERT_EQ(prompt.exit_code, 0) << prompt.output;
-  EXPECT_EQ(nlohmann::json::parse(prompt.output)["prompt"][0], 256);  // BOS first
+  EXPECT_EQ(nlohmann::json::parse(prompt.standard_output)["prompt"][0], 256);  // BOS first
   EXPECT_EQ(run_cli("generate " + quoted(kModel)).exit_code, 2);
 }
 

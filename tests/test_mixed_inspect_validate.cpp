@@ -96,7 +96,7 @@ TEST_F(MixedInspectValidate, OwnOutputsValidateClean) {
        {"int8", "int4", "seed000", "nvfp4-modelopt", "nvfp4-compressed-tensors"}) {
     auto result = run_cli("validate " + quoted(output(name)) + " --json");
     EXPECT_EQ(result.exit_code, 0) << name << "\n" << result.output;
-    const auto report = nlohmann::json::parse(result.output);
+    const auto report = nlohmann::json::parse(result.standard_output);
     EXPECT_NE(std::find(report["checks"].begin(), report["checks"].end(), "config"),
               report["checks"].end());
     for (const auto& finding : report["findings"])
@@ -216,7 +216,7 @@ TEST_F(MixedInspectValidate, InspectShowsTheConfigGroups) {
 
   auto json = run_cli("inspect " + quoted(output("seed000")) + " --json");
   ASSERT_EQ(json.exit_code, 0) << json.output;
-  const auto groups = nlohmann::json::parse(json.output)["quantization"]["config_groups"];
+  const auto groups = nlohmann::json::parse(json.standard_output)["quantization"]["config_groups"];
   ASSERT_EQ(groups.size(), 4u) << groups.dump(2);
   std::map<std::string, nlohmann::json> by_scheme;
   for (const auto& row : groups) by_scheme[row["scheme"].get<std::string>()] = row;
@@ -234,7 +234,7 @@ TEST_F(MixedInspectValidate, InspectShowsTheConfigGroups) {
 
   auto nvfp4 = run_cli("inspect " + quoted(output("nvfp4-modelopt")) + " --json");
   ASSERT_EQ(nvfp4.exit_code, 0) << nvfp4.output;
-  const auto rows = nlohmann::json::parse(nvfp4.output)["quantization"]["config_groups"];
+  const auto rows = nlohmann::json::parse(nvfp4.standard_output)["quantization"]["config_groups"];
   ASSERT_EQ(rows.size(), 2u) << rows.dump(2);
   EXPECT_EQ(rows[0]["scheme"], "nvfp4 (float 4-bit, group 16)");
   EXPECT_EQ(rows[0]["format"], "modelopt");
@@ -245,7 +245,7 @@ TEST_F(MixedInspectValidate, InspectShowsTheConfigGroups) {
 TEST_F(MixedInspectValidate, DenseCheckpointHasNoGroupTable) {
   auto json = run_cli("inspect " + quoted(kModel) + " --json");
   ASSERT_EQ(json.exit_code, 0) << json.output;
-  EXPECT_TRUE(nlohmann::json::parse(json.output)["quantization"]["config_groups"].empty());
+  EXPECT_TRUE(nlohmann::json::parse(json.standard_output)["quantization"]["config_groups"].empty());
 }
 
 }  // namespace

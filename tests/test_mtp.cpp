@@ -166,7 +166,7 @@ TEST_F(Mtp, RequantizesTheDraftToInt4Group32AsSeed003) {
       run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(target) + " --tokens " +
               quoted(kModel / "tokens.safetensors") + " --max-rows 2 --decode-steps 0 --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
-  const auto report = nlohmann::json::parse(eval.output);
+  const auto report = nlohmann::json::parse(eval.standard_output);
   EXPECT_GT(report["mtp_acceptance"]["model"].get<double>(), 0.5) << eval.output;
 }
 

@@ -326,7 +326,7 @@ TEST_F(MtpExtractCli, RequantizedInt4Group32DraftIsWhatVllmReads) {
   const auto out = fresh("int4-g32");
   auto result = extract(in, out, " --requant int4-g32 --json");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto summary = nlohmann::json::parse(result.output.substr(result.output.find('{')));
+  const auto summary = nlohmann::json::parse(result.standard_output);
   EXPECT_GE(summary["requantized_linears"].get<int>(), 16) << result.output;
   EXPECT_FALSE(std::filesystem::exists(out / ".quantsmith-staging"));
 
@@ -412,7 +412,7 @@ TEST_F(MtpExtractCli, DryRunPrintsThePlanAndWritesNothing) {
   auto result = extract(path("nvfp4-compressed-tensors"), out, " --dry-run --json");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_FALSE(std::filesystem::exists(out));
-  const auto plan = nlohmann::json::parse(result.output);
+  const auto plan = nlohmann::json::parse(result.standard_output);
   EXPECT_EQ(plan["first_layer"], 4);
   EXPECT_EQ(plan["dequantized_modules"].size(),
             quantized_mtp_modules(Checkpoint::open(path("nvfp4-compressed-tensors"))).size());

@@ -95,7 +95,7 @@ TEST(NumericsHardening, WeightsAtTheBf16LimitsQuantizeToFiniteScalesAndValues) {
       ASSERT_TRUE(std::isfinite(scale)) << scheme;
     auto validate = run_cli(fmt::format("validate {} --ref {} --json", quoted(out), quoted(model)));
     EXPECT_EQ(validate.exit_code, 0) << scheme << ": " << validate.output;
-    const auto row = reference_row(validate.output.substr(validate.output.find('{')), weight);
+    const auto row = reference_row(validate.standard_output, weight);
     ASSERT_TRUE(row.is_object()) << validate.output;
     ASSERT_TRUE(row["relative_error"].is_number()) << row.dump();
     // The grid's own error: half a step at each limit, 1/15 of the range for int4.
@@ -209,7 +209,7 @@ TEST(NumericsHardening, NanInACopiedTensorIsReported) {
   ASSERT_EQ(reported.exit_code, 0) << reported.output;
   EXPECT_NE(reported.output.find("warning: 1 tensor(s) hold NaN or Inf"), std::string::npos)
       << reported.output;
-  const auto json = nlohmann::json::parse(reported.output.substr(reported.output.find("{\n")));
+  const auto json = nlohmann::json::parse(reported.standard_output);
   ASSERT_EQ(json["non_finite"].size(), 1u) << json["non_finite"].dump();
   EXPECT_EQ(json["non_finite"][0]["tensor"], norm);
   EXPECT_EQ(json["non_finite"][0]["nan"], 2);

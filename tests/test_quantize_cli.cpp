@@ -51,7 +51,7 @@ TEST(QuantizeCli, DryRunPrintsThePlanAndWritesNothing) {
   auto json = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "out") + " " +
                       seed001() + " --dry-run --json");
   ASSERT_EQ(json.exit_code, 0) << json.output;
-  auto parsed = nlohmann::json::parse(json.output);
+  auto parsed = nlohmann::json::parse(json.standard_output);
   EXPECT_EQ(parsed["total"]["nvfp4_modules"], 96);
 }
 
@@ -62,7 +62,7 @@ TEST(QuantizeCli, BothLayoutsWriteLoadableCheckpoints) {
     auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " " + seed001() +
                           " --format " + format + " --max-shard-size 4MB --json");
     ASSERT_EQ(result.exit_code, 0) << result.output;
-    auto report = nlohmann::json::parse(result.output);
+    auto report = nlohmann::json::parse(result.standard_output);
     EXPECT_GT(report["run"]["mean_snr_db"].get<double>(), 15.0);
     auto checkpoint = Checkpoint::open(out);
     const bool modelopt = std::string(format) == "modelopt";

@@ -71,7 +71,7 @@ TEST(QuantizeIntegerCli, SchemesWritePackQuantizedTensorsAndConfigs) {
                       " --tokens " + quoted(kModel / "tokens.safetensors") +
                       " --max-rows 2 --decode-steps 0 --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
-  EXPECT_LT(nlohmann::json::parse(eval.output)["kld"]["mean"].get<double>(), 1e-3) << eval.output;
+  EXPECT_LT(nlohmann::json::parse(eval.standard_output)["kld"]["mean"].get<double>(), 1e-3) << eval.output;
 }
 
 TEST(QuantizeIntegerCli, SeedRecipesRun) {
@@ -109,7 +109,7 @@ TEST(QuantizeIntegerCli, GptqBeatsRoundToNearestAndNeedsStatistics) {
   auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + recipe + " --calib " +
                         quoted(stats) + " --json");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto report = nlohmann::json::parse(result.output);
+  const auto report = nlohmann::json::parse(result.standard_output);
   double loss = 0.0, rtn = 0.0;
   int weights = 0;
   for (const auto& row : report["quality"]) {

@@ -226,7 +226,7 @@ TEST(RoundTrip, EveryWrittenSchemeEvaluates) {
         run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(out) + " --tokens " +
                 quoted(kModel / "tokens.safetensors") + " --max-rows 1 --decode-steps 0 --json");
     ASSERT_EQ(eval.exit_code, 0) << scheme.name << "\n" << eval.output;
-    const auto report = nlohmann::json::parse(eval.output.substr(eval.output.find('{')));
+    const auto report = nlohmann::json::parse(eval.standard_output);
     const double kld = report["kld"]["mean"].get<double>();
     EXPECT_TRUE(std::isfinite(kld) && kld >= 0.0) << scheme.name << " KLD " << kld;
   }

@@ -116,7 +116,7 @@ TEST_F(Splice, Seed000HybridCarriesBytesAndConfigValidatesAndEvaluates) {
       run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(out) + " --tokens " +
               quoted(kModel / "tokens.safetensors") + " --max-rows 2 --decode-steps 0 --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
-  const auto report = nlohmann::json::parse(eval.output);
+  const auto report = nlohmann::json::parse(eval.standard_output);
   EXPECT_LT(report["kld"]["mean"].get<double>(), 0.05) << eval.output;
 }
 
@@ -124,7 +124,7 @@ TEST_F(Splice, ModeloptExpertsAreConvertedToCompressedTensors) {
   const auto out = fresh("converted");
   auto result = splice(out, take(nvfp4("modelopt"), kExpertsRule), "--json");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_EQ(nlohmann::json::parse(result.output)["converted_modules"], 144);
+  EXPECT_EQ(nlohmann::json::parse(result.standard_output)["converted_modules"], 144);
   // Codes and block scales unchanged; the global scale is the reciprocal of scale_2, which is
   // what the compressed-tensors quantizer writes for the same weight.
   EXPECT_EQ(bytes_of(out, kExpert + ".weight_packed"),

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <random>
 
 #include "qs/ckpt/checkpoint.h"
@@ -153,16 +154,23 @@ ScratchDirectory::~ScratchDirectory() {
 CliResult run_cli(const std::string& arguments) { return run_cli_after("", arguments); }
 
 CliResult run_cli_after(const std::string& shell_prefix, const std::string& arguments) {
-  std::string command = shell_prefix + " " + std::string(QS_CLI_PATH) + " " + arguments + " 2>&1";
+  // stderr goes to a file of its own so that stdout stays parseable whatever the command logs.
+  const ScratchDirectory scratch("cli-stderr");
+  const auto stderr_path = scratch.path() / "stderr";
+  std::string command = shell_prefix + " " + std::string(QS_CLI_PATH) + " " + arguments + " 2>" +
+                        quoted(stderr_path);
   FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return {-1, "popen failed"};
-  std::string output;
+  if (!pipe) return {-1, "popen failed", ""};
+  std::string standard_output;
   std::array<char, 4096> buffer{};
   std::size_t got = 0;
   while ((got = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
-    output.append(buffer.data(), got);
+    standard_output.append(buffer.data(), got);
   int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+  std::ifstream standard_error(stderr_path, std::ios::binary);
+  std::string output = standard_output;
+  output.append(std::istreambuf_iterator<char>(standard_error), std::istreambuf_iterator<char>());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output, standard_output};
 }
 
 std::string quoted(const std::filesystem::path& path) {

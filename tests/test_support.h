@@ -55,7 +55,9 @@ class ScratchDirectory {
 // Runs the quantsmith CLI with `arguments` (already shell-quoted), capturing stdout+stderr.
 struct CliResult {
   int exit_code;
-  std::string output;
+  std::string output;  // stdout, then stderr
+  // stdout alone: what `--json` prints, free of the progress lines a slow run writes to stderr.
+  std::string standard_output;
 };
 CliResult run_cli(const std::string& arguments);
 // The same after shell commands that set up the process (`ulimit -f 100;`, `trap '' XFSZ;`).

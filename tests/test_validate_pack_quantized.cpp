@@ -100,7 +100,7 @@ TEST_F(ValidatePackQuantized, OwnInt4AndInt8ChannelOutputIsValidAndCloseToTheSou
     auto json = run_cli("validate " + quoted(output(expected.scheme)) + " --ref " + quoted(kModel) +
                         " --json");
     ASSERT_EQ(json.exit_code, 0) << json.output;
-    const auto report = nlohmann::json::parse(json.output);
+    const auto report = nlohmann::json::parse(json.standard_output);
     EXPECT_TRUE(report["findings"].empty()) << report["findings"].dump(2);
     ASSERT_EQ(report["reference_comparisons"].size(), 176u);
     for (const auto& row : report["reference_comparisons"]) {
