@@ -95,9 +95,8 @@ std::optional<Recipe> requant_recipe(const ExtractOptions& options, const Plan& 
 std::string target_config_text(const std::filesystem::path& target) {
   const auto directory = std::filesystem::is_directory(target) ? target : target.parent_path();
   std::string text;
-  for (const auto& file :
-       {std::filesystem::is_directory(target) ? target / "config.json" : target,
-        directory / std::string(kHfQuantConfigFileName)})
+  for (const auto& file : {std::filesystem::is_directory(target) ? target / "config.json" : target,
+                           directory / std::string(kHfQuantConfigFileName)})
     if (std::filesystem::is_regular_file(file)) text += read_text_file(file);
   return text;
 }

@@ -110,9 +110,8 @@ std::vector<QuirkHit> check_engine_quirks(const Checkpoint& checkpoint,
   report.checks_run.push_back("engine");
   auto hits = evaluate_engine_quirks(quirk_subjects(checkpoint, *config));
   for (const auto& hit : hits)
-    report.add(Severity::Warning, "engine", fmt::format("engine.{}", hit.quirk->id),
-               hit.message(), (checkpoint.directory() / "config.json").string(),
-               hit.units.front());
+    report.add(Severity::Warning, "engine", fmt::format("engine.{}", hit.quirk->id), hit.message(),
+               (checkpoint.directory() / "config.json").string(), hit.units.front());
   return hits;
 }
 

@@ -150,8 +150,8 @@ TargetQuantization read_target_quantization(const std::filesystem::path& path) {
                         fmt::format("quantization_config cannot be read: {}", error.what()),
                         target.file);
       }
-      for (const auto& [name, group] :
-           block->value("config_groups", nlohmann::json::object()).items())
+      const auto groups = block->value("config_groups", nlohmann::json::object());
+      for (const auto& [name, group] : groups.items())
         if (group.is_object() && group.contains("weights") && group["weights"].is_object() &&
             group["weights"].value("actorder", nlohmann::json()) == "group")
           target.act_order_groups.push_back(name);
@@ -233,10 +233,10 @@ std::vector<DraftModuleScheme> resolve_draft_modules(
     if (alike) continue;
     for (const auto row : rows) {
       schemes[row].kind = DraftSchemeKind::Unproducible;
-      schemes[row].problem =
-          fmt::format("vLLM loads {} as one matrix, but the target's config gives its members "
-                      "different schemes",
-                      unit);
+      schemes[row].problem = fmt::format(
+          "vLLM loads {} as one matrix, but the target's config gives its members "
+          "different schemes",
+          unit);
     }
   }
   return schemes;
@@ -253,10 +253,10 @@ std::optional<Recipe> draft_recipe_for_target(const TargetQuantization& target,
                       : OutputFormat::CompressedTensors;
   for (const auto& scheme : schemes) {
     if (scheme.kind == DraftSchemeKind::Unproducible)
-      throw_bad_input("mtp.target_scheme_unsupported",
-                      fmt::format("{} (as vLLM's {}): {}", scheme.module, scheme.vllm_module,
-                                  scheme.problem),
-                      target.file, scheme.module);
+      throw_bad_input(
+          "mtp.target_scheme_unsupported",
+          fmt::format("{} (as vLLM's {}): {}", scheme.module, scheme.vllm_module, scheme.problem),
+          target.file, scheme.module);
     if (scheme.kind == DraftSchemeKind::Nvfp4 && scheme.activations)
       throw_bad_input("mtp.target_scheme_unsupported",
                       fmt::format("{}: {} quantizes activations too (W4A4), whose static input "

@@ -39,8 +39,8 @@ const std::vector<EngineQuirk>& engine_quirks() { return kEngineQuirks; }
 
 std::string QuirkHit::message() const {
   return fmt::format("{} {} on {}: {} ({} module(s), e.g. {}, config group {}); workaround: {}",
-                     quirk->engine, quirk->versions, quirk->hardware, quirk->problem,
-                     units.size(), units.front(), group, quirk->workaround);
+                     quirk->engine, quirk->versions, quirk->hardware, quirk->problem, units.size(),
+                     units.front(), group, quirk->workaround);
 }
 
 std::vector<QuirkHit> evaluate_engine_quirks(const std::vector<QuirkSubject>& subjects) {
@@ -69,8 +69,8 @@ std::vector<QuirkSubject> quirk_subjects(const Checkpoint& checkpoint,
     if (!vllm || !seen.insert(vllm->name).second) continue;
     const auto resolution = targets.matcher.resolve(*vllm);
     if (resolution.decision != VllmDecision::Targeted) continue;
-    subjects.push_back({vllm->name, vllm->fused_moe,
-                        &config.groups[targets.group_of_target[*resolution.target]]});
+    subjects.push_back(
+        {vllm->name, vllm->fused_moe, &config.groups[targets.group_of_target[*resolution.target]]});
   }
   return subjects;
 }

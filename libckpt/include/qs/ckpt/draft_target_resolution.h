@@ -56,10 +56,10 @@ struct DraftModuleScheme {
   std::string module;       // checkpoint module path (model.layers.L.self_attn.q_a_proj)
   std::string vllm_module;  // what vLLM looks the config up with; empty when it does not
   DraftSchemeKind kind = DraftSchemeKind::Unquantized;
-  IntegerOptions integer;   // Integer
+  IntegerOptions integer;    // Integer
   bool activations = false;  // Nvfp4: static NVFP4 input scales too (W4A4)
-  std::string decided_by;   // "config group group_0 (int4 asym group 32)", "ignore", ...
-  std::string problem;      // Unproducible
+  std::string decided_by;    // "config group group_0 (int4 asym group 32)", "ignore", ...
+  std::string problem;       // Unproducible
 
   // "BF16", "nvfp4", "int4-g32-asym", or "cannot be produced: ..." for messages.
   std::string description() const;
@@ -68,8 +68,8 @@ struct DraftModuleScheme {
 // One row per Linear weight in `linear_weights` (tensor names of 2-D Linear weights, or of
 // the modules' main tensors), in order. Members of one engine-fused unit (fused_qkv_a_proj,
 // gate_up_proj, a layer's FusedMoE) that would resolve differently are all Unproducible.
-std::vector<DraftModuleScheme> resolve_draft_modules(const TargetQuantization& target,
-                                                     const std::vector<std::string>& linear_weights);
+std::vector<DraftModuleScheme> resolve_draft_modules(
+    const TargetQuantization& target, const std::vector<std::string>& linear_weights);
 
 // The recipe that makes each module what `schemes` says (one exact-name rule per quantized
 // module, everything else kept), in the target's format; nullopt when nothing is quantized.

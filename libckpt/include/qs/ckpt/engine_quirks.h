@@ -17,8 +17,8 @@ namespace qs {
 
 // One module as an engine builds it, with the config group it resolves to.
 struct QuirkSubject {
-  std::string unit;  // vLLM's module name: model.layers.4.mlp.experts, ...fused_qkv_a_proj
-  bool fused_moe = false;                      // a layer's routed experts (vLLM FusedMoE)
+  std::string unit;        // vLLM's module name: model.layers.4.mlp.experts, ...fused_qkv_a_proj
+  bool fused_moe = false;  // a layer's routed experts (vLLM FusedMoE)
   const ConfigGroupArguments* group = nullptr;  // compressed-tensors group vLLM resolves to
 };
 
