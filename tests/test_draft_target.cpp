@@ -86,6 +86,12 @@ TEST_F(DraftTarget, Bf16TargetGivesAnAllBf16Draft) {
   EXPECT_FALSE(config.contains("quantization_config"));
   const auto check = validate("draft-bf16", quoted(kModel));
   EXPECT_EQ(check.exit_code, 0) << check.output;
+
+  // An NVFP4 target whose exclude_modules lists its MTP layer (seed 001's layout): BF16 too.
+  const auto excluded = extract("draft-excluded", "--target " + quoted(dir("nvfp4-experts")));
+  ASSERT_EQ(excluded.exit_code, 0) << excluded.output;
+  for (const auto& [module, layout] : linear_layouts(dir("draft-excluded")))
+    EXPECT_EQ(layout, WeightLayout::Dense) << module;
 }
 
 TEST_F(DraftTarget, Nvfp4TargetGivesNvfp4WhereTheTargetQuantizesAndBf16WhereItExcludes) {

@@ -288,6 +288,11 @@ def main():
         with set_current_vllm_config(vllm_config):
             init_single_process_distributed()
         if args.draft:
+            # vLLM builds the target first, in the same process and with the same quantization
+            # config object: the target class's packed_modules_mapping (fused_qkv_a_proj,
+            # gate_up_proj), which the MTP class does not declare, is still set on it when the
+            # draft's fused modules are resolved.
+            build_and_load(vllm_config, vllm_config.model_config, args.model, lambda name: False)
             draft_config = vllm_config.speculative_config.draft_model_config
             layer = draft_config.hf_config.num_hidden_layers
             result = build_and_load(
