@@ -9,7 +9,8 @@
 # numpy from PyPI; quantizes the bundled model to NVFP4 in both layouts with two recipes and
 # runs scripts/conformance/check_nvfp4_consumers.py on each; then to INT8 / INT4 with the
 # --scheme presets and the seed 000 / 002 recipes (RTN and GPTQ) and runs
-# scripts/conformance/check_pack_quantized_consumers.py on each, ending with a summary table.
+# scripts/conformance/check_pack_quantized_consumers.py on each, ending with a summary table;
+# then loads every seed output with vLLM itself (scripts/conformance/vllm_load.sh).
 # Exit 0 when everything conforms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,4 +78,10 @@ for scheme in int8 int8-channel int4 int4-g32 seed000 seed002-rtn seed002-gptq; 
     "${checks[@]}" || status=1
 done
 "$venv/bin/python" scripts/conformance/summarize_pack_quantized.py "$summary" || status=1
+# vLLM's own model classes and loaders on every seed output and draft/target pair (a separate
+# venv, .venv-vllm: `pip install vllm` is a large download; CONFORMANCE_VLLM=0 skips it).
+if [ "${CONFORMANCE_VLLM:-1}" != 0 ]; then
+  echo "== vLLM loads (scripts/conformance/vllm_load.sh)"
+  scripts/conformance/vllm_load.sh "$quantsmith" || status=1
+fi
 exit $status

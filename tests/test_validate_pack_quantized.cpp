@@ -101,7 +101,13 @@ TEST_F(ValidatePackQuantized, OwnInt4AndInt8ChannelOutputIsValidAndCloseToTheSou
                         " --json");
     ASSERT_EQ(json.exit_code, 0) << json.output;
     const auto report = nlohmann::json::parse(json.standard_output);
-    EXPECT_TRUE(report["findings"].empty()) << report["findings"].dump(2);
+    // Channel-wise INT8 routed experts: only the engine-quirk warning (vLLM on Hopper needs
+    // --moe-backend marlin for them), which leaves the checkpoint valid.
+    for (const auto& finding : report["findings"]) {
+      EXPECT_EQ(expected.scheme, std::string("int8-channel")) << finding.dump(2);
+      EXPECT_EQ(finding["kind"], "engine.vllm_wna16_moe_channel_hopper") << finding.dump(2);
+      EXPECT_EQ(finding["severity"], "warning") << finding.dump(2);
+    }
     ASSERT_EQ(report["reference_comparisons"].size(), 176u);
     for (const auto& row : report["reference_comparisons"]) {
       EXPECT_EQ(row["format"], expected.format) << row.dump();

@@ -12,6 +12,7 @@
 #include "plan_execution.h"
 #include "qs/ckpt/byte_size.h"
 #include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/draft_target_resolution.h"
 #include "qs/ckpt/error.h"
 #include "qs/ckpt/executor.h"
 #include "qs/ckpt/file_io.h"
@@ -41,6 +42,7 @@ struct ExtractOptions {
   std::string requant;
   std::string recipe;
   std::vector<std::string> parameters;
+  std::string target;  // requantize to what vLLM builds for the draft beside this target
   bool with_head = false;
   bool dry_run = false;
   bool json = false;
@@ -49,9 +51,37 @@ struct ExtractOptions {
   std::string max_shard_size = "5GB";
 };
 
-std::optional<Recipe> requant_recipe(const ExtractOptions& options) {
-  if (!options.requant.empty() && !options.recipe.empty())
-    throw_bad_input("cli.recipe_or_scheme", "give at most one of --requant SCHEME or --recipe R");
+// The Linear weights the draft will hold (2-D weights of Linear roles), by output name.
+std::vector<std::string> draft_linear_weights(const Plan& plan) {
+  std::vector<std::string> names;
+  for (const auto& spec : plan.output_specs()) {
+    const auto parsed = parse_tensor_name(spec.name);
+    if (spec.shape.size() == 2 && parsed.parameter == TensorParameter::Weight &&
+        is_linear(parsed.role))
+      names.push_back(spec.name);
+  }
+  return names;
+}
+
+// --target: each Linear in the scheme vLLM builds it with when the draft is served beside
+// TARGET; nullopt when that is BF16 throughout. Refuses (before any byte is written) a scheme
+// we cannot produce.
+std::optional<Recipe> target_recipe(const ExtractOptions& options, const Plan& plan) {
+  const auto target = read_target_quantization(options.target);
+  const auto schemes = resolve_draft_modules(target, draft_linear_weights(plan));
+  return draft_recipe_for_target(target, schemes, "--target " + options.target);
+}
+
+std::optional<Recipe> requant_recipe(const ExtractOptions& options, const Plan& plan) {
+  const int choices = !options.requant.empty() + !options.recipe.empty() + !options.target.empty();
+  if (choices > 1)
+    throw_bad_input("cli.recipe_or_scheme",
+                    "give at most one of --requant SCHEME, --recipe R or --target TARGET");
+  if (!options.target.empty()) {
+    if (!options.parameters.empty())
+      throw_bad_input("cli.bad_param", "--param needs a --recipe that declares parameters");
+    return target_recipe(options, plan);
+  }
   if (!options.recipe.empty())
     return load_recipe(options.recipe, parse_parameters(options.parameters));
   if (!options.parameters.empty())
@@ -62,6 +92,16 @@ std::optional<Recipe> requant_recipe(const ExtractOptions& options) {
                     "GPTQ needs calibration statistics of the draft; requantize with a "
                     "round-to-nearest scheme (int4-g32, int4, int8, nvfp4, ...)");
   return parse_recipe(draft_scheme_recipe_text(options.requant), "--requant " + options.requant);
+}
+
+// The target's quantization config files, for the job fingerprint.
+std::string target_config_text(const std::filesystem::path& target) {
+  const auto directory = std::filesystem::is_directory(target) ? target : target.parent_path();
+  std::string text;
+  for (const auto& file : {std::filesystem::is_directory(target) ? target / "config.json" : target,
+                           directory / std::string(kHfQuantConfigFileName)})
+    if (std::filesystem::is_regular_file(file)) text += read_text_file(file);
+  return text;
 }
 
 ExecutionOptions execution_for(const std::filesystem::path& output, const ExtractOptions& options,
@@ -78,10 +118,10 @@ int run_extract(const ExtractOptions& options) {
   auto source = Checkpoint::open(options.input);
   require_layout_matches_config(source);
   check_output_directory(options.output, {source.directory()});
-  const auto recipe = requant_recipe(options);
   const auto planned = plan_mtp_extract(
       source, {options.with_head},
       [](const DequantizeRequest& request) { return make_dequantize_transform(request); });
+  const auto recipe = requant_recipe(options, planned.plan);
   if (options.dry_run) {
     nlohmann::ordered_json out = {{"mtp_layers", planned.layer_count},
                                   {"first_layer", planned.first_layer},
@@ -116,8 +156,9 @@ int run_extract(const ExtractOptions& options) {
   const std::string bf16_fingerprint =
       fmt::format("quantsmith {}|mtp extract|head={}", kQuantsmithVersion, options.with_head);
   std::string requant_fingerprint =
-      fmt::format("{}|requant={}|recipe={}", bf16_fingerprint, options.requant,
-                  options.recipe.empty() ? "" : read_text_file(options.recipe));
+      fmt::format("{}|requant={}|recipe={}|target={}", bf16_fingerprint, options.requant,
+                  options.recipe.empty() ? "" : read_text_file(options.recipe),
+                  options.target.empty() ? "" : target_config_text(options.target));
   for (const auto& parameter : options.parameters) requant_fingerprint += "|" + parameter;
   const auto bf16_directory = recipe ? output / kStagingDirectory : output;
   // The requantization's plan reads the staged draft, whose files a rerun rewrites (new
@@ -222,6 +263,12 @@ void register_extract(CLI::App& mtp, const std::shared_ptr<ExtractOptions>& opti
   command->add_option("--recipe", options->recipe,
                       "requantize the BF16 draft with this quantize recipe instead");
   command->add_option("--param", options->parameters, "NAME=VALUE for the recipe, repeatable");
+  command->add_option("--target", options->target,
+                      "requantize each draft Linear to the scheme vLLM builds it with when the "
+                      "draft is served beside TARGET (a checkpoint directory or its "
+                      "config.json; vLLM reads only the target's quantization config for the "
+                      "draft): its compressed-tensors groups / ignore list or modelopt "
+                      "exclusions, BF16 where it ignores the module");
   command->add_flag("--with-head", options->with_head,
                     "also write lm_head and the embedding as the draft's own "
                     "(shared_head.head, embed_tokens)");

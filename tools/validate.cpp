@@ -13,6 +13,9 @@
 #include "cli_support.h"
 #include "progress_line.h"
 #include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/compressed_tensors_config.h"
+#include "qs/ckpt/draft_target_resolution.h"
+#include "qs/ckpt/engine_quirks.h"
 #include "qs/ckpt/output_manifest.h"
 #include "qs/ckpt/validation.h"
 #include "qs/quant/nvfp4_validation.h"
@@ -23,6 +26,7 @@ namespace {
 struct ValidateOptions {
   std::string path;
   std::string reference;
+  std::string target;  // the path is an MTP draft served beside this target
   double max_relative_error = kDefaultMaxRelativeError;
   bool checksum = false;
   bool json = false;
@@ -71,6 +75,58 @@ nlohmann::ordered_json comparisons_json(const std::vector<ReferenceComparison>& 
                     {"format", comparison.format},
                     {"relative_error", comparison.relative_error},
                     {"snr_db", comparison.snr_db}});
+  return rows;
+}
+
+// --target: every draft Linear must hold what vLLM builds it as beside the target (it reads
+// only the target's quantization config for the draft).
+void check_against_target(const Checkpoint& draft, const TargetQuantization& target,
+                          ValidationReport& report) {
+  report.checks_run.push_back("target");
+  for (const auto& mismatch : check_draft_against_target(draft, target))
+    report.add(Severity::Problem, "target", "target.scheme_mismatch", mismatch.message,
+               mismatch.file, mismatch.tensor);
+}
+
+// Known engine incompatibilities, as warnings: the config vLLM builds the checkpoint with is
+// its own, or for a draft the target's.
+std::vector<QuirkHit> check_engine_quirks(const Checkpoint& checkpoint,
+                                          const std::optional<TargetQuantization>& target,
+                                          ValidationReport& report) {
+  std::optional<CompressedTensorsConfig> config;
+  if (target) {
+    if (target->format == TargetQuantization::Format::CompressedTensors)
+      config = target->compressed_tensors;
+  } else if (const auto& json = checkpoint.config();
+             json.is_object() && json.contains("quantization_config") &&
+             json["quantization_config"].is_object() &&
+             json["quantization_config"].value("quant_method", std::string()) ==
+                 "compressed-tensors") {
+    try {
+      config = parse_compressed_tensors_config(json["quantization_config"]);
+    } catch (const std::exception&) {  // the config check reports an unreadable config
+    }
+  }
+  if (!config) return {};
+  report.checks_run.push_back("engine");
+  auto hits = evaluate_engine_quirks(quirk_subjects(checkpoint, *config));
+  for (const auto& hit : hits)
+    report.add(Severity::Warning, "engine", fmt::format("engine.{}", hit.quirk->id), hit.message(),
+               (checkpoint.directory() / "config.json").string(), hit.units.front());
+  return hits;
+}
+
+nlohmann::ordered_json quirks_json(const std::vector<QuirkHit>& hits) {
+  auto rows = nlohmann::ordered_json::array();
+  for (const auto& hit : hits)
+    rows.push_back({{"id", hit.quirk->id},
+                    {"engine", hit.quirk->engine},
+                    {"versions", hit.quirk->versions},
+                    {"hardware", hit.quirk->hardware},
+                    {"problem", hit.quirk->problem},
+                    {"workaround", hit.quirk->workaround},
+                    {"config_group", hit.group},
+                    {"modules", hit.units}});
   return rows;
 }
 
@@ -159,6 +215,11 @@ SubcommandRunner register_validate(CLI::App& app) {
   command->add_option("--max-relative-error", options->max_relative_error,
                       "with --ref: largest accepted relative error per quantized weight "
                       "(default 0.2)");
+  command->add_option("--target", options->target,
+                      "PATH is an MTP draft to serve beside TARGET (a checkpoint directory or "
+                      "its config.json): vLLM builds the draft with the target's quantization "
+                      "config, so every draft Linear must hold the scheme that config resolves "
+                      "it to (target.scheme_mismatch)");
 
   return [options]() {
     auto checkpoint = Checkpoint::open(options->path);
@@ -174,9 +235,16 @@ SubcommandRunner register_validate(CLI::App& app) {
     if (!options->reference.empty()) reference = Checkpoint::open(options->reference);
     const auto comparisons = validate_nvfp4(
         checkpoint, {reference ? &*reference : nullptr, options->max_relative_error}, report);
+    std::optional<TargetQuantization> target;
+    if (!options->target.empty()) {
+      target = read_target_quantization(options->target);
+      check_against_target(checkpoint, *target, report);
+    }
+    const auto quirks = check_engine_quirks(checkpoint, target, report);
     double seconds = std::max(progress.elapsed_seconds(), 1e-9);
     if (options->json) {
       auto json = report_json(checkpoint, report);
+      json["engine_quirks"] = quirks_json(quirks);
       if (reference) json["reference_comparisons"] = comparisons_json(comparisons);
       if (manifest)
         json["manifest"] = {{"present", manifest->present},
