@@ -149,7 +149,7 @@ TEST_F(DraftTarget, HybridTargetGivesInt8ChannelAndTheEngineQuirkWarning) {
 
   const auto check = validate("draft-hybrid", quoted(dir("hybrid")), " --json");
   EXPECT_EQ(check.exit_code, 0) << check.output;  // a warning leaves the exit code alone
-  const auto json = nlohmann::json::parse(check.output);
+  const auto json = nlohmann::json::parse(check.standard_output);
   ASSERT_EQ(json["engine_quirks"].size(), 1u) << check.output;
   const auto& quirk = json["engine_quirks"][0];
   EXPECT_EQ(quirk["id"], "vllm_wna16_moe_channel_hopper");
@@ -176,7 +176,7 @@ TEST_F(DraftTarget, ValidateTargetReportsTheMismatchedDraft) {
   for (const auto& target : {quoted(kModel), quoted(dir("nvfp4"))}) {
     const auto check = validate("draft-requant", target, " --json");
     EXPECT_EQ(check.exit_code, 1) << check.output;
-    const auto json = nlohmann::json::parse(check.output);
+    const auto json = nlohmann::json::parse(check.standard_output);
     std::size_t mismatches = 0;
     for (const auto& finding : json["findings"])
       if (finding["kind"] == "target.scheme_mismatch") {
@@ -298,7 +298,7 @@ TEST(EngineQuirks, ValidateWarnsOnAFullModelWithChannelWiseInt8Experts) {
   ASSERT_EQ(quantized.exit_code, 0) << quantized.output;
   const auto check = run_cli("validate " + quoted(scratch.path() / "out") + " --json");
   EXPECT_EQ(check.exit_code, 0) << check.output;
-  const auto json = nlohmann::json::parse(check.output);
+  const auto json = nlohmann::json::parse(check.standard_output);
   ASSERT_EQ(json["engine_quirks"].size(), 1u) << check.output;
   // Every MoE layer of the main model (the MTP layer stays BF16 under --scheme).
   EXPECT_EQ(json["engine_quirks"][0]["modules"].size(), 3u) << check.output;
