@@ -157,8 +157,8 @@ CliResult run_cli_after(const std::string& shell_prefix, const std::string& argu
   // stderr goes to a file of its own so that stdout stays parseable whatever the command logs.
   const ScratchDirectory scratch("cli-stderr");
   const auto stderr_path = scratch.path() / "stderr";
-  std::string command = shell_prefix + " " + std::string(QS_CLI_PATH) + " " + arguments + " 2>" +
-                        quoted(stderr_path);
+  std::string command =
+      shell_prefix + " " + std::string(QS_CLI_PATH) + " " + arguments + " 2>" + quoted(stderr_path);
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return {-1, "popen failed", ""};
   std::string standard_output;
