@@ -70,10 +70,15 @@ step "mtp inject: seed 002 — the BF16 MTP layer put back into a quantized chec
 "$quantsmith" mtp inject "$out/tiny-w8a16" "$model" "$out/tiny-w8a16-bf16-mtp"
 "$quantsmith" validate "$out/tiny-w8a16-bf16-mtp" --ref "$model"
 
-step "mtp extract: seed 003 — the NVFP4 MTP layer as a standalone draft, requantized INT4 group 32"
+step "mtp extract: seed 003 — the NVFP4 MTP layer as a standalone draft in its INT4-g32 target's schemes"
 "$quantsmith" quantize "$model" "$out/tiny-nvfp4-all" --recipe recipes/glm5-nvfp4-all-with-mtp.yaml
-"$quantsmith" mtp extract "$out/tiny-nvfp4-all" "$out/tiny-mtp-int4-g32" --requant int4-g32
-"$quantsmith" validate "$out/tiny-mtp-int4-g32"
+# vLLM builds a standalone draft with the target's quantization config, so the draft takes the
+# scheme the target gives each module (here INT4 asymmetric group 32, the card's AWQ layout).
+"$quantsmith" quantize "$model" "$out/tiny-int4-g32-target" \
+  --recipe recipes/glm5-int4-g32-target-seed003.yaml
+"$quantsmith" mtp extract "$out/tiny-nvfp4-all" "$out/tiny-mtp-int4-g32" \
+  --target "$out/tiny-int4-g32-target"
+"$quantsmith" validate "$out/tiny-mtp-int4-g32" --target "$out/tiny-int4-g32-target"
 "$quantsmith" mtp inject "$model" "$out/tiny-mtp-int4-g32" "$out/tiny-bf16-int4-draft"
 "$quantsmith" eval --ref "$model" --model "$out/tiny-bf16-int4-draft" \
   --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep MTP
