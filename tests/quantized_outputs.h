@@ -41,6 +41,17 @@ class QuantizedOutputs {
 // Leaves a tensor as it is (for a copy broken in its config only).
 inline const TensorEdit kUnchanged = [](EditableTensor&) { return true; };
 
+// Makes `tensor` one of zero elements (shape {0}, no bytes); leaves the others as they are.
+inline TensorEdit emptied(const std::string& tensor) {
+  return [tensor](EditableTensor& edited) {
+    if (edited.spec.name == tensor) {
+      edited.spec.shape = {0};
+      edited.bytes.clear();
+    }
+    return true;
+  };
+}
+
 // Whether `output` (validate's text report, "severity kind  tensor: message" per finding) has a
 // line with `kind` naming `tensor`.
 bool has_finding(const std::string& output, const std::string& kind, const std::string& tensor);

@@ -157,13 +157,7 @@ TEST_F(ValidateGate, CheckpointWithoutConfig) {
 // A weight_scale_2 of zero elements: the scalar readers must check the count, not read 4
 // bytes that are not there.
 TEST_F(ValidateGate, EmptyGlobalScale) {
-  const auto broken = outputs_->broken_copy("nvfp4", [](EditableTensor& tensor) {
-    if (tensor.spec.name == kModule + ".weight_scale_2") {
-      tensor.spec.shape = {0};
-      tensor.bytes.clear();
-    }
-    return true;
-  });
+  const auto broken = outputs_->broken_copy("nvfp4", testing::emptied(kModule + ".weight_scale_2"));
   expect_problem(broken, "nvfp4.shape_mismatch", kModule + ".weight_scale_2");
 }
 
