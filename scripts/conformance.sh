@@ -16,20 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quantsmith="$(realpath "${1:-build/tools/quantsmith}")"
 venv=.venv-conformance
-python=/usr/bin/python3
-[ -x "$python" ] || python=python3
+source scripts/conformance/venv.sh
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "conformance: creating $venv (CPU torch, compressed-tensors, safetensors)" >&2
-  if ! "$python" -m venv "$venv" 2>/dev/null; then
-    # Debian's python3 lacks ensurepip until python3-venv is installed.
-    if command -v apt-get >/dev/null; then
-      sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
-      $sudo_cmd apt-get install -y -qq python3-venv >/dev/null
-    fi
-    "$python" -m venv "$venv"
-  fi
-  "$venv/bin/pip" install -q --upgrade pip >/dev/null
+  create_venv "$venv"
   # PyPI's torch brings the CUDA libraries (~5.6 GB, ~75 s here); where the CPU-only index is
   # reachable, CONFORMANCE_TORCH_INDEX=https://download.pytorch.org/whl/cpu is much smaller.
   if [ -n "${CONFORMANCE_TORCH_INDEX:-}" ]; then

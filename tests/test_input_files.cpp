@@ -40,6 +40,14 @@ void expect_bad_input(const testing::CliResult& result, const std::string& file,
   EXPECT_EQ(std::count(result.output.begin(), result.output.end(), '\n'), 1) << result.output;
 }
 
+// A copy of the bundled model in `scratch`, for a test to break.
+fs::path bundled_model_copy(const ScratchDirectory& scratch) {
+  const auto model = scratch.path() / "m";
+  fs::create_directory(model);
+  copy_bundled_model(model);
+  return model;
+}
+
 void replace_with_fifo(const fs::path& path) {
   fs::remove(path);
   ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0) << path;
@@ -54,9 +62,7 @@ void write_text(const fs::path& path, const std::string& text) {
 
 TEST(InputFiles, FifoConfigIsRefusedAtOnceByEveryCommand) {
   ScratchDirectory scratch("input");
-  const auto model = scratch.path() / "m";
-  fs::create_directory(model);
-  copy_bundled_model(model);
+  const auto model = bundled_model_copy(scratch);
   replace_with_fifo(model / "config.json");
   const std::string config = (model / "config.json").string();
   for (const std::string command :
@@ -70,9 +76,7 @@ TEST(InputFiles, FifoConfigIsRefusedAtOnceByEveryCommand) {
 
 TEST(InputFiles, FifoShardIndexAndSingleFileAreRefused) {
   ScratchDirectory scratch("input");
-  const auto model = scratch.path() / "m";
-  fs::create_directory(model);
-  copy_bundled_model(model);
+  const auto model = bundled_model_copy(scratch);
   const auto shard = model / "model-00002-of-00002.safetensors";
   replace_with_fifo(shard);
   expect_bad_input(run_bounded("validate --checksum " + quoted(model)), shard.string(), "FIFO");
@@ -103,9 +107,7 @@ TEST(InputFiles, FifoRecipeTokensCalibrationAndAuxiliaryFilesAreRefused) {
   expect_bad_input(run_bounded("recipe run " + quoted(fifo)), fifo.string(), "FIFO");
 
   // generation_config.json is copied to the output: a FIFO there is refused, not skipped.
-  const auto model = scratch.path() / "m";
-  fs::create_directory(model);
-  copy_bundled_model(model);
+  const auto model = bundled_model_copy(scratch);
   replace_with_fifo(model / "generation_config.json");
   expect_bad_input(run_bounded("quantize " + quoted(model) + " " + quoted(scratch.path() / "q") +
                                " --scheme int8"),
@@ -114,9 +116,7 @@ TEST(InputFiles, FifoRecipeTokensCalibrationAndAuxiliaryFilesAreRefused) {
 
 TEST(InputFiles, SymlinksToRegularFilesAreFineDanglingLinksAndLoopsAreNamed) {
   ScratchDirectory scratch("input");
-  const auto model = scratch.path() / "m";
-  fs::create_directory(model);
-  copy_bundled_model(model);
+  const auto model = bundled_model_copy(scratch);
   const auto config = model / "config.json";
   fs::rename(config, scratch.path() / "real-config.json");
   fs::create_symlink(scratch.path() / "real-config.json", config);
@@ -161,9 +161,7 @@ TEST(ConfigNumbers, WrongTypesAndOutOfRangeValuesExitTwoNamingKeyAndFile) {
       {"moe_intermediate_size", "18446744073709551615"},
   };
   ScratchDirectory scratch("input");
-  const auto model = scratch.path() / "m";
-  fs::create_directory(model);
-  copy_bundled_model(model);
+  const auto model = bundled_model_copy(scratch);
   const auto original = read_text_file(model / "config.json");
   for (const auto& [key, value] : cases) {
     SCOPED_TRACE(std::string(key) + " = " + value);
@@ -220,9 +218,7 @@ TEST(ConfigNumbers, EveryRowAcceptsItsBoundsAndRejectsBeyondThem) {
 
 TEST(ConfigNumbers, InRangeNumbersImplyingMillionsOfTensorsAreAProblemNotAnEndlessLoop) {
   ScratchDirectory scratch("input");
-  const auto model = scratch.path() / "m";
-  fs::create_directory(model);
-  copy_bundled_model(model);
+  const auto model = bundled_model_copy(scratch);
   auto config = nlohmann::json::parse(read_text_file(model / "config.json"));
   config["num_hidden_layers"] = 4096;  // each within its range, together 805 million tensors
   config["n_routed_experts"] = 65536;
@@ -241,9 +237,7 @@ TEST(ConfigNumbers, InRangeNumbersImplyingMillionsOfTensorsAreAProblemNotAnEndle
 
 TEST(JsonInputs, NestingBombsAndSyntaxErrorsExitTwoAtOnce) {
   ScratchDirectory scratch("input");
-  const auto model = scratch.path() / "m";
-  fs::create_directory(model);
-  copy_bundled_model(model);
+  const auto model = bundled_model_copy(scratch);
   const std::string million_arrays = std::string(1'000'000, '[') + std::string(1'000'000, ']');
   std::string million_objects;
   for (int i = 0; i < 1'000'000; ++i) million_objects += "{\"a\":";

@@ -9,30 +9,21 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "qs/ckpt/file_io.h"
+#include "quantized_outputs.h"
 #include "test_support.h"
 
 namespace qs {
 namespace {
 
+using testing::has_finding;
+using testing::QuantizedOutputs;
 using testing::quoted;
 using testing::run_cli;
-using testing::ScratchDirectory;
 
 const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
 const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
-
-// The finding line of `kind` naming `tensor` (the text report prints "kind  tensor: message").
-bool has_finding(const std::string& output, const std::string& kind, const std::string& tensor) {
-  std::istringstream lines(output);
-  for (std::string line; std::getline(lines, line);)
-    if (line.find(" " + kind + " ") != std::string::npos &&
-        line.find(" " + tensor + ":") != std::string::npos)
-      return true;
-  return false;
-}
 
 std::size_t count_of(const std::string& output, const std::string& text) {
   std::size_t count = 0;
@@ -46,33 +37,26 @@ using ConfigEdit = std::function<void(nlohmann::json& block)>;
 class MixedInspectValidate : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    scratch_ = std::make_unique<ScratchDirectory>("mixed-inspect-validate");
-    quantize("int8", "--scheme int8");
-    quantize("int4", "--scheme int4");
-    quantize("seed000", "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
+    outputs_ = std::make_unique<QuantizedOutputs>("mixed-inspect-validate");
+    outputs_->quantize("int8", "--scheme int8");
+    outputs_->quantize("int4", "--scheme int4");
+    outputs_->quantize("seed000",
+                       "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
     for (const char* format : {"modelopt", "compressed-tensors"})
-      quantize(std::string("nvfp4-") + format, "--recipe " +
-                                                   quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
-                                                   " --param boundary_layers=1 --format " + format);
+      outputs_->quantize(std::string("nvfp4-") + format,
+                         "--recipe " + quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
+                             " --param boundary_layers=1 --format " + format);
   }
-  static void TearDownTestSuite() { scratch_.reset(); }
-  static void quantize(const std::string& name, const std::string& arguments) {
-    auto result =
-        run_cli("quantize " + quoted(kModel) + " " + quoted(output(name)) + " " + arguments);
-    ASSERT_EQ(result.exit_code, 0) << result.output;
-  }
-  static std::filesystem::path output(const std::string& name) { return scratch_->path() / name; }
+  static void TearDownTestSuite() { outputs_.reset(); }
+  static std::filesystem::path output(const std::string& name) { return outputs_->path(name); }
 
   // A copy of `name`'s output with `edit` applied to config.json's quantization_config (and,
   // with `edit_hf_quant_config`, to hf_quant_config.json's "quantization"); validated.
   testing::CliResult validate_edited(const std::string& name, const ConfigEdit& edit,
                                      bool edit_hf_quant_config = false) {
-    const auto broken = scratch_->path() / ("broken-" + std::to_string(++copies_));
-    testing::rewrite_checkpoint(output(name), broken,
-                                [](testing::EditableTensor&) { return true; });
-    auto config = nlohmann::json::parse(read_text_file(broken / "config.json"));
-    edit(config["quantization_config"]);
-    write_file_atomically(broken / "config.json", config.dump(2));
+    const auto broken =
+        outputs_->broken_copy(name, testing::kUnchanged,
+                              [&](nlohmann::json& config) { edit(config["quantization_config"]); });
     if (edit_hf_quant_config) {
       auto hf = nlohmann::json::parse(read_text_file(broken / "hf_quant_config.json"));
       edit(hf["quantization"]);
@@ -81,8 +65,7 @@ class MixedInspectValidate : public ::testing::Test {
     return run_cli("validate " + quoted(broken));
   }
 
-  static inline std::unique_ptr<ScratchDirectory> scratch_;
-  static inline int copies_ = 0;
+  static inline std::unique_ptr<QuantizedOutputs> outputs_;
 };
 
 void remove_entry(nlohmann::json& list, const std::string& entry) {

@@ -15,12 +15,14 @@
 
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/safetensors.h"
+#include "quantized_outputs.h"
 #include "test_support.h"
 
 namespace qs {
 namespace {
 
 using testing::EditableTensor;
+using testing::QuantizedOutputs;
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
@@ -32,20 +34,10 @@ const std::string kModule = "model.layers.1.mlp.experts.3.up_proj";  // [128, 25
 class RunInputs : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    scratch_ = std::make_unique<ScratchDirectory>("run-inputs");
-    for (const char* scheme : {"int4", "nvfp4"}) {
-      auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch_->path() / scheme) +
-                            " --scheme " + scheme);
-      ASSERT_EQ(result.exit_code, 0) << result.output;
-    }
+    outputs_ = std::make_unique<QuantizedOutputs>("run-inputs");
+    outputs_->quantize_schemes({"int4", "nvfp4"});
   }
-  static void TearDownTestSuite() { scratch_.reset(); }
-
-  static std::filesystem::path broken_copy(const std::string& scheme, const Edit& edit) {
-    const auto broken = scratch_->path() / ("broken-" + std::to_string(++copies_));
-    testing::rewrite_checkpoint(scratch_->path() / scheme, broken, edit);
-    return broken;
-  }
+  static void TearDownTestSuite() { outputs_.reset(); }
 
   // eval and generate both refuse `model` with exit 2, saying `why` and naming `tensor`.
   static void expect_refused(const std::filesystem::path& model, const std::string& why,
@@ -65,19 +57,18 @@ class RunInputs : public ::testing::Test {
 
   static std::filesystem::path token_file(const std::string& name, DType dtype,
                                           std::span<const std::byte> bytes, Shape shape) {
-    const auto path = scratch_->path() / name;
+    const auto path = outputs_->directory() / name;
     SafetensorsWriter writer(path, {{"ids", dtype, shape}});
     writer.write(bytes);
     writer.commit();
     return path;
   }
 
-  static inline std::unique_ptr<ScratchDirectory> scratch_;
-  static inline int copies_ = 0;
+  static inline std::unique_ptr<QuantizedOutputs> outputs_;
 };
 
 TEST_F(RunInputs, BlockScalesOfTheWrongSize) {
-  const auto nvfp4 = broken_copy("nvfp4", [](EditableTensor& tensor) {
+  const auto nvfp4 = outputs_->broken_copy("nvfp4", [](EditableTensor& tensor) {
     if (tensor.spec.name == kModule + ".weight_scale") {
       tensor.spec.shape[0] /= 2;
       tensor.bytes.resize(tensor.bytes.size() / 2);
@@ -86,7 +77,7 @@ TEST_F(RunInputs, BlockScalesOfTheWrongSize) {
   });
   expect_refused(nvfp4, "must be [128, 16]", kModule + ".weight_scale");
 
-  const auto int4 = broken_copy("int4", [](EditableTensor& tensor) {
+  const auto int4 = outputs_->broken_copy("int4", [](EditableTensor& tensor) {
     if (tensor.spec.name == kModule + ".weight_scale") {
       tensor.spec.shape[1] = 1;  // one scale per row, but 256 does not pair with the zero points
       tensor.bytes.resize(tensor.spec.shape[0] * 2);
@@ -97,18 +88,12 @@ TEST_F(RunInputs, BlockScalesOfTheWrongSize) {
 }
 
 TEST_F(RunInputs, EmptyGlobalScale) {
-  const auto broken = broken_copy("nvfp4", [](EditableTensor& tensor) {
-    if (tensor.spec.name == kModule + ".weight_scale_2") {
-      tensor.spec.shape = {0};
-      tensor.bytes.clear();
-    }
-    return true;
-  });
+  const auto broken = outputs_->broken_copy("nvfp4", testing::emptied(kModule + ".weight_scale_2"));
   expect_refused(broken, "is one F32 value", kModule + ".weight_scale_2");
 }
 
 TEST_F(RunInputs, OneDimensionalCodes) {
-  const auto broken = broken_copy("nvfp4", [](EditableTensor& tensor) {
+  const auto broken = outputs_->broken_copy("nvfp4", [](EditableTensor& tensor) {
     if (tensor.spec.name == kModule + ".weight") tensor.spec.shape = {tensor.bytes.size()};
     return true;
   });
@@ -116,7 +101,7 @@ TEST_F(RunInputs, OneDimensionalCodes) {
 }
 
 TEST_F(RunInputs, WeightShapeOfFourBytes) {
-  const auto broken = broken_copy("int4", [](EditableTensor& tensor) {
+  const auto broken = outputs_->broken_copy("int4", [](EditableTensor& tensor) {
     if (tensor.spec.name == kModule + ".weight_shape") {
       tensor.spec.dtype = DType::I32;  // [2] of I32: 8 bytes, where I64 [2] needs 16
       const std::int32_t dims[2] = {128, 256};
@@ -147,7 +132,7 @@ TEST_F(RunInputs, TokenIdsOutsideTheVocabularyWhateverTheirDtype) {
               quoted(file),
           "generate " + quoted(kModel) + " --tokens " + quoted(file) + " --max-new 1",
           "calibrate " + quoted(kModel) + " --tokens " + quoted(file) + ":ids --out " +
-              quoted(scratch_->path() / "stats.qsc")}) {
+              quoted(outputs_->directory() / "stats.qsc")}) {
       auto result = run_cli(command);
       EXPECT_EQ(result.exit_code, 2) << command << "\n" << result.output;
       EXPECT_NE(result.output.find(kind), std::string::npos) << command << "\n" << result.output;

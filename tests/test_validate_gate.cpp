@@ -8,15 +8,18 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "qs/ckpt/file_io.h"
+#include "quantized_outputs.h"
 #include "test_support.h"
 
 namespace qs {
 namespace {
 
 using testing::EditableTensor;
+using testing::has_finding;
+using testing::kUnchanged;
+using testing::QuantizedOutputs;
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
@@ -24,17 +27,6 @@ using Edit = testing::TensorEdit;
 
 const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
 const std::string kModule = "model.layers.1.mlp.experts.3.up_proj";  // [128, 256]
-
-const Edit kUnchanged = [](EditableTensor&) { return true; };
-
-// The finding line of `kind` naming `tensor` (the text report prints "kind  tensor: message").
-bool has_finding(const std::string& output, const std::string& kind, const std::string& tensor) {
-  std::istringstream lines(output);
-  for (std::string line; std::getline(lines, line);)
-    if (line.find(kind) != std::string::npos && line.find(tensor + ":") != std::string::npos)
-      return true;
-  return false;
-}
 
 // Keeps the first `rows` rows of a 2-D tensor (bytes are row-major).
 void keep_rows(EditableTensor& tensor, std::uint64_t rows) {
@@ -51,38 +43,17 @@ void set_weight_shape(EditableTensor& tensor, std::int64_t rows, std::int64_t co
 class ValidateGate : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    scratch_ = std::make_unique<ScratchDirectory>("validate-gate");
-    for (const char* scheme : {"int4", "nvfp4"}) {
-      auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch_->path() / scheme) +
-                            " --scheme " + scheme);
-      ASSERT_EQ(result.exit_code, 0) << result.output;
-    }
+    outputs_ = std::make_unique<QuantizedOutputs>("validate-gate");
+    outputs_->quantize_schemes({"int4", "nvfp4"});
     // 3-bit codes: ten per word, the top two bits of every word unused.
-    const auto recipe = scratch_->path() / "int3.yaml";
+    const auto recipe = outputs_->directory() / "int3.yaml";
     write_file_atomically(recipe,
                           "format: compressed-tensors\nrules:\n  - name: experts\n"
                           "    category: routed_expert\n    action: int\n    bits: 3\n"
                           "    symmetric: true\n    group_size: 32\n");
-    auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch_->path() / "int3") +
-                          " --recipe " + quoted(recipe));
-    ASSERT_EQ(result.exit_code, 0) << result.output;
+    outputs_->quantize("int3", "--recipe " + quoted(recipe));
   }
-  static void TearDownTestSuite() { scratch_.reset(); }
-
-  // A copy of `scheme`'s output with `edit` applied and `edit_config` run on config.json;
-  // returns its path.
-  static std::filesystem::path broken_copy(
-      const std::string& scheme, const Edit& edit,
-      const std::function<void(nlohmann::json&)>& edit_config = {}) {
-    const auto broken = scratch_->path() / ("broken-" + std::to_string(++copies_));
-    testing::rewrite_checkpoint(scratch_->path() / scheme, broken, edit);
-    if (edit_config) {
-      auto config = nlohmann::json::parse(read_text_file(broken / "config.json"));
-      edit_config(config);
-      write_file_atomically(broken / "config.json", config.dump(2));
-    }
-    return broken;
-  }
+  static void TearDownTestSuite() { outputs_.reset(); }
 
   // Plain `validate` (no --ref) must exit 1 with `kind` naming `tensor`.
   static void expect_problem(const std::filesystem::path& checkpoint, const std::string& kind,
@@ -93,32 +64,31 @@ class ValidateGate : public ::testing::Test {
                                                           << result.output;
   }
 
-  static inline std::unique_ptr<ScratchDirectory> scratch_;
-  static inline int copies_ = 0;
+  static inline std::unique_ptr<QuantizedOutputs> outputs_;
 };
 
 TEST_F(ValidateGate, OwnOutputStillValid) {
   for (const char* scheme : {"int4", "nvfp4"}) {
-    auto result = run_cli("validate " + quoted(scratch_->path() / scheme));
+    auto result = run_cli("validate " + quoted(outputs_->path(scheme)));
     EXPECT_EQ(result.exit_code, 0) << scheme << "\n" << result.output;
   }
 }
 
 TEST_F(ValidateGate, Int4WithoutQuantizationConfig) {
-  const auto broken = broken_copy(
+  const auto broken = outputs_->broken_copy(
       "int4", kUnchanged, [](nlohmann::json& config) { config.erase("quantization_config"); });
   expect_problem(broken, "config.undeclared_quantization", kModule + ".weight_packed");
 }
 
 TEST_F(ValidateGate, Nvfp4WithoutQuantizationConfig) {
-  const auto broken = broken_copy(
+  const auto broken = outputs_->broken_copy(
       "nvfp4", kUnchanged, [](nlohmann::json& config) { config.erase("quantization_config"); });
   std::filesystem::remove(broken / "hf_quant_config.json");
   expect_problem(broken, "config.undeclared_quantization", kModule + ".weight");
 }
 
 TEST_F(ValidateGate, Nvfp4UnderAnotherQuantMethod) {
-  const auto broken = broken_copy("nvfp4", kUnchanged, [](nlohmann::json& config) {
+  const auto broken = outputs_->broken_copy("nvfp4", kUnchanged, [](nlohmann::json& config) {
     config["quantization_config"] = {{"quant_method", "fp8"}};
   });
   std::filesystem::remove(broken / "hf_quant_config.json");
@@ -128,14 +98,14 @@ TEST_F(ValidateGate, Nvfp4UnderAnotherQuantMethod) {
 // An expert stored with half its rows: every tensor of the module agrees with the others, so
 // only the architecture says it is wrong.
 TEST_F(ValidateGate, QuantizedExpertWithHalfItsRows) {
-  const auto nvfp4 = broken_copy("nvfp4", [](EditableTensor& tensor) {
+  const auto nvfp4 = outputs_->broken_copy("nvfp4", [](EditableTensor& tensor) {
     if (tensor.spec.name == kModule + ".weight" || tensor.spec.name == kModule + ".weight_scale")
       keep_rows(tensor, 64);
     return true;
   });
   expect_problem(nvfp4, "layout.shape_mismatch", kModule + ".weight");
 
-  const auto int4 = broken_copy("int4", [](EditableTensor& tensor) {
+  const auto int4 = outputs_->broken_copy("int4", [](EditableTensor& tensor) {
     const auto& name = tensor.spec.name;
     if (name == kModule + ".weight_packed" || name == kModule + ".weight_scale")
       keep_rows(tensor, 64);
@@ -147,7 +117,7 @@ TEST_F(ValidateGate, QuantizedExpertWithHalfItsRows) {
 }
 
 TEST_F(ValidateGate, QuantizedExpertWithNoInputs) {
-  const auto nvfp4 = broken_copy("nvfp4", [](EditableTensor& tensor) {
+  const auto nvfp4 = outputs_->broken_copy("nvfp4", [](EditableTensor& tensor) {
     if (tensor.spec.name == kModule + ".weight" || tensor.spec.name == kModule + ".weight_scale") {
       tensor.spec.shape[1] = 0;
       tensor.bytes.clear();
@@ -156,7 +126,7 @@ TEST_F(ValidateGate, QuantizedExpertWithNoInputs) {
   });
   expect_problem(nvfp4, "layout.shape_mismatch", kModule + ".weight");
 
-  const auto int4 = broken_copy("int4", [](EditableTensor& tensor) {
+  const auto int4 = outputs_->broken_copy("int4", [](EditableTensor& tensor) {
     if (tensor.spec.name == kModule + ".weight_shape") set_weight_shape(tensor, 128, 0);
     return true;
   });
@@ -166,9 +136,9 @@ TEST_F(ValidateGate, QuantizedExpertWithNoInputs) {
 // A bit set in the unused top bits of a 3-bit word (not past the row's last field: the first
 // word of the row) is corruption no reader sees, and validate reports it.
 TEST_F(ValidateGate, BitsSetInTheUnusedTopOfAThreeBitWord) {
-  auto clean = run_cli("validate " + quoted(scratch_->path() / "int3"));
+  auto clean = run_cli("validate " + quoted(outputs_->path("int3")));
   EXPECT_EQ(clean.exit_code, 0) << clean.output;
-  const auto broken = broken_copy("int3", [](EditableTensor& tensor) {
+  const auto broken = outputs_->broken_copy("int3", [](EditableTensor& tensor) {
     if (tensor.spec.name == kModule + ".weight_packed") tensor.bytes[3] |= std::byte{0x80};
     return true;
   });
@@ -176,7 +146,7 @@ TEST_F(ValidateGate, BitsSetInTheUnusedTopOfAThreeBitWord) {
 }
 
 TEST_F(ValidateGate, CheckpointWithoutConfig) {
-  const auto broken = broken_copy("int4", kUnchanged);
+  const auto broken = outputs_->broken_copy("int4", kUnchanged);
   std::filesystem::remove(broken / "config.json");
   auto result = run_cli("validate " + quoted(broken));
   EXPECT_EQ(result.exit_code, 1) << result.output;
@@ -187,13 +157,7 @@ TEST_F(ValidateGate, CheckpointWithoutConfig) {
 // A weight_scale_2 of zero elements: the scalar readers must check the count, not read 4
 // bytes that are not there.
 TEST_F(ValidateGate, EmptyGlobalScale) {
-  const auto broken = broken_copy("nvfp4", [](EditableTensor& tensor) {
-    if (tensor.spec.name == kModule + ".weight_scale_2") {
-      tensor.spec.shape = {0};
-      tensor.bytes.clear();
-    }
-    return true;
-  });
+  const auto broken = outputs_->broken_copy("nvfp4", testing::emptied(kModule + ".weight_scale_2"));
   expect_problem(broken, "nvfp4.shape_mismatch", kModule + ".weight_scale_2");
 }
 

@@ -10,14 +10,15 @@
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/safetensors.h"
+#include "quantized_outputs.h"
 #include "test_support.h"
 
 namespace qs {
 namespace {
 
+using testing::QuantizedOutputs;
 using testing::quoted;
 using testing::run_cli;
-using testing::ScratchDirectory;
 
 const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
 const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
@@ -28,11 +29,9 @@ using Edit = testing::TensorEdit;
 class ValidateNvfp4 : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    quantized_ = scratch_.path() / "quantized";
-    auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(quantized_) + " --recipe " +
-                          quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
-                          " --param boundary_layers=1 --format " + GetParam());
-    ASSERT_EQ(result.exit_code, 0) << result.output;
+    outputs_.quantize("quantized", "--recipe " + quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
+                                       " --param boundary_layers=1 --format " + GetParam());
+    quantized_ = outputs_.path("quantized");
   }
   bool modelopt() const { return std::string(GetParam()) == "modelopt"; }
   std::string global_name(const std::string& module) const {
@@ -40,17 +39,14 @@ class ValidateNvfp4 : public ::testing::TestWithParam<const char*> {
   }
   // Breaks a copy with `edit`, validates it against the source, expects `kind` and exit 1.
   void expect_finding(const Edit& edit, const std::string& kind) {
-    // Numbered, not named after the kind: the path appears in the output we search.
-    const auto broken = scratch_.path() / ("broken-" + std::to_string(++copies_));
-    testing::rewrite_checkpoint(quantized_, broken, edit);
+    const auto broken = outputs_.broken_copy("quantized", edit);
     auto result = run_cli("validate " + quoted(broken) + " --ref " + quoted(kModel));
     EXPECT_EQ(result.exit_code, 1) << kind << "\n" << result.output;
     EXPECT_NE(result.output.find(kind), std::string::npos) << kind << "\n" << result.output;
   }
 
-  ScratchDirectory scratch_{"validate-nvfp4"};
+  QuantizedOutputs outputs_{"validate-nvfp4"};
   std::filesystem::path quantized_;
-  int copies_ = 0;
 };
 
 const std::string kExpert = "model.layers.1.mlp.experts.3";

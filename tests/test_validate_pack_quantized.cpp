@@ -8,18 +8,21 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "qs/ckpt/checkpoint.h"
 #include "qs/ckpt/file_io.h"
 #include "qs/ckpt/safetensors.h"
 #include "qs/quant/int_quantizer.h"
 #include "qs/quant/nvfp4_validation.h"
+#include "quantized_outputs.h"
 #include "test_support.h"
 
 namespace qs {
 namespace {
 
+using testing::has_finding;
+using testing::kUnchanged;
+using testing::QuantizedOutputs;
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
@@ -30,31 +33,16 @@ const std::string kModule = "model.layers.1.mlp.experts.3.up_proj";  // [128, 25
 using testing::EditableTensor;
 using Edit = testing::TensorEdit;
 
-const Edit kUnchanged = [](EditableTensor&) { return true; };
-
-// The finding line of `kind` naming `tensor` (the text report prints "kind  tensor: message").
-bool has_finding(const std::string& output, const std::string& kind, const std::string& tensor) {
-  std::istringstream lines(output);
-  for (std::string line; std::getline(lines, line);)
-    if (line.find(kind) != std::string::npos && line.find(tensor + ":") != std::string::npos)
-      return true;
-  return false;
-}
-
 class ValidatePackQuantized : public ::testing::Test {
  protected:
   // Quantized once for the suite: int4 is asymmetric g128 (zero points), int8-channel
   // symmetric with one scale per row.
   static void SetUpTestSuite() {
-    scratch_ = std::make_unique<ScratchDirectory>("validate-int");
-    for (const char* scheme : {"int4", "int8-channel"}) {
-      auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch_->path() / scheme) +
-                            " --scheme " + scheme);
-      ASSERT_EQ(result.exit_code, 0) << result.output;
-    }
+    outputs_ = std::make_unique<QuantizedOutputs>("validate-int");
+    outputs_->quantize_schemes({"int4", "int8-channel"});
   }
-  static void TearDownTestSuite() { scratch_.reset(); }
-  static std::filesystem::path output(const char* scheme) { return scratch_->path() / scheme; }
+  static void TearDownTestSuite() { outputs_.reset(); }
+  static std::filesystem::path output(const char* scheme) { return outputs_->path(scheme); }
 
   // Breaks a copy of the `scheme` output with `edit` (and `edit_config` on its
   // quantization_config), validates it against the source, expects exit 1 and `kind` naming
@@ -62,22 +50,19 @@ class ValidatePackQuantized : public ::testing::Test {
   void expect_finding(const char* scheme, const Edit& edit, const std::string& kind,
                       const std::string& tensor,
                       const std::function<void(nlohmann::json&)>& edit_config = {}) {
-    // Numbered, not named after the kind: the path appears in the output we search.
-    const auto broken = scratch_->path() / ("broken-" + std::to_string(++copies_));
-    testing::rewrite_checkpoint(output(scheme), broken, edit);
-    if (edit_config) {
-      auto config = nlohmann::json::parse(read_text_file(broken / "config.json"));
-      edit_config(config["quantization_config"]);
-      write_file_atomically(broken / "config.json", config.dump(2));
-    }
+    std::function<void(nlohmann::json&)> edit_quantization_config;
+    if (edit_config)
+      edit_quantization_config = [&](nlohmann::json& config) {
+        edit_config(config["quantization_config"]);
+      };
+    const auto broken = outputs_->broken_copy(scheme, edit, edit_quantization_config);
     auto result = run_cli("validate " + quoted(broken) + " --ref " + quoted(kModel));
     EXPECT_EQ(result.exit_code, 1) << kind << "\n" << result.output;
     EXPECT_TRUE(has_finding(result.output, kind, tensor)) << kind << " on " << tensor << "\n"
                                                           << result.output;
   }
 
-  static inline std::unique_ptr<ScratchDirectory> scratch_;
-  static inline int copies_ = 0;
+  static inline std::unique_ptr<QuantizedOutputs> outputs_;
 };
 
 TEST_F(ValidatePackQuantized, OwnInt4AndInt8ChannelOutputIsValidAndCloseToTheSource) {

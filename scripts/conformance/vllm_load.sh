@@ -16,13 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 quantsmith="$(realpath "${1:-build/tools/quantsmith}")"
 venv=.venv-vllm
-python=/usr/bin/python3
-[ -x "$python" ] || python=python3
+source scripts/conformance/venv.sh
 
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import vllm" 2>/dev/null; then
   echo "vllm conformance: creating $venv (pip install vllm)" >&2
-  "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip >/dev/null
+  create_venv "$venv"
   "$venv/bin/pip" install -q vllm
 fi
 
