@@ -110,9 +110,8 @@ CalibrationStore CalibrationStore::open(const std::filesystem::path& path) {
   file.read_at(file.size() - 8 - length, std::as_writable_bytes(std::span(text.data(), length)));
   CalibrationStore store;
   store.path_ = path;
-  check_json_nesting(text, "calibration.invalid", path.string());
+  const auto index = parse_json_input(text, "calibration.invalid", path.string());
   try {
-    const auto index = nlohmann::json::parse(text);
     if (index.at("format") != "quantsmith-calibration" || index.at("version") != 1)
       invalid("unknown format or version");
     store.info_ = {index.at("model"), index.at("token_rows"), index.at("all_experts"),

@@ -1,7 +1,6 @@
 #include "qs/ckpt/executor.h"
 
 #include <fmt/format.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
@@ -463,8 +462,7 @@ std::string plan_fingerprint(const Plan& plan, std::string_view extra, bool sour
   }
   text += "X";
   text += extra;
-  const XXH128_hash_t hash = XXH3_128bits(text.data(), text.size());
-  return fmt::format("{:016x}{:016x}", hash.high64, hash.low64);
+  return xxh3_128_hex(text);
 }
 
 }  // namespace qs

@@ -73,64 +73,6 @@ NonFiniteCount count_non_finite_values(DType dtype, std::span<const std::byte> b
   return {{}, counts.nan, counts.inf};
 }
 
-ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options,
-                     const std::function<void(std::uint64_t)>& on_progress) {
-  const auto& header = shard.header();
-  FileMapping mapping(shard.file());
-  const std::uint64_t block = std::max<std::size_t>(8, options.block_bytes / 8 * 8);
-
-  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hash(XXH3_createState(),
-                                                                &XXH3_freeState);
-  XXH3_state_t* const state = hash.get();
-  XXH3_128bits_reset(state);
-  // Every access to the mapped bytes is guarded: a file truncated by another process while we
-  // read it throws "file.truncated" naming it instead of raising SIGBUS.
-  mapping.read_guarded(0, header.data_start(), [state](std::span<const std::byte> bytes) {
-    XXH3_128bits_update(state, bytes.data(), bytes.size());
-  });
-
-  ShardScan scan;
-  std::uint64_t released = 0;
-  auto advance = [&](std::uint64_t position) {
-    if (position - released < options.release_bytes) return;
-    mapping.release(released, position);
-    released = position;
-    if (on_progress) on_progress(position);
-  };
-  // Tensors tile the data section in offset order, so walking them hashes the file in order;
-  // blocks are whole elements because tensors start on element boundaries of their own data.
-  for (const auto& tensor : header.tensors) {
-    Counter counter = counter_for(tensor.dtype);
-    const std::uint64_t element = counter ? dtype_bits(tensor.dtype) / 8 : 1;
-    Counts counts;
-    std::uint64_t position = header.data_start() + tensor.begin;
-    const std::uint64_t end = header.data_start() + tensor.end;
-    while (position < end) {
-      std::uint64_t length = std::min(block, end - position);
-      Counts part;
-      mapping.read_guarded(position, position + length, [&](std::span<const std::byte> bytes) {
-        if (counter) part = counter(bytes.data(), bytes.size() / element);
-        XXH3_128bits_update(state, bytes.data(), bytes.size());
-      });
-      counts.nan += part.nan;
-      counts.inf += part.inf;
-      position += length;
-      advance(position);
-    }
-    if (counts.nan || counts.inf) scan.non_finite.push_back({tensor.name, counts.nan, counts.inf});
-  }
-  mapping.release(released, shard.file_size());
-  if (on_progress) on_progress(shard.file_size());
-
-  XXH128_hash_t digest = XXH3_128bits_digest(hash.get());
-  scan.xxh3_128 = fmt::format("{:016x}{:016x}", digest.high64, digest.low64);
-  scan.bytes = shard.file_size();
-  return scan;
-}
-
-}  // namespace qs
-
-namespace qs {
 namespace {
 
 std::string hex_of(const XXH128_hash_t& digest) {
@@ -177,6 +119,56 @@ std::string hash_file_xxh3_128(const std::filesystem::path& path, std::uint64_t*
   }
   if (file_size) *file_size = file.size();
   return digest.hex();
+}
+
+ShardScan scan_shard(const SafetensorsFile& shard, const ScanOptions& options,
+                     const std::function<void(std::uint64_t)>& on_progress) {
+  const auto& header = shard.header();
+  FileMapping mapping(shard.file());
+  const std::uint64_t block = std::max<std::size_t>(8, options.block_bytes / 8 * 8);
+
+  Xxh3Digest digest;
+  // Every access to the mapped bytes is guarded: a file truncated by another process while we
+  // read it throws "file.truncated" naming it instead of raising SIGBUS.
+  mapping.read_guarded(0, header.data_start(),
+                       [&digest](std::span<const std::byte> bytes) { digest.update(bytes); });
+
+  ShardScan scan;
+  std::uint64_t released = 0;
+  auto advance = [&](std::uint64_t position) {
+    if (position - released < options.release_bytes) return;
+    mapping.release(released, position);
+    released = position;
+    if (on_progress) on_progress(position);
+  };
+  // Tensors tile the data section in offset order, so walking them hashes the file in order;
+  // blocks are whole elements because tensors start on element boundaries of their own data.
+  for (const auto& tensor : header.tensors) {
+    Counter counter = counter_for(tensor.dtype);
+    const std::uint64_t element = counter ? dtype_bits(tensor.dtype) / 8 : 1;
+    Counts counts;
+    std::uint64_t position = header.data_start() + tensor.begin;
+    const std::uint64_t end = header.data_start() + tensor.end;
+    while (position < end) {
+      std::uint64_t length = std::min(block, end - position);
+      Counts part;
+      mapping.read_guarded(position, position + length, [&](std::span<const std::byte> bytes) {
+        if (counter) part = counter(bytes.data(), bytes.size() / element);
+        digest.update(bytes);
+      });
+      counts.nan += part.nan;
+      counts.inf += part.inf;
+      position += length;
+      advance(position);
+    }
+    if (counts.nan || counts.inf) scan.non_finite.push_back({tensor.name, counts.nan, counts.inf});
+  }
+  mapping.release(released, shard.file_size());
+  if (on_progress) on_progress(shard.file_size());
+
+  scan.xxh3_128 = digest.hex();
+  scan.bytes = shard.file_size();
+  return scan;
 }
 
 }  // namespace qs
