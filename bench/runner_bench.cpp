@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/io/checkpoint.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/run/evaluation.h"
 #include "qs/run/glm5_model.h"

@@ -10,12 +10,12 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "qs/ckpt/compressed_tensors_config.h"
-#include "qs/ckpt/config_numbers.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/glm5_layout.h"
-#include "qs/ckpt/json_input.h"
-#include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/formats/compressed_tensors_config.h"
+#include "qs/ckpt/io/config_numbers.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/model/glm5_layout.h"
+#include "qs/ckpt/core/json_input.h"
+#include "qs/ckpt/model/tensor_name.h"
 
 namespace {
 

@@ -9,10 +9,10 @@
 #include <string>
 #include <string_view>
 
-#include "qs/ckpt/batch_recipe.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/recipe.h"
-#include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/plan/batch_recipe.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/plan/recipe.h"
+#include "qs/ckpt/model/tensor_name.h"
 
 namespace {
 

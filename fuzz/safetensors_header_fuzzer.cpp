@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <span>
 
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   auto bytes = std::as_bytes(std::span(data, size));

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/io/file_io.h"
 
 namespace qs::testing {
 

@@ -10,9 +10,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "qs/ckpt/batch_recipe.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/plan/batch_recipe.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/file_io.h"
 #include "test_support.h"
 
 namespace qs {

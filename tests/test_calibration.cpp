@@ -7,8 +7,8 @@
 #include <cmath>
 #include <fstream>
 
-#include "qs/ckpt/calibration_store.h"
-#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/plan/calibration_store.h"
+#include "qs/ckpt/io/checkpoint.h"
 #include "qs/run/calibration.h"
 #include "qs/run/glm5_model.h"
 #include "qs/run/tensor_ops.h"

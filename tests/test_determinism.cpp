@@ -12,7 +12,7 @@
 #include <cmath>
 #include <random>
 
-#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/io/file_io.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/quant/gptq.h"
 #include "test_support.h"

@@ -8,12 +8,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/compressed_tensors_config.h"
-#include "qs/ckpt/engine_quirks.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/quantization_detection.h"
-#include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/formats/compressed_tensors_config.h"
+#include "qs/ckpt/validate/engine_quirks.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/model/tensor_name.h"
 #include "test_support.h"
 
 namespace qs {

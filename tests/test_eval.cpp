@@ -9,7 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/io/safetensors.h"
 #include "qs/run/divergence_statistics.h"
 #include "test_support.h"
 

@@ -6,12 +6,12 @@
 #include <atomic>
 #include <fstream>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/executor.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/quantize_plan.h"
-#include "qs/ckpt/recipe.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/job/executor.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/plan/quantize_plan.h"
+#include "qs/ckpt/plan/recipe.h"
 #include "test_support.h"
 
 namespace qs {

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/gptq.h"
 

@@ -7,11 +7,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/config_numbers.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/json_input.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/io/config_numbers.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/core/json_input.h"
 #include "test_support.h"
 
 namespace qs {

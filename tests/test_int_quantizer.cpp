@@ -9,8 +9,8 @@
 #include <random>
 #include <vector>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/int_quantizer.h"
 

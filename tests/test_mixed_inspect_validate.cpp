@@ -10,7 +10,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/io/file_io.h"
 #include "quantized_outputs.h"
 #include "test_support.h"
 

@@ -8,9 +8,9 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/io/file_io.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/int_quantizer.h"
 #include "test_support.h"

@@ -10,11 +10,11 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/quantize_plan.h"
-#include "qs/ckpt/recipe.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/plan/quantize_plan.h"
+#include "qs/ckpt/plan/recipe.h"
 #include "test_support.h"
 
 namespace qs {

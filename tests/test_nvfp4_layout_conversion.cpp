@@ -18,10 +18,10 @@
 #include <optional>
 #include <set>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/quantize_plan.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/nvfp4_layout_conversion.h"
 #include "test_support.h"

@@ -16,11 +16,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/executor.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/output_directory.h"
-#include "qs/ckpt/output_manifest.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/job/executor.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/job/output_directory.h"
+#include "qs/ckpt/job/output_manifest.h"
 #include "test_support.h"
 
 namespace qs {

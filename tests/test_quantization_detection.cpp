@@ -2,9 +2,9 @@
 
 #include <cstring>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/quantization_detection.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/formats/quantization_detection.h"
 #include "test_support.h"
 
 namespace qs {

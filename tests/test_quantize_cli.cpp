@@ -16,8 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/io/file_io.h"
 #include "test_support.h"
 
 extern char** environ;

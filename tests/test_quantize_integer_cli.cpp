@@ -10,9 +10,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/calibration_store.h"
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/plan/calibration_store.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/io/file_io.h"
 #include "test_support.h"
 
 namespace qs {

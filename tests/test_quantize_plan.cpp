@@ -6,12 +6,12 @@
 
 #include <map>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/quantization_config.h"
-#include "qs/ckpt/quantize_plan.h"
-#include "qs/ckpt/recipe.h"
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/quantization_config.h"
+#include "qs/ckpt/plan/quantize_plan.h"
+#include "qs/ckpt/plan/recipe.h"
+#include "qs/ckpt/io/safetensors.h"
 #include "test_support.h"
 
 namespace qs {

@@ -13,8 +13,8 @@
 #include <span>
 #include <vector>
 
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/io/safetensors.h"
 #include "quantized_outputs.h"
 #include "test_support.h"
 

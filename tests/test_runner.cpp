@@ -6,9 +6,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/io/safetensors.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/run/glm5_model.h"
 #include "test_support.h"

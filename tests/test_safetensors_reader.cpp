@@ -2,8 +2,8 @@
 
 #include <set>
 
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/safetensors.h"
 #include "test_support.h"
 
 namespace qs {

@@ -4,9 +4,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/io/safetensors.h"
 #include "test_support.h"
 
 namespace qs {

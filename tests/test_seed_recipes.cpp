@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/io/file_io.h"
 #include "test_support.h"
 
 namespace qs {

@@ -6,9 +6,9 @@
 #include <cstring>
 #include <limits>
 
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/shard_scan.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/io/shard_scan.h"
 #include "test_support.h"
 
 namespace qs {

@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/splice_plan.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/plan/splice_plan.h"
 #include "test_support.h"
 
 namespace qs {

@@ -9,9 +9,9 @@
 #include <iterator>
 #include <random>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/file_io.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/file_io.h"
 
 namespace qs::testing {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/io/safetensors.h"
 
 namespace qs::testing {
 

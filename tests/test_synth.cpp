@@ -8,11 +8,11 @@
 #include <map>
 #include <set>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/synthetic_model.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/model/synthetic_model.h"
 #include "test_support.h"
 
 namespace qs {

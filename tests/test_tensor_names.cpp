@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/name_pattern.h"
-#include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/model/name_pattern.h"
+#include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {
 namespace {

@@ -7,9 +7,9 @@
 #include <functional>
 #include <optional>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/io/safetensors.h"
 #include "quantized_outputs.h"
 #include "test_support.h"
 

@@ -9,9 +9,9 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/file_io.h"
-#include "qs/ckpt/safetensors.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/io/safetensors.h"
 #include "qs/quant/int_quantizer.h"
 #include "qs/quant/nvfp4_validation.h"
 #include "quantized_outputs.h"

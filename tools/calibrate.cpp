@@ -10,9 +10,9 @@
 
 #include "cli_support.h"
 #include "progress_line.h"
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/validation.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/validate/validation.h"
 #include "qs/run/calibration.h"
 
 namespace qs::cli {

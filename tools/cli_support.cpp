@@ -4,7 +4,7 @@
 
 #include <array>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
 
 namespace qs::cli {

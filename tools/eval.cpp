@@ -11,7 +11,7 @@
 
 #include "cli_support.h"
 #include "progress_line.h"
-#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/io/checkpoint.h"
 #include "qs/run/evaluation.h"
 
 namespace qs::cli {

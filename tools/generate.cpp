@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_support.h"
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/run/evaluation.h"
 #include "qs/run/glm5_model.h"
 

@@ -10,11 +10,11 @@
 #include <set>
 
 #include "cli_support.h"
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/compressed_tensors_config.h"
-#include "qs/ckpt/quantization_config.h"
-#include "qs/ckpt/quantization_detection.h"
-#include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/formats/compressed_tensors_config.h"
+#include "qs/ckpt/formats/quantization_config.h"
+#include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/model/tensor_name.h"
 
 namespace qs::cli {
 namespace {

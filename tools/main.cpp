@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "cli_support.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "subcommands.h"
 
 int main(int argc, char** argv) {

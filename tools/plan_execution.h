@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "qs/ckpt/executor.h"
+#include "qs/ckpt/job/executor.h"
 
 namespace qs::cli {
 

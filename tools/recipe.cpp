@@ -21,8 +21,8 @@
 #include <optional>
 
 #include "cli_support.h"
-#include "qs/ckpt/batch_recipe.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/plan/batch_recipe.h"
+#include "qs/ckpt/core/error.h"
 #include "scheme_presets.h"
 
 extern char** environ;

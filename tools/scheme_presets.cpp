@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 
 namespace qs::cli {
 namespace {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "qs/ckpt/recipe.h"
+#include "qs/ckpt/plan/recipe.h"
 
 namespace qs::cli {
 

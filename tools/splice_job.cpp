@@ -9,13 +9,13 @@
 #include <set>
 
 #include "plan_execution.h"
-#include "qs/ckpt/byte_size.h"
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/executor.h"
-#include "qs/ckpt/quantization_config.h"
-#include "qs/ckpt/tensor_name.h"
-#include "qs/ckpt/validation.h"
+#include "qs/ckpt/core/byte_size.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/job/executor.h"
+#include "qs/ckpt/formats/quantization_config.h"
+#include "qs/ckpt/model/tensor_name.h"
+#include "qs/ckpt/validate/validation.h"
 #include "qs/quant/nvfp4_layout_conversion.h"
 #include "qs/quant/nvfp4_validation.h"
 

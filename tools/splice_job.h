@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "cli_support.h"
-#include "qs/ckpt/splice_plan.h"
+#include "qs/ckpt/plan/splice_plan.h"
 
 namespace qs::cli {
 

@@ -17,10 +17,10 @@
 
 #include "cli_support.h"
 #include "progress_line.h"
-#include "qs/ckpt/byte_size.h"
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/synthetic_model.h"
+#include "qs/ckpt/core/byte_size.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/model/synthetic_model.h"
 
 namespace qs::cli {
 namespace {

@@ -12,12 +12,12 @@
 
 #include "cli_support.h"
 #include "progress_line.h"
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/compressed_tensors_config.h"
-#include "qs/ckpt/draft_target_resolution.h"
-#include "qs/ckpt/engine_quirks.h"
-#include "qs/ckpt/output_manifest.h"
-#include "qs/ckpt/validation.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/formats/compressed_tensors_config.h"
+#include "qs/ckpt/plan/draft_target_resolution.h"
+#include "qs/ckpt/validate/engine_quirks.h"
+#include "qs/ckpt/job/output_manifest.h"
+#include "qs/ckpt/validate/validation.h"
 #include "qs/quant/nvfp4_validation.h"
 
 namespace qs::cli {

@@ -14,8 +14,8 @@
 #include <utility>
 #include <vector>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
 
 namespace qs::fp4 {

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/deterministic_blas.h"
 
 // LAPACK through OpenBLAS, which exports the Fortran symbols (Debian ships no lapack.h with it).

@@ -6,9 +6,9 @@
 #include <cstring>
 #include <utility>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/packed_int32.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/packed_int32.h"
 
 namespace qs::intq {
 namespace {

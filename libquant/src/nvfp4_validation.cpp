@@ -11,9 +11,9 @@
 #include <optional>
 #include <set>
 
-#include "qs/ckpt/checked_tensor.h"
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/io/checked_tensor.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/model/tensor_name.h"
 #include "qs/quant/dequantize_transform.h"
 #include "validation/config_coverage.h"
 #include "validation/pack_quantized_checks.h"

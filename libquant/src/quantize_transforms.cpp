@@ -7,8 +7,8 @@
 #include <cstring>
 #include <vector>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "transforms/integer_transforms.h"

@@ -9,7 +9,7 @@
 #include <limits>
 #include <numeric>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/run/glm5_model.h"
 #include "qs/run/tensor_ops.h"
 

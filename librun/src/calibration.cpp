@@ -6,7 +6,7 @@
 #include <cmath>
 #include <map>
 
-#include "qs/ckpt/calibration_store.h"
+#include "qs/ckpt/plan/calibration_store.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/run/glm5_model.h"
 

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/run/tensor_ops.h"
 
 namespace qs::run {

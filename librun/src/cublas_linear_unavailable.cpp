@@ -1,6 +1,6 @@
 // Builds without CUDA: the GPU path of linear() is a usage error the CLI reports.
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/run/tensor_ops.h"
 
 namespace qs::run {

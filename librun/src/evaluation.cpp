@@ -5,7 +5,7 @@
 #include <cstring>
 #include <limits>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/run/glm5_model.h"
 
 namespace qs::run {

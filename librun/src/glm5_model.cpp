@@ -4,8 +4,8 @@
 
 #include <algorithm>
 
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/validation.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/validate/validation.h"
 #include "qs/run/tensor_ops.h"
 
 namespace qs::run {

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/deterministic_blas.h"
 
 namespace qs::run {

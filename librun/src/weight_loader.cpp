@@ -2,9 +2,9 @@
 
 #include <fmt/format.h>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/quantization_detection.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/quantization_detection.h"
 #include "qs/quant/dequantize_transform.h"
 
 namespace qs::run {

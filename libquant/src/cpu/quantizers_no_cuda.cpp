@@ -1,6 +1,6 @@
 // Builds without CUDA: asking for the CUDA backend is a usage error the caller can report.
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/gptq.h"
 #include "qs/quant/int_quantizer.h"

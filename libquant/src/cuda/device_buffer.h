@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <string>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 
 namespace qs::cuda {
 

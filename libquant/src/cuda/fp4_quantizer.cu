@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "device_buffer.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/fp4_quantizer.h"
 
 namespace qs::fp4::detail {

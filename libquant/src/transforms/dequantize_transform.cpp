@@ -4,8 +4,8 @@
 
 #include <cstring>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/int_quantizer.h"
 

@@ -7,8 +7,8 @@
 #include <map>
 #include <mutex>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/gptq.h"
 #include "qs/quant/int_quantizer.h"
 #include "weight_guard.h"

@@ -5,8 +5,8 @@
 
 #include <memory>
 
-#include "qs/ckpt/plan.h"
-#include "qs/ckpt/quantize_plan.h"
+#include "qs/ckpt/plan/plan.h"
+#include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/quant/quantize_transforms.h"
 
 namespace qs {

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "qs/ckpt/error.h"
-#include "qs/ckpt/quantize_plan.h"
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/plan/quantize_plan.h"
 
 namespace qs {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "qs/ckpt/error.h"
+#include "qs/ckpt/core/error.h"
 
 namespace qs {
 namespace {

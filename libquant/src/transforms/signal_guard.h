@@ -6,7 +6,7 @@
 
 #include <memory>
 
-#include "qs/ckpt/plan.h"
+#include "qs/ckpt/plan/plan.h"
 
 namespace qs {
 

@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include "qs/ckpt/plan.h"
+#include "qs/ckpt/plan/plan.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/quantize_transforms.h"
 

@@ -10,11 +10,11 @@
 #include <set>
 #include <vector>
 
-#include "qs/ckpt/compressed_tensors_config.h"
-#include "qs/ckpt/name_pattern.h"
-#include "qs/ckpt/quantization_config.h"
-#include "qs/ckpt/quantization_detection.h"
-#include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/formats/compressed_tensors_config.h"
+#include "qs/ckpt/model/name_pattern.h"
+#include "qs/ckpt/formats/quantization_config.h"
+#include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/model/tensor_name.h"
 
 namespace qs::validation {
 namespace {

@@ -11,8 +11,8 @@
 #include <string>
 
 #include "pack_quantized_checks.h"
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/validation.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/validate/validation.h"
 
 namespace qs::validation {
 

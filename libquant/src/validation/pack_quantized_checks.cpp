@@ -8,11 +8,11 @@
 #include <span>
 #include <vector>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/compressed_tensors_config.h"
-#include "qs/ckpt/name_pattern.h"
-#include "qs/ckpt/packed_int32.h"
-#include "qs/ckpt/tensor_name.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/formats/compressed_tensors_config.h"
+#include "qs/ckpt/model/name_pattern.h"
+#include "qs/ckpt/formats/packed_int32.h"
+#include "qs/ckpt/model/tensor_name.h"
 #include "qs/quant/int_quantizer.h"
 
 namespace qs::validation {

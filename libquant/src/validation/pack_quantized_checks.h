@@ -10,8 +10,8 @@
 #include <set>
 #include <string>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/validation.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/validate/validation.h"
 
 namespace qs::validation {
 

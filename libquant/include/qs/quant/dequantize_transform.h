@@ -8,9 +8,9 @@
 #include <memory>
 #include <span>
 
-#include "qs/ckpt/mtp_extract_plan.h"
-#include "qs/ckpt/plan.h"
-#include "qs/ckpt/quantization_detection.h"
+#include "qs/ckpt/plan/mtp_extract_plan.h"
+#include "qs/ckpt/plan/plan.h"
+#include "qs/ckpt/formats/quantization_detection.h"
 
 namespace qs {
 

@@ -24,8 +24,8 @@
 
 #include <cstdint>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/host_device.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/host_device.h"
 
 namespace qs::fp4 {
 

@@ -22,7 +22,7 @@
 #include <span>
 #include <string_view>
 
-#include "qs/ckpt/dtype.h"
+#include "qs/ckpt/core/dtype.h"
 #include "qs/quant/fp4_block.h"
 
 namespace qs::fp4 {

@@ -20,9 +20,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "qs/ckpt/codecs.h"
-#include "qs/ckpt/dtype.h"
-#include "qs/ckpt/host_device.h"
+#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/dtype.h"
+#include "qs/ckpt/core/host_device.h"
 
 namespace qs::intq {
 

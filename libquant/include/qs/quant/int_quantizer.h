@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "qs/ckpt/dtype.h"
+#include "qs/ckpt/core/dtype.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/int_group.h"
 

@@ -45,8 +45,8 @@
 #include <string>
 #include <vector>
 
-#include "qs/ckpt/plan.h"
-#include "qs/ckpt/recipe.h"
+#include "qs/ckpt/plan/plan.h"
+#include "qs/ckpt/plan/recipe.h"
 
 namespace qs {
 

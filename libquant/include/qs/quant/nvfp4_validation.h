@@ -1,7 +1,7 @@
 #pragma once
 // `validate` for quantized checkpoints: NVFP4 in either layout (formats-modelopt-nvfp4.md
 // §2.1, formats-compressed-tensors.md §4.1) and compressed-tensors pack-quantized integers
-// (§4.2), added to the report of qs/ckpt/validation.h:
+// (§4.2), added to the report of qs/ckpt/validate/validation.h:
 //
 //   nvfp4 (headers + the small scale tensors, always):
 //     nvfp4.missing_tensor        a module with some NVFP4 tensors lacks another
@@ -62,8 +62,8 @@
 #include <string>
 #include <vector>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/validation.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/validate/validation.h"
 
 namespace qs {
 

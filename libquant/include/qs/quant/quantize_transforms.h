@@ -1,5 +1,5 @@
 #pragma once
-// The quantizing transforms the quantize planner asks for (qs/ckpt/quantize_plan.h), built on
+// The quantizing transforms the quantize planner asks for (qs/ckpt/plan/quantize_plan.h), built on
 // the numerics of this library.
 
 #include <cstdint>
@@ -7,8 +7,8 @@
 #include <optional>
 #include <string_view>
 
-#include "qs/ckpt/plan.h"
-#include "qs/ckpt/quantize_plan.h"
+#include "qs/ckpt/plan/plan.h"
+#include "qs/ckpt/plan/quantize_plan.h"
 
 namespace qs {
 

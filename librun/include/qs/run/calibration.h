@@ -1,14 +1,14 @@
 #pragma once
 // `quantsmith calibrate`: runs a model over calibration tokens, layer by layer, and stores per
 // Linear the input second moments XᵀX and token counts, plus the router's expert counts
-// (qs/ckpt/calibration_store.h). XᵀX is accumulated in f64: each layer's input rows are
+// (qs/ckpt/plan/calibration_store.h). XᵀX is accumulated in f64: each layer's input rows are
 // widened to f64 and summed with a BLAS dsyrk, so no f32 rounding enters the sums.
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 
-#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/io/checkpoint.h"
 #include "qs/run/evaluation.h"
 
 namespace qs::run {

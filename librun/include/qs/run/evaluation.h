@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "qs/ckpt/checkpoint.h"
+#include "qs/ckpt/io/checkpoint.h"
 #include "qs/run/divergence_statistics.h"
 #include "qs/run/weight_loader.h"
 

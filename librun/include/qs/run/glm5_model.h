@@ -12,8 +12,8 @@
 #include <span>
 #include <vector>
 
-#include "qs/ckpt/checkpoint.h"
-#include "qs/ckpt/glm5_layout.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/model/glm5_layout.h"
 #include "qs/run/linear_observer.h"
 #include "qs/run/weight_loader.h"
 

@@ -1,0 +1,88 @@
+#pragma once
+// Recognises how a checkpoint is quantized, from its tensor headers and config alone, so that
+// `inspect` stays fast on a 1.5 TB model.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/plan/recipe.h"
+
+namespace qs {
+
+// Storage layout of one module's weight, as the tensors beside it reveal it.
+enum class WeightLayout {
+  Dense,                   // plain .weight in a float dtype
+  Nvfp4Modelopt,           // U8 weight + F8_E4M3 weight_scale + F32 weight_scale_2
+  Nvfp4CompressedTensors,  // U8 weight_packed + weight_scale + weight_global_scale
+  PackQuantized,           // I32 weight_packed + weight_scale (+ weight_zero_point) + weight_shape
+  Int8,                    // I8 weight + weight_scale (int-quantized / naive)
+  Fp8,                     // F8_E4M3 weight + weight_scale
+  Unrecognized,            // quantization companions in a combination we do not know
+};
+
+const char* weight_layout_name(WeightLayout layout);
+
+// The tensors of one module, keyed by parameter name ("weight", "weight_scale", ...).
+using ModuleParameters = std::map<std::string, TensorLocation>;
+
+// Every module of the checkpoint with its tensors (module path → parameters). Tensors whose
+// name has no dot (none in our models) are left out.
+std::map<std::string, ModuleParameters> modules_of(const Checkpoint& checkpoint);
+
+// The layout the module's tensors reveal (from dtypes and which companions exist). Modules
+// without a weight or weight_packed (norms with only a bias, ...) are Unrecognized.
+WeightLayout classify_module(const ModuleParameters& parameters);
+
+// The module's weight shape [out, in] as engines see it, whatever the storage: dense, int8
+// and fp8 the weight's own shape; NVFP4 [rows, 2 × packed bytes]; pack-quantized the
+// weight_shape tensor (16 bytes, the only data this reads). nullopt when the tensors do not
+// say (Unrecognized layouts, a malformed weight_shape).
+std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, WeightLayout layout);
+
+// NVFP4 in either layout.
+bool is_nvfp4_layout(WeightLayout layout);
+// The quantized layouts we write and read back: NVFP4 (either layout) and pack-quantized.
+bool is_quantized_layout(WeightLayout layout);
+
+// The parameters that hold a quantized Linear's weight, in the order our writers give them
+// (nvfp4_output_specs, integer_output_specs): NVFP4 modelopt weight, weight_scale,
+// weight_scale_2; NVFP4 compressed-tensors weight_packed, weight_scale, weight_global_scale;
+// pack-quantized weight_packed, weight_scale, weight_shape. With `optional_companion`, also the
+// layout's optional last one: the NVFP4 input scale (input_scale / input_global_scale) or the
+// pack-quantized weight_zero_point. Empty for other layouts.
+std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_companion = false);
+
+// The integer scheme a pack-quantized module's tensors hold: bits from the packed width (4,
+// 8, 2, 3, 5, 6 tried in that order: with padding to whole words a narrow K fits several, and
+// 7-bit codes pack like 8-bit ones), symmetric
+// when there are no zero points, group size from the number of scale columns (one column:
+// per channel). Throws BadInput `error_kind` naming `file` and the module when the tensors
+// cannot say.
+IntegerOptions pack_quantized_options(const std::string& module, const ModuleParameters& parameters,
+                                      const std::string& file, const std::string& error_kind);
+
+struct LayoutCount {
+  std::uint64_t modules = 0;
+  std::uint64_t bytes = 0;  // all tensors of those modules, companions included
+};
+
+struct QuantizationDetection {
+  // Per layout label, over every module with a weight (dense ones included). The label is
+  // weight_layout_name(), with the bit width for pack-quantized ("pack-quantized-int4"), which
+  // comes from the 16-byte weight_shape tensor: the only data this reads.
+  std::map<std::string, LayoutCount> layouts;
+  // What config.json (quantization_config) and hf_quant_config.json declare, if anything:
+  // e.g. "compressed-tensors/nvfp4-pack-quantized", "modelopt/NVFP4".
+  std::string declared;
+  // One-word summary: "none", one quantized layout label ("nvfp4-modelopt",
+  // "pack-quantized-int4", "int8", ...), or "mixed" when several are present.
+  std::string summary;
+};
+
+QuantizationDetection detect_quantization(const Checkpoint& checkpoint);
+
+}  // namespace qs

@@ -1,0 +1,89 @@
+#pragma once
+// The quantize planner: recipe + source checkpoint headers → Plan, the per-tensor decision
+// log, and what the output configs must say. Reads no tensor data. Everything a rule cannot
+// do is an error here, before any byte is written: a quantizing rule on a shape that does not
+// divide the block size, on a non-float dtype, or splitting an engine-fused pair across
+// schemes or scale methods; a source that is already quantized.
+//
+// The math is not here (libckpt has none): the caller passes a factory that makes the
+// quantizing transforms (libquant implements them).
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qs/ckpt/plan/calibration_store.h"
+#include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/plan/plan.h"
+#include "qs/ckpt/formats/quantization_config.h"
+#include "qs/ckpt/plan/recipe.h"
+
+namespace qs {
+
+// What a quantizing transform is asked to do for one plan item: quantize `member_count`
+// weights (the members of one fused group, or one lone Linear) with one shared global scale,
+// writing per member the tensors of nvfp4_output_specs in that order.
+struct QuantizeRequest {
+  RecipeAction action = RecipeAction::Nvfp4;
+  OutputFormat format = OutputFormat::Modelopt;
+  std::string scale_method;
+  std::size_t member_count = 1;
+  // W4A4: the calibrated input amax each member's activations scale from; empty for W4A16.
+  std::vector<float> input_amax;
+  IntegerOptions integer;  // int / gptq
+  // gptq: the statistics the members' Hessians come from (outlives the job).
+  const CalibrationStore* calibration = nullptr;
+};
+using QuantizeTransformFactory =
+    std::function<std::shared_ptr<const Transform>(const QuantizeRequest&)>;
+
+// One line of the decision log.
+struct TensorDecision {
+  std::string tensor;
+  RecipeAction action = RecipeAction::Keep;
+  std::string scale_method;  // nvfp4 only
+  IntegerOptions integer;    // int / gptq only
+  std::string rule;          // the rule's name, or "no rule matched (kept)"
+};
+
+struct QuantizePlan {
+  Plan plan;
+  std::vector<TensorDecision> decisions;  // one per source tensor, in source order
+  QuantizedModel model;
+};
+
+// The tensors an NVFP4 Linear `module` with weight shape [rows, cols] becomes.
+//  modelopt:           weight U8 [rows, cols/2], weight_scale F8_E4M3 [rows, cols/16],
+//                      weight_scale_2 F32 [], and input_scale F32 [] with activations
+//  compressed-tensors: weight_packed U8 [rows, cols/2], weight_scale F8_E4M3
+//                      [rows, cols/16], weight_global_scale F32 [1], and input_global_scale
+//                      F32 [1] with activations
+std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint64_t rows,
+                                           std::uint64_t cols, OutputFormat format,
+                                           bool activations = false);
+
+// The tensors an integer Linear becomes (compressed-tensors pack-quantized, §4.2):
+// weight_packed I32 [rows, ⌈cols·b/32⌉], weight_scale (the weight's dtype) [rows, groups],
+// weight_shape I64 [2], and for asymmetric schemes weight_zero_point I32
+// [⌈rows·b/32⌉, groups].
+std::vector<TensorSpec> integer_output_specs(const std::string& module, std::uint64_t rows,
+                                             std::uint64_t cols, DType weight_dtype,
+                                             const IntegerOptions& options);
+
+// What a decision's scheme is called in plans and logs: "nvfp4/max", "int4-g128-asym",
+// "gptq/int4-g128-asym", "keep".
+std::string scheme_label(const TensorDecision& decision);
+
+// `calibration` supplies activation ranges and, for gptq rules, Hessians (missing: error
+// "plan.needs_calibration"; a module without statistics is "calibration.missing_module",
+// except routed experts, which GPTQ rounds to nearest when the router never picked them;
+// statistics of another width are "calibration.shape_mismatch"); a recipe with `activations: nvfp4` needs it
+// ("plan.needs_calibration"). All routed experts of a layer share one input amax per
+// projection (gate/up, down), the max over those calibrated, as engines use one input scale
+// for them; a non-expert module without statistics is "calibration.missing_module".
+QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
+                               const QuantizeTransformFactory& make_quantizer,
+                               const CalibrationStore* calibration = nullptr);
+
+}  // namespace qs

@@ -1,0 +1,149 @@
+#pragma once
+// Recipes: the per-tensor precision policy of a job, as YAML (recipes/*.yaml) or built from
+// command-line flags. Rules are tried in order and the first that matches a tensor decides it
+// (llama.cpp's table-driven type policy). A tensor no rule matches is copied unchanged.
+//
+//   description: GLM-5 routed experts in NVFP4, everything else BF16
+//   format: modelopt                 # or compressed-tensors
+//   parameters: {boundary_layers: 2} # defaults; `--param boundary_layers=1` overrides
+//   rules:
+//     - name: first and last layers stay BF16
+//       layers: "first {boundary_layers}, last {boundary_layers}"
+//       action: keep
+//     - name: routed experts
+//       category: routed_expert
+//       action: nvfp4
+//       scale_method: mse
+//
+// Match keys (all given keys must match): `category` (category names of tensor_name.h:
+// attention, indexer, router, dense_mlp, shared_expert, routed_expert, norm, embedding,
+// lm_head, mtp_extra), `role` (role names: attn.q_a, expert.gate, indexer.weights_proj, ...),
+// `module` (name patterns over the module path, name_pattern.h Glob dialect or "re:"),
+// `layers` (a layer selector, below), `mtp` (true: only tensors of MTP layers; false: none).
+// Each of category/role/module takes one string or a list (any may match).
+//
+// Layer selectors: comma-separated terms over layer indices: "7", "3-77", "first 2",
+// "last 2" (of the main layers, 0 .. num_hidden_layers-1), "mtp" (every MTP layer), "all".
+// "{name}" is replaced by a parameter's value first. Tensors outside any layer (embeddings,
+// lm_head, the final norm) never match a rule that has `layers`.
+//
+// Actions: keep (bytes unchanged), bf16 / f16 / f32 (float cast), and quantization schemes:
+// nvfp4; int (round-to-nearest integers) and gptq (integers through GPTQ, which needs
+// calibration statistics), written as compressed-tensors pack-quantized. Integer presets:
+//   int8          8-bit symmetric, group 128 (W8A16)     gptq-int8   the same through GPTQ
+//   int8-channel  8-bit symmetric, one scale per row
+//   int4          4-bit asymmetric, group 128 (W4A16)    gptq-int4   the same through GPTQ
+//   int4-g32      4-bit asymmetric, group 32
+// A quantizing rule only matches Linear weights (2-D `.weight` of a Linear module); other
+// tensors fall through to later rules. Per-rule options: scale_method (nvfp4); bits,
+// symmetric, group_size (a number or "channel"), observer (minmax, mse) for integers; and for
+// gptq damp (fraction of the mean Hessian diagonal, 0.01), act_order (true: columns in order
+// of decreasing Hessian diagonal, groups stay on the original columns), min_tokens (modules
+// calibrated on fewer token rows fall back to round-to-nearest).
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qs/ckpt/model/name_pattern.h"
+#include "qs/ckpt/model/tensor_name.h"
+
+namespace qs {
+
+enum class RecipeAction : std::uint8_t { Keep, CastBf16, CastF16, CastF32, Nvfp4, Int, Gptq };
+
+std::optional<RecipeAction> parse_recipe_action(std::string_view text);
+const char* recipe_action_name(RecipeAction action);
+bool is_quantizing(RecipeAction action);
+bool is_integer(RecipeAction action);
+
+// An integer scheme as a recipe states it (libquant turns it into numerics).
+inline constexpr std::int64_t kChannelGroup = -1;
+struct IntegerOptions {
+  int bits = 4;
+  bool symmetric = false;
+  std::int64_t group_size = 128;  // kChannelGroup: per output channel
+  std::string observer = "minmax";
+  double damp = 0.01;             // gptq
+  bool act_order = true;          // gptq
+  std::uint64_t min_tokens = 0;   // gptq: below this, round-to-nearest (0: any token count)
+
+  // "int4-g128-asym", "int8-channel-sym": names the numerics, for plans, logs and configs.
+  std::string label() const;
+  bool operator==(const IntegerOptions&) const = default;
+};
+
+// A preset action name (int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8): its action
+// and options.
+std::optional<std::pair<RecipeAction, IntegerOptions>> parse_integer_preset(std::string_view text);
+
+enum class OutputFormat : std::uint8_t { Modelopt, CompressedTensors };
+std::optional<OutputFormat> parse_output_format(std::string_view text);
+const char* output_format_name(OutputFormat format);
+
+// A parsed layer selector, resolved against a model's layer counts when matching.
+class LayerSelector {
+ public:
+  // Throws BadInput "recipe.invalid_layers" naming the text.
+  static LayerSelector parse(std::string_view text);
+  bool matches(std::uint32_t layer, const ModelLayout& layout) const;
+  const std::string& text() const { return text_; }
+
+ private:
+  struct Term {
+    enum class Kind : std::uint8_t { Range, First, Last, Mtp, All } kind;
+    std::uint32_t low = 0;
+    std::uint32_t high = 0;  // Range: inclusive; First/Last: the count in `low`
+  };
+  std::string text_;
+  std::vector<Term> terms_;
+};
+
+struct RecipeRule {
+  std::string name;  // for logs; "rule N" when the recipe gives none
+  std::vector<TensorCategory> categories;
+  std::vector<TensorRole> roles;
+  std::vector<NamePattern> modules;
+  std::optional<LayerSelector> layers;
+  std::optional<bool> mtp;
+  RecipeAction action = RecipeAction::Keep;
+  std::string scale_method;  // empty: the recipe default
+  IntegerOptions integer;    // int / gptq
+
+  // Whether the rule's match keys accept the tensor (the action's own restriction, that
+  // quantizing rules only take Linear weights, is checked by the planner).
+  bool matches(const ParsedTensorName& tensor, const ModelLayout& layout) const;
+};
+
+// 1 dB: the error holds 79 % of the weight's energy. Every working scheme is far above it
+// (INT2 ~9 dB, NVFP4 and INT4 ~20 dB, 1-bit signs 4.4 dB); a weight decoded to all zeros is at
+// 0 dB.
+inline constexpr double kDefaultMinSnrDb = 1.0;
+
+struct Recipe {
+  std::string source;  // file path, or "command line"
+  std::string description;
+  OutputFormat format = OutputFormat::Modelopt;
+  std::string scale_method = "max";
+  std::optional<std::uint64_t> max_shard_bytes;
+  std::optional<std::string> kv_cache;  // modelopt kv_cache_quant_algo ("FP8") or none
+  // W4A4: NVFP4 activations too, with static input scales from calibration statistics.
+  bool quantize_activations = false;
+  // A quantized weight whose SNR (10·log10 Σw² / Σ(w − ŵ)²) is below this fails the job,
+  // naming it: the scheme lost the weight (`min_snr_db:`; empty: kDefaultMinSnrDb).
+  std::optional<double> min_snr_db;
+  std::vector<RecipeRule> rules;
+};
+
+// Parses a recipe. `parameter_overrides` replace the recipe's `parameters:` defaults; an
+// override of a parameter the recipe does not declare is an error. Unknown keys, unknown
+// categories/roles/actions and bad selectors throw BadInput naming the file and rule.
+Recipe parse_recipe(std::string_view yaml_text, const std::string& source,
+                    const std::map<std::string, std::string>& parameter_overrides = {});
+Recipe load_recipe(const std::filesystem::path& path,
+                   const std::map<std::string, std::string>& parameter_overrides = {});
+
+}  // namespace qs

@@ -1,0 +1,226 @@
+#include "qs/ckpt/job/output_directory.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <set>
+#include <utility>
+
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/job/executor.h"
+#include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/job/job_state.h"
+
+namespace qs {
+namespace fs = std::filesystem;
+namespace {
+
+// At most this many foreign names are quoted in a refusal.
+constexpr std::size_t kNamesQuoted = 3;
+
+// Which names a temporary file stands for: ".NAME.tmp-PID-N" → "NAME".
+std::string temporary_target(const std::string& name) {
+  return name.substr(1, name.find(".tmp-") - 1);
+}
+
+// The entries of OUT that no job of ours recorded, in name order.
+std::vector<std::string> foreign_entries(const std::vector<std::string>& entries,
+                                         const std::set<std::string>& ours) {
+  std::vector<std::string> foreign;
+  for (const auto& name : entries) {
+    const bool owned = ours.contains(name) ||
+                       (is_temporary_file_name(name) && ours.contains(temporary_target(name)));
+    if (!owned) foreign.push_back(name);
+  }
+  return foreign;
+}
+
+std::string quote_names(const std::vector<std::string>& names) {
+  std::string text;
+  for (std::size_t i = 0; i < names.size() && i < kNamesQuoted; ++i)
+    text += fmt::format("{}'{}'", i ? ", " : "", names[i]);
+  if (names.size() > kNamesQuoted) text += fmt::format(" and {} more", names.size() - kNamesQuoted);
+  return text;
+}
+
+// OUT as it stands: absent, a directory (possibly through a link), or something we refuse.
+// Returns whether it exists.
+bool check_output_path(const fs::path& path) {
+  std::error_code error;
+  const auto link = fs::symlink_status(path, error);
+  if (error && error != std::errc::no_such_file_or_directory)
+    throw_output_error(error, "inspect", path);
+  if (!fs::exists(link)) return false;
+  const auto target = fs::status(path, error);
+  if (error == std::errc::too_many_symbolic_link_levels)
+    throw_bad_input("output.symlink_loop",
+                    "the output path is a loop of symbolic links; give a directory", path.string());
+  if (error && error != std::errc::no_such_file_or_directory)
+    throw_output_error(error, "inspect", path);
+  if (!fs::exists(target)) {
+    std::error_code ignored;
+    throw_bad_input("output.dangling_link",
+                    fmt::format("the output path is a symbolic link to '{}', which does not "
+                                "exist; create that directory or give another path",
+                                fs::read_symlink(path, ignored).string()),
+                    path.string());
+  }
+  if (!fs::is_directory(target))
+    throw_bad_input("output.not_a_directory",
+                    fs::is_regular_file(target)
+                        ? "the output path is a file, not a directory (--force only replaces "
+                          "an earlier job's output directory, never a file)"
+                        : "the output path is not a directory (a device, socket or pipe)",
+                    path.string());
+  return true;
+}
+
+int lock_directory(const fs::path& path) {
+  const int descriptor = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (descriptor < 0)
+    throw_output_error(std::error_code(errno, std::generic_category()), "open", path);
+  if (::flock(descriptor, LOCK_EX | LOCK_NB) != 0) {
+    const int error_number = errno;
+    ::close(descriptor);
+    if (error_number == EWOULDBLOCK)
+      throw_bad_input("output.locked",
+                      "another quantsmith job is writing this output directory; wait for it "
+                      "to finish or choose another directory",
+                      path.string());
+    throw_output_error(std::error_code(error_number, std::generic_category()), "lock", path);
+  }
+  return descriptor;
+}
+
+// What --force may remove: the job file's records and the caller's own entries. Refuses,
+// before anything is deleted, when OUT holds anything else.
+void clear_for_force(const fs::path& path, const std::vector<std::string>& entries,
+                     const std::vector<std::string>& owned_entries) {
+  const auto recorded = JobState::recorded_files(path);
+  std::set<std::string> ours(owned_entries.begin(), owned_entries.end());
+  if (recorded) ours.insert(recorded->begin(), recorded->end());
+  const auto foreign = foreign_entries(entries, ours);
+  if (!foreign.empty())
+    throw_bad_input(
+        "output.not_empty",
+        recorded ? fmt::format("output directory holds {} that no quantsmith job recorded; "
+                               "--force removes only an earlier job's files, so nothing was "
+                               "removed: move them away or choose another directory",
+                               quote_names(foreign))
+                 : fmt::format("output directory is not empty ({}) and holds no quantsmith job "
+                               "file; --force removes only an earlier job's files, so nothing "
+                               "was removed: choose another directory",
+                               quote_names(foreign)),
+        path.string());
+  for (const auto& name : entries) {
+    std::error_code error;
+    fs::remove_all(path / name, error);
+    if (error) throw_output_error(error, "remove", path / name);
+  }
+}
+
+}  // namespace
+
+OutputMode output_mode_from_flags(bool resume, bool force) {
+  if (resume && force)
+    throw_bad_input("cli.resume_and_force",
+                    "give at most one of --resume (continue the job) and --force (start over)");
+  return resume ? OutputMode::Resume : force ? OutputMode::Force : OutputMode::Fresh;
+}
+
+OutputDirectory OutputDirectory::claim(const fs::path& path, OutputMode mode,
+                                       const std::vector<std::string>& owned_entries) {
+  if (!check_output_path(path)) {
+    std::error_code error;
+    fs::create_directories(path, error);
+    if (error) throw_output_error(error, "create", path);
+  }
+  OutputDirectory claimed(path, lock_directory(path));
+  const auto entries = output_entry_names(path);
+  if (entries.empty()) return claimed;
+  const bool has_job = std::find(entries.begin(), entries.end(), kJobFileName) != entries.end();
+  switch (mode) {
+    case OutputMode::Fresh:
+      throw_bad_input("output.not_empty",
+                      has_job ? "output directory holds an unfinished or finished job; use "
+                                "--resume to continue it or --force to start over"
+                              : "output directory is not empty; choose another (--force "
+                                "replaces only an earlier quantsmith job's output)",
+                      path.string());
+    case OutputMode::Resume: {
+      std::set<std::string> owned(owned_entries.begin(), owned_entries.end());
+      if (!has_job && !foreign_entries(entries, owned).empty())
+        throw_bad_input("output.not_empty",
+                        "output directory is not empty and holds no quantsmith job to resume; "
+                        "choose another",
+                        path.string());
+      return claimed;
+    }
+    case OutputMode::Force:
+      clear_for_force(path, entries, owned_entries);
+      return claimed;
+  }
+  return claimed;
+}
+
+OutputDirectory::OutputDirectory(OutputDirectory&& other) noexcept
+    : path_(std::move(other.path_)), lock_descriptor_(std::exchange(other.lock_descriptor_, -1)) {}
+
+OutputDirectory::~OutputDirectory() {
+  if (lock_descriptor_ >= 0) ::close(lock_descriptor_);  // closing releases the flock
+}
+
+void throw_output_error(const std::error_code& error, const std::string& action,
+                        const fs::path& path) {
+  const std::string message = fmt::format("cannot {}: {}", action, error.message());
+  if (error == std::errc::not_a_directory || error == std::errc::file_exists)
+    throw_bad_input("output.not_a_directory",
+                    message + " (the path or one of its parents is not a directory)",
+                    path.string());
+  if (error == std::errc::too_many_symbolic_link_levels)
+    throw_bad_input("output.symlink_loop", message, path.string());
+  if (error == std::errc::permission_denied || error == std::errc::operation_not_permitted)
+    throw_io_error("output.permission_denied", message, path.string());
+  if (error == std::errc::read_only_file_system)
+    throw_io_error("output.read_only", message, path.string());
+  if (error == std::errc::no_space_on_device)
+    throw_io_error("output.disk_full", message, path.string());
+  throw_io_error("output.filesystem", message, path.string());
+}
+
+bool output_path_exists(const fs::path& path) {
+  std::error_code error;
+  const bool exists = fs::exists(path, error);
+  if (error) throw_output_error(error, "inspect", path);
+  return exists;
+}
+
+std::uint64_t output_file_size(const fs::path& path) {
+  std::error_code error;
+  const auto size = fs::file_size(path, error);
+  if (error) throw_output_error(error, "inspect", path);
+  return size;
+}
+
+void remove_output_entry(const fs::path& path) {
+  std::error_code error;
+  fs::remove_all(path, error);
+  if (error) throw_output_error(error, "remove", path);
+}
+
+std::vector<std::string> output_entry_names(const fs::path& directory) {
+  std::vector<std::string> names;
+  std::error_code error;
+  fs::directory_iterator it(directory, error);
+  for (; !error && it != fs::directory_iterator(); it.increment(error))
+    names.push_back(it->path().filename().string());
+  if (error) throw_output_error(error, "list", directory);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace qs

@@ -1,0 +1,348 @@
+#include "qs/ckpt/plan/quantize_plan.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/packed_int32.h"
+#include "qs/ckpt/model/tensor_name.h"
+
+namespace qs {
+namespace {
+
+constexpr std::uint64_t kNvfp4BlockSize = 16;
+constexpr const char* kNoRule = "no rule matched (kept)";
+
+bool is_float_weight(DType dtype) {
+  return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32;
+}
+
+bool quantizable_linear_weight(const ParsedTensorName& parsed, const TensorInfo& info) {
+  return is_linear(parsed.role) && parsed.parameter == TensorParameter::Weight &&
+         info.shape.size() == 2;
+}
+
+std::optional<DType> cast_target(RecipeAction action) {
+  switch (action) {
+    case RecipeAction::CastBf16:
+      return DType::BF16;
+    case RecipeAction::CastF16:
+      return DType::F16;
+    case RecipeAction::CastF32:
+      return DType::F32;
+    default:
+      return std::nullopt;
+  }
+}
+
+TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info, const Recipe& recipe,
+                      const ModelLayout& layout) {
+  for (const RecipeRule& rule : recipe.rules) {
+    if (!rule.matches(parsed, layout)) continue;
+    if (is_quantizing(rule.action) && !quantizable_linear_weight(parsed, info)) continue;
+    TensorDecision decision{info.name, rule.action, {}, {}, rule.name};
+    if (rule.action == RecipeAction::Nvfp4)
+      decision.scale_method = rule.scale_method.empty() ? recipe.scale_method : rule.scale_method;
+    if (is_integer(rule.action)) decision.integer = rule.integer;
+    return decision;
+  }
+  return {info.name, RecipeAction::Keep, {}, {}, kNoRule};
+}
+
+// A Linear weight with no output rows or no input features holds no layer: quantizing it
+// would write scales of zero size, copying it a checkpoint no engine loads. Whatever the rule.
+void check_linear_not_empty(const ParsedTensorName& parsed, const TensorLocation& location) {
+  const TensorInfo& info = *location.info;
+  if (!is_linear(parsed.role) || parsed.parameter != TensorParameter::Weight) return;
+  if (info.element_count() > 0) return;
+  const bool no_rows = !info.shape.empty() && info.shape[0] == 0;
+  throw_bad_input("plan.empty_linear",
+                  fmt::format("Linear weight of shape {} has no {}; the source is broken",
+                              shape_to_string(info.shape),
+                              no_rows ? "output rows" : "input features"),
+                  location.shard->path().string(), info.name);
+}
+
+void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
+                       const TensorLocation& location, OutputFormat format) {
+  const std::string file = location.shard->path().string();
+  if (is_integer(decision.action)) {
+    if (format != OutputFormat::CompressedTensors)
+      throw_bad_input("plan.unsupported_format",
+                      fmt::format("rule '{}' quantizes it to integers, which are written as "
+                                  "compressed-tensors pack-quantized; use format: "
+                                  "compressed-tensors (or --format compressed-tensors)",
+                                  decision.rule),
+                      file, info.name);
+    const auto group = decision.integer.group_size;
+    if (group != kChannelGroup && info.shape[1] % static_cast<std::uint64_t>(group) != 0)
+      throw_bad_input("plan.group_size",
+                      fmt::format("rule '{}' quantizes it with group size {}, but its in-features "
+                                  "{} are not a multiple of it",
+                                  decision.rule, group, info.shape[1]),
+                      file, info.name);
+  }
+  if (!is_float_weight(info.dtype))
+    throw_bad_input("plan.unsupported_dtype",
+                    fmt::format("rule '{}' quantizes it, but its dtype is {} (needs BF16, F16 "
+                                "or F32)",
+                                decision.rule, dtype_name(info.dtype)),
+                    file, info.name);
+  if (decision.action == RecipeAction::Nvfp4 && info.shape[1] % kNvfp4BlockSize != 0)
+    throw_bad_input("plan.group_size",
+                    fmt::format("rule '{}' quantizes it to NVFP4, but its in-features {} are not "
+                                "a multiple of {}",
+                                decision.rule, info.shape[1], kNvfp4BlockSize),
+                    file, info.name);
+}
+
+}  // namespace
+
+std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint64_t rows,
+                                           std::uint64_t cols, OutputFormat format,
+                                           bool activations) {
+  const bool modelopt = format == OutputFormat::Modelopt;
+  std::vector<TensorSpec> specs = {
+      {module + (modelopt ? ".weight" : ".weight_packed"), DType::U8, {rows, cols / 2}},
+      {module + ".weight_scale", DType::F8_E4M3, {rows, cols / kNvfp4BlockSize}},
+      modelopt ? TensorSpec{module + ".weight_scale_2", DType::F32, {}}
+               : TensorSpec{module + ".weight_global_scale", DType::F32, {1}},
+  };
+  if (activations)
+    specs.push_back(modelopt ? TensorSpec{module + ".input_scale", DType::F32, {}}
+                             : TensorSpec{module + ".input_global_scale", DType::F32, {1}});
+  return specs;
+}
+
+std::vector<TensorSpec> integer_output_specs(const std::string& module, std::uint64_t rows,
+                                             std::uint64_t cols, DType weight_dtype,
+                                             const IntegerOptions& options) {
+  const auto bits = static_cast<std::uint64_t>(options.bits);
+  const std::uint64_t groups =
+      options.group_size == kChannelGroup ? 1 : cols / static_cast<std::uint64_t>(options.group_size);
+  std::vector<TensorSpec> specs = {
+      {module + ".weight_packed", DType::I32, {rows, packed_words(cols, bits)}},
+      {module + ".weight_scale", weight_dtype, {rows, groups}},
+      {module + ".weight_shape", DType::I64, {2}},
+  };
+  if (!options.symmetric)
+    specs.push_back({module + ".weight_zero_point", DType::I32, {packed_words(rows, bits), groups}});
+  return specs;
+}
+
+std::string scheme_label(const TensorDecision& decision) {
+  switch (decision.action) {
+    case RecipeAction::Nvfp4:
+      return "nvfp4/" + decision.scale_method;
+    case RecipeAction::Int:
+      return decision.integer.label() +
+             (decision.integer.observer == "minmax" ? "" : "/" + decision.integer.observer);
+    case RecipeAction::Gptq:
+      return "gptq/" + decision.integer.label();
+    default:
+      return recipe_action_name(decision.action);
+  }
+}
+
+namespace {
+
+// GPTQ needs every member's Hessian, of the member's width. Routed experts the router never
+// picked have no statistics under routed calibration; GPTQ rounds them to nearest (counted).
+void check_hessian_available(const std::string& module, const TensorLocation& location,
+                             const CalibrationStore& calibration) {
+  const auto* entry = calibration.find(module);
+  if (!entry) {
+    if (parse_tensor_name(module + ".weight").expert) return;
+    throw_bad_input("calibration.missing_module",
+                    "no calibration statistics for this module; calibrate the same model",
+                    location.shard->path().string(), location.info->name);
+  }
+  if (entry->in_features != location.info->shape[1])
+    throw_bad_input("calibration.shape_mismatch",
+                    fmt::format("the statistics are for {} in-features, the weight has {}; were "
+                                "they calibrated on another model?",
+                                entry->in_features, location.info->shape[1]),
+                    location.shard->path().string(), location.info->name);
+}
+
+// The config group of an integer decision: one per distinct numerics.
+IntegerModules& integer_group(QuantizedModel& model, const TensorDecision& decision) {
+  const bool gptq = decision.action == RecipeAction::Gptq;
+  for (auto& group : model.integer_groups)
+    if (group.options == decision.integer && group.gptq == gptq) return group;
+  model.integer_groups.push_back({decision.integer, gptq, {}});
+  return model.integer_groups.back();
+}
+
+// The input amax an NVFP4 module's activations are scaled from (see plan_quantization).
+float input_amax_for(const std::string& module, const CalibrationStore& calibration) {
+  const auto parsed = parse_tensor_name(module + ".weight");
+  if (parsed.expert) {
+    // Every expert of the layer with the same projection input: gate/up share one, down its own.
+    const bool down = parsed.role == TensorRole::ExpertDown;
+    const std::string prefix = module.substr(0, module.rfind(".experts.") + 9);
+    double amax = 0.0;
+    for (const auto& entry : calibration.entries()) {
+      if (!entry.module.starts_with(prefix)) continue;
+      const bool entry_down = entry.module.ends_with(".down_proj");
+      const bool entry_gate_up =
+          entry.module.ends_with(".gate_proj") || entry.module.ends_with(".up_proj");
+      if ((down && entry_down) || (!down && entry_gate_up)) amax = std::max(amax, entry.input_amax);
+    }
+    if (amax > 0.0) return static_cast<float>(amax);
+  } else if (const auto* entry = calibration.find(module); entry && entry->input_amax > 0.0) {
+    return static_cast<float>(entry->input_amax);
+  }
+  throw_bad_input("calibration.missing_module",
+                  "no activation statistics for this module; calibrate the same model", {}, module);
+}
+
+}  // namespace
+
+QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
+                               const QuantizeTransformFactory& make_quantizer,
+                               const CalibrationStore* calibration) {
+  const bool needs_hessians =
+      std::any_of(recipe.rules.begin(), recipe.rules.end(),
+                  [](const RecipeRule& rule) { return rule.action == RecipeAction::Gptq; });
+  if (needs_hessians && !calibration)
+    throw_bad_input("plan.needs_calibration",
+                    "GPTQ needs calibration statistics: run quantsmith calibrate and pass "
+                    "--calib STATS",
+                    recipe.source);
+  if (recipe.quantize_activations && !calibration)
+    throw_bad_input("plan.needs_calibration",
+                    "NVFP4 activations (W4A4) need calibrated input ranges: run quantsmith "
+                    "calibrate and pass --calib STATS",
+                    recipe.source);
+  const auto layout = model_layout_from_config(source.config());
+  if (!layout)
+    throw_bad_input("config.missing_key",
+                    "config.json is missing or lacks num_hidden_layers; quantize needs it to "
+                    "tell MTP and boundary layers apart",
+                    (source.directory() / "config.json").string());
+
+  QuantizePlan result;
+  result.plan.inputs = {&source};
+  std::map<std::string, std::size_t, std::less<>> decision_of;
+  for (const auto& location : source.tensors()) {
+    const auto parsed = parse_tensor_name(location.info->name);
+    if (is_quantization_companion(parsed.parameter))
+      throw_bad_input("quantize.source_quantized",
+                      fmt::format("the source is already quantized ({} is a {} tensor); "
+                                  "quantize needs a float checkpoint",
+                                  location.info->name, parameter_name(parsed.parameter)),
+                      location.shard->path().string(), location.info->name);
+    check_linear_not_empty(parsed, location);
+    auto decision = decide(parsed, *location.info, recipe, *layout);
+    if (is_quantizing(decision.action))
+      check_quantizable(decision, *location.info, location, recipe.format);
+    if (decision.action == RecipeAction::Gptq)
+      check_hessian_available(parsed.module_path, location, *calibration);
+    if (const auto target = cast_target(decision.action);
+        target && !is_float_weight(location.info->dtype))
+      throw_bad_input("plan.uncastable_dtype",
+                      fmt::format("rule '{}' casts it to {}, but it is {}", decision.rule,
+                                  dtype_name(*target), dtype_name(location.info->dtype)),
+                      location.shard->path().string(), location.info->name);
+    decision_of[location.info->name] = result.decisions.size();
+    result.decisions.push_back(std::move(decision));
+  }
+
+  // Members of an engine-fused group must agree; a quantized group becomes one item.
+  std::set<std::string> consumed;
+  auto source_ref = [&](const TensorLocation& location) {
+    return SourceRef{0, location.shard, location.info};
+  };
+  for (const auto& location : source.tensors()) {
+    const std::string& name = location.info->name;
+    if (consumed.contains(name)) continue;
+    const TensorDecision& decision = result.decisions[decision_of.at(name)];
+    const auto parsed = parse_tensor_name(name);
+    std::vector<TensorLocation> members{location};
+    if (const auto group = fused_group(parsed);
+        group && parsed.parameter == TensorParameter::Weight) {
+      for (std::size_t m = 0; m < group->members.size(); ++m) {
+        if (m == group->member_index) continue;
+        const std::string member_name = group->members[m] + ".weight";
+        const auto member = source.find(member_name);
+        if (!member) {
+          if (is_quantizing(decision.action))
+            throw_bad_input("plan.missing_fused_member",
+                            fmt::format("{} is fused with {} by engines, which the checkpoint "
+                                        "lacks; both must be quantized together",
+                                        name, member_name),
+                            location.shard->path().string(), name);
+          continue;
+        }
+        const TensorDecision& other = result.decisions[decision_of.at(member_name)];
+        // Float members may differ (GLM-5 keeps indexer weights_proj in F32 beside a BF16
+        // wk); a quantized member needs its partner in the same scheme and global scale.
+        const bool quantized = is_quantizing(decision.action) || is_quantizing(other.action);
+        if (quantized && scheme_label(other) != scheme_label(decision))
+          throw_bad_input(
+              "plan.fused_split",
+              fmt::format("engines fuse {} and {} into {}, but rule '{}' makes the first {} "
+                          "and rule '{}' makes the second {}; they need the same scheme",
+                          name, member_name, group->name, decision.rule,
+                          scheme_label(decision), other.rule, scheme_label(other)),
+              location.shard->path().string(), name);
+        if (is_quantizing(decision.action)) members.push_back(*member);
+      }
+    }
+
+    PlanItem item;
+    item.scheme = scheme_label(decision);
+    item.decided_by = decision.rule;
+    if (is_quantizing(decision.action)) {
+      std::vector<float> input_amax;
+      for (const auto& member : members) {
+        consumed.insert(member.info->name);
+        item.sources.push_back(source_ref(member));
+        const auto module = parse_tensor_name(member.info->name).module_path;
+        const auto& shape = member.info->shape;
+        auto specs = decision.action == RecipeAction::Nvfp4
+                         ? nvfp4_output_specs(module, shape[0], shape[1], recipe.format,
+                                              recipe.quantize_activations)
+                         : integer_output_specs(module, shape[0], shape[1], member.info->dtype,
+                                                decision.integer);
+        for (auto& spec : specs) item.outputs.push_back(std::move(spec));
+        if (decision.action == RecipeAction::Nvfp4) {
+          result.model.nvfp4_modules.push_back(module);
+          if (recipe.quantize_activations)
+            input_amax.push_back(input_amax_for(module, *calibration));
+        } else {
+          integer_group(result.model, decision).modules.push_back(module);
+        }
+      }
+      // Engines fuse the members into one GEMM with one input scale: the group's max.
+      if (!input_amax.empty())
+        input_amax.assign(input_amax.size(),
+                          *std::max_element(input_amax.begin(), input_amax.end()));
+      QuantizeRequest request{decision.action, recipe.format, decision.scale_method,
+                              members.size(), std::move(input_amax)};
+      request.integer = decision.integer;
+      request.calibration = calibration;
+      item.transform = make_quantizer(request);
+    } else {
+      consumed.insert(name);
+      item.sources.push_back(source_ref(location));
+      const auto target = cast_target(decision.action);
+      item.outputs.push_back({name, target.value_or(location.info->dtype), location.info->shape});
+      item.transform = target && *target != location.info->dtype ? make_cast_transform(*target)
+                                                                 : make_copy_transform();
+      if (quantizable_linear_weight(parsed, *location.info))
+        result.model.unquantized_linears.push_back(parsed.module_path);
+    }
+    result.plan.items.push_back(std::move(item));
+  }
+  result.model.kv_cache_quant_algo = recipe.kv_cache;
+  result.model.activations_quantized = recipe.quantize_activations;
+  return result;
+}
+
+}  // namespace qs
