@@ -12,7 +12,7 @@
 #include <future>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/io/file_io.h"
 
