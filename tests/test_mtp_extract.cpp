@@ -64,7 +64,7 @@ std::vector<std::byte> run_dequantize(const DequantizeRequest& request,
   return output;
 }
 
-// ---- the transform, against the formulas (formats-compressed-tensors.md §4.2, modelopt) ----
+// ---- the transform, against the formulas of docs/formats/ (pack-quantized, NVFP4) ----
 
 // Codes, zero points and power-of-two multiples of 0.375 as scales: every (q − z)·s is exact
 // in f32, so ŵ has one right BF16 value (one rounding), whatever order a decoder works in.

@@ -167,6 +167,41 @@ std::vector<std::string> outside_references(const fs::path& root) {
   return found;
 }
 
+// "FILE:LINE: DOC, \"TITLE\"" for every citation of a section of our docs (`docs/X.md,
+// "Title"` on one line) whose document or heading does not exist.
+std::vector<std::string> dangling_doc_citations(const fs::path& root) {
+  static const std::regex citation(R"re((docs/[a-z0-9_/-]+\.md), "([^"]+)")re");
+  std::vector<std::string> found;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
+       ++it) {
+    const auto relative = fs::relative(it->path(), root).generic_string();
+    const auto name = it->path().filename().string();
+    if (it->is_directory() && (relative == "tests/data" || name.starts_with(".") ||
+                               name.starts_with("build") || name == "out")) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (!it->is_regular_file() || !is_checked_text_file(it->path())) continue;
+    std::istringstream lines(read_file(it->path()));
+    int number = 0;
+    for (std::string line; std::getline(lines, line);) {
+      ++number;
+      for (std::sregex_iterator match(line.begin(), line.end(), citation), end; match != end;
+           ++match) {
+        const auto document = root / (*match)[1].str();
+        std::set<std::string> headings;
+        std::istringstream text(read_file(document));
+        for (std::string heading; std::getline(text, heading);)
+          if (heading.starts_with("#")) headings.insert(heading.substr(heading.find(' ') + 1));
+        if (!fs::is_regular_file(document) || !headings.contains((*match)[2].str()))
+          found.push_back(relative + ":" + std::to_string(number) + ": " + match->str());
+      }
+    }
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
 std::string listed(const std::vector<std::string>& lines) {
   std::string text;
   for (const auto& line : lines) text += "\n  " + line;
@@ -194,10 +229,14 @@ TEST(SourceTree, QuantAndRunIncludeNoJob) {
   EXPECT_TRUE(violations.empty()) << listed(violations);
 }
 
-// Enabled once docs/ holds what the comments cite.
-TEST(SourceTree, DISABLED_NoReferenceOutsideTheRepository) {
+TEST(SourceTree, NoReferenceOutsideTheRepository) {
   const auto found = outside_references(kSourceRoot);
   EXPECT_TRUE(found.empty()) << "cite docs/ or a public URL instead:" << listed(found);
+}
+
+TEST(SourceTree, CitedDocSectionsExist) {
+  const auto found = dangling_doc_citations(kSourceRoot);
+  EXPECT_TRUE(found.empty()) << "no such document or heading:" << listed(found);
 }
 
 // The checks themselves, on trees built here: each must see what it is for.
@@ -240,6 +279,18 @@ TEST(SourceTree, ReferenceCheckSeesSectionsAndSharedPaths) {
   EXPECT_EQ(outside_references(root),
             (std::vector<std::string>{"docs/b.md:1: see " + shared + "/specs/x.md",
                                       "libckpt/src/a.cpp:2: // see spec " + section + "4.2"}));
+}
+
+TEST(SourceTree, CitationCheckSeesAMissingHeadingOrDocument) {
+  ScratchDirectory scratch("source-tree-citations");
+  const auto root = scratch.path();
+  write_text(root / "docs/formats/x.md", "# X\n\n## Scales\n\ntext\n");
+  write_text(root / "libquant/a.h",
+             "// docs/formats/x.md, \"Scales\" and docs/formats/x.md, \"Codes\"\n"
+             "// docs/formats/y.md, \"Scales\"\n");
+  EXPECT_EQ(dangling_doc_citations(root),
+            (std::vector<std::string>{"libquant/a.h:1: docs/formats/x.md, \"Codes\"",
+                                      "libquant/a.h:2: docs/formats/y.md, \"Scales\""}));
 }
 
 }  // namespace

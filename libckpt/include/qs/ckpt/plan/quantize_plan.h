@@ -63,7 +63,7 @@ std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint6
                                            std::uint64_t cols, OutputFormat format,
                                            bool activations = false);
 
-// The tensors an integer Linear becomes (compressed-tensors pack-quantized, §4.2):
+// The tensors an integer Linear becomes (docs/formats/compressed-tensors.md, "pack-quantized"):
 // weight_packed I32 [rows, ⌈cols·b/32⌉], weight_scale (the weight's dtype) [rows, groups],
 // weight_shape I64 [2], and for asymmetric schemes weight_zero_point I32
 // [⌈rows·b/32⌉, groups].
@@ -78,8 +78,8 @@ std::string scheme_label(const TensorDecision& decision);
 // `calibration` supplies activation ranges and, for gptq rules, Hessians (missing: error
 // "plan.needs_calibration"; a module without statistics is "calibration.missing_module",
 // except routed experts, which GPTQ rounds to nearest when the router never picked them;
-// statistics of another width are "calibration.shape_mismatch"); a recipe with `activations: nvfp4` needs it
-// ("plan.needs_calibration"). All routed experts of a layer share one input amax per
+// statistics of another width are "calibration.shape_mismatch"); a recipe with `activations: nvfp4`
+// needs it ("plan.needs_calibration"). All routed experts of a layer share one input amax per
 // projection (gate/up, down), the max over those calibrated, as engines use one input scale
 // for them; a non-expert module without statistics is "calibration.missing_module".
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
