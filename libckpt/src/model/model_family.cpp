@@ -62,6 +62,12 @@ bool contains(std::span<const std::string_view> names, std::string_view name) {
 
 // ---- Reading keys ----
 
+// A JSON integer >= 0: parsed files give unsigned numbers, configs built in code signed ones.
+bool is_count(const nlohmann::json& value) {
+  return value.is_number_unsigned() ||
+         (value.is_number_integer() && value.get<std::int64_t>() >= 0);
+}
+
 class ConfigReader {
  public:
   ConfigReader(const nlohmann::json& config, const std::string& file)
@@ -74,8 +80,7 @@ class ConfigReader {
       if (fallback) return *fallback;
       throw_bad_input("config.missing_key", fmt::format("config.json has no \"{}\"", key), file_);
     }
-    if (!value->is_number_unsigned())
-      invalid(key, *value, "a non-negative integer");
+    if (!is_count(*value)) invalid(key, *value, "a non-negative integer");
     return value->get<std::uint64_t>();
   }
   std::uint64_t required(const char* key) const { return count(key, std::nullopt); }
@@ -114,7 +119,7 @@ class ConfigReader {
     if (!value->is_array()) invalid(key, *value, "a list of layer indices");
     std::vector<std::uint64_t> result;
     for (const auto& entry : *value) {
-      if (!entry.is_number_unsigned()) invalid(key, *value, "a list of layer indices");
+      if (!is_count(entry)) invalid(key, *value, "a list of layer indices");
       result.push_back(entry.get<std::uint64_t>());
     }
     return result;
@@ -297,7 +302,7 @@ std::span<const ModelFamily> model_families() { return kFamilies; }
 
 const ModelFamily& model_family(ModelFamilyId id) { return kFamilies[static_cast<std::size_t>(id)]; }
 
-const ModelFamily* find_model_family(std::string_view name) {
+const ModelFamily* model_family_named(std::string_view name) {
   for (const auto& family : kFamilies)
     if (family.name == name) return &family;
   return nullptr;
