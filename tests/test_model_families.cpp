@@ -465,6 +465,40 @@ INSTANTIATE_TEST_SUITE_P(Families, FamilyCheckpoint, ::testing::ValuesIn(kFamily
                            return name;
                          });
 
+// ---- The transformers-made fixtures (tests/data/README.md) ----
+
+TEST(ModelFamilies, TransformersFixturesInspectAndValidateClean) {
+  struct Fixture {
+    const char* directory;
+    ModelFamilyId family;
+  };
+  for (const auto& [directory, family] :
+       {Fixture{"deepseek-v3-tiny", ModelFamilyId::DeepseekV3},
+        Fixture{"qwen3-moe-tiny", ModelFamilyId::Qwen3Moe}}) {
+    SCOPED_TRACE(directory);
+    const fs::path path = fs::path(QS_TEST_DATA_DIR) / directory;
+    const Checkpoint checkpoint = Checkpoint::open(path);
+    const auto dimensions = dimensions_from_config(checkpoint.config(), "config.json");
+    EXPECT_EQ(dimensions.family, family);
+    // Every stored tensor is one the family's layout names, with its shape.
+    const auto layout = checkpoint_layout(dimensions);
+    EXPECT_EQ(layout.size(), checkpoint.tensors().size());
+    for (const auto& tensor : layout) {
+      const auto location = checkpoint.find(tensor.spec.name);
+      ASSERT_TRUE(location) << tensor.spec.name;
+      EXPECT_EQ(location->info->shape, tensor.spec.shape) << tensor.spec.name;
+    }
+    const auto report = validate_checkpoint(checkpoint, {});
+    for (const auto& finding : report.findings)
+      ADD_FAILURE() << finding.kind << " " << finding.tensor << ": " << finding.message;
+    const auto inspect = run_cli("inspect --json " + quoted(path));
+    ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
+    const auto summary = nlohmann::json::parse(inspect.standard_output);
+    EXPECT_FALSE(summary["by_category"].contains("unknown")) << summary["by_category"].dump();
+    EXPECT_EQ(summary["mtp_layers"].size(), dimensions.num_nextn_predict_layers);
+  }
+}
+
 // ---- Bad configs through the CLI ----
 
 TEST(ModelFamilies, ContradictoryConfigStopsJobsWithExit2) {
