@@ -1,4 +1,4 @@
-// Element codecs (qs/ckpt/formats/codecs.h) against expectations computed a different way: decoded
+// Element codecs (qs/ckpt/core/codecs.h) against expectations computed a different way: decoded
 // values from the bit-field formula with ldexp (or, for e2m1, the value table), encodings
 // from a nearest-neighbour search over the representable values. Exhaustive over every code,
 // every tie between neighbours (midpoint and one f32 ulp either side), overflow, Inf, NaN, −0.
@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 
 #ifdef QS_HAVE_CUDA

@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "test_support.h"

@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/int_quantizer.h"

@@ -49,9 +49,7 @@ std::string read_kind(const nlohmann::json& config) {
   return error_kind_of([&] { dimensions_from_config(config, "config.json"); });
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
+void write_text(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
 
 struct FamilyCase {
   const char* preset;
@@ -209,27 +207,27 @@ TEST(ModelFamilies, ReadsTheRealDeepseekV3AndQwen3Configs) {
 }
 
 TEST(ModelFamilies, MoeLayerRulesFollowEachFamily) {
-  auto deepseek = dimensions_from_config(
-      config_of("deepseek-v3-tiny", [](auto& c) {
-        c["moe_layer_freq"] = 2;
-        c["num_hidden_layers"] = 6;
-      }),
-      "config.json");
+  auto deepseek = dimensions_from_config(config_of("deepseek-v3-tiny",
+                                                   [](auto& c) {
+                                                     c["moe_layer_freq"] = 2;
+                                                     c["num_hidden_layers"] = 6;
+                                                   }),
+                                         "config.json");
   // vLLM: MoE iff i >= first_k_dense_replace (1) and i % moe_layer_freq (2) == 0.
   for (std::uint64_t layer = 0; layer < 7; ++layer)
     EXPECT_EQ(deepseek.is_moe_layer(layer), layer >= 1 && layer % 2 == 0) << layer;
-  const auto layout = model_layout_from_config(config_of("deepseek-v3-tiny", [](auto& c) {
-    c["moe_layer_freq"] = 2;
-  }));
+  const auto layout = model_layout_from_config(
+      config_of("deepseek-v3-tiny", [](auto& c) { c["moe_layer_freq"] = 2; }));
   ASSERT_TRUE(layout);
   EXPECT_FALSE(layout->is_moe_layer(1));
   EXPECT_TRUE(layout->is_moe_layer(2));
 
-  auto qwen = dimensions_from_config(config_of("qwen3-moe-tiny", [](auto& c) {
-                                       c["decoder_sparse_step"] = 2;
-                                       c["mlp_only_layers"] = {3};
-                                       c["num_hidden_layers"] = 6;
-                                     }),
+  auto qwen = dimensions_from_config(config_of("qwen3-moe-tiny",
+                                               [](auto& c) {
+                                                 c["decoder_sparse_step"] = 2;
+                                                 c["mlp_only_layers"] = {3};
+                                                 c["num_hidden_layers"] = 6;
+                                               }),
                                      "config.json");
   // transformers: MoE iff i not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
   for (std::uint64_t layer = 0; layer < 6; ++layer)
@@ -310,8 +308,7 @@ TEST(ModelFamilies, EveryLayoutTensorParsesToItsRole) {
       const auto parsed_name = parse_tensor_name(tensor.spec.name);
       EXPECT_EQ(parsed_name.role, tensor.role) << tensor.spec.name;
       EXPECT_NE(parsed_name.role, TensorRole::Unknown) << tensor.spec.name;
-      EXPECT_EQ(is_linear(parsed_name.role), tensor.kind == TensorKind::Linear)
-          << tensor.spec.name;
+      EXPECT_EQ(is_linear(parsed_name.role), tensor.kind == TensorKind::Linear) << tensor.spec.name;
       roles.insert(tensor.role);
     }
     const bool mla = model_family(family).attention == AttentionKind::Mla;
@@ -322,8 +319,7 @@ TEST(ModelFamilies, EveryLayoutTensorParsesToItsRole) {
     EXPECT_EQ(roles.contains(TensorRole::RouterBias), family != ModelFamilyId::Qwen3Moe);
     EXPECT_EQ(roles.contains(TensorRole::SharedGate), family != ModelFamilyId::Qwen3Moe);
     EXPECT_EQ(roles.contains(TensorRole::MtpEhProj), family != ModelFamilyId::Qwen3Moe);
-    EXPECT_EQ(roles.contains(TensorRole::MtpSharedHeadLmHead),
-              family == ModelFamilyId::DeepseekV3);
+    EXPECT_EQ(roles.contains(TensorRole::MtpSharedHeadLmHead), family == ModelFamilyId::DeepseekV3);
     EXPECT_EQ(roles.contains(TensorRole::MtpEmbed), family == ModelFamilyId::DeepseekV3);
   }
 }
@@ -388,7 +384,8 @@ TEST(ModelFamilies, FusedGroupsFollowEachFamilysEngine) {
     const auto& family = model_family(family_id);
     std::set<std::string> modules;
     const auto tensors = checkpoint_layout(preset(name));
-    for (const auto& tensor : tensors) modules.insert(parse_tensor_name(tensor.spec.name).module_path);
+    for (const auto& tensor : tensors)
+      modules.insert(parse_tensor_name(tensor.spec.name).module_path);
     std::set<FusionKind> seen;
     for (const auto& tensor : tensors) {
       const auto group = fused_group(parse_tensor_name(tensor.spec.name));
@@ -418,8 +415,8 @@ TEST_P(FamilyCheckpoint, SynthesizedCheckpointValidatesClean) {
 
   // The same through the CLI: synth by preset, validate and inspect.
   const fs::path cli_out = scratch.path() / "cli";
-  const auto synth = run_cli(std::string("synth --preset ") + GetParam().preset + " --out " +
-                             quoted(cli_out));
+  const auto synth =
+      run_cli(std::string("synth --preset ") + GetParam().preset + " --out " + quoted(cli_out));
   ASSERT_EQ(synth.exit_code, 0) << synth.output;
   EXPECT_EQ(testing::directory_contents(cli_out), testing::directory_contents(out));
   const auto validate = run_cli("validate " + quoted(cli_out));
@@ -441,8 +438,7 @@ TEST_P(FamilyCheckpoint, ValidateFindsTensorsThatContradictTheConfig) {
     }
     return true;
   });
-  fs::copy_file(good / "config.json", broken / "config.json",
-                fs::copy_options::overwrite_existing);
+  fs::copy_file(good / "config.json", broken / "config.json", fs::copy_options::overwrite_existing);
   const auto report = validate_checkpoint(Checkpoint::open(broken), {});
   std::map<std::string, std::string> kinds;
   for (const auto& finding : report.findings) kinds[finding.tensor] = finding.kind;
@@ -472,9 +468,8 @@ TEST(ModelFamilies, TransformersFixturesInspectAndValidateClean) {
     const char* directory;
     ModelFamilyId family;
   };
-  for (const auto& [directory, family] :
-       {Fixture{"deepseek-v3-tiny", ModelFamilyId::DeepseekV3},
-        Fixture{"qwen3-moe-tiny", ModelFamilyId::Qwen3Moe}}) {
+  for (const auto& [directory, family] : {Fixture{"deepseek-v3-tiny", ModelFamilyId::DeepseekV3},
+                                          Fixture{"qwen3-moe-tiny", ModelFamilyId::Qwen3Moe}}) {
     SCOPED_TRACE(directory);
     const fs::path path = fs::path(QS_TEST_DATA_DIR) / directory;
     const Checkpoint checkpoint = Checkpoint::open(path);
@@ -511,8 +506,8 @@ TEST(ModelFamilies, ContradictoryConfigStopsJobsWithExit2) {
   EXPECT_EQ(validate.exit_code, 1) << validate.output;
   EXPECT_NE(validate.output.find("layout.invalid_dimensions"), std::string::npos);
   EXPECT_NE(validate.output.find("n_group divides n_routed_experts"), std::string::npos);
-  const auto quantize = run_cli("quantize " + quoted(model) + " " +
-                                quoted(scratch.path() / "out") + " --scheme nvfp4");
+  const auto quantize = run_cli("quantize " + quoted(model) + " " + quoted(scratch.path() / "out") +
+                                " --scheme nvfp4");
   EXPECT_EQ(quantize.exit_code, 2) << quantize.output;
   EXPECT_FALSE(fs::exists(scratch.path() / "out"));
 }
@@ -626,9 +621,8 @@ rules:
     role: attn.k
     action: nvfp4
 )");
-  const auto quantize = run_cli("quantize " + quoted(model) + " " +
-                                quoted(scratch.path() / "out") + " --recipe " + quoted(recipe) +
-                                " --dry-run");
+  const auto quantize = run_cli("quantize " + quoted(model) + " " + quoted(scratch.path() / "out") +
+                                " --recipe " + quoted(recipe) + " --dry-run");
   EXPECT_EQ(quantize.exit_code, 2) << quantize.output;
   EXPECT_NE(quantize.output.find("into model.layers.0.self_attn.qkv_proj"), std::string::npos)
       << quantize.output;

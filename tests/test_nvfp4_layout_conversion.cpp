@@ -19,7 +19,7 @@
 #include <set>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/quant/fp4_quantizer.h"

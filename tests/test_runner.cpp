@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/io/safetensors.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/run/glm5_model.h"

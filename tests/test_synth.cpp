@@ -9,7 +9,7 @@
 #include <set>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/model/synthetic_model.h"

@@ -1,5 +1,6 @@
 // quantsmith synth --preset NAME --out DIR: random BF16 checkpoints of any model family
-// (GLM-5, DeepSeek-V3, Qwen3-MoE) for tests and benchmarks. A preset gives every dimension; flags override single ones.
+// (GLM-5, DeepSeek-V3, Qwen3-MoE) for tests and benchmarks. A preset gives every dimension; flags
+// override single ones.
 
 #include <fmt/format.h>
 #include <tbb/global_control.h>
@@ -181,9 +182,10 @@ SubcommandRunner register_synth(CLI::App& app) {
       "Write a BF16 checkpoint of a model family (glm_moe_dsa, deepseek_v3, qwen3_moe) with "
       "random but realistic weights (real tensor names, shapes, dtypes and config.json), seeded "
       "and reproducible, streamed so any size needs little memory.");
-  command->add_option("--preset", options->preset,
-                      "starting point: tiny, glm5, glm5-moe-layer, bench-4g, deepseek-v3-tiny, deepseek-v3, "
-                      "qwen3-moe-tiny, qwen3-30b-a3b (see --list-presets)");
+  command->add_option(
+      "--preset", options->preset,
+      "starting point: tiny, glm5, glm5-moe-layer, bench-4g, deepseek-v3-tiny, deepseek-v3, "
+      "qwen3-moe-tiny, qwen3-30b-a3b (see --list-presets)");
   command->add_option("--out", options->out, "output directory (must not exist or be empty)");
   for (std::size_t i = 0; i < kDimensionFlagCount; ++i)
     command->add_option(kDimensionFlags[i].flag, options->dimensions[i], kDimensionFlags[i].help);

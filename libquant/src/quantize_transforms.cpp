@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp4_quantizer.h"

@@ -7,10 +7,8 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/job/executor.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/model/name_pattern.h"
-#include "qs/ckpt/job/output_manifest.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {

@@ -377,7 +377,7 @@ nlohmann::ordered_json glm_moe_dsa_config(const ModelDimensions& spec) {
   config["qk_rope_head_dim"] = spec.qk_rope_head_dim;
   config["qk_head_dim"] = spec.qk_nope_head_dim + spec.qk_rope_head_dim;
   // Equal to qk_rope_head_dim, as in GLM-5: some transformers builds alias head_dim onto the
-  // rope dim and would silently change it otherwise (model-glm5.md §1.3).
+  // rope dim and would silently change it otherwise (docs/models/glm_moe_dsa.md).
   config["head_dim"] = spec.qk_rope_head_dim;
   config["v_head_dim"] = spec.v_head_dim;
   config["index_n_heads"] = spec.index_n_heads;

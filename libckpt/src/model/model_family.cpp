@@ -110,7 +110,8 @@ class ConfigReader {
       for (const auto& [name, result] : table)
         if (value->get<std::string>() == name) return result;
     std::string names;
-    for (const auto& [name, result] : table) names += fmt::format("{}\"{}\"", names.empty() ? "" : ", ", name);
+    for (const auto& [name, result] : table)
+      names += fmt::format("{}\"{}\"", names.empty() ? "" : ", ", name);
     invalid(key, *value, fmt::format("one of {}", names));
   }
 
@@ -137,14 +138,12 @@ class ConfigReader {
       invalid("rope_scaling", *value, "an object with a \"type\" string");
     scaling.type = type->get<std::string>();
     scaling.factor = inner.real("factor", 1.0);
-    scaling.original_max_position_embeddings =
-        inner.count("original_max_position_embeddings", 0);
+    scaling.original_max_position_embeddings = inner.count("original_max_position_embeddings", 0);
     scaling.beta_fast = inner.real("beta_fast", 32.0);
     scaling.beta_slow = inner.real("beta_slow", 1.0);
     scaling.mscale = inner.real("mscale", 1.0);
     scaling.mscale_all_dim = inner.real("mscale_all_dim", 0.0);
-    if (!(scaling.factor > 0.0))
-      invalid("rope_scaling", *value, "a positive \"factor\"");
+    if (!(scaling.factor > 0.0)) invalid("rope_scaling", *value, "a positive \"factor\"");
     return scaling;
   }
 
@@ -295,7 +294,9 @@ bool ModelDimensions::is_moe_layer(std::uint64_t layer) const {
 
 std::span<const ModelFamily> model_families() { return kFamilies; }
 
-const ModelFamily& model_family(ModelFamilyId id) { return kFamilies[static_cast<std::size_t>(id)]; }
+const ModelFamily& model_family(ModelFamilyId id) {
+  return kFamilies[static_cast<std::size_t>(id)];
+}
 
 const ModelFamily* model_family_named(std::string_view name) {
   for (const auto& family : kFamilies)
@@ -335,7 +336,8 @@ ModelDimensions dimensions_from_config(const nlohmann::json& config, const std::
   if (!config.is_object())
     throw_bad_input("config.missing", "no config.json object to read dimensions from", file);
   const ModelFamily& family = model_family_of(config, file);
-  ModelDimensions dimensions = kReaders[static_cast<std::size_t>(family.id)](ConfigReader(config, file));
+  ModelDimensions dimensions =
+      kReaders[static_cast<std::size_t>(family.id)](ConfigReader(config, file));
   validate_dimensions(dimensions);
   return dimensions;
 }

@@ -11,9 +11,9 @@
 #include <cstring>
 #include <future>
 
-#include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/io/file_io.h"
 
 namespace qs {
@@ -231,7 +231,8 @@ const std::vector<SyntheticPreset>& preset_table() {
       {"glm5-moe-layer", "one real-size GLM-5 MoE layer (256 experts, no dense layer, no MTP)",
        glm5_moe_layer_spec()},
       {"bench-4g", "GLM-5-shaped, ~4.7 GB in 1 GB shards, for I/O benchmarks", bench_4g_spec()},
-      {"deepseek-v3-tiny", "DeepSeek-V3 structure (grouped routing, MTP with embed/head) at tiny size",
+      {"deepseek-v3-tiny",
+       "DeepSeek-V3 structure (grouped routing, MTP with embed/head) at tiny size",
        deepseek_v3_tiny_spec()},
       {"deepseek-v3", "real DeepSeek-V3 (61 layers + MTP, 256 experts in 8 groups, hidden 7168)",
        deepseek_v3_spec()},

@@ -10,8 +10,8 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/model/checkpoint_layout.h"
 #include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/model/checkpoint_layout.h"
 #include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/tensor_name.h"
 
@@ -105,9 +105,9 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
     std::string known;
     for (const auto& family : model_families())
       known += fmt::format("{}{}", known.empty() ? "" : ", ", family.name);
-    report.add(Severity::Warning, "layout", "layout.not_checked",
-               fmt::format("tensor names and shapes are checked for the model families {} only",
-                           known));
+    report.add(
+        Severity::Warning, "layout", "layout.not_checked",
+        fmt::format("tensor names and shapes are checked for the model families {} only", known));
     return;
   }
   std::string config_file = (checkpoint.directory() / "config.json").string();

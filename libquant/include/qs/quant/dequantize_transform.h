@@ -8,9 +8,8 @@
 #include <memory>
 #include <span>
 
-#include "qs/ckpt/plan/mtp_extract_plan.h"
-#include "qs/ckpt/plan/plan.h"
-#include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/formats/quantized_weight.h"  // DequantizeRequest
+#include "qs/ckpt/plan/plan.h"                  // Transform
 
 namespace qs {
 

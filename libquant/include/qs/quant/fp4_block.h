@@ -24,7 +24,7 @@
 
 #include <cstdint>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/host_device.h"
 
 namespace qs::fp4 {

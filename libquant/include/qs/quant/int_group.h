@@ -20,7 +20,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/dtype.h"
 #include "qs/ckpt/core/host_device.h"
 

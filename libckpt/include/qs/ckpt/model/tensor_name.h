@@ -1,9 +1,10 @@
 #pragma once
 // The grammar of the checkpoint tensor names of every model family we know (GLM-5,
-// DeepSeek-V3, Qwen3-MoE; docs/models/): which layer and expert a tensor belongs to, what it is (its role), which parameter of its
-// module it holds (weight, bias, or a quantization companion such as weight_scale), and which
-// tensors vLLM fuses at load time. Parsing never throws: a name outside the grammar parses to
-// TensorRole::Unknown, because real checkpoints carry extras we must report, not reject.
+// DeepSeek-V3, Qwen3-MoE; docs/models/): which layer and expert a tensor belongs to, what it is
+// (its role), which parameter of its module it holds (weight, bias, or a quantization companion
+// such as weight_scale), and which tensors vLLM fuses at load time. Parsing never throws: a name
+// outside the grammar parses to TensorRole::Unknown, because real checkpoints carry extras we must
+// report, not reject.
 
 #include <cstdint>
 #include <optional>

@@ -325,7 +325,7 @@ QS_HOST_DEVICE inline float e8m0_to_f32(std::uint8_t code) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Batch conversions (host, libckpt/src/formats/codecs.cpp). Element-wise with the scalar functions
+// Batch conversions (host, libckpt/src/core/codecs.cpp). Element-wise with the scalar functions
 // above, split over threads for long spans; results do not depend on the split. Sizes must
 // match (packed e2m1: bytes == (elements + 1) / 2, the last high nibble 0 for an odd count);
 // a mismatch is a caller bug and throws qs::Error(Internal, "codecs.size_mismatch").
