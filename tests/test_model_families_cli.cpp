@@ -289,5 +289,31 @@ rules:
   EXPECT_NE(quantize.output.find("need the same scheme"), std::string::npos) << quantize.output;
 }
 
+TEST(ModelFamilies, SpliceSelectorsUseTheFamilysRoles) {
+  ScratchDirectory scratch("family_splice");
+  const fs::path base = scratch.path() / "base";
+  const fs::path int4 = scratch.path() / "int4";
+  write_synthetic_checkpoint(preset("qwen3-moe-tiny"), base);
+  ASSERT_EQ(run_cli("quantize " + quoted(base) + " " + quoted(int4) + " --scheme int4").exit_code,
+            0);
+  // A role this family lacks selects nothing, with splice's warning; q/k/v move together.
+  const fs::path out = scratch.path() / "out";
+  const auto splice =
+      run_cli("splice " + quoted(out) + " --base " + quoted(base) + " --take " + quoted(int4) +
+              ":role=indexer.wq_b --take " + quoted(int4) + ":role=attn.q,attn.k,attn.v");
+  ASSERT_EQ(splice.exit_code, 0) << splice.output;
+  EXPECT_NE(splice.output.find("role=indexer.wq_b' selected no module"), std::string::npos)
+      << splice.output;
+  EXPECT_NE(splice.output.find("role=attn.q,attn.k,attn.v': 12 modules"), std::string::npos)
+      << splice.output;
+  EXPECT_EQ(run_cli("validate " + quoted(out)).exit_code, 0);
+  // Taking k_proj alone would split the engine's qkv_proj across sources.
+  const auto split = run_cli("splice " + quoted(scratch.path() / "split") + " --base " +
+                             quoted(base) + " --take " + quoted(int4) + ":role=attn.k");
+  EXPECT_EQ(split.exit_code, 2) << split.output;
+  EXPECT_NE(split.output.find("qkv_proj"), std::string::npos) << split.output;
+  EXPECT_FALSE(fs::exists(scratch.path() / "split" / "config.json"));
+}
+
 }  // namespace
 }  // namespace qs
