@@ -1,3 +1,4 @@
+#include "qs/ckpt/model/model_family.h"
 #include "qs/run/glm5_model.h"
 
 #include <fmt/format.h>

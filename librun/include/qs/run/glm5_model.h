@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/model/glm5_layout.h"
+#include "qs/ckpt/model/checkpoint_layout.h"
 #include "qs/run/linear_observer.h"
 #include "qs/run/weight_loader.h"
 
