@@ -279,10 +279,10 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
         item.sources.push_back(source_ref(member));
         const auto module = parse_tensor_name(member.info->name).module_path;
         const auto& shape = member.info->shape;
-        auto specs = output_format(decision.action, recipe.format)
-                         .output_specs(module, shape[0], shape[1],
-                                       {member.info->dtype, decision.integer,
-                                        recipe.quantize_activations});
+        auto specs =
+            output_format(decision.action, recipe.format)
+                .output_specs(module, shape[0], shape[1],
+                              {member.info->dtype, decision.integer, recipe.quantize_activations});
         for (auto& spec : specs) item.outputs.push_back(std::move(spec));
         if (decision.action == RecipeAction::Nvfp4) {
           result.model.nvfp4_modules.push_back(module);
