@@ -36,8 +36,7 @@ std::vector<AccountedModule> accounted_modules(const Checkpoint& checkpoint) {
   std::vector<AccountedModule> modules;
   for (const auto& [path, parameters] : modules_of(checkpoint)) {
     if (!is_config_accountable(parameters)) continue;
-    const auto main =
-        parameters.contains("weight") ? parameters.at("weight") : parameters.at("weight_packed");
+    const auto main = *code_tensor(parameters);  // every accountable module stores codes
     AccountedModule entry{path, classify_module(parameters), main, {}, std::nullopt};
     const auto parsed = parse_tensor_name(main.info->name);
     entry.vllm = vllm_quantized_module(parsed);
@@ -206,11 +205,14 @@ void judge_compressed_tensors(const ResolvedModule& module, const CompressedTens
         fmt::format("stored {}, but config group {} ({}, format \"{}\") targets it{}",
                     stored_as(entry), group.name, scheme_description(group), group.format, why));
   };
+  const WeightFormat& compressed_nvfp4 =
+      weight_format_for(CodeFamily::Nvfp4, OutputFormat::CompressedTensors);
   if (dense)
     mismatch("; unquantized Linears must be ignored");
-  else if (entry.layout == WeightLayout::Nvfp4Modelopt)
-    mismatch("; compressed-tensors reads NVFP4 as weight_packed + weight_global_scale");
-  else if (entry.layout == WeightLayout::Nvfp4CompressedTensors &&
+  else if (is_nvfp4_layout(entry.layout) && entry.layout != compressed_nvfp4.layout)
+    mismatch(fmt::format("; compressed-tensors reads NVFP4 as {} + {}",
+                         compressed_nvfp4.parameters.front(), compressed_nvfp4.global_scale));
+  else if (entry.layout == compressed_nvfp4.layout &&
            (!is_nvfp4_group(group) || group.format != "nvfp4-pack-quantized"))
     mismatch("");
   // int8 / fp8 / unrecognized layouts: the format's own checks would judge them; we have none.

@@ -8,20 +8,19 @@
 #include <memory>
 #include <span>
 
-#include "qs/ckpt/formats/quantized_weight.h"  // DequantizeRequest
-#include "qs/ckpt/plan/plan.h"                  // Transform
+#include "qs/ckpt/formats/weight_format.h"  // DequantizeRequest
+#include "qs/ckpt/plan/plan.h"             // Transform
 
 namespace qs {
 
-// Sources, by layout (mtp_extract_plan.cpp lists them in this order):
-//   Nvfp4Modelopt           weight, weight_scale, weight_scale_2
-//   Nvfp4CompressedTensors  weight_packed, weight_scale, weight_global_scale
-//   PackQuantized           weight_packed, weight_scale, weight_shape[, weight_zero_point]
-// One output: the [rows, cols] weight in request.dtype. Throws BadInput
-// "dequantize.bad_input" naming the tensor when the bytes do not fit the layout.
+// Sources: the format's parameters in the order its check (weight_format.h) gives them, e.g.
+// NVFP4 codes, block scales, global scale; pack-quantized weight_packed, weight_scale,
+// weight_shape[, weight_zero_point]. One output: the [rows, cols] weight in request.dtype. Throws
+// BadInput "dequantize.bad_input" naming the tensor when the bytes do not fit the layout.
 std::shared_ptr<const Transform> make_dequantize_transform(const DequantizeRequest& request);
 
-// The transform's decoding without the final rounding: the [rows, cols] weight in f32 into
+// The transform's decoding without the final rounding, through the decoder of the request's
+// format (throws Internal for a format with none): the [rows, cols] weight in f32 into
 // `out`, from the same sources (`validate --ref` compares this with the reference).
 void dequantize_weight(const DequantizeRequest& request, std::span<const SourceTensor> sources,
                        std::span<float> out);
