@@ -242,7 +242,7 @@ TEST(SourceTree, LayerCheckSeesAnIncludeToTheRight) {
   write_text(root / "libckpt/include/qs/ckpt/core/a.h", "#include \"qs/ckpt/core/b.h\"\n");
   write_text(root / "libckpt/src/io/reader.cpp",
              "#include \"qs/ckpt/core/a.h\"\n  #  include \"qs/ckpt/job/executor.h\"\n");
-  write_text(root / "libckpt/src/plan/plan.cpp", "#include \"qs/ckpt/formats/codecs.h\"\n");
+  write_text(root / "libckpt/src/plan/plan.cpp", "#include \"qs/ckpt/core/codecs.h\"\n");
   write_text(root / "libckpt/src/model/name.cpp", "#include \"qs/ckpt/elsewhere/x.h\"\n");
   write_text(root / "libckpt/src/stray.cpp", "\n");
   EXPECT_EQ(ckpt_layer_violations(root),
