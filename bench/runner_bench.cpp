@@ -14,7 +14,7 @@
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/run/evaluation.h"
-#include "qs/run/glm5_model.h"
+#include "qs/run/language_model.h"
 
 namespace {
 
@@ -24,7 +24,7 @@ double seconds_since(Clock::time_point start) {
 }
 
 // Multiply-adds ×2 per token of the main model's Linears, with `context` keys attended.
-double flops_per_token(const qs::Glm5Dimensions& d, double context, bool moe_layer) {
+double flops_per_token(const qs::run::RunnerArchitecture& d, double context, bool moe_layer) {
   const double h = d.hidden_size, heads = d.num_attention_heads;
   const double qk = d.qk_nope_head_dim + d.qk_rope_head_dim;
   double linear =
@@ -34,7 +34,7 @@ double flops_per_token(const qs::Glm5Dimensions& d, double context, bool moe_lay
             h * d.index_n_heads;
   if (moe_layer) {
     const double expert = 3.0 * h * d.moe_intermediate_size;
-    linear += h * d.n_routed_experts + expert * (d.num_experts_per_tok + d.n_shared_experts);
+    linear += h * d.router.experts + expert * (d.router.experts_per_token + d.n_shared_experts);
   } else {
     linear += 3.0 * h * d.intermediate_size;
   }
@@ -52,14 +52,14 @@ int main(int argc, char** argv) {
   }
   const auto checkpoint = qs::Checkpoint::open(argv[1]);
   const std::uint64_t rows = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 8;
-  const qs::run::Glm5Model model(checkpoint);
-  const auto& d = model.dimensions();
+  const qs::run::LanguageModel model(checkpoint);
+  const auto& d = model.architecture();
   const auto tokens =
       qs::run::read_token_batch(checkpoint.directory() / "tokens.safetensors", "heldout", rows);
 
   double per_token = 0.0;
   for (std::uint64_t layer = 0; layer < d.num_hidden_layers; ++layer)
-    per_token += flops_per_token(d, tokens.seq / 2.0, layer >= d.first_k_dense_replace);
+    per_token += flops_per_token(d, tokens.seq / 2.0, d.is_moe_layer(layer));
   per_token += 2.0 * d.hidden_size * d.vocab_size;
 
   auto start = Clock::now();
@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   double decode_flops = 0.0;
   for (std::uint64_t step = 0; step < decode_steps; ++step)
     for (std::uint64_t layer = 0; layer < d.num_hidden_layers; ++layer)
-      decode_flops += flops_per_token(d, 64.0 + step, layer >= d.first_k_dense_replace);
+      decode_flops += flops_per_token(d, 64.0 + step, d.is_moe_layer(layer));
 
   // A GEMM the size of the prefill's typical Linear: [tokens, hidden] × [hidden, 512].
   const int m = static_cast<int>(prefill_tokens), n = 512, k = static_cast<int>(d.hidden_size);

@@ -11,7 +11,7 @@
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/run/evaluation.h"
-#include "qs/run/glm5_model.h"
+#include "qs/run/language_model.h"
 
 namespace qs::cli {
 namespace {
@@ -58,7 +58,7 @@ SubcommandRunner register_generate(CLI::App& app) {
   command->add_option("--device", options->device, "auto (GPU when usable), cpu or cuda");
   return [options]() {
     const auto checkpoint = Checkpoint::open(options->model);
-    const run::Glm5Model model(checkpoint, runner_uses_cuda(options->device)
+    const run::LanguageModel model(checkpoint, runner_uses_cuda(options->device)
                                                ? run::GemmDevice::Cuda
                                                : run::GemmDevice::Cpu);
     std::vector<std::int32_t> prompt;

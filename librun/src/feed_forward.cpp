@@ -1,14 +1,14 @@
-// The post-attention half of a decoder layer: a SiLU-gated MLP in dense layers, the
-// sigmoid-routed MoE with shared expert elsewhere (model-glm5.md §3.5).
+// The post-attention half of a decoder layer: a SiLU-gated MLP in dense layers; elsewhere the
+// routed experts (the router kind from the architecture, expert_routing.h) plus the shared
+// expert where the family has one.
 
 #include <fmt/format.h>
-#include <tbb/parallel_for.h>
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
-#include "qs/run/glm5_model.h"
+#include "qs/run/expert_routing.h"
+#include "qs/run/language_model.h"
 #include "qs/run/linear_observer.h"
 #include "qs/run/tensor_ops.h"
 
@@ -40,42 +40,30 @@ void observe_expert_on_all_tokens(const WeightLoader& weights, LinearObserver& o
 
 }  // namespace
 
-void Glm5Model::feed_forward(std::uint64_t layer, HiddenStates& hidden,
-                             const RunOptions& options) const {
-  const auto& d = dimensions_;
+void LanguageModel::feed_forward(std::uint64_t layer, HiddenStates& hidden,
+                                 const RunOptions& options) const {
+  const auto& a = architecture_;
   const std::string p = fmt::format("model.layers.{}.", layer);
-  const std::uint64_t rows = hidden.batch * hidden.seq, width = d.hidden_size;
+  const std::uint64_t rows = hidden.batch * hidden.seq, width = a.hidden_size;
   HiddenStates normed = hidden;
   rms_norm(normed.values, weights_.vector(p + "post_attention_layernorm.weight"),
-           static_cast<float>(d.rms_norm_eps));
+           static_cast<float>(a.rms_norm_eps));
   std::vector<float> output;
-  if (layer < d.first_k_dense_replace) {
+  if (!a.is_moe_layer(layer)) {
     output = gated_mlp(weights_, options.observer, p + "mlp", normed.values, rows);
   } else {
-    const std::uint64_t experts = d.n_routed_experts, top = d.num_experts_per_tok;
+    const std::uint64_t experts = a.router.experts;
     const auto router =
         observed_linear(weights_, options.observer, p + "mlp.gate", normed.values, rows);
-    const auto bias = weights_.vector(p + "mlp.gate.e_score_correction_bias");
-    // Per token: the chosen experts (by biased score) and their weights (unbiased,
-    // renormalised, scaled).
-    std::vector<std::vector<std::pair<std::uint64_t, float>>> routed(experts);
-    for (std::uint64_t r = 0; r < rows; ++r) {
-      std::vector<float> score(experts), choice(experts);
-      for (std::uint64_t e = 0; e < experts; ++e) {
-        score[e] = 1.0f / (1.0f + std::exp(-router[r * experts + e]));
-        choice[e] = score[e] + bias[e];
-      }
-      std::vector<std::uint64_t> order(experts);
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(),
-                       [&](std::uint64_t a, std::uint64_t b) { return choice[a] > choice[b]; });
-      float total = 0.0f;
-      for (std::uint64_t k = 0; k < top; ++k) total += score[order[k]];
-      for (std::uint64_t k = 0; k < top; ++k)
-        routed[order[k]].emplace_back(
-            r, score[order[k]] / (total + 1e-20f) * static_cast<float>(d.routed_scaling_factor));
-    }
-    output = gated_mlp(weights_, options.observer, p + "mlp.shared_experts", normed.values, rows);
+    // Only sigmoid routers carry a correction bias (it chooses experts, never weighs them).
+    const auto bias = a.router.scoring == RouterScoring::SigmoidGroupedTopK
+                          ? weights_.vector(p + "mlp.gate.e_score_correction_bias")
+                          : std::vector<float>{};
+    const auto routed = route_tokens(a.router, router, rows, bias);
+    output = a.n_shared_experts > 0
+                 ? gated_mlp(weights_, options.observer, p + "mlp.shared_experts", normed.values,
+                             rows)
+                 : std::vector<float>(rows * width, 0.0f);
     if (options.observer) {
       std::vector<std::uint64_t> counts(experts);
       for (std::uint64_t e = 0; e < experts; ++e) counts[e] = routed[e].size();

@@ -1,4 +1,4 @@
-#include "qs/run/glm5_model.h"
+#include "qs/run/language_model.h"
 
 #include <fmt/format.h>
 
@@ -10,17 +10,17 @@
 
 namespace qs::run {
 
-Glm5Model::Glm5Model(const Checkpoint& checkpoint, GemmDevice device)
+LanguageModel::LanguageModel(const Checkpoint& checkpoint, GemmDevice device)
     : checkpoint_(checkpoint),
       weights_(checkpoint, device),
-      dimensions_(dimensions_from_config(checkpoint.config(),
-                                         (checkpoint.directory() / "config.json").string())) {
+      architecture_(runner_architecture(checkpoint)),
+      attention_(make_attention(architecture_, weights_)) {
   // Every tensor the runner reads is sized by config.json: a tensor (or a quantized module's
   // logical shape) that contradicts it would be read out of bounds, so check them all first.
   require_layout_matches_config(checkpoint);
 }
 
-HiddenStates Glm5Model::embed(std::span<const std::int32_t> tokens, std::uint64_t batch,
+HiddenStates LanguageModel::embed(std::span<const std::int32_t> tokens, std::uint64_t batch,
                               std::uint64_t seq) const {
   const auto table = weights_.linear("model.embed_tokens");
   HiddenStates hidden{batch, seq, std::vector<float>(batch * seq * table.cols)};
@@ -36,46 +36,56 @@ HiddenStates Glm5Model::embed(std::span<const std::int32_t> tokens, std::uint64_
   return hidden;
 }
 
-void Glm5Model::run_layer(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options,
-                          LayerCache* cache) const {
-  attention(layer, hidden, options, cache);
+void LanguageModel::run_layer(std::uint64_t layer, HiddenStates& hidden,
+                              const RunOptions& options, LayerCache* cache) const {
+  if (cache && hidden.batch != 1)
+    throw Error(ErrorClass::Internal, "run.cache_batch", "a decode cache holds one sequence");
+  HiddenStates normed = hidden;
+  rms_norm(normed.values,
+           weights_.vector(fmt::format("model.layers.{}.input_layernorm.weight", layer)),
+           static_cast<float>(architecture_.rms_norm_eps));
+  const auto attended = attention_->forward(layer, normed, options, cache);
+  for (std::size_t i = 0; i < hidden.values.size(); ++i) hidden.values[i] += attended[i];
   feed_forward(layer, hidden, options);
 }
 
-void Glm5Model::final_norm(HiddenStates& hidden) const {
+void LanguageModel::final_norm(HiddenStates& hidden) const {
   rms_norm(hidden.values, weights_.vector("model.norm.weight"),
-           static_cast<float>(dimensions_.rms_norm_eps));
+           static_cast<float>(architecture_.rms_norm_eps));
 }
 
-std::vector<float> Glm5Model::logits(const HiddenStates& normed) const {
-  return linear(normed.values, normed.batch * normed.seq, weights_.linear("lm_head"));
+std::vector<float> LanguageModel::logits(const HiddenStates& normed) const {
+  // Tied embeddings (tie_word_embeddings): the embedding table is the output projection.
+  return linear(normed.values, normed.batch * normed.seq,
+                weights_.linear(architecture_.tie_word_embeddings ? "model.embed_tokens"
+                                                                  : "lm_head"));
 }
 
-Glm5Model::Output Glm5Model::forward(std::span<const std::int32_t> tokens, std::uint64_t batch,
+LanguageModel::Output LanguageModel::forward(std::span<const std::int32_t> tokens, std::uint64_t batch,
                                      std::uint64_t seq, const RunOptions& options) const {
   HiddenStates hidden = embed(tokens, batch, seq);
-  for (std::uint64_t layer = 0; layer < dimensions_.num_hidden_layers; ++layer)
+  for (std::uint64_t layer = 0; layer < architecture_.num_hidden_layers; ++layer)
     run_layer(layer, hidden, options);
   final_norm(hidden);
   return {logits(hidden), std::move(hidden)};
 }
 
-std::vector<std::int32_t> Glm5Model::generate(std::span<const std::int32_t> prompt,
+std::vector<std::int32_t> LanguageModel::generate(std::span<const std::int32_t> prompt,
                                               std::uint64_t max_new,
                                               std::optional<std::int32_t> stop,
                                               const RunOptions& options) const {
   DecodeCache cache;
-  cache.layers.resize(dimensions_.num_hidden_layers);
+  cache.layers.resize(architecture_.num_hidden_layers);
   std::vector<std::int32_t> generated;
   std::vector<std::int32_t> next(prompt.begin(), prompt.end());
   while (generated.size() < max_new) {
     HiddenStates hidden = embed(next, 1, next.size());
-    for (std::uint64_t layer = 0; layer < dimensions_.num_hidden_layers; ++layer)
+    for (std::uint64_t layer = 0; layer < architecture_.num_hidden_layers; ++layer)
       run_layer(layer, hidden, options, &cache.layers[layer]);
     // Only the last row's logits are needed.
     HiddenStates last{
         1, 1,
-        std::vector<float>(hidden.values.end() - dimensions_.hidden_size, hidden.values.end())};
+        std::vector<float>(hidden.values.end() - architecture_.hidden_size, hidden.values.end())};
     final_norm(last);
     const auto scores = logits(last);
     const auto token =
@@ -87,10 +97,10 @@ std::vector<std::int32_t> Glm5Model::generate(std::span<const std::int32_t> prom
   return generated;
 }
 
-std::vector<float> Glm5Model::mtp_logits(const HiddenStates& final_hidden,
+std::vector<float> LanguageModel::mtp_logits(const HiddenStates& final_hidden,
                                          std::span<const std::int32_t> tokens,
                                          const RunOptions& options) const {
-  const auto& d = dimensions_;
+  const auto& d = architecture_;
   if (d.num_nextn_predict_layers == 0)
     throw_bad_input("run.no_mtp_layer", "the model has no MTP layer (num_nextn_predict_layers 0)",
                     (checkpoint_.directory() / "config.json").string());
