@@ -39,6 +39,8 @@ class RotaryEmbedding {
                   const std::optional<YarnScaling>& yarn = std::nullopt);
 
   std::uint64_t dims() const { return dims_; }
+  const std::vector<float>& inverse_frequencies() const { return inverse_frequencies_; }
+  float attention_factor() const { return attention_factor_; }
   // x[0..dims) rotated to `position`, in place.
   void rotate(float* x, std::uint64_t position) const;
 
