@@ -10,7 +10,9 @@
 # runs scripts/conformance/check_nvfp4_consumers.py on each; then to INT8 / INT4 with the
 # --scheme presets and the seed 000 / 002 recipes (RTN and GPTQ) and runs
 # scripts/conformance/check_pack_quantized_consumers.py on each, ending with a summary table;
-# then loads every seed output with vLLM itself (scripts/conformance/vllm_load.sh).
+# converts the DeepSeek FP8 fixture to BF16 and checks it against an independent numpy decode
+# (scripts/conformance/check_fp8_decode.py); then loads every seed output with vLLM itself
+# (scripts/conformance/vllm_load.sh).
 # Exit 0 when everything conforms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +71,13 @@ for scheme in int8 int8-channel int4 int4-g32 seed000 seed002-rtn seed002-gptq; 
     "${checks[@]}" || status=1
 done
 "$venv/bin/python" scripts/conformance/summarize_pack_quantized.py "$summary" || status=1
+# FP8 block-scaled sources: DeepSeek's FP8 checkpoint format read and converted to BF16 must be
+# the numpy decode of the definition (e4m3 * scale_inv in f32, rounded to nearest even), bit for bit.
+fp8_source=tests/data/deepseek-v3-tiny-fp8
+"$quantsmith" quantize "$fp8_source" "$out/fp8-to-bf16" --scheme bf16 >/dev/null
+echo "== fp8 -> bf16 ($fp8_source)"
+"$venv/bin/python" scripts/conformance/check_fp8_decode.py "$fp8_source" "$out/fp8-to-bf16" ||
+  status=1
 # vLLM's own model classes and loaders on every seed output and draft/target pair (a separate
 # venv, .venv-vllm: `pip install vllm` is a large download; CONFORMANCE_VLLM=0 skips it).
 if [ "${CONFORMANCE_VLLM:-1}" != 0 ]; then
