@@ -98,8 +98,7 @@ TEST_P(FamilyRunner, MtpHeadMatchesTransformersOrIsAbsent) {
   const auto output = model_.forward(input_ids_, kRows, kSeq);
   EXPECT_EQ(model_.has_mtp(), GetParam().has_mtp);
   if (!GetParam().has_mtp) {
-    EXPECT_EQ(testing::error_kind_of(
-                  [&] { model_.mtp_logits(output.final_hidden, input_ids_); }),
+    EXPECT_EQ(testing::error_kind_of([&] { model_.mtp_logits(output.final_hidden, input_ids_); }),
               "run.no_mtp_layer");
     return;
   }

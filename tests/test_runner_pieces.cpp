@@ -53,8 +53,8 @@ YarnScaling deepseek_yarn() {
 
 TEST(RotaryEmbedding, YarnInterpolatesLowFrequenciesAsTransformersDoes) {
   const RotaryEmbedding yarn(16, 10000.0, RotaryPairing::Interleaved, deepseek_yarn());
-  const std::vector<float> expected = {0x1.p+0f,       0x1.43d136p-2f,  0x1.99999ap-4f,
-                                       0x1.87d1ap-6f,  0x1.4fdf3ap-8f,  0x1.bd9292p-11f,
+  const std::vector<float> expected = {0x1.p+0f,        0x1.43d136p-2f, 0x1.99999ap-4f,
+                                       0x1.87d1ap-6f,   0x1.4fdf3ap-8f, 0x1.bd9292p-11f,
                                        0x1.a36e2ep-16f, 0x1.094566p-17f};
   ASSERT_EQ(yarn.inverse_frequencies().size(), expected.size());
   for (std::size_t j = 0; j < expected.size(); ++j)
@@ -64,9 +64,9 @@ TEST(RotaryEmbedding, YarnInterpolatesLowFrequenciesAsTransformersDoes) {
   EXPECT_NEAR(softmax_scale_factor(deepseek_yarn()), 1.8738542070926265, 1e-12);
   auto other = deepseek_yarn();
   other.mscale = 0.707;
-  EXPECT_FLOAT_EQ(RotaryEmbedding(16, 10000.0, RotaryPairing::Interleaved, other)
-                      .attention_factor(),
-                  0.9210423553163399f);
+  EXPECT_FLOAT_EQ(
+      RotaryEmbedding(16, 10000.0, RotaryPairing::Interleaved, other).attention_factor(),
+      0.9210423553163399f);
   EXPECT_EQ(softmax_scale_factor(std::nullopt), 1.0);
   other.mscale_all_dim = 0.0;  // absent: the softmax scale stays
   EXPECT_EQ(softmax_scale_factor(other), 1.0);

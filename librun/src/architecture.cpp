@@ -42,10 +42,15 @@ RunnerArchitecture runner_architecture(const Checkpoint& checkpoint) {
   a.index_n_heads = u(c, "index_n_heads");
   a.index_head_dim = u(c, "index_head_dim");
   a.index_topk = u(c, "index_topk");
-  const std::uint64_t experts = type == "qwen3_moe" ? u(c, "num_experts") : u(c, "n_routed_experts");
+  const std::uint64_t experts =
+      type == "qwen3_moe" ? u(c, "num_experts") : u(c, "n_routed_experts");
   a.router = {type == "qwen3_moe" ? RouterScoring::SoftmaxTopK : RouterScoring::SigmoidGroupedTopK,
-              experts, u(c, "num_experts_per_tok"), u(c, "n_group", 1), u(c, "topk_group", 1),
-              c.value("norm_topk_prob", true), f(c, "routed_scaling_factor", 1.0)};
+              experts,
+              u(c, "num_experts_per_tok"),
+              u(c, "n_group", 1),
+              u(c, "topk_group", 1),
+              c.value("norm_topk_prob", true),
+              f(c, "routed_scaling_factor", 1.0)};
   if (type == "glm_moe_dsa") a.attention = AttentionKind::LatentWithIndexer;
   if (type == "deepseek_v3") a.attention = AttentionKind::Latent;
   if (type == "qwen3_moe") {

@@ -97,6 +97,11 @@ EvaluationReport evaluate(const Checkpoint& reference, const Checkpoint& test,
                                 tokens.seq));
   const LanguageModel reference_model(reference, options.device), test_model(test, options.device);
   const auto& dims = reference_model.architecture();
+  if (dims.model_type != test_model.architecture().model_type)
+    throw_bad_input("eval.family_mismatch",
+                    fmt::format("the models are of different families ({} and {})", dims.model_type,
+                                test_model.architecture().model_type),
+                    test.directory().string());
   if (dims.vocab_size != test_model.architecture().vocab_size)
     throw_bad_input("eval.vocab_mismatch",
                     fmt::format("the models have different vocabularies ({} and {})",

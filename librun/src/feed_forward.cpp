@@ -60,10 +60,9 @@ void LanguageModel::feed_forward(std::uint64_t layer, HiddenStates& hidden,
                           ? weights_.vector(p + "mlp.gate.e_score_correction_bias")
                           : std::vector<float>{};
     const auto routed = route_tokens(a.router, router, rows, bias);
-    output = a.n_shared_experts > 0
-                 ? gated_mlp(weights_, options.observer, p + "mlp.shared_experts", normed.values,
-                             rows)
-                 : std::vector<float>(rows * width, 0.0f);
+    output = a.n_shared_experts > 0 ? gated_mlp(weights_, options.observer,
+                                                p + "mlp.shared_experts", normed.values, rows)
+                                    : std::vector<float>(rows * width, 0.0f);
     if (options.observer) {
       std::vector<std::uint64_t> counts(experts);
       for (std::uint64_t e = 0; e < experts; ++e) counts[e] = routed[e].size();

@@ -21,7 +21,7 @@ LanguageModel::LanguageModel(const Checkpoint& checkpoint, GemmDevice device)
 }
 
 HiddenStates LanguageModel::embed(std::span<const std::int32_t> tokens, std::uint64_t batch,
-                              std::uint64_t seq) const {
+                                  std::uint64_t seq) const {
   const auto table = weights_.linear("model.embed_tokens");
   HiddenStates hidden{batch, seq, std::vector<float>(batch * seq * table.cols)};
   for (std::uint64_t r = 0; r < batch * seq; ++r) {
@@ -36,8 +36,8 @@ HiddenStates LanguageModel::embed(std::span<const std::int32_t> tokens, std::uin
   return hidden;
 }
 
-void LanguageModel::run_layer(std::uint64_t layer, HiddenStates& hidden,
-                              const RunOptions& options, LayerCache* cache) const {
+void LanguageModel::run_layer(std::uint64_t layer, HiddenStates& hidden, const RunOptions& options,
+                              LayerCache* cache) const {
   if (cache && hidden.batch != 1)
     throw Error(ErrorClass::Internal, "run.cache_batch", "a decode cache holds one sequence");
   HiddenStates normed = hidden;
@@ -56,13 +56,14 @@ void LanguageModel::final_norm(HiddenStates& hidden) const {
 
 std::vector<float> LanguageModel::logits(const HiddenStates& normed) const {
   // Tied embeddings (tie_word_embeddings): the embedding table is the output projection.
-  return linear(normed.values, normed.batch * normed.seq,
-                weights_.linear(architecture_.tie_word_embeddings ? "model.embed_tokens"
-                                                                  : "lm_head"));
+  return linear(
+      normed.values, normed.batch * normed.seq,
+      weights_.linear(architecture_.tie_word_embeddings ? "model.embed_tokens" : "lm_head"));
 }
 
-LanguageModel::Output LanguageModel::forward(std::span<const std::int32_t> tokens, std::uint64_t batch,
-                                     std::uint64_t seq, const RunOptions& options) const {
+LanguageModel::Output LanguageModel::forward(std::span<const std::int32_t> tokens,
+                                             std::uint64_t batch, std::uint64_t seq,
+                                             const RunOptions& options) const {
   HiddenStates hidden = embed(tokens, batch, seq);
   for (std::uint64_t layer = 0; layer < architecture_.num_hidden_layers; ++layer)
     run_layer(layer, hidden, options);
@@ -71,9 +72,9 @@ LanguageModel::Output LanguageModel::forward(std::span<const std::int32_t> token
 }
 
 std::vector<std::int32_t> LanguageModel::generate(std::span<const std::int32_t> prompt,
-                                              std::uint64_t max_new,
-                                              std::optional<std::int32_t> stop,
-                                              const RunOptions& options) const {
+                                                  std::uint64_t max_new,
+                                                  std::optional<std::int32_t> stop,
+                                                  const RunOptions& options) const {
   DecodeCache cache;
   cache.layers.resize(architecture_.num_hidden_layers);
   std::vector<std::int32_t> generated;
@@ -98,8 +99,8 @@ std::vector<std::int32_t> LanguageModel::generate(std::span<const std::int32_t> 
 }
 
 std::vector<float> LanguageModel::mtp_logits(const HiddenStates& final_hidden,
-                                         std::span<const std::int32_t> tokens,
-                                         const RunOptions& options) const {
+                                             std::span<const std::int32_t> tokens,
+                                             const RunOptions& options) const {
   const auto& d = architecture_;
   if (d.num_nextn_predict_layers == 0)
     throw_bad_input("run.no_mtp_layer", "the model has no MTP layer (num_nextn_predict_layers 0)",

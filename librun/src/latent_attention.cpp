@@ -33,11 +33,12 @@ class LatentAttention final : public Attention {
       : a_(architecture),
         weights_(weights),
         with_indexer_(with_indexer),
-        rotary_(architecture.qk_rope_head_dim, architecture.rope_theta,
-                architecture.rotary_pairing, architecture.yarn),
+        rotary_(architecture.qk_rope_head_dim, architecture.rope_theta, architecture.rotary_pairing,
+                architecture.yarn),
         // YaRN scales the softmax of every dimension, rotary or not (DeepSeek's mscale).
-        scale_(1.0f / std::sqrt(static_cast<float>(architecture.qk_nope_head_dim +
-                                                   architecture.qk_rope_head_dim)) *
+        scale_(1.0f /
+               std::sqrt(static_cast<float>(architecture.qk_nope_head_dim +
+                                            architecture.qk_rope_head_dim)) *
                static_cast<float>(softmax_scale_factor(architecture.yarn))) {}
 
   std::vector<float> forward(std::uint64_t layer, const HiddenStates& normed,
@@ -71,7 +72,8 @@ std::vector<std::vector<bool>> LatentAttention::indexer_selection(
   const std::uint64_t heads = a_.index_n_heads, head_dim = a_.index_head_dim;
   auto queries =
       observed_linear(weights_, observer, p + "wq_b", query_latent, rows);  // [rows, heads·dim]
-  auto new_keys = observed_linear(weights_, observer, p + "wk", normed.values, rows);  // [rows, dim]
+  auto new_keys =
+      observed_linear(weights_, observer, p + "wk", normed.values, rows);  // [rows, dim]
   layer_norm(new_keys, weights_.vector(p + "k_norm.weight"), weights_.vector(p + "k_norm.bias"),
              kIndexerNormEps);
   auto head_weights = observed_linear(weights_, observer, p + "weights_proj", normed.values, rows);
@@ -152,11 +154,10 @@ std::vector<float> LatentAttention::forward(std::uint64_t layer, const HiddenSta
   keys_values.insert(keys_values.end(), new_keys_values.begin(), new_keys_values.end());
   all_key_rope.insert(all_key_rope.end(), key_rope.begin(), key_rope.end());
   const auto allowed =
-      with_indexer_
-          ? indexer_selection(layer, normed, query_latent,
-                              options.index_topk.value_or(a_.index_topk), past,
-                              cache ? &cache->indexer_keys : nullptr, options.observer)
-          : std::vector<std::vector<bool>>{};
+      with_indexer_ ? indexer_selection(layer, normed, query_latent,
+                                        options.index_topk.value_or(a_.index_topk), past,
+                                        cache ? &cache->indexer_keys : nullptr, options.observer)
+                    : std::vector<std::vector<bool>>{};
   if (cache) cache->length = context;
 
   std::vector<float> attended(rows * heads * value_dim);

@@ -36,8 +36,8 @@ std::vector<float> yarn_inverse_frequencies(std::uint64_t dims, double theta,
     const auto wavelength_base = static_cast<float>(std::pow(theta, static_cast<double>(exponent)));
     const float extrapolated = 1.0f / wavelength_base;
     const float interpolated = 1.0f / (factor * wavelength_base);
-    const float ramp = std::clamp(
-        static_cast<float>((static_cast<float>(j) - low) / (high - low)), 0.0f, 1.0f);
+    const float ramp =
+        std::clamp(static_cast<float>((static_cast<float>(j) - low) / (high - low)), 0.0f, 1.0f);
     const float keep = 1.0f - ramp;
     frequencies[j] = interpolated * (1.0f - keep) + extrapolated * keep;
   }

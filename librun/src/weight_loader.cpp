@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 
-#include "qs/ckpt/formats/codecs.h"
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/codecs.h"
 #include "qs/ckpt/formats/quantization_detection.h"
 #include "qs/quant/dequantize_transform.h"
 
