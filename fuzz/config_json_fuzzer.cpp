@@ -10,10 +10,11 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/formats/compressed_tensors_config.h"
 #include "qs/ckpt/io/config_numbers.h"
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/model/glm5_layout.h"
+#include "qs/ckpt/model/checkpoint_layout.h"
 #include "qs/ckpt/core/json_input.h"
 #include "qs/ckpt/model/tensor_name.h"
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/plan/batch_recipe.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/plan/recipe.h"

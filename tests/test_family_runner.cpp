@@ -128,7 +128,7 @@ TEST_P(FamilyRunner, GreedyContinuationMatchesTransformersWithAndWithoutTheCache
 TEST_P(FamilyRunner, LayerByLayerEqualsAllAtOnce) {
   const auto output = model_.forward(input_ids_, 2, kSeq);
   auto hidden = model_.embed(input_ids_, 2, kSeq);
-  for (std::uint64_t layer = 0; layer < model_.architecture().num_hidden_layers; ++layer)
+  for (std::uint64_t layer = 0; layer < model_.architecture().dimensions.num_hidden_layers; ++layer)
     model_.run_layer(layer, hidden, {});
   model_.final_norm(hidden);
   EXPECT_EQ(hidden.values, output.final_hidden.values);

@@ -6,6 +6,7 @@
 
 #include <map>
 
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/quantization_config.h"

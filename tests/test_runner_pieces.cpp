@@ -82,7 +82,7 @@ TEST(ExpertRouting, GroupedTopKKeepsTheGroupsWithTheBestTwoScores) {
   const std::vector<float> probabilities = {0.95f, 0.05f, 0.6f, 0.6f, 0.55f, 0.5f, 0.1f, 0.1f};
   std::vector<float> logits;
   for (float p : probabilities) logits.push_back(sigmoid_inverse(p));
-  const RouterSpec spec{RouterScoring::SigmoidGroupedTopK, 8, 2, 4, 2, true, 2.5};
+  const RouterSpec spec{RouterScoring::Sigmoid, true, 8, 2, 4, 2, true, 2.5};
   const std::vector<float> no_bias(8, 0.0f);
   const auto routed = route_tokens(spec, logits, 1, no_bias);
   for (std::uint64_t e : {0, 1, 4, 5, 6, 7}) EXPECT_TRUE(routed[e].empty()) << "expert " << e;
@@ -92,7 +92,7 @@ TEST(ExpertRouting, GroupedTopKKeepsTheGroupsWithTheBestTwoScores) {
   EXPECT_NEAR(routed[3][0].second, 0.5f * 2.5f, 1e-6);
 
   // One group: plain top-k over all experts, expert 0 first.
-  const RouterSpec one_group{RouterScoring::SigmoidGroupedTopK, 8, 2, 1, 1, true, 1.0};
+  const RouterSpec one_group{RouterScoring::Sigmoid, true, 8, 2, 1, 1, true, 1.0};
   const auto flat = route_tokens(one_group, logits, 1, no_bias);
   ASSERT_EQ(flat[0].size(), 1u);
   EXPECT_NEAR(flat[0][0].second, 0.95f / (0.95f + 0.6f), 1e-6);
@@ -108,7 +108,7 @@ TEST(ExpertRouting, CorrectionBiasChoosesButDoesNotWeigh) {
   std::vector<float> logits;
   for (float p : probabilities) logits.push_back(sigmoid_inverse(p));
   const std::vector<float> bias = {0.0f, 0.0f, 0.0f, 1.0f};
-  const RouterSpec spec{RouterScoring::SigmoidGroupedTopK, 4, 2, 2, 1, false, 1.0};
+  const RouterSpec spec{RouterScoring::Sigmoid, true, 4, 2, 2, 1, false, 1.0};
   const auto routed = route_tokens(spec, logits, 1, bias);
   // Biased group sums {0.9 + 0.8, 0.3 + 1.2} = {1.7, 1.5}: group 0 is kept.
   EXPECT_EQ(routed[0].size(), 1u);
@@ -125,7 +125,7 @@ TEST(ExpertRouting, CorrectionBiasChoosesButDoesNotWeigh) {
 TEST(ExpertRouting, SoftmaxTopKRenormalisesOnlyWhenAsked) {
   const std::vector<float> logits = {0.0f, std::log(3.0f), std::log(2.0f), std::log(4.0f)};
   // softmax = {1, 3, 2, 4} / 10; top 2: experts 3 (0.4) and 1 (0.3).
-  RouterSpec spec{RouterScoring::SoftmaxTopK, 4, 2, 1, 1, false, 1.0};
+  RouterSpec spec{RouterScoring::Softmax, false, 4, 2, 1, 1, false, 1.0};
   auto routed = route_tokens(spec, logits, 1, {});
   ASSERT_EQ(routed[3].size(), 1u);
   ASSERT_EQ(routed[1].size(), 1u);
@@ -142,7 +142,7 @@ TEST(ExpertRouting, SoftmaxTopKRenormalisesOnlyWhenAsked) {
 TEST(ExpertRouting, RowsAreListedPerExpertInOrder) {
   // Two tokens, each to its own best expert.
   const std::vector<float> logits = {5.0f, 0.0f, 0.0f, 5.0f};
-  const RouterSpec spec{RouterScoring::SoftmaxTopK, 2, 1, 1, 1, true, 1.0};
+  const RouterSpec spec{RouterScoring::Softmax, false, 2, 1, 1, 1, true, 1.0};
   const auto routed = route_tokens(spec, logits, 2, {});
   ASSERT_EQ(routed[0].size(), 1u);
   ASSERT_EQ(routed[1].size(), 1u);

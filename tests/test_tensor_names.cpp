@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/model/name_pattern.h"
 #include "qs/ckpt/model/tensor_name.h"

@@ -14,6 +14,7 @@
 #include "qs/ckpt/formats/compressed_tensors_config.h"
 #include "qs/ckpt/formats/quantization_config.h"
 #include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs::cli {

@@ -20,6 +20,7 @@
 #include "qs/ckpt/job/output_directory.h"
 #include "qs/ckpt/formats/quantization_config.h"
 #include "qs/ckpt/plan/quantize_plan.h"
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/tensor_name.h"
 #include "qs/ckpt/validate/validation.h"
 #include "qs/quant/dequantize_transform.h"

@@ -1,5 +1,5 @@
-// quantsmith synth --preset NAME --out DIR: GLM-5-shaped random BF16 checkpoints for tests and
-// benchmarks. A preset gives every dimension; flags override single ones.
+// quantsmith synth --preset NAME --out DIR: random BF16 checkpoints of any model family
+// (GLM-5, DeepSeek-V3, Qwen3-MoE) for tests and benchmarks. A preset gives every dimension; flags override single ones.
 
 #include <fmt/format.h>
 #include <tbb/global_control.h>
@@ -56,6 +56,11 @@ constexpr DimensionFlag kDimensionFlags[] = {
     {"--index-heads", &SyntheticModelSpec::index_n_heads, "indexer heads (index_n_heads)"},
     {"--index-head-dim", &SyntheticModelSpec::index_head_dim, "index_head_dim"},
     {"--index-topk", &SyntheticModelSpec::index_topk, "index_topk"},
+    {"--kv-heads", &SyntheticModelSpec::num_key_value_heads,
+     "GQA key/value heads (num_key_value_heads)"},
+    {"--head-dim", &SyntheticModelSpec::head_dim, "GQA head width (head_dim)"},
+    {"--groups", &SyntheticModelSpec::n_group, "expert groups for routing (n_group)"},
+    {"--topk-group", &SyntheticModelSpec::topk_group, "expert groups kept per token (topk_group)"},
 };
 constexpr std::size_t kDimensionFlagCount = std::size(kDimensionFlags);
 
@@ -68,6 +73,7 @@ struct DimensionBound {
 constexpr DimensionBound kDimensionBounds[] = {
     {&SyntheticModelSpec::first_k_dense_replace, &SyntheticModelSpec::num_hidden_layers},
     {&SyntheticModelSpec::num_experts_per_tok, &SyntheticModelSpec::n_routed_experts},
+    {&SyntheticModelSpec::topk_group, &SyntheticModelSpec::n_group},
 };
 
 struct SynthOptions {
@@ -101,9 +107,12 @@ SyntheticModelSpec spec_from(const SynthOptions& options) {
 }
 
 std::string model_shape_text(const SyntheticModelSpec& spec) {
+  std::uint64_t dense = 0;
+  for (std::uint64_t layer = 0; layer < spec.num_hidden_layers; ++layer)
+    dense += spec.is_moe_layer(layer) ? 0 : 1;
   return fmt::format(
-      "layers {} ({} dense) + {} MTP, hidden {}, experts {} x {} (top-{}, {} shared), vocab {}",
-      spec.num_hidden_layers, spec.first_k_dense_replace, spec.num_nextn_predict_layers,
+      "{}: layers {} ({} dense) + {} MTP, hidden {}, experts {} x {} (top-{}, {} shared), vocab {}",
+      model_family(spec.family).name, spec.num_hidden_layers, dense, spec.num_nextn_predict_layers,
       spec.hidden_size, spec.n_routed_experts, spec.moe_intermediate_size, spec.num_experts_per_tok,
       spec.n_shared_experts, spec.vocab_size);
 }
@@ -169,11 +178,12 @@ SubcommandRunner register_synth(CLI::App& app) {
   auto options = std::make_shared<SynthOptions>();
   auto* command = app.add_subcommand(
       "synth",
-      "Write a GLM-5-shaped BF16 checkpoint with random but realistic weights (real tensor "
-      "names, shapes, dtypes and config.json), seeded and reproducible, streamed so any size "
-      "needs little memory.");
+      "Write a BF16 checkpoint of a model family (glm_moe_dsa, deepseek_v3, qwen3_moe) with "
+      "random but realistic weights (real tensor names, shapes, dtypes and config.json), seeded "
+      "and reproducible, streamed so any size needs little memory.");
   command->add_option("--preset", options->preset,
-                      "starting point: tiny, glm5, glm5-moe-layer, bench-4g (see --list-presets)");
+                      "starting point: tiny, glm5, glm5-moe-layer, bench-4g, deepseek-v3-tiny, deepseek-v3, "
+                      "qwen3-moe-tiny, qwen3-30b-a3b (see --list-presets)");
   command->add_option("--out", options->out, "output directory (must not exist or be empty)");
   for (std::size_t i = 0; i < kDimensionFlagCount; ++i)
     command->add_option(kDimensionFlags[i].flag, options->dimensions[i], kDimensionFlags[i].help);

@@ -1,75 +1,56 @@
 #include "qs/run/architecture.h"
 
-#include "qs/ckpt/model/glm5_layout.h"
+#include <fmt/format.h>
+
+#include "qs/ckpt/core/error.h"
 
 namespace qs::run {
 namespace {
-// TEMPORARY until the families branch's config reader is merged.
-std::uint64_t u(const nlohmann::json& c, const char* key, std::uint64_t fallback = 0) {
-  return c.contains(key) && c[key].is_number_integer() ? c[key].get<std::uint64_t>() : fallback;
+
+std::optional<YarnScaling> yarn_of(const ModelDimensions& d, const std::string& file) {
+  if (!d.rope_scaling) return std::nullopt;
+  const auto& scaling = *d.rope_scaling;
+  if (scaling.type != "yarn")
+    throw_bad_input("run.unsupported_rope_scaling",
+                    fmt::format("rope_scaling type \"{}\": the runner applies yarn only",
+                                scaling.type),
+                    file);
+  YarnScaling yarn;
+  yarn.factor = scaling.factor;
+  yarn.original_max_position_embeddings =
+      static_cast<double>(scaling.original_max_position_embeddings);
+  yarn.beta_fast = scaling.beta_fast;
+  yarn.beta_slow = scaling.beta_slow;
+  yarn.mscale = scaling.mscale;
+  yarn.mscale_all_dim = scaling.mscale_all_dim;
+  return yarn;
 }
-double f(const nlohmann::json& c, const char* key, double fallback) {
-  return c.contains(key) && c[key].is_number() ? c[key].get<double>() : fallback;
+
+RouterSpec router_of(const ModelDimensions& d) {
+  RouterSpec spec;
+  spec.scoring = d.scoring_func;
+  // noaux_tc: the correction bias picks, within the best topk_group of n_group groups.
+  spec.correction_bias = d.topk_method == TopkMethod::NoauxTc;
+  spec.experts = d.n_routed_experts;
+  spec.experts_per_token = d.num_experts_per_tok;
+  spec.groups = spec.correction_bias ? d.n_group : 1;
+  spec.groups_kept = spec.correction_bias ? d.topk_group : 1;
+  spec.normalize = d.norm_topk_prob;
+  spec.scaling = d.routed_scaling_factor;
+  return spec;
 }
+
 }  // namespace
 
 RunnerArchitecture runner_architecture(const Checkpoint& checkpoint) {
-  const auto& c = checkpoint.config();
-  const std::string type = c.value("model_type", "");
+  const auto file = (checkpoint.directory() / "config.json").string();
   RunnerArchitecture a;
-  a.model_type = type;
-  if (type == "glm_moe_dsa") {
-    const auto d = dimensions_from_config(c, (checkpoint.directory() / "config.json").string());
-    (void)d;
-  }
-  a.vocab_size = u(c, "vocab_size");
-  a.hidden_size = u(c, "hidden_size");
-  a.intermediate_size = u(c, "intermediate_size");
-  a.moe_intermediate_size = u(c, "moe_intermediate_size");
-  a.num_hidden_layers = u(c, "num_hidden_layers");
-  a.num_nextn_predict_layers = u(c, "num_nextn_predict_layers");
-  a.n_shared_experts = u(c, "n_shared_experts");
-  a.rms_norm_eps = f(c, "rms_norm_eps", 1e-6);
-  a.rope_theta = f(c, "rope_theta", 10000);
-  a.num_attention_heads = u(c, "num_attention_heads");
-  a.num_key_value_heads = u(c, "num_key_value_heads");
-  a.head_dim = u(c, "head_dim");
-  a.q_lora_rank = u(c, "q_lora_rank");
-  a.kv_lora_rank = u(c, "kv_lora_rank");
-  a.qk_nope_head_dim = u(c, "qk_nope_head_dim");
-  a.qk_rope_head_dim = u(c, "qk_rope_head_dim");
-  a.v_head_dim = u(c, "v_head_dim");
-  a.index_n_heads = u(c, "index_n_heads");
-  a.index_head_dim = u(c, "index_head_dim");
-  a.index_topk = u(c, "index_topk");
-  const std::uint64_t experts =
-      type == "qwen3_moe" ? u(c, "num_experts") : u(c, "n_routed_experts");
-  a.router = {type == "qwen3_moe" ? RouterScoring::SoftmaxTopK : RouterScoring::SigmoidGroupedTopK,
-              experts,
-              u(c, "num_experts_per_tok"),
-              u(c, "n_group", 1),
-              u(c, "topk_group", 1),
-              c.value("norm_topk_prob", true),
-              f(c, "routed_scaling_factor", 1.0)};
-  if (type == "glm_moe_dsa") a.attention = AttentionKind::LatentWithIndexer;
-  if (type == "deepseek_v3") a.attention = AttentionKind::Latent;
-  if (type == "qwen3_moe") {
-    a.attention = AttentionKind::GroupedQuery;
-    a.rotary_pairing = RotaryPairing::Halves;
-  }
-  if (c.contains("rope_scaling") && c["rope_scaling"].is_object()) {
-    const auto& r = c["rope_scaling"];
-    YarnScaling y;
-    y.factor = f(r, "factor", 1);
-    y.original_max_position_embeddings = f(r, "original_max_position_embeddings", 0);
-    y.beta_fast = f(r, "beta_fast", 32);
-    y.beta_slow = f(r, "beta_slow", 1);
-    y.mscale = f(r, "mscale", 0);
-    y.mscale_all_dim = f(r, "mscale_all_dim", 0);
-    a.yarn = y;
-  }
-  for (std::uint64_t layer = 0; layer < a.num_hidden_layers + a.num_nextn_predict_layers; ++layer)
-    a.moe_layers.push_back(type == "qwen3_moe" ? true : layer >= u(c, "first_k_dense_replace"));
+  a.dimensions = dimensions_from_config(checkpoint.config(), file);
+  a.family = &model_family(a.dimensions.family);
+  a.rotary_pairing =
+      a.dimensions.rope_interleave ? RotaryPairing::Interleaved : RotaryPairing::Halves;
+  a.yarn = yarn_of(a.dimensions, file);
+  a.router = router_of(a.dimensions);
   return a;
 }
 

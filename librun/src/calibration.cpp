@@ -88,7 +88,7 @@ CalibrationSummary calibrate(const Checkpoint& checkpoint, const TokenBatch& tok
                              const std::filesystem::path& output,
                              const CalibrationOptions& options) {
   const LanguageModel model(checkpoint, options.device);
-  const auto& dims = model.architecture();
+  const auto& dims = model.architecture().dimensions;
   CalibrationStoreWriter writer(
       output, {checkpoint.directory().string(), tokens.rows * tokens.seq, options.all_experts,
                fmt::format("f32 activations (GEMMs on {}) widened to f64, summed in f64 in fixed "
@@ -106,13 +106,13 @@ CalibrationSummary calibrate(const Checkpoint& checkpoint, const TokenBatch& tok
   auto hidden = model.embed(tokens.ids, tokens.rows, tokens.seq);
   for (std::uint64_t layer = 0; layer < dims.num_hidden_layers; ++layer) {
     model.run_layer(layer, hidden, run);
-    collector.flush(writer, dims.router.experts, summary);
+    collector.flush(writer, dims.n_routed_experts, summary);
     if (options.on_progress) options.on_progress(layer + 1, total);
   }
   if (mtp) {
     model.final_norm(hidden);
     model.mtp_logits(hidden, tokens.ids, run);
-    collector.flush(writer, dims.router.experts, summary);
+    collector.flush(writer, dims.n_routed_experts, summary);
     if (options.on_progress) options.on_progress(total, total);
   }
   writer.commit();

@@ -96,16 +96,18 @@ EvaluationReport evaluate(const Checkpoint& reference, const Checkpoint& test,
                                 "next token",
                                 tokens.seq));
   const LanguageModel reference_model(reference, options.device), test_model(test, options.device);
-  const auto& dims = reference_model.architecture();
-  if (dims.model_type != test_model.architecture().model_type)
+  const auto& dims = reference_model.architecture().dimensions;
+  const auto& test_dims = test_model.architecture().dimensions;
+  if (dims.family != test_dims.family)
     throw_bad_input("eval.family_mismatch",
-                    fmt::format("the models are of different families ({} and {})", dims.model_type,
-                                test_model.architecture().model_type),
+                    fmt::format("the models are of different families ({} and {})",
+                                reference_model.architecture().family->name,
+                                test_model.architecture().family->name),
                     test.directory().string());
-  if (dims.vocab_size != test_model.architecture().vocab_size)
+  if (dims.vocab_size != test_dims.vocab_size)
     throw_bad_input("eval.vocab_mismatch",
                     fmt::format("the models have different vocabularies ({} and {})",
-                                dims.vocab_size, test_model.architecture().vocab_size),
+                                dims.vocab_size, test_dims.vocab_size),
                     test.directory().string());
   const auto progress = [&](const std::string& stage, std::uint64_t done, std::uint64_t total) {
     if (options.on_progress) options.on_progress(stage, done, total);

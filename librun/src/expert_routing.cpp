@@ -43,25 +43,23 @@ ExpertAssignments route_tokens(const RouterSpec& spec, std::span<const float> lo
   std::vector<float> score(experts), choice(experts);
   for (std::uint64_t r = 0; r < rows; ++r) {
     const float* row = logits.data() + r * experts;
-    if (spec.scoring == RouterScoring::SigmoidGroupedTopK) {
-      for (std::uint64_t e = 0; e < experts; ++e) {
-        score[e] = 1.0f / (1.0f + std::exp(-row[e]));
-        choice[e] = score[e] + (correction_bias.empty() ? 0.0f : correction_bias[e]);
-      }
-      keep_best_groups(spec, choice);
+    if (spec.scoring == RouterScoring::Sigmoid) {
+      for (std::uint64_t e = 0; e < experts; ++e) score[e] = 1.0f / (1.0f + std::exp(-row[e]));
     } else {
       const float largest = *std::max_element(row, row + experts);
       float total = 0.0f;
       for (std::uint64_t e = 0; e < experts; ++e) total += score[e] = std::exp(row[e] - largest);
-      for (std::uint64_t e = 0; e < experts; ++e) choice[e] = score[e] /= total;
+      for (std::uint64_t e = 0; e < experts; ++e) score[e] /= total;
     }
+    for (std::uint64_t e = 0; e < experts; ++e)
+      choice[e] = spec.correction_bias ? score[e] + correction_bias[e] : score[e];
+    keep_best_groups(spec, choice);
     const auto order = descending_order(choice);
     float total = 0.0f;
     for (std::uint64_t k = 0; k < top; ++k) total += score[order[k]];
-    // The sigmoid kinds add 1e-20 to the sum (DeepSeek's guard against all-zero scores);
+    // Sigmoid routers add 1e-20 to the sum (DeepSeek's guard against all-zero scores);
     // softmax probabilities cannot all be zero.
-    const float denominator =
-        spec.scoring == RouterScoring::SigmoidGroupedTopK ? total + 1e-20f : total;
+    const float denominator = spec.scoring == RouterScoring::Sigmoid ? total + 1e-20f : total;
     const auto scaling = static_cast<float>(spec.scaling);
     for (std::uint64_t k = 0; k < top; ++k) {
       const float weight = spec.normalize ? score[order[k]] / denominator : score[order[k]];

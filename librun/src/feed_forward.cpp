@@ -44,23 +44,23 @@ void LanguageModel::feed_forward(std::uint64_t layer, HiddenStates& hidden,
                                  const RunOptions& options) const {
   const auto& a = architecture_;
   const std::string p = fmt::format("model.layers.{}.", layer);
-  const std::uint64_t rows = hidden.batch * hidden.seq, width = a.hidden_size;
+  const std::uint64_t rows = hidden.batch * hidden.seq, width = a.dimensions.hidden_size;
   HiddenStates normed = hidden;
   rms_norm(normed.values, weights_.vector(p + "post_attention_layernorm.weight"),
-           static_cast<float>(a.rms_norm_eps));
+           static_cast<float>(a.dimensions.rms_norm_eps));
   std::vector<float> output;
-  if (!a.is_moe_layer(layer)) {
+  if (!a.dimensions.is_moe_layer(layer)) {
     output = gated_mlp(weights_, options.observer, p + "mlp", normed.values, rows);
   } else {
     const std::uint64_t experts = a.router.experts;
     const auto router =
         observed_linear(weights_, options.observer, p + "mlp.gate", normed.values, rows);
-    // Only sigmoid routers carry a correction bias (it chooses experts, never weighs them).
-    const auto bias = a.router.scoring == RouterScoring::SigmoidGroupedTopK
+    // noaux_tc routers carry a correction bias (it chooses experts, never weighs them).
+    const auto bias = a.router.correction_bias
                           ? weights_.vector(p + "mlp.gate.e_score_correction_bias")
                           : std::vector<float>{};
     const auto routed = route_tokens(a.router, router, rows, bias);
-    output = a.n_shared_experts > 0 ? gated_mlp(weights_, options.observer,
+    output = a.dimensions.n_shared_experts > 0 ? gated_mlp(weights_, options.observer,
                                                 p + "mlp.shared_experts", normed.values, rows)
                                     : std::vector<float>(rows * width, 0.0f);
     if (options.observer) {

@@ -19,18 +19,18 @@ class GroupedQueryAttention final : public Attention {
   GroupedQueryAttention(const RunnerArchitecture& architecture, const WeightLoader& weights)
       : a_(architecture),
         weights_(weights),
-        rotary_(architecture.head_dim, architecture.rope_theta, architecture.rotary_pairing,
+        rotary_(architecture.dimensions.head_dim, architecture.dimensions.rope_theta, architecture.rotary_pairing,
                 architecture.yarn),
-        scale_(static_cast<float>(std::pow(static_cast<double>(architecture.head_dim), -0.5))) {}
+        scale_(static_cast<float>(std::pow(static_cast<double>(architecture.dimensions.head_dim), -0.5))) {}
 
   std::vector<float> forward(std::uint64_t layer, const HiddenStates& normed,
                              const RunOptions& options, LayerCache* cache) const override {
     const std::string p = fmt::format("model.layers.{}.self_attn.", layer);
     const std::uint64_t seq = normed.seq, rows = normed.batch * seq;
-    const std::uint64_t heads = a_.num_attention_heads, kv_heads = a_.num_key_value_heads;
-    const std::uint64_t head_dim = a_.head_dim, kv_width = kv_heads * head_dim;
+    const std::uint64_t heads = a_.dimensions.num_attention_heads, kv_heads = a_.dimensions.num_key_value_heads;
+    const std::uint64_t head_dim = a_.dimensions.head_dim, kv_width = kv_heads * head_dim;
     const std::uint64_t past = cache ? cache->length : 0, context = past + seq;
-    const float eps = static_cast<float>(a_.rms_norm_eps);
+    const float eps = static_cast<float>(a_.dimensions.rms_norm_eps);
 
     auto queries = observed_linear(weights_, options.observer, p + "q_proj", normed.values, rows);
     auto keys = observed_linear(weights_, options.observer, p + "k_proj", normed.values, rows);

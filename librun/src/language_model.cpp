@@ -43,7 +43,7 @@ void LanguageModel::run_layer(std::uint64_t layer, HiddenStates& hidden, const R
   HiddenStates normed = hidden;
   rms_norm(normed.values,
            weights_.vector(fmt::format("model.layers.{}.input_layernorm.weight", layer)),
-           static_cast<float>(architecture_.rms_norm_eps));
+           static_cast<float>(architecture_.dimensions.rms_norm_eps));
   const auto attended = attention_->forward(layer, normed, options, cache);
   for (std::size_t i = 0; i < hidden.values.size(); ++i) hidden.values[i] += attended[i];
   feed_forward(layer, hidden, options);
@@ -51,21 +51,21 @@ void LanguageModel::run_layer(std::uint64_t layer, HiddenStates& hidden, const R
 
 void LanguageModel::final_norm(HiddenStates& hidden) const {
   rms_norm(hidden.values, weights_.vector("model.norm.weight"),
-           static_cast<float>(architecture_.rms_norm_eps));
+           static_cast<float>(architecture_.dimensions.rms_norm_eps));
 }
 
 std::vector<float> LanguageModel::logits(const HiddenStates& normed) const {
   // Tied embeddings (tie_word_embeddings): the embedding table is the output projection.
   return linear(
       normed.values, normed.batch * normed.seq,
-      weights_.linear(architecture_.tie_word_embeddings ? "model.embed_tokens" : "lm_head"));
+      weights_.linear(architecture_.dimensions.tie_word_embeddings ? "model.embed_tokens" : "lm_head"));
 }
 
 LanguageModel::Output LanguageModel::forward(std::span<const std::int32_t> tokens,
                                              std::uint64_t batch, std::uint64_t seq,
                                              const RunOptions& options) const {
   HiddenStates hidden = embed(tokens, batch, seq);
-  for (std::uint64_t layer = 0; layer < architecture_.num_hidden_layers; ++layer)
+  for (std::uint64_t layer = 0; layer < architecture_.dimensions.num_hidden_layers; ++layer)
     run_layer(layer, hidden, options);
   final_norm(hidden);
   return {logits(hidden), std::move(hidden)};
@@ -76,17 +76,17 @@ std::vector<std::int32_t> LanguageModel::generate(std::span<const std::int32_t> 
                                                   std::optional<std::int32_t> stop,
                                                   const RunOptions& options) const {
   DecodeCache cache;
-  cache.layers.resize(architecture_.num_hidden_layers);
+  cache.layers.resize(architecture_.dimensions.num_hidden_layers);
   std::vector<std::int32_t> generated;
   std::vector<std::int32_t> next(prompt.begin(), prompt.end());
   while (generated.size() < max_new) {
     HiddenStates hidden = embed(next, 1, next.size());
-    for (std::uint64_t layer = 0; layer < architecture_.num_hidden_layers; ++layer)
+    for (std::uint64_t layer = 0; layer < architecture_.dimensions.num_hidden_layers; ++layer)
       run_layer(layer, hidden, options, &cache.layers[layer]);
     // Only the last row's logits are needed.
     HiddenStates last{
         1, 1,
-        std::vector<float>(hidden.values.end() - architecture_.hidden_size, hidden.values.end())};
+        std::vector<float>(hidden.values.end() - architecture_.dimensions.hidden_size, hidden.values.end())};
     final_norm(last);
     const auto scores = logits(last);
     const auto token =
@@ -101,7 +101,7 @@ std::vector<std::int32_t> LanguageModel::generate(std::span<const std::int32_t> 
 std::vector<float> LanguageModel::mtp_logits(const HiddenStates& final_hidden,
                                              std::span<const std::int32_t> tokens,
                                              const RunOptions& options) const {
-  const auto& d = architecture_;
+  const auto& d = architecture_.dimensions;
   if (d.num_nextn_predict_layers == 0)
     throw_bad_input("run.no_mtp_layer", "the model has no MTP layer (num_nextn_predict_layers 0)",
                     (checkpoint_.directory() / "config.json").string());

@@ -33,12 +33,12 @@ class LatentAttention final : public Attention {
       : a_(architecture),
         weights_(weights),
         with_indexer_(with_indexer),
-        rotary_(architecture.qk_rope_head_dim, architecture.rope_theta, architecture.rotary_pairing,
+        rotary_(architecture.dimensions.qk_rope_head_dim, architecture.dimensions.rope_theta, architecture.rotary_pairing,
                 architecture.yarn),
         // YaRN scales the softmax of every dimension, rotary or not (DeepSeek's mscale).
         scale_(1.0f /
-               std::sqrt(static_cast<float>(architecture.qk_nope_head_dim +
-                                            architecture.qk_rope_head_dim)) *
+               std::sqrt(static_cast<float>(architecture.dimensions.qk_nope_head_dim +
+                                            architecture.dimensions.qk_rope_head_dim)) *
                static_cast<float>(softmax_scale_factor(architecture.yarn))) {}
 
   std::vector<float> forward(std::uint64_t layer, const HiddenStates& normed,
@@ -69,7 +69,7 @@ std::vector<std::vector<bool>> LatentAttention::indexer_selection(
   const std::uint64_t seq = normed.seq, rows = normed.batch * seq, context = past + seq;
   if (context <= topk && !cached_keys && !observer) return {};
   const std::string p = attention_prefix(layer) + "indexer.";
-  const std::uint64_t heads = a_.index_n_heads, head_dim = a_.index_head_dim;
+  const std::uint64_t heads = a_.dimensions.index_n_heads, head_dim = a_.dimensions.index_head_dim;
   auto queries =
       observed_linear(weights_, observer, p + "wq_b", query_latent, rows);  // [rows, heads·dim]
   auto new_keys =
@@ -122,9 +122,9 @@ std::vector<float> LatentAttention::forward(std::uint64_t layer, const HiddenSta
                                             const RunOptions& options, LayerCache* cache) const {
   const std::string p = attention_prefix(layer);
   const std::uint64_t seq = normed.seq, rows = normed.batch * seq;
-  const std::uint64_t heads = a_.num_attention_heads, nope = a_.qk_nope_head_dim;
-  const std::uint64_t rope = a_.qk_rope_head_dim, value_dim = a_.v_head_dim;
-  const std::uint64_t qk_dim = nope + rope, latent = a_.kv_lora_rank;
+  const std::uint64_t heads = a_.dimensions.num_attention_heads, nope = a_.dimensions.qk_nope_head_dim;
+  const std::uint64_t rope = a_.dimensions.qk_rope_head_dim, value_dim = a_.dimensions.v_head_dim;
+  const std::uint64_t qk_dim = nope + rope, latent = a_.dimensions.kv_lora_rank;
   const std::uint64_t past = cache ? cache->length : 0, context = past + seq;
 
   auto query_latent =
@@ -155,7 +155,7 @@ std::vector<float> LatentAttention::forward(std::uint64_t layer, const HiddenSta
   all_key_rope.insert(all_key_rope.end(), key_rope.begin(), key_rope.end());
   const auto allowed =
       with_indexer_ ? indexer_selection(layer, normed, query_latent,
-                                        options.index_topk.value_or(a_.index_topk), past,
+                                        options.index_topk.value_or(a_.dimensions.index_topk), past,
                                         cache ? &cache->indexer_keys : nullptr, options.observer)
                     : std::vector<std::vector<bool>>{};
   if (cache) cache->length = context;

@@ -213,6 +213,10 @@ constexpr std::array kVllmModuleRules{
     VllmModuleRule{TensorRole::AttnQB, VllmNaming::Own, {}, "ColumnParallelLinear"},
     VllmModuleRule{TensorRole::AttnKvB, VllmNaming::Own, {}, "ColumnParallelLinear"},
     VllmModuleRule{TensorRole::AttnO, VllmNaming::Own, {}, "RowParallelLinear"},
+    // vllm models/qwen3_moe.py (Qwen3MoeAttention): q/k/v load into one qkv_proj.
+    VllmModuleRule{TensorRole::AttnQ, VllmNaming::Sibling, "qkv_proj", "QKVParallelLinear"},
+    VllmModuleRule{TensorRole::AttnK, VllmNaming::Sibling, "qkv_proj", "QKVParallelLinear"},
+    VllmModuleRule{TensorRole::AttnV, VllmNaming::Sibling, "qkv_proj", "QKVParallelLinear"},
     VllmModuleRule{TensorRole::IndexerWqB, VllmNaming::Own, {}, "ReplicatedLinear"},
     VllmModuleRule{TensorRole::DenseGate, VllmNaming::Sibling, "gate_up_proj",
                    "MergedColumnParallelLinear"},
@@ -292,6 +296,7 @@ std::vector<PackedModule> deepseek_packed_modules() {
   return {
       {"fused_qkv_a_proj", {"q_a_proj", "kv_a_proj_with_mqa"}},
       {"gate_up_proj", {"gate_proj", "up_proj"}},
+      {"qkv_proj", {"q_proj", "k_proj", "v_proj"}},
   };
 }
 

@@ -115,6 +115,114 @@ Spec bench_4g_spec() {
   return spec;
 }
 
+Spec deepseek_v3_spec() {
+  // deepseek-ai/DeepSeek-V3 config.json (docs/models/deepseek_v3.md).
+  Spec spec;
+  static_cast<ModelDimensions&>(spec) = default_dimensions(ModelFamilyId::DeepseekV3);
+  spec.vocab_size = 129280;
+  spec.hidden_size = 7168;
+  spec.intermediate_size = 18432;
+  spec.moe_intermediate_size = 2048;
+  spec.num_hidden_layers = 61;
+  spec.first_k_dense_replace = 3;
+  spec.num_nextn_predict_layers = 1;
+  spec.num_attention_heads = 128;
+  spec.num_key_value_heads = 128;
+  spec.q_lora_rank = 1536;
+  spec.kv_lora_rank = 512;
+  spec.qk_nope_head_dim = 128;
+  spec.qk_rope_head_dim = 64;
+  spec.v_head_dim = 128;
+  spec.n_routed_experts = 256;
+  spec.n_shared_experts = 1;
+  spec.num_experts_per_tok = 8;
+  spec.n_group = 8;
+  spec.topk_group = 4;
+  spec.max_position_embeddings = 163840;
+  spec.rope_scaling = RopeScaling{.type = "yarn",
+                                  .factor = 40.0,
+                                  .original_max_position_embeddings = 4096,
+                                  .beta_fast = 32.0,
+                                  .beta_slow = 1.0,
+                                  .mscale = 1.0,
+                                  .mscale_all_dim = 1.0};
+  spec.bos_token_id = 0;
+  spec.eos_token_ids = {1};
+  return spec;
+}
+
+Spec deepseek_v3_tiny_spec() {
+  // DeepSeek-V3's structure at glm5-tiny's sizes: grouped routing (4 groups, keep 2), a dense
+  // layer, an MTP layer with its own embedding and head, yarn RoPE scaling.
+  Spec spec = deepseek_v3_spec();
+  spec.vocab_size = 512;
+  spec.hidden_size = 256;
+  spec.intermediate_size = 512;
+  spec.moe_intermediate_size = 128;
+  spec.num_hidden_layers = 4;
+  spec.first_k_dense_replace = 1;
+  spec.num_attention_heads = 4;
+  spec.num_key_value_heads = 4;
+  spec.q_lora_rank = 128;
+  spec.kv_lora_rank = 128;
+  spec.qk_nope_head_dim = 64;
+  spec.qk_rope_head_dim = 32;
+  spec.v_head_dim = 64;
+  spec.n_routed_experts = 16;
+  spec.num_experts_per_tok = 4;
+  spec.n_group = 4;
+  spec.topk_group = 2;
+  spec.max_position_embeddings = 4096;
+  spec.rope_scaling->factor = 4.0;
+  spec.rope_scaling->original_max_position_embeddings = 1024;
+  spec.max_shard_bytes = 10'000'000;
+  return spec;
+}
+
+Spec qwen3_30b_a3b_spec() {
+  // Qwen/Qwen3-30B-A3B config.json (docs/models/qwen3_moe.md).
+  Spec spec;
+  static_cast<ModelDimensions&>(spec) = default_dimensions(ModelFamilyId::Qwen3Moe);
+  spec.vocab_size = 151936;
+  spec.hidden_size = 2048;
+  spec.intermediate_size = 6144;
+  spec.moe_intermediate_size = 768;
+  spec.num_hidden_layers = 48;
+  spec.num_attention_heads = 32;
+  spec.num_key_value_heads = 4;
+  spec.head_dim = 128;
+  spec.n_routed_experts = 128;
+  spec.num_experts_per_tok = 8;
+  spec.norm_topk_prob = true;
+  spec.max_position_embeddings = 40960;
+  spec.rope_theta = 1'000'000.0;
+  spec.bos_token_id = 151643;
+  spec.eos_token_ids = {151645};
+  return spec;
+}
+
+Spec qwen3_moe_tiny_spec() {
+  // Qwen3-MoE's structure at glm5-tiny's sizes; layer 0 listed in mlp_only_layers so the
+  // dense path exists too (the released models have none).
+  Spec spec = qwen3_30b_a3b_spec();
+  spec.vocab_size = 512;
+  spec.hidden_size = 256;
+  spec.intermediate_size = 512;
+  spec.moe_intermediate_size = 128;
+  spec.num_hidden_layers = 4;
+  spec.mlp_only_layers = {0};
+  spec.num_attention_heads = 4;
+  spec.num_key_value_heads = 2;
+  spec.head_dim = 64;
+  spec.n_routed_experts = 16;
+  spec.num_experts_per_tok = 4;
+  spec.max_position_embeddings = 4096;
+  spec.bos_token_id = 256;
+  spec.eos_token_ids = {257};
+  spec.max_shard_bytes = 10'000'000;
+  return spec;
+}
+
 const std::vector<SyntheticPreset>& preset_table() {
   static const std::vector<SyntheticPreset> presets = {
       {"tiny", "the bundled glm5-tiny fixture's dimensions, names, shapes and dtypes", tiny_spec()},
@@ -123,6 +231,14 @@ const std::vector<SyntheticPreset>& preset_table() {
       {"glm5-moe-layer", "one real-size GLM-5 MoE layer (256 experts, no dense layer, no MTP)",
        glm5_moe_layer_spec()},
       {"bench-4g", "GLM-5-shaped, ~4.7 GB in 1 GB shards, for I/O benchmarks", bench_4g_spec()},
+      {"deepseek-v3-tiny", "DeepSeek-V3 structure (grouped routing, MTP with embed/head) at tiny size",
+       deepseek_v3_tiny_spec()},
+      {"deepseek-v3", "real DeepSeek-V3 (61 layers + MTP, 256 experts in 8 groups, hidden 7168)",
+       deepseek_v3_spec()},
+      {"qwen3-moe-tiny", "Qwen3-MoE structure (GQA with q/k norm, softmax routing) at tiny size",
+       qwen3_moe_tiny_spec()},
+      {"qwen3-30b-a3b", "real Qwen3-30B-A3B (48 layers, 128 experts, 32 q / 4 kv heads)",
+       qwen3_30b_a3b_spec()},
   };
   return presets;
 }
@@ -418,7 +534,7 @@ const SyntheticPreset& synthetic_preset(std::string_view name) {
 
 void generate_synthetic_tensor(const SyntheticModelSpec& spec, std::string_view tensor_name,
                                std::uint64_t first_element, std::span<std::byte> out) {
-  for (const auto& tensor : glm5_layout(spec))
+  for (const auto& tensor : checkpoint_layout(spec))
     if (tensor.spec.name == tensor_name)
       return generate_values(spec.seed, tensor, first_element, out);
   throw_bad_input("synth.unknown_tensor", "the synthetic model has no such tensor", {},
@@ -429,7 +545,7 @@ SyntheticWriteSummary write_synthetic_checkpoint(const SyntheticModelSpec& spec,
                                                  const std::filesystem::path& output_directory,
                                                  const SyntheticProgressCallback& progress) {
   validate_synthetic_spec(spec);
-  const std::vector<LayoutTensor> tensors = glm5_layout(spec);
+  const std::vector<LayoutTensor> tensors = checkpoint_layout(spec);
   require_empty_output_directory(output_directory);
   std::filesystem::create_directories(output_directory);
   // Configs first, weights after: the index (or the single shard) written last is what marks

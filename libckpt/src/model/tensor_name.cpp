@@ -2,9 +2,11 @@
 
 #include <array>
 #include <cstddef>
-#include <limits>
-#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
 #include <utility>
+
+#include "qs/ckpt/core/error.h"
 
 namespace qs {
 namespace {
@@ -34,6 +36,11 @@ constexpr std::array kRoles{
     RoleInfo{TensorRole::AttnKvB, "attn.kv_b", TensorCategory::Attention, true},
     RoleInfo{TensorRole::AttnO, "attn.o", TensorCategory::Attention, true},
     RoleInfo{TensorRole::AttnRotaryEmb, "attn.rotary_emb", TensorCategory::Attention, false},
+    RoleInfo{TensorRole::AttnQ, "attn.q", TensorCategory::Attention, true},
+    RoleInfo{TensorRole::AttnK, "attn.k", TensorCategory::Attention, true},
+    RoleInfo{TensorRole::AttnV, "attn.v", TensorCategory::Attention, true},
+    RoleInfo{TensorRole::AttnQNorm, "attn.q_norm", TensorCategory::Norm, false},
+    RoleInfo{TensorRole::AttnKNorm, "attn.k_norm", TensorCategory::Norm, false},
     RoleInfo{TensorRole::IndexerWqB, "indexer.wq_b", TensorCategory::Indexer, true},
     RoleInfo{TensorRole::IndexerWk, "indexer.wk", TensorCategory::Indexer, true},
     RoleInfo{TensorRole::IndexerKNorm, "indexer.k_norm", TensorCategory::Norm, false},
@@ -177,6 +184,11 @@ constexpr std::array kModuleRules{
     ModuleRule{"model.layers.{layer}.self_attn.kv_b_proj", TensorRole::AttnKvB, {}},
     ModuleRule{"model.layers.{layer}.self_attn.o_proj", TensorRole::AttnO, {}},
     ModuleRule{"model.layers.{layer}.self_attn.rotary_emb", TensorRole::AttnRotaryEmb, {}},
+    ModuleRule{"model.layers.{layer}.self_attn.q_proj", TensorRole::AttnQ, {}},
+    ModuleRule{"model.layers.{layer}.self_attn.k_proj", TensorRole::AttnK, {}},
+    ModuleRule{"model.layers.{layer}.self_attn.v_proj", TensorRole::AttnV, {}},
+    ModuleRule{"model.layers.{layer}.self_attn.q_norm", TensorRole::AttnQNorm, {}},
+    ModuleRule{"model.layers.{layer}.self_attn.k_norm", TensorRole::AttnKNorm, {}},
 
     ModuleRule{"model.layers.{layer}.self_attn.indexer.wq_b", TensorRole::IndexerWqB, {}},
     ModuleRule{"model.layers.{layer}.self_attn.indexer.wk", TensorRole::IndexerWk, {}},
@@ -282,46 +294,34 @@ struct FusionRule {
   TensorRole role;
   FusionKind kind;
   std::string_view fused_component;
-  std::array<std::string_view, 2> member_components;
+  std::span<const std::string_view> member_components;  // in the engine's row order
   std::size_t member_index;
 };
 
+constexpr std::string_view kQkvAMembers[] = {"q_a_proj", "kv_a_proj_with_mqa"};
+constexpr std::string_view kQkvMembers[] = {"q_proj", "k_proj", "v_proj"};
+constexpr std::string_view kGateUpMembers[] = {"gate_proj", "up_proj"};
+constexpr std::string_view kIndexerMembers[] = {"wk", "weights_proj"};
+
 // clang-format off
 constexpr std::array kFusionRules{
-    FusionRule{TensorRole::AttnQA, FusionKind::QkvA, "fused_qkv_a_proj",
-               {"q_a_proj", "kv_a_proj_with_mqa"}, 0},
-    FusionRule{TensorRole::AttnKvA, FusionKind::QkvA, "fused_qkv_a_proj",
-               {"q_a_proj", "kv_a_proj_with_mqa"}, 1},
-    FusionRule{TensorRole::DenseGate, FusionKind::GateUp, "gate_up_proj",
-               {"gate_proj", "up_proj"}, 0},
-    FusionRule{TensorRole::DenseUp, FusionKind::GateUp, "gate_up_proj", {"gate_proj", "up_proj"},
-               1},
-    FusionRule{TensorRole::SharedGate, FusionKind::GateUp, "gate_up_proj",
-               {"gate_proj", "up_proj"}, 0},
-    FusionRule{TensorRole::SharedUp, FusionKind::GateUp, "gate_up_proj", {"gate_proj", "up_proj"},
-               1},
-    FusionRule{TensorRole::ExpertGate, FusionKind::ExpertGateUp, "gate_up_proj",
-               {"gate_proj", "up_proj"}, 0},
-    FusionRule{TensorRole::ExpertUp, FusionKind::ExpertGateUp, "gate_up_proj",
-               {"gate_proj", "up_proj"}, 1},
+    FusionRule{TensorRole::AttnQA, FusionKind::QkvA, "fused_qkv_a_proj", kQkvAMembers, 0},
+    FusionRule{TensorRole::AttnKvA, FusionKind::QkvA, "fused_qkv_a_proj", kQkvAMembers, 1},
+    FusionRule{TensorRole::AttnQ, FusionKind::Qkv, "qkv_proj", kQkvMembers, 0},
+    FusionRule{TensorRole::AttnK, FusionKind::Qkv, "qkv_proj", kQkvMembers, 1},
+    FusionRule{TensorRole::AttnV, FusionKind::Qkv, "qkv_proj", kQkvMembers, 2},
+    FusionRule{TensorRole::DenseGate, FusionKind::GateUp, "gate_up_proj", kGateUpMembers, 0},
+    FusionRule{TensorRole::DenseUp, FusionKind::GateUp, "gate_up_proj", kGateUpMembers, 1},
+    FusionRule{TensorRole::SharedGate, FusionKind::GateUp, "gate_up_proj", kGateUpMembers, 0},
+    FusionRule{TensorRole::SharedUp, FusionKind::GateUp, "gate_up_proj", kGateUpMembers, 1},
+    FusionRule{TensorRole::ExpertGate, FusionKind::ExpertGateUp, "gate_up_proj", kGateUpMembers, 0},
+    FusionRule{TensorRole::ExpertUp, FusionKind::ExpertGateUp, "gate_up_proj", kGateUpMembers, 1},
     FusionRule{TensorRole::IndexerWk, FusionKind::IndexerWkWeightsProj, "wk_weights_proj",
-               {"wk", "weights_proj"}, 0},
+               kIndexerMembers, 0},
     FusionRule{TensorRole::IndexerWeightsProj, FusionKind::IndexerWkWeightsProj,
-               "wk_weights_proj", {"wk", "weights_proj"}, 1},
+               "wk_weights_proj", kIndexerMembers, 1},
 };
 // clang-format on
-
-// A config.json layout number: `fallback` when absent or null, nullopt when present but not an
-// integer that fits uint32.
-std::optional<std::uint32_t> layout_number(const nlohmann::json& config, const char* key,
-                                           std::uint32_t fallback) {
-  const auto it = config.find(key);
-  if (it == config.end() || it->is_null()) return fallback;
-  if (!it->is_number_integer()) return std::nullopt;
-  const std::int64_t value = it->get<std::int64_t>();
-  if (value < 0 || value > std::numeric_limits<std::uint32_t>::max()) return std::nullopt;
-  return static_cast<std::uint32_t>(value);
-}
 
 }  // namespace
 
@@ -401,30 +401,25 @@ std::optional<FusedGroup> fused_group(const ParsedTensorName& parsed) {
   return std::nullopt;
 }
 
-bool ModelLayout::is_moe_layer(std::uint32_t layer) const {
-  // A hand-built layout may leave the frequency at zero; read it as "every layer".
-  const std::uint32_t frequency = moe_layer_freq == 0 ? 1 : moe_layer_freq;
-  return layer >= first_k_dense_replace && layer % frequency == 0;
-}
-
-std::optional<ModelLayout> model_layout_from_config(const nlohmann::json& config) {
-  if (!config.is_object() || !config.contains("num_hidden_layers")) return std::nullopt;
-  const auto num_hidden_layers = layout_number(config, "num_hidden_layers", 0);
-  const auto first_k_dense_replace = layout_number(config, "first_k_dense_replace", 0);
-  const auto moe_layer_freq = layout_number(config, "moe_layer_freq", 1);
-  const auto num_nextn_predict_layers = layout_number(config, "num_nextn_predict_layers", 0);
-  if (!num_hidden_layers || config.at("num_hidden_layers").is_null() || !first_k_dense_replace ||
-      !moe_layer_freq || !num_nextn_predict_layers) {
-    return std::nullopt;
+std::string role_module_path(TensorRole role, std::uint32_t layer, std::uint32_t expert) {
+  for (const ModuleRule& rule : kModuleRules) {
+    if (rule.role != role) continue;
+    std::string path;
+    std::string_view rest = rule.pattern;
+    while (!rest.empty()) {
+      const std::string_view component = next_component(rest);
+      if (!path.empty()) path += '.';
+      if (component == "{layer}")
+        path += std::to_string(layer);
+      else if (component == "{expert}")
+        path += std::to_string(expert);
+      else
+        path += component;
+    }
+    return path;
   }
-  // vLLM takes the layer index modulo moe_layer_freq; zero is a broken config, not a layout.
-  if (*moe_layer_freq == 0) return std::nullopt;
-  return ModelLayout{*num_hidden_layers, *first_k_dense_replace, *moe_layer_freq,
-                     *num_nextn_predict_layers};
-}
-
-bool in_mtp_layer(const ParsedTensorName& parsed, const ModelLayout& layout) {
-  return parsed.layer.has_value() && layout.is_mtp_layer(*parsed.layer);
+  throw Error(ErrorClass::Internal, "model.no_module_path",
+              std::string("role ") + role_name(role) + " has no module path");
 }
 
 }  // namespace qs

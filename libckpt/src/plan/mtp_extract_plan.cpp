@@ -5,6 +5,7 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {

@@ -9,6 +9,7 @@
 
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/packed_int32.h"
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {

@@ -12,6 +12,7 @@
 #include "qs/ckpt/formats/packed_int32.h"
 #include "qs/ckpt/formats/quantization_detection.h"
 #include "qs/ckpt/plan/quantize_plan.h"
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {

@@ -10,8 +10,9 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/model/glm5_layout.h"
+#include "qs/ckpt/model/checkpoint_layout.h"
 #include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {
@@ -100,15 +101,19 @@ void check_quantized_shape(const TensorSpec& spec,
 // Every tensor config.json implies, with its shape and dtype, against what the files hold.
 void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport& report) {
   const auto& config = checkpoint.config();
-  if (!config.is_object() || config.value("model_type", "") != "glm_moe_dsa") {
+  if (!find_model_family(config)) {
+    std::string known;
+    for (const auto& family : model_families())
+      known += fmt::format("{}{}", known.empty() ? "" : ", ", family.name);
     report.add(Severity::Warning, "layout", "layout.not_checked",
-               "tensor names and shapes are checked for model_type glm_moe_dsa only");
+               fmt::format("tensor names and shapes are checked for the model families {} only",
+                           known));
     return;
   }
   std::string config_file = (checkpoint.directory() / "config.json").string();
   std::vector<LayoutTensor> expected;
   try {
-    expected = glm5_layout(dimensions_from_config(config, config_file));
+    expected = checkpoint_layout(dimensions_from_config(config, config_file));
   } catch (const Error& error) {
     report.add(Severity::Problem, "layout", error.kind(), error.detail(), config_file);
     return;
@@ -163,7 +168,7 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
                  file, spec.name);
     if (info.dtype != spec.dtype) {
       // Keeping a tensor in another float type is a choice recipes make (e.g. an F32
-      // weights_proj); anything else is not a GLM-5 tensor.
+      // weights_proj); anything else is not the model's tensor.
       bool float_choice = is_float(info.dtype) && is_float(spec.dtype);
       report.add(float_choice ? Severity::Warning : Severity::Problem, "layout",
                  float_choice ? "layout.dtype_differs" : "layout.dtype_mismatch",

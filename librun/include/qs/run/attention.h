@@ -1,5 +1,5 @@
 #pragma once
-// The self-attention kinds of the families, one class each, chosen by the architecture's
+// The self-attention kinds of the families, one class each, chosen by the family description's
 // AttentionKind (make_attention): latent attention (MLA) with or without the DSA indexer, and
 // grouped-query attention with q/k norms.
 

@@ -11,12 +11,13 @@
 #include <utility>
 #include <vector>
 
+#include "qs/ckpt/model/model_family.h"
+
 namespace qs::run {
 
-enum class RouterScoring : std::uint8_t { SigmoidGroupedTopK, SoftmaxTopK };
-
 struct RouterSpec {
-  RouterScoring scoring = RouterScoring::SigmoidGroupedTopK;
+  RouterScoring scoring = RouterScoring::Sigmoid;
+  bool correction_bias = true;  // noaux_tc: e_score_correction_bias added for the choice
   std::uint64_t experts = 0;
   std::uint64_t experts_per_token = 0;
   std::uint64_t groups = 1;       // n_group: experts split into equal groups
@@ -28,7 +29,7 @@ struct RouterSpec {
 // For each expert, the (row, weight) pairs of the tokens sent to it, rows in increasing order.
 using ExpertAssignments = std::vector<std::vector<std::pair<std::uint64_t, float>>>;
 
-// logits: [rows, experts]; correction_bias: [experts] for sigmoid scoring (empty otherwise).
+// logits: [rows, experts]; correction_bias: [experts] when spec.correction_bias (else empty).
 // Ties go to the lower expert (and group) index.
 ExpertAssignments route_tokens(const RouterSpec& spec, std::span<const float> logits,
                                std::uint64_t rows, std::span<const float> correction_bias);

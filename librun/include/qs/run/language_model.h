@@ -34,7 +34,7 @@ class LanguageModel {
   LanguageModel& operator=(const LanguageModel&) = delete;
 
   const RunnerArchitecture& architecture() const { return architecture_; }
-  bool has_mtp() const { return architecture_.num_nextn_predict_layers > 0; }
+  bool has_mtp() const { return architecture_.dimensions.num_nextn_predict_layers > 0; }
 
   // Token ids [batch·seq] → embeddings. Ids outside the vocabulary throw "run.bad_token".
   HiddenStates embed(std::span<const std::int32_t> tokens, std::uint64_t batch,

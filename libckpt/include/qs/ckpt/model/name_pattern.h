@@ -84,7 +84,9 @@ struct PackedModule {
 };
 
 // DeepseekV2ForCausalLM's mapping, which GLM-5 inherits (with q_lora_rank set):
-// fused_qkv_a_proj = [q_a_proj, kv_a_proj_with_mqa], gate_up_proj = [gate_proj, up_proj].
+// fused_qkv_a_proj = [q_a_proj, kv_a_proj_with_mqa], gate_up_proj = [gate_proj, up_proj];
+// plus Qwen3MoeForCausalLM's qkv_proj = [q_proj, k_proj, v_proj] (no module of one family
+// carries the other's names, so one list serves all).
 std::vector<PackedModule> deepseek_packed_modules();
 
 // A module as vLLM builds it with the quantization config.

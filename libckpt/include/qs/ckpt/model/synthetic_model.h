@@ -1,6 +1,7 @@
 #pragma once
-// GLM-5-shaped BF16 checkpoints with random weights, for tests and benchmarks: the real tensor
-// names, shapes, dtypes, tensor order and config.json keys (model-glm5.md §1-§2), at any size.
+// BF16 checkpoints of any model family (GLM-5, DeepSeek-V3, Qwen3-MoE) with random weights,
+// for tests and benchmarks: the real tensor names, shapes, dtypes, tensor order and
+// config.json keys (checkpoint_layout.h, docs/models/), at any size.
 //
 // Every value is a pure function of (seed, tensor name, element index), so any chunk of any
 // tensor can be generated on its own, in parallel, and the bytes never depend on the thread
@@ -21,13 +22,13 @@
 #include <string_view>
 #include <vector>
 
-#include "qs/ckpt/model/glm5_layout.h"
+#include "qs/ckpt/model/checkpoint_layout.h"
 #include "qs/ckpt/io/safetensors.h"
 
 namespace qs {
 
-// A GLM-5 layout plus what synth needs to fill and shard it.
-struct SyntheticModelSpec : Glm5Dimensions {
+// A family's dimensions plus what synth needs to fill and shard them.
+struct SyntheticModelSpec : ModelDimensions {
   std::uint64_t seed = 0;
   std::uint64_t max_shard_bytes = 5'000'000'000;  // huggingface_hub's "5GB"
 };
@@ -40,7 +41,8 @@ struct SyntheticPreset {
 
 // The named starting points: tiny (the bundled glm5-tiny fixture's dimensions), glm5 (the
 // real model, ~1.5 TB), glm5-moe-layer (one real-size MoE layer), bench-4g (~4.7 GB for I/O
-// benchmarks).
+// benchmarks); deepseek-v3-tiny, deepseek-v3, qwen3-moe-tiny, qwen3-30b-a3b for the other
+// families.
 std::span<const SyntheticPreset> synthetic_presets();
 // Throws BadInput "synth.unknown_preset" listing the known names.
 const SyntheticPreset& synthetic_preset(std::string_view name);

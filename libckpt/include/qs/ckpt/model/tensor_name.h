@@ -1,12 +1,11 @@
 #pragma once
-// The grammar of GLM-5 / DeepSeek-V3(.2) checkpoint tensor names (model-glm5.md §2, §4):
-// which layer and expert a tensor belongs to, what it is (its role), which parameter of its
+// The grammar of the checkpoint tensor names of every model family we know (GLM-5,
+// DeepSeek-V3, Qwen3-MoE; docs/models/): which layer and expert a tensor belongs to, what it is (its role), which parameter of its
 // module it holds (weight, bias, or a quantization companion such as weight_scale), and which
 // tensors vLLM fuses at load time. Parsing never throws: a name outside the grammar parses to
 // TensorRole::Unknown, because real checkpoints carry extras we must report, not reject.
 
 #include <cstdint>
-#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,6 +32,13 @@ enum class TensorRole : std::uint8_t {
   AttnKvB,        // self_attn.kv_b_proj
   AttnO,          // self_attn.o_proj
   AttnRotaryEmb,  // self_attn.rotary_emb (inv_freq buffers some exports carry; vLLM skips them)
+
+  // Grouped-query attention (qwen3_moe).
+  AttnQ,      // self_attn.q_proj
+  AttnK,      // self_attn.k_proj
+  AttnV,      // self_attn.v_proj
+  AttnQNorm,  // self_attn.q_norm (RMSNorm over head_dim)
+  AttnKNorm,  // self_attn.k_norm
 
   IndexerWqB,          // self_attn.indexer.wq_b
   IndexerWk,           // self_attn.indexer.wk
@@ -161,6 +167,7 @@ bool is_quantization_companion(TensorParameter parameter);
 
 enum class FusionKind : std::uint8_t {
   QkvA,                  // q_a_proj + kv_a_proj_with_mqa -> self_attn.fused_qkv_a_proj
+  Qkv,                   // q_proj + k_proj + v_proj -> self_attn.qkv_proj (GQA)
   GateUp,                // gate_proj + up_proj -> gate_up_proj (dense MLP and shared experts)
   ExpertGateUp,          // one routed expert's gate_proj + up_proj -> FusedMoE w13_weight[e]
   IndexerWkWeightsProj,  // indexer.wk + indexer.weights_proj -> indexer.wk_weights_proj
@@ -170,7 +177,7 @@ enum class FusionKind : std::uint8_t {
 // (or all stay unquantized), and NVFP4 shards must share one global scale.
 struct FusedGroup {
   FusionKind kind;
-  // The fused module's path. For QkvA, GateUp and IndexerWkWeightsProj it is vLLM's module
+  // The fused module's path. For QkvA, Qkv, GateUp and IndexerWkWeightsProj it is vLLM's module
   // name (model.layers.3.self_attn.fused_qkv_a_proj); vLLM has no per-expert module, so
   // for ExpertGateUp it is model.layers.3.mlp.experts.7.gate_up_proj, naming the expert.
   std::string name;
@@ -182,31 +189,9 @@ struct FusedGroup {
 // companion); nullopt for modules that stay alone (down_proj, o_proj, ...).
 std::optional<FusedGroup> fused_group(const ParsedTensorName& parsed);
 
-// ---- Model layout (config.json) ----
-
-// The few config.json numbers that give a layer index its meaning.
-struct ModelLayout {
-  std::uint32_t num_hidden_layers = 0;      // layers at or above this index are MTP layers
-  std::uint32_t first_k_dense_replace = 0;  // layers below this index have a dense MLP
-  std::uint32_t moe_layer_freq = 1;
-  std::uint32_t num_nextn_predict_layers = 0;
-
-  bool is_mtp_layer(std::uint32_t layer) const { return layer >= num_hidden_layers; }
-  // vLLM's rule (DeepseekV2DecoderLayer): MoE iff i >= first_k_dense_replace and
-  // i % moe_layer_freq == 0. MTP layers are always past first_k_dense_replace.
-  bool is_moe_layer(std::uint32_t layer) const;
-};
-
-// Reads the layout keys from a config.json object. Absent optional keys default as in
-// transformers (first_k_dense_replace 0, moe_layer_freq 1, num_nextn_predict_layers 0).
-// nullopt, never a throw, when num_hidden_layers is absent or any key present is not an
-// integer in [0, 2^32), or moe_layer_freq is 0: the caller decides how bad that is.
-std::optional<ModelLayout> model_layout_from_config(const nlohmann::json& config);
-
-// Whether the tensor lives in an MTP layer: its layer index is >= num_hidden_layers. The
-// MTP-only tensors (eh_proj, enorm, ...) are recognisable without a layout (category
-// MtpExtra); the decoder block of the MTP layer (model.layers.78.self_attn.q_a_proj for
-// GLM-5) is not.
-bool in_mtp_layer(const ParsedTensorName& parsed, const ModelLayout& layout);
+// The module path of a role in layer `layer` (and expert `expert`): the inverse of the
+// parser, so layouts and the runner spell names from the same table. Unknown has no path
+// (throws Internal). Roles outside layers ignore the indices.
+std::string role_module_path(TensorRole role, std::uint32_t layer = 0, std::uint32_t expert = 0);
 
 }  // namespace qs

@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "qs/ckpt/model/name_pattern.h"
+#include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {
