@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "qs/ckpt/io/checkpoint.h"
@@ -143,6 +145,78 @@ TEST(FamilyCalibrateCli, DeepseekHasLatentAttentionMtpAndNoIndexer) {
   std::uint64_t total = 0;
   for (auto count : store.routing().at(1)) total += count;
   EXPECT_EQ(total, 32u * 32u * 4u);
+}
+
+// calibrate → GPTQ → eval: every Linear GPTQ quantizes finds its statistics under the family's
+// module names (the all-experts store's shared gate/up input included) and beats
+// round-to-nearest on its calibration inputs; eval reads the result.
+class FamilyGptq : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(FamilyGptq, CalibratedQuantizationUsesEveryModulesStatistics) {
+  const auto model = kData / GetParam();
+  testing::ScratchDirectory scratch("family-gptq");
+  const auto calibrated =
+      run_cli("calibrate " + quoted(model) + " --tokens " + quoted(model / "tokens.safetensors") +
+              ":calib --out " + quoted(scratch.path() / "stats.qs") + " --all-experts");
+  ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
+  const auto quantized =
+      run_cli("quantize " + quoted(model) + " " + quoted(scratch.path() / "gptq") +
+              " --scheme gptq-int4 --calib " + quoted(scratch.path() / "stats.qs") + " --json");
+  ASSERT_EQ(quantized.exit_code, 0) << quantized.output;
+  const auto report = nlohmann::json::parse(quantized.standard_output);
+  ASSERT_GT(report["quality"].size(), 100u);
+  bool attention_seen = false;
+  for (const auto& entry : report["quality"]) {
+    const auto tensor = entry["tensor"].get<std::string>();
+    attention_seen |= tensor.find("self_attn.") != std::string::npos;
+    EXPECT_TRUE(entry["fallback"].is_null()) << tensor << ": " << entry["fallback"];
+    EXPECT_LT(entry["gptq_relative_loss"].get<double>(), entry["rtn_relative_loss"].get<double>())
+        << tensor;
+  }
+  EXPECT_TRUE(attention_seen);
+  const auto evaluated = eval_json(model, scratch.path() / "gptq");
+  EXPECT_GT(evaluated["kld"]["mean"].get<double>(), 0.0);
+  EXPECT_LT(evaluated["kld"]["mean"].get<double>(), 5.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, FamilyGptq,
+                         ::testing::Values("deepseek-v3-tiny", "qwen3-moe-tiny"));
+
+// A copy of fixture `name` whose config.json is edited by `edit`.
+std::filesystem::path edited_fixture(const testing::ScratchDirectory& scratch, const char* name,
+                                     const std::function<void(nlohmann::json&)>& edit) {
+  const auto copy = scratch.path() / name;
+  std::filesystem::copy(kData / name, copy, std::filesystem::copy_options::recursive);
+  nlohmann::json config;
+  std::ifstream(copy / "config.json") >> config;
+  edit(config);
+  std::ofstream(copy / "config.json") << config.dump(2);
+  return copy;
+}
+
+TEST(FamilyRunnerBadInput, RopeScalingTheRunnerDoesNotApplyIsRefused) {
+  testing::ScratchDirectory scratch("rope-linear");
+  const auto model = edited_fixture(scratch, "qwen3-moe-tiny", [](nlohmann::json& config) {
+    config["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  });
+  const auto result = run_cli("generate " + quoted(model) + " --prompt hi --max-new 2");
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("rope_scaling type \"linear\""), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("config.json"), std::string::npos) << result.output;
+}
+
+TEST(FamilyRunnerBadInput, GroupsThatDoNotDivideTheExpertsAreRefused) {
+  testing::ScratchDirectory scratch("n-group");
+  const auto model = edited_fixture(scratch, "deepseek-v3-tiny",
+                                    [](nlohmann::json& config) { config["n_group"] = 3; });
+  for (const std::string command :
+       {"generate " + quoted(model) + " --prompt hi --max-new 2",
+        "eval --ref " + quoted(model) + " --model " + quoted(model) + " --tokens " +
+            quoted(model / "tokens.safetensors") + " --max-rows 1"}) {
+    const auto result = run_cli(command);
+    EXPECT_EQ(result.exit_code, 2) << command << "\n" << result.output;
+    EXPECT_NE(result.output.find("n_group"), std::string::npos) << result.output;
+  }
 }
 
 }  // namespace
