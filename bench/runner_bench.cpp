@@ -37,9 +37,9 @@ double flops_per_token(const qs::run::RunnerArchitecture& architecture, double c
     attention = heads * context * 2.0 * head;
   } else {
     const double qk = d.qk_nope_head_dim + d.qk_rope_head_dim;
-    linear = h * d.q_lora_rank + d.q_lora_rank * heads * qk +
-             h * (d.kv_lora_rank + d.qk_rope_head_dim) +
-             d.kv_lora_rank * heads * (d.qk_nope_head_dim + d.v_head_dim) + heads * d.v_head_dim * h;
+    linear =
+        h * d.q_lora_rank + d.q_lora_rank * heads * qk + h * (d.kv_lora_rank + d.qk_rope_head_dim) +
+        d.kv_lora_rank * heads * (d.qk_nope_head_dim + d.v_head_dim) + heads * d.v_head_dim * h;
     attention = heads * context * (qk + d.v_head_dim);
     if (d.has_indexer) {
       linear += d.q_lora_rank * d.index_n_heads * d.index_head_dim + h * d.index_head_dim +

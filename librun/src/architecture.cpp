@@ -11,10 +11,9 @@ std::optional<YarnScaling> yarn_of(const ModelDimensions& d, const std::string& 
   if (!d.rope_scaling) return std::nullopt;
   const auto& scaling = *d.rope_scaling;
   if (scaling.type != "yarn")
-    throw_bad_input("run.unsupported_rope_scaling",
-                    fmt::format("rope_scaling type \"{}\": the runner applies yarn only",
-                                scaling.type),
-                    file);
+    throw_bad_input(
+        "run.unsupported_rope_scaling",
+        fmt::format("rope_scaling type \"{}\": the runner applies yarn only", scaling.type), file);
   YarnScaling yarn;
   yarn.factor = scaling.factor;
   yarn.original_max_position_embeddings =

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "attention_softmax.h"
+#include "module_names.h"
 #include "qs/run/attention.h"
 #include "qs/run/tensor_ops.h"
 
@@ -19,26 +20,29 @@ class GroupedQueryAttention final : public Attention {
   GroupedQueryAttention(const RunnerArchitecture& architecture, const WeightLoader& weights)
       : a_(architecture),
         weights_(weights),
-        rotary_(architecture.dimensions.head_dim, architecture.dimensions.rope_theta, architecture.rotary_pairing,
-                architecture.yarn),
-        scale_(static_cast<float>(std::pow(static_cast<double>(architecture.dimensions.head_dim), -0.5))) {}
+        rotary_(architecture.dimensions.head_dim, architecture.dimensions.rope_theta,
+                architecture.rotary_pairing, architecture.yarn),
+        scale_(static_cast<float>(
+            std::pow(static_cast<double>(architecture.dimensions.head_dim), -0.5))) {}
 
   std::vector<float> forward(std::uint64_t layer, const HiddenStates& normed,
                              const RunOptions& options, LayerCache* cache) const override {
-    const std::string p = fmt::format("model.layers.{}.self_attn.", layer);
     const std::uint64_t seq = normed.seq, rows = normed.batch * seq;
-    const std::uint64_t heads = a_.dimensions.num_attention_heads, kv_heads = a_.dimensions.num_key_value_heads;
+    const std::uint64_t heads = a_.dimensions.num_attention_heads,
+                        kv_heads = a_.dimensions.num_key_value_heads;
     const std::uint64_t head_dim = a_.dimensions.head_dim, kv_width = kv_heads * head_dim;
     const std::uint64_t past = cache ? cache->length : 0, context = past + seq;
     const float eps = static_cast<float>(a_.dimensions.rms_norm_eps);
 
-    auto queries = observed_linear(weights_, options.observer, p + "q_proj", normed.values, rows);
-    auto keys = observed_linear(weights_, options.observer, p + "k_proj", normed.values, rows);
-    const auto values =
-        observed_linear(weights_, options.observer, p + "v_proj", normed.values, rows);
+    auto queries = observed_linear(weights_, options.observer, module_of(TensorRole::AttnQ, layer),
+                                   normed.values, rows);
+    auto keys = observed_linear(weights_, options.observer, module_of(TensorRole::AttnK, layer),
+                                normed.values, rows);
+    const auto values = observed_linear(weights_, options.observer,
+                                        module_of(TensorRole::AttnV, layer), normed.values, rows);
     // q_norm / k_norm: RMSNorm over each head's head_dim values.
-    rms_norm(queries, weights_.vector(p + "q_norm.weight"), eps);
-    rms_norm(keys, weights_.vector(p + "k_norm.weight"), eps);
+    rms_norm(queries, weights_.vector(tensor_of(TensorRole::AttnQNorm, layer)), eps);
+    rms_norm(keys, weights_.vector(tensor_of(TensorRole::AttnKNorm, layer)), eps);
     for (std::uint64_t r = 0; r < rows; ++r) {
       const std::uint64_t position = past + r % seq;
       for (std::uint64_t h = 0; h < heads; ++h)
@@ -77,7 +81,8 @@ class GroupedQueryAttention final : public Attention {
           score, [&](std::uint64_t t) { return token_row(t) + kv_width + kv_head * head_dim; },
           head_dim, attended.data() + (r * heads + h) * head_dim);
     });
-    return observed_linear(weights_, options.observer, p + "o_proj", attended, rows);
+    return observed_linear(weights_, options.observer, module_of(TensorRole::AttnO, layer),
+                           attended, rows);
   }
 
  private:

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "module_names.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/validate/validation.h"
 #include "qs/run/tensor_ops.h"
@@ -22,7 +23,7 @@ LanguageModel::LanguageModel(const Checkpoint& checkpoint, GemmDevice device)
 
 HiddenStates LanguageModel::embed(std::span<const std::int32_t> tokens, std::uint64_t batch,
                                   std::uint64_t seq) const {
-  const auto table = weights_.linear("model.embed_tokens");
+  const auto table = weights_.linear(module_of(TensorRole::Embed));
   HiddenStates hidden{batch, seq, std::vector<float>(batch * seq * table.cols)};
   for (std::uint64_t r = 0; r < batch * seq; ++r) {
     const std::int32_t token = tokens[r];
@@ -41,8 +42,7 @@ void LanguageModel::run_layer(std::uint64_t layer, HiddenStates& hidden, const R
   if (cache && hidden.batch != 1)
     throw Error(ErrorClass::Internal, "run.cache_batch", "a decode cache holds one sequence");
   HiddenStates normed = hidden;
-  rms_norm(normed.values,
-           weights_.vector(fmt::format("model.layers.{}.input_layernorm.weight", layer)),
+  rms_norm(normed.values, weights_.vector(tensor_of(TensorRole::InputNorm, layer)),
            static_cast<float>(architecture_.dimensions.rms_norm_eps));
   const auto attended = attention_->forward(layer, normed, options, cache);
   for (std::size_t i = 0; i < hidden.values.size(); ++i) hidden.values[i] += attended[i];
@@ -50,7 +50,7 @@ void LanguageModel::run_layer(std::uint64_t layer, HiddenStates& hidden, const R
 }
 
 void LanguageModel::final_norm(HiddenStates& hidden) const {
-  rms_norm(hidden.values, weights_.vector("model.norm.weight"),
+  rms_norm(hidden.values, weights_.vector(tensor_of(TensorRole::FinalNorm, 0)),
            static_cast<float>(architecture_.dimensions.rms_norm_eps));
 }
 
@@ -58,7 +58,8 @@ std::vector<float> LanguageModel::logits(const HiddenStates& normed) const {
   // Tied embeddings (tie_word_embeddings): the embedding table is the output projection.
   return linear(
       normed.values, normed.batch * normed.seq,
-      weights_.linear(architecture_.dimensions.tie_word_embeddings ? "model.embed_tokens" : "lm_head"));
+      weights_.linear(module_of(
+          architecture_.dimensions.tie_word_embeddings ? TensorRole::Embed : TensorRole::LmHead)));
 }
 
 LanguageModel::Output LanguageModel::forward(std::span<const std::int32_t> tokens,
@@ -84,9 +85,9 @@ std::vector<std::int32_t> LanguageModel::generate(std::span<const std::int32_t> 
     for (std::uint64_t layer = 0; layer < architecture_.dimensions.num_hidden_layers; ++layer)
       run_layer(layer, hidden, options, &cache.layers[layer]);
     // Only the last row's logits are needed.
-    HiddenStates last{
-        1, 1,
-        std::vector<float>(hidden.values.end() - architecture_.dimensions.hidden_size, hidden.values.end())};
+    HiddenStates last{1, 1,
+                      std::vector<float>(hidden.values.end() - architecture_.dimensions.hidden_size,
+                                         hidden.values.end())};
     final_norm(last);
     const auto scores = logits(last);
     const auto token =
@@ -107,7 +108,6 @@ std::vector<float> LanguageModel::mtp_logits(const HiddenStates& final_hidden,
                     (checkpoint_.directory() / "config.json").string());
   const std::uint64_t layer = d.num_hidden_layers, width = d.hidden_size;
   const std::uint64_t batch = final_hidden.batch, seq = final_hidden.seq - 1;
-  const std::string p = fmt::format("model.layers.{}.", layer);
   // Draft inputs: the next token's embedding (zero at position 0) and the target's state.
   std::vector<std::int32_t> next(batch * seq);
   for (std::uint64_t b = 0; b < batch; ++b)
@@ -120,17 +120,18 @@ std::vector<float> LanguageModel::mtp_logits(const HiddenStates& final_hidden,
                 state.values.data() + b * seq * width);
   }
   const float eps = static_cast<float>(d.rms_norm_eps);
-  rms_norm(embedded.values, weights_.vector(p + "enorm.weight"), eps);
-  rms_norm(state.values, weights_.vector(p + "hnorm.weight"), eps);
+  rms_norm(embedded.values, weights_.vector(tensor_of(TensorRole::MtpEnorm, layer)), eps);
+  rms_norm(state.values, weights_.vector(tensor_of(TensorRole::MtpHnorm, layer)), eps);
   std::vector<float> joined(batch * seq * 2 * width);
   for (std::uint64_t r = 0; r < batch * seq; ++r) {
     std::copy_n(embedded.values.data() + r * width, width, joined.data() + r * 2 * width);
     std::copy_n(state.values.data() + r * width, width, joined.data() + r * 2 * width + width);
   }
-  HiddenStates draft{
-      batch, seq, observed_linear(weights_, options.observer, p + "eh_proj", joined, batch * seq)};
+  HiddenStates draft{batch, seq,
+                     observed_linear(weights_, options.observer,
+                                     module_of(TensorRole::MtpEhProj, layer), joined, batch * seq)};
   run_layer(layer, draft, options);
-  rms_norm(draft.values, weights_.vector(p + "shared_head.norm.weight"), eps);
+  rms_norm(draft.values, weights_.vector(tensor_of(TensorRole::MtpSharedHeadNorm, layer)), eps);
   return logits(draft);
 }
 

@@ -12,6 +12,7 @@
 #include <numeric>
 
 #include "attention_softmax.h"
+#include "module_names.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/run/attention.h"
 #include "qs/run/tensor_ops.h"
@@ -22,10 +23,6 @@ namespace {
 constexpr float kLatentNormEps = 1e-6f;   // q_a_layernorm, kv_a_layernorm: HF's class default
 constexpr float kIndexerNormEps = 1e-6f;  // indexer k_norm (LayerNorm)
 
-std::string attention_prefix(std::uint64_t layer) {
-  return fmt::format("model.layers.{}.self_attn.", layer);
-}
-
 class LatentAttention final : public Attention {
  public:
   LatentAttention(const RunnerArchitecture& architecture, const WeightLoader& weights,
@@ -33,8 +30,8 @@ class LatentAttention final : public Attention {
       : a_(architecture),
         weights_(weights),
         with_indexer_(with_indexer),
-        rotary_(architecture.dimensions.qk_rope_head_dim, architecture.dimensions.rope_theta, architecture.rotary_pairing,
-                architecture.yarn),
+        rotary_(architecture.dimensions.qk_rope_head_dim, architecture.dimensions.rope_theta,
+                architecture.rotary_pairing, architecture.yarn),
         // YaRN scales the softmax of every dimension, rotary or not (DeepSeek's mscale).
         scale_(1.0f /
                std::sqrt(static_cast<float>(architecture.dimensions.qk_nope_head_dim +
@@ -68,15 +65,16 @@ std::vector<std::vector<bool>> LatentAttention::indexer_selection(
     LinearObserver* observer) const {
   const std::uint64_t seq = normed.seq, rows = normed.batch * seq, context = past + seq;
   if (context <= topk && !cached_keys && !observer) return {};
-  const std::string p = attention_prefix(layer) + "indexer.";
   const std::uint64_t heads = a_.dimensions.index_n_heads, head_dim = a_.dimensions.index_head_dim;
-  auto queries =
-      observed_linear(weights_, observer, p + "wq_b", query_latent, rows);  // [rows, heads·dim]
-  auto new_keys =
-      observed_linear(weights_, observer, p + "wk", normed.values, rows);  // [rows, dim]
-  layer_norm(new_keys, weights_.vector(p + "k_norm.weight"), weights_.vector(p + "k_norm.bias"),
+  auto queries = observed_linear(weights_, observer, module_of(TensorRole::IndexerWqB, layer),
+                                 query_latent, rows);  // [rows, heads·dim]
+  auto new_keys = observed_linear(weights_, observer, module_of(TensorRole::IndexerWk, layer),
+                                  normed.values, rows);  // [rows, dim]
+  layer_norm(new_keys, weights_.vector(tensor_of(TensorRole::IndexerKNorm, layer)),
+             weights_.vector(tensor_of(TensorRole::IndexerKNorm, layer, TensorParameter::Bias)),
              kIndexerNormEps);
-  auto head_weights = observed_linear(weights_, observer, p + "weights_proj", normed.values, rows);
+  auto head_weights = observed_linear(
+      weights_, observer, module_of(TensorRole::IndexerWeightsProj, layer), normed.values, rows);
   const float head_scale = 1.0f / std::sqrt(static_cast<float>(heads));
   for (float& weight : head_weights) weight *= head_scale;
   for (std::uint64_t r = 0; r < rows; ++r) {
@@ -120,28 +118,29 @@ std::vector<std::vector<bool>> LatentAttention::indexer_selection(
 
 std::vector<float> LatentAttention::forward(std::uint64_t layer, const HiddenStates& normed,
                                             const RunOptions& options, LayerCache* cache) const {
-  const std::string p = attention_prefix(layer);
   const std::uint64_t seq = normed.seq, rows = normed.batch * seq;
-  const std::uint64_t heads = a_.dimensions.num_attention_heads, nope = a_.dimensions.qk_nope_head_dim;
+  const std::uint64_t heads = a_.dimensions.num_attention_heads,
+                      nope = a_.dimensions.qk_nope_head_dim;
   const std::uint64_t rope = a_.dimensions.qk_rope_head_dim, value_dim = a_.dimensions.v_head_dim;
   const std::uint64_t qk_dim = nope + rope, latent = a_.dimensions.kv_lora_rank;
   const std::uint64_t past = cache ? cache->length : 0, context = past + seq;
 
-  auto query_latent =
-      observed_linear(weights_, options.observer, p + "q_a_proj", normed.values, rows);
-  rms_norm(query_latent, weights_.vector(p + "q_a_layernorm.weight"), kLatentNormEps);
-  auto queries = observed_linear(weights_, options.observer, p + "q_b_proj", query_latent, rows);
-  auto compressed =
-      observed_linear(weights_, options.observer, p + "kv_a_proj_with_mqa", normed.values, rows);
+  auto query_latent = observed_linear(weights_, options.observer,
+                                      module_of(TensorRole::AttnQA, layer), normed.values, rows);
+  rms_norm(query_latent, weights_.vector(tensor_of(TensorRole::AttnQANorm, layer)), kLatentNormEps);
+  auto queries = observed_linear(weights_, options.observer, module_of(TensorRole::AttnQB, layer),
+                                 query_latent, rows);
+  auto compressed = observed_linear(weights_, options.observer,
+                                    module_of(TensorRole::AttnKvA, layer), normed.values, rows);
   std::vector<float> kv_latent(rows * latent), key_rope(rows * rope);
   for (std::uint64_t r = 0; r < rows; ++r) {
     const float* row = compressed.data() + r * (latent + rope);
     std::copy(row, row + latent, kv_latent.data() + r * latent);
     std::copy(row + latent, row + latent + rope, key_rope.data() + r * rope);
   }
-  rms_norm(kv_latent, weights_.vector(p + "kv_a_layernorm.weight"), kLatentNormEps);
-  auto new_keys_values =
-      observed_linear(weights_, options.observer, p + "kv_b_proj", kv_latent, rows);
+  rms_norm(kv_latent, weights_.vector(tensor_of(TensorRole::AttnKvANorm, layer)), kLatentNormEps);
+  auto new_keys_values = observed_linear(weights_, options.observer,
+                                         module_of(TensorRole::AttnKvB, layer), kv_latent, rows);
   for (std::uint64_t r = 0; r < rows; ++r) {
     rotary_.rotate(key_rope.data() + r * rope, past + r % seq);
     for (std::uint64_t h = 0; h < heads; ++h)
@@ -185,7 +184,8 @@ std::vector<float> LatentAttention::forward(std::uint64_t layer, const HiddenSta
         score, [&](std::uint64_t t) { return key_value_row(t) + nope; }, value_dim,
         attended.data() + (r * heads + h) * value_dim);
   });
-  return observed_linear(weights_, options.observer, p + "o_proj", attended, rows);
+  return observed_linear(weights_, options.observer, module_of(TensorRole::AttnO, layer), attended,
+                         rows);
 }
 
 }  // namespace
