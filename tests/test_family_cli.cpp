@@ -7,7 +7,9 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/plan/calibration_store.h"
@@ -181,6 +183,37 @@ TEST_P(FamilyGptq, CalibratedQuantizationUsesEveryModulesStatistics) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FamilyGptq,
                          ::testing::Values("deepseek-v3-tiny", "qwen3-moe-tiny"));
+
+// The new pieces (grouped and softmax routing, GQA, YaRN) keep the runner's promise: the same
+// bytes whatever the thread count or OpenBLAS' threads.
+TEST_P(FamilyGptq, CalibrateAndEvalGiveTheSameBytesHoweverThreaded) {
+  const auto model = kData / GetParam();
+  testing::ScratchDirectory scratch("family-threads");
+  std::string first_statistics, first_eval;
+  for (const auto& [label, prefix, flags] :
+       {std::tuple{"threads-1", "", "--threads 1"}, std::tuple{"threads-2", "", "--threads 2"},
+        std::tuple{"openblas-3", "OPENBLAS_NUM_THREADS=3", ""}}) {
+    const auto statistics = scratch.path() / (std::string(label) + ".qs");
+    const auto calibrated = testing::run_cli_after(
+        prefix, "calibrate " + quoted(model) + " --tokens " + quoted(model / "tokens.safetensors") +
+                    ":calib --max-rows 8 --all-experts --out " + quoted(statistics) + " " + flags);
+    ASSERT_EQ(calibrated.exit_code, 0) << label << ": " << calibrated.output;
+    const auto evaluated =
+        testing::run_cli_after(prefix, "eval --ref " + quoted(model) + " --model " + quoted(model) +
+                                           " --tokens " + quoted(model / "tokens.safetensors") +
+                                           " --max-rows 2 --decode-steps 2 --json " + flags);
+    ASSERT_EQ(evaluated.exit_code, 0) << label << ": " << evaluated.output;
+    std::ifstream stream(statistics, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(stream)), {});
+    if (first_statistics.empty()) {
+      first_statistics = bytes;
+      first_eval = evaluated.standard_output;
+      continue;
+    }
+    EXPECT_EQ(bytes, first_statistics) << label;
+    EXPECT_EQ(evaluated.standard_output, first_eval) << label;
+  }
+}
 
 // A copy of fixture `name` whose config.json is edited by `edit`.
 std::filesystem::path edited_fixture(const testing::ScratchDirectory& scratch, const char* name,
