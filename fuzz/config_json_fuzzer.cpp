@@ -32,7 +32,7 @@ void read_quantization_config(const nlohmann::json& config) {
 }
 
 void read_dimensions(const nlohmann::json& config) {
-  qs::Glm5Dimensions dimensions;
+  qs::ModelDimensions dimensions;
   try {
     dimensions = qs::dimensions_from_config(config, "config.json");
   } catch (const qs::Error&) {

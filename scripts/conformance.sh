@@ -10,8 +10,8 @@
 # runs scripts/conformance/check_nvfp4_consumers.py on each; then to INT8 / INT4 with the
 # --scheme presets and the seed 000 / 002 recipes (RTN and GPTQ) and runs
 # scripts/conformance/check_pack_quantized_consumers.py on each, ending with a summary table;
-# converts the DeepSeek FP8 fixture to BF16 and checks it against an independent numpy decode
-# (scripts/conformance/check_fp8_decode.py); then loads every seed output with vLLM itself
+# converts the DeepSeek FP8 fixture to BF16 and the BF16 one to FP8 and checks both against an
+# independent numpy decode / encode (scripts/conformance/check_fp8_{decode,encode}.py); then loads every seed output with vLLM itself
 # (scripts/conformance/vllm_load.sh).
 # Exit 0 when everything conforms.
 set -euo pipefail
@@ -77,6 +77,12 @@ fp8_source=tests/data/deepseek-v3-tiny-fp8
 "$quantsmith" quantize "$fp8_source" "$out/fp8-to-bf16" --scheme bf16 >/dev/null
 echo "== fp8 -> bf16 ($fp8_source)"
 "$venv/bin/python" scripts/conformance/check_fp8_decode.py "$fp8_source" "$out/fp8-to-bf16" ||
+  status=1
+# ... and written: amax / 448 block scales, E4M3 round-to-nearest-even codes, bit for bit.
+bf16_source=tests/data/deepseek-v3-tiny
+"$quantsmith" quantize "$bf16_source" "$out/bf16-to-fp8" --scheme fp8-block >/dev/null
+echo "== bf16 -> fp8-block ($bf16_source)"
+"$venv/bin/python" scripts/conformance/check_fp8_encode.py "$bf16_source" "$out/bf16-to-fp8" ||
   status=1
 # vLLM's own model classes and loaders on every seed output and draft/target pair (a separate
 # venv, .venv-vllm: `pip install vllm` is a large download; CONFORMANCE_VLLM=0 skips it).

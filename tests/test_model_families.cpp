@@ -83,8 +83,8 @@ TEST(ModelFamilies, LookedUpByModelTypeThenArchitectures) {
             ModelFamilyId::Qwen3Moe);
   EXPECT_EQ(find_model_family(nlohmann::json{{"model_type", "llama"}}), nullptr);
   EXPECT_EQ(find_model_family(nlohmann::json::array()), nullptr);
-  EXPECT_EQ(find_model_family("qwen3_moe")->id, ModelFamilyId::Qwen3Moe);
-  EXPECT_EQ(find_model_family("qwen3"), nullptr);
+  EXPECT_EQ(model_family_named("qwen3_moe")->id, ModelFamilyId::Qwen3Moe);
+  EXPECT_EQ(model_family_named("qwen3"), nullptr);
   for (const auto& family : model_families()) EXPECT_EQ(&model_family(family.id), &family);
 }
 
@@ -111,9 +111,20 @@ TEST(ModelFamilies, ConfigRoundTripsThroughTheOneReader) {
     const SyntheticModelSpec spec = preset(name);
     const ModelDimensions read = dimensions_from_config(parsed(config_json(spec)), "config.json");
     EXPECT_EQ(read.family, family);
-    EXPECT_EQ(tensor_specs(read), tensor_specs(spec));
-    EXPECT_EQ(read.num_key_value_heads, spec.num_key_value_heads);
-    EXPECT_EQ(read.head_dim, spec.head_dim);
+    const auto read_specs = tensor_specs(read);
+    const auto spec_specs = tensor_specs(spec);
+    ASSERT_EQ(read_specs.size(), spec_specs.size());
+    for (std::size_t i = 0; i < read_specs.size(); ++i) {
+      EXPECT_EQ(read_specs[i].name, spec_specs[i].name);
+      EXPECT_EQ(read_specs[i].shape, spec_specs[i].shape);
+      EXPECT_EQ(read_specs[i].dtype, spec_specs[i].dtype);
+    }
+    if (model_family(family).attention == AttentionKind::Gqa) {
+      EXPECT_EQ(read.num_key_value_heads, spec.num_key_value_heads);
+      EXPECT_EQ(read.head_dim, spec.head_dim);
+    } else {
+      EXPECT_EQ(read.num_key_value_heads, spec.num_attention_heads);  // MLA writes MHA
+    }
     EXPECT_EQ(read.n_group, spec.n_group);
     EXPECT_EQ(read.topk_group, spec.topk_group);
     EXPECT_EQ(read.scoring_func, spec.scoring_func);
@@ -397,7 +408,7 @@ TEST_P(FamilyCheckpoint, SynthesizedCheckpointValidatesClean) {
   ScratchDirectory scratch("family_synth");
   const fs::path out = scratch.path() / "model";
   write_synthetic_checkpoint(preset(GetParam().preset), out);
-  const Checkpoint checkpoint(out);
+  const Checkpoint checkpoint = Checkpoint::open(out);
   const auto report = validate_checkpoint(checkpoint, {});
   for (const auto& finding : report.findings)
     ADD_FAILURE() << finding.kind << " " << finding.tensor << ": " << finding.message;
@@ -432,16 +443,18 @@ TEST_P(FamilyCheckpoint, ValidateFindsTensorsThatContradictTheConfig) {
   });
   fs::copy_file(good / "config.json", broken / "config.json",
                 fs::copy_options::overwrite_existing);
-  const auto report = validate_checkpoint(Checkpoint(broken), {});
+  const auto report = validate_checkpoint(Checkpoint::open(broken), {});
   std::map<std::string, std::string> kinds;
   for (const auto& finding : report.findings) kinds[finding.tensor] = finding.kind;
   EXPECT_EQ(kinds["model.layers.1.self_attn.o_proj.weight"], "layout.missing_tensor");
   EXPECT_EQ(kinds["model.layers.3.mlp.gate.weight"], "layout.shape_mismatch");
   // A job refuses the source before planning (exit 2, layout.config_mismatch).
+  EXPECT_EQ(error_kind_of([&] { require_layout_matches_config(Checkpoint::open(broken)); }),
+            "layout.config_mismatch");
   const auto quantize = run_cli("quantize " + quoted(broken) + " " +
                                 quoted(scratch.path() / "out") + " --scheme nvfp4 --dry-run");
   EXPECT_EQ(quantize.exit_code, 2) << quantize.output;
-  EXPECT_NE(quantize.output.find("layout.config_mismatch"), std::string::npos)
+  EXPECT_NE(quantize.output.find("config.json implies this tensor"), std::string::npos)
       << quantize.output;
 }
 
@@ -451,6 +464,40 @@ INSTANTIATE_TEST_SUITE_P(Families, FamilyCheckpoint, ::testing::ValuesIn(kFamily
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
+
+// ---- The transformers-made fixtures (tests/data/README.md) ----
+
+TEST(ModelFamilies, TransformersFixturesInspectAndValidateClean) {
+  struct Fixture {
+    const char* directory;
+    ModelFamilyId family;
+  };
+  for (const auto& [directory, family] :
+       {Fixture{"deepseek-v3-tiny", ModelFamilyId::DeepseekV3},
+        Fixture{"qwen3-moe-tiny", ModelFamilyId::Qwen3Moe}}) {
+    SCOPED_TRACE(directory);
+    const fs::path path = fs::path(QS_TEST_DATA_DIR) / directory;
+    const Checkpoint checkpoint = Checkpoint::open(path);
+    const auto dimensions = dimensions_from_config(checkpoint.config(), "config.json");
+    EXPECT_EQ(dimensions.family, family);
+    // Every stored tensor is one the family's layout names, with its shape.
+    const auto layout = checkpoint_layout(dimensions);
+    EXPECT_EQ(layout.size(), checkpoint.tensors().size());
+    for (const auto& tensor : layout) {
+      const auto location = checkpoint.find(tensor.spec.name);
+      ASSERT_TRUE(location) << tensor.spec.name;
+      EXPECT_EQ(location->info->shape, tensor.spec.shape) << tensor.spec.name;
+    }
+    const auto report = validate_checkpoint(checkpoint, {});
+    for (const auto& finding : report.findings)
+      ADD_FAILURE() << finding.kind << " " << finding.tensor << ": " << finding.message;
+    const auto inspect = run_cli("inspect --json " + quoted(path));
+    ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
+    const auto summary = nlohmann::json::parse(inspect.standard_output);
+    EXPECT_FALSE(summary["by_category"].contains("unknown")) << summary["by_category"].dump();
+    EXPECT_EQ(summary["mtp_layers"].size(), dimensions.num_nextn_predict_layers);
+  }
+}
 
 // ---- Bad configs through the CLI ----
 
@@ -490,7 +537,8 @@ TEST(ModelFamilies, UnknownFamilyIsAWarningForValidateAndAnErrorForTheRunner) {
   // Running the model needs the architecture.
   const auto generate = run_cli("generate " + quoted(model) + " --prompt hi --max-new 1");
   EXPECT_EQ(generate.exit_code, 2) << generate.output;
-  EXPECT_NE(generate.output.find("config.unknown_family"), std::string::npos) << generate.output;
+  EXPECT_NE(generate.output.find("not a model family we know"), std::string::npos)
+      << generate.output;
   EXPECT_NE(generate.output.find("config.json"), std::string::npos) << generate.output;
 }
 
@@ -509,7 +557,7 @@ TEST_P(FamilyCheckpoint, InspectTotalsRolesByCategory) {
     ++expected[category_name(category(tensor.role))];
   EXPECT_EQ(expected.count("unknown"), 0u);
   for (const auto& [name, count] : expected)
-    EXPECT_EQ(summary["categories"][name]["tensors"].get<int>(), count) << name;
+    EXPECT_EQ(summary["by_category"][name]["tensors"].get<int>(), count) << name;
   EXPECT_EQ(summary["mtp_layers"].size(), spec.num_nextn_predict_layers);
   EXPECT_EQ(summary["layers"].size(), spec.num_hidden_layers);
 }
@@ -542,7 +590,7 @@ rules:
   const auto quantize = run_cli("quantize " + quoted(model) + " " + quoted(out) + " --recipe " +
                                 quoted(recipe) + " --format compressed-tensors");
   ASSERT_EQ(quantize.exit_code, 0) << quantize.output;
-  const Checkpoint result(out);
+  const Checkpoint result = Checkpoint::open(out);
   std::map<TensorRole, int> quantized;
   for (const auto& location : result.tensors()) {
     const auto p = parse_tensor_name(location.info->name);
@@ -582,8 +630,9 @@ rules:
                                 quoted(scratch.path() / "out") + " --recipe " + quoted(recipe) +
                                 " --dry-run");
   EXPECT_EQ(quantize.exit_code, 2) << quantize.output;
-  EXPECT_NE(quantize.output.find("plan.fused_split"), std::string::npos) << quantize.output;
-  EXPECT_NE(quantize.output.find("qkv_proj"), std::string::npos) << quantize.output;
+  EXPECT_NE(quantize.output.find("into model.layers.0.self_attn.qkv_proj"), std::string::npos)
+      << quantize.output;
+  EXPECT_NE(quantize.output.find("need the same scheme"), std::string::npos) << quantize.output;
 }
 
 }  // namespace

@@ -150,7 +150,7 @@ nlohmann::ordered_json config_summary(const nlohmann::json& config) {
   for (const char* key :
        {"model_type", "architectures", "num_hidden_layers", "num_nextn_predict_layers",
         "first_k_dense_replace", "hidden_size", "intermediate_size", "moe_intermediate_size",
-        "n_routed_experts", "num_experts_per_tok", "n_shared_experts", "num_attention_heads",
+        "n_routed_experts", "num_experts", "num_experts_per_tok", "n_shared_experts", "num_attention_heads",
         "q_lora_rank", "kv_lora_rank", "index_topk", "vocab_size", "dtype", "torch_dtype"})
     if (config.contains(key)) out[key] = config[key];
   return out;

@@ -167,3 +167,21 @@ def read_checkpoint(directory):
                 raise ValueError(f"{directory}: tensor '{tensor}' stored twice")
             tensors[tensor] = value
     return tensors
+
+
+def unchanged_problem(name, source, output):
+    """None when an output tensor carries a source tensor unchanged: the same dtype and bytes,
+    or BF16 that is the round-to-nearest-even of a wider float; else what is wrong. Both
+    arguments are (dtype, array) as read_safetensors returns them."""
+    (dtype, array), (out_dtype, out_array) = source, output
+    if tuple(out_array.shape) != tuple(array.shape):
+        return f"{name}: shape {list(out_array.shape)}, source {list(array.shape)}"
+    if out_dtype == dtype:
+        if not np.array_equal(out_array.view(np.uint8), array.view(np.uint8)):
+            return f"{name}: {dtype} bytes differ from the source"
+        return None
+    if out_dtype == "BF16" and dtype in ("F32", "F16"):  # both exact in float32
+        if not np.array_equal(out_array, float32_to_bf16_bits(array.astype(np.float32))):
+            return f"{name}: BF16 is not the round-to-nearest-even of its {dtype} value"
+        return None
+    return f"{name}: dtype {out_dtype}, source {dtype}"

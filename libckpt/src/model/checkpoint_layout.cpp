@@ -322,10 +322,8 @@ std::uint64_t saturating_tensor_count(const Spec& s) {
     for (const auto& span : spans) count += span.size();
     return count;
   };
-  // Layers come in at most four kinds (dense / MoE, decoder / MTP); count each kind once
-  // rather than walking a layer count no check has bounded yet.
+  // Walks at most 2^16 layers (more saturates): config_numbers bounds real configs far below.
   const std::uint64_t layers = add(s.num_hidden_layers, s.num_nextn_predict_layers);
-  const ModelLayout layout = layout_of(s);
   const std::uint64_t walked = std::min<std::uint64_t>(layers, 1u << 16);
   std::uint64_t count = add(std::size(kHeadTensors), size_of(tail_blocks(s)));
   for (std::uint64_t layer = 0; layer < walked; ++layer) {
@@ -335,7 +333,6 @@ std::uint64_t saturating_tensor_count(const Spec& s) {
     if (!blocks.per_expert.empty())
       count = add(count, multiply(s.n_routed_experts, blocks.per_expert.size()));
   }
-  (void)layout;
   return layers > walked ? kSaturated : count;
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 #include "qs/ckpt/core/error.h"
 
@@ -62,10 +63,16 @@ bool contains(std::span<const std::string_view> names, std::string_view name) {
 
 // ---- Reading keys ----
 
+// A JSON integer >= 0: parsed files give unsigned numbers, configs built in code signed ones.
+bool is_count(const nlohmann::json& value) {
+  return value.is_number_unsigned() ||
+         (value.is_number_integer() && value.get<std::int64_t>() >= 0);
+}
+
 class ConfigReader {
  public:
-  ConfigReader(const nlohmann::json& config, const std::string& file)
-      : config_(config), file_(file) {}
+  ConfigReader(const nlohmann::json& config, std::string file)
+      : config_(config), file_(std::move(file)) {}
 
   // An unsigned key; absent (or null) keys use `fallback` when given, else are an error.
   std::uint64_t count(const char* key, std::optional<std::uint64_t> fallback) const {
@@ -74,8 +81,7 @@ class ConfigReader {
       if (fallback) return *fallback;
       throw_bad_input("config.missing_key", fmt::format("config.json has no \"{}\"", key), file_);
     }
-    if (!value->is_number_unsigned())
-      invalid(key, *value, "a non-negative integer");
+    if (!is_count(*value)) invalid(key, *value, "a non-negative integer");
     return value->get<std::uint64_t>();
   }
   std::uint64_t required(const char* key) const { return count(key, std::nullopt); }
@@ -114,7 +120,7 @@ class ConfigReader {
     if (!value->is_array()) invalid(key, *value, "a list of layer indices");
     std::vector<std::uint64_t> result;
     for (const auto& entry : *value) {
-      if (!entry.is_number_unsigned()) invalid(key, *value, "a list of layer indices");
+      if (!is_count(entry)) invalid(key, *value, "a list of layer indices");
       result.push_back(entry.get<std::uint64_t>());
     }
     return result;
@@ -154,7 +160,7 @@ class ConfigReader {
   }
 
   const nlohmann::json& config_;
-  const std::string& file_;
+  std::string file_;
 };
 
 constexpr std::pair<std::string_view, RouterScoring> kScoringFunctions[] = {
@@ -167,10 +173,27 @@ constexpr std::pair<std::string_view, TopkMethod> kTopkMethods[] = {
 };
 
 // What every family reads alike.
+// Which layers exist and which are MoE, by the family's rule: the keys model_layout_from_config
+// reads alone.
+void read_layers(const ConfigReader& read, MoeLayerRule rule, ModelDimensions& d) {
+  d.num_hidden_layers = read.required("num_hidden_layers");
+  switch (rule) {
+    case MoeLayerRule::FirstKDenseThenFreq:
+      d.first_k_dense_replace = read.count("first_k_dense_replace", 0);
+      d.moe_layer_freq = read.count("moe_layer_freq", 1);
+      d.num_nextn_predict_layers = read.count("num_nextn_predict_layers", 0);
+      break;
+    case MoeLayerRule::SparseStep:
+      d.decoder_sparse_step = read.count("decoder_sparse_step", 1);
+      d.mlp_only_layers = read.counts("mlp_only_layers");
+      break;
+  }
+}
+
 void read_common(const ConfigReader& read, ModelDimensions& d) {
   d.vocab_size = read.required("vocab_size");
   d.hidden_size = read.required("hidden_size");
-  d.num_hidden_layers = read.required("num_hidden_layers");
+  read_layers(read, model_family(d.family).moe_layers, d);
   d.num_attention_heads = read.required("num_attention_heads");
   d.num_experts_per_tok = read.required("num_experts_per_tok");
   d.moe_intermediate_size = read.required("moe_intermediate_size");
@@ -183,11 +206,8 @@ void read_common(const ConfigReader& read, ModelDimensions& d) {
 
 // MLA families (glm_moe_dsa, deepseek_v3): DeepSeek-V2's key names.
 void read_mla(const ConfigReader& read, ModelDimensions& d) {
-  d.first_k_dense_replace = read.count("first_k_dense_replace", 0);
   d.intermediate_size = d.first_k_dense_replace > 0 ? read.required("intermediate_size")
                                                     : read.count("intermediate_size", 0);
-  d.moe_layer_freq = read.count("moe_layer_freq", 1);
-  d.num_nextn_predict_layers = read.count("num_nextn_predict_layers", 0);
   d.num_key_value_heads = read.count("num_key_value_heads", d.num_attention_heads);
   d.q_lora_rank = read.required("q_lora_rank");
   d.kv_lora_rank = read.required("kv_lora_rank");
@@ -229,8 +249,6 @@ ModelDimensions read_qwen3_moe(const ConfigReader& read) {
   ModelDimensions d = default_dimensions(ModelFamilyId::Qwen3Moe);
   read_common(read, d);
   d.intermediate_size = read.count("intermediate_size", 0);
-  d.decoder_sparse_step = read.count("decoder_sparse_step", 1);
-  d.mlp_only_layers = read.counts("mlp_only_layers");
   d.num_key_value_heads = read.count("num_key_value_heads", d.num_attention_heads);
   d.head_dim =
       read.count("head_dim", d.num_attention_heads ? d.hidden_size / d.num_attention_heads : 0);
@@ -242,24 +260,6 @@ ModelDimensions read_qwen3_moe(const ConfigReader& read) {
 using DimensionsReader = ModelDimensions (*)(const ConfigReader&);
 constexpr DimensionsReader kReaders[] = {read_glm_moe_dsa, read_deepseek_v3, read_qwen3_moe};
 static_assert(std::size(kReaders) == std::size(kFamilies));
-
-// ---- Tolerant layer reading ----
-
-// A config.json layout number: `fallback` when absent or null, nullopt when present but not an
-// integer that fits uint32.
-std::optional<std::uint32_t> layout_number(const nlohmann::json& value, std::uint32_t fallback) {
-  if (value.is_null()) return fallback;
-  if (!value.is_number_integer()) return std::nullopt;
-  const std::int64_t number = value.get<std::int64_t>();
-  if (number < 0 || number > std::numeric_limits<std::uint32_t>::max()) return std::nullopt;
-  return static_cast<std::uint32_t>(number);
-}
-
-std::optional<std::uint32_t> layout_key(const nlohmann::json& config, const char* key,
-                                        std::uint32_t fallback) {
-  const auto it = config.find(key);
-  return it == config.end() ? fallback : layout_number(*it, fallback);
-}
 
 }  // namespace
 
@@ -297,7 +297,7 @@ std::span<const ModelFamily> model_families() { return kFamilies; }
 
 const ModelFamily& model_family(ModelFamilyId id) { return kFamilies[static_cast<std::size_t>(id)]; }
 
-const ModelFamily* find_model_family(std::string_view name) {
+const ModelFamily* model_family_named(std::string_view name) {
   for (const auto& family : kFamilies)
     if (family.name == name) return &family;
   return nullptr;
@@ -358,40 +358,25 @@ bool ModelLayout::is_moe_layer(std::uint32_t layer) const {
 }
 
 std::optional<ModelLayout> model_layout_from_config(const nlohmann::json& config) {
-  if (!config.is_object() || !config.contains("num_hidden_layers") ||
-      config.at("num_hidden_layers").is_null())
-    return std::nullopt;
+  if (!config.is_object()) return std::nullopt;
   const ModelFamily* family = find_model_family(config);
-  ModelLayout layout;
-  layout.moe_rule = family ? family->moe_layers : MoeLayerRule::FirstKDenseThenFreq;
-  const auto num_hidden_layers = layout_key(config, "num_hidden_layers", 0);
-  if (!num_hidden_layers) return std::nullopt;
-  layout.num_hidden_layers = *num_hidden_layers;
-  if (layout.moe_rule == MoeLayerRule::FirstKDenseThenFreq) {
-    const auto first_k_dense_replace = layout_key(config, "first_k_dense_replace", 0);
-    const auto moe_layer_freq = layout_key(config, "moe_layer_freq", 1);
-    const auto num_nextn_predict_layers = layout_key(config, "num_nextn_predict_layers", 0);
-    // vLLM takes the layer index modulo moe_layer_freq; zero is a broken config, not a layout.
-    if (!first_k_dense_replace || !moe_layer_freq || !num_nextn_predict_layers ||
-        *moe_layer_freq == 0)
-      return std::nullopt;
-    layout.first_k_dense_replace = *first_k_dense_replace;
-    layout.moe_layer_freq = *moe_layer_freq;
-    layout.num_nextn_predict_layers = *num_nextn_predict_layers;
-  } else {
-    const auto step = layout_key(config, "decoder_sparse_step", 1);
-    if (!step || *step == 0) return std::nullopt;
-    layout.decoder_sparse_step = *step;
-    if (const auto only = config.find("mlp_only_layers"); only != config.end() && !only->is_null()) {
-      if (!only->is_array()) return std::nullopt;
-      for (const auto& entry : *only) {
-        const auto layer = layout_number(entry, 0);
-        if (!layer || entry.is_null()) return std::nullopt;
-        layout.mlp_only_layers.push_back(*layer);
-      }
-    }
+  // Unknown families: the DeepSeek keys, which every MLA model spells alike.
+  ModelDimensions d = default_dimensions(family ? family->id : ModelFamilyId::DeepseekV3);
+  try {
+    read_layers(ConfigReader(config, "config.json"), model_family(d.family).moe_layers, d);
+  } catch (const Error&) {
+    return std::nullopt;
   }
-  return layout;
+  // vLLM takes the layer index modulo these; zero is a broken config, not a layout. Indices
+  // past uint32 are not layers either (config_numbers bounds real ones far lower).
+  constexpr std::uint64_t kMax = std::numeric_limits<std::uint32_t>::max();
+  if (d.moe_layer_freq == 0 || d.decoder_sparse_step == 0 || d.num_hidden_layers > kMax ||
+      d.first_k_dense_replace > kMax || d.moe_layer_freq > kMax ||
+      d.num_nextn_predict_layers > kMax || d.decoder_sparse_step > kMax ||
+      std::any_of(d.mlp_only_layers.begin(), d.mlp_only_layers.end(),
+                  [](std::uint64_t layer) { return layer > kMax; }))
+    return std::nullopt;
+  return layout_of(d);
 }
 
 bool in_mtp_layer(const ParsedTensorName& parsed, const ModelLayout& layout) {

@@ -136,7 +136,7 @@ struct ModelFamily {
 std::span<const ModelFamily> model_families();
 const ModelFamily& model_family(ModelFamilyId id);
 // By name ("deepseek_v3"); nullptr when no family has it.
-const ModelFamily* find_model_family(std::string_view name);
+const ModelFamily* model_family_named(std::string_view name);
 // The family config.json describes: model_type first, then architectures. nullptr when it
 // names none we know (or is not an object).
 const ModelFamily* find_model_family(const nlohmann::json& config);
