@@ -22,6 +22,9 @@ struct FamilyFixture {
   bool has_mtp;
 };
 
+// gtest and ctest name the case by its directory, not its bytes.
+void PrintTo(const FamilyFixture& fixture, std::ostream* out) { *out << fixture.directory; }
+
 std::string fixture_name(const ::testing::TestParamInfo<FamilyFixture>& info) {
   std::string name = info.param.directory;
   std::replace(name.begin(), name.end(), '-', '_');
