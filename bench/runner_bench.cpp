@@ -1,4 +1,5 @@
-// Benchmark: the CPU runner on the bundled model. Prefill and decode tokens/s beside the
+// Benchmark: the CPU runner on a checkpoint of any family (the bundled GLM-5, the
+// deepseek_v3 / qwen3_moe fixtures, or a synth checkpoint). Prefill and decode tokens/s beside the
 // FLOPs a token costs (Linear weights actually used: attention, indexer, router, top-k routed
 // experts, shared expert or dense MLP; plus attention over the context), the achieved GFLOP/s,
 // and an OpenBLAS SGEMM of a matching size in the same run.
@@ -14,7 +15,7 @@
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/run/evaluation.h"
-#include "qs/run/glm5_model.h"
+#include "qs/run/language_model.h"
 
 namespace {
 
@@ -23,23 +24,35 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Multiply-adds ×2 per token of the main model's Linears, with `context` keys attended.
-double flops_per_token(const qs::Glm5Dimensions& d, double context, bool moe_layer) {
+// Multiply-adds ×2 per token of the main model's Linears, with `context` keys attended, for
+// the family's attention kind.
+double flops_per_token(const qs::run::RunnerArchitecture& architecture, double context,
+                       bool moe_layer) {
+  const auto& d = architecture.dimensions;
   const double h = d.hidden_size, heads = d.num_attention_heads;
-  const double qk = d.qk_nope_head_dim + d.qk_rope_head_dim;
-  double linear =
-      h * d.q_lora_rank + d.q_lora_rank * heads * qk + h * (d.kv_lora_rank + d.qk_rope_head_dim) +
-      d.kv_lora_rank * heads * (d.qk_nope_head_dim + d.v_head_dim) + heads * d.v_head_dim * h;
-  linear += d.q_lora_rank * d.index_n_heads * d.index_head_dim + h * d.index_head_dim +
-            h * d.index_n_heads;
+  double linear = 0.0, attention = 0.0;
+  if (architecture.family->attention == qs::AttentionKind::Gqa) {
+    const double head = d.head_dim, kv_heads = d.num_key_value_heads;
+    linear = h * heads * head + 2.0 * h * kv_heads * head + heads * head * h;
+    attention = heads * context * 2.0 * head;
+  } else {
+    const double qk = d.qk_nope_head_dim + d.qk_rope_head_dim;
+    linear =
+        h * d.q_lora_rank + d.q_lora_rank * heads * qk + h * (d.kv_lora_rank + d.qk_rope_head_dim) +
+        d.kv_lora_rank * heads * (d.qk_nope_head_dim + d.v_head_dim) + heads * d.v_head_dim * h;
+    attention = heads * context * (qk + d.v_head_dim);
+    if (d.has_indexer) {
+      linear += d.q_lora_rank * d.index_n_heads * d.index_head_dim + h * d.index_head_dim +
+                h * d.index_n_heads;
+      attention += d.index_n_heads * context * d.index_head_dim;
+    }
+  }
   if (moe_layer) {
     const double expert = 3.0 * h * d.moe_intermediate_size;
     linear += h * d.n_routed_experts + expert * (d.num_experts_per_tok + d.n_shared_experts);
   } else {
     linear += 3.0 * h * d.intermediate_size;
   }
-  const double attention =
-      heads * context * (qk + d.v_head_dim) + d.index_n_heads * context * d.index_head_dim;
   return 2.0 * (linear + attention);
 }
 
@@ -52,14 +65,14 @@ int main(int argc, char** argv) {
   }
   const auto checkpoint = qs::Checkpoint::open(argv[1]);
   const std::uint64_t rows = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 8;
-  const qs::run::Glm5Model model(checkpoint);
-  const auto& d = model.dimensions();
+  const qs::run::LanguageModel model(checkpoint);
+  const auto& d = model.architecture().dimensions;
   const auto tokens =
       qs::run::read_token_batch(checkpoint.directory() / "tokens.safetensors", "heldout", rows);
 
   double per_token = 0.0;
   for (std::uint64_t layer = 0; layer < d.num_hidden_layers; ++layer)
-    per_token += flops_per_token(d, tokens.seq / 2.0, layer >= d.first_k_dense_replace);
+    per_token += flops_per_token(model.architecture(), tokens.seq / 2.0, d.is_moe_layer(layer));
   per_token += 2.0 * d.hidden_size * d.vocab_size;
 
   auto start = Clock::now();
@@ -75,7 +88,7 @@ int main(int argc, char** argv) {
   double decode_flops = 0.0;
   for (std::uint64_t step = 0; step < decode_steps; ++step)
     for (std::uint64_t layer = 0; layer < d.num_hidden_layers; ++layer)
-      decode_flops += flops_per_token(d, 64.0 + step, layer >= d.first_k_dense_replace);
+      decode_flops += flops_per_token(model.architecture(), 64.0 + step, d.is_moe_layer(layer));
 
   // A GEMM the size of the prefill's typical Linear: [tokens, hidden] × [hidden, 512].
   const int m = static_cast<int>(prefill_tokens), n = 512, k = static_cast<int>(d.hidden_size);

@@ -10,7 +10,7 @@
 #include "qs/ckpt/plan/calibration_store.h"
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/run/calibration.h"
-#include "qs/run/glm5_model.h"
+#include "qs/run/language_model.h"
 #include "qs/run/tensor_ops.h"
 #include "test_support.h"
 
@@ -55,7 +55,7 @@ TEST_F(Calibrate, SumsExactlyWhatEachLinearSaw) {
   const auto store = CalibrationStore::open(scratch_.path() / "stats.qs");
   const std::uint64_t rows = tokens_.rows * tokens_.seq;
   // Layer 0's q_a_proj sees input_layernorm(embeddings).
-  const Glm5Model model(checkpoint_);
+  const LanguageModel model(checkpoint_);
   auto hidden = model.embed(tokens_.ids, tokens_.rows, tokens_.seq);
   rms_norm(hidden.values, WeightLoader(checkpoint_).vector("model.layers.0.input_layernorm.weight"),
            1e-5f);

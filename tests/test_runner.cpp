@@ -10,7 +10,7 @@
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/io/safetensors.h"
 #include "qs/quant/cuda_availability.h"
-#include "qs/run/glm5_model.h"
+#include "qs/run/language_model.h"
 #include "test_support.h"
 
 namespace qs::run {
@@ -58,7 +58,7 @@ void expect_same_argmax(const std::vector<float>& ours, const std::vector<float>
 class Runner : public ::testing::Test {
  protected:
   Checkpoint checkpoint_ = Checkpoint::open(kModel);
-  Glm5Model model_{checkpoint_};
+  LanguageModel model_{checkpoint_};
   std::vector<std::int32_t> input_ids_ = read_reference<std::int32_t>("input_ids");
 };
 
@@ -181,7 +181,7 @@ TEST(RunnerCuda, CublasForwardMatchesTheReference) {
   const auto cuda = cuda_availability();
   if (!cuda.usable) GTEST_SKIP() << "no CUDA device: " << cuda.reason;
   const auto checkpoint = Checkpoint::open(kModel);
-  const Glm5Model model(checkpoint, GemmDevice::Cuda);
+  const LanguageModel model(checkpoint, GemmDevice::Cuda);
   const auto input_ids = read_reference<std::int32_t>("input_ids");
   const auto output = model.forward(input_ids, 4, 64);
   const auto logits = compare(output.logits, read_reference<float>("logits"));

@@ -6,8 +6,8 @@
 #include <tbb/global_control.h>
 
 #include <memory>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli_support.h"
 #include "progress_line.h"
@@ -16,6 +16,9 @@
 
 namespace qs::cli {
 namespace {
+
+// What eval reports for MTP acceptance when the model has no MTP layer (qwen3_moe).
+constexpr const char* kNoMtpLayer = "no MTP layer";
 
 struct EvalOptions {
   std::string reference;
@@ -50,6 +53,8 @@ nlohmann::ordered_json report_json(const run::EvaluationReport& report) {
   if (report.has_mtp)
     out["mtp_acceptance"] = {{"reference", report.reference_mtp_acceptance},
                              {"model", report.test_mtp_acceptance}};
+  else
+    out["mtp_acceptance"] = kNoMtpLayer;
   if (report.decode_steps)
     out["decode"] = {{"steps", report.decode_steps},
                      {"js_mean", report.decode_js.mean},
@@ -84,6 +89,8 @@ void print_report(const run::EvaluationReport& report) {
   if (report.has_mtp)
     fmt::print("MTP acceptance       ref {:.4f}  model {:.4f}\n", report.reference_mtp_acceptance,
                report.test_mtp_acceptance);
+  else
+    fmt::print("MTP acceptance       {}\n", kNoMtpLayer);
   if (report.decode_steps)
     fmt::print(
         "decode JS            {:.6f} ± {:.6f} (max {:.6f}) over {} greedy steps, top-1 "

@@ -8,10 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_support.h"
-#include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/checkpoint.h"
 #include "qs/run/evaluation.h"
-#include "qs/run/glm5_model.h"
+#include "qs/run/language_model.h"
 
 namespace qs::cli {
 namespace {
@@ -58,9 +58,9 @@ SubcommandRunner register_generate(CLI::App& app) {
   command->add_option("--device", options->device, "auto (GPU when usable), cpu or cuda");
   return [options]() {
     const auto checkpoint = Checkpoint::open(options->model);
-    const run::Glm5Model model(checkpoint, runner_uses_cuda(options->device)
-                                               ? run::GemmDevice::Cuda
-                                               : run::GemmDevice::Cpu);
+    const run::LanguageModel model(checkpoint, runner_uses_cuda(options->device)
+                                                   ? run::GemmDevice::Cuda
+                                                   : run::GemmDevice::Cpu);
     std::vector<std::int32_t> prompt;
     if (options->prompt.empty() == options->tokens.empty())
       throw_bad_input("cli.prompt_or_tokens", "give exactly one of --prompt TEXT or --tokens F");
@@ -94,7 +94,9 @@ SubcommandRunner register_generate(CLI::App& app) {
       out["text"] = render(generated);
       out["seconds"] = seconds;
       out["tokens_per_second"] = generated.size() / std::max(seconds, 1e-9);
-      fmt::print("{}\n", out.dump(2));
+      // Byte tokens need not form UTF-8 (random or quantized models): invalid bytes print as
+      // U+FFFD in the JSON text; "tokens" holds the ids exactly.
+      fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     } else {
       fmt::print("{}\n", render(prompt) + render(generated));
       fmt::print(stderr, "{} tokens in {:.2f} s ({:.1f} tokens/s, prompt {} tokens)\n",

@@ -8,7 +8,7 @@
 
 #include "qs/ckpt/plan/calibration_store.h"
 #include "qs/quant/deterministic_blas.h"
-#include "qs/run/glm5_model.h"
+#include "qs/run/language_model.h"
 
 namespace qs::run {
 namespace {
@@ -87,8 +87,8 @@ class Collector final : public LinearObserver {
 CalibrationSummary calibrate(const Checkpoint& checkpoint, const TokenBatch& tokens,
                              const std::filesystem::path& output,
                              const CalibrationOptions& options) {
-  const Glm5Model model(checkpoint, options.device);
-  const auto& dims = model.dimensions();
+  const LanguageModel model(checkpoint, options.device);
+  const auto& dims = model.architecture().dimensions;
   CalibrationStoreWriter writer(
       output, {checkpoint.directory().string(), tokens.rows * tokens.seq, options.all_experts,
                fmt::format("f32 activations (GEMMs on {}) widened to f64, summed in f64 in fixed "

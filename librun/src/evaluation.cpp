@@ -6,7 +6,7 @@
 #include <limits>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/run/glm5_model.h"
+#include "qs/run/language_model.h"
 
 namespace qs::run {
 namespace {
@@ -62,7 +62,7 @@ TokenBatch read_token_batch(const std::filesystem::path& file, const std::string
       std::memcpy(&value, bytes.data() + 8 * i, 8);
     }
     // Checked before narrowing: an I64 id of 2^32 + 65 is not token 65. The model checks
-    // ids against its vocabulary (Glm5Model::embed); no vocabulary holds these.
+    // ids against its vocabulary (LanguageModel::embed); no vocabulary holds these.
     if (value < 0 || value > std::numeric_limits<std::int32_t>::max())
       throw_bad_input("tokens.out_of_range",
                       fmt::format("token id {} at position {} (row {}, column {}) is not a "
@@ -95,12 +95,19 @@ EvaluationReport evaluate(const Checkpoint& reference, const Checkpoint& test,
                     fmt::format("rows of {} token(s): eval needs at least 2 per row to score a "
                                 "next token",
                                 tokens.seq));
-  const Glm5Model reference_model(reference, options.device), test_model(test, options.device);
-  const auto& dims = reference_model.dimensions();
-  if (dims.vocab_size != test_model.dimensions().vocab_size)
+  const LanguageModel reference_model(reference, options.device), test_model(test, options.device);
+  const auto& dims = reference_model.architecture().dimensions;
+  const auto& test_dims = test_model.architecture().dimensions;
+  if (dims.family != test_dims.family)
+    throw_bad_input("eval.family_mismatch",
+                    fmt::format("the models are of different families ({} and {})",
+                                reference_model.architecture().family->name,
+                                test_model.architecture().family->name),
+                    test.directory().string());
+  if (dims.vocab_size != test_dims.vocab_size)
     throw_bad_input("eval.vocab_mismatch",
                     fmt::format("the models have different vocabularies ({} and {})",
-                                dims.vocab_size, test_model.dimensions().vocab_size),
+                                dims.vocab_size, test_dims.vocab_size),
                     test.directory().string());
   const auto progress = [&](const std::string& stage, std::uint64_t done, std::uint64_t total) {
     if (options.on_progress) options.on_progress(stage, done, total);

@@ -58,16 +58,4 @@ void layer_norm(std::span<float> x, std::span<const float> weight, std::span<con
   });
 }
 
-void rotate_interleaved(float* x, std::uint64_t dims, std::uint64_t position, double theta) {
-  for (std::uint64_t j = 0; j < dims / 2; ++j) {
-    const float inverse_frequency =
-        static_cast<float>(std::pow(theta, -2.0 * static_cast<double>(j) / dims));
-    const float angle = static_cast<float>(position) * inverse_frequency;
-    const float cosine = std::cos(angle), sine = std::sin(angle);
-    const float even = x[2 * j], odd = x[2 * j + 1];
-    x[2 * j] = even * cosine - odd * sine;
-    x[2 * j + 1] = odd * cosine + even * sine;
-  }
-}
-
 }  // namespace qs::run

@@ -1,5 +1,5 @@
 #pragma once
-// The few fp32 operations the GLM-5 forward needs, on row-major buffers. GEMMs go to
+// The few fp32 operations the forward needs, on row-major buffers. GEMMs go to
 // OpenBLAS in fixed tiles (qs/quant/deterministic_blas.h: results independent of the thread
 // count); the rest are plain loops over rows, parallel with oneTBB.
 
@@ -23,9 +23,6 @@ void rms_norm(std::span<float> x, std::span<const float> weight, float eps);
 // In place, per row: (x − mean) / sqrt(var + eps) · weight + bias.
 void layer_norm(std::span<float> x, std::span<const float> weight, std::span<const float> bias,
                 float eps);
-
-// Interleaved (GPT-J) rotary embedding of `x[0..dims)` at `position`, pairs (2j, 2j+1).
-void rotate_interleaved(float* x, std::uint64_t dims, std::uint64_t position, double theta);
 
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/formats/quantized_weight.h"
+#include "qs/ckpt/io/checkpoint.h"
 
 namespace qs::run {
 
