@@ -188,6 +188,7 @@ bool is_config_accountable(const ModuleParameters& parameters) {
     case WeightLayout::PackQuantized:
     case WeightLayout::Int8:
     case WeightLayout::Fp8:
+    case WeightLayout::Fp8Block:
       return true;
     case WeightLayout::Dense: {
       const auto& weight = parameters.at("weight");

@@ -1,4 +1,5 @@
 #include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/formats/fp8_block_format.h"
 
 #include <fmt/format.h>
 
@@ -59,7 +60,7 @@ struct LayoutRule {
   bool (*matches)(const ModuleParameters&);
 };
 
-constexpr std::array<LayoutRule, 6> kLayoutRules{{
+constexpr std::array<LayoutRule, 7> kLayoutRules{{
     {WeightLayout::Nvfp4Modelopt,
      [](const ModuleParameters& p) {
        return has(p, "weight", DType::U8) && has(p, "weight_scale", DType::F8_E4M3) &&
@@ -77,6 +78,10 @@ constexpr std::array<LayoutRule, 6> kLayoutRules{{
      [](const ModuleParameters& p) {
        return has(p, "weight", DType::I8) && has(p, "weight_scale");
      }},
+    {WeightLayout::Fp8Block,
+     [](const ModuleParameters& p) {
+       return has(p, "weight", DType::F8_E4M3) && has(p, kFp8ScaleParameter);
+     }},
     {WeightLayout::Fp8,
      [](const ModuleParameters& p) {
        return has(p, "weight", DType::F8_E4M3) && has(p, "weight_scale");
@@ -85,7 +90,7 @@ constexpr std::array<LayoutRule, 6> kLayoutRules{{
      [](const ModuleParameters& p) {
        auto it = p.find("weight");
        return it != p.end() && is_float(it->second.info->dtype) && !has(p, "weight_scale") &&
-              !has(p, "weight_packed");
+              !has(p, "weight_packed") && !has(p, kFp8ScaleParameter);
      }},
 }};
 
@@ -130,6 +135,8 @@ const char* weight_layout_name(WeightLayout layout) {
       return "int8";
     case WeightLayout::Fp8:
       return "fp8";
+    case WeightLayout::Fp8Block:
+      return "fp8-block";
     case WeightLayout::Unrecognized:
       return "unrecognized";
   }
@@ -162,6 +169,7 @@ std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, We
     case WeightLayout::Dense:
     case WeightLayout::Int8:
     case WeightLayout::Fp8:
+    case WeightLayout::Fp8Block:
       if (const auto* weight = two_dimensional("weight")) return weight->shape;
       return std::nullopt;
     case WeightLayout::Nvfp4Modelopt:
@@ -194,7 +202,8 @@ bool is_nvfp4_layout(WeightLayout layout) {
 }
 
 bool is_quantized_layout(WeightLayout layout) {
-  return is_nvfp4_layout(layout) || layout == WeightLayout::PackQuantized;
+  return is_nvfp4_layout(layout) || layout == WeightLayout::PackQuantized ||
+         layout == WeightLayout::Fp8Block;
 }
 
 std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_companion) {
@@ -212,6 +221,8 @@ std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_co
     options.symmetric = !optional_companion;
     options.group_size = kChannelGroup;
     specs = integer_output_specs(module, 1, 32, DType::BF16, options);
+  } else if (layout == WeightLayout::Fp8Block) {
+    specs = fp8_block_output_specs(module, 1, 1);
   }
   std::vector<std::string> names;
   for (const auto& spec : specs) names.push_back(spec.name.substr(module.size() + 1));

@@ -1,6 +1,10 @@
 #include "qs/ckpt/formats/quantized_weight.h"
+#include "qs/ckpt/formats/fp8_block_format.h"
 
 #include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
 
 #include "qs/ckpt/io/checked_tensor.h"
 #include "qs/ckpt/core/error.h"
@@ -105,6 +109,40 @@ QuantizedWeight pack_quantized_weight(const std::string& module, const ModulePar
   return weight;
 }
 
+// DeepSeek's FP8: F8_E4M3 codes [N, K] and one F32 multiplier per 128 × 128 block, every one
+// finite and positive (reads the scales: a NaN or zero scale would decode the whole block to
+// garbage without any other sign).
+QuantizedWeight fp8_block_weight(const std::string& module, const ModuleParameters& parameters,
+                                 const std::string& kind) {
+  const auto& codes = required(module, parameters, "weight", kind);
+  const auto& scales = required(module, parameters, kFp8ScaleParameter, kind);
+  expect_dtype(codes, {DType::F8_E4M3}, "FP8 block-scaled weight", kind);
+  const Shape& shape = codes.info->shape;
+  if (shape.size() != 2 || shape[0] == 0 || shape[1] == 0)
+    fail(codes, kind,
+         fmt::format("shape {}, but an FP8 block-scaled weight is [N, K] with N, K > 0",
+                     shape_to_string(shape)));
+  expect_dtype(scales, {DType::F32}, "FP8 block scale tensor (weight_scale_inv)", kind);
+  expect_shape(scales, fp8_block_scale_shape(shape[0], shape[1]),
+               "block scale tensor (one per 128 × 128 block of the weight)", kind);
+  const auto bytes = scales.shard->read(*scales.info);
+  for (std::size_t i = 0; i < bytes.size() / sizeof(float); ++i) {
+    float scale = 0.0f;
+    std::memcpy(&scale, bytes.data() + i * sizeof(float), sizeof(float));
+    if (!(std::isfinite(scale) && scale > 0.0f))
+      fail(scales, kind,
+           fmt::format("block scale {} (block [{}, {}]) is {}; every scale must be finite and "
+                       "positive",
+                       i, i / scales.info->shape[1], i % scales.info->shape[1], scale));
+  }
+  QuantizedWeight weight;
+  weight.request.layout = WeightLayout::Fp8Block;
+  weight.request.rows = shape[0];
+  weight.request.cols = shape[1];
+  weight.sources = {codes, scales};
+  return weight;
+}
+
 }  // namespace
 
 DeclaredPackBits::DeclaredPackBits(const nlohmann::json& config) {
@@ -132,8 +170,10 @@ QuantizedWeight checked_quantized_weight(const std::string& module,
   if (is_nvfp4_layout(layout)) return nvfp4_weight(module, parameters, layout, kind);
   if (layout == WeightLayout::PackQuantized)
     return pack_quantized_weight(module, parameters, declared_bits, kind);
+  if (layout == WeightLayout::Fp8Block) return fp8_block_weight(module, parameters, kind);
   throw_bad_input(kind,
-                  fmt::format("stored as {}, which is neither NVFP4 nor pack-quantized",
+                  fmt::format("stored as {}, which is neither NVFP4, pack-quantized nor FP8 "
+                              "block-scaled",
                               weight_layout_name(layout)),
                   {}, module);
 }

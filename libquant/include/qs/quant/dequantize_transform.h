@@ -3,7 +3,7 @@
 // library (fp4::dequantize, intq::unpack + intq::dequantize), then round-to-nearest-even to
 // the target dtype. So a dequantized checkpoint holds exactly what `validate --ref` and the
 // runner compute from the quantized one. Used by `mtp extract` (seed 003: the NVFP4 MTP layer
-// to BF16, then requantized).
+// to BF16, then requantized) and by `quantize` to read FP8 block-scaled sources.
 
 #include <memory>
 #include <span>
@@ -18,6 +18,7 @@ namespace qs {
 //   Nvfp4Modelopt           weight, weight_scale, weight_scale_2
 //   Nvfp4CompressedTensors  weight_packed, weight_scale, weight_global_scale
 //   PackQuantized           weight_packed, weight_scale, weight_shape[, weight_zero_point]
+//   Fp8Block                weight (F8_E4M3), weight_scale_inv (F32 per 128 × 128 block)
 // One output: the [rows, cols] weight in request.dtype. Throws BadInput
 // "dequantize.bad_input" naming the tensor when the bytes do not fit the layout.
 std::shared_ptr<const Transform> make_dequantize_transform(const DequantizeRequest& request);

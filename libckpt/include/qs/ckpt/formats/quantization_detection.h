@@ -21,6 +21,7 @@ enum class WeightLayout {
   PackQuantized,           // I32 weight_packed + weight_scale (+ weight_zero_point) + weight_shape
   Int8,                    // I8 weight + weight_scale (int-quantized / naive)
   Fp8,                     // F8_E4M3 weight + weight_scale
+  Fp8Block,                // F8_E4M3 weight + F32 weight_scale_inv per 128×128 block (DeepSeek)
   Unrecognized,            // quantization companions in a combination we do not know
 };
 
@@ -45,13 +46,15 @@ std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, We
 
 // NVFP4 in either layout.
 bool is_nvfp4_layout(WeightLayout layout);
-// The quantized layouts we write and read back: NVFP4 (either layout) and pack-quantized.
+// The quantized layouts we write and read back: NVFP4 (either layout), pack-quantized and
+// FP8 block-scaled.
 bool is_quantized_layout(WeightLayout layout);
 
 // The parameters that hold a quantized Linear's weight, in the order our writers give them
 // (nvfp4_output_specs, integer_output_specs): NVFP4 modelopt weight, weight_scale,
 // weight_scale_2; NVFP4 compressed-tensors weight_packed, weight_scale, weight_global_scale;
-// pack-quantized weight_packed, weight_scale, weight_shape. With `optional_companion`, also the
+// pack-quantized weight_packed, weight_scale, weight_shape; FP8 block-scaled weight,
+// weight_scale_inv. With `optional_companion`, also the
 // layout's optional last one: the NVFP4 input scale (input_scale / input_global_scale) or the
 // pack-quantized weight_zero_point. Empty for other layouts.
 std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_companion = false);

@@ -28,7 +28,8 @@ struct DequantizeRequest {
 struct QuantizedWeight {
   DequantizeRequest request;
   // In dequantize_transform.h's order: NVFP4 codes, block scales, global scale;
-  // pack-quantized weight_packed, weight_scale, weight_shape[, weight_zero_point].
+  // pack-quantized weight_packed, weight_scale, weight_shape[, weight_zero_point]; FP8
+  // block-scaled weight, weight_scale_inv.
   std::vector<TensorLocation> sources;
 };
 
@@ -45,8 +46,9 @@ class DeclaredPackBits {
   std::optional<CompressedTensorsConfig> config_;
 };
 
-// Checks dtypes, shapes and element counts of an NVFP4 (either layout) or pack-quantized
-// module's tensors against each other; `declared_bits` (0: none) is the config's width, else
+// Checks dtypes, shapes and element counts of an NVFP4 (either layout), pack-quantized or FP8
+// block-scaled module's tensors against each other (FP8: also that every block scale is finite
+// and positive, the one tensor besides weight_shape this reads); `declared_bits` (0: none) is the config's width, else
 // the packed width decides it (7-bit codes pack like 8-bit ones, ⌊32/b⌋ = 4 per word, so
 // only a config can say 7). Reads only weight_shape. Throws BadInput `kind` naming the file
 // and tensor at fault; for other layouts, naming the module.

@@ -10,9 +10,11 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/formats/quantized_weight.h"
 #include "qs/ckpt/plan/calibration_store.h"
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/plan/plan.h"
@@ -24,6 +26,12 @@ namespace qs {
 // What a quantizing transform is asked to do for one plan item: quantize `member_count`
 // weights (the members of one fused group, or one lone Linear) with one shared global scale,
 // writing per member the tensors of nvfp4_output_specs in that order.
+//
+// FP8 block-scaled sources (DeepSeek-V3's weight + weight_scale_inv) are read through the same
+// factory: a member whose `encoded_members` entry is set has those two sources, decoded to
+// BF16 before anything else (so one command gives the bytes converting to BF16 first would).
+// An FP8 Linear no rule quantizes is asked for with action keep / bf16 / f16 / f32 and one
+// member: it is decoded to the entry's dtype, its scale dropped.
 struct QuantizeRequest {
   RecipeAction action = RecipeAction::Nvfp4;
   OutputFormat format = OutputFormat::Modelopt;
@@ -34,6 +42,8 @@ struct QuantizeRequest {
   IntegerOptions integer;  // int / gptq
   // gptq: the statistics the members' Hessians come from (outlives the job).
   const CalibrationStore* calibration = nullptr;
+  // One entry per member when any is stored FP8 block-scaled; empty otherwise.
+  std::vector<std::optional<DequantizeRequest>> encoded_members;
 };
 using QuantizeTransformFactory =
     std::function<std::shared_ptr<const Transform>(const QuantizeRequest&)>;
@@ -78,7 +88,8 @@ std::string scheme_label(const TensorDecision& decision);
 // `calibration` supplies activation ranges and, for gptq rules, Hessians (missing: error
 // "plan.needs_calibration"; a module without statistics is "calibration.missing_module",
 // except routed experts, which GPTQ rounds to nearest when the router never picked them;
-// statistics of another width are "calibration.shape_mismatch"); a recipe with `activations: nvfp4` needs it
+// statistics of another width are "calibration.shape_mismatch"); a recipe with `activations: nvfp4`
+// needs it
 // ("plan.needs_calibration"). All routed experts of a layer share one input amax per
 // projection (gate/up, down), the max over those calibrated, as engines use one input scale
 // for them; a non-expert module without statistics is "calibration.missing_module".

@@ -29,7 +29,9 @@
 //
 // Actions: keep (bytes unchanged), bf16 / f16 / f32 (float cast), and quantization schemes:
 // nvfp4; int (round-to-nearest integers) and gptq (integers through GPTQ, which needs
-// calibration statistics), written as compressed-tensors pack-quantized. Integer presets:
+// calibration statistics), written as compressed-tensors pack-quantized; fp8-block (F8_E4M3
+// with one F32 scale per 128 × 128 block, DeepSeek-V3's layout, docs/formats/fp8-block.md).
+// Integer presets:
 //   int8          8-bit symmetric, group 128 (W8A16)     gptq-int8   the same through GPTQ
 //   int8-channel  8-bit symmetric, one scale per row
 //   int4          4-bit asymmetric, group 128 (W4A16)    gptq-int4   the same through GPTQ
@@ -53,7 +55,16 @@
 
 namespace qs {
 
-enum class RecipeAction : std::uint8_t { Keep, CastBf16, CastF16, CastF32, Nvfp4, Int, Gptq };
+enum class RecipeAction : std::uint8_t {
+  Keep,
+  CastBf16,
+  CastF16,
+  CastF32,
+  Nvfp4,
+  Int,
+  Gptq,
+  Fp8Block,
+};
 
 std::optional<RecipeAction> parse_recipe_action(std::string_view text);
 const char* recipe_action_name(RecipeAction action);
@@ -67,9 +78,9 @@ struct IntegerOptions {
   bool symmetric = false;
   std::int64_t group_size = 128;  // kChannelGroup: per output channel
   std::string observer = "minmax";
-  double damp = 0.01;             // gptq
-  bool act_order = true;          // gptq
-  std::uint64_t min_tokens = 0;   // gptq: below this, round-to-nearest (0: any token count)
+  double damp = 0.01;            // gptq
+  bool act_order = true;         // gptq
+  std::uint64_t min_tokens = 0;  // gptq: below this, round-to-nearest (0: any token count)
 
   // "int4-g128-asym", "int8-channel-sym": names the numerics, for plans, logs and configs.
   std::string label() const;
