@@ -61,12 +61,6 @@ std::vector<float> hard_matrix(std::uint64_t rows, std::uint64_t cols, unsigned 
   return values;
 }
 
-std::vector<std::uint16_t> to_bf16(const std::vector<float>& values) {
-  std::vector<std::uint16_t> codes(values.size());
-  for (std::size_t i = 0; i < values.size(); ++i) codes[i] = f32_to_bf16(values[i]);
-  return codes;
-}
-
 TEST(Fp8Block, ScaleIsAmaxOver448AndCodesRoundToNearestEven) {
   // One tile with amax 448: scale 1, so the codes are the E4M3 rounding of the values
   // themselves. 17 lies halfway between 16 and 18 and goes to the even mantissa (16);

@@ -23,7 +23,7 @@ bool is_float(DType dtype) {
 // The parameters a Linear's weight may be stored in, whatever the layout.
 constexpr const char* kWeightParameters[] = {
     "weight",       "weight_packed",     "weight_scale", "weight_scale_2", "weight_global_scale",
-    "weight_shape", "weight_zero_point",
+    "weight_shape", "weight_zero_point", "weight_scale_inv",
 };
 
 }  // namespace
