@@ -8,9 +8,8 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/formats/fp8_block_format.h"
 #include "qs/ckpt/formats/fp8_block_sources.h"
-#include "qs/ckpt/formats/packed_int32.h"
+#include "qs/ckpt/formats/weight_format.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {
@@ -102,41 +101,14 @@ void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
                     file, info.name);
 }
 
+// The stored format a quantizing action writes under the recipe's config convention.
+const WeightFormat& output_format(RecipeAction action, OutputFormat format) {
+  if (action == RecipeAction::Fp8Block) return weight_format(WeightLayout::Fp8Block);
+  return action == RecipeAction::Nvfp4 ? weight_format_for(CodeFamily::Nvfp4, format)
+                                       : weight_format(WeightLayout::PackQuantized);
+}
+
 }  // namespace
-
-std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint64_t rows,
-                                           std::uint64_t cols, OutputFormat format,
-                                           bool activations) {
-  const bool modelopt = format == OutputFormat::Modelopt;
-  std::vector<TensorSpec> specs = {
-      {module + (modelopt ? ".weight" : ".weight_packed"), DType::U8, {rows, cols / 2}},
-      {module + ".weight_scale", DType::F8_E4M3, {rows, cols / kNvfp4BlockSize}},
-      modelopt ? TensorSpec{module + ".weight_scale_2", DType::F32, {}}
-               : TensorSpec{module + ".weight_global_scale", DType::F32, {1}},
-  };
-  if (activations)
-    specs.push_back(modelopt ? TensorSpec{module + ".input_scale", DType::F32, {}}
-                             : TensorSpec{module + ".input_global_scale", DType::F32, {1}});
-  return specs;
-}
-
-std::vector<TensorSpec> integer_output_specs(const std::string& module, std::uint64_t rows,
-                                             std::uint64_t cols, DType weight_dtype,
-                                             const IntegerOptions& options) {
-  const auto bits = static_cast<std::uint64_t>(options.bits);
-  const std::uint64_t groups = options.group_size == kChannelGroup
-                                   ? 1
-                                   : cols / static_cast<std::uint64_t>(options.group_size);
-  std::vector<TensorSpec> specs = {
-      {module + ".weight_packed", DType::I32, {rows, packed_words(cols, bits)}},
-      {module + ".weight_scale", weight_dtype, {rows, groups}},
-      {module + ".weight_shape", DType::I64, {2}},
-  };
-  if (!options.symmetric)
-    specs.push_back(
-        {module + ".weight_zero_point", DType::I32, {packed_words(rows, bits), groups}});
-  return specs;
-}
 
 std::string scheme_label(const TensorDecision& decision) {
   switch (decision.action) {
@@ -338,15 +310,10 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
         encoded_members.push_back(encoded(member));
         const auto module = parse_tensor_name(member.info->name).module_path;
         const auto& shape = member.info->shape;
-        std::vector<TensorSpec> specs;
-        if (decision.action == RecipeAction::Nvfp4)
-          specs = nvfp4_output_specs(module, shape[0], shape[1], recipe.format,
-                                     recipe.quantize_activations);
-        else if (decision.action == RecipeAction::Fp8Block)
-          specs = fp8_block_output_specs(module, shape[0], shape[1]);
-        else
-          specs = integer_output_specs(module, shape[0], shape[1], logical_info(member).dtype,
-                                       decision.integer);
+        auto specs = output_format(decision.action, recipe.format)
+                         .output_specs(module, shape[0], shape[1],
+                                       {logical_info(member).dtype, decision.integer,
+                                        recipe.quantize_activations});
         for (auto& spec : specs) item.outputs.push_back(std::move(spec));
         if (decision.action == RecipeAction::Fp8Block) {
           result.model.fp8_block_modules.push_back(module);

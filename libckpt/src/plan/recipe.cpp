@@ -41,11 +41,6 @@ constexpr std::array kIntegerPresets{
     IntegerPreset{"gptq-int8", RecipeAction::Gptq, 8, true, 128},
 };
 
-constexpr std::array kFormatNames{
-    std::pair{OutputFormat::Modelopt, "modelopt"},
-    std::pair{OutputFormat::CompressedTensors, "compressed-tensors"},
-};
-
 constexpr std::array kRecipeKeys{"description", "format",     "parameters",
                                  "rules",       "defaults",   "max_shard_size",
                                  "kv_cache",    "activations", "min_snr_db"};
@@ -283,13 +278,6 @@ bool is_integer(RecipeAction action) {
   return action == RecipeAction::Int || action == RecipeAction::Gptq;
 }
 
-std::string IntegerOptions::label() const {
-  return fmt::format("int{}-{}-{}", bits,
-                     group_size == kChannelGroup ? std::string("channel")
-                                                 : fmt::format("g{}", group_size),
-                     symmetric ? "sym" : "asym");
-}
-
 std::optional<std::pair<RecipeAction, IntegerOptions>> parse_integer_preset(std::string_view text) {
   for (const auto& preset : kIntegerPresets)
     if (text == preset.name) {
@@ -300,16 +288,6 @@ std::optional<std::pair<RecipeAction, IntegerOptions>> parse_integer_preset(std:
       return std::pair{preset.action, options};
     }
   return std::nullopt;
-}
-
-std::optional<OutputFormat> parse_output_format(std::string_view text) {
-  for (const auto& [format, name] : kFormatNames)
-    if (text == name) return format;
-  return std::nullopt;
-}
-
-const char* output_format_name(OutputFormat format) {
-  return kFormatNames[static_cast<std::size_t>(format)].second;
 }
 
 LayerSelector LayerSelector::parse(std::string_view text) {

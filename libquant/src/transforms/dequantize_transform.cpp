@@ -32,8 +32,9 @@ void decode_nvfp4(const DequantizeRequest& request, std::span<const SourceTensor
   expect_bytes(sources[2], sizeof(float));
   float global = 0.0f;
   std::memcpy(&global, sources[2].bytes.data(), sizeof(float));
-  // modelopt stores s2, compressed-tensors its reciprocal.
-  const float s2 = request.layout == WeightLayout::Nvfp4Modelopt ? global : 1.0f / global;
+  const bool reciprocal =
+      weight_format(request.layout).scale_convention == ScaleConvention::Reciprocal;
+  const float s2 = reciprocal ? 1.0f / global : global;
   fp4::dequantize(as_u8(sources[0].bytes), as_u8(sources[1].bytes), s2, request.rows, request.cols,
                   values);
 }
@@ -69,12 +70,31 @@ Fp8BlockSource fp8_block_source(const DequantizeRequest& request,
   return source;
 }
 
+void decode_fp8_block(const DequantizeRequest& request, std::span<const SourceTensor> sources,
+                      std::span<float> out) {
+  fp8::dequantize(fp8_block_source(request, sources).view, out);
+}
+
+// libquant's half of the weight-format registry (qs/ckpt/formats/weight_format.h): the decoder
+// of every decodable format, one line each. Sources arrive as the format's check orders them.
+struct WeightDecoder {
+  WeightLayout layout;
+  void (*decode)(const DequantizeRequest&, std::span<const SourceTensor>, std::span<float>);
+};
+
+constexpr WeightDecoder kDecoders[] = {
+    {WeightLayout::Nvfp4Modelopt, decode_nvfp4},
+    {WeightLayout::Nvfp4CompressedTensors, decode_nvfp4},
+    {WeightLayout::PackQuantized, decode_integer},
+    {WeightLayout::Fp8Block, decode_fp8_block},
+};
+
 class DequantizeTransform final : public Transform {
  public:
   explicit DequantizeTransform(const DequantizeRequest& request) : request_(request) {}
 
   std::string describe() const override {
-    return fmt::format("dequantize({} → {})", weight_layout_name(request_.layout),
+    return fmt::format("dequantize({} → {})", weight_format(request_.layout).name,
                        dtype_name(request_.dtype));
   }
 
@@ -101,12 +121,11 @@ class DequantizeTransform final : public Transform {
 
 void dequantize_weight(const DequantizeRequest& request, std::span<const SourceTensor> sources,
                        std::span<float> out) {
-  if (request.layout == WeightLayout::PackQuantized)
-    decode_integer(request, sources, out);
-  else if (request.layout == WeightLayout::Fp8Block)
-    fp8::dequantize(fp8_block_source(request, sources).view, out);
-  else
-    decode_nvfp4(request, sources, out);
+  for (const auto& decoder : kDecoders)
+    if (decoder.layout == request.layout) return decoder.decode(request, sources, out);
+  throw Error(ErrorClass::Internal, "dequantize.no_decoder",
+              fmt::format("no decoder for weights stored as {}",
+                          weight_format(request.layout).name));
 }
 
 std::shared_ptr<const Transform> make_dequantize_transform(const DequantizeRequest& request) {

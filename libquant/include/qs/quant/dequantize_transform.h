@@ -8,22 +8,19 @@
 #include <memory>
 #include <span>
 
-#include "qs/ckpt/plan/mtp_extract_plan.h"
+#include "qs/ckpt/formats/weight_format.h"
 #include "qs/ckpt/plan/plan.h"
-#include "qs/ckpt/formats/quantization_detection.h"
 
 namespace qs {
 
-// Sources, by layout (mtp_extract_plan.cpp lists them in this order):
-//   Nvfp4Modelopt           weight, weight_scale, weight_scale_2
-//   Nvfp4CompressedTensors  weight_packed, weight_scale, weight_global_scale
-//   PackQuantized           weight_packed, weight_scale, weight_shape[, weight_zero_point]
-//   Fp8Block                weight (F8_E4M3), weight_scale_inv (F32 per 128 × 128 block)
-// One output: the [rows, cols] weight in request.dtype. Throws BadInput
+// Sources: the format's parameters in the order its check (weight_format.h) gives them, e.g.
+// NVFP4 codes, block scales, global scale; pack-quantized weight_packed, weight_scale,
+// weight_shape[, weight_zero_point]; FP8 block-scaled weight, weight_scale_inv. One output: the [rows, cols] weight in request.dtype. Throws BadInput
 // "dequantize.bad_input" naming the tensor when the bytes do not fit the layout.
 std::shared_ptr<const Transform> make_dequantize_transform(const DequantizeRequest& request);
 
-// The transform's decoding without the final rounding: the [rows, cols] weight in f32 into
+// The transform's decoding without the final rounding, through the decoder of the request's
+// format (throws Internal for a format with none): the [rows, cols] weight in f32 into
 // `out`, from the same sources (`validate --ref` compares this with the reference).
 void dequantize_weight(const DequantizeRequest& request, std::span<const SourceTensor> sources,
                        std::span<float> out);

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/plan/recipe.h"
+#include "qs/ckpt/formats/weight_scheme.h"
 
 namespace qs {
 

@@ -1,6 +1,7 @@
 #pragma once
 // Recognises how a checkpoint is quantized, from its tensor headers and config alone, so that
-// `inspect` stays fast on a 1.5 TB model.
+// `inspect` stays fast on a 1.5 TB model. The per-format facts are the registry's
+// (weight_format.h); the functions below are shorthands over it.
 
 #include <cstdint>
 #include <map>
@@ -8,27 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/formats/weight_format.h"
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/plan/recipe.h"
 
 namespace qs {
-
-// Storage layout of one module's weight, as the tensors beside it reveal it.
-enum class WeightLayout {
-  Dense,                   // plain .weight in a float dtype
-  Nvfp4Modelopt,           // U8 weight + F8_E4M3 weight_scale + F32 weight_scale_2
-  Nvfp4CompressedTensors,  // U8 weight_packed + weight_scale + weight_global_scale
-  PackQuantized,           // I32 weight_packed + weight_scale (+ weight_zero_point) + weight_shape
-  Int8,                    // I8 weight + weight_scale (int-quantized / naive)
-  Fp8,                     // F8_E4M3 weight + weight_scale
-  Fp8Block,                // F8_E4M3 weight + F32 weight_scale_inv per 128×128 block (DeepSeek)
-  Unrecognized,            // quantization companions in a combination we do not know
-};
-
-const char* weight_layout_name(WeightLayout layout);
-
-// The tensors of one module, keyed by parameter name ("weight", "weight_scale", ...).
-using ModuleParameters = std::map<std::string, TensorLocation>;
 
 // Every module of the checkpoint with its tensors (module path → parameters). Tensors whose
 // name has no dot (none in our models) are left out.
@@ -44,17 +28,18 @@ WeightLayout classify_module(const ModuleParameters& parameters);
 // say (Unrecognized layouts, a malformed weight_shape).
 std::optional<Shape> logical_weight_shape(const ModuleParameters& parameters, WeightLayout layout);
 
+const char* weight_layout_name(WeightLayout layout);
+
 // NVFP4 in either layout.
 bool is_nvfp4_layout(WeightLayout layout);
-// The quantized layouts we write and read back: NVFP4 (either layout), pack-quantized and
-// FP8 block-scaled.
+// The quantized layouts we write and read back (WeightFormat::decodable): NVFP4 (either layout)
+// and pack-quantized.
 bool is_quantized_layout(WeightLayout layout);
 
 // The parameters that hold a quantized Linear's weight, in the order our writers give them
 // (nvfp4_output_specs, integer_output_specs): NVFP4 modelopt weight, weight_scale,
 // weight_scale_2; NVFP4 compressed-tensors weight_packed, weight_scale, weight_global_scale;
-// pack-quantized weight_packed, weight_scale, weight_shape; FP8 block-scaled weight,
-// weight_scale_inv. With `optional_companion`, also the
+// pack-quantized weight_packed, weight_scale, weight_shape. With `optional_companion`, also the
 // layout's optional last one: the NVFP4 input scale (input_scale / input_global_scale) or the
 // pack-quantized weight_zero_point. Empty for other layouts.
 std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_companion = false);

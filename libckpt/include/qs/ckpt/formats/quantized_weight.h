@@ -16,23 +16,6 @@
 
 namespace qs {
 
-// What a dequantizing transform is asked to do for one quantized Linear.
-struct DequantizeRequest {
-  WeightLayout layout = WeightLayout::Nvfp4Modelopt;
-  std::uint64_t rows = 0, cols = 0;
-  int bits = 0;              // pack-quantized only
-  std::uint64_t groups = 0;  // pack-quantized scale columns
-  DType dtype = DType::BF16;
-};
-
-struct QuantizedWeight {
-  DequantizeRequest request;
-  // In dequantize_transform.h's order: NVFP4 codes, block scales, global scale;
-  // pack-quantized weight_packed, weight_scale, weight_shape[, weight_zero_point]; FP8
-  // block-scaled weight, weight_scale_inv.
-  std::vector<TensorLocation> sources;
-};
-
 // The bit width compressed-tensors reads a pack-quantized module with: the num_bits of the
 // pack-quantized int config group covering it. Parsed once from config.json; a config that is
 // absent, of another method or unreadable declares nothing (validate reports that).
@@ -46,12 +29,11 @@ class DeclaredPackBits {
   std::optional<CompressedTensorsConfig> config_;
 };
 
-// Checks dtypes, shapes and element counts of an NVFP4 (either layout), pack-quantized or FP8
-// block-scaled module's tensors against each other (FP8: also that every block scale is finite
-// and positive, the one tensor besides weight_shape this reads); `declared_bits` (0: none) is the config's width, else
-// the packed width decides it (7-bit codes pack like 8-bit ones, ⌊32/b⌋ = 4 per word, so
-// only a config can say 7). Reads only weight_shape. Throws BadInput `kind` naming the file
-// and tensor at fault; for other layouts, naming the module.
+// The detected format's structural check (WeightFormat::check): dtypes, shapes and element
+// counts of a decodable module's tensors against each other; `declared_bits` (0: none) is the
+// config's width, else the packed width decides it (7-bit codes pack like 8-bit ones,
+// ⌊32/b⌋ = 4 per word, so only a config can say 7). Reads only weight_shape. Throws BadInput
+// `kind` naming the file and tensor at fault; for formats we do not decode, naming the module.
 QuantizedWeight checked_quantized_weight(const std::string& module,
                                          const ModuleParameters& parameters, int declared_bits,
                                          const std::string& kind);

@@ -19,13 +19,15 @@
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/plan/plan.h"
 #include "qs/ckpt/formats/quantization_config.h"
+#include "qs/ckpt/formats/weight_format.h"
 #include "qs/ckpt/plan/recipe.h"
 
 namespace qs {
 
 // What a quantizing transform is asked to do for one plan item: quantize `member_count`
 // weights (the members of one fused group, or one lone Linear) with one shared global scale,
-// writing per member the tensors of nvfp4_output_specs in that order.
+// writing per member the tensors of its format's output_specs (weight_format.h) in that
+// order.
 //
 // FP8 block-scaled sources (DeepSeek-V3's weight + weight_scale_inv) are read through the same
 // factory: a member whose `encoded_members` entry is set has those two sources, decoded to
@@ -62,24 +64,6 @@ struct QuantizePlan {
   std::vector<TensorDecision> decisions;  // one per source tensor, in source order
   QuantizedModel model;
 };
-
-// The tensors an NVFP4 Linear `module` with weight shape [rows, cols] becomes.
-//  modelopt:           weight U8 [rows, cols/2], weight_scale F8_E4M3 [rows, cols/16],
-//                      weight_scale_2 F32 [], and input_scale F32 [] with activations
-//  compressed-tensors: weight_packed U8 [rows, cols/2], weight_scale F8_E4M3
-//                      [rows, cols/16], weight_global_scale F32 [1], and input_global_scale
-//                      F32 [1] with activations
-std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint64_t rows,
-                                           std::uint64_t cols, OutputFormat format,
-                                           bool activations = false);
-
-// The tensors an integer Linear becomes (compressed-tensors pack-quantized, §4.2):
-// weight_packed I32 [rows, ⌈cols·b/32⌉], weight_scale (the weight's dtype) [rows, groups],
-// weight_shape I64 [2], and for asymmetric schemes weight_zero_point I32
-// [⌈rows·b/32⌉, groups].
-std::vector<TensorSpec> integer_output_specs(const std::string& module, std::uint64_t rows,
-                                             std::uint64_t cols, DType weight_dtype,
-                                             const IntegerOptions& options);
 
 // What a decision's scheme is called in plans and logs: "nvfp4/max", "int4-g128-asym",
 // "gptq/int4-g128-asym", "keep".

@@ -50,6 +50,7 @@
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/formats/weight_scheme.h"
 #include "qs/ckpt/model/name_pattern.h"
 #include "qs/ckpt/model/tensor_name.h"
 
@@ -71,29 +72,9 @@ const char* recipe_action_name(RecipeAction action);
 bool is_quantizing(RecipeAction action);
 bool is_integer(RecipeAction action);
 
-// An integer scheme as a recipe states it (libquant turns it into numerics).
-inline constexpr std::int64_t kChannelGroup = -1;
-struct IntegerOptions {
-  int bits = 4;
-  bool symmetric = false;
-  std::int64_t group_size = 128;  // kChannelGroup: per output channel
-  std::string observer = "minmax";
-  double damp = 0.01;            // gptq
-  bool act_order = true;         // gptq
-  std::uint64_t min_tokens = 0;  // gptq: below this, round-to-nearest (0: any token count)
-
-  // "int4-g128-asym", "int8-channel-sym": names the numerics, for plans, logs and configs.
-  std::string label() const;
-  bool operator==(const IntegerOptions&) const = default;
-};
-
 // A preset action name (int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8): its action
 // and options.
 std::optional<std::pair<RecipeAction, IntegerOptions>> parse_integer_preset(std::string_view text);
-
-enum class OutputFormat : std::uint8_t { Modelopt, CompressedTensors };
-std::optional<OutputFormat> parse_output_format(std::string_view text);
-const char* output_format_name(OutputFormat format);
 
 // A parsed layer selector, resolved against a model's layer counts when matching.
 class LayerSelector {
