@@ -33,7 +33,7 @@ using testing::run_cli;
 using testing::ScratchDirectory;
 
 const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-// kv_a_proj_with_mqa is [192, 256]: its second row of blocks is cut short at 64 rows.
+// kv_a_proj_with_mqa is [160, 256]: its second row of blocks is cut short at 32 rows.
 const std::string kPartialModule = "model.layers.1.self_attn.kv_a_proj_with_mqa";
 
 nlohmann::json read_config(const std::filesystem::path& directory) {
@@ -208,6 +208,50 @@ TEST_F(Fp8Cli, ToFp8BlockRefusesMixingWithOtherSchemes) {
   EXPECT_EQ(result.exit_code, 2) << result.output;
   EXPECT_NE(result.output.find("fp8-block beside other"), std::string::npos) << result.output;
   EXPECT_FALSE(std::filesystem::exists(scratch.path() / "out"));
+}
+
+TEST_F(Fp8Cli, SpliceMovesFp8ModulesWithTheirScales) {
+  ASSERT_EQ(
+      run_cli("quantize " + quoted(fp8()) + " " + quoted(dir("splice-bf16")) + " --scheme bf16")
+          .exit_code,
+      0);
+  // Base BF16, layer 2's routed experts taken from the FP8 checkpoint: they arrive with their
+  // weight_scale_inv and the output declares FP8, listing every BF16 Linear as not converted.
+  const auto out = dir("spliced");
+  const auto result =
+      run_cli("splice " + quoted(out) + " --base " + quoted(dir("splice-bf16")) + " --take " +
+              quoted(std::filesystem::path(fp8().string() + ":category=routed_expert;layers=2")));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto spliced = Checkpoint::open(out);
+  const auto moved = spliced.find("model.layers.2.mlp.experts.3.down_proj.weight_scale_inv");
+  ASSERT_TRUE(moved);
+  const auto source = Checkpoint::open(fp8());
+  const auto original = source.find(moved->info->name);
+  ASSERT_TRUE(original);
+  EXPECT_EQ(moved->shard->read(*moved->info), original->shard->read(*original->info));
+  EXPECT_EQ(spliced.find("model.layers.2.mlp.experts.3.down_proj.weight")->info->dtype,
+            DType::F8_E4M3);
+  EXPECT_EQ(spliced.find("model.layers.1.mlp.experts.3.down_proj.weight")->info->dtype,
+            DType::BF16);
+  const auto block = read_config(out).at("quantization_config");
+  EXPECT_EQ(block.at("quant_method"), "fp8");
+  const auto& ignored = block.at("ignored_layers");
+  EXPECT_NE(std::find(ignored.begin(), ignored.end(), "model.layers.1.mlp.experts"), ignored.end());
+  EXPECT_EQ(std::find(ignored.begin(), ignored.end(), "model.layers.2.mlp.experts"), ignored.end());
+  const auto validate = run_cli("validate " + quoted(out) + " --ref " + quoted(dir("splice-bf16")));
+  EXPECT_EQ(validate.exit_code, 0) << validate.output;
+
+  // FP8 beside NVFP4 has no one config: refused before anything is written.
+  ASSERT_EQ(
+      run_cli("quantize " + quoted(kModel) + " " + quoted(dir("splice-nvfp4")) + " --scheme nvfp4")
+          .exit_code,
+      0);
+  const auto mixed = run_cli(
+      "splice " + quoted(dir("mixed")) + " --base " + quoted(fp8()) + " --take " +
+      quoted(std::filesystem::path(dir("splice-nvfp4").string() + ":category=routed_expert")));
+  EXPECT_EQ(mixed.exit_code, 2) << mixed.output;
+  EXPECT_NE(mixed.output.find("FP8 block-scaled"), std::string::npos) << mixed.output;
+  EXPECT_FALSE(std::filesystem::exists(dir("mixed")));
 }
 
 struct BadSource {
