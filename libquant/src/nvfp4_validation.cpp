@@ -25,9 +25,29 @@ namespace {
 constexpr const char* kCheck = "nvfp4";
 constexpr const char* kReferenceCheck = "reference";
 
+// The NVFP4 layout a parameter name marks: a code tensor or global scale named as only one
+// layout names it ("weight_packed", "weight_global_scale"); nullptr for names the layouts
+// share ("weight_scale") or that are not NVFP4's.
+const WeightFormat* nvfp4_layout_marked_by(const std::string& parameter) {
+  const WeightFormat& modelopt = weight_format_for(CodeFamily::Nvfp4, OutputFormat::Modelopt);
+  for (const auto* format : weight_formats())
+    if (format->codes == CodeFamily::Nvfp4 && format != &modelopt &&
+        (parameter == format->parameters.front() || parameter == format->global_scale))
+      return format;
+  return nullptr;
+}
+
+bool is_nvfp4_parameter(const std::string& parameter,
+                        std::string (*pick)(const WeightFormat& format)) {
+  for (const auto* format : weight_formats())
+    if (format->codes == CodeFamily::Nvfp4 && pick(*format) == parameter) return true;
+  return false;
+}
+
 // The NVFP4 tensors of one module, as found.
 struct Nvfp4Module {
-  bool modelopt = true;  // weight + weight_scale_2; else weight_packed + weight_global_scale
+  // modelopt (weight + weight_scale_2) unless a name only another layout uses says otherwise.
+  const WeightFormat* format = &weight_format_for(CodeFamily::Nvfp4, OutputFormat::Modelopt);
   std::optional<TensorLocation> codes;
   std::optional<TensorLocation> scales;
   std::optional<TensorLocation> global;
@@ -40,20 +60,14 @@ std::map<std::string, Nvfp4Module> find_nvfp4_modules(const Checkpoint& checkpoi
   for (const auto& location : checkpoint.tensors()) {
     const auto parsed = parse_tensor_name(location.info->name);
     const DType dtype = location.info->dtype;
-    switch (parsed.parameter) {
-      case TensorParameter::WeightScale2:
-        modules[parsed.module_path].global = location;
-        break;
-      case TensorParameter::WeightGlobalScale:
-        modules[parsed.module_path].global = location;
-        modules[parsed.module_path].modelopt = false;
-        break;
-      case TensorParameter::WeightScale:
-        block_scales.emplace(parsed.module_path, location);
-        if (dtype == DType::F8_E4M3) modules[parsed.module_path].scales = location;
-        break;
-      default:
-        break;
+    const std::string& name = parsed.parameter_name;
+    if (is_nvfp4_parameter(name, [](const WeightFormat& f) { return f.global_scale; })) {
+      auto& module = modules[parsed.module_path];
+      module.global = location;
+      if (const auto* marked = nvfp4_layout_marked_by(name)) module.format = marked;
+    } else if (is_nvfp4_parameter(name, [](const WeightFormat& f) { return f.parameters[1]; })) {
+      block_scales.emplace(parsed.module_path, location);
+      if (dtype == DType::F8_E4M3) modules[parsed.module_path].scales = location;
     }
   }
   // A module marked NVFP4 by its global scale keeps a block scale of the wrong dtype, so the
@@ -67,13 +81,12 @@ std::map<std::string, Nvfp4Module> find_nvfp4_modules(const Checkpoint& checkpoi
     auto found = modules.find(parsed.module_path);
     if (found == modules.end()) continue;
     auto& module = found->second;
-    if (parsed.parameter == TensorParameter::WeightPacked) {
+    const std::string& name = parsed.parameter_name;
+    if (is_nvfp4_parameter(name, [](const WeightFormat& f) { return f.parameters.front(); })) {
       module.codes = location;
-      module.modelopt = false;
-    } else if (parsed.parameter == TensorParameter::Weight) {
-      module.codes = location;
-    } else if (parsed.parameter == TensorParameter::InputScale ||
-               parsed.parameter == TensorParameter::InputGlobalScale) {
+      if (const auto* marked = nvfp4_layout_marked_by(name)) module.format = marked;
+    } else if (is_nvfp4_parameter(name,
+                                  [](const WeightFormat& f) { return f.optional_parameter; })) {
       module.input = location;
     }
   }
@@ -89,8 +102,9 @@ float read_scalar(const TensorLocation& location) {
 // Checks one module's tensors; returns false when they are too broken to read further.
 bool check_module(const std::string& module_path, const Nvfp4Module& module,
                   ValidationReport& report) {
-  const char* codes_name = module.modelopt ? "weight" : "weight_packed";
-  const char* global_name = module.modelopt ? "weight_scale_2" : "weight_global_scale";
+  const char* codes_name = module.format->parameters[0].c_str();
+  const char* scales_name = module.format->parameters[1].c_str();
+  const char* global_name = module.format->global_scale.c_str();
   bool usable = true;
   auto missing = [&](const char* parameter) {
     report.add(Severity::Problem, kCheck, "nvfp4.missing_tensor",
@@ -99,7 +113,7 @@ bool check_module(const std::string& module_path, const Nvfp4Module& module,
     usable = false;
   };
   if (!module.codes) missing(codes_name);
-  if (!module.scales) missing("weight_scale");
+  if (!module.scales) missing(scales_name);
   if (!module.global) missing(global_name);
   if (!usable) return false;
 
@@ -294,9 +308,7 @@ std::optional<ReferenceComparison> compare_quantized(const std::string& module_p
   const std::uint64_t rows = module.codes->info->shape[0];
   const std::uint64_t cols = module.codes->info->shape[1] * 2;
   auto dequantize = [&](std::span<float> out) {
-    const DequantizeRequest request{
-        module.modelopt ? WeightLayout::Nvfp4Modelopt : WeightLayout::Nvfp4CompressedTensors, rows,
-        cols};
+    const DequantizeRequest request{module.format->layout, rows, cols};
     decode_stored(request, {*module.codes, *module.scales, *module.global}, out);
   };
   return compare_dequantized(module_path, "nvfp4", *module.codes, rows, cols, dequantize, reference,

@@ -10,6 +10,7 @@
 
 #include "qs/ckpt/formats/codecs.h"
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/weight_format.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "transforms/fp8_block_transforms.h"
@@ -22,12 +23,15 @@ namespace {
 
 // One fused group (or a lone Linear) to NVFP4: checks for NaN/Inf, picks the group's global
 // scale, quantizes each member, and writes per member [codes, block scales, global scale] in
-// the layout's convention (modelopt: s2; compressed-tensors: its reciprocal, a divisor).
+// the layout's scale convention (weight_format.h: modelopt stores s2, compressed-tensors its
+// reciprocal, a divisor).
 class Nvfp4Transform final : public Transform {
  public:
   Nvfp4Transform(OutputFormat format, fp4::ScaleMethod method, NanPolicy nan_policy,
                  fp4::Backend backend, std::vector<float> input_amax)
       : format_(format),
+        reciprocal_(weight_format_for(CodeFamily::Nvfp4, format).scale_convention ==
+                    ScaleConvention::Reciprocal),
         method_(method),
         nan_policy_(nan_policy),
         backend_(backend),
@@ -56,16 +60,16 @@ class Nvfp4Transform final : public Transform {
       views.push_back(finite_view(view, info, scan.non_finite, nan_policy_, zeroed[m]));
     }
     const float s2 = fp4::choose_global_scale(views, group_amax, method_, backend_);
-    const float stored_global = format_ == OutputFormat::Modelopt ? s2 : 1.0f / s2;
+    const float stored_global = reciprocal_ ? 1.0f / s2 : s2;
     // A weight whose largest magnitude is below ~8e-36 has s2 = amax/2688 so small that the
     // compressed-tensors divisor 1/s2 is Inf: never write a non-finite scale.
     if (!std::isfinite(stored_global) || !(s2 > 0.0f))
-      throw_bad_input(
-          "nvfp4.scale_overflow",
-          fmt::format("its largest magnitude {} gives the global scale {} whose {} is "
-                      "not a finite fp32; keep it unquantized with a recipe rule",
-                      group_amax, s2, format_ == OutputFormat::Modelopt ? "value" : "reciprocal"),
-          {}, sources[0].info->name);
+      throw_bad_input("nvfp4.scale_overflow",
+                      fmt::format("its largest magnitude {} gives the global scale {} whose {} is "
+                                  "not a finite fp32; keep it unquantized with a recipe rule",
+                                  group_amax, s2,
+                                  reciprocal_ ? "reciprocal" : "value"),
+                      {}, sources[0].info->name);
     std::vector<TensorQuality> quality;
     for (std::size_t m = 0; m < sources.size(); ++m) {
       auto packed = outputs[kOutputsPerMember * m];
@@ -78,11 +82,10 @@ class Nvfp4Transform final : public Transform {
                         backend_);
       std::memcpy(global.data(), &stored_global, sizeof(float));
       if (!input_amax_.empty()) {
-        // modelopt stores the multiplier amax/(6·448), compressed-tensors its reciprocal.
+        // The multiplier is amax/(6·448); the input scale follows the global's convention.
         const float amax = input_amax_[m];
-        const float input_scale = format_ == OutputFormat::Modelopt
-                                      ? amax / (fp4::kE2M1Max * fp4::kE4M3Max)
-                                      : (fp4::kE2M1Max * fp4::kE4M3Max) / amax;
+        const float input_scale = reciprocal_ ? (fp4::kE2M1Max * fp4::kE4M3Max) / amax
+                                              : amax / (fp4::kE2M1Max * fp4::kE4M3Max);
         std::memcpy(outputs[kOutputsPerMember * m + 3].data(), &input_scale, sizeof(float));
       }
       TensorQuality q;
@@ -97,6 +100,7 @@ class Nvfp4Transform final : public Transform {
 
  private:
   OutputFormat format_;
+  bool reciprocal_;  // the stored scales are divisors (compressed-tensors)
   fp4::ScaleMethod method_;
   NanPolicy nan_policy_;
   fp4::Backend backend_;

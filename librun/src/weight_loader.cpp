@@ -4,7 +4,7 @@
 
 #include "qs/ckpt/formats/codecs.h"
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/formats/weight_format.h"
 #include "qs/quant/dequantize_transform.h"
 
 namespace qs::run {
@@ -20,23 +20,19 @@ bool is_float(DType dtype) {
   return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32;
 }
 
-// The parameters a Linear's weight may be stored in, whatever the layout.
-constexpr const char* kWeightParameters[] = {
-    "weight",       "weight_packed",     "weight_scale", "weight_scale_2", "weight_global_scale",
-    "weight_shape", "weight_zero_point", "weight_scale_inv",
-};
-
 }  // namespace
 
 Matrix WeightLoader::linear(const std::string& module) const {
+  // Every parameter any registered format stores a weight in, so the registry sees what
+  // the checkpoint holds for this Linear.
   ModuleParameters parameters;
-  for (const char* name : kWeightParameters)
+  for (const auto& name : weight_parameter_names())
     if (const auto location = checkpoint_.find(module + "." + name))
       parameters.emplace(name, *location);
-  const auto layout = classify_module(parameters);
-  if (is_quantized_layout(layout)) {
-    const auto weight = checked_quantized_weight(module, parameters, declared_bits_(module),
-                                                 "run.bad_quantized_weight");
+  const auto& format = detect_weight_format(parameters);
+  if (format.decodable()) {
+    const auto weight = format.check(module, parameters, declared_bits_(module),
+                                     "run.bad_quantized_weight");
     std::vector<std::vector<std::byte>> bytes;
     std::vector<SourceTensor> sources;
     for (const auto& location : weight.sources)
@@ -49,7 +45,7 @@ Matrix WeightLoader::linear(const std::string& module) const {
     return matrix;
   }
   const auto found = parameters.find("weight");
-  if (layout == WeightLayout::Dense && found->second.info->shape.size() == 2 &&
+  if (format.layout == WeightLayout::Dense && found->second.info->shape.size() == 2 &&
       is_float(found->second.info->dtype)) {
     const auto& weight = found->second;
     return {module, device_, weight.info->shape[0], weight.info->shape[1], decode(weight)};
@@ -57,7 +53,7 @@ Matrix WeightLoader::linear(const std::string& module) const {
   if (found != parameters.end() || parameters.count("weight_packed"))
     throw_bad_input("run.bad_quantized_weight",
                     fmt::format("Linear {} is stored as {} ({}), which the runner cannot load",
-                                module, weight_layout_name(layout),
+                                module, format.name,
                                 found != parameters.end()
                                     ? fmt::format("{} {}", dtype_name(found->second.info->dtype),
                                                   shape_to_string(found->second.info->shape))

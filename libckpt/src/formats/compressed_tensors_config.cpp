@@ -182,22 +182,11 @@ std::optional<std::string> modelopt_excluding_entry(const std::vector<std::strin
 
 bool is_config_accountable(const ModuleParameters& parameters) {
   if (parameters.contains("weight_packed")) return true;
-  switch (classify_module(parameters)) {
-    case WeightLayout::Nvfp4Modelopt:
-    case WeightLayout::Nvfp4CompressedTensors:
-    case WeightLayout::PackQuantized:
-    case WeightLayout::Int8:
-    case WeightLayout::Fp8:
-    case WeightLayout::Fp8Block:
-      return true;
-    case WeightLayout::Dense: {
-      const auto& weight = parameters.at("weight");
-      return weight.info->shape.size() == 2 && is_linear(parse_tensor_name(weight.info->name).role);
-    }
-    case WeightLayout::Unrecognized:
-      return false;
-  }
-  return false;
+  const auto& format = detect_weight_format(parameters);
+  if (format.config != ConfigGroup::None) return true;  // every quantized format has one
+  if (format.layout != WeightLayout::Dense) return false;
+  const auto& weight = parameters.at("weight");
+  return weight.info->shape.size() == 2 && is_linear(parse_tensor_name(weight.info->name).role);
 }
 
 }  // namespace qs

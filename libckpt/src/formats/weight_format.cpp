@@ -20,8 +20,10 @@ const TensorLocation& required_parameter(const std::string& module,
                                          const ModuleParameters& parameters,
                                          const std::string& name, const std::string& kind) {
   const auto found = parameters.find(name);
-  if (found == parameters.end())
-    throw_bad_input(kind, fmt::format("quantized module without its {}", name), {},
+  if (found == parameters.end())  // the file that holds the rest of the module
+    throw_bad_input(kind, fmt::format("quantized module without its {}", name),
+                    parameters.empty() ? std::string()
+                                       : parameters.begin()->second.shard->path().string(),
                     module + "." + name);
   return found->second;
 }

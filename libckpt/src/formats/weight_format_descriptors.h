@@ -39,7 +39,7 @@ inline const TensorInfo* two_dimensional(const ModuleParameters& parameters,
 std::optional<Shape> stored_weight_shape(const ModuleParameters& parameters);
 
 // A companion every module of the format stores; throws BadInput `kind` naming the module's
-// tensor when it is missing.
+// tensor, and the file holding its other tensors, when it is missing.
 const TensorLocation& required_parameter(const std::string& module,
                                          const ModuleParameters& parameters,
                                          const std::string& name, const std::string& kind);

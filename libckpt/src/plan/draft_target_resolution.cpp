@@ -299,10 +299,11 @@ std::vector<DraftTargetMismatch> check_draft_against_target(const Checkpoint& dr
     const auto& module = linears[i];
     const auto& scheme = schemes[i];
     const auto& parameters = *module.parameters;
-    const WeightLayout layout = classify_module(parameters);
+    const WeightFormat& format = detect_weight_format(parameters);
+    const WeightLayout layout = format.layout;
     std::string stored = layout == WeightLayout::Dense
                              ? fmt::format("dense {}", dtype_name(module.main.info->dtype))
-                             : weight_layout_name(layout);
+                             : format.name;
     if (layout == WeightLayout::PackQuantized) {
       try {
         stored += " " + pack_quantized_options(module.path, parameters, "", "int.unknown").label();
@@ -315,12 +316,11 @@ std::vector<DraftTargetMismatch> check_draft_against_target(const Checkpoint& dr
         if (layout != WeightLayout::Dense) why = "vLLM builds it unquantized";
         break;
       case DraftSchemeKind::Nvfp4: {
-        const auto wanted =
-            modelopt ? WeightLayout::Nvfp4Modelopt : WeightLayout::Nvfp4CompressedTensors;
-        if (layout != wanted)
-          why = fmt::format("vLLM builds it {}", weight_layout_name(wanted));
-        else if (scheme.activations &&
-                 !parameters.contains(modelopt ? "input_scale" : "input_global_scale"))
+        const WeightFormat& wanted = weight_format_for(
+            CodeFamily::Nvfp4, modelopt ? OutputFormat::Modelopt : OutputFormat::CompressedTensors);
+        if (layout != wanted.layout)
+          why = fmt::format("vLLM builds it {}", wanted.name);
+        else if (scheme.activations && !parameters.contains(wanted.optional_parameter))
           why = "vLLM builds it with static NVFP4 activation scales, which the draft lacks";
         break;
       }
@@ -329,7 +329,7 @@ std::vector<DraftTargetMismatch> check_draft_against_target(const Checkpoint& dr
           why = "vLLM builds it pack-quantized";
           break;
         }
-        const auto shape = logical_weight_shape(parameters, layout);
+        const auto shape = format.logical_shape(parameters);
         const auto& packed = parameters.at("weight_packed").info->shape;
         const auto& scales = parameters.at("weight_scale").info->shape;
         const auto& options = scheme.integer;

@@ -61,18 +61,18 @@ class MtpExtractPlanner {
       throw Error(ErrorClass::BadInput, "mtp.missing_tensor", "the source has no such module",
                   source_.directory().string(), module);
     const ModuleParameters& parameters = found->second;
-    const WeightLayout layout = classify_module(parameters);
+    const WeightFormat& format = detect_weight_format(parameters);
     std::set<std::string> consumed;
-    if (is_quantized_layout(layout)) {
-      add_dequantized(module, output_module, parameters, layout);
+    if (format.decodable()) {
+      add_dequantized(module, output_module, parameters, format);
       for (const auto& [name, location] : parameters)
         if (is_quantization_companion(parse_tensor_name(location.info->name).parameter) ||
             name == "weight")
           consumed.insert(name);
-    } else if (layout != WeightLayout::Dense && layout != WeightLayout::Unrecognized) {
+    } else if (format.codes != CodeFamily::Float) {
       throw Error(ErrorClass::BadInput, "mtp.unsupported_layout",
                   fmt::format("stored as {}, which mtp extract cannot dequantize",
-                              weight_layout_name(layout)),
+                              format.name),
                   source_.directory().string(), module);
     }
     for (const auto& [name, location] : parameters) {
@@ -84,9 +84,9 @@ class MtpExtractPlanner {
   }
 
   void add_dequantized(const std::string& module, const std::string& output_module,
-                       const ModuleParameters& parameters, WeightLayout layout) {
-    const auto weight = checked_quantized_weight(module, parameters, declared_bits_(module),
-                                                 "mtp.unsupported_layout");
+                       const ModuleParameters& parameters, const WeightFormat& format) {
+    const auto weight =
+        format.check(module, parameters, declared_bits_(module), "mtp.unsupported_layout");
     const DequantizeRequest& request = weight.request;
     const Shape shape{request.rows, request.cols};
     PlanItem item;
@@ -94,7 +94,7 @@ class MtpExtractPlanner {
       item.sources.push_back({0, location.shard, location.info});
     item.transform = make_dequantizer_(request);
     item.outputs.push_back({output_module + ".weight", request.dtype, shape});
-    item.scheme = fmt::format("dequantize {}", weight_layout_name(layout));
+    item.scheme = fmt::format("dequantize {}", format.name);
     item.decided_by = "MTP layer";
     result_.plan.items.push_back(std::move(item));
     result_.dequantized_modules.push_back(output_module);

@@ -11,6 +11,7 @@
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/packed_int32.h"
 #include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/formats/weight_format.h"
 #include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/ckpt/model/tensor_name.h"
 
@@ -89,8 +90,9 @@ SourceModules index_modules(const Checkpoint& checkpoint, std::size_t input) {
 // can have roles of their own (the router's e_score_correction_bias is RouterBias, not a
 // Linear), so the weight decides.
 ParsedTensorName parsed_module(const ModuleParameters& parameters) {
-  for (const char* name : {"weight", "weight_packed"})
-    if (const auto found = parameters.find(name); found != parameters.end())
+  // Every format's code tensor ("weight", "weight_packed"), whichever the module stores.
+  for (const auto* format : weight_formats())
+    if (const auto found = parameters.find(format->parameters.front()); found != parameters.end())
       return parse_tensor_name(found->second.info->name);
   return parse_tensor_name(parameters.begin()->second.info->name);
 }
@@ -98,8 +100,9 @@ ParsedTensorName parsed_module(const ModuleParameters& parameters) {
 // A module's storage, refusing what no config we write can describe.
 WeightLayout supported_layout(const std::string& module, const ModuleParameters& parameters,
                               const Checkpoint& source) {
-  const WeightLayout layout = classify_module(parameters);
-  if (layout == WeightLayout::Dense || is_quantized_layout(layout)) return layout;
+  const WeightFormat& format = detect_weight_format(parameters);
+  const WeightLayout layout = format.layout;
+  if (layout == WeightLayout::Dense || format.decodable()) return layout;
   const bool has_companion = std::any_of(parameters.begin(), parameters.end(), [](const auto& p) {
     return is_quantization_companion(parse_tensor_name(p.second.info->name).parameter);
   });
@@ -107,7 +110,7 @@ WeightLayout supported_layout(const std::string& module, const ModuleParameters&
   throw Error(ErrorClass::BadInput, "splice.unsupported_layout",
               fmt::format("module stored as {}, which splice cannot carry into a "
                           "compressed-tensors or modelopt config",
-                          weight_layout_name(layout)),
+                          format.name),
               source_name(source), module);
 }
 
@@ -122,13 +125,15 @@ std::string shape_signature(const ModuleParameters& parameters, WeightLayout lay
   return text;
 }
 
-bool has_input_scale(const ModuleParameters& parameters) {
-  return parameters.count("input_scale") || parameters.count("input_global_scale");
+// NVFP4 with a static input scale (W4A4): the layout's optional companion is stored.
+bool has_input_scale(const ModuleParameters& parameters, WeightLayout layout) {
+  return parameters.count(weight_format(layout).optional_parameter) != 0;
 }
 
+// The config convention an NVFP4 layout belongs to.
 OutputFormat nvfp4_format(WeightLayout layout) {
-  return layout == WeightLayout::Nvfp4Modelopt ? OutputFormat::Modelopt
-                                               : OutputFormat::CompressedTensors;
+  return weight_format(layout).config == ConfigGroup::Modelopt ? OutputFormat::Modelopt
+                                                               : OutputFormat::CompressedTensors;
 }
 
 // What one output module is: its chosen source and storage.
@@ -301,9 +306,9 @@ class SplicePlanner {
       const auto parsed = parsed_module(*chosen.parameters);
       if (is_nvfp4_layout(chosen.layout)) {
         any_nvfp4 = true;
-        any_compressed_tensors |= chosen.layout == WeightLayout::Nvfp4CompressedTensors;
+        any_compressed_tensors |= nvfp4_format(chosen.layout) == OutputFormat::CompressedTensors;
         result_.model.nvfp4_modules.push_back(chosen.module);
-        const bool input = has_input_scale(*chosen.parameters);
+        const bool input = has_input_scale(*chosen.parameters, chosen.layout);
         if (activations && *activations != input)
           throw Error(ErrorClass::BadInput, "splice.mixed_activations",
                       fmt::format("NVFP4 modules {} static input scales and others {}: one config "
@@ -433,8 +438,8 @@ class SplicePlanner {
   // One item converting the module's NVFP4 tensors to the output layout; returns the
   // parameters it consumed.
   std::set<std::string> emit_conversion(const ChosenModule& chosen) {
-    const bool input = has_input_scale(*chosen.parameters);
-    const auto names = weight_parameters(chosen.layout, input);
+    const bool input = has_input_scale(*chosen.parameters, chosen.layout);
+    const auto names = weight_format(chosen.layout).parameter_names(input);
     PlanItem item;
     for (const auto& name : names) {
       const auto found = chosen.parameters->find(name);
@@ -445,7 +450,8 @@ class SplicePlanner {
       item.sources.push_back({chosen.source->input, found->second.shard, found->second.info});
     }
     const auto shape = *logical_weight_shape(*chosen.parameters, chosen.layout);
-    item.outputs = nvfp4_output_specs(chosen.module, shape[0], shape[1], *result_.format, input);
+    item.outputs = weight_format_for(CodeFamily::Nvfp4, *result_.format)
+                       .output_specs(chosen.module, shape[0], shape[1], {.activations = input});
     item.transform = convert_(nvfp4_format(chosen.layout), *result_.format, input);
     item.scheme = fmt::format("nvfp4 {}→{}", output_format_name(nvfp4_format(chosen.layout)),
                               output_format_name(*result_.format));

@@ -208,11 +208,14 @@ void judge_compressed_tensors(const ResolvedModule& module, const CompressedTens
         fmt::format("stored {}, but config group {} ({}, format \"{}\") targets it{}",
                     stored_as(entry), group.name, scheme_description(group), group.format, why));
   };
+  const WeightFormat& compressed_nvfp4 =
+      weight_format_for(CodeFamily::Nvfp4, OutputFormat::CompressedTensors);
   if (dense)
     mismatch("; unquantized Linears must be ignored");
-  else if (entry.layout == WeightLayout::Nvfp4Modelopt)
-    mismatch("; compressed-tensors reads NVFP4 as weight_packed + weight_global_scale");
-  else if (entry.layout == WeightLayout::Nvfp4CompressedTensors &&
+  else if (is_nvfp4_layout(entry.layout) && entry.layout != compressed_nvfp4.layout)
+    mismatch(fmt::format("; compressed-tensors reads NVFP4 as {} + {}",
+                         compressed_nvfp4.parameters.front(), compressed_nvfp4.global_scale));
+  else if (entry.layout == compressed_nvfp4.layout &&
            (!is_nvfp4_group(group) || group.format != "nvfp4-pack-quantized"))
     mismatch("");
   // int8 / fp8 / unrecognized layouts: the format's own checks would judge them; we have none.
