@@ -17,9 +17,9 @@
 
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/formats/fp8_block_format.h"
 #include "qs/ckpt/formats/quantization_config.h"
 #include "qs/ckpt/formats/quantization_detection.h"
-#include "qs/ckpt/formats/fp8_block_format.h"
 #include "qs/ckpt/formats/weight_format.h"
 #include "qs/ckpt/io/safetensors.h"
 #include "qs/ckpt/plan/quantize_plan.h"
