@@ -107,7 +107,7 @@ TEST_F(Fp8Cli, WritesTheDeepSeekLayoutAndConfig) {
   const auto& ignored = block.at("ignored_layers");
   EXPECT_EQ(ignored, block.at("modules_to_not_convert"));
   for (const char* name : {"lm_head", "model.layers.1.mlp.gate",
-                           "model.layers.0.self_attn.indexer.wk", "model.layers.4.mlp.experts"})
+                           "model.layers.4.self_attn.o_proj", "model.layers.4.mlp.experts"})
     EXPECT_NE(std::find(ignored.begin(), ignored.end(), name), ignored.end()) << name;
   EXPECT_FALSE(std::filesystem::exists(fp8() / "hf_quant_config.json"));
 
@@ -254,7 +254,38 @@ TEST_F(Fp8Cli, SpliceMovesFp8ModulesWithTheirScales) {
   EXPECT_FALSE(std::filesystem::exists(dir("mixed")));
 }
 
+TEST_F(Fp8Cli, ValidateHoldsTheConfigToTheTensors) {
+  // An FP8 module listed as not converted, and a BF16 Linear the lists omit.
+  const auto out = broken(
+      "config-mismatch", [](EditableTensor&) { return true; },
+      [](nlohmann::json& config) {
+        auto& block = config["quantization_config"];
+        for (const char* key : {"ignored_layers", "modules_to_not_convert"}) {
+          auto& list = block[key];
+          list.push_back("model.layers.1.self_attn.o_proj");
+          list.erase(std::find(list.begin(), list.end(), "model.layers.4.self_attn.o_proj"));
+        }
+      });
+  const auto validate = run_cli("validate " + quoted(out) + " --json");
+  EXPECT_EQ(validate.exit_code, 1) << validate.output;
+  const auto report = nlohmann::json::parse(validate.standard_output).dump();
+  EXPECT_NE(report.find("config.scheme_mismatch"), std::string::npos) << report;
+  EXPECT_NE(report.find("model.layers.1.self_attn.o_proj.weight"), std::string::npos) << report;
+  EXPECT_NE(report.find("config.uncovered_linear"), std::string::npos) << report;
+  EXPECT_NE(report.find("model.layers.4.self_attn.o_proj.weight"), std::string::npos) << report;
+}
+
 struct BadSource {
+  BadSource(std::string name, std::string kind, std::string tensor, std::string message,
+            testing::TensorEdit edit, std::function<void(nlohmann::json&)> config_edit = {},
+            std::string validate_kind = {})
+      : name(std::move(name)),
+        kind(std::move(kind)),
+        tensor(std::move(tensor)),
+        message(std::move(message)),
+        edit(std::move(edit)),
+        config_edit(std::move(config_edit)),
+        validate_kind(std::move(validate_kind)) {}
   std::string name;
   std::string kind;
   std::string tensor;   // named in the error
@@ -316,7 +347,7 @@ TEST_F(Fp8Cli, MalformedFp8SourcesAreRefusedBeforeAnythingIsWritten) {
     EXPECT_EQ(error_kind_of([&] { fp8_block_modules(Checkpoint::open(source)); }), bad.kind)
         << bad.name;
     const std::filesystem::path out = source.string() + "-out";
-    for (const std::string command :
+    for (const std::string& command :
          {"quantize " + quoted(source) + " " + quoted(out) + " --scheme nvfp4",
           "quantize " + quoted(source) + " " + quoted(out) + " --scheme bf16",
           "generate " + quoted(source) + " --prompt hi --max-new 1"}) {

@@ -13,9 +13,9 @@
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/compressed_tensors_config.h"
 #include "qs/ckpt/formats/fp8_block_format.h"
-#include "qs/ckpt/model/name_pattern.h"
 #include "qs/ckpt/formats/quantization_config.h"
 #include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/model/name_pattern.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs::validation {
@@ -311,12 +311,23 @@ void check_modelopt(const Checkpoint& checkpoint, ValidationReport& report) {
 
 // ---- fp8 (DeepSeek's block-scaled layout) ----
 
-// quant_method "fp8": weight_block_size [128, 128]; FP8 block-scaled modules are not in the
-// ignore lists (engines would read their codes as plain weights), no module holds another
-// quantized layout, and every Linear vLLM builds with the config and we keep dense is listed
-// (vLLM would build it FP8 and find no weight_scale_inv).
+void report_undeclared_quantization(const Checkpoint& checkpoint, const std::string& method,
+                                    ValidationReport& report);
+
+// quant_method "fp8" over FP8 block-scaled modules: weight_block_size [128, 128]; those modules
+// are not in the ignore lists (engines would read their codes as plain weights); every other
+// quantized module is undeclared (fp8 declares only these); and every Linear vLLM builds with
+// the config that we keep dense is listed (vLLM would build it FP8 and find no
+// weight_scale_inv). lm_head and routers are built unquantized whatever the lists say.
 void check_fp8(const Checkpoint& checkpoint, const nlohmann::json& block,
                ValidationReport& report) {
+  const auto modules = accounted_modules(checkpoint);
+  if (std::none_of(modules.begin(), modules.end(), [](const AccountedModule& entry) {
+        return entry.layout == WeightLayout::Fp8Block;
+      })) {
+    report_undeclared_quantization(checkpoint, "fp8", report);
+    return;
+  }
   try {
     require_supported_fp8_config(checkpoint.config(),
                                  (checkpoint.directory() / "config.json").string());
@@ -328,18 +339,22 @@ void check_fp8(const Checkpoint& checkpoint, const nlohmann::json& block,
     if (block.contains(key) && block.at(key).is_array())
       for (const auto& entry : block.at(key))
         if (entry.is_string()) ignored.insert(entry.get<std::string>());
-  for (const auto& entry : accounted_modules(checkpoint)) {
+  for (const auto& entry : modules) {
     const bool listed =
         ignored.contains(entry.module) || (entry.vllm && ignored.contains(entry.vllm->name));
+    const auto role = parse_tensor_name(entry.main.info->name).role;
     if (entry.layout == WeightLayout::Fp8Block && listed)
       add(report, "config.scheme_mismatch", entry,
           "stored fp8-block, but quantization_config lists it as not converted: engines read "
           "its codes as plain weights");
     else if (entry.layout != WeightLayout::Fp8Block && entry.layout != WeightLayout::Dense)
-      add(report, "config.scheme_mismatch", entry,
-          fmt::format("stored {}, but quant_method fp8 declares FP8 block-scaled weights",
+      add(report, "config.undeclared_quantization", entry,
+          fmt::format("stored {}, but quant_method fp8 declares FP8 block-scaled weights only: "
+                      "no engine loads it as quantized",
                       stored_as(entry)));
-    else if (entry.layout == WeightLayout::Dense && entry.vllm && !listed)
+    else if (entry.layout == WeightLayout::Dense && entry.vllm && !listed &&
+             role != TensorRole::LmHead && role != TensorRole::MtpSharedHeadLmHead &&
+             role != TensorRole::RouterGate)
       add(report, "config.uncovered_linear", entry,
           fmt::format("stored {}, but no ignored_layers entry lists it: vLLM builds it FP8 and "
                       "finds no weight_scale_inv",
