@@ -57,16 +57,26 @@ struct FormatCase {
   RecipeAction action;  // how libquant writes it; Keep: the BF16 weight itself
   OutputFormat config;
   IntegerOptions integer;
-  double max_relative_error;  // of the decoded weight against the BF16 one (relative L2)
+  double max_relative_error;       // of the decoded weight against the BF16 one (relative L2)
   const char* quantize_arguments;  // the CLI's way to write it; nullptr: the source as it is
 };
 
 const FormatCase kCases[] = {
     {"dense", WeightLayout::Dense, RecipeAction::Keep, OutputFormat::Modelopt, {}, 0.0, nullptr},
-    {"nvfp4_modelopt", WeightLayout::Nvfp4Modelopt, RecipeAction::Nvfp4, OutputFormat::Modelopt,
-     {}, 0.2, "--scheme nvfp4"},
-    {"nvfp4_compressed_tensors", WeightLayout::Nvfp4CompressedTensors, RecipeAction::Nvfp4,
-     OutputFormat::CompressedTensors, {}, 0.2, "--scheme nvfp4 --format compressed-tensors"},
+    {"nvfp4_modelopt",
+     WeightLayout::Nvfp4Modelopt,
+     RecipeAction::Nvfp4,
+     OutputFormat::Modelopt,
+     {},
+     0.2,
+     "--scheme nvfp4"},
+    {"nvfp4_compressed_tensors",
+     WeightLayout::Nvfp4CompressedTensors,
+     RecipeAction::Nvfp4,
+     OutputFormat::CompressedTensors,
+     {},
+     0.2,
+     "--scheme nvfp4 --format compressed-tensors"},
     {"pack_quantized_int4_asym", WeightLayout::PackQuantized, RecipeAction::Int,
      OutputFormat::CompressedTensors, integer_scheme(4, false, 128), 0.2, "--scheme int4"},
     {"pack_quantized_int8_channel", WeightLayout::PackQuantized, RecipeAction::Int,
@@ -79,9 +89,7 @@ const FormatCase kCases[] = {
 // Formats quantsmith recognises in other tools' checkpoints but neither writes nor decodes.
 constexpr WeightLayout kDetectedOnly[] = {WeightLayout::Int8, WeightLayout::Fp8};
 
-std::string case_name(const ::testing::TestParamInfo<FormatCase>& info) {
-  return info.param.label;
-}
+std::string case_name(const ::testing::TestParamInfo<FormatCase>& info) { return info.param.label; }
 
 // A deterministic weight with a spread of magnitudes and signs, rounded to BF16.
 std::vector<float> source_weight() {
@@ -110,7 +118,8 @@ std::vector<StoredTensor> encode(const FormatCase& c, std::span<const float> wei
   std::vector<std::byte> source(weight.size() * 2);
   encode_from_f32(DType::BF16, weight, source);
   std::vector<StoredTensor> tensors;
-  for (const auto& spec : specs) tensors.push_back({spec, std::vector<std::byte>(spec.byte_size())});
+  for (const auto& spec : specs)
+    tensors.push_back({spec, std::vector<std::byte>(spec.byte_size())});
   if (c.action == RecipeAction::Keep) {
     tensors.front().bytes = source;
     return tensors;
@@ -197,9 +206,8 @@ TEST(RegistryCoverage, EveryRegisteredFormatHasACaseOrIsDetectedOnly) {
   for (const auto* format : weight_formats()) {
     const bool has_case = std::any_of(std::begin(kCases), std::end(kCases),
                                       [&](const auto& c) { return c.layout == format->layout; });
-    const bool detected_only =
-        std::find(std::begin(kDetectedOnly), std::end(kDetectedOnly), format->layout) !=
-        std::end(kDetectedOnly);
+    const bool detected_only = std::find(std::begin(kDetectedOnly), std::end(kDetectedOnly),
+                                         format->layout) != std::end(kDetectedOnly);
     EXPECT_TRUE(has_case || (detected_only && !format->decodable() && !format->output_specs))
         << format->name << ": add a line to kCases";
     EXPECT_EQ(&weight_format(format->layout), format) << format->name;
@@ -271,8 +279,10 @@ TEST_P(WeightFormats, EncodeDetectDecodeLoadValidate) {
     EXPECT_EQ(weight.request.cols, kCols);
     std::vector<std::vector<std::byte>> bytes;
     std::vector<SourceTensor> sources;
-    for (const auto& location : weight.sources) bytes.push_back(location.shard->read(*location.info));
-    for (std::size_t i = 0; i < bytes.size(); ++i) sources.push_back({weight.sources[i].info, bytes[i]});
+    for (const auto& location : weight.sources)
+      bytes.push_back(location.shard->read(*location.info));
+    for (std::size_t i = 0; i < bytes.size(); ++i)
+      sources.push_back({weight.sources[i].info, bytes[i]});
     dequantize_weight(weight.request, sources, decoded);
   } else {
     const auto& location = parameters.at("weight");
@@ -294,8 +304,8 @@ TEST_P(WeightFormats, EncodeDetectDecodeLoadValidate) {
 
   // validate finds no problem, and --ref's comparison decodes it within the bound.
   const auto reference_path = scratch_.path() / "reference";
-  std::vector<StoredTensor> reference_tensors{
-      {{kModule + ".weight", DType::BF16, {kRows, kCols}}, std::vector<std::byte>(kRows * kCols * 2)}};
+  std::vector<StoredTensor> reference_tensors{{{kModule + ".weight", DType::BF16, {kRows, kCols}},
+                                               std::vector<std::byte>(kRows * kCols * 2)}};
   encode_from_f32(DType::BF16, weight_, reference_tensors[0].bytes);
   write_checkpoint(reference_path, reference_tensors, {{"model_type", "registry_test"}});
   const auto reference = Checkpoint::open(reference_path);
@@ -356,8 +366,8 @@ TEST_P(WeightFormats, BrokenCompanionsAreRefusedNamingTheTensor) {
     } catch (const Error& error) {
       EXPECT_EQ(error.error_class(), ErrorClass::BadInput) << broken.what;
       EXPECT_EQ(error.kind(), "run.bad_quantized_weight") << broken.what << ": " << error.what();
-      EXPECT_TRUE(error.tensor().starts_with(kModule + ".")) << broken.what << ": "
-                                                             << error.tensor();
+      EXPECT_TRUE(error.tensor().starts_with(kModule + "."))
+          << broken.what << ": " << error.tensor();
     }
   }
 }
@@ -368,7 +378,9 @@ INSTANTIATE_TEST_SUITE_P(Registry, WeightFormats, ::testing::ValuesIn(kCases), c
 // naming the file and the tensor, nothing else.
 class WeightFormatsCli : public ::testing::TestWithParam<FormatCase> {
  protected:
-  static void SetUpTestSuite() { outputs_ = std::make_unique<testing::QuantizedOutputs>("formats-cli"); }
+  static void SetUpTestSuite() {
+    outputs_ = std::make_unique<testing::QuantizedOutputs>("formats-cli");
+  }
   static void TearDownTestSuite() { outputs_.reset(); }
   static inline std::unique_ptr<testing::QuantizedOutputs> outputs_;
 };
@@ -392,12 +404,12 @@ TEST_P(WeightFormatsCli, GenerateRefusesABrokenCompanionWithOneLine) {
       EXPECT_EQ(result.exit_code, 2) << what << "\n" << result.output;
       // The layout check or the format's own check names the module's tensor at fault (the
       // broken companion, or the code tensor whose shape it no longer explains) and the file.
-      EXPECT_NE(result.output.find("tensor '" + module + "."), std::string::npos)
-          << what << "\n" << result.output;
+      EXPECT_NE(result.output.find("tensor '" + module + "."), std::string::npos) << what << "\n"
+                                                                                  << result.output;
       EXPECT_NE(result.output.find(broken.string()), std::string::npos) << what << "\n"
-                                                                         << result.output;
-      EXPECT_EQ(std::count(result.output.begin(), result.output.end(), '\n'), 1)
-          << what << "\n" << result.output;
+                                                                        << result.output;
+      EXPECT_EQ(std::count(result.output.begin(), result.output.end(), '\n'), 1) << what << "\n"
+                                                                                 << result.output;
       EXPECT_EQ(result.output.find("internal error"), std::string::npos) << result.output;
     }
   }

@@ -67,8 +67,7 @@ class Nvfp4Transform final : public Transform {
       throw_bad_input("nvfp4.scale_overflow",
                       fmt::format("its largest magnitude {} gives the global scale {} whose {} is "
                                   "not a finite fp32; keep it unquantized with a recipe rule",
-                                  group_amax, s2,
-                                  reciprocal_ ? "reciprocal" : "value"),
+                                  group_amax, s2, reciprocal_ ? "reciprocal" : "value"),
                       {}, sources[0].info->name);
     std::vector<TensorQuality> quality;
     for (std::size_t m = 0; m < sources.size(); ++m) {

@@ -31,8 +31,8 @@ Matrix WeightLoader::linear(const std::string& module) const {
       parameters.emplace(name, *location);
   const auto& format = detect_weight_format(parameters);
   if (format.decodable()) {
-    const auto weight = format.check(module, parameters, declared_bits_(module),
-                                     "run.bad_quantized_weight");
+    const auto weight =
+        format.check(module, parameters, declared_bits_(module), "run.bad_quantized_weight");
     std::vector<std::vector<std::byte>> bytes;
     std::vector<SourceTensor> sources;
     for (const auto& location : weight.sources)

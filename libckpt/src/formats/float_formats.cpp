@@ -17,10 +17,12 @@ const WeightFormat& dense_format() {
                    !has(p, "weight_scale") && !has(p, "weight_packed");
           },
       .logical_shape = stored_weight_shape,
-      .output_specs = [](const std::string& module, std::uint64_t rows, std::uint64_t cols,
-                         const WeightEncoding& encoding) {
-        return std::vector<TensorSpec>{{module + ".weight", encoding.source_dtype, {rows, cols}}};
-      },
+      .output_specs =
+          [](const std::string& module, std::uint64_t rows, std::uint64_t cols,
+             const WeightEncoding& encoding) {
+            return std::vector<TensorSpec>{
+                {module + ".weight", encoding.source_dtype, {rows, cols}}};
+          },
   };
   return format;
 }

@@ -21,8 +21,7 @@ std::optional<Shape> nvfp4_shape(const ModuleParameters& parameters, const std::
 // modelopt writes its per-tensor scales as 0-dimensional tensors, compressed-tensors as [1].
 std::vector<TensorSpec> nvfp4_specs(const WeightFormat& format, const std::string& module,
                                     std::uint64_t rows, std::uint64_t cols, bool activations) {
-  const Shape scalar = format.scale_convention == ScaleConvention::Multiplier ? Shape{}
-                                                                              : Shape{1};
+  const Shape scalar = format.scale_convention == ScaleConvention::Multiplier ? Shape{} : Shape{1};
   std::vector<TensorSpec> specs = {
       {module + "." + format.parameters[0], DType::U8, {rows, cols / 2}},
       {module + "." + format.parameters[1], DType::F8_E4M3, {rows, cols / kBlockSize}},
@@ -78,14 +77,16 @@ const WeightFormat& nvfp4_modelopt_format() {
                    has(p, "weight_scale_2");
           },
       .logical_shape = [](const ModuleParameters& p) { return nvfp4_shape(p, "weight"); },
-      .output_specs = [](const std::string& module, std::uint64_t rows, std::uint64_t cols,
-                         const WeightEncoding& encoding) {
-        return nvfp4_specs(nvfp4_modelopt_format(), module, rows, cols, encoding.activations);
-      },
-      .check = [](const std::string& module, const ModuleParameters& parameters, int,
-                  const std::string& kind) {
-        return nvfp4_check(nvfp4_modelopt_format(), module, parameters, kind);
-      },
+      .output_specs =
+          [](const std::string& module, std::uint64_t rows, std::uint64_t cols,
+             const WeightEncoding& encoding) {
+            return nvfp4_specs(nvfp4_modelopt_format(), module, rows, cols, encoding.activations);
+          },
+      .check =
+          [](const std::string& module, const ModuleParameters& parameters, int,
+             const std::string& kind) {
+            return nvfp4_check(nvfp4_modelopt_format(), module, parameters, kind);
+          },
   };
   return format;
 }
@@ -105,15 +106,17 @@ const WeightFormat& nvfp4_compressed_tensors_format() {
             return has(p, "weight_packed", DType::U8) && has(p, "weight_global_scale");
           },
       .logical_shape = [](const ModuleParameters& p) { return nvfp4_shape(p, "weight_packed"); },
-      .output_specs = [](const std::string& module, std::uint64_t rows, std::uint64_t cols,
-                         const WeightEncoding& encoding) {
-        return nvfp4_specs(nvfp4_compressed_tensors_format(), module, rows, cols,
-                           encoding.activations);
-      },
-      .check = [](const std::string& module, const ModuleParameters& parameters, int,
-                  const std::string& kind) {
-        return nvfp4_check(nvfp4_compressed_tensors_format(), module, parameters, kind);
-      },
+      .output_specs =
+          [](const std::string& module, std::uint64_t rows, std::uint64_t cols,
+             const WeightEncoding& encoding) {
+            return nvfp4_specs(nvfp4_compressed_tensors_format(), module, rows, cols,
+                               encoding.activations);
+          },
+      .check =
+          [](const std::string& module, const ModuleParameters& parameters, int,
+             const std::string& kind) {
+            return nvfp4_check(nvfp4_compressed_tensors_format(), module, parameters, kind);
+          },
   };
   return format;
 }

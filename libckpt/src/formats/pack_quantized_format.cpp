@@ -61,7 +61,8 @@ std::vector<TensorSpec> pack_quantized_specs(const std::string& module, std::uin
       {module + ".weight_shape", DType::I64, {2}},
   };
   if (!options.symmetric)
-    specs.push_back({module + ".weight_zero_point", DType::I32, {packed_words(rows, bits), groups}});
+    specs.push_back(
+        {module + ".weight_zero_point", DType::I32, {packed_words(rows, bits), groups}});
   return specs;
 }
 

@@ -68,20 +68,15 @@ bool is_nvfp4_layout(WeightLayout layout) {
 
 bool is_quantized_layout(WeightLayout layout) { return weight_format(layout).decodable(); }
 
-std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_companion) {
-  const auto& format = weight_format(layout);
-  if (!format.decodable()) return {};
-  return format.parameter_names(optional_companion);
-}
-
 QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
   QuantizationDetection detection;
   const DeclaredPackBits declared_bits(checkpoint.config());
   for (const auto& [module, parameters] : modules_of(checkpoint)) {
     if (!parameters.count("weight") && !parameters.count("weight_packed")) continue;
     const auto& format = detect_weight_format(parameters);
-    auto& count = detection.layouts[format.label ? format.label(parameters, declared_bits(module))
-                                                 : format.name];
+    auto& count =
+        detection
+            .layouts[format.label ? format.label(parameters, declared_bits(module)) : format.name];
     ++count.modules;
     for (const auto& [parameter, location] : parameters) count.bytes += location.info->byte_size();
   }

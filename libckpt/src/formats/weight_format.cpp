@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <array>
 
 #include "qs/ckpt/core/error.h"
 #include "weight_format_descriptors.h"
@@ -21,10 +20,10 @@ const TensorLocation& required_parameter(const std::string& module,
                                          const std::string& name, const std::string& kind) {
   const auto found = parameters.find(name);
   if (found == parameters.end())  // the file that holds the rest of the module
-    throw_bad_input(kind, fmt::format("quantized module without its {}", name),
-                    parameters.empty() ? std::string()
-                                       : parameters.begin()->second.shard->path().string(),
-                    module + "." + name);
+    throw_bad_input(
+        kind, fmt::format("quantized module without its {}", name),
+        parameters.empty() ? std::string() : parameters.begin()->second.shard->path().string(),
+        module + "." + name);
   return found->second;
 }
 
@@ -39,8 +38,8 @@ namespace {
 
 // The registry: every stored weight format, most specific first (detection takes the first
 // whose `detect` holds). One line per format.
-const std::array<const WeightFormat*, 7>& registry() {
-  static const std::array<const WeightFormat*, 7> table{
+std::span<const WeightFormat* const> registry() {
+  static const WeightFormat* const table[] = {
       &formats::nvfp4_modelopt_format(),
       &formats::nvfp4_compressed_tensors_format(),
       &formats::pack_quantized_format(),
@@ -85,8 +84,8 @@ const WeightFormat& detect_weight_format(const ModuleParameters& parameters) {
 }
 
 const WeightFormat& weight_format_for(CodeFamily codes, OutputFormat format) {
-  const ConfigGroup config = format == OutputFormat::Modelopt ? ConfigGroup::Modelopt
-                                                              : ConfigGroup::CompressedTensors;
+  const ConfigGroup config =
+      format == OutputFormat::Modelopt ? ConfigGroup::Modelopt : ConfigGroup::CompressedTensors;
   for (const auto* candidate : registry())
     if (candidate->codes == codes && candidate->config == config) return *candidate;
   throw Error(ErrorClass::Internal, "format.unregistered",

@@ -16,10 +16,10 @@ constexpr std::array kFormatNames{
 }  // namespace
 
 std::string IntegerOptions::label() const {
-  return fmt::format("int{}-{}-{}", bits,
-                     group_size == kChannelGroup ? std::string("channel")
-                                                 : fmt::format("g{}", group_size),
-                     symmetric ? "sym" : "asym");
+  return fmt::format(
+      "int{}-{}-{}", bits,
+      group_size == kChannelGroup ? std::string("channel") : fmt::format("g{}", group_size),
+      symmetric ? "sym" : "asym");
 }
 
 std::optional<OutputFormat> parse_output_format(std::string_view text) {

@@ -71,8 +71,7 @@ class MtpExtractPlanner {
           consumed.insert(name);
     } else if (format.codes != CodeFamily::Float) {
       throw Error(ErrorClass::BadInput, "mtp.unsupported_layout",
-                  fmt::format("stored as {}, which mtp extract cannot dequantize",
-                              format.name),
+                  fmt::format("stored as {}, which mtp extract cannot dequantize", format.name),
                   source_.directory().string(), module);
     }
     for (const auto& [name, location] : parameters) {

@@ -123,9 +123,9 @@ void dequantize_weight(const DequantizeRequest& request, std::span<const SourceT
                        std::span<float> out) {
   for (const auto& decoder : kDecoders)
     if (decoder.layout == request.layout) return decoder.decode(request, sources, out);
-  throw Error(ErrorClass::Internal, "dequantize.no_decoder",
-              fmt::format("no decoder for weights stored as {}",
-                          weight_format(request.layout).name));
+  throw Error(
+      ErrorClass::Internal, "dequantize.no_decoder",
+      fmt::format("no decoder for weights stored as {}", weight_format(request.layout).name));
 }
 
 std::shared_ptr<const Transform> make_dequantize_transform(const DequantizeRequest& request) {

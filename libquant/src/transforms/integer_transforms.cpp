@@ -57,7 +57,8 @@ std::string module_of(const TensorInfo& info) {
   return info.name.substr(0, info.name.rfind('.'));
 }
 
-// Base for both: per member, the scheme's tensors in integer_output_specs order.
+// Base for both: per member, the scheme's tensors in the pack-quantized format's output_specs
+// order (qs/ckpt/formats/weight_format.h).
 class IntegerTransformBase : public Transform {
  public:
   IntegerTransformBase(const IntegerOptions& options, NanPolicy nan_policy, fp4::Backend backend)

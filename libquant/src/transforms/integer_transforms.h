@@ -1,7 +1,8 @@
 #pragma once
 // Integer quantizing transforms (round-to-nearest and GPTQ) writing compressed-tensors
 // pack-quantized tensors per member: weight_packed, weight_scale, weight_shape and, for
-// asymmetric schemes, weight_zero_point (quantize_plan.h integer_output_specs).
+// asymmetric schemes, weight_zero_point (the pack-quantized format's output_specs,
+// qs/ckpt/formats/weight_format.h).
 
 #include <memory>
 

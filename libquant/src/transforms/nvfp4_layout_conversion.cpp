@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/plan/quantize_plan.h"
+#include "qs/ckpt/formats/weight_format.h"
 
 namespace qs {
 namespace {
@@ -122,11 +122,11 @@ std::shared_ptr<const Transform> make_nvfp4_layout_conversion(OutputFormat from,
 
 std::vector<std::string> nvfp4_layout_tensor_names(const std::string& module, OutputFormat layout,
                                                    bool with_input_scale) {
-  // The names live in one place, nvfp4_output_specs; the shape passed is irrelevant here.
-  constexpr std::uint64_t kAnyBlock = 16;
+  // The names live in one place, the layout's descriptor in the weight-format registry.
   std::vector<std::string> names;
-  for (auto& spec : nvfp4_output_specs(module, kAnyBlock, kAnyBlock, layout, with_input_scale))
-    names.push_back(std::move(spec.name));
+  for (const auto& parameter :
+       weight_format_for(CodeFamily::Nvfp4, layout).parameter_names(with_input_scale))
+    names.push_back(module + "." + parameter);
   return names;
 }
 

@@ -3,9 +3,10 @@
 // (BF16, F16, F32) expand exactly; NVFP4 Linears (modelopt `weight` + `weight_scale` +
 // `weight_scale_2`, or compressed-tensors `weight_packed` + `weight_scale` +
 // `weight_global_scale`) and compressed-tensors pack-quantized INT2..8 (symmetric or with packed
-// zero points; the width from the config group's num_bits) are checked with
-// checked_quantized_weight and dequantized with libquant's decoder (dequantize_weight), the
-// one `validate --ref` and `mtp extract` use.
+// zero points; the width from the config group's num_bits) are recognised, checked and
+// dequantized through the weight-format registry (qs/ckpt/formats/weight_format.h: the
+// format's detect and check, then libquant's decoder for it, dequantize_weight), as
+// `validate --ref` and `mtp extract` do.
 // Layers are loaded one at a time by the caller, so memory holds one layer, not the model.
 
 #include <cstdint>

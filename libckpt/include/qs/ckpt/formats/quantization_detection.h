@@ -36,14 +36,6 @@ bool is_nvfp4_layout(WeightLayout layout);
 // and pack-quantized.
 bool is_quantized_layout(WeightLayout layout);
 
-// The parameters that hold a quantized Linear's weight, in the order our writers give them
-// (nvfp4_output_specs, integer_output_specs): NVFP4 modelopt weight, weight_scale,
-// weight_scale_2; NVFP4 compressed-tensors weight_packed, weight_scale, weight_global_scale;
-// pack-quantized weight_packed, weight_scale, weight_shape. With `optional_companion`, also the
-// layout's optional last one: the NVFP4 input scale (input_scale / input_global_scale) or the
-// pack-quantized weight_zero_point. Empty for other layouts.
-std::vector<std::string> weight_parameters(WeightLayout layout, bool optional_companion = false);
-
 // The integer scheme a pack-quantized module's tensors hold: bits from the packed width (4,
 // 8, 2, 3, 5, 6 tried in that order: with padding to whole words a narrow K fits several, and
 // 7-bit codes pack like 8-bit ones), symmetric
