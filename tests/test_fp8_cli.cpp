@@ -106,8 +106,8 @@ TEST_F(Fp8Cli, WritesTheDeepSeekLayoutAndConfig) {
   // name for vLLM and transformers alike; the MTP layer's experts by their prefix.
   const auto& ignored = block.at("ignored_layers");
   EXPECT_EQ(ignored, block.at("modules_to_not_convert"));
-  for (const char* name : {"lm_head", "model.layers.1.mlp.gate",
-                           "model.layers.4.self_attn.o_proj", "model.layers.4.mlp.experts"})
+  for (const char* name : {"lm_head", "model.layers.1.mlp.gate", "model.layers.4.self_attn.o_proj",
+                           "model.layers.4.mlp.experts"})
     EXPECT_NE(std::find(ignored.begin(), ignored.end(), name), ignored.end()) << name;
   EXPECT_FALSE(std::filesystem::exists(fp8() / "hf_quant_config.json"));
 
@@ -196,6 +196,16 @@ TEST_F(Fp8Cli, Fp8ToInt4AndRunnerJobsReadFp8) {
   EXPECT_GT(figures.dump().size(), 10u);
   const auto generate = run_cli("generate " + quoted(fp8()) + " --prompt hi --max-new 4");
   EXPECT_EQ(generate.exit_code, 0) << generate.output;
+  // calibrate on the FP8 model, then GPTQ from the same FP8 source with those statistics.
+  const auto stats = dir("fp8.qsc");
+  const auto calibrate =
+      run_cli("calibrate " + quoted(fp8()) + " --tokens " + quoted(kModel / "tokens.safetensors") +
+              ":calib --max-rows 2 " + "--out " + quoted(stats));
+  ASSERT_EQ(calibrate.exit_code, 0) << calibrate.output;
+  const auto gptq = run_cli("quantize " + quoted(fp8()) + " " + quoted(dir("gptq")) +
+                            " --scheme gptq-int4 --calib " + quoted(stats));
+  EXPECT_EQ(gptq.exit_code, 0) << gptq.output;
+  EXPECT_EQ(run_cli("validate " + quoted(dir("gptq"))).exit_code, 0);
 }
 
 TEST_F(Fp8Cli, ToFp8BlockRefusesMixingWithOtherSchemes) {
