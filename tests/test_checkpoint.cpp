@@ -2,10 +2,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/job/output_directory.h"
+#include "qs/ckpt/validate/checkpoint_summary.h"
 #include "test_support.h"
 
 namespace qs {
@@ -33,6 +36,36 @@ TEST(Checkpoint, OpensTheBundledModel) {
             "model-00002-of-00002.safetensors");
   EXPECT_FALSE(checkpoint.find("nonexistent"));
   EXPECT_EQ(error_kind_of([&] { checkpoint.at("nonexistent"); }), "checkpoint.missing_tensor");
+}
+
+// What `inspect` prints, as the library computes it: 4 layers (1 dense, 3 MoE of 16 experts)
+// and the MTP layer, every tensor counted once by category and once by dtype, no quantization.
+TEST(CheckpointSummary, CountsTheBundledModelByLayerCategoryAndDtype) {
+  auto checkpoint = Checkpoint::open(kFixture);
+  const auto summary = summarize_checkpoint(checkpoint);
+  EXPECT_EQ(summary.layers, (std::set<int>{0, 1, 2, 3}));
+  EXPECT_EQ(summary.mtp_layers, (std::set<int>{4}));
+  ASSERT_EQ(summary.experts_by_layer.size(), 4u);  // layers 1-3 and the MTP layer
+  for (const auto& [layer, experts] : summary.experts_by_layer)
+    EXPECT_EQ(experts.size(), 16u) << layer;
+  for (const auto* tallies : {&summary.by_category, &summary.by_dtype}) {
+    std::uint64_t tensors = 0, bytes = 0;
+    for (const auto& [name, tally] : *tallies) {
+      tensors += tally.tensors;
+      bytes += tally.bytes;
+    }
+    EXPECT_EQ(tensors, checkpoint.tensors().size());
+    EXPECT_EQ(bytes, checkpoint.tensor_bytes());
+  }
+  EXPECT_EQ(summary.quantization.summary, "none");
+  EXPECT_TRUE(summary.config_groups.empty());
+
+  const auto json = checkpoint_summary_json(checkpoint, summary);
+  EXPECT_EQ(json["tensors"], 292);
+  EXPECT_EQ(json["mtp_layers"], nlohmann::json::array({4}));
+  EXPECT_EQ(json["experts_per_layer"]["1"], 16);
+  EXPECT_EQ(json["config"]["num_hidden_layers"], 4);
+  EXPECT_FALSE(json["config"].contains("rope_theta"));  // only the keys a user checks first
 }
 
 TEST(Checkpoint, RoundTripsTheBundledModelByteIdentically) {

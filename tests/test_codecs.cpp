@@ -1,4 +1,4 @@
-// Element codecs (qs/ckpt/formats/codecs.h) against expectations computed a different way: decoded
+// Element codecs (qs/ckpt/core/codecs.h) against expectations computed a different way: decoded
 // values from the bit-field formula with ldexp (or, for e2m1, the value table), encodings
 // from a nearest-neighbour search over the representable values. Exhaustive over every code,
 // every tie between neighbours (midpoint and one f32 ulp either side), overflow, Inf, NaN, −0.
@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 
 #ifdef QS_HAVE_CUDA
@@ -478,7 +478,7 @@ TEST(CodecSpecials, E4M3Satfinite) {
   EXPECT_EQ(f32_to_e4m3_satfinite(3 * std::ldexp(1.0f, -10)), 0x02);  // tie 1 vs 2 → 2
   EXPECT_EQ(f32_to_e4m3_satfinite(std::ldexp(15.0f, -10)), 0x08);     // 7.5 steps → min normal
   EXPECT_EQ(f32_to_e4m3_satfinite(kDenormMin), 0x00);
-  // The NVFP4 scale casts of formats-modelopt-nvfp4.md §1.6.
+  // The NVFP4 scale casts of docs/formats/modelopt-nvfp4.md, "Test vector".
   EXPECT_EQ(f32_to_e4m3_satfinite(134.4f), 0x70);
   EXPECT_EQ(f32_to_e4m3_satfinite(1.0f), 0x38);
 }
@@ -514,7 +514,7 @@ TEST(CodecSpecials, E5M2BothVariants) {
 }
 
 TEST(CodecSpecials, E2M1TieTableOfTheSpecs) {
-  // formats-modelopt-nvfp4.md §1.3 / formats-compressed-tensors.md §4.1; nibble = index.
+  // docs/formats/modelopt-nvfp4.md, "E2M1 rounding"; nibble = index.
   const struct {
     float input;
     std::uint8_t nibble;
@@ -540,7 +540,7 @@ TEST(CodecSpecials, E2M1SignsInfAndNan) {
   EXPECT_EQ(f32_to_e2m1(kSignalingNan), 0x7);
 }
 
-// The NVFP4 test vector of formats-modelopt-nvfp4.md §1.6, computed in f32 as ModelOpt does:
+// The NVFP4 test vector of docs/formats/modelopt-nvfp4.md, computed in f32 as ModelOpt does:
 // s2 = amax / (6·448), block scale = e4m3(block_amax / (6·s2)), code = e2m1(w / (scale·s2)).
 TEST(CodecSpecials, ReproducesModelOptNvfp4TestVector) {
   const float weights[32] = {3.0f,  -1.5f,  0.7f,   0.2f,   -0.05f, 1.0f,  2.25f,  -2.9f,

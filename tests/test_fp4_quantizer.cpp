@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "test_support.h"
@@ -70,7 +70,7 @@ TEST(Fp4Quantizer, ThresholdRoundingEqualsTheCodecEverywhere) {
 }
 
 TEST(Fp4Quantizer, ReproducesTheSpecTestVector) {
-  // formats-modelopt-nvfp4.md §1.6.
+  // docs/formats/modelopt-nvfp4.md, "Test vector".
   const std::vector<float> weight = {3.0f,  -1.5f,  0.7f,   0.2f,   -0.05f, 1.0f,  2.25f,  -2.9f,
                                      0.0f,  0.5f,   -0.75f, 1.2f,   0.33f,  -0.1f, 2.0f,   -3.0f,
                                      0.9f,  -0.45f, 0.3f,   0.0f,   0.05f,  -0.9f, 0.6f,   0.15f,

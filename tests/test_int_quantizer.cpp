@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/int_quantizer.h"
@@ -46,7 +46,8 @@ std::vector<float> realistic_matrix(std::uint64_t rows, std::uint64_t cols, unsi
 
 TEST(IntQuantizer, SymmetricInt8RoundsTheQuotientToBf16) {
   // amax 96 → s = bf16(96/127.5) = 0.75390625. 76.5/s = 101.47 rounds to bf16 101.5 and then
-  // to the even code 102; an f32 quotient would give 101 (formats-compressed-tensors.md §3.4).
+  // to the even code 102; an f32 quotient would give 101 (docs/formats/compressed-tensors.md,
+  // "Arithmetic dtype").
   std::vector<float> group(128, 0.0f);
   group[0] = 96.0f;
   group[1] = 76.5f;

@@ -12,12 +12,14 @@
 #include <nlohmann/json.hpp>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/job/mtp_extract_job.h"
 #include "qs/ckpt/model/tensor_name.h"
 #include "qs/quant/dequantize_transform.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/int_quantizer.h"
+#include "qs/quant/quantize_transforms.h"
 #include "test_support.h"
 
 namespace qs {
@@ -62,7 +64,7 @@ std::vector<std::byte> run_dequantize(const DequantizeRequest& request,
   return output;
 }
 
-// ---- the transform, against the formulas (formats-compressed-tensors.md §4.2, modelopt) ----
+// ---- the transform, against the formulas of docs/formats/ (pack-quantized, NVFP4) ----
 
 // Codes, zero points and power-of-two multiples of 0.375 as scales: every (q − z)·s is exact
 // in f32, so ŵ has one right BF16 value (one rounding), whatever order a decoder works in.
@@ -477,6 +479,74 @@ TEST_F(MtpExtractCli, RecipeThatQuantizesNothingIsRefusedAndTheStagedDraftReused
       config_of(out)["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"], 8);
   EXPECT_FALSE(std::filesystem::exists(out / ".quantsmith-staging"));
   expect_valid_and_inspectable(out);
+}
+
+// The job behind `mtp extract`, called as a library: both stages through the caller's plan
+// runner, the staging directory gone and the finished record left, and a resume that runs
+// nothing. Without a recipe, one stage writes OUT itself.
+TEST(MtpExtractJob, RunsBothStagesThroughTheCallersRunnerAndResumesToNothing) {
+  ScratchDirectory scratch("mtp-extract-job");
+  const auto source = Checkpoint::open(kModel);
+  const auto planned = plan_mtp_extract(source, {}, [](const DequantizeRequest& request) {
+    return make_dequantize_transform(request);
+  });
+  std::vector<std::string> stages;
+  const PlanRunner run_plan = [&](const Plan& plan, ExecutionOptions options,
+                                  const std::string& label) {
+    stages.push_back(label);
+    return execute_plan(plan, options);
+  };
+  auto settings = std::make_shared<QuantizerSettings>();
+  const RecipeQuantizerFactory quantizer = [settings](const Recipe&) {
+    return [settings](const QuantizeRequest& request) {
+      return make_quantize_transform(request, *settings);
+    };
+  };
+
+  MtpExtractJobOptions job;
+  job.output = scratch.path() / "bf16";
+  auto result = run_mtp_extract_job(source, planned, job, quantizer, run_plan);
+  EXPECT_EQ(stages, std::vector<std::string>{"mtp extract"});
+  EXPECT_FALSE(result.report.interrupted);
+  EXPECT_EQ(result.requantized_linears, 0u);
+  EXPECT_EQ(Checkpoint::open(job.output).tensors().size(), planned.plan.output_specs().size());
+
+  stages.clear();
+  job.output = scratch.path() / "int4";
+  job.requant = parse_recipe(R"(description: the MTP layer's Linears INT4
+format: compressed-tensors
+rules:
+  - name: router, indexer, embeddings, lm_head and MTP projections stay BF16
+    category: [lm_head, router, indexer, mtp_extra, embedding]
+    action: keep
+  - name: MTP layer INT4
+    mtp: true
+    action: int4
+)",
+                             "test recipe");
+  job.requant_identity = "|test";
+  result = run_mtp_extract_job(source, planned, job, quantizer, run_plan);
+  EXPECT_EQ(stages, (std::vector<std::string>{"mtp extract", "mtp requantize"}));
+  EXPECT_FALSE(result.already_complete);
+  EXPECT_GE(result.requantized_linears, 16u);
+  EXPECT_GT(result.bytes_written, 0u);
+  EXPECT_FALSE(std::filesystem::exists(job.output / ".quantsmith-staging"));
+  EXPECT_TRUE(std::filesystem::exists(job.output / ".quantsmith-mtp-extract-finished"));
+  const auto written = testing::directory_contents(job.output);
+
+  stages.clear();
+  job.mode = OutputMode::Resume;
+  result = run_mtp_extract_job(source, planned, job, quantizer, run_plan);
+  EXPECT_TRUE(result.already_complete);
+  EXPECT_TRUE(stages.empty());
+  EXPECT_EQ(testing::directory_contents(job.output), written);
+
+  // Another choice of recipe is another job: refused, not mixed.
+  job.requant_identity = "|another";
+  EXPECT_EQ(testing::error_kind_of(
+                [&] { run_mtp_extract_job(source, planned, job, quantizer, run_plan); }),
+            "job.fingerprint_mismatch");
+  EXPECT_TRUE(stages.empty());
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/ckpt/plan/recipe.h"

@@ -19,7 +19,7 @@
 #include <set>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/quant/fp4_quantizer.h"
@@ -108,8 +108,9 @@ std::vector<float> decode(const ModuleTensors& tensors, float s2) {
   return values;
 }
 
-// As compressed-tensors' NVFP4PackedCompressor and vLLM's emulation decode (formats-
-// compressed-tensors.md §4.1): code · (scale / global_scale), in fp32 (before their bf16 cast).
+// As compressed-tensors' NVFP4PackedCompressor and vLLM's emulation decode (docs/formats/
+// compressed-tensors.md, "nvfp4-pack-quantized"): code · (scale / global_scale), in fp32
+// (before their bf16 cast).
 std::vector<float> decode_as_compressed_tensors(const ModuleTensors& tensors) {
   const float global = tensors.scalar(kGlobal);
   const auto codes = tensors.as_u8(kCodes);

@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/io/safetensors.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/run/glm5_model.h"
@@ -134,7 +134,8 @@ TEST_F(Runner, LayerByLayerEqualsAllAtOnceAndTokensAreChecked) {
 }
 
 TEST(WeightLoader, DequantizesPackQuantizedInt4WithZeroPoints) {
-  // N = 3 rows, K = 16, group 8, 4-bit asymmetric, packed by hand from the spec (§4.2).
+  // N = 3 rows, K = 16, group 8, 4-bit asymmetric, packed by hand from the spec
+  // (docs/formats/compressed-tensors.md, "pack-quantized").
   testing::ScratchDirectory scratch("pack-quantized");
   const std::uint64_t rows = 3, cols = 16, groups = 2;
   std::vector<std::int32_t> q(rows * cols), zero = {-3, 2, 0, 7, -8, 1};  // [rows, groups]

@@ -9,7 +9,7 @@
 #include <set>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/model/synthetic_model.h"
@@ -84,11 +84,12 @@ TEST(Synth, TinyConfigsEqualTheFixturesByteForByte) {
 TEST(Synth, Glm5PresetHasTheRealModelsCountsAndConfig) {
   const auto& spec = synthetic_preset("glm5").spec;
   auto specs = tensor_specs(spec);
-  // model-glm5.md §2.5: 787 tensors per MoE layer, 791 in the MTP layer; 3 dense layers of 17.
+  // docs/models/glm_moe_dsa.md, "MTP layer": 787 tensors per MoE layer, 791 in the MTP layer;
+  // 3 dense layers of 17.
   EXPECT_EQ(specs.size(), 3u + 3 * 17 + 75 * 787 + 791);
   std::uint64_t parameters = 0;
   for (const auto& tensor : specs) parameters += element_count(tensor.shape);
-  // §1.2: 743.9 B main model + 10.0 B MTP layer.
+  // "Family sizes": 743.9 B main model + 10.0 B MTP layer.
   EXPECT_NEAR(static_cast<double>(parameters) / 1e9, 753.9, 0.1);
   EXPECT_EQ(specs.back().name, "lm_head.weight");
   EXPECT_EQ(specs[specs.size() - 3].name, "model.layers.78.shared_head.norm.weight");

@@ -1,5 +1,6 @@
 // Tensor-name grammar (roles, layers, experts, parameters, fusion, MTP) and name patterns with
-// vLLM's targets / ignore semantics (formats-compressed-tensors.md §2.5, model-glm5.md §2, §4).
+// vLLM's targets / ignore semantics (docs/formats/compressed-tensors.md, "Target and ignore
+// matching"; docs/models/glm_moe_dsa.md, "Tensor names and shapes", "vLLM loading").
 
 #include <gtest/gtest.h>
 

@@ -89,6 +89,9 @@ const FormatCase kCases[] = {
 // Formats quantsmith recognises in other tools' checkpoints but neither writes nor decodes.
 constexpr WeightLayout kDetectedOnly[] = {WeightLayout::Int8, WeightLayout::Fp8};
 
+// gtest prints a parameter with this (the default is the struct's bytes).
+void PrintTo(const FormatCase& format_case, std::ostream* out) { *out << format_case.label; }
+
 std::string case_name(const ::testing::TestParamInfo<FormatCase>& info) { return info.param.label; }
 
 // A deterministic weight with a spread of magnitudes and signs, rounded to BF16.

@@ -12,6 +12,7 @@
 #include "progress_line.h"
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/job/output_directory.h"
 #include "qs/ckpt/validate/validation.h"
 #include "qs/run/calibration.h"
 

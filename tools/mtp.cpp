@@ -14,7 +14,7 @@
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/plan/draft_target_resolution.h"
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/job/executor.h"
+#include "qs/ckpt/job/mtp_extract_job.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/plan/mtp_extract_plan.h"
 #include "qs/ckpt/job/output_directory.h"
@@ -29,12 +29,6 @@
 
 namespace qs::cli {
 namespace {
-
-// Where the dequantized draft waits while it is requantized: inside OUT, so a resumed run
-// finds it, and hidden, so nothing mistakes it for the result.
-constexpr const char* kStagingDirectory = ".quantsmith-staging";
-// Written into OUT when the requantization has finished (hidden: not part of the checkpoint).
-constexpr const char* kFinishedRequantizationRecord = ".quantsmith-mtp-extract-finished";
 
 struct ExtractOptions {
   std::string input;
@@ -104,14 +98,23 @@ std::string target_config_text(const std::filesystem::path& target) {
   return text;
 }
 
-ExecutionOptions execution_for(const std::filesystem::path& output, const ExtractOptions& options,
-                               const std::string& fingerprint) {
-  ExecutionOptions execution;
-  execution.output_directory = output;
-  execution.max_shard_bytes = parse_byte_size(options.max_shard_size);
-  execution.resume = options.resume;
-  execution.fingerprint = fingerprint;
-  return execution;
+// What chose the requantization recipe, for the job's fingerprint (mtp_extract_job.h).
+std::string requant_identity(const ExtractOptions& options) {
+  std::string identity =
+      fmt::format("|requant={}|recipe={}|target={}", options.requant,
+                  options.recipe.empty() ? "" : read_text_file(options.recipe),
+                  options.target.empty() ? "" : target_config_text(options.target));
+  for (const auto& parameter : options.parameters) identity += "|" + parameter;
+  return identity;
+}
+
+// The requantization's transforms, exactly as `quantize` makes them for `recipe`.
+QuantizeTransformFactory quantizer_for(const Recipe& recipe) {
+  auto settings = std::make_shared<QuantizerSettings>();
+  settings->min_snr_db = recipe.min_snr_db.value_or(kDefaultMinSnrDb);
+  return [settings](const QuantizeRequest& request) {
+    return make_quantize_transform(request, *settings);
+  };
 }
 
 int run_extract(const ExtractOptions& options) {
@@ -144,35 +147,17 @@ int run_extract(const ExtractOptions& options) {
     return kExitOk;
   }
 
-  // OUT is claimed once for both stages, before any byte: checked, locked against a second
-  // writer, and with --force cleared of an earlier job's files (the staging directory and the
-  // finished record are ours too). The stage that writes OUT itself runs on this claim.
-  const std::filesystem::path output(options.output);
-  const OutputDirectory claimed =
-      OutputDirectory::claim(output, output_mode_from_flags(options.resume, options.force),
-                             {kStagingDirectory, kFinishedRequantizationRecord});
-  // The BF16 draft depends on the source and --with-head only, so a resumed run may requantize
-  // a staged draft with another scheme; the requantized one depends on the recipe too.
-  const std::string bf16_fingerprint =
-      fmt::format("quantsmith {}|mtp extract|head={}", kQuantsmithVersion, options.with_head);
-  std::string requant_fingerprint =
-      fmt::format("{}|requant={}|recipe={}|target={}", bf16_fingerprint, options.requant,
-                  options.recipe.empty() ? "" : read_text_file(options.recipe),
-                  options.target.empty() ? "" : target_config_text(options.target));
-  for (const auto& parameter : options.parameters) requant_fingerprint += "|" + parameter;
-  const auto bf16_directory = recipe ? output / kStagingDirectory : output;
-  // The requantization's plan reads the staged draft, whose files a rerun rewrites (new
-  // times): a finished requantized draft is recognised by this record instead, so that
-  // --resume on it is a no-op as it is for `quantize`.
-  const auto finished_record = output / kFinishedRequantizationRecord;
-  const std::string finished_fingerprint = plan_fingerprint(planned.plan, requant_fingerprint);
-  if (recipe && options.resume && output_path_exists(finished_record)) {
-    if (read_text_file(finished_record) != finished_fingerprint)
-      throw_bad_input("job.fingerprint_mismatch",
-                      "the output holds a requantized draft made from other inputs or options; "
-                      "use --force to start over or choose another output directory",
-                      finished_record.string());
-    remove_output_entry(bf16_directory);  // a kill may have left part of it
+  MtpExtractJobOptions job;
+  job.output = options.output;
+  job.mode = output_mode_from_flags(options.resume, options.force);
+  job.max_shard_bytes = parse_byte_size(options.max_shard_size);
+  job.with_head = options.with_head;
+  job.requant = recipe;
+  job.requant_identity = requant_identity(options);
+  const auto result =
+      run_mtp_extract_job(source, planned, job, quantizer_for, execute_with_progress);
+  if (result.report.interrupted) return report_interruption(result.report);
+  if (result.already_complete) {
     if (options.json)
       fmt::print(
           "{}\n",
@@ -182,50 +167,9 @@ int run_extract(const ExtractOptions& options) {
                  options.output);
     return kExitOk;
   }
-  auto extraction = execution_for(bf16_directory, options, bf16_fingerprint + "|stage=bf16");
-  if (!recipe) extraction.claimed_output = &claimed;
-  QuantizedModel none;
-  extraction.extra_files = output_config_files(source, none, std::nullopt);
-  auto report = execute_with_progress(planned.plan, extraction, "mtp extract");
-  if (report.interrupted) return report_interruption(report);
-  double seconds = report.seconds;
-  std::uint64_t written = report.bytes_written;
-
-  std::size_t quantized = 0;
-  if (recipe) {
-    // The quantize planner over the BF16 draft, exactly as `quantize` runs it.
-    auto draft = Checkpoint::open(bf16_directory);
-    QuantizerSettings settings;
-    settings.min_snr_db = recipe->min_snr_db.value_or(kDefaultMinSnrDb);
-    const auto requantized = plan_quantization(draft, *recipe, [&](const QuantizeRequest& request) {
-      return make_quantize_transform(request, settings);
-    });
-    quantized = quantized_linear_count(requantized.model);
-    // A full-model recipe usually keeps MTP layers BF16 (`mtp: true` → keep): requantizing
-    // with it would silently give the BF16 draft.
-    if (quantized == 0)
-      throw_bad_input("mtp.requant_nothing",
-                      fmt::format("{} quantizes none of the draft's Linears (a rule keeping MTP "
-                                  "layers?); the BF16 draft is staged in {}, --resume with "
-                                  "another --requant or --recipe uses it",
-                                  recipe->source, bf16_directory.string()),
-                      options.output);
-    // The staged draft's files are rewritten by every run: they are identified by the first
-    // stage's fingerprint (which covers the real sources), not by their times, so two
-    // identical runs leave identical job files.
-    auto requantization = execution_for(
-        output, options,
-        fmt::format("{}|stage=requant|draft={}", requant_fingerprint, finished_fingerprint));
-    requantization.claimed_output = &claimed;
-    requantization.fingerprint_source_times = false;
-    requantization.extra_files = output_config_files(draft, requantized.model, recipe->format);
-    report = execute_with_progress(requantized.plan, requantization, "mtp requantize");
-    if (report.interrupted) return report_interruption(report);
-    write_file_atomically(finished_record, finished_fingerprint);
-    remove_output_entry(bf16_directory);
-    seconds += report.seconds;
-    written = report.bytes_written;
-  }
+  const std::size_t quantized = result.requantized_linears;
+  const double seconds = result.seconds;
+  const std::uint64_t written = result.bytes_written;
 
   if (options.json) {
     fmt::print("{}\n",

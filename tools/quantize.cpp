@@ -178,7 +178,8 @@ nlohmann::ordered_json quality_json(const ExecutionReport& report) {
 }
 
 // GPTQ's summary: the mean layer objective against round-to-nearest's, and every module that
-// fell back to round-to-nearest, by name (algo-gptq.md §1.3: count and log fallbacks).
+// fell back to round-to-nearest, by name (docs/algorithms/gptq.md, "Damping and fallbacks": count
+// and log them).
 void print_gptq_summary(const ExecutionReport& report) {
   double loss = 0.0, rtn = 0.0;
   std::size_t count = 0;

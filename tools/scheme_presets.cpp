@@ -10,7 +10,7 @@
 namespace qs::cli {
 namespace {
 
-// ModelOpt's default preset minus its indexer hazard (formats-modelopt-nvfp4.md §3.1, §4).
+// ModelOpt's default preset minus its indexer hazard (docs/formats/modelopt-nvfp4.md, "Presets").
 // Integer schemes are written as compressed-tensors pack-quantized.
 constexpr const char* kSchemeRecipe = R"(
 description: every Linear in {scheme} except lm_head, routers, the indexer and MTP layers

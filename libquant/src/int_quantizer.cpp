@@ -6,7 +6,7 @@
 #include <cstring>
 #include <utility>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/packed_int32.h"
 

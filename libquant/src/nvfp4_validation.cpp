@@ -12,7 +12,7 @@
 #include <set>
 
 #include "qs/ckpt/io/checked_tensor.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/model/tensor_name.h"
 #include "qs/quant/dequantize_transform.h"
 #include "validation/config_coverage.h"

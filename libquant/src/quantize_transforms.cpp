@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/weight_format.h"
 #include "qs/quant/cuda_availability.h"

@@ -1,5 +1,5 @@
-// MLA attention with the DSA lightning indexer (model-glm5.md §3.3, §3.4), prefill over a
-// batch of sequences, in fp32.
+// MLA attention with the DSA lightning indexer (docs/models/glm_moe_dsa.md, "MLA attention",
+// "DSA indexer"), prefill over a batch of sequences, in fp32.
 
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>

@@ -1,5 +1,5 @@
 // The post-attention half of a decoder layer: a SiLU-gated MLP in dense layers, the
-// sigmoid-routed MoE with shared expert elsewhere (model-glm5.md §3.5).
+// sigmoid-routed MoE with shared expert elsewhere (docs/models/glm_moe_dsa.md, "MoE routing").
 
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/weight_format.h"
 #include "qs/quant/dequantize_transform.h"

@@ -160,7 +160,8 @@ def check_ignore_coverage(tensors, quantized, ignore, report):
             report.problem(f"{module}: quantized but matched by ignore")
 
 
-# vLLM's ModelOptQuantConfigBase.is_layer_excluded, per formats-modelopt-nvfp4.md §2.5.
+# vLLM's ModelOptQuantConfigBase.is_layer_excluded, per docs/formats/modelopt-nvfp4.md,
+# "exclude_modules matching".
 def vllm_modelopt_excluded(prefix, exclude):
     if "experts" in prefix:
         if any(prefix in entry for entry in exclude if "experts" in entry):

@@ -9,10 +9,11 @@
 2. Decode: every pack-quantized module is decompressed by the library's own
    PackedQuantizationCompressor with the scheme the library assigned it, and must EQUAL the
    format semantics decoded here in numpy from the raw safetensors bytes
-   (formats-compressed-tensors.md §4.2: int32 words, element 0 in the low bits, codes offset
-   by 2^(b-1), zero points packed along the output dimension, w = (q - z) * s, exact in f64,
-   then rounded once to the scale dtype as the library's arithmetic does, §3.4). The codes and
-   zero points the library unpacks must equal ours too.
+   (docs/formats/compressed-tensors.md, "pack-quantized": int32 words, element 0 in the low
+   bits, codes offset by 2^(b-1), zero points packed along the output dimension,
+   w = (q - z) * s, exact in f64, then rounded once to the scale dtype as the library's
+   arithmetic does, "Arithmetic dtype"). The codes and zero points the library unpacks must
+   equal ours too.
 3. Accuracy: relative L2 error of the library's decompression against the BF16 source, per
    module, and (with --quantsmith) agreement with the per-module relative errors that
    `quantsmith validate --ref --json` reports.

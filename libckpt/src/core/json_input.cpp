@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/io/file_io.h"
 
 namespace qs {
 
@@ -58,10 +57,6 @@ nlohmann::json parse_json_input(std::string_view text, const std::string& kind,
     // parse_error for syntax and UTF-8, out_of_range for numbers beyond a double (1e999).
     throw_bad_input(kind, fmt::format("not valid JSON ({})", error.what()), file);
   }
-}
-
-nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& kind) {
-  return parse_json_input(read_text_file(path), kind, path.string());
 }
 
 }  // namespace qs

@@ -8,10 +8,8 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/job/executor.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/model/name_pattern.h"
-#include "qs/ckpt/job/output_manifest.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {
@@ -54,7 +52,8 @@ nlohmann::json nvfp4_modelopt_args() {
 }
 
 // compressed-tensors QuantizationArgs for NVFP4 weights (CT preset NVFP4A16), without the
-// scale_dtype / zp_dtype keys that consumers before CT 0.13 reject (§2.3).
+// scale_dtype / zp_dtype keys that consumers before CT 0.13 reject
+// (docs/formats/compressed-tensors.md, "Quantization arguments").
 nlohmann::json nvfp4_compressed_tensors_weights() {
   return {{"actorder", nullptr},
           {"block_structure", nullptr},
@@ -68,7 +67,8 @@ nlohmann::json nvfp4_compressed_tensors_weights() {
           {"type", "float"}};
 }
 
-// compressed-tensors QuantizationArgs for integer weights (pack-quantized, §2.3, §4.2).
+// compressed-tensors QuantizationArgs for integer weights (docs/formats/compressed-tensors.md,
+// "pack-quantized").
 nlohmann::json integer_compressed_tensors_weights(const IntegerModules& group) {
   const auto& options = group.options;
   const bool channel = options.group_size == kChannelGroup;

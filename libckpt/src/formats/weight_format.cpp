@@ -100,6 +100,13 @@ std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint6
       .output_specs(module, rows, cols, {.activations = activations});
 }
 
+const TensorLocation* code_tensor(const ModuleParameters& parameters) {
+  for (const auto* format : registry())
+    if (const auto found = parameters.find(format->parameters.front()); found != parameters.end())
+      return &found->second;
+  return nullptr;
+}
+
 const std::vector<std::string>& weight_parameter_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> all;

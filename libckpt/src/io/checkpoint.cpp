@@ -8,7 +8,6 @@
 #include "qs/ckpt/io/config_numbers.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/core/json_input.h"
-#include "qs/ckpt/job/output_directory.h"
 
 namespace qs {
 namespace fs = std::filesystem;
@@ -159,24 +158,6 @@ std::vector<fs::path> Checkpoint::auxiliary_files() const {
   }
   std::sort(files.begin(), files.end());
   return files;
-}
-
-void check_output_directory(const fs::path& output, const std::vector<fs::path>& inputs) {
-  // A loop of links or an unreadable parent is reported as the output's error, naming it.
-  std::error_code error;
-  fs::path out = fs::weakly_canonical(fs::absolute(output), error);
-  if (error) throw_output_error(error, "resolve", output);
-  for (const auto& input : inputs) {
-    fs::path in = fs::weakly_canonical(fs::absolute(input), error);
-    if (error) throw_output_error(error, "resolve", input);
-    if (fs::is_regular_file(in)) in = in.parent_path();
-    auto [in_end, out_it] = std::mismatch(in.begin(), in.end(), out.begin(), out.end());
-    if (in_end == in.end())
-      throw_bad_input("output.inside_input",
-                      out == in ? "output directory is the input directory"
-                                : "output directory lies inside the input " + in.string(),
-                      output.string());
-  }
 }
 
 void copy_auxiliary_files(const Checkpoint& source, const fs::path& output_directory) {

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/core/json_input.h"
 
 namespace qs {
 namespace {
@@ -241,6 +242,10 @@ std::string read_text_file(const std::filesystem::path& path) {
   std::string text(file.size(), '\0');
   file.read_at(0, std::as_writable_bytes(std::span(text.data(), text.size())));
   return text;
+}
+
+nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& kind) {
+  return parse_json_input(read_text_file(path), kind, path.string());
 }
 
 }  // namespace qs

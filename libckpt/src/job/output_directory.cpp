@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/job/executor.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/job/job_state.h"
@@ -221,6 +222,24 @@ std::vector<std::string> output_entry_names(const fs::path& directory) {
   if (error) throw_output_error(error, "list", directory);
   std::sort(names.begin(), names.end());
   return names;
+}
+
+void check_output_directory(const fs::path& output, const std::vector<fs::path>& inputs) {
+  // A loop of links or an unreadable parent is reported as the output's error, naming it.
+  std::error_code error;
+  fs::path out = fs::weakly_canonical(fs::absolute(output), error);
+  if (error) throw_output_error(error, "resolve", output);
+  for (const auto& input : inputs) {
+    fs::path in = fs::weakly_canonical(fs::absolute(input), error);
+    if (error) throw_output_error(error, "resolve", input);
+    if (fs::is_regular_file(in)) in = in.parent_path();
+    auto [in_end, out_it] = std::mismatch(in.begin(), in.end(), out.begin(), out.end());
+    if (in_end == in.end())
+      throw_bad_input("output.inside_input",
+                      out == in ? "output directory is the input directory"
+                                : "output directory lies inside the input " + in.string(),
+                      output.string());
+  }
 }
 
 }  // namespace qs

@@ -1,6 +1,6 @@
 // The GLM-5 (glm_moe_dsa) checkpoint layout as a function of config.json: every tensor's name,
-// shape and dtype in the order of the released checkpoints (model-glm5.md §1-§2). synth
-// generates it; validate checks real checkpoints against it.
+// shape and dtype in the order of the released checkpoints (docs/models/glm_moe_dsa.md, "Tensor
+// names and shapes"). synth generates it; validate checks real checkpoints against it.
 
 #include "qs/ckpt/model/glm5_layout.h"
 
@@ -99,7 +99,7 @@ constexpr TensorTemplate kHeadTensors[] = {
      [](const Spec& s) { return Shape{s.vocab_size, s.hidden_size}; }},
 };
 
-// model-glm5.md §2.2, in the order of the released checkpoints.
+// docs/models/glm_moe_dsa.md, "Attention", in the order of the released checkpoints.
 constexpr TensorTemplate kAttentionTensors[] = {
     {"input_layernorm.weight", DType::BF16, NormWeight,
      [](const Spec& s) { return Shape{s.hidden_size}; }},
@@ -148,7 +148,8 @@ constexpr TensorTemplate kDenseMlpTensors[] = {
 constexpr TensorTemplate kRouterTensors[] = {
     {"mlp.gate.weight", DType::BF16, Linear,
      [](const Spec& s) { return Shape{s.n_routed_experts, s.hidden_size}; }},
-    // F32 in the official BF16 release: HF keeps it in fp32 strictly (model-glm5.md §2.3).
+    // F32 in the official BF16 release: HF keeps it in fp32 strictly
+    // (docs/models/glm_moe_dsa.md, "MLP and MoE").
     {"mlp.gate.e_score_correction_bias", DType::F32, RouterBias,
      [](const Spec& s) { return Shape{s.n_routed_experts}; }},
 };
@@ -178,8 +179,8 @@ constexpr TensorTemplate kSharedExpertTensors[] = {
      }},
 };
 
-// model-glm5.md §2.5: what an MTP layer has beyond a MoE decoder layer. No embed_tokens or
-// shared_head.head: like GLM-5, those are shared with the main model.
+// docs/models/glm_moe_dsa.md, "MTP layer": what an MTP layer has beyond a MoE decoder layer. No
+// embed_tokens or shared_head.head: like GLM-5, those are shared with the main model.
 constexpr TensorTemplate kMtpTensors[] = {
     {"enorm.weight", DType::BF16, NormWeight, [](const Spec& s) { return Shape{s.hidden_size}; }},
     {"hnorm.weight", DType::BF16, NormWeight, [](const Spec& s) { return Shape{s.hidden_size}; }},
@@ -340,7 +341,8 @@ nlohmann::ordered_json config_json(const Glm5Dimensions& spec) {
   config["qk_rope_head_dim"] = spec.qk_rope_head_dim;
   config["qk_head_dim"] = spec.qk_nope_head_dim + spec.qk_rope_head_dim;
   // Equal to qk_rope_head_dim, as in GLM-5: some transformers builds alias head_dim onto the
-  // rope dim and would silently change it otherwise (model-glm5.md §1.3).
+  // rope dim and would silently change it otherwise (docs/models/glm_moe_dsa.md, "Config
+  // pitfalls").
   config["head_dim"] = spec.qk_rope_head_dim;
   config["v_head_dim"] = spec.v_head_dim;
   config["index_n_heads"] = spec.index_n_heads;

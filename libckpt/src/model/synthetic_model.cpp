@@ -12,7 +12,7 @@
 #include <future>
 
 #include "qs/ckpt/io/checkpoint.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/io/file_io.h"
 
@@ -59,7 +59,7 @@ Spec tiny_spec() {
 }
 
 Spec glm5_spec() {
-  // zai-org/GLM-5 config.json (model-glm5.md §1.1).
+  // zai-org/GLM-5 config.json (docs/models/glm_moe_dsa.md, "config.json").
   Spec spec;
   spec.vocab_size = 154880;
   spec.hidden_size = 6144;

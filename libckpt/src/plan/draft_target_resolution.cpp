@@ -287,8 +287,7 @@ std::vector<DraftTargetMismatch> check_draft_against_target(const Checkpoint& dr
   std::vector<std::string> names;
   for (const auto& [path, parameters] : modules) {
     if (!is_config_accountable(parameters)) continue;
-    const auto main =
-        parameters.contains("weight") ? parameters.at("weight") : parameters.at("weight_packed");
+    const auto main = *code_tensor(parameters);  // every accountable module stores codes
     linears.push_back({path, &parameters, main});
     names.push_back(path + ".weight");
   }

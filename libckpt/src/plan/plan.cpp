@@ -6,7 +6,7 @@
 #include <cstring>
 #include <limits>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 
 namespace qs {

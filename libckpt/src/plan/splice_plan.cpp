@@ -90,10 +90,7 @@ SourceModules index_modules(const Checkpoint& checkpoint, std::size_t input) {
 // can have roles of their own (the router's e_score_correction_bias is RouterBias, not a
 // Linear), so the weight decides.
 ParsedTensorName parsed_module(const ModuleParameters& parameters) {
-  // Every format's code tensor ("weight", "weight_packed"), whichever the module stores.
-  for (const auto* format : weight_formats())
-    if (const auto found = parameters.find(format->parameters.front()); found != parameters.end())
-      return parse_tensor_name(found->second.info->name);
+  if (const auto* codes = code_tensor(parameters)) return parse_tensor_name(codes->info->name);
   return parse_tensor_name(parameters.begin()->second.info->name);
 }
 

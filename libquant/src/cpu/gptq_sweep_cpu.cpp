@@ -1,6 +1,7 @@
-// The GPTQ column sweep on the CPU (algo-gptq.md §1.5). Rows are independent given U, so each
-// block of 128 columns is swept row-parallel (oneTBB) inside the block, and the lazy update of
-// the columns after it is one SGEMM in fixed tiles (deterministic_blas.h): W[:, i2:] −= E · U[i1:i2, i2:].
+// The GPTQ column sweep on the CPU (docs/algorithms/gptq.md, "Column sweep"). Rows are
+// independent given U, so each block of 128 columns is swept row-parallel (oneTBB) inside the
+// block, and the lazy update of the columns after it is one SGEMM in fixed tiles
+// (deterministic_blas.h): W[:, i2:] −= E · U[i1:i2, i2:].
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>

@@ -1,5 +1,5 @@
 // GPU element casts. The kernels only apply the QS_HOST_DEVICE scalar codecs from
-// qs/ckpt/formats/codecs.h element by element; the host code below sizes launches, moves data and
+// qs/ckpt/core/codecs.h element by element; the host code below sizes launches, moves data and
 // turns CUDA errors into qs::Error.
 
 #include <cuda_runtime.h>
@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_casts.h"
 

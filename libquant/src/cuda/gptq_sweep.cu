@@ -1,6 +1,6 @@
 // GPTQ on the GPU: the inverse-Hessian factor through cuSOLVER (potrf + trtri, f64) and the
 // column sweep as one kernel per 128-column block plus one cuBLAS SGEMM for the lazy update
-// (algo-gptq.md §1.4, §1.5, §6.3). Each thread owns one row: rows are independent given U,
+// (docs/algorithms/gptq.md, "GPU"). Each thread owns one row: rows are independent given U,
 // and the block's 128×128 slice of U sits in shared memory for all of them.
 
 #include <cublas_v2.h>

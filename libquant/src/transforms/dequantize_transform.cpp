@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/fp8_block_quantizer.h"

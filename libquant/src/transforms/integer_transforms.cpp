@@ -7,7 +7,7 @@
 #include <map>
 #include <mutex>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/gptq.h"
 #include "qs/quant/int_quantizer.h"

@@ -38,8 +38,7 @@ std::vector<AccountedModule> accounted_modules(const Checkpoint& checkpoint) {
   std::vector<AccountedModule> modules;
   for (const auto& [path, parameters] : modules_of(checkpoint)) {
     if (!is_config_accountable(parameters)) continue;
-    const auto main =
-        parameters.contains("weight") ? parameters.at("weight") : parameters.at("weight_packed");
+    const auto main = *code_tensor(parameters);  // every accountable module stores codes
     AccountedModule entry{path, classify_module(parameters), main, {}, std::nullopt};
     const auto parsed = parse_tensor_name(main.info->name);
     entry.vllm = vllm_quantized_module(parsed);

@@ -1,11 +1,11 @@
 #pragma once
 // The "config" check of `validate` for quantized checkpoints: does the quantization config
 // account for every Linear exactly once, with the scheme its tensors hold, as both
-// compressed-tensors / transformers and vLLM read it (formats-compressed-tensors.md §2.5,
-// formats-modelopt-nvfp4.md §2.5)? The findings are listed in qs/quant/nvfp4_validation.h.
-// Internal to libquant: validate_nvfp4() calls it after the pack-quantized checks, which own
-// how a pack-quantized module's own config group (as compressed-tensors resolves it) fits its
-// tensors; this check owns everything else about coverage.
+// compressed-tensors / transformers and vLLM read it (docs/formats/compressed-tensors.md, "Target
+// and ignore matching"; docs/formats/modelopt-nvfp4.md, "exclude_modules matching")? The findings
+// are listed in qs/quant/nvfp4_validation.h. Internal to libquant: validate_nvfp4() calls it after
+// the pack-quantized checks, which own how a pack-quantized module's own config group (as
+// compressed-tensors resolves it) fits its tensors; this check owns everything else about coverage.
 
 #include <map>
 #include <string>

@@ -8,7 +8,7 @@
 #include <span>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/formats/compressed_tensors_config.h"
 #include "qs/ckpt/model/name_pattern.h"
 #include "qs/ckpt/formats/packed_int32.h"

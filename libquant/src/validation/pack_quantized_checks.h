@@ -1,6 +1,6 @@
 #pragma once
 // The structural checks of `validate` for compressed-tensors pack-quantized integer modules
-// (formats-compressed-tensors.md §2, §4.2); the "int" findings listed in
+// (docs/formats/compressed-tensors.md, "pack-quantized"); the "int" findings listed in
 // qs/quant/nvfp4_validation.h. Internal to libquant: nvfp4_validation.cpp calls it and then
 // compares the decodable modules with the reference.
 

@@ -1,6 +1,6 @@
 #pragma once
 // Element casts on the GPU, running the same QS_HOST_DEVICE scalar codecs as the host
-// (qs/ckpt/formats/codecs.h), so their output is bit-identical to the CPU path.
+// (qs/ckpt/core/codecs.h), so their output is bit-identical to the CPU path.
 //
 // Two forms of each cast:
 //  * launch_*: device pointers in and out, enqueued on `stream`, no synchronisation; for

@@ -8,8 +8,8 @@
 #include <memory>
 #include <span>
 
-#include "qs/ckpt/formats/weight_format.h"
-#include "qs/ckpt/plan/plan.h"
+#include "qs/ckpt/formats/weight_format.h"  // DequantizeRequest
+#include "qs/ckpt/plan/plan.h"             // Transform
 
 namespace qs {
 

@@ -1,12 +1,13 @@
 #pragma once
 // NVFP4 per-block math shared by the scalar reference, the CPU and the CUDA quantizers: one
-// 16-element block, its E4M3 scale code and its E2M1 codes (formats-modelopt-nvfp4.md §1.2,
-// §1.3, §3.4, §3.5). Everything is QS_HOST_DEVICE.
+// 16-element block, its E4M3 scale code and its E2M1 codes (docs/formats/modelopt-nvfp4.md:
+// "Two-level scales", "E2M1 rounding", "MSE multiplier search", "FP8 scale sweep"). Everything is
+// QS_HOST_DEVICE.
 //
 // The E2M1 rounding comes in two interchangeable policies:
 //  * CodecE2M1: the integer-exact codec of codecs.h, written from the format's definition.
 //    The reference backend uses it; it is the truth.
-//  * ThresholdE2M1: the decision table of §1.3 as seven branch-free comparisons, which
+//  * ThresholdE2M1: the decision table of "E2M1 rounding" as seven branch-free comparisons, which
 //    compilers vectorise. The CPU and CUDA backends use it; tests hold it to the codec for
 //    every BF16 value and for the hard cases.
 //
@@ -24,7 +25,7 @@
 
 #include <cstdint>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/host_device.h"
 
 namespace qs::fp4 {
@@ -37,7 +38,8 @@ inline constexpr float kE4M3Max = 448.0f;
 inline constexpr float kE4M3MinSubnormal = 0.001953125f;   // 2^-9
 inline constexpr std::uint8_t kZeroBlockScaleCode = 0x38;  // e4m3(1.0)
 inline constexpr std::uint8_t kLargestScaleCode = 0x7E;    // 448
-// ModelOpt's MSE search (§3.4): 39 multipliers of the block amax, linspace(0.25, 4.0).
+// ModelOpt's MSE search ("MSE multiplier search"): 39 multipliers of the block amax,
+// linspace(0.25, 4.0).
 inline constexpr int kMseCandidates = 39;
 inline constexpr float kMseFirst = 0.25f;
 inline constexpr float kMseLast = 4.0f;
@@ -167,7 +169,7 @@ QS_HOST_DEVICE inline std::uint8_t mse_scale_code(const float* block, float amax
 }
 
 // Every code in [first, last] (positive finite E4M3 codes), strict < so ties keep the
-// smallest code. fp8-sweep uses the full range 0x01..0x7E (§3.5); our joint search a window.
+// smallest code. fp8-sweep uses the full range 0x01..0x7E; our joint search a window.
 template <typename E2M1>
 QS_HOST_DEVICE inline std::uint8_t sweep_scale_code(const float* block, float amax, float s2,
                                                     int first, int last) {

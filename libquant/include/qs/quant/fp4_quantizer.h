@@ -6,15 +6,15 @@
 // Cpu (oneTBB over row ranges) and Cuda (one thread per block). Results do not depend on the
 // thread count: per-block errors are summed per row in block order, rows in row order.
 //
-// Scale selection methods:
-//   max        ModelOpt's default: block scale = amax/(6·s2), s2 = G/2688 (§1.2)
-//   mse        ModelOpt's static MSE search over 39 multipliers of the block amax (§3.4)
-//   fp8-sweep  every positive E4M3 code per block, least squared error (§3.5)
+// Scale selection methods (docs/formats/modelopt-nvfp4.md):
+//   max        ModelOpt's default: block scale = amax/(6·s2), s2 = G/2688 ("Two-level scales")
+//   mse        ModelOpt's static MSE search over 39 multipliers of the block amax
+//   fp8-sweep  every positive E4M3 code per block, least squared error ("FP8 scale sweep")
 //   joint      ours: the group's s2 searched jointly with the per-block codes. Candidates
 //              s2 = G/2688 · 2^(k/8), k = 0..7, re-align the 12.5 %-spaced E4M3 grid to the
-//              blocks (§7); each is scored with a per-block search over ±8 codes around the
-//              max code, and the winner is kept only if its full sweep beats the sweep at
-//              k = 0. Blocks then get the full fp8-sweep under that s2, so joint is never
+//              blocks ("Beyond ModelOpt"); each is scored with a per-block search over ±8 codes
+//              around the max code, and the winner is kept only if its full sweep beats the sweep
+//              at k = 0. Blocks then get the full fp8-sweep under that s2, so joint is never
 //              worse than fp8-sweep (nor than max) on the group's squared error.
 
 #include <cstdint>

@@ -1,9 +1,9 @@
 #pragma once
-// GPTQ (algo-gptq.md §1): integer codes chosen column by column so that each column's rounding
-// error is compensated by the columns not yet quantized, weighted by the inverse Hessian of the
-// layer's inputs, H = XᵀX (from `quantsmith calibrate`).
+// GPTQ (docs/algorithms/gptq.md): integer codes chosen column by column so that each column's
+// rounding error is compensated by the columns not yet quantized, weighted by the inverse Hessian
+// of the layer's inputs, H = XᵀX (from `quantsmith calibrate`).
 //
-// Our choices, where the tools differ (§0, §1.6, §1.7, §1.9):
+// Our choices, where the tools differ (gptq.md, "Choices" and "Our choices"):
 //  * static groups: every group's scale and zero point come from the original weight (dead
 //    columns zeroed) with the same observer as round-to-nearest (llm-compressor, MoE-Quant), so
 //    the grid is the compressed-tensors grid and no g_idx is needed;

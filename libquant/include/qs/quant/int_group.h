@@ -1,7 +1,7 @@
 #pragma once
 // Integer weight quantization of one group (a run of consecutive input columns of one output
 // row), shared by the scalar reference, the CPU and the CUDA quantizers and by GPTQ; all
-// QS_HOST_DEVICE (formats-compressed-tensors.md §3.1-§3.4, §4.2).
+// QS_HOST_DEVICE (docs/formats/compressed-tensors.md, "Quantization math").
 //
 // The grid is compressed-tensors' (what llm-compressor writes and vLLM reads):
 //  * codes are signed, q ∈ [-2^(b-1), 2^(b-1)-1], for symmetric and asymmetric alike;
@@ -10,8 +10,8 @@
 //  * asymmetric: s = (hi - lo) / R, zp = round(clamp(q_min - lo/s, q_min, q_max));
 //  * q = round_half_even(clamp(w/s + zp, q_min, q_max)); ŵ = (q - zp) · s.
 // Every intermediate is rounded to the scale dtype (the weight's: BF16, F16 or F32), because
-// the library computes in the weight dtype (§3.4): without that ~1e-3 of codes differ from
-// llm-compressor's at .5 boundaries. A scale of 0 (an all-zero group) becomes that dtype's
+// the library computes in the weight dtype ("Arithmetic dtype"): without that ~1e-3 of codes differ
+// from llm-compressor's at .5 boundaries. A scale of 0 (an all-zero group) becomes that dtype's
 // epsilon, as in compressed-tensors; its zero point is 0 (the library's is NaN cast to int8,
 // undefined), and every code then decodes to 0 anyway. Groups whose range reaches the dtype's
 // limits are the exception to the library's arithmetic: its hi − lo and (q − zp)·s overflow
@@ -20,7 +20,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/dtype.h"
 #include "qs/ckpt/core/host_device.h"
 

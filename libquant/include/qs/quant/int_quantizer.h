@@ -1,7 +1,7 @@
 #pragma once
 // Round-to-nearest integer quantization of whole matrices (int_group.h holds the per-group
-// math) and the compressed-tensors `pack-quantized` layout (formats-compressed-tensors.md
-// §4.2).
+// math) and the compressed-tensors `pack-quantized` layout (docs/formats/compressed-tensors.md,
+// "pack-quantized").
 //
 // Three backends give identical codes, scales, zero points and error sums: Reference (scalar
 // loops, the truth), Cpu (oneTBB over rows) and Cuda (one thread per group). Per-group squared

@@ -1,6 +1,6 @@
 #pragma once
-// NVFP4 between its two checkpoint layouts, as a transform (formats-modelopt-nvfp4.md §1.1,
-// §2.1; formats-compressed-tensors.md §4.1):
+// NVFP4 between its two checkpoint layouts, as a transform (docs/formats/modelopt-nvfp4.md,
+// "Checkpoint tensors"; docs/formats/compressed-tensors.md, "nvfp4-pack-quantized"):
 //
 //   modelopt            weight U8 [rows, cols/2], weight_scale F8_E4M3 [rows, cols/16],
 //                       weight_scale_2 F32 [] (s2 = amax/2688, a multiplier),

@@ -1,7 +1,8 @@
 #pragma once
-// `validate` for quantized checkpoints: NVFP4 in either layout (formats-modelopt-nvfp4.md
-// §2.1, formats-compressed-tensors.md §4.1) and compressed-tensors pack-quantized integers
-// (§4.2), added to the report of qs/ckpt/validate/validation.h:
+// `validate` for quantized checkpoints: NVFP4 in either layout (docs/formats/modelopt-nvfp4.md,
+// "Checkpoint tensors"; docs/formats/compressed-tensors.md, "nvfp4-pack-quantized") and
+// compressed-tensors pack-quantized integers ("pack-quantized"), added to the report of
+// qs/ckpt/validate/validation.h:
 //
 //   nvfp4 (headers + the small scale tensors, always):
 //     nvfp4.missing_tensor        a module with some NVFP4 tensors lacks another

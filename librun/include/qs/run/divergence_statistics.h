@@ -1,9 +1,9 @@
 #pragma once
 // What llama.cpp's `llama-perplexity --kl-divergence` reports when comparing a model with its
-// reference on the same tokens (model-glm5.md §5), computed from the two models' logits:
-// per position the KL divergence KL(P_ref ‖ P_test), whether the top token agrees, and
-// Δp = p_test(next) − p_ref(next) for the true next token; the perplexity of each model.
-// Also the Jensen–Shannon divergence, for decode steps.
+// reference on the same tokens (docs/models/glm_moe_dsa.md, "Output statistics"), computed from the
+// two models' logits: per position the KL divergence KL(P_ref ‖ P_test), whether the top token
+// agrees, and Δp = p_test(next) − p_ref(next) for the true next token; the perplexity of each
+// model. Also the Jensen–Shannon divergence, for decode steps.
 
 #include <cstdint>
 #include <span>

@@ -1,7 +1,7 @@
 #pragma once
-// A minimal, exact GLM-MoE-DSA forward pass (model-glm5.md §3) on the CPU in fp32: MLA with
-// interleaved RoPE, the DSA lightning indexer's top-k key selection, the sigmoid-routed MoE
-// with shared expert, the final norm and lm_head, and the MTP draft head.
+// A minimal, exact GLM-MoE-DSA forward pass (docs/models/glm_moe_dsa.md, "Forward pass") on
+// the CPU in fp32: MLA with interleaved RoPE, the DSA lightning indexer's top-k key selection,
+// the sigmoid-routed MoE with shared expert, the final norm and lm_head, and the MTP draft head.
 //
 // The forward advances one decoder layer at a time over a whole batch of equal-length
 // sequences (positions 0..seq-1), loading that layer's weights just before and dropping them

@@ -8,7 +8,6 @@
 // instead of exhausting the stack.
 
 #include <cstddef>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -30,8 +29,5 @@ nlohmann::json parse_json_input(std::string_view text, const std::string& kind,
 // For readers that report unreadable JSON as a finding rather than an error: the parsed
 // value, or a discarded value (is_discarded()) for invalid or too deeply nested text.
 nlohmann::json parse_json_or_discarded(std::string_view text);
-
-// Reads `path` (a regular file, see ReadOnlyFile) and parses it as above.
-nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& kind);
 
 }  // namespace qs

@@ -1,10 +1,10 @@
 #pragma once
 // A checkpoint's quantization config read back: a compressed-tensors quantization_config
-// (formats-compressed-tensors.md §2) — each config group's weight arguments and targets, the
-// ignore list, and how compressed-tensors and vLLM resolve a module against them — and a
-// modelopt exclude_modules list (formats-modelopt-nvfp4.md §2.5). `validate` checks tensors
-// and coverage against it, `inspect` tabulates modules per group, `splice` reads the schemes
-// of its sources.
+// (docs/formats/compressed-tensors.md, "quantization_config") — each config group's weight
+// arguments and targets, the ignore list, and how compressed-tensors and vLLM resolve a module
+// against them — and a modelopt exclude_modules list (docs/formats/modelopt-nvfp4.md,
+// "exclude_modules matching"). `validate` checks tensors and coverage against it, `inspect`
+// tabulates modules per group, `splice` reads the schemes of its sources.
 
 #include <cstddef>
 #include <cstdint>
@@ -44,9 +44,9 @@ struct CompressedTensorsConfig {
 // a group_10 would sort before group_2).
 CompressedTensorsConfig parse_compressed_tensors_config(const nlohmann::json& block);
 
-// How compressed-tensors and transformers resolve a module (§2.5: ignore first — names,
-// regexes and the class name "Linear" —, then exact names, regexes, the class name "Linear";
-// ties go to the first group).
+// How compressed-tensors and transformers resolve a module (docs/formats/compressed-tensors.md,
+// "Target and ignore matching": ignore first — names, regexes and the class name "Linear" —,
+// then exact names, regexes, the class name "Linear"; ties go to the first group).
 enum class CtDecision : std::uint8_t { Targeted, Ignored, Unmatched };
 
 struct CtResolution {

@@ -1,13 +1,14 @@
 #pragma once
 // The configs engines read to learn how a checkpoint is quantized:
 //  * modelopt: hf_quant_config.json and the flat `quantization_config` block of config.json,
-//    both always written, with the same content (formats-modelopt-nvfp4.md §2.3, §2.4);
-//  * compressed-tensors: `quantization_config` in config.json (formats-compressed-tensors.md
-//    §2, §4.1).
+//    both always written, with the same content (docs/formats/modelopt-nvfp4.md,
+//    "quantization_config and hf_quant_config.json");
+//  * compressed-tensors: `quantization_config` in config.json (docs/formats/compressed-tensors.md,
+//    "quantization_config").
 // Exclusion / ignore lists use exact module names (and, for layers whose routed experts all
 // stay unquantized, one entry per layer), never prefixes that engines' substring rules could
-// stretch (§2.5). The compressed-tensors config is checked against vLLM's own target
-// resolution (name_pattern.h) before it is returned.
+// stretch (docs/formats/modelopt-nvfp4.md, "exclude_modules matching"). The compressed-tensors
+// config is checked against vLLM's own target resolution (name_pattern.h) before it is returned.
 
 #include <nlohmann/json.hpp>
 #include <optional>

@@ -144,6 +144,10 @@ const WeightFormat& weight_format_for(CodeFamily codes, OutputFormat format);
 std::vector<TensorSpec> nvfp4_output_specs(const std::string& module, std::uint64_t rows,
                                            std::uint64_t cols, OutputFormat format,
                                            bool activations = false);
+// The tensor holding a module's codes: the first code parameter of any format ("weight", then
+// "weight_packed", in registry order) the module stores, whatever its format; nullptr when it
+// stores none (norms, biases).
+const TensorLocation* code_tensor(const ModuleParameters& parameters);
 // Every parameter any format stores a weight in ("weight", "weight_packed", "weight_scale",
 // ...), each once, in registry order: what a reader looks up beside a Linear's name.
 const std::vector<std::string>& weight_parameter_names();

@@ -18,6 +18,11 @@ namespace qs {
 
 inline constexpr std::string_view kSingleFileName = "model.safetensors";
 inline constexpr std::string_view kIndexFileName = "model.safetensors.index.json";
+// The bookkeeping our writing jobs leave beside the shards (job/job_state.h writes the job
+// file, job/output_manifest.h the manifest). Named here, with the checkpoint's own files, so
+// whoever reads a checkpoint can tell them from the model's files without knowing the jobs.
+inline constexpr std::string_view kJobFileName = "quantsmith-job.json";
+inline constexpr std::string_view kManifestFileName = "quantsmith-manifest.json";
 
 // One tensor of a checkpoint: which shard holds it and its header entry.
 struct TensorLocation {
@@ -56,11 +61,6 @@ class Checkpoint {
   std::optional<nlohmann::json> index_;
   nlohmann::json config_;
 };
-
-// Refuses an output directory that is an input or lies inside one (either would let the job
-// overwrite what it is reading).
-void check_output_directory(const std::filesystem::path& output,
-                            const std::vector<std::filesystem::path>& inputs);
 
 // Copies the auxiliary files of `source` into `output_directory` (atomically each).
 void copy_auxiliary_files(const Checkpoint& source, const std::filesystem::path& output_directory);

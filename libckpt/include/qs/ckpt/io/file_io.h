@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -115,5 +116,7 @@ bool is_temporary_file_name(std::string_view file_name);
 // Writes a whole small file atomically (configs, index files, job state).
 void write_file_atomically(const std::filesystem::path& destination, std::string_view content);
 std::string read_text_file(const std::filesystem::path& path);
+// read_text_file, then parse_json_input (core/json_input.h): bad JSON is BadInput `kind`.
+nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& kind);
 
 }  // namespace qs

@@ -34,8 +34,6 @@
 
 namespace qs {
 
-inline constexpr std::string_view kJobFileName = "quantsmith-job.json";
-
 struct ExecutionProgress {
   std::uint64_t done_source_bytes = 0;
   std::uint64_t total_source_bytes = 0;

@@ -61,6 +61,11 @@ class OutputDirectory {
 [[noreturn]] void throw_output_error(const std::error_code& error, const std::string& action,
                                      const std::filesystem::path& path);
 
+// Refuses an output that is an input or lies inside one (either would let the job overwrite
+// what it is reading): "output.inside_input". Call it before claim().
+void check_output_directory(const std::filesystem::path& output,
+                            const std::vector<std::filesystem::path>& inputs);
+
 // Checked forms of the filesystem calls the writers make on OUT.
 bool output_path_exists(const std::filesystem::path& path);
 std::uint64_t output_file_size(const std::filesystem::path& path);

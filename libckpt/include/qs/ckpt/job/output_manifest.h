@@ -12,9 +12,9 @@
 #include <string_view>
 #include <vector>
 
-namespace qs {
+#include "qs/ckpt/io/checkpoint.h"  // kManifestFileName
 
-inline constexpr std::string_view kManifestFileName = "quantsmith-manifest.json";
+namespace qs {
 
 struct ManifestEntry {
   std::uint64_t bytes = 0;

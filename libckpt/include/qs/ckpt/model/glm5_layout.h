@@ -1,8 +1,8 @@
 #pragma once
 // The GLM-5 (glm_moe_dsa) checkpoint layout as a function of its dimensions: every tensor's
-// name, shape and dtype in the order of the released checkpoints (model-glm5.md §1-§2), and
-// the config.json that describes it. `synth` generates this layout; `validate` checks real
-// checkpoints against it.
+// name, shape and dtype in the order of the released checkpoints (docs/models/glm_moe_dsa.md,
+// "Tensor names and shapes"), and the config.json that describes it. `synth` generates this layout;
+// `validate` checks real checkpoints against it.
 
 #include <cstdint>
 #include <nlohmann/json.hpp>

@@ -1,8 +1,9 @@
 #pragma once
 // Name patterns for recipe rules and for compressed-tensors `targets` / `ignore`, and the
 // exact way vLLM decides, from those lists, whether a module is quantized
-// (formats-compressed-tensors.md §2.5; vLLM compressed_tensors/utils.py and
-// compressed_tensors.py get_scheme_dict, compressed_tensors_moe.py get_moe_method).
+// (docs/formats/compressed-tensors.md, "Target and ignore matching"; vLLM
+// compressed_tensors/utils.py and compressed_tensors.py get_scheme_dict, compressed_tensors_moe.py
+// get_moe_method).
 //
 // Pattern syntax:
 //   "re:<regex>"  a regular expression matched like Python's re.match, which is what vLLM and

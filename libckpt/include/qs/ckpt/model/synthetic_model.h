@@ -1,6 +1,7 @@
 #pragma once
 // GLM-5-shaped BF16 checkpoints with random weights, for tests and benchmarks: the real tensor
-// names, shapes, dtypes, tensor order and config.json keys (model-glm5.md §1-§2), at any size.
+// names, shapes, dtypes, tensor order and config.json keys (docs/models/glm_moe_dsa.md,
+// "config.json" and "Tensor names and shapes"), at any size.
 //
 // Every value is a pure function of (seed, tensor name, element index), so any chunk of any
 // tensor can be generated on its own, in parallel, and the bytes never depend on the thread

@@ -1,9 +1,10 @@
 #pragma once
-// The grammar of GLM-5 / DeepSeek-V3(.2) checkpoint tensor names (model-glm5.md §2, §4):
-// which layer and expert a tensor belongs to, what it is (its role), which parameter of its
-// module it holds (weight, bias, or a quantization companion such as weight_scale), and which
-// tensors vLLM fuses at load time. Parsing never throws: a name outside the grammar parses to
-// TensorRole::Unknown, because real checkpoints carry extras we must report, not reject.
+// The grammar of GLM-5 / DeepSeek-V3(.2) checkpoint tensor names (docs/models/glm_moe_dsa.md,
+// "Tensor names and shapes"): which layer and expert a tensor belongs to, what it is (its role),
+// which parameter of its module it holds (weight, bias, or a quantization companion such as
+// weight_scale), and which tensors vLLM fuses at load time. Parsing never throws: a name outside
+// the grammar parses to TensorRole::Unknown, because real checkpoints carry extras we must report,
+// not reject.
 
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
@@ -157,7 +158,7 @@ bool is_linear(TensorRole role);
 // quantized. Weight, Bias, EScoreCorrectionBias, InvFreq and Unknown are not.
 bool is_quantization_companion(TensorParameter parameter);
 
-// ---- Load-time fusion (model-glm5.md §4, formats-compressed-tensors.md §5.3) ----
+// ---- Load-time fusion (docs/models/glm_moe_dsa.md, "vLLM loading") ----
 
 enum class FusionKind : std::uint8_t {
   QkvA,                  // q_a_proj + kv_a_proj_with_mqa -> self_attn.fused_qkv_a_proj

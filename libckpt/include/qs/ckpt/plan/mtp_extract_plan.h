@@ -1,10 +1,11 @@
 #pragma once
 // The `mtp extract` planner: the MTP layer(s) of a checkpoint (model.layers.L.* for
 // L = num_hidden_layers .. + num_nextn_predict_layers − 1) as a standalone draft checkpoint in
-// the layout vLLM's DeepSeekMTP loader reads (model-glm5.md §4): tensor names unchanged, the
-// config.json of the source (same structure), every quantized Linear dequantized to BF16, so
-// the draft can be requantized to whatever scheme the serving target uses (seed 003: NVFP4 →
-// INT4 group 32). Headers and config only; the math is the caller's factory (libquant).
+// the layout vLLM's DeepSeekMTP loader reads (docs/models/glm_moe_dsa.md, "vLLM loading"): tensor
+// names unchanged, the config.json of the source (same structure), every quantized Linear
+// dequantized to BF16, so the draft can be requantized to whatever scheme the serving target uses
+// (seed 003: NVFP4 → INT4 group 32). Headers and config only; the math is the caller's factory
+// (libquant).
 //
 // Refused before any byte is written: a source without MTP layers ("mtp.no_mtp_layer"), a
 // quantized layout we cannot decode ("mtp.unsupported_layout").

@@ -73,8 +73,7 @@ std::string scheme_label(const TensorDecision& decision);
 // "plan.needs_calibration"; a module without statistics is "calibration.missing_module",
 // except routed experts, which GPTQ rounds to nearest when the router never picked them;
 // statistics of another width are "calibration.shape_mismatch"); a recipe with `activations: nvfp4`
-// needs it
-// ("plan.needs_calibration"). All routed experts of a layer share one input amax per
+// needs it ("plan.needs_calibration"). All routed experts of a layer share one input amax per
 // projection (gate/up, down), the max over those calibrated, as engines use one input scale
 // for them; a non-expert module without statistics is "calibration.missing_module".
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,

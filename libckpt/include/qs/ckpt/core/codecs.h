@@ -24,8 +24,8 @@
 //      f32_to_e4m3_overflow_to_nan  |x| > 464 (past 448 + half an ulp) and ±Inf → sign|0x7F, like
 //                                   torch `.to(torch.float8_e4m3fn)`. ModelOpt and
 //                                   compressed-tensors clamp to [2^-9, 448] / ±448 before that
-//                                   cast (formats-modelopt-nvfp4.md §1.2, formats-compressed-
-//                                   tensors.md §4.1) precisely because it does not saturate; on
+//                                   cast (docs/formats/modelopt-nvfp4.md, "Two-level scales")
+//                                   precisely because it does not saturate; on
 //                                   clamped inputs both encoders agree.
 //    In both, 464 itself is a tie between 448 (0x7E, even) and 480 (0x7F, odd) and gives 448.
 //  * e5m2 is IEEE-like (Inf 0x7C, NaN 0x7D..0x7F). Rounding is done with an unbounded exponent
@@ -35,7 +35,7 @@
 //  * f16 and bf16 follow IEEE 754: overflow → ±Inf, Inf stays Inf.
 //  * e2m1 (magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6) saturates: |x| > 6 and ±Inf → ±6. Ties go to the
 //    even code: 0.25→0, 0.75→1, 1.25→1, 1.75→2, 2.5→2, 3.5→4, 5→4 (the tables of
-//    formats-modelopt-nvfp4.md §1.3 and formats-compressed-tensors.md §4.1). NaN has no code; it
+//    docs/formats/modelopt-nvfp4.md, "E2M1 rounding"). NaN has no code; it
 //    encodes to +6 (0x7) whatever its sign, which is what ModelOpt's searchsorted-based cast
 //    yields (NaN sorts past every bound, and `NaN < 0` is false) and what the CUDA e2m1 satfinite
 //    conversion documents ("NaN converts to positive MAXNORM").
@@ -325,7 +325,7 @@ QS_HOST_DEVICE inline float e8m0_to_f32(std::uint8_t code) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Batch conversions (host, libckpt/src/formats/codecs.cpp). Element-wise with the scalar functions
+// Batch conversions (host, libckpt/src/core/codecs.cpp). Element-wise with the scalar functions
 // above, split over threads for long spans; results do not depend on the split. Sizes must
 // match (packed e2m1: bytes == (elements + 1) / 2, the last high nibble 0 for an odd count);
 // a mismatch is a caller bug and throws qs::Error(Internal, "codecs.size_mismatch").

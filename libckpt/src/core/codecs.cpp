@@ -1,7 +1,7 @@
 // Batch forms of the scalar codecs in codecs.h. Each element is converted on its own, so
 // splitting the work over threads cannot change a single output bit.
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
