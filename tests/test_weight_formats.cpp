@@ -17,6 +17,7 @@
 
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/core/codecs.h"
+#include "qs/ckpt/formats/fp8_block_format.h"
 #include "qs/ckpt/formats/quantization_config.h"
 #include "qs/ckpt/formats/quantization_detection.h"
 #include "qs/ckpt/formats/weight_format.h"
@@ -81,6 +82,8 @@ const FormatCase kCases[] = {
     {"pack_quantized_int8_channel", WeightLayout::PackQuantized, RecipeAction::Int,
      OutputFormat::CompressedTensors, integer_scheme(8, true, kChannelGroup), 0.02,
      "--scheme int8-channel"},
+    {"fp8_block", WeightLayout::Fp8Block, RecipeAction::Fp8Block, OutputFormat::Modelopt, {},
+     0.05, "--scheme fp8-block"},
 };
 
 // Formats quantsmith recognises in other tools' checkpoints but neither writes nor decodes.
@@ -147,6 +150,10 @@ nlohmann::json config_for(const FormatCase& c) {
   if (c.action == RecipeAction::Nvfp4) model.nvfp4_modules = {kModule};
   if (c.action == RecipeAction::Int) model.integer_groups = {{c.integer, false, {kModule}}};
   if (c.action == RecipeAction::Keep) return config;
+  if (c.action == RecipeAction::Fp8Block) {  // DeepSeek's own config, whatever the convention
+    config["quantization_config"] = fp8_block_config_block({});
+    return config;
+  }
   config["quantization_config"] = c.config == OutputFormat::Modelopt
                                       ? modelopt_config_block(model)
                                       : compressed_tensors_config_block(model);

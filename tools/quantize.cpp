@@ -305,10 +305,12 @@ int run_quantize(const QuantizeOptions& options) {
     out["non_finite"] = non_finite_json(report);
     fmt::print("{}\n", out.dump(2));
   } else {
-    fmt::print("quantized {} → {}: {} Linears ({}), {} → {} in {:.2f} s ({:.2f} GB/s read)",
-               source.directory().string(), options.output, quantized_linear_count(planned.model),
-               output_format_name(recipe.format), human_bytes(report.bytes_read),
-               human_bytes(report.bytes_written), seconds, report.bytes_read / 1e9 / seconds);
+    fmt::print(
+        "quantized {} → {}: {} Linears ({}), {} → {} in {:.2f} s ({:.2f} GB/s read)",
+        source.directory().string(), options.output, quantized_linear_count(planned.model),
+        planned.model.fp8_block_modules.empty() ? output_format_name(recipe.format) : "fp8-block",
+        human_bytes(report.bytes_read), human_bytes(report.bytes_written), seconds,
+        report.bytes_read / 1e9 / seconds);
     if (report.shards_resumed) fmt::print(", {} shard(s) resumed", report.shards_resumed);
     if (!report.quality.empty()) fmt::print(", mean weight SNR {:.2f} dB", mean_snr_db(report));
     fmt::print("\n");
@@ -323,7 +325,8 @@ SubcommandRunner register_quantize(CLI::App& app) {
   auto options = std::make_shared<QuantizeOptions>();
   auto* command = app.add_subcommand(
       "quantize",
-      "Quantize a BF16 checkpoint, streaming: plan from a recipe (or --scheme), then read, "
+      "Quantize a BF16 (or FP8 block-scaled) checkpoint, streaming: plan from a recipe (or "
+      "--scheme), then read, "
       "transform and write size-capped shards. A killed run continues with --resume.");
   command->add_option("input", options->input, "source checkpoint directory")->required();
   command->add_option("output", options->output, "output directory (new or empty)")->required();
@@ -331,7 +334,8 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--scheme", options->scheme,
                       "quantize every Linear except lm_head, routers, indexer and MTP: nvfp4, "
                       "int8 (W8A16 g128), int8-channel, int4 (W4A16 asym g128), int4-g32, "
-                      "gptq-int4, gptq-int8 (GPTQ needs --calib)");
+                      "gptq-int4, gptq-int8 (GPTQ needs --calib), fp8-block (DeepSeek-V3 "
+                      "layout); bf16: decode an FP8 block-scaled checkpoint to BF16");
   command->add_option("--format", options->format,
                       "output layout: modelopt or compressed-tensors (overrides the recipe)");
   command->add_option("--scale-method", options->scale_method,

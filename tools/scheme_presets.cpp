@@ -26,6 +26,15 @@ rules:
     action: {scheme}
 )";
 
+// What DeepSeek's fp8_cast_bf16.py does: FP8 block-scaled Linears decoded to BF16 (every
+// Linear no rule quantizes is), every other tensor unchanged, no quantization_config.
+constexpr const char* kBf16Recipe = R"(
+description: FP8 block-scaled Linears decoded to BF16, every other tensor unchanged
+rules:
+  - name: every tensor as the model holds it (FP8 block-scaled Linears decode to BF16)
+    action: keep
+)";
+
 constexpr const char* kDraftSchemeRecipe = R"(
 description: the MTP draft's Linears in {scheme} except its router, indexer and MTP projections
 format: {format}
@@ -42,15 +51,19 @@ std::string preset_text(const char* text, const std::string& scheme) {
   if (std::find(names.begin(), names.end(), scheme) == names.end())
     throw_bad_input("cli.unknown_scheme",
                     fmt::format("no scheme '{}' (available: {})", scheme, fmt::join(names, ", ")));
+  if (scheme == "bf16") return kBf16Recipe;
+  // fp8-block writes DeepSeek's layout and config whatever the format key says.
+  const bool modelopt = scheme == "nvfp4" || scheme == "fp8-block";
   return fmt::format(fmt::runtime(text), fmt::arg("scheme", scheme),
-                     fmt::arg("format", scheme == "nvfp4" ? "modelopt" : "compressed-tensors"));
+                     fmt::arg("format", modelopt ? "modelopt" : "compressed-tensors"));
 }
 
 }  // namespace
 
 const std::vector<std::string>& scheme_names() {
-  static const std::vector<std::string> names = {"nvfp4",    "int8",      "int8-channel", "int4",
-                                                 "int4-g32", "gptq-int4", "gptq-int8"};
+  static const std::vector<std::string> names = {"nvfp4",     "int8",      "int8-channel",
+                                                 "int4",      "int4-g32",  "gptq-int4",
+                                                 "gptq-int8", "fp8-block", "bf16"};
   return names;
 }
 

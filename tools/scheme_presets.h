@@ -10,7 +10,8 @@
 
 namespace qs::cli {
 
-// nvfp4, int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8.
+// nvfp4, int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8, fp8-block, and bf16 (FP8
+// block-scaled sources decoded to BF16, nothing quantized).
 const std::vector<std::string>& scheme_names();
 
 // Every Linear of a full model in `scheme` except lm_head, routers, the indexer and the MTP

@@ -71,6 +71,7 @@ std::vector<SourceTotals> totals_per_input(const SplicePlan& planned) {
 }
 
 std::string format_label(const SplicePlan& planned) {
+  if (!planned.model.fp8_block_modules.empty()) return "fp8-block";
   return planned.format ? output_format_name(*planned.format) : "unquantized";
 }
 

@@ -16,6 +16,7 @@
 #include "qs/ckpt/model/tensor_name.h"
 #include "qs/quant/dequantize_transform.h"
 #include "validation/config_coverage.h"
+#include "validation/fp8_block_checks.h"
 #include "validation/pack_quantized_checks.h"
 
 namespace qs {
@@ -374,6 +375,7 @@ std::vector<ReferenceComparison> validate_nvfp4(const Checkpoint& checkpoint,
   std::set<std::string> nvfp4_paths;
   for (const auto& entry : modules) nvfp4_paths.insert(entry.first);
   const auto int_modules = validation::check_pack_quantized(checkpoint, nvfp4_paths, report);
+  const auto fp8_modules = validation::check_fp8_block(checkpoint, report);
   validation::check_config_coverage(checkpoint, int_modules, report);
   std::vector<ReferenceComparison> comparisons;
   if (!options.reference) return comparisons;
@@ -386,6 +388,18 @@ std::vector<ReferenceComparison> validate_nvfp4(const Checkpoint& checkpoint,
       if (parsed.parameter != TensorParameter::WeightPacked || !module->second.decodable) continue;
       if (auto comparison = compare_integer(parsed.module_path, module->second, *options.reference,
                                             options, report))
+        comparisons.push_back(std::move(*comparison));
+      continue;
+    }
+    if (const auto fp8 = fp8_modules.find(parsed.module_path); fp8 != fp8_modules.end()) {
+      const auto& weight = fp8->second;
+      if (weight.sources[0].info != location.info) continue;  // the scale: compared with it
+      auto dequantize = [&](std::span<float> out) {
+        decode_stored(weight.request, weight.sources, out);
+      };
+      if (auto comparison = compare_dequantized(parsed.module_path, "fp8-block", location,
+                                                weight.request.rows, weight.request.cols,
+                                                dequantize, *options.reference, options, report))
         comparisons.push_back(std::move(*comparison));
       continue;
     }

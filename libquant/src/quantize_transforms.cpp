@@ -1,4 +1,5 @@
 #include "qs/quant/quantize_transforms.h"
+#include "qs/quant/dequantize_transform.h"
 
 #include <fmt/format.h>
 
@@ -12,6 +13,7 @@
 #include "qs/ckpt/formats/weight_format.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp4_quantizer.h"
+#include "transforms/fp8_block_transforms.h"
 #include "transforms/integer_transforms.h"
 #include "transforms/signal_guard.h"
 #include "transforms/weight_guard.h"
@@ -117,6 +119,7 @@ namespace {
 std::shared_ptr<const Transform> make_unguarded_transform(const QuantizeRequest& request,
                                                           QuantizerSettings& settings) {
   if (is_integer(request.action)) return make_integer_transform(request, settings);
+  if (request.action == RecipeAction::Fp8Block) return make_fp8_block_transform(settings);
   const auto method = fp4::parse_scale_method(request.scale_method);
   if (!method)
     throw_bad_input("plan.unknown_scale_method",
@@ -130,7 +133,18 @@ std::shared_ptr<const Transform> make_unguarded_transform(const QuantizeRequest&
 
 std::shared_ptr<const Transform> make_quantize_transform(const QuantizeRequest& request,
                                                          QuantizerSettings& settings) {
-  return with_signal_floor(make_unguarded_transform(request, settings), settings.min_snr_db);
+  if (!is_quantizing(request.action)) {
+    // An FP8 block-scaled Linear no rule quantizes: decoded to the dtype the plan asks for.
+    if (request.encoded_members.size() != 1 || !request.encoded_members[0])
+      throw Error(ErrorClass::Internal, "plan.not_quantizing",
+                  fmt::format("a quantizing transform was asked for action {}",
+                              recipe_action_name(request.action)));
+    return make_dequantize_transform(*request.encoded_members[0]);
+  }
+  auto quantizer =
+      with_signal_floor(make_unguarded_transform(request, settings), settings.min_snr_db);
+  if (request.encoded_members.empty()) return quantizer;
+  return with_decoded_members(std::move(quantizer), request.encoded_members);
 }
 
 }  // namespace qs

@@ -1,4 +1,5 @@
 #include "qs/ckpt/formats/quantization_config.h"
+#include "qs/ckpt/formats/fp8_block_format.h"
 
 #include <fmt/format.h>
 
@@ -94,6 +95,7 @@ std::vector<std::string> all_quantized_modules(const QuantizedModel& model) {
   std::vector<std::string> modules = model.nvfp4_modules;
   for (const auto& group : model.integer_groups)
     modules.insert(modules.end(), group.modules.begin(), group.modules.end());
+  modules.insert(modules.end(), model.fp8_block_modules.begin(), model.fp8_block_modules.end());
   return modules;
 }
 
@@ -295,7 +297,7 @@ std::string config_with_quantization(const nlohmann::json& config, const nlohman
 }
 
 std::size_t quantized_linear_count(const QuantizedModel& model) {
-  std::size_t count = model.nvfp4_modules.size();
+  std::size_t count = model.nvfp4_modules.size() + model.fp8_block_modules.size();
   for (const auto& group : model.integer_groups) count += group.modules.size();
   return count;
 }
@@ -320,7 +322,14 @@ std::vector<std::pair<std::string, std::string>> output_config_files(
     }
     return files;
   }
-  if (*format == OutputFormat::Modelopt) {
+  if (!model.fp8_block_modules.empty()) {
+    // The planner never mixes FP8 block-scaled modules with other schemes. A FusedMoE layer
+    // whose experts all stay unquantized is listed by its prefix, which vLLM looks up.
+    const auto ignored = unquantized_module_entries(
+        model, [](const std::string& prefix) { return std::vector<std::string>{prefix}; });
+    files.emplace_back("config.json",
+                       config_with_quantization(source.config(), fp8_block_config_block(ignored)));
+  } else if (*format == OutputFormat::Modelopt) {
     files.emplace_back("config.json",
                        config_with_quantization(source.config(), modelopt_config_block(model)));
     files.emplace_back(std::string(kHfQuantConfigFileName),

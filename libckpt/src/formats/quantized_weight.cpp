@@ -29,9 +29,9 @@ QuantizedWeight checked_quantized_weight(const std::string& module,
                                          const std::string& kind) {
   const auto& format = detect_weight_format(parameters);
   if (format.decodable()) return format.check(module, parameters, declared_bits, kind);
-  throw_bad_input(
-      kind, fmt::format("stored as {}, which is neither NVFP4 nor pack-quantized", format.name), {},
-      module);
+  throw_bad_input(kind,
+                  fmt::format("stored as {}, which quantsmith does not decode", format.name),
+                  {}, module);
 }
 
 }  // namespace qs

@@ -44,6 +44,7 @@ std::span<const WeightFormat* const> registry() {
       &formats::nvfp4_compressed_tensors_format(),
       &formats::pack_quantized_format(),
       &formats::int8_format(),
+      &formats::fp8_block_format(),
       &formats::fp8_format(),
       &formats::dense_format(),
   };

@@ -12,6 +12,7 @@ const WeightFormat& nvfp4_compressed_tensors_format();
 const WeightFormat& pack_quantized_format();
 const WeightFormat& int8_format();
 const WeightFormat& fp8_format();
+const WeightFormat& fp8_block_format();
 
 inline bool has(const ModuleParameters& parameters, const std::string& name) {
   return parameters.count(name) != 0;

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/fp8_block_sources.h"
 #include "qs/ckpt/formats/weight_format.h"
 #include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/tensor_name.h"
@@ -61,11 +62,11 @@ void check_linear_not_empty(const ParsedTensorName& parsed, const TensorLocation
   if (!is_linear(parsed.role) || parsed.parameter != TensorParameter::Weight) return;
   if (info.element_count() > 0) return;
   const bool no_rows = !info.shape.empty() && info.shape[0] == 0;
-  throw_bad_input("plan.empty_linear",
-                  fmt::format("Linear weight of shape {} has no {}; the source is broken",
-                              shape_to_string(info.shape),
-                              no_rows ? "output rows" : "input features"),
-                  location.shard->path().string(), info.name);
+  throw_bad_input(
+      "plan.empty_linear",
+      fmt::format("Linear weight of shape {} has no {}; the source is broken",
+                  shape_to_string(info.shape), no_rows ? "output rows" : "input features"),
+      location.shard->path().string(), info.name);
 }
 
 void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
@@ -103,6 +104,7 @@ void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
 
 // The stored format a quantizing action writes under the recipe's config convention.
 const WeightFormat& output_format(RecipeAction action, OutputFormat format) {
+  if (action == RecipeAction::Fp8Block) return weight_format(WeightLayout::Fp8Block);
   return action == RecipeAction::Nvfp4 ? weight_format_for(CodeFamily::Nvfp4, format)
                                        : weight_format(WeightLayout::PackQuantized);
 }
@@ -118,6 +120,8 @@ std::string scheme_label(const TensorDecision& decision) {
              (decision.integer.observer == "minmax" ? "" : "/" + decision.integer.observer);
     case RecipeAction::Gptq:
       return "gptq/" + decision.integer.label();
+    case RecipeAction::Fp8Block:
+      return "fp8-block";
     default:
       return recipe_action_name(decision.action);
   }
@@ -203,9 +207,22 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
 
   QuantizePlan result;
   result.plan.inputs = {&source};
+  // FP8 block-scaled Linears (DeepSeek-V3) are read as the BF16 weights they decode to: their
+  // weight_scale_inv travels with the weight, and rules see a BF16 Linear.
+  const auto fp8_modules = fp8_block_modules(source);
+  std::set<std::string, std::less<>> fp8_scales;
+  for (const auto& [module, weight] : fp8_modules) fp8_scales.insert(weight.sources[1].info->name);
+  auto logical_info = [&](const TensorLocation& location) {
+    TensorInfo info = *location.info;
+    const auto parsed = parse_tensor_name(info.name);
+    if (parsed.parameter == TensorParameter::Weight && fp8_modules.contains(parsed.module_path))
+      info.dtype = DType::BF16;
+    return info;
+  };
   std::map<std::string, std::size_t, std::less<>> decision_of;
   for (const auto& location : source.tensors()) {
     const auto parsed = parse_tensor_name(location.info->name);
+    if (fp8_scales.contains(location.info->name)) continue;
     if (is_quantization_companion(parsed.parameter))
       throw_bad_input("quantize.source_quantized",
                       fmt::format("the source is already quantized ({} is a {} tensor); "
@@ -213,13 +230,12 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                   location.info->name, parameter_name(parsed.parameter)),
                       location.shard->path().string(), location.info->name);
     check_linear_not_empty(parsed, location);
-    auto decision = decide(parsed, *location.info, recipe, *layout);
-    if (is_quantizing(decision.action))
-      check_quantizable(decision, *location.info, location, recipe.format);
+    const TensorInfo info = logical_info(location);
+    auto decision = decide(parsed, info, recipe, *layout);
+    if (is_quantizing(decision.action)) check_quantizable(decision, info, location, recipe.format);
     if (decision.action == RecipeAction::Gptq)
       check_hessian_available(parsed.module_path, location, *calibration);
-    if (const auto target = cast_target(decision.action);
-        target && !is_float_weight(location.info->dtype))
+    if (const auto target = cast_target(decision.action); target && !is_float_weight(info.dtype))
       throw_bad_input("plan.uncastable_dtype",
                       fmt::format("rule '{}' casts it to {}, but it is {}", decision.rule,
                                   dtype_name(*target), dtype_name(location.info->dtype)),
@@ -233,9 +249,22 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
   auto source_ref = [&](const TensorLocation& location) {
     return SourceRef{0, location.shard, location.info};
   };
+  // An FP8 member's sources are its weight and weight_scale_inv, decoded before anything else.
+  auto encoded = [&](const TensorLocation& member) -> std::optional<DequantizeRequest> {
+    const auto found = fp8_modules.find(parse_tensor_name(member.info->name).module_path);
+    if (found == fp8_modules.end() || found->second.sources[0].info != member.info)
+      return std::nullopt;
+    return found->second.request;
+  };
+  auto add_sources = [&](PlanItem& item, const TensorLocation& member) {
+    item.sources.push_back(source_ref(member));
+    if (encoded(member))
+      item.sources.push_back(
+          source_ref(fp8_modules.at(parse_tensor_name(member.info->name).module_path).sources[1]));
+  };
   for (const auto& location : source.tensors()) {
     const std::string& name = location.info->name;
-    if (consumed.contains(name)) continue;
+    if (consumed.contains(name) || fp8_scales.contains(name)) continue;
     const TensorDecision& decision = result.decisions[decision_of.at(name)];
     const auto parsed = parse_tensor_name(name);
     std::vector<TensorLocation> members{location};
@@ -263,8 +292,8 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
               "plan.fused_split",
               fmt::format("engines fuse {} and {} into {}, but rule '{}' makes the first {} "
                           "and rule '{}' makes the second {}; they need the same scheme",
-                          name, member_name, group->name, decision.rule,
-                          scheme_label(decision), other.rule, scheme_label(other)),
+                          name, member_name, group->name, decision.rule, scheme_label(decision),
+                          other.rule, scheme_label(other)),
               location.shard->path().string(), name);
         if (is_quantizing(decision.action)) members.push_back(*member);
       }
@@ -275,17 +304,21 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
     item.decided_by = decision.rule;
     if (is_quantizing(decision.action)) {
       std::vector<float> input_amax;
+      std::vector<std::optional<DequantizeRequest>> encoded_members;
       for (const auto& member : members) {
         consumed.insert(member.info->name);
-        item.sources.push_back(source_ref(member));
+        add_sources(item, member);
+        encoded_members.push_back(encoded(member));
         const auto module = parse_tensor_name(member.info->name).module_path;
         const auto& shape = member.info->shape;
-        auto specs =
-            output_format(decision.action, recipe.format)
-                .output_specs(module, shape[0], shape[1],
-                              {member.info->dtype, decision.integer, recipe.quantize_activations});
+        auto specs = output_format(decision.action, recipe.format)
+                         .output_specs(module, shape[0], shape[1],
+                                       {logical_info(member).dtype, decision.integer,
+                                        recipe.quantize_activations});
         for (auto& spec : specs) item.outputs.push_back(std::move(spec));
-        if (decision.action == RecipeAction::Nvfp4) {
+        if (decision.action == RecipeAction::Fp8Block) {
+          result.model.fp8_block_modules.push_back(module);
+        } else if (decision.action == RecipeAction::Nvfp4) {
           result.model.nvfp4_modules.push_back(module);
           if (recipe.quantize_activations)
             input_amax.push_back(input_amax_for(module, *calibration));
@@ -297,11 +330,27 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
       if (!input_amax.empty())
         input_amax.assign(input_amax.size(),
                           *std::max_element(input_amax.begin(), input_amax.end()));
-      QuantizeRequest request{decision.action, recipe.format, decision.scale_method,
-                              members.size(), std::move(input_amax)};
+      QuantizeRequest request{decision.action, recipe.format, decision.scale_method, members.size(),
+                              std::move(input_amax)};
       request.integer = decision.integer;
       request.calibration = calibration;
+      if (std::any_of(encoded_members.begin(), encoded_members.end(),
+                      [](const auto& member) { return member.has_value(); }))
+        request.encoded_members = std::move(encoded_members);
       item.transform = make_quantizer(request);
+    } else if (auto fp8 = encoded(location)) {
+      // Kept or cast: decoded to the BF16 the weights are (or the cast's dtype), scale dropped.
+      consumed.insert(name);
+      add_sources(item, location);
+      fp8->dtype = cast_target(decision.action).value_or(DType::BF16);
+      item.outputs.push_back({name, fp8->dtype, location.info->shape});
+      QuantizeRequest request;
+      request.action = decision.action;
+      request.encoded_members = {fp8};
+      item.transform = make_quantizer(request);
+      item.scheme = fmt::format("{} (from fp8-block)", dtype_name(fp8->dtype));
+      if (quantizable_linear_weight(parsed, *location.info))
+        result.model.unquantized_linears.push_back(parsed.module_path);
     } else {
       consumed.insert(name);
       item.sources.push_back(source_ref(location));
@@ -314,6 +363,13 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
     }
     result.plan.items.push_back(std::move(item));
   }
+  if (!result.model.fp8_block_modules.empty() &&
+      quantized_linear_count(result.model) != result.model.fp8_block_modules.size())
+    throw_bad_input("plan.mixed_formats",
+                    "the recipe writes fp8-block beside other quantization schemes; one "
+                    "checkpoint's config declares FP8 block-scaled weights alone (quant_method "
+                    "fp8): use fp8-block for every quantized Linear",
+                    recipe.source);
   result.model.kv_cache_quant_algo = recipe.kv_cache;
   result.model.activations_quantized = recipe.quantize_activations;
   return result;

@@ -22,7 +22,7 @@ constexpr std::array kActionNames{
     std::pair{RecipeAction::Keep, "keep"},   std::pair{RecipeAction::CastBf16, "bf16"},
     std::pair{RecipeAction::CastF16, "f16"}, std::pair{RecipeAction::CastF32, "f32"},
     std::pair{RecipeAction::Nvfp4, "nvfp4"}, std::pair{RecipeAction::Int, "int"},
-    std::pair{RecipeAction::Gptq, "gptq"},
+    std::pair{RecipeAction::Gptq, "gptq"},   std::pair{RecipeAction::Fp8Block, "fp8-block"},
 };
 
 struct IntegerPreset {
@@ -226,7 +226,7 @@ RecipeRule read_rule(const YAML::Node& node, std::size_t index, RecipeReader& re
   }
   if (!action)
     reader.fail("recipe.unknown_action",
-                fmt::format("no action '{}' (keep, bf16, f16, f32, nvfp4, int, gptq, int8, "
+                fmt::format("no action '{}' (keep, bf16, f16, f32, nvfp4, int, gptq, fp8-block, int8, "
                             "int8-channel, int4, int4-g32, gptq-int4, gptq-int8)",
                             action_text));
   rule.action = *action;
@@ -271,7 +271,7 @@ const char* recipe_action_name(RecipeAction action) {
 }
 
 bool is_quantizing(RecipeAction action) {
-  return action == RecipeAction::Nvfp4 || is_integer(action);
+  return action == RecipeAction::Nvfp4 || is_integer(action) || action == RecipeAction::Fp8Block;
 }
 
 bool is_integer(RecipeAction action) {

@@ -299,6 +299,8 @@ class SplicePlanner {
     std::optional<bool> activations;
     bool any_compressed_tensors = false, any_nvfp4 = false;
     for (const auto& chosen : chosen_) {
+      if (chosen.layout == WeightLayout::Fp8Block)  // weight + weight_scale_inv, moved as they are
+        result_.model.fp8_block_modules.push_back(chosen.module);
       const auto parsed = parsed_module(*chosen.parameters);
       if (is_nvfp4_layout(chosen.layout)) {
         any_nvfp4 = true;
@@ -335,6 +337,20 @@ class SplicePlanner {
           fmt::format("modelopt output cannot describe the {} pack-quantized integer "
                       "module(s); use --format compressed-tensors",
                       quantized_linear_count(result_.model) - result_.model.nvfp4_modules.size()));
+    const bool fp8_block = !result_.model.fp8_block_modules.empty();
+    if (fp8_block && (any_nvfp4 || integers))
+      throw Error(ErrorClass::BadInput, "splice.format_conflict",
+                  fmt::format("{} FP8 block-scaled module(s) (config quant_method fp8) and {} "
+                              "NVFP4 or pack-quantized one(s): no one quantization config "
+                              "describes both",
+                              result_.model.fp8_block_modules.size(),
+                              quantized_linear_count(result_.model) -
+                                  result_.model.fp8_block_modules.size()));
+    if (fp8_block) {
+      // The FP8 config (docs/formats/fp8-block.md) is written whatever the format says.
+      result_.format = request_.format.value_or(OutputFormat::Modelopt);
+      return;
+    }
     if (!any_nvfp4 && !integers) return;  // nothing quantized: no config, no format
     result_.format = request_.format                        ? *request_.format
                      : (integers || any_compressed_tensors) ? OutputFormat::CompressedTensors

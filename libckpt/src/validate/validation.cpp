@@ -10,6 +10,7 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/fp8_block_sources.h"
 #include "qs/ckpt/formats/quantization_detection.h"
 #include "qs/ckpt/model/checkpoint_layout.h"
 #include "qs/ckpt/model/model_family.h"
@@ -216,6 +217,9 @@ void ValidationReport::add(Severity severity, std::string check, std::string kin
 void require_layout_matches_config(const Checkpoint& checkpoint) {
   ValidationReport report;
   check_config_present(checkpoint, report);
+  // FP8 block-scaled modules are read through their scales: a missing or malformed one is its
+  // own error (fp8.*), before the layout check would call the bare F8_E4M3 weight a mismatch.
+  if (!report.has_problems()) fp8_block_modules(checkpoint);
   if (!report.has_problems()) check_layout_against_config(checkpoint, report);
   std::size_t problems = 0;
   const Finding* first = nullptr;

@@ -2,6 +2,7 @@
 
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/fp4_quantizer.h"
+#include "qs/quant/fp8_block_quantizer.h"
 #include "qs/quant/gptq.h"
 #include "qs/quant/int_quantizer.h"
 
@@ -12,6 +13,14 @@ ErrorEnergy quantize_cuda(const WeightView&, float, ScaleMethod, Fp4Buffers) {
 }
 
 }  // namespace qs::fp4::detail
+
+namespace qs::fp8::detail {
+
+void quantize_cuda(const WeightView&, Fp8Buffers) {
+  throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
+}
+
+}  // namespace qs::fp8::detail
 
 namespace qs::intq::detail {
 

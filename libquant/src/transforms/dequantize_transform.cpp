@@ -7,6 +7,7 @@
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/fp4_quantizer.h"
+#include "qs/quant/fp8_block_quantizer.h"
 #include "qs/quant/int_quantizer.h"
 
 namespace qs {
@@ -51,6 +52,29 @@ void decode_integer(const DequantizeRequest& request, std::span<const SourceTens
   intq::dequantize(quantized, values);
 }
 
+// The FP8 codes in place and the scales copied out (a few KB: the source buffer promises no
+// float alignment).
+struct Fp8BlockSource {
+  std::vector<float> scales;
+  fp8::Fp8View view;
+};
+
+Fp8BlockSource fp8_block_source(const DequantizeRequest& request,
+                                std::span<const SourceTensor> sources) {
+  const auto scale_count = fp8::scale_rows(request.rows) * fp8::scale_cols(request.cols);
+  expect_bytes(sources[0], request.rows * request.cols);
+  expect_bytes(sources[1], scale_count * sizeof(float));
+  Fp8BlockSource source{std::vector<float>(scale_count), {}};
+  std::memcpy(source.scales.data(), sources[1].bytes.data(), sources[1].bytes.size());
+  source.view = {as_u8(sources[0].bytes), source.scales, request.rows, request.cols};
+  return source;
+}
+
+void decode_fp8_block(const DequantizeRequest& request, std::span<const SourceTensor> sources,
+                      std::span<float> out) {
+  fp8::dequantize(fp8_block_source(request, sources).view, out);
+}
+
 // libquant's half of the weight-format registry (qs/ckpt/formats/weight_format.h): the decoder
 // of every decodable format, one line each. Sources arrive as the format's check orders them.
 struct WeightDecoder {
@@ -62,6 +86,7 @@ constexpr WeightDecoder kDecoders[] = {
     {WeightLayout::Nvfp4Modelopt, decode_nvfp4},
     {WeightLayout::Nvfp4CompressedTensors, decode_nvfp4},
     {WeightLayout::PackQuantized, decode_integer},
+    {WeightLayout::Fp8Block, decode_fp8_block},
 };
 
 class DequantizeTransform final : public Transform {
@@ -75,6 +100,13 @@ class DequantizeTransform final : public Transform {
 
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
                                  std::span<const std::span<std::byte>> outputs) const override {
+    if (request_.layout == WeightLayout::Fp8Block && request_.dtype == DType::BF16) {
+      // One pass straight into the output: the product rounded to BF16 as encode_from_f32 does.
+      fp8::dequantize_to_bf16(fp8_block_source(request_, sources).view,
+                              {reinterpret_cast<std::uint16_t*>(outputs[0].data()),
+                               outputs[0].size() / sizeof(std::uint16_t)});
+      return {};
+    }
     std::vector<float> values(request_.rows * request_.cols);
     dequantize_weight(request_, sources, values);
     encode_from_f32(request_.dtype, values, outputs[0]);

@@ -10,10 +10,12 @@
 #include <set>
 #include <vector>
 
+#include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/compressed_tensors_config.h"
-#include "qs/ckpt/model/name_pattern.h"
+#include "qs/ckpt/formats/fp8_block_format.h"
 #include "qs/ckpt/formats/quantization_config.h"
 #include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/model/name_pattern.h"
 #include "qs/ckpt/model/tensor_name.h"
 
 namespace qs::validation {
@@ -306,6 +308,59 @@ void check_modelopt(const Checkpoint& checkpoint, ValidationReport& report) {
   }
 }
 
+// ---- fp8 (DeepSeek's block-scaled layout) ----
+
+void report_undeclared_quantization(const Checkpoint& checkpoint, const std::string& method,
+                                    ValidationReport& report);
+
+// quant_method "fp8" over FP8 block-scaled modules: weight_block_size [128, 128]; those modules
+// are not in the ignore lists (engines would read their codes as plain weights); every other
+// quantized module is undeclared (fp8 declares only these); and every Linear vLLM builds with
+// the config that we keep dense is listed (vLLM would build it FP8 and find no
+// weight_scale_inv). lm_head and routers are built unquantized whatever the lists say.
+void check_fp8(const Checkpoint& checkpoint, const nlohmann::json& block,
+               ValidationReport& report) {
+  const auto modules = accounted_modules(checkpoint);
+  if (std::none_of(modules.begin(), modules.end(), [](const AccountedModule& entry) {
+        return entry.layout == WeightLayout::Fp8Block;
+      })) {
+    report_undeclared_quantization(checkpoint, "fp8", report);
+    return;
+  }
+  try {
+    require_supported_fp8_config(checkpoint.config(),
+                                 (checkpoint.directory() / "config.json").string());
+  } catch (const Error& error) {
+    report.add(Severity::Problem, kCheck, error.kind(), error.detail(), error.file());
+  }
+  std::set<std::string> ignored;
+  for (const char* key : {"ignored_layers", "modules_to_not_convert"})
+    if (block.contains(key) && block.at(key).is_array())
+      for (const auto& entry : block.at(key))
+        if (entry.is_string()) ignored.insert(entry.get<std::string>());
+  for (const auto& entry : modules) {
+    const bool listed =
+        ignored.contains(entry.module) || (entry.vllm && ignored.contains(entry.vllm->name));
+    const auto role = parse_tensor_name(entry.main.info->name).role;
+    if (entry.layout == WeightLayout::Fp8Block && listed)
+      add(report, "config.scheme_mismatch", entry,
+          "stored fp8-block, but quantization_config lists it as not converted: engines read "
+          "its codes as plain weights");
+    else if (entry.layout != WeightLayout::Fp8Block && entry.layout != WeightLayout::Dense)
+      add(report, "config.undeclared_quantization", entry,
+          fmt::format("stored {}, but quant_method fp8 declares FP8 block-scaled weights only: "
+                      "no engine loads it as quantized",
+                      stored_as(entry)));
+    else if (entry.layout == WeightLayout::Dense && entry.vllm && !listed &&
+             role != TensorRole::LmHead && role != TensorRole::MtpSharedHeadLmHead &&
+             role != TensorRole::RouterGate)
+      add(report, "config.uncovered_linear", entry,
+          fmt::format("stored {}, but no ignored_layers entry lists it: vLLM builds it FP8 and "
+                      "finds no weight_scale_inv",
+                      stored_as(entry)));
+  }
+}
+
 // Quantized tensors no quantization config declares: engines load the codes as they find them
 // (packed int32 words or fp4 bytes read as plain weights) or refuse the checkpoint. One finding
 // per quantized module, at its codes tensor, so a reader sees which ones.
@@ -335,6 +390,13 @@ void check_config_coverage(const Checkpoint& checkpoint,
   const bool modelopt =
       method == "modelopt" ||
       std::filesystem::exists(checkpoint.directory() / std::string(kHfQuantConfigFileName));
+  if (method == "fp8") {
+    if (std::find(report.checks_run.begin(), report.checks_run.end(), kCheck) ==
+        report.checks_run.end())
+      report.checks_run.push_back(kCheck);
+    check_fp8(checkpoint, *block, report);
+    return;
+  }
   if (method != "compressed-tensors" && !modelopt) {
     report_undeclared_quantization(checkpoint, method, report);
     return;

@@ -35,6 +35,8 @@ struct QuantizedModel {
   std::vector<std::string> nvfp4_modules;
   // Integer Linears, one entry per distinct scheme, in first-seen order.
   std::vector<IntegerModules> integer_groups;
+  // Module paths of the FP8 block-scaled Linears (DeepSeek layout, fp8_block_format.h).
+  std::vector<std::string> fp8_block_modules;
   // Module paths of every other Linear (kept in a float dtype), MTP layers included.
   std::vector<std::string> unquantized_linears;
   bool activations_quantized = false;              // W4A4: input scales are written

@@ -38,6 +38,7 @@ enum class WeightLayout : std::uint8_t {
   PackQuantized,           // I32 weight_packed + weight_scale (+ weight_zero_point) + weight_shape
   Int8,                    // I8 weight + weight_scale (int-quantized / naive)
   Fp8,                     // F8_E4M3 weight + weight_scale (compressed-tensors float-quantized)
+  Fp8Block,                // F8_E4M3 weight + F32 weight_scale_inv per 128×128 block (DeepSeek)
   Unrecognized,            // quantization companions in a combination we do not know
 };
 
@@ -46,10 +47,11 @@ using ModuleParameters = std::map<std::string, TensorLocation>;
 
 // What the codes are, whatever tensors hold them: formats of one family share numerics (the
 // NVFP4 layouts hold the same codes and scales under different names and conventions).
-enum class CodeFamily : std::uint8_t { Float, Nvfp4, PackedInteger, Int8, Fp8 };
+enum class CodeFamily : std::uint8_t { Float, Nvfp4, PackedInteger, Int8, Fp8, Fp8Block };
 
-// The quantization config that declares modules of a format.
-enum class ConfigGroup : std::uint8_t { None, Modelopt, CompressedTensors };
+// The quantization config that declares modules of a format (Fp8: DeepSeek's
+// quant_method "fp8" with weight_block_size, docs/formats/fp8-block.md).
+enum class ConfigGroup : std::uint8_t { None, Modelopt, CompressedTensors, Fp8 };
 
 // How a stored per-tensor scale (NVFP4's global and input scales) relates to the multiplier
 // the codes decode with: modelopt stores the multiplier itself, compressed-tensors its

@@ -10,9 +10,11 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/formats/quantized_weight.h"
 #include "qs/ckpt/plan/calibration_store.h"
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/plan/plan.h"
@@ -26,6 +28,12 @@ namespace qs {
 // weights (the members of one fused group, or one lone Linear) with one shared global scale,
 // writing per member the tensors of its format's output_specs (weight_format.h) in that
 // order.
+//
+// FP8 block-scaled sources (DeepSeek-V3's weight + weight_scale_inv) are read through the same
+// factory: a member whose `encoded_members` entry is set has those two sources, decoded to
+// BF16 before anything else (so one command gives the bytes converting to BF16 first would).
+// An FP8 Linear no rule quantizes is asked for with action keep / bf16 / f16 / f32 and one
+// member: it is decoded to the entry's dtype, its scale dropped.
 struct QuantizeRequest {
   RecipeAction action = RecipeAction::Nvfp4;
   OutputFormat format = OutputFormat::Modelopt;
@@ -36,6 +44,8 @@ struct QuantizeRequest {
   IntegerOptions integer;  // int / gptq
   // gptq: the statistics the members' Hessians come from (outlives the job).
   const CalibrationStore* calibration = nullptr;
+  // One entry per member when any is stored FP8 block-scaled; empty otherwise.
+  std::vector<std::optional<DequantizeRequest>> encoded_members;
 };
 using QuantizeTransformFactory =
     std::function<std::shared_ptr<const Transform>(const QuantizeRequest&)>;

@@ -29,7 +29,9 @@
 //
 // Actions: keep (bytes unchanged), bf16 / f16 / f32 (float cast), and quantization schemes:
 // nvfp4; int (round-to-nearest integers) and gptq (integers through GPTQ, which needs
-// calibration statistics), written as compressed-tensors pack-quantized. Integer presets:
+// calibration statistics), written as compressed-tensors pack-quantized; fp8-block (F8_E4M3
+// with one F32 scale per 128 × 128 block, DeepSeek-V3's layout, docs/formats/fp8-block.md).
+// Integer presets:
 //   int8          8-bit symmetric, group 128 (W8A16)     gptq-int8   the same through GPTQ
 //   int8-channel  8-bit symmetric, one scale per row
 //   int4          4-bit asymmetric, group 128 (W4A16)    gptq-int4   the same through GPTQ
@@ -55,7 +57,16 @@
 
 namespace qs {
 
-enum class RecipeAction : std::uint8_t { Keep, CastBf16, CastF16, CastF32, Nvfp4, Int, Gptq };
+enum class RecipeAction : std::uint8_t {
+  Keep,
+  CastBf16,
+  CastF16,
+  CastF32,
+  Nvfp4,
+  Int,
+  Gptq,
+  Fp8Block,
+};
 
 std::optional<RecipeAction> parse_recipe_action(std::string_view text);
 const char* recipe_action_name(RecipeAction action);

@@ -44,7 +44,8 @@ ValidationReport validate_checkpoint(
 // generate), before they plan: the checks `validate` runs on config.json and the layout
 // (config.json present; every tensor's name, shape and dtype, a quantized module's by its
 // logical shape, against the architecture it describes). Throws BadInput
-// "layout.config_mismatch" naming the first problem's file and tensor and counting the others.
+// "layout.config_mismatch" naming the first problem's file and tensor and counting the others,
+// or the fp8.* error of fp8_block_sources.h for a malformed FP8 block-scaled module.
 // Warnings (a model_type we do not know the layout of, a float dtype choice) do not stop a job.
 void require_layout_matches_config(const Checkpoint& checkpoint);
 
