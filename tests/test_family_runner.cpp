@@ -151,6 +151,7 @@ TEST_P(FamilyRunner, CublasForwardMatchesTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FamilyRunner,
                          ::testing::Values(FamilyFixture{"deepseek-v3-tiny", true},
+                                           FamilyFixture{"deepseek-v3-tiny-fp8", true},
                                            FamilyFixture{"qwen3-moe-tiny", false}),
                          fixture_name);
 
