@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/fp8_block_quantizer.h"
 

@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/formats/fp8_block_format.h"
 #include "qs/ckpt/formats/fp8_block_sources.h"
 #include "qs/ckpt/io/checkpoint.h"

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 
 namespace qs::fp8 {
 namespace {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/quant/fp8_block_quantizer.h"
 
 namespace qs::fp8::detail {

@@ -24,7 +24,7 @@
 #include <cstdint>
 
 #include "qs/ckpt/core/host_device.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 
 namespace qs::fp8 {
 
