@@ -88,15 +88,10 @@ step "recipe run: seed 000 as one batch recipe (quantize both sides, splice, val
   --param work="$out/batch-seed000" 2>&1 | grep -E '^\[|mean KLD|result:'
 
 step "FP8 sources: a DeepSeek-style FP8 block-scaled checkpoint to NVFP4 in one command"
-# DeepSeek-V3 / Kimi-K2 ship FP8 weights with one F32 scale per 128×128 block. The bundled
-# DeepSeek fixture when present; otherwise an FP8 checkpoint made here from the GLM-5 model.
+# DeepSeek-V3 / Kimi-K2 ship FP8 weights with one F32 scale per 128×128 block; the bundled
+# DeepSeek-V3 fixture (tests/data/deepseek-v3-tiny-fp8) is such a checkpoint.
 fp8=tests/data/deepseek-v3-tiny-fp8
-tokens="$fp8/tokens.safetensors"
-if [ ! -d "$fp8" ]; then
-  fp8="$out/tiny-fp8"
-  tokens="$model/tokens.safetensors:heldout"
-  "$quantsmith" quantize "$model" "$fp8" --scheme fp8-block
-fi
+tokens="$fp8/tokens.safetensors:heldout"
 "$quantsmith" inspect "$fp8" | grep '^quantization'
 "$quantsmith" quantize "$fp8" "$out/fp8-nvfp4" --scheme nvfp4
 "$quantsmith" validate "$out/fp8-nvfp4"
