@@ -89,7 +89,9 @@ step "recipe run: seed 000 as one batch recipe (quantize both sides, splice, val
 
 step "FP8 sources: a DeepSeek-style FP8 block-scaled checkpoint to NVFP4 in one command"
 # DeepSeek-V3 / Kimi-K2 ship FP8 weights with one F32 scale per 128×128 block; the bundled
-# DeepSeek-V3 fixture (tests/data/deepseek-v3-tiny-fp8) is such a checkpoint.
+# DeepSeek-V3 fixture (tests/data/deepseek-v3-tiny-fp8) is such a checkpoint. Its weights are
+# random (made with transformers for the runner's reference logits), so its KLD is far above a
+# trained model's: the step shows the one-command path, not quality.
 fp8=tests/data/deepseek-v3-tiny-fp8
 tokens="$fp8/tokens.safetensors:heldout"
 "$quantsmith" inspect "$fp8" | grep '^quantization'
