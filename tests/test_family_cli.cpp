@@ -249,6 +249,7 @@ TEST(FamilyRunnerBadInput, GroupsThatDoNotDivideTheExpertsAreRefused) {
     const auto result = run_cli(command);
     EXPECT_EQ(result.exit_code, 2) << command << "\n" << result.output;
     EXPECT_NE(result.output.find("n_group"), std::string::npos) << result.output;
+    EXPECT_NE(result.output.find("config.json"), std::string::npos) << result.output;
   }
 }
 

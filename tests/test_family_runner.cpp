@@ -12,6 +12,7 @@
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/run/language_model.h"
+#include "reference_outputs.h"
 #include "test_support.h"
 
 namespace qs::run {
@@ -37,40 +38,15 @@ std::filesystem::path fixture_path(const FamilyFixture& fixture) {
 
 template <typename T>
 std::vector<T> read_reference(const FamilyFixture& fixture, const std::string& name) {
-  const auto reference = Checkpoint::open(fixture_path(fixture) / "reference.safetensors");
-  const auto location = reference.at(name);
-  const auto bytes = location.shard->read(*location.info);
-  std::vector<T> values(bytes.size() / sizeof(T));
-  std::memcpy(values.data(), bytes.data(), bytes.size());
-  return values;
+  const auto file = fixture_path(fixture) / "reference.safetensors";
+  if constexpr (std::is_same_v<T, float>)
+    return qs::testing::reference_floats(file, name);
+  else
+    return qs::testing::reference_ints(file, name);
 }
 
-struct Difference {
-  double max_abs = 0.0;
-  double mean_abs = 0.0;
-};
-
-Difference compare(const std::vector<float>& ours, const std::vector<float>& expected) {
-  EXPECT_EQ(ours.size(), expected.size());
-  Difference difference;
-  for (std::size_t i = 0; i < ours.size() && i < expected.size(); ++i) {
-    const double gap = std::fabs(static_cast<double>(ours[i]) - expected[i]);
-    difference.max_abs = std::max(difference.max_abs, gap);
-    difference.mean_abs += gap;
-  }
-  difference.mean_abs /= static_cast<double>(std::max<std::size_t>(ours.size(), 1));
-  return difference;
-}
-
-void expect_same_argmax(const std::vector<float>& ours, const std::vector<float>& expected,
-                        std::size_t width) {
-  for (std::size_t row = 0; row < expected.size() / width; ++row) {
-    const auto begin = [&](const std::vector<float>& v) { return v.begin() + row * width; };
-    EXPECT_EQ(std::max_element(begin(ours), begin(ours) + width) - begin(ours),
-              std::max_element(begin(expected), begin(expected) + width) - begin(expected))
-        << "row " << row;
-  }
-}
+using qs::testing::compare;
+using qs::testing::expect_same_argmax;
 
 constexpr std::uint64_t kRows = 16, kSeq = 32, kVocab = 512;
 

@@ -535,11 +535,11 @@ constexpr ConfigWriter kConfigWriters[] = {glm_moe_dsa_config, deepseek_v3_confi
 
 }  // namespace
 
-void validate_dimensions(const ModelDimensions& spec) {
+void validate_dimensions(const ModelDimensions& spec, const std::string& file) {
   for (const auto& requirement : kSpecRequirements)
     if (!requirement.holds(spec))
       throw_bad_input("layout.invalid_dimensions",
-                      fmt::format("impossible model dimensions: need {}", requirement.text));
+                      fmt::format("impossible model dimensions: need {}", requirement.text), file);
 }
 
 SpecialTokenIds special_token_ids(const ModelDimensions& spec) {

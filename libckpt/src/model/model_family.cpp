@@ -338,7 +338,7 @@ ModelDimensions dimensions_from_config(const nlohmann::json& config, const std::
   const ModelFamily& family = model_family_of(config, file);
   ModelDimensions dimensions =
       kReaders[static_cast<std::size_t>(family.id)](ConfigReader(config, file));
-  validate_dimensions(dimensions);
+  validate_dimensions(dimensions, file);
   return dimensions;
 }
 

@@ -188,7 +188,8 @@ ModelLayout layout_of(const ModelDimensions& dimensions);
 
 // Throws BadInput "layout.invalid_dimensions" naming the rule for dimensions no model of the
 // family can have (zero sizes, more experts per token than experts, an odd RoPE dim, heads not
-// a multiple of the KV heads, n_group not dividing the experts, ...).
-void validate_dimensions(const ModelDimensions& dimensions);
+// a multiple of the KV heads, n_group not dividing the experts, ...). `file` (the config.json
+// they were read from, if any) is named in the error.
+void validate_dimensions(const ModelDimensions& dimensions, const std::string& file = {});
 
 }  // namespace qs
