@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/formats/codecs.h"
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/formats/quantization_config.h"
 #include "qs/ckpt/formats/quantization_detection.h"
 #include "qs/ckpt/formats/weight_format.h"
