@@ -1,5 +1,5 @@
-// NVFP4 in its two stored layouts (docs/formats/modelopt-nvfp4.md,
-// docs/formats/compressed-tensors.md): the same E2M1 codes, two per byte, and E4M3 scales per
+// NVFP4 in its two stored layouts (docs/formats/modelopt-nvfp4.md, "Checkpoint tensors";
+// docs/formats/compressed-tensors.md, "nvfp4-pack-quantized"): the same E2M1 codes, two per byte, and E4M3 scales per
 // 16 inputs, under different names, with the per-tensor scale stored as the decode multiplier
 // (modelopt) or its reciprocal (compressed-tensors).
 #include <fmt/format.h>

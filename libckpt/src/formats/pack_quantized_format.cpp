@@ -1,7 +1,7 @@
-// compressed-tensors pack-quantized INT2..8 (docs/formats/compressed-tensors.md): b-bit codes
-// packed into int32 words along each row, scales per group of inputs, the logical shape in
-// an I64 weight_shape, and for asymmetric schemes zero points packed along the output
-// dimension.
+// compressed-tensors pack-quantized INT2..8 (docs/formats/compressed-tensors.md,
+// "pack-quantized"): b-bit codes packed into int32 words along each row, scales per group of
+// inputs, the logical shape in an I64 weight_shape, and for asymmetric schemes zero points
+// packed along the output dimension.
 #include <fmt/format.h>
 
 #include "qs/ckpt/core/error.h"

@@ -55,7 +55,8 @@ enum class ConfigGroup : std::uint8_t { None, Modelopt, CompressedTensors, Fp8 }
 
 // How a stored per-tensor scale (NVFP4's global and input scales) relates to the multiplier
 // the codes decode with: modelopt stores the multiplier itself, compressed-tensors its
-// reciprocal (docs/formats/compressed-tensors.md, docs/formats/modelopt-nvfp4.md).
+// reciprocal (docs/formats/modelopt-nvfp4.md, "Two-level scales";
+// docs/formats/compressed-tensors.md, "nvfp4-pack-quantized").
 enum class ScaleConvention : std::uint8_t { None, Multiplier, Reciprocal };
 
 // What a dequantizer is asked to do for one quantized Linear.
