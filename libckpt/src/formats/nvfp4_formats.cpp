@@ -1,7 +1,7 @@
 // NVFP4 in its two stored layouts (docs/formats/modelopt-nvfp4.md, "Checkpoint tensors";
-// docs/formats/compressed-tensors.md, "nvfp4-pack-quantized"): the same E2M1 codes, two per byte, and E4M3 scales per
-// 16 inputs, under different names, with the per-tensor scale stored as the decode multiplier
-// (modelopt) or its reciprocal (compressed-tensors).
+// docs/formats/compressed-tensors.md, "nvfp4-pack-quantized"): the same E2M1 codes, two per
+// byte, and E4M3 scales per 16 inputs, under different names, with the per-tensor scale stored
+// as the decode multiplier (modelopt) or its reciprocal (compressed-tensors).
 #include <fmt/format.h>
 
 #include "qs/ckpt/io/checked_tensor.h"
