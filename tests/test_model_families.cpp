@@ -15,6 +15,7 @@
 #include "qs/ckpt/model/model_family.h"
 #include "qs/ckpt/model/synthetic_model.h"
 #include "qs/ckpt/model/tensor_name.h"
+#include "family_presets.h"
 #include "test_support.h"
 
 namespace qs {
@@ -22,19 +23,9 @@ namespace {
 
 using testing::error_kind_of;
 
-nlohmann::json parsed(const nlohmann::ordered_json& ordered) {
-  return nlohmann::json::parse(ordered.dump());
-}
-
-SyntheticModelSpec preset(const char* name) { return synthetic_preset(name).spec; }
-
-// A tiny preset's config.json with `edit` applied.
-nlohmann::json config_of(const char* preset_name,
-                         const std::function<void(nlohmann::json&)>& edit = {}) {
-  nlohmann::json config = parsed(config_json(preset(preset_name)));
-  if (edit) edit(config);
-  return config;
-}
+using testing::as_plain_json;
+using testing::preset_config;
+using testing::preset_spec;
 
 std::string read_kind(const nlohmann::json& config) {
   return error_kind_of([&] { dimensions_from_config(config, "config.json"); });
@@ -95,8 +86,8 @@ TEST(ModelFamilies, UnknownFamilyIsBadInputNamingWhatTheConfigSays) {
 TEST(ModelFamilies, ConfigRoundTripsThroughTheOneReader) {
   for (const auto& [name, family] : kFamilyCases) {
     SCOPED_TRACE(name);
-    const SyntheticModelSpec spec = preset(name);
-    const ModelDimensions read = dimensions_from_config(parsed(config_json(spec)), "config.json");
+    const SyntheticModelSpec spec = preset_spec(name);
+    const ModelDimensions read = dimensions_from_config(as_plain_json(config_json(spec)), "config.json");
     EXPECT_EQ(read.family, family);
     const auto read_specs = tensor_specs(read);
     const auto spec_specs = tensor_specs(spec);
@@ -196,7 +187,7 @@ TEST(ModelFamilies, ReadsTheRealDeepseekV3AndQwen3Configs) {
 }
 
 TEST(ModelFamilies, MoeLayerRulesFollowEachFamily) {
-  auto deepseek = dimensions_from_config(config_of("deepseek-v3-tiny",
+  auto deepseek = dimensions_from_config(preset_config("deepseek-v3-tiny",
                                                    [](auto& c) {
                                                      c["moe_layer_freq"] = 2;
                                                      c["num_hidden_layers"] = 6;
@@ -206,12 +197,12 @@ TEST(ModelFamilies, MoeLayerRulesFollowEachFamily) {
   for (std::uint64_t layer = 0; layer < 7; ++layer)
     EXPECT_EQ(deepseek.is_moe_layer(layer), layer >= 1 && layer % 2 == 0) << layer;
   const auto layout = model_layout_from_config(
-      config_of("deepseek-v3-tiny", [](auto& c) { c["moe_layer_freq"] = 2; }));
+      preset_config("deepseek-v3-tiny", [](auto& c) { c["moe_layer_freq"] = 2; }));
   ASSERT_TRUE(layout);
   EXPECT_FALSE(layout->is_moe_layer(1));
   EXPECT_TRUE(layout->is_moe_layer(2));
 
-  auto qwen = dimensions_from_config(config_of("qwen3-moe-tiny",
+  auto qwen = dimensions_from_config(preset_config("qwen3-moe-tiny",
                                                [](auto& c) {
                                                  c["decoder_sparse_step"] = 2;
                                                  c["mlp_only_layers"] = {3};
@@ -221,7 +212,7 @@ TEST(ModelFamilies, MoeLayerRulesFollowEachFamily) {
   // transformers: MoE iff i not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
   for (std::uint64_t layer = 0; layer < 6; ++layer)
     EXPECT_EQ(qwen.is_moe_layer(layer), layer != 3 && (layer + 1) % 2 == 0) << layer;
-  const auto qwen_layout = model_layout_from_config(config_of("qwen3-moe-tiny"));
+  const auto qwen_layout = model_layout_from_config(preset_config("qwen3-moe-tiny"));
   ASSERT_TRUE(qwen_layout);
   EXPECT_EQ(qwen_layout->moe_rule, MoeLayerRule::SparseStep);
   EXPECT_FALSE(qwen_layout->is_moe_layer(0));  // mlp_only_layers: [0]
@@ -279,12 +270,12 @@ TEST(ModelFamilies, ContradictoryConfigsAreRefusedNamingTheRule) {
       {"tiny", [](auto& c) { c["n_group"] = 3; }, "layout.invalid_dimensions"},
   };
   for (const auto& [name, edit, kind] : cases) {
-    const auto config = config_of(name, edit);
+    const auto config = preset_config(name, edit);
     EXPECT_EQ(read_kind(config), kind) << name << ": " << config.dump();
   }
   // The untouched configs read fine.
   for (const auto& [name, family] : kFamilyCases)
-    EXPECT_EQ(read_kind(config_of(name)), "no error") << name;
+    EXPECT_EQ(read_kind(preset_config(name)), "no error") << name;
 }
 
 // ---- Layout, names, roles ----
@@ -293,7 +284,7 @@ TEST(ModelFamilies, EveryLayoutTensorParsesToItsRole) {
   for (const auto& [name, family] : kFamilyCases) {
     SCOPED_TRACE(name);
     std::set<TensorRole> roles;
-    for (const auto& tensor : checkpoint_layout(preset(name))) {
+    for (const auto& tensor : checkpoint_layout(preset_spec(name))) {
       const auto parsed_name = parse_tensor_name(tensor.spec.name);
       EXPECT_EQ(parsed_name.role, tensor.role) << tensor.spec.name;
       EXPECT_NE(parsed_name.role, TensorRole::Unknown) << tensor.spec.name;
@@ -372,7 +363,7 @@ TEST(ModelFamilies, FusedGroupsFollowEachFamilysEngine) {
     SCOPED_TRACE(name);
     const auto& family = model_family(family_id);
     std::set<std::string> modules;
-    const auto tensors = checkpoint_layout(preset(name));
+    const auto tensors = checkpoint_layout(preset_spec(name));
     for (const auto& tensor : tensors)
       modules.insert(parse_tensor_name(tensor.spec.name).module_path);
     std::set<FusionKind> seen;

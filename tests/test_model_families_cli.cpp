@@ -20,6 +20,7 @@
 #include "qs/ckpt/model/synthetic_model.h"
 #include "qs/ckpt/model/tensor_name.h"
 #include "qs/ckpt/validate/validation.h"
+#include "family_presets.h"
 #include "test_support.h"
 
 namespace qs {
@@ -31,19 +32,9 @@ using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
-nlohmann::json parsed(const nlohmann::ordered_json& ordered) {
-  return nlohmann::json::parse(ordered.dump());
-}
-
-SyntheticModelSpec preset(const char* name) { return synthetic_preset(name).spec; }
-
-// A tiny preset's config.json with `edit` applied.
-nlohmann::json config_of(const char* preset_name,
-                         const std::function<void(nlohmann::json&)>& edit = {}) {
-  nlohmann::json config = parsed(config_json(preset(preset_name)));
-  if (edit) edit(config);
-  return config;
-}
+using testing::as_plain_json;
+using testing::preset_config;
+using testing::preset_spec;
 
 void write_text(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
 
@@ -64,7 +55,7 @@ class FamilyCheckpoint : public ::testing::TestWithParam<FamilyCase> {};
 TEST_P(FamilyCheckpoint, SynthesizedCheckpointValidatesClean) {
   ScratchDirectory scratch("family_synth");
   const fs::path out = scratch.path() / "model";
-  write_synthetic_checkpoint(preset(GetParam().preset), out);
+  write_synthetic_checkpoint(preset_spec(GetParam().preset), out);
   const Checkpoint checkpoint = Checkpoint::open(out);
   const auto report = validate_checkpoint(checkpoint, {});
   for (const auto& finding : report.findings)
@@ -87,7 +78,7 @@ TEST_P(FamilyCheckpoint, SynthesizedCheckpointValidatesClean) {
 TEST_P(FamilyCheckpoint, ValidateFindsTensorsThatContradictTheConfig) {
   ScratchDirectory scratch("family_broken");
   const fs::path good = scratch.path() / "good";
-  write_synthetic_checkpoint(preset(GetParam().preset), good);
+  write_synthetic_checkpoint(preset_spec(GetParam().preset), good);
   // Drop one o_proj, and give the last layer's router one expert too few.
   const fs::path broken = scratch.path() / "broken";
   testing::rewrite_checkpoint(good, broken, [](testing::EditableTensor& tensor) {
@@ -159,8 +150,8 @@ TEST(ModelFamilies, TransformersFixturesInspectAndValidateClean) {
 TEST(ModelFamilies, ContradictoryConfigStopsJobsWithExit2) {
   ScratchDirectory scratch("family_contradiction");
   const fs::path model = scratch.path() / "model";
-  write_synthetic_checkpoint(preset("deepseek-v3-tiny"), model);
-  auto config = config_of("deepseek-v3-tiny", [](auto& c) { c["n_group"] = 3; });
+  write_synthetic_checkpoint(preset_spec("deepseek-v3-tiny"), model);
+  auto config = preset_config("deepseek-v3-tiny", [](auto& c) { c["n_group"] = 3; });
   write_text(model / "config.json", config.dump(2));
   const auto validate = run_cli("validate " + quoted(model));
   EXPECT_EQ(validate.exit_code, 1) << validate.output;
@@ -175,8 +166,8 @@ TEST(ModelFamilies, ContradictoryConfigStopsJobsWithExit2) {
 TEST(ModelFamilies, UnknownFamilyIsAWarningForValidateAndAnErrorForTheRunner) {
   ScratchDirectory scratch("family_unknown");
   const fs::path model = scratch.path() / "model";
-  write_synthetic_checkpoint(preset("qwen3-moe-tiny"), model);
-  auto config = config_of("qwen3-moe-tiny", [](auto& c) {
+  write_synthetic_checkpoint(preset_spec("qwen3-moe-tiny"), model);
+  auto config = preset_config("qwen3-moe-tiny", [](auto& c) {
     c["model_type"] = "qwen4_moe";
     c["architectures"] = {"Qwen4MoeForCausalLM"};
   });
@@ -202,7 +193,7 @@ TEST(ModelFamilies, UnknownFamilyIsAWarningForValidateAndAnErrorForTheRunner) {
 TEST_P(FamilyCheckpoint, InspectTotalsRolesByCategory) {
   ScratchDirectory scratch("family_inspect");
   const fs::path model = scratch.path() / "model";
-  const auto spec = preset(GetParam().preset);
+  const auto spec = preset_spec(GetParam().preset);
   write_synthetic_checkpoint(spec, model);
   const auto inspect = run_cli("inspect --json " + quoted(model));
   ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
@@ -220,7 +211,7 @@ TEST_P(FamilyCheckpoint, InspectTotalsRolesByCategory) {
 TEST_P(FamilyCheckpoint, RecipeRolesAndCategoriesSelectTheFamilysTensors) {
   ScratchDirectory scratch("family_recipe");
   const fs::path model = scratch.path() / "model";
-  const auto spec = preset(GetParam().preset);
+  const auto spec = preset_spec(GetParam().preset);
   write_synthetic_checkpoint(spec, model);
   const fs::path recipe = scratch.path() / "recipe.yaml";
   // Attention in NVFP4 by category, routed experts by role (vLLM's FusedMoE needs all three
@@ -273,7 +264,7 @@ rules:
 TEST(ModelFamilies, SplitQkvIsRefusedLikeEveryFusedGroup) {
   ScratchDirectory scratch("family_fused_split");
   const fs::path model = scratch.path() / "model";
-  write_synthetic_checkpoint(preset("qwen3-moe-tiny"), model);
+  write_synthetic_checkpoint(preset_spec("qwen3-moe-tiny"), model);
   const fs::path recipe = scratch.path() / "recipe.yaml";
   write_text(recipe, R"(description: k alone
 rules:
@@ -293,7 +284,7 @@ TEST(ModelFamilies, SpliceSelectorsUseTheFamilysRoles) {
   ScratchDirectory scratch("family_splice");
   const fs::path base = scratch.path() / "base";
   const fs::path int4 = scratch.path() / "int4";
-  write_synthetic_checkpoint(preset("qwen3-moe-tiny"), base);
+  write_synthetic_checkpoint(preset_spec("qwen3-moe-tiny"), base);
   ASSERT_EQ(run_cli("quantize " + quoted(base) + " " + quoted(int4) + " --scheme int4").exit_code,
             0);
   // A role this family lacks selects nothing, with splice's warning; q/k/v move together.
