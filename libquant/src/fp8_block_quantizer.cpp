@@ -144,12 +144,7 @@ ErrorEnergy error_energy(const WeightView& weight, const Fp8View& stored) {
           per_row[r] = row;
         }
       });
-  ErrorEnergy total;
-  for (const auto& row : per_row) {
-    total.signal += row.signal;
-    total.error += row.error;
-  }
-  return total;
+  return sum_in_row_order(per_row);
 }
 
 }  // namespace qs::fp8

@@ -122,12 +122,7 @@ ErrorEnergy quantize_cpu(const WeightView& weight, float s2, ScaleMethod method,
                         per_row[r] = row;
                       }
                     });
-  ErrorEnergy total;
-  for (const auto& row : per_row) {
-    total.signal += row.signal;
-    total.error += row.error;
-  }
-  return total;
+  return sum_in_row_order(per_row);
 }
 
 }  // namespace qs::fp4::detail

@@ -51,6 +51,17 @@ struct ErrorEnergy {
   double error = 0.0;   // Σ (w − ŵ)²
 };
 
+// The rows' energies summed in row order, so a total computed from rows run in parallel does
+// not depend on how the rows were split across threads.
+inline ErrorEnergy sum_in_row_order(std::span<const ErrorEnergy> rows) {
+  ErrorEnergy total;
+  for (const auto& row : rows) {
+    total.signal += row.signal;
+    total.error += row.error;
+  }
+  return total;
+}
+
 struct AmaxScan {
   float amax = 0.0f;             // max |w| over finite elements
   std::uint64_t non_finite = 0;  // NaN and ±Inf elements
