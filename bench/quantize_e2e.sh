@@ -23,17 +23,7 @@ if [ ! -f "$dir/config.json" ]; then
 fi
 files=("$dir"/*.safetensors)
 bytes=$(cat "${files[@]}" | wc -c)
-gb() { python3 -c "print(f'{$1/1e9:.2f}')"; }
-
-best_of() {  # best wall seconds of $runs runs of a command
-  local best=""
-  for _ in $(seq "$runs"); do
-    local start end
-    start=$(date +%s.%N); "$@" >/dev/null; end=$(date +%s.%N)
-    best=$(python3 -c "import sys; a=float(sys.argv[1])-float(sys.argv[2]); b=sys.argv[3]; print(a if b=='' or a<float(b) else b)" "$end" "$start" "$best")
-  done
-  echo "$best"
-}
+source bench/timing.sh  # gb, best_of
 
 echo "bench: $(printf '%s\n' "${files[@]}" | wc -l) files, $(gb "$bytes") GB, best of $runs, $(nproc) cores"
 cat "${files[@]}" >/dev/null
