@@ -131,7 +131,7 @@ class RoundToNearestTransform final : public IntegerTransformBase {
 class GptqTransform final : public IntegerTransformBase {
  public:
   GptqTransform(const IntegerOptions& options, NanPolicy nan_policy, fp4::Backend backend,
-                const CalibrationStore* calibration, std::shared_ptr<HessianCache> cache)
+                const CalibrationStatistics* calibration, std::shared_ptr<HessianCache> cache)
       : IntegerTransformBase(options, nan_policy, backend),
         calibration_(calibration),
         cache_(std::move(cache)) {
@@ -229,7 +229,7 @@ class GptqTransform final : public IntegerTransformBase {
     return part;
   }
 
-  const CalibrationStore* calibration_;
+  const CalibrationStatistics* calibration_;
   std::shared_ptr<HessianCache> cache_;
   gptq::Settings settings_;
 };

@@ -22,17 +22,10 @@
 #include <string>
 #include <vector>
 
+#include "qs/ckpt/plan/calibration_statistics.h"
+
 namespace qs {
 
-struct CalibrationEntry {
-  std::string module;             // checkpoint module path (…experts.3.gate_proj)
-  std::uint64_t in_features = 0;  // K
-  std::uint64_t tokens = 0;       // rows summed into XᵀX
-  std::string shared_with;        // another entry holding the matrix, or empty
-  std::uint64_t offset = 0;       // of its zstd frame (when it holds one)
-  std::uint64_t compressed_bytes = 0;
-  double input_amax = 0.0;  // max |x| over the inputs (NVFP4 activation scales)
-};
 
 struct CalibrationInfo {
   std::string model;             // source directory, for humans
@@ -61,15 +54,15 @@ class CalibrationStoreWriter {
   std::unique_ptr<State> state_;
 };
 
-class CalibrationStore {
+class CalibrationStore final : public CalibrationStatistics {
  public:
   // Throws BadInput "calibration.invalid" naming the file when it is not one of ours.
   static CalibrationStore open(const std::filesystem::path& path);
   const CalibrationInfo& info() const { return info_; }
   const std::vector<CalibrationEntry>& entries() const { return entries_; }
-  const CalibrationEntry* find(const std::string& module) const;
+  const CalibrationEntry* find(const std::string& module) const override;
   // XᵀX of `module` (K·K), through `shared_with`. Throws "calibration.missing_module".
-  std::vector<double> second_moments(const std::string& module) const;
+  std::vector<double> second_moments(const std::string& module) const override;
   const std::map<std::uint64_t, std::vector<std::uint64_t>>& routing() const { return routing_; }
 
  private:

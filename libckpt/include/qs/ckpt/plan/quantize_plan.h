@@ -43,7 +43,7 @@ struct QuantizeRequest {
   std::vector<float> input_amax;
   IntegerOptions integer;  // int / gptq
   // gptq: the statistics the members' Hessians come from (outlives the job).
-  const CalibrationStore* calibration = nullptr;
+  const CalibrationStatistics* calibration = nullptr;
   // One entry per member when any is stored FP8 block-scaled; empty otherwise.
   std::vector<std::optional<DequantizeRequest>> encoded_members;
 };

@@ -1,0 +1,35 @@
+#pragma once
+// What calibrated quantizers (GPTQ, Hessian-aware NVFP4 scales) read: per Linear, the sum of
+// its input second moments XᵀX and how many token rows went into it. Two sources implement it:
+// the statistics file of the two-step flow (calibration_store.h) and the layer-pipelined
+// quantize job, which holds one decoder layer's statistics in memory at a time. A quantizer
+// asks only for the modules of its own plan item; in the pipelined job the call waits until
+// that module's layer has been calibrated.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qs {
+
+struct CalibrationEntry {
+  std::string module;             // checkpoint module path (…experts.3.gate_proj)
+  std::uint64_t in_features = 0;  // K
+  std::uint64_t tokens = 0;       // rows summed into XᵀX
+  std::string shared_with;        // another entry holding the matrix, or empty
+  std::uint64_t offset = 0;       // statistics file: its zstd frame (when it holds one)
+  std::uint64_t compressed_bytes = 0;
+  double input_amax = 0.0;  // max |x| over the inputs (NVFP4 activation scales)
+};
+
+class CalibrationStatistics {
+ public:
+  virtual ~CalibrationStatistics() = default;
+  // The module's entry, or nullptr when it has none (a routed expert no token reached).
+  virtual const CalibrationEntry* find(const std::string& module) const = 0;
+  // XᵀX of `module` (K·K f64, full symmetric, row-major), through `shared_with`. Throws BadInput
+  // "calibration.missing_module" naming the module when it has no entry.
+  virtual std::vector<double> second_moments(const std::string& module) const = 0;
+};
+
+}  // namespace qs
