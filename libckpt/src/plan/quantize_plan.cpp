@@ -47,7 +47,7 @@ TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info, co
     if (!rule.matches(parsed, layout)) continue;
     if (is_quantizing(rule.action) && !quantizable_linear_weight(parsed, info)) continue;
     TensorDecision decision{info.name, rule.action, {}, {}, rule.name};
-    if (rule.action == RecipeAction::Nvfp4)
+    if (is_nvfp4(rule.action))
       decision.scale_method = rule.scale_method.empty() ? recipe.scale_method : rule.scale_method;
     if (is_integer(rule.action)) decision.integer = rule.integer;
     return decision;
@@ -94,7 +94,7 @@ void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
                                 "or F32)",
                                 decision.rule, dtype_name(info.dtype)),
                     file, info.name);
-  if (decision.action == RecipeAction::Nvfp4 && info.shape[1] % kNvfp4BlockSize != 0)
+  if (is_nvfp4(decision.action) && info.shape[1] % kNvfp4BlockSize != 0)
     throw_bad_input("plan.group_size",
                     fmt::format("rule '{}' quantizes it to NVFP4, but its in-features {} are not "
                                 "a multiple of {}",
@@ -105,7 +105,7 @@ void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
 // The stored format a quantizing action writes under the recipe's config convention.
 const WeightFormat& output_format(RecipeAction action, OutputFormat format) {
   if (action == RecipeAction::Fp8Block) return weight_format(WeightLayout::Fp8Block);
-  return action == RecipeAction::Nvfp4 ? weight_format_for(CodeFamily::Nvfp4, format)
+  return is_nvfp4(action) ? weight_format_for(CodeFamily::Nvfp4, format)
                                        : weight_format(WeightLayout::PackQuantized);
 }
 
@@ -115,6 +115,8 @@ std::string scheme_label(const TensorDecision& decision) {
   switch (decision.action) {
     case RecipeAction::Nvfp4:
       return "nvfp4/" + decision.scale_method;
+    case RecipeAction::Nvfp4Gptq:
+      return "nvfp4-gptq/" + decision.scale_method;
     case RecipeAction::Int:
       return decision.integer.label() +
              (decision.integer.observer == "minmax" ? "" : "/" + decision.integer.observer);
@@ -129,8 +131,10 @@ std::string scheme_label(const TensorDecision& decision) {
 
 namespace {
 
-// GPTQ needs every member's Hessian, of the member's width. Routed experts the router never
-// picked have no statistics under routed calibration; GPTQ rounds them to nearest (counted).
+// GPTQ (integer or NVFP4) and the hessian scale method need every member's Hessian, of the
+// member's width. Routed experts the router never picked have no statistics under routed
+// calibration; GPTQ rounds them to nearest (counted), the hessian method sweeps them as
+// fp8-sweep does.
 void check_hessian_available(const std::string& module, const TensorLocation& location,
                              const CalibrationStore& calibration) {
   const auto* entry = calibration.find(module);
@@ -185,13 +189,20 @@ float input_amax_for(const std::string& module, const CalibrationStore& calibrat
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                const QuantizeTransformFactory& make_quantizer,
                                const CalibrationStore* calibration) {
-  const bool needs_hessians =
-      std::any_of(recipe.rules.begin(), recipe.rules.end(),
-                  [](const RecipeRule& rule) { return rule.action == RecipeAction::Gptq; });
-  if (needs_hessians && !calibration)
+  const auto needing = std::find_if(recipe.rules.begin(), recipe.rules.end(), [&](const auto& rule) {
+    return needs_statistics(rule.action,
+                            rule.scale_method.empty() ? recipe.scale_method : rule.scale_method);
+  });
+  if (needing != recipe.rules.end() && !calibration)
     throw_bad_input("plan.needs_calibration",
-                    "GPTQ needs calibration statistics: run quantsmith calibrate and pass "
-                    "--calib STATS",
+                    fmt::format("rule '{}' ({}{}) needs calibration statistics: run quantsmith "
+                                "calibrate and pass --calib STATS",
+                                needing->name, recipe_action_name(needing->action),
+                                is_nvfp4(needing->action)
+                                    ? ", scale method " + (needing->scale_method.empty()
+                                                               ? recipe.scale_method
+                                                               : needing->scale_method)
+                                    : std::string()),
                     recipe.source);
   if (recipe.quantize_activations && !calibration)
     throw_bad_input("plan.needs_calibration",
@@ -233,7 +244,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
     const TensorInfo info = logical_info(location);
     auto decision = decide(parsed, info, recipe, *layout);
     if (is_quantizing(decision.action)) check_quantizable(decision, info, location, recipe.format);
-    if (decision.action == RecipeAction::Gptq)
+    if (needs_statistics(decision.action, decision.scale_method))
       check_hessian_available(parsed.module_path, location, *calibration);
     if (const auto target = cast_target(decision.action); target && !is_float_weight(info.dtype))
       throw_bad_input("plan.uncastable_dtype",
@@ -318,7 +329,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
         for (auto& spec : specs) item.outputs.push_back(std::move(spec));
         if (decision.action == RecipeAction::Fp8Block) {
           result.model.fp8_block_modules.push_back(module);
-        } else if (decision.action == RecipeAction::Nvfp4) {
+        } else if (is_nvfp4(decision.action)) {
           result.model.nvfp4_modules.push_back(module);
           if (recipe.quantize_activations)
             input_amax.push_back(input_amax_for(module, *calibration));

@@ -3,45 +3,16 @@
 #include <fmt/format.h>
 
 #include <cstring>
-#include <list>
 #include <map>
-#include <mutex>
 
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/gptq.h"
 #include "qs/quant/int_quantizer.h"
+#include "hessian_cache.h"
 #include "weight_guard.h"
 
 namespace qs {
-
-// Prepared Hessians by the calibration entry holding the matrix. Few are kept (a GLM-5 expert
-// input's is 2 × 151 MB in f32), most recently used first: the plan visits a layer's experts
-// in a row, so under all-experts calibration one factorization serves the whole layer.
-class HessianCache {
- public:
-  std::shared_ptr<const gptq::PreparedHessian> get(
-      const std::string& key,
-      const std::function<gptq::PreparedHessian()>& prepare) {
-    std::lock_guard lock(mutex_);
-    for (auto it = entries_.begin(); it != entries_.end(); ++it)
-      if (it->first == key) {
-        entries_.splice(entries_.begin(), entries_, it);
-        return it->second;
-      }
-    auto prepared = std::make_shared<const gptq::PreparedHessian>(prepare());
-    entries_.emplace_front(key, prepared);
-    if (entries_.size() > kCapacity) entries_.pop_back();
-    ++factorizations_;
-    return prepared;
-  }
-
- private:
-  static constexpr std::size_t kCapacity = 2;
-  std::mutex mutex_;
-  std::list<std::pair<std::string, std::shared_ptr<const gptq::PreparedHessian>>> entries_;
-  std::uint64_t factorizations_ = 0;
-};
 
 namespace {
 
@@ -51,10 +22,6 @@ intq::IntScheme scheme_of(const IntegerOptions& options) {
     throw_bad_input("plan.unknown_observer",
                     fmt::format("no observer '{}' (minmax, mse)", options.observer));
   return {{options.bits, options.symmetric}, options.group_size, *observer};
-}
-
-std::string module_of(const TensorInfo& info) {
-  return info.name.substr(0, info.name.rfind('.'));
 }
 
 // Base for both: per member, the scheme's tensors in the pack-quantized format's output_specs
@@ -152,7 +119,7 @@ class GptqTransform final : public IntegerTransformBase {
     std::map<std::string, std::vector<std::size_t>> members_of_key;
     std::vector<std::string> keys;
     for (std::size_t m = 0; m < sources.size(); ++m) {
-      const auto key = hessian_key(module_of(*sources[m].info));
+      const auto key = statistics_key(*calibration_, module_of(*sources[m].info));
       if (!members_of_key.contains(key)) keys.push_back(key);
       members_of_key[key].push_back(m);
     }
@@ -162,14 +129,6 @@ class GptqTransform final : public IntegerTransformBase {
   }
 
  private:
-  // The calibration entry holding the member's matrix; empty when it has none (a routed
-  // expert the router never picked).
-  std::string hessian_key(const std::string& module) const {
-    const auto* entry = calibration_->find(module);
-    if (!entry) return {};
-    return entry->shared_with.empty() ? entry->module : entry->shared_with;
-  }
-
   void solve(const std::string& key, const std::vector<std::size_t>& members,
              std::span<const SourceTensor> sources, std::span<const std::span<std::byte>> outputs,
              std::vector<TensorQuality>& quality) const {
@@ -194,7 +153,7 @@ class GptqTransform final : public IntegerTransformBase {
       unrouted->fallback = "no calibration tokens reached this expert";
       hessian = std::move(unrouted);
     } else {
-      hessian = cache_->get(key, [&] {
+      hessian = cache_->prepared(key, [&] {
         const auto* entry = calibration_->find(key);
         return gptq::prepare_hessian(calibration_->second_moments(key), cols,
                                      entry ? entry->tokens : 0, settings_, backend_);
