@@ -114,8 +114,7 @@ double joint_group_error(std::span<const WeightView> group, float s2, Backend ba
 }
 
 double hessian_group_error(std::span<const WeightView> group,
-                           std::span<const BlockHessians* const> hessians, float s2,
-                           bool windowed) {
+                           std::span<const BlockHessians* const> hessians, float s2, int radius) {
   double total = 0.0;
   for (std::size_t m = 0; m < group.size(); ++m) {
     const WeightView& weight = group[m];
@@ -134,18 +133,13 @@ double hessian_group_error(std::span<const WeightView> group,
               const float amax = block_amax(block);
               if (!blocks) {
                 const std::uint8_t code =
-                    windowed ? window_scale_code<ThresholdE2M1>(block, amax, s2, kJointCodeRadius)
-                             : sweep_scale_code<ThresholdE2M1>(block, amax, s2, 1,
-                                                               kLargestScaleCode);
+                    window_scale_code<ThresholdE2M1>(block, amax, s2, radius);
                 partial += block_squared_error<ThresholdE2M1>(block, code, s2);
                 continue;
               }
               const float* hessian = blocks->block(b);
               const std::uint8_t code =
-                  windowed ? hessian_window_scale_code<ThresholdE2M1>(block, hessian, amax, s2,
-                                                                      kJointCodeRadius)
-                           : hessian_sweep_scale_code<ThresholdE2M1>(block, hessian, amax, s2, 1,
-                                                                     kLargestScaleCode);
+                  hessian_window_scale_code<ThresholdE2M1>(block, hessian, amax, s2, radius);
               partial += block_output_error<ThresholdE2M1>(block, hessian, code, s2);
             }
             row_errors[r] = partial;
@@ -263,22 +257,23 @@ float choose_global_scale(std::span<const WeightView> group, float group_amax, S
   const float base = global_scale_for_amax(amax);
   if (amax == 0.0f) return base;
   if (method == ScaleMethod::Hessian) {
-    // joint's search with the output error as the score: windowed per candidate alignment,
-    // then the full sweep settles between the winner and the plain max scale.
+    // joint's search with the output error as the score: a ±8 window per candidate alignment,
+    // then the method's own ±16 search settles between the winner and the plain max scale.
     float best = base;
-    double best_error = detail::hessian_group_error(group, hessians, base, true);
+    double best_error = detail::hessian_group_error(group, hessians, base, kJointCodeRadius);
     for (int step = 1; step < kJointScaleSteps; ++step) {
       const float candidate =
           base * static_cast<float>(std::exp2(static_cast<double>(step) / kJointScaleSteps));
-      const double error = detail::hessian_group_error(group, hessians, candidate, true);
+      const double error =
+          detail::hessian_group_error(group, hessians, candidate, kJointCodeRadius);
       if (error < best_error) {
         best_error = error;
         best = candidate;
       }
     }
     if (best == base) return base;
-    return detail::hessian_group_error(group, hessians, best, false) <
-                   detail::hessian_group_error(group, hessians, base, false)
+    return detail::hessian_group_error(group, hessians, best, kHessianCodeRadius) <
+                   detail::hessian_group_error(group, hessians, base, kHessianCodeRadius)
                ? best
                : base;
   }

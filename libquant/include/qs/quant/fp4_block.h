@@ -30,7 +30,7 @@
 
 namespace qs::fp4 {
 
-// Hessian: the fp8-sweep candidates scored by the block's output error eᵀ·H_b·e (H_b the 16×16
+// Hessian: E4M3 scale candidates scored by the block's output error eᵀ·H_b·e (H_b the 16×16
 // diagonal block of the layer's input second moments) instead of its squared error eᵀe.
 enum class ScaleMethod : std::uint8_t { Max, Mse, Fp8Sweep, Joint, Hessian };
 
@@ -47,6 +47,9 @@ inline constexpr float kMseFirst = 0.25f;
 inline constexpr float kMseLast = 4.0f;
 inline constexpr int kJointScaleSteps = 8;  // s2 · 2^(k/8), k < 8
 inline constexpr int kJointCodeRadius = 8;  // search: codes within ±8 of the max code
+// hessian: codes within ±16 of the max code, a factor 4 either way (8 E4M3 codes per octave),
+// the span of ModelOpt's MSE multipliers (0.25 to 4); a quarter of the full sweep's cost.
+inline constexpr int kHessianCodeRadius = 16;
 
 struct CodecE2M1 {
   QS_HOST_DEVICE static std::uint8_t encode(float value) { return f32_to_e2m1(value); }
@@ -243,8 +246,8 @@ QS_HOST_DEVICE inline std::uint8_t hessian_sweep_scale_code(const float* block,
   return best_code;
 }
 
-// The hessian method's windowed search (its global-scale candidates are scored with it, as
-// joint's are).
+// The hessian method's search: the codes within `radius` of the max-derived code (its
+// global-scale candidates are scored with a narrower window, as joint's are).
 template <typename E2M1>
 QS_HOST_DEVICE inline std::uint8_t hessian_window_scale_code(const float* block,
                                                              const float* hessian, float amax,
@@ -270,7 +273,7 @@ QS_HOST_DEVICE inline std::uint8_t choose_scale_code(const float* block, float s
       return mse_scale_code<E2M1>(block, amax, s2);
     case ScaleMethod::Hessian:
       if (hessian)
-        return hessian_sweep_scale_code<E2M1>(block, hessian, amax, s2, 1, kLargestScaleCode);
+        return hessian_window_scale_code<E2M1>(block, hessian, amax, s2, kHessianCodeRadius);
       return sweep_scale_code<E2M1>(block, amax, s2, 1, kLargestScaleCode);
     case ScaleMethod::Fp8Sweep:
     case ScaleMethod::Joint:  // joint differs from fp8-sweep only in the s2 it is given
