@@ -40,6 +40,14 @@ TEST(CalibratedNvfp4Cli, GptqAndHessianScalesFromStatistics) {
                             "--all-experts --out " + quoted(stats));
   ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
   const std::string calib = " --calib " + quoted(stats) + " --json";
+  // The rule's GPTQ options reach the transform.
+  auto planned = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "x") + gptq +
+                         calib + " --dry-run --param damp=0.02 --param act_order=false " +
+                         "--param scale_method=hessian");
+  ASSERT_EQ(planned.exit_code, 0) << planned.output;
+  EXPECT_NE(planned.standard_output.find("nvfp4-gptq(hessian, damp 0.02, no act-order, modelopt)"),
+            std::string::npos)
+      << planned.standard_output;
   for (const char* format : {"modelopt", "compressed-tensors"}) {
     const auto out = scratch.path() / (std::string("gptq-") + format);
     auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + gptq + calib +

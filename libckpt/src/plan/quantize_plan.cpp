@@ -49,7 +49,8 @@ TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info, co
     TensorDecision decision{info.name, rule.action, {}, {}, rule.name};
     if (is_nvfp4(rule.action))
       decision.scale_method = rule.scale_method.empty() ? recipe.scale_method : rule.scale_method;
-    if (is_integer(rule.action)) decision.integer = rule.integer;
+    // nvfp4-gptq takes GPTQ's damp / act_order / min_tokens, nvfp4's hessian method damp.
+    if (is_integer(rule.action) || is_nvfp4(rule.action)) decision.integer = rule.integer;
     return decision;
   }
   return {info.name, RecipeAction::Keep, {}, {}, kNoRule};
