@@ -51,8 +51,7 @@ class HessianCache {
   template <typename Value, std::size_t kCapacity>
   struct Recent {
     std::list<std::pair<std::string, std::shared_ptr<const Value>>> entries;
-    std::shared_ptr<const Value> get(const std::string& key,
-                                     const std::function<Value()>& make) {
+    std::shared_ptr<const Value> get(const std::string& key, const std::function<Value()>& make) {
       for (auto it = entries.begin(); it != entries.end(); ++it)
         if (it->first == key) {
           entries.splice(entries.begin(), entries, it);

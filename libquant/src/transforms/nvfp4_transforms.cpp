@@ -22,9 +22,8 @@ namespace {
 // checks, and writing the per-member scalars in the layout's convention.
 class Nvfp4TransformBase : public Transform {
  public:
-  Nvfp4TransformBase(const QuantizeRequest& request, fp4::ScaleMethod method,
-                     NanPolicy nan_policy, fp4::Backend backend,
-                     std::shared_ptr<HessianCache> cache)
+  Nvfp4TransformBase(const QuantizeRequest& request, fp4::ScaleMethod method, NanPolicy nan_policy,
+                     fp4::Backend backend, std::shared_ptr<HessianCache> cache)
       : format_(request.format),
         reciprocal_(weight_format_for(CodeFamily::Nvfp4, request.format).scale_convention ==
                     ScaleConvention::Reciprocal),
@@ -62,8 +61,7 @@ class Nvfp4TransformBase : public Transform {
       fp4::WeightView view{info.dtype, sources[m].bytes, info.shape[0], info.shape[1]};
       const auto scan = fp4::scan_amax(view);
       group.amax = std::max(group.amax, scan.amax);
-      group.views.push_back(finite_view(view, info, scan.non_finite, nan_policy_,
-                                        group.zeroed[m]));
+      group.views.push_back(finite_view(view, info, scan.non_finite, nan_policy_, group.zeroed[m]));
     }
     return group;
   }
@@ -152,10 +150,9 @@ class Nvfp4Transform final : public Nvfp4TransformBase {
     const float stored = stored_global(s2, group.amax, sources[0].info->name);
     std::vector<TensorQuality> quality;
     for (std::size_t m = 0; m < sources.size(); ++m) {
-      const auto energy =
-          fp4::quantize(group.views[m], s2, method_,
-                        buffers(output(outputs, m, 0), output(outputs, m, 1)), backend_,
-                        hessian_views[m]);
+      const auto energy = fp4::quantize(group.views[m], s2, method_,
+                                        buffers(output(outputs, m, 0), output(outputs, m, 1)),
+                                        backend_, hessian_views[m]);
       write_scalars(outputs, m, stored);
       TensorQuality q;
       q.tensor = sources[m].info->name;
@@ -173,9 +170,8 @@ class Nvfp4Transform final : public Nvfp4TransformBase {
 // factorization, which every expert of the layer shares under all-experts calibration.
 class Nvfp4GptqTransform final : public Nvfp4TransformBase {
  public:
-  Nvfp4GptqTransform(const QuantizeRequest& request, fp4::ScaleMethod method,
-                     NanPolicy nan_policy, fp4::Backend backend,
-                     std::shared_ptr<HessianCache> cache)
+  Nvfp4GptqTransform(const QuantizeRequest& request, fp4::ScaleMethod method, NanPolicy nan_policy,
+                     fp4::Backend backend, std::shared_ptr<HessianCache> cache)
       : Nvfp4TransformBase(request, method, nan_policy, backend, std::move(cache)) {
     settings_.damp = request.integer.damp;
     settings_.act_order = request.integer.act_order;
@@ -219,8 +215,7 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
  private:
   void solve(const std::string& key, const std::vector<std::size_t>& members, float s2,
              const Group& group, const std::vector<const fp4::BlockHessians*>& hessian_views,
-             std::span<const SourceTensor> sources,
-             std::span<const std::span<std::byte>> outputs,
+             std::span<const SourceTensor> sources, std::span<const std::span<std::byte>> outputs,
              std::vector<TensorQuality>& quality) const {
     const std::uint64_t cols = sources[members[0]].info->shape[1];
     std::vector<float> stacked;
@@ -248,8 +243,7 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
     std::vector<std::uint8_t> packed(rows * cols / 2), scales(rows * cols / fp4::kBlockSize);
     // Stacked members share a key, hence one matrix and one set of block Hessians.
     const auto result = gptq::quantize_nvfp4(stacked, rows, cols, s2, method_, *hessian,
-                                             hessian_views[members[0]], backend_,
-                                             {packed, scales});
+                                             hessian_views[members[0]], backend_, {packed, scales});
     std::uint64_t first_row = 0;
     for (std::size_t m : members) {
       const TensorInfo& info = *sources[m].info;
