@@ -5,7 +5,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test demo fuzz bench conformance clean
+.PHONY: all setup configure build test demo fuzz bench conformance gpu-check clean
 
 all: build
 
@@ -35,6 +35,10 @@ bench: build
 
 conformance: build
 	@scripts/conformance.sh $(BUILD_DIR)/tools/quantsmith
+
+# On a machine with a GPU: CUDA build, CUDA tests, GPU benchmarks, one report (docs/multi-device.md).
+gpu-check: setup
+	@scripts/gpu_check.sh
 
 clean:
 	rm -rf $(BUILD_DIR)

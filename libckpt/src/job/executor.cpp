@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <latch>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "qs/ckpt/job/job_state.h"
 #include "qs/ckpt/job/output_manifest.h"
 #include "qs/ckpt/io/shard_scan.h"
+#include "reorder_queue.h"
 
 namespace qs {
 namespace {
@@ -105,6 +107,7 @@ class ClosableQueue {
 
 // One item, or one chunk of a copied item, on its way through the pipeline.
 struct Packet {
+  std::uint64_t sequence = 0;  // its place in read order, which the writer restores
   std::size_t item = 0;
   bool chunk = false;  // a piece of a byte copy: `outputs[0]` holds it, no transform runs
   bool last_chunk = true;
@@ -114,6 +117,10 @@ struct Packet {
   std::vector<std::vector<std::byte>> sources;
   std::vector<std::vector<std::byte>> outputs;
   std::vector<TensorQuality> quality;
+  std::vector<NonFiniteCount> non_finite;  // in the tensors it read
+  // What its transform (or the NaN scan) threw: raised by the writer when the packet's turn
+  // comes, so the job fails on the first bad item in plan order, whatever the worker count.
+  std::exception_ptr error;
 };
 
 // Where each output tensor goes, which shards are already done, and the open shard writer.
@@ -247,13 +254,34 @@ void run_transform(const PlanItem& item, Packet& packet) {
 }
 
 // Every tensor the item read (or the piece of a copy the packet holds), for NaN and Inf.
-void tally_sources(const PlanItem& item, const Packet& packet, NonFiniteTally& tally) {
+void tally_sources(const PlanItem& item, Packet& packet, NonFinitePolicy policy) {
+  NonFiniteTally tally(policy);
   if (packet.chunk) {
     tally.scan(*item.sources[0].info, item.sources[0].shard->path().string(), packet.outputs[0]);
-    return;
+  } else {
+    for (std::size_t i = 0; i < item.sources.size(); ++i)
+      tally.scan(*item.sources[i].info, item.sources[i].shard->path().string(),
+                 packet.sources[i]);
   }
-  for (std::size_t i = 0; i < item.sources.size(); ++i)
-    tally.scan(*item.sources[i].info, item.sources[i].shard->path().string(), packet.sources[i]);
+  packet.non_finite = tally.counts();
+}
+
+// One worker's share of the transforms: the next packet read, scanned and transformed, handed
+// to the writer under its read-order number. Failures travel inside the packet.
+void transform_packets(const Plan& plan, NonFinitePolicy policy,
+                       ClosableQueue<Packet>& read_queue,
+                       detail::ReorderQueue<Packet>& write_queue, const std::atomic<bool>& stopping) {
+  while (auto packet = read_queue.pop()) {
+    if (stopping) break;
+    try {
+      if (!packet->skipped) tally_sources(plan.items[packet->item], *packet, policy);
+      if (!packet->chunk && !packet->skipped) run_transform(plan.items[packet->item], *packet);
+    } catch (...) {
+      packet->error = std::current_exception();
+    }
+    const auto sequence = packet->sequence;
+    write_queue.push(sequence, std::move(*packet));
+  }
 }
 
 }  // namespace
@@ -308,7 +336,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
 
   ByteBudget budget(options.max_buffer_bytes);
   ClosableQueue<Packet> read_queue;
-  ClosableQueue<Packet> write_queue;
+  detail::ReorderQueue<Packet> write_queue;
   FirstFailure failure;
   std::atomic<bool> stopping{false};
   const auto abort_all = [&] {
@@ -318,13 +346,21 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     write_queue.close();
   };
 
+  // Every worker bound to its device before the first read, so a device that cannot be used
+  // fails the job before any work.
+  const std::size_t worker_count = std::max<std::size_t>(options.transform_workers, 1);
+  std::latch workers_started(static_cast<std::ptrdiff_t>(worker_count));
+  std::uint64_t next_sequence = 0;  // the reader's count of packets, the writer's order
+
   std::thread reader([&] {
+    workers_started.wait();
     try {
       for (std::size_t i = 0; i < plan.items.size() && !stopping; ++i) {
         const PlanItem& item = plan.items[i];
         if (!needed[i]) {  // all its outputs are in shards an earlier run committed
           Packet skipped;
           skipped.skipped = true;
+          skipped.sequence = next_sequence++;
           skipped.item = i;
           skipped.source_bytes = item.source_bytes();
           read_queue.push(std::move(skipped));
@@ -338,6 +374,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
             const std::uint64_t piece = std::min(kCopyChunkBytes, size - offset);
             if (!budget.acquire(piece)) return;
             Packet packet;
+            packet.sequence = next_sequence++;
             packet.item = i;
             packet.chunk = true;
             packet.reserved_bytes = piece;
@@ -353,6 +390,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
         const std::uint64_t reserve = item.source_bytes() + item.output_bytes();
         if (!budget.acquire(reserve)) return;
         Packet packet;
+        packet.sequence = next_sequence++;
         packet.item = i;
         packet.reserved_bytes = reserve;
         packet.source_bytes = item.source_bytes();
@@ -366,10 +404,13 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     read_queue.close();
   });
 
+  NonFiniteTally non_finite(options.non_finite);
   std::thread writer([&] {
     try {
       while (auto packet = write_queue.pop()) {
         if (stopping) break;
+        if (packet->error) std::rethrow_exception(packet->error);
+        non_finite.add(packet->non_finite);
         bool committed = false;
         if (packet->chunk) {
           committed = router.write(first_output[packet->item], packet->outputs[0]);
@@ -399,19 +440,26 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     }
   });
 
-  // Transforms run here, on the calling thread; they parallelise internally.
-  NonFiniteTally non_finite(options.non_finite);
-  try {
-    while (auto packet = read_queue.pop()) {
-      if (stopping) break;
-      if (!packet->skipped) tally_sources(plan.items[packet->item], *packet, non_finite);
-      if (!packet->chunk && !packet->skipped) run_transform(plan.items[packet->item], *packet);
-      write_queue.push(std::move(*packet));
-    }
-  } catch (...) {
-    failure.record(std::current_exception());
-    abort_all();
-  }
+  // The transform workers (they parallelise internally too).
+  std::vector<std::thread> workers;
+  for (std::size_t w = 0; w < worker_count; ++w)
+    workers.emplace_back([&, w] {
+      try {
+        if (options.on_worker_start) options.on_worker_start(w);
+      } catch (...) {
+        failure.record(std::current_exception());
+        abort_all();
+      }
+      workers_started.count_down();
+      try {
+        if (!stopping)
+          transform_packets(plan, options.non_finite, read_queue, write_queue, stopping);
+      } catch (...) {  // not an item's failure (those travel in packets): out of memory
+        failure.record(std::current_exception());
+        abort_all();
+      }
+    });
+  for (auto& worker : workers) worker.join();
   write_queue.close();
   reader.join();
   writer.join();

@@ -7,7 +7,9 @@
 // bytes in flight (sources + outputs of every admitted, unwritten item) stay within the
 // budget, so peak memory is set by the budget, not by the model (an item larger than the
 // budget runs alone). Byte copies stream in chunks and never need a whole tensor in memory.
-// Transforms run on the calling thread and parallelise inside (oneTBB over rows, or the GPU).
+// Transforms run on `transform_workers` threads (one per GPU of a multi-device job) and
+// parallelise inside (oneTBB over rows, or the GPU); whatever order they finish in, the writer
+// takes items in plan order, so the output bytes do not depend on the number of workers.
 // The writer fills size-capped shards in plan order; each shard is committed atomically
 // (temp file + fsync + rename) and recorded in the job file with its xxh3-128 digest (hashed
 // as it is written); the configs, the manifest of every file's digest
@@ -70,6 +72,12 @@ struct ExecutionOptions {
   NonFinitePolicy non_finite = NonFinitePolicy::Report;
   // Checked after every committed shard; when set, the run stops there.
   const std::atomic<bool>* stop_requested = nullptr;
+  // Threads running transforms, each taking the next item read. max_buffer_bytes still bounds
+  // the bytes in flight across all of them, so it also caps how many can be busy at once.
+  std::size_t transform_workers = 1;
+  // Called on each worker's thread, with its index, before its first transform: binds the
+  // thread to its device (libquant's use_cuda_device). A throw fails the job before any item.
+  std::function<void(std::size_t worker)> on_worker_start;
 };
 
 struct ExecutionReport {
