@@ -71,7 +71,7 @@ TEST(MultiDeviceCli, AJobResumesOnAnotherWorkerCount) {
   EXPECT_EQ(directory_contents(out), whole);
 }
 
-TEST(MultiDeviceCli, EveryGpuWritesWhatOneGpuWrites) {
+TEST(MultiDeviceCli, CudaAllWritesWhatCudaZeroWrites) {
   const auto cuda = cuda_availability();
   if (!cuda.usable) GTEST_SKIP() << "no CUDA device: " << cuda.reason;
   ScratchDirectory scratch("multidevice-cuda");

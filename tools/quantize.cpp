@@ -90,6 +90,7 @@ QuantizerSettings settings_from(const QuantizeOptions& options, const DeviceSele
                     fmt::format("no NaN policy '{}' (error, zero)", options.nan_policy));
   settings.nan_policy = *policy;
   settings.device = devices.device;
+  settings.workers = devices.worker_count();
   return settings;
 }
 

@@ -6,7 +6,12 @@ namespace qs {
 
 #ifdef QS_HAVE_CUDA
 CudaAvailability query_cuda_devices();  // in src/cuda/cuda_device.cu
-CudaAvailability cuda_availability() { return query_cuda_devices(); }
+// Asked once per process: planning asks for every quantized group, and the answer (devices and
+// their names) does not change while we run.
+CudaAvailability cuda_availability() {
+  static const CudaAvailability devices = query_cuda_devices();
+  return devices;
+}
 #else
 CudaAvailability cuda_availability() {
   return {false, 0, "quantsmith was built without CUDA (no nvcc at configure time)", {}};

@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
+#include <future>
 #include <list>
 #include <map>
 #include <mutex>
@@ -17,29 +19,58 @@ namespace qs {
 
 // Prepared Hessians by the calibration entry holding the matrix. Few are kept (a GLM-5 expert
 // input's is 2 × 151 MB in f32), most recently used first: the plan visits a layer's experts
-// in a row, so under all-experts calibration one factorization serves the whole layer.
+// in a row, so under all-experts calibration one factorization serves the whole layer. With
+// several transform workers (one per device) each keeps about two in use, and a matrix being
+// prepared is waited for, not prepared twice; different matrices are prepared side by side.
 class HessianCache {
  public:
+  explicit HessianCache(std::size_t workers) : capacity_(2 * std::max<std::size_t>(workers, 1)) {}
+
   std::shared_ptr<const gptq::PreparedHessian> get(
       const std::string& key,
       const std::function<gptq::PreparedHessian()>& prepare) {
-    std::lock_guard lock(mutex_);
-    for (auto it = entries_.begin(); it != entries_.end(); ++it)
-      if (it->first == key) {
-        entries_.splice(entries_.begin(), entries_, it);
-        return it->second;
+    std::promise<Prepared> promise;
+    std::shared_future<Prepared> prepared;
+    std::uint64_t made = 0;  // the entry this call made and prepares; 0 when found
+    {
+      std::lock_guard lock(mutex_);
+      for (auto it = entries_.begin(); it != entries_.end(); ++it)
+        if (it->key == key) {
+          entries_.splice(entries_.begin(), entries_, it);
+          prepared = it->prepared;
+          break;
+        }
+      if (!prepared.valid()) {
+        made = ++factorizations_;
+        prepared = promise.get_future().share();
+        entries_.push_front({key, prepared, made});
+        if (entries_.size() > capacity_) entries_.pop_back();
       }
-    auto prepared = std::make_shared<const gptq::PreparedHessian>(prepare());
-    entries_.emplace_front(key, prepared);
-    if (entries_.size() > kCapacity) entries_.pop_back();
-    ++factorizations_;
-    return prepared;
+    }
+    if (made == 0) return prepared.get();  // ready, or being prepared by another worker
+    try {
+      promise.set_value(std::make_shared<const gptq::PreparedHessian>(prepare()));
+    } catch (...) {
+      {  // not kept: the next item asks again (and fails on its own if it must)
+        std::lock_guard lock(mutex_);
+        entries_.remove_if([&](const Entry& entry) { return entry.number == made; });
+      }
+      promise.set_exception(std::current_exception());
+    }
+    return prepared.get();
   }
 
  private:
-  static constexpr std::size_t kCapacity = 2;
+  using Prepared = std::shared_ptr<const gptq::PreparedHessian>;
+  struct Entry {
+    std::string key;
+    std::shared_future<Prepared> prepared;
+    std::uint64_t number;
+  };
+
+  std::size_t capacity_;
   std::mutex mutex_;
-  std::list<std::pair<std::string, std::shared_ptr<const gptq::PreparedHessian>>> entries_;
+  std::list<Entry> entries_;
   std::uint64_t factorizations_ = 0;
 };
 
@@ -243,7 +274,7 @@ std::shared_ptr<const Transform> make_integer_transform(const QuantizeRequest& r
     return std::make_shared<RoundToNearestTransform>(request.integer, settings.nan_policy, backend);
   if (!request.calibration)
     throw Error(ErrorClass::Internal, "gptq.no_calibration", "GPTQ transform without statistics");
-  if (!settings.hessians) settings.hessians = std::make_shared<HessianCache>();
+  if (!settings.hessians) settings.hessians = std::make_shared<HessianCache>(settings.workers);
   return std::make_shared<GptqTransform>(request.integer, settings.nan_policy, backend,
                                          request.calibration, settings.hessians);
 }
