@@ -55,7 +55,7 @@ std::vector<std::vector<std::string>> read_tsv(const fs::path& path) {
 
 double number(const Json& json, const char* key) {
   return json.is_object() && json.contains(key) && json[key].is_number() ? json[key].get<double>()
-                                                                        : 0.0;
+                                                                         : 0.0;
 }
 
 }  // namespace
@@ -69,40 +69,48 @@ int main(int argc, char** argv) {
   std::string gpu = read_text(dir / "gpu.txt");
   while (!gpu.empty() && (gpu.back() == '\n' || gpu.back() == ' ')) gpu.pop_back();
   const Json kernels = read_json(dir / "kernels.json");
-  const double d2d = kernels.is_object() ? number(kernels["copy_gb_per_s"], "device_to_device") : 0.0;
+  const double d2d =
+      kernels.is_object() ? number(kernels["copy_gb_per_s"], "device_to_device") : 0.0;
 
   Json report;
   report["gpu"] = gpu.empty() ? Json(nullptr) : Json(gpu);
   report["device_to_device_gb_per_s"] = d2d > 0 ? Json(d2d) : Json(nullptr);
-  std::string text = fmt::format("quantsmith GPU check on {}\n", gpu.empty() ? "(unknown GPU)" : gpu);
-  text += d2d > 0 ? fmt::format("device-to-device copy: {:.1f} GB/s (beside every figure below)\n", d2d)
-                  : "device-to-device copy: not measured\n";
+  std::string text =
+      fmt::format("quantsmith GPU check on {}\n", gpu.empty() ? "(unknown GPU)" : gpu);
+  text += d2d > 0
+              ? fmt::format("device-to-device copy: {:.1f} GB/s (beside every figure below)\n", d2d)
+              : "device-to-device copy: not measured\n";
 
   bool all_passed = true;
-  auto& steps = report["steps"] = Json::array();
+  // Built apart and put in at the end: a reference into an ordered_json object does not
+  // survive the next key added to it.
+  Json steps = Json::array();
   text += "\nsteps:\n";
   for (const auto& row : read_tsv(dir / "steps.tsv")) {
     if (row.size() < 3) continue;
     const std::string note = row.size() > 3 ? row[3] : "";
-    steps.push_back({{"step", row[0]}, {"status", row[1]}, {"seconds", std::stod(row[2])},
-                     {"note", note}});
+    steps.push_back(
+        {{"step", row[0]}, {"status", row[1]}, {"seconds", std::stod(row[2])}, {"note", note}});
     all_passed = all_passed && row[1] == "ok";
     text += fmt::format("  {:<16} {:<8} {:>7.1f} s  {}\n", row[0], row[1], std::stod(row[2]), note);
   }
   if (steps.empty()) all_passed = false;
+  report["steps"] = steps;
 
   std::map<std::string, int> results;
-  auto& failed_tests = report["tests"]["failed"] = Json::array();
+  std::vector<std::string> failed_tests;
   for (const auto& row : read_tsv(dir / "tests.tsv")) {
     if (row.size() < 2) continue;
     ++results[row[1]];
     if (row[1] != "Passed" && row[1] != "Skipped") failed_tests.push_back(row[0]);
   }
-  for (const auto& [result, count] : results) report["tests"]["counts"][result] = count;
+  Json counts = Json::object();
+  for (const auto& [result, count] : results) counts[result] = count;
+  report["tests"] = {{"counts", counts}, {"failed", failed_tests}};
   text += "\nCUDA tests:";
   for (const auto& [result, count] : results) text += fmt::format(" {} {}", count, result);
   text += results.empty() ? " not run\n" : "\n";
-  for (const auto& name : failed_tests) text += fmt::format("  failed: {}\n", name.get<std::string>());
+  for (const auto& name : failed_tests) text += fmt::format("  failed: {}\n", name);
 
   const auto beside = [&](Json figure) {
     figure["gpu"] = report["gpu"];
@@ -118,9 +126,10 @@ int main(int argc, char** argv) {
                         number(copies, "device_to_host"));
     for (const auto& kernel : kernels["kernels"]) {
       report["kernels"].push_back(beside(kernel));
-      text += fmt::format("  {:<20} {:>8.2f} GB/s in, {:.3f} of D2D, {:.2f} of the call is transfer\n",
-                          kernel["name"].get<std::string>(), number(kernel, "gb_per_s_in"),
-                          number(kernel, "vs_device_to_device"), number(kernel, "transfer_share"));
+      text +=
+          fmt::format("  {:<20} {:>8.2f} GB/s in, {:.3f} of D2D, {:.2f} of the call is transfer\n",
+                      kernel["name"].get<std::string>(), number(kernel, "gb_per_s_in"),
+                      number(kernel, "vs_device_to_device"), number(kernel, "transfer_share"));
     }
     report["copies"] = beside(copies);
   } else {
@@ -131,11 +140,12 @@ int main(int argc, char** argv) {
   text += "\nGPTQ, one GLM-5 expert:\n";
   if (gptq.is_object()) {
     report["gptq"] = beside(gptq);
-    text += fmt::format("  [{} x {}], {} tokens, {}: prepare {:.3f} s, sweep {:.3f} s, relative loss "
-                        "{:.3e}\n",
-                        number(gptq, "rows"), number(gptq, "cols"), number(gptq, "tokens"),
-                        gptq.value("backend", "?"), number(gptq, "prepare_s"),
-                        number(gptq, "sweep_s"), number(gptq, "relative_loss"));
+    text += fmt::format(
+        "  [{} x {}], {} tokens, {}: prepare {:.3f} s, sweep {:.3f} s, relative loss "
+        "{:.3e}\n",
+        number(gptq, "rows"), number(gptq, "cols"), number(gptq, "tokens"),
+        gptq.value("backend", "?"), number(gptq, "prepare_s"), number(gptq, "sweep_s"),
+        number(gptq, "relative_loss"));
   } else {
     text += "  not run\n";
   }
@@ -148,9 +158,10 @@ int main(int argc, char** argv) {
       continue;
     }
     report["runner"][device] = beside(runner);
-    text += fmt::format("  {:<4}: prefill {:.0f} tokens/s ({:.2f} GFLOP/s), decode {:.1f} tokens/s\n",
-                        device, number(runner, "prefill_tokens_per_s"),
-                        number(runner, "prefill_gflop_per_s"), number(runner, "decode_tokens_per_s"));
+    text +=
+        fmt::format("  {:<4}: prefill {:.0f} tokens/s ({:.2f} GFLOP/s), decode {:.1f} tokens/s\n",
+                    device, number(runner, "prefill_tokens_per_s"),
+                    number(runner, "prefill_gflop_per_s"), number(runner, "decode_tokens_per_s"));
   }
 
   text += "\nquantize end to end (synthetic checkpoint in /dev/shm, --scheme nvfp4):\n";

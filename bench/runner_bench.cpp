@@ -75,11 +75,13 @@ int main(int argc, char** argv) {
       positional.push_back(argument);
   }
   if (positional.empty() || (device != "cpu" && device != "cuda")) {
-    fmt::print(stderr, "usage: qs_bench_runner MODEL_DIR [rows] [--device cpu|cuda] [--json FILE]\n");
+    fmt::print(stderr,
+               "usage: qs_bench_runner MODEL_DIR [rows] [--device cpu|cuda] [--json FILE]\n");
     return 2;
   }
   const auto checkpoint = qs::Checkpoint::open(positional[0]);
-  const std::uint64_t rows = positional.size() > 1 ? std::strtoull(positional[1].c_str(), nullptr, 10) : 8;
+  const std::uint64_t rows =
+      positional.size() > 1 ? std::strtoull(positional[1].c_str(), nullptr, 10) : 8;
   const qs::run::LanguageModel model(
       checkpoint, device == "cuda" ? qs::run::GemmDevice::Cuda : qs::run::GemmDevice::Cpu);
   const auto& d = model.architecture().dimensions;
@@ -121,8 +123,9 @@ int main(int argc, char** argv) {
   }
   const double gemm_gflops = 2.0 * m * n * k / gemm / 1e9;
   const double prefill_gflops = per_token * prefill_tokens / prefill / 1e9;
-  fmt::print("runner on {} ({})\n", positional[0],
-             device == "cuda" ? "Linears on cuBLAS, fp32" : "oneTBB over single-threaded OpenBLAS tiles");
+  fmt::print(
+      "runner on {} ({})\n", positional[0],
+      device == "cuda" ? "Linears on cuBLAS, fp32" : "oneTBB over single-threaded OpenBLAS tiles");
   fmt::print("FLOPs per token (half-context average): {:.2f} MFLOP\n", per_token / 1e6);
   fmt::print(
       "prefill  {} x {} tokens: {:.3f} s, {:.0f} tokens/s, {:.2f} GFLOP/s ({:.2f} of SGEMM)\n",
@@ -134,13 +137,12 @@ int main(int argc, char** argv) {
       decode_steps, decode, decode_steps / decode, decode_flops / decode / 1e9);
   fmt::print("SGEMM    [{} x {}] x [{} x {}]ᵀ: {:.2f} GFLOP/s\n", m, k, n, k, gemm_gflops);
   if (!json_path.empty()) {
-    const nlohmann::ordered_json report = {
-        {"model", positional[0]},
-        {"device", device},
-        {"prefill_tokens_per_s", prefill_tokens / prefill},
-        {"prefill_gflop_per_s", prefill_gflops},
-        {"decode_tokens_per_s", decode_steps / decode},
-        {"cpu_sgemm_gflop_per_s", gemm_gflops}};
+    const nlohmann::ordered_json report = {{"model", positional[0]},
+                                           {"device", device},
+                                           {"prefill_tokens_per_s", prefill_tokens / prefill},
+                                           {"prefill_gflop_per_s", prefill_gflops},
+                                           {"decode_tokens_per_s", decode_steps / decode},
+                                           {"cpu_sgemm_gflop_per_s", gemm_gflops}};
     std::ofstream(json_path) << report.dump(2) << "\n";
   }
   return 0;

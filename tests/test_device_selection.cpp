@@ -14,8 +14,8 @@ namespace {
 using testing::error_kind_of;
 
 const CudaAvailability kNoGpu{false, 0, "no CUDA device present", {}};
-const CudaAvailability kFourGpus{true, 4, "NVIDIA H100", {"NVIDIA H100", "NVIDIA H100",
-                                                          "NVIDIA H100", "NVIDIA H100"}};
+const CudaAvailability kFourGpus{
+    true, 4, "NVIDIA H100", {"NVIDIA H100", "NVIDIA H100", "NVIDIA H100", "NVIDIA H100"}};
 const CudaAvailability kMixedGpus{true, 2, "NVIDIA H100", {"NVIDIA H100", "NVIDIA A100"}};
 
 TEST(DeviceSelection, CpuForms) {
@@ -54,10 +54,11 @@ TEST(DeviceSelection, CudaListsAndAll) {
 
 TEST(DeviceSelection, MalformedTextIsRefusedOnAnyMachine) {
   for (const auto* cuda : {&kNoGpu, &kFourGpus})
-    for (const char* text : {"", "gpu", "CPU", "cpu:", "cpu:0", "cpu:-2", "cpu:x", "cpu:4x",
-                             "cpu:99999", "cpu:2,3", "cuda:", "cuda:,1", "cuda:0,", "cuda:0,,1",
-                             "cuda:-1", "cuda:1.5", "cuda: 1", "cuda:0,0", "cuda:1,2,1",
-                             "cuda:All", "cuda0", "cudaa", "cuda:0;1"})
+    for (const char* text :
+         {"",           "gpu",       "CPU",       "cpu:",     "cpu:0",   "cpu:-2",
+          "cpu:x",      "cpu:4x",    "cpu:99999", "cpu:2,3",  "cuda:",   "cuda:,1",
+          "cuda:0,",    "cuda:0,,1", "cuda:-1",   "cuda:1.5", "cuda: 1", "cuda:0,0",
+          "cuda:1,2,1", "cuda:All",  "cuda0",     "cudaa",    "cuda:0;1"})
       EXPECT_EQ(error_kind_of([&] { parse_device_selection(text, *cuda); }), "cli.bad_device")
           << "'" << text << "'";
 }
@@ -75,7 +76,8 @@ TEST(DeviceSelection, GpusTheMachineLacksAreRefused) {
   } catch (const Error& error) {
     EXPECT_NE(std::string(error.what()).find("cuda:7 does not exist"), std::string::npos)
         << error.what();
-    EXPECT_NE(std::string(error.what()).find("4 CUDA device(s)"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("4 CUDA device(s)"), std::string::npos)
+        << error.what();
   }
 }
 

@@ -91,8 +91,9 @@ struct ShuffledPlan {
 ShuffledPlan shuffled_plan(const Checkpoint& source, std::set<std::string> fail = {},
                            std::chrono::milliseconds fail_delay = {}) {
   ShuffledPlan result;
-  result.planned = plan_quantization(source, parse_recipe("rules:\n  - category: router\n    action: keep\n", "test"),
-                                     [](const QuantizeRequest&) { return make_copy_transform(); });
+  result.planned = plan_quantization(
+      source, parse_recipe("rules:\n  - category: router\n    action: keep\n", "test"),
+      [](const QuantizeRequest&) { return make_copy_transform(); });
   for (auto& item : result.planned.plan.items)
     item.transform = std::make_shared<ShuffledCopy>(result.observed, fail, fail_delay);
   return result;
@@ -157,7 +158,8 @@ TEST(ExecutorWorkers, TheBufferBudgetBoundsTheBytesInFlightAcrossWorkers) {
   one_at_a_time.max_buffer_bytes = 1;  // every item runs alone, whatever the worker count
   execute_plan(alone.planned.plan, one_at_a_time);
   EXPECT_EQ(alone.observed->peak_running_bytes, largest);
-  EXPECT_EQ(directory_contents(scratch.path() / "alone"), directory_contents(scratch.path() / "out"));
+  EXPECT_EQ(directory_contents(scratch.path() / "alone"),
+            directory_contents(scratch.path() / "out"));
 }
 
 TEST(ExecutorWorkers, TheFirstFailingItemInPlanOrderIsReported) {

@@ -23,9 +23,9 @@ const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "
 // The calibration statistics GPTQ needs, made once per test.
 std::filesystem::path calibrate(const std::filesystem::path& directory) {
   const auto stats = directory / "stats.qs";
-  auto result = run_cli("calibrate " + quoted(kModel) + " --tokens " +
-                        quoted(kModel / "tokens.safetensors") + ":calib --max-rows 8 " +
-                        "--all-experts --device cpu --out " + quoted(stats));
+  auto result =
+      run_cli("calibrate " + quoted(kModel) + " --tokens " + quoted(kModel / "tokens.safetensors") +
+              ":calib --max-rows 8 " + "--all-experts --device cpu --out " + quoted(stats));
   EXPECT_EQ(result.exit_code, 0) << result.output;
   return stats;
 }
@@ -97,8 +97,7 @@ TEST(MultiDeviceCli, BadDeviceListsFailBeforeAnythingIsWritten) {
       {"cpu:0", "cpu:N needs a worker count"},
       {"cuda:1,1", "device 1 is listed twice"},
       {"tpu:0", "no such device"},
-      {"cuda:" + std::to_string(cuda.device_count),
-       cuda.usable ? "does not exist" : cuda.reason},
+      {"cuda:" + std::to_string(cuda.device_count), cuda.usable ? "does not exist" : cuda.reason},
   };
   for (const auto& c : cases) {
     const auto out = scratch.path() / "out";

@@ -330,11 +330,10 @@ TEST(SourceTree, GpuTestNameCheckSeesAnUnnamedGpuTest) {
   const std::string gpu_body = " {\n  if (!" + asks + ".usable) " + skips + "();\n}\n";
   ScratchDirectory scratch("source-tree-gpu-names");
   const auto root = scratch.path();
-  write_text(root / "tests/a.cpp", "TEST(Kernels, MatchOnTheGpu)" + gpu_body +
-                                       "TEST(Kernels, CudaMatches)" + gpu_body +
-                                       "TEST_F(CublasForward, Matches)" + gpu_body +
-                                       "TEST(Kernels, SkipsForAnotherReason) {\n  " + skips +
-                                       "();\n}\n");
+  write_text(root / "tests/a.cpp",
+             "TEST(Kernels, MatchOnTheGpu)" + gpu_body + "TEST(Kernels, CudaMatches)" + gpu_body +
+                 "TEST_F(CublasForward, Matches)" + gpu_body +
+                 "TEST(Kernels, SkipsForAnotherReason) {\n  " + skips + "();\n}\n");
   EXPECT_EQ(unnamed_gpu_tests(root), (std::vector<std::string>{"a.cpp: Kernels.MatchOnTheGpu"}));
 }
 

@@ -16,7 +16,8 @@ constexpr std::size_t kMaxCpuWorkers = 1024;
 constexpr const char* kForms = "auto, cpu, cpu:N, cuda, cuda:I[,J...], cuda:all";
 
 [[noreturn]] void malformed(std::string_view text, std::string_view why) {
-  throw_bad_input("cli.bad_device", fmt::format("--device '{}': {} (forms: {})", text, why, kForms));
+  throw_bad_input("cli.bad_device",
+                  fmt::format("--device '{}': {} (forms: {})", text, why, kForms));
 }
 
 // A whole decimal number, nothing else (no sign, no spaces).
@@ -29,7 +30,8 @@ std::optional<std::size_t> parse_count(std::string_view digits) {
 }
 
 void require_cuda(std::string_view text, const CudaAvailability& cuda) {
-  if (!cuda.usable) throw_bad_input("cuda.unavailable", fmt::format("--device {}: {}", text, cuda.reason));
+  if (!cuda.usable)
+    throw_bad_input("cuda.unavailable", fmt::format("--device {}: {}", text, cuda.reason));
 }
 
 std::vector<int> parse_cuda_list(std::string_view text, std::string_view list,
@@ -42,7 +44,8 @@ std::vector<int> parse_cuda_list(std::string_view text, std::string_view list,
   std::size_t start = 0;
   while (true) {
     const auto comma = list.find(',', start);
-    const auto entry = list.substr(start, comma == std::string_view::npos ? list.npos : comma - start);
+    const auto entry =
+        list.substr(start, comma == std::string_view::npos ? list.npos : comma - start);
     const auto index = parse_count(entry);
     if (!index) malformed(text, fmt::format("'{}' is not a device index", entry));
     if (std::find(devices.begin(), devices.end(), static_cast<int>(*index)) != devices.end())

@@ -260,17 +260,16 @@ void tally_sources(const PlanItem& item, Packet& packet, NonFinitePolicy policy)
     tally.scan(*item.sources[0].info, item.sources[0].shard->path().string(), packet.outputs[0]);
   } else {
     for (std::size_t i = 0; i < item.sources.size(); ++i)
-      tally.scan(*item.sources[i].info, item.sources[i].shard->path().string(),
-                 packet.sources[i]);
+      tally.scan(*item.sources[i].info, item.sources[i].shard->path().string(), packet.sources[i]);
   }
   packet.non_finite = tally.counts();
 }
 
 // One worker's share of the transforms: the next packet read, scanned and transformed, handed
 // to the writer under its read-order number. Failures travel inside the packet.
-void transform_packets(const Plan& plan, NonFinitePolicy policy,
-                       ClosableQueue<Packet>& read_queue,
-                       detail::ReorderQueue<Packet>& write_queue, const std::atomic<bool>& stopping) {
+void transform_packets(const Plan& plan, NonFinitePolicy policy, ClosableQueue<Packet>& read_queue,
+                       detail::ReorderQueue<Packet>& write_queue,
+                       const std::atomic<bool>& stopping) {
   while (auto packet = read_queue.pop()) {
     if (stopping) break;
     try {

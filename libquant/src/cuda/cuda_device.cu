@@ -28,11 +28,11 @@ CudaAvailability query_cuda_devices() {
 
 void use_cuda_device(int index) {
   const auto cuda = query_cuda_devices();
-  if (!cuda.usable) throw_bad_input("cuda.unavailable", "cuda:" + std::to_string(index) + ": " +
-                                                            cuda.reason);
+  if (!cuda.usable)
+    throw_bad_input("cuda.unavailable", "cuda:" + std::to_string(index) + ": " + cuda.reason);
   if (index < 0 || index >= cuda.device_count)
-    throw_bad_input("device.not_found", "cuda:" + std::to_string(index) + " does not exist: " +
-                                            "this machine has " +
+    throw_bad_input("device.not_found", "cuda:" + std::to_string(index) +
+                                            " does not exist: " + "this machine has " +
                                             std::to_string(cuda.device_count) + " CUDA device(s)");
   const cudaError_t status = cudaSetDevice(index);
   if (status != cudaSuccess) {
