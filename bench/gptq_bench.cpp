@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "qs/quant/cuda_availability.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/quant/gptq.h"
 
@@ -37,6 +38,10 @@ int main(int argc, char** argv) {
   const std::uint64_t tokens = argc > 3 ? std::stoull(argv[3]) : 4096;
   const bool cuda = argc > 4 && std::string(argv[4]) == "cuda";
   const auto backend = cuda ? qs::gptq::Backend::Cuda : qs::gptq::Backend::Cpu;
+  if (cuda && !qs::cuda_availability().usable) {
+    fmt::print(stderr, "qs_bench_gptq: no GPU: {}\n", qs::cuda_availability().reason);
+    return 3;
+  }
 
   std::mt19937 generator(1);
   std::normal_distribution<double> normal(0.0, 1.0);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "qs/ckpt/io/checkpoint.h"
+#include "qs/quant/cuda_availability.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/run/evaluation.h"
 #include "qs/run/language_model.h"
@@ -78,6 +79,10 @@ int main(int argc, char** argv) {
     fmt::print(stderr,
                "usage: qs_bench_runner MODEL_DIR [rows] [--device cpu|cuda] [--json FILE]\n");
     return 2;
+  }
+  if (device == "cuda" && !qs::cuda_availability().usable) {
+    fmt::print(stderr, "qs_bench_runner: no GPU: {}\n", qs::cuda_availability().reason);
+    return 3;
   }
   const auto checkpoint = qs::Checkpoint::open(positional[0]);
   const std::uint64_t rows =
