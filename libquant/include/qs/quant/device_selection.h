@@ -3,8 +3,8 @@
 //
 //   auto          the first GPU when one is usable, else the CPU (one worker)
 //   cpu           the CPU, one worker (its kernels use every core through oneTBB)
-//   cpu:N         N CPU workers taking items side by side (tests the multi-device scheduling
-//                 on a machine without a GPU; also overlaps the serial parts of GPTQ)
+//   cpu:N         N CPU workers taking items side by side (the multi-device scheduling on a
+//                 machine without a GPU, for tests; each worker's kernels share the cores)
 //   cuda, cuda:I  one GPU (the first, or device I)
 //   cuda:I,J,...  one worker per listed GPU
 //   cuda:all      one worker per GPU of the machine
