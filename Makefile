@@ -36,8 +36,10 @@ bench: build
 conformance: build
 	@scripts/conformance.sh $(BUILD_DIR)/tools/quantsmith
 
-# On a machine with a GPU: CUDA build, CUDA tests, GPU benchmarks, one report (docs/multi-device.md).
-gpu-check: setup
+# On a machine with a GPU: CUDA build, CUDA tests, GPU benchmarks, one report
+# (docs/multi-device.md). No `setup` first: a lent GPU machine may have no network, and the
+# script names any build tool it lacks.
+gpu-check:
 	@scripts/gpu_check.sh
 
 clean:
