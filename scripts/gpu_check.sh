@@ -12,6 +12,9 @@
 # stderr within seconds; nothing is built). 4: a GPU but no nvcc, cmake or ninja to build with
 # (the build dependencies are those of scripts/setup.sh).
 #
+# The build directory stays: a second run (after a build that ran out of time on a cold
+# machine) continues where the first stopped.
+#
 # Environment: GPU_CHECK_SECONDS (480), GPU_CHECK_BUILD (build-gpu), GPU_CHECK_JOBS (nproc),
 # GPU_CHECK_ARCH (native: only this GPU's architecture, to build faster), GPU_CHECK_SHM
 # (/dev/shm/qs-gpu-check), GPU_CHECK_PRESET (bench-4g: the synthetic checkpoint quantized).
@@ -89,7 +92,13 @@ step() {
 
 configure() {
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQS_CUDA=ON \
-    -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$arch"
+    -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$arch" && return 0
+  # An nvcc too old to detect the GPU ("native"): the project's default architectures.
+  [ "$arch" = native ] || return 1
+  echo "configure: CUDA architecture 'native' refused; trying 90;100"
+  rm -rf "$build"
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQS_CUDA=ON \
+    -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="90;100"
 }
 build_targets() {
   cmake --build "$build" -j "$jobs" --target quantsmith qs_bench_gpu qs_bench_gptq \
@@ -138,7 +147,7 @@ export out build jobs arch shm preset nvcc cuda_test_regex
 export -f configure build_targets cuda_tests synth quantize_on read_source
 model=tests/data/glm5-tiny
 step configure 90 configure &&
-  step build 300 build_targets &&
+  step build 360 build_targets &&
   {
     step cuda_tests 150 cuda_tests
     step bench_kernels 60 "$build/bench/qs_bench_gpu" 512 --json "$out/kernels.json"
