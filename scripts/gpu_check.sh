@@ -96,7 +96,7 @@ configure() {
   # An nvcc too old to detect the GPU ("native"): the project's default architectures.
   [ "$arch" = native ] || return 1
   echo "configure: CUDA architecture 'native' refused; trying 90;100"
-  rm -rf "$build"
+  rm -f "$build/CMakeCache.txt"
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQS_CUDA=ON \
     -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="90;100"
 }
