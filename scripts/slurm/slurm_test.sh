@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# `make slurm-test`: partitioned jobs on a real Slurm. Installs slurm-wlm and munge when they are
+# missing, starts a one-node cluster on localhost (local_cluster.sh, 4 CPU slots), and checks
+# that Slurm runs give the bytes a single process gives:
+#   1. the bundled model's batch recipes (seeds 000, 001, 002, 003) submitted with
+#      `recipe run --submit slurm --partitions 4`: every partitionable step an array of 4 tasks
+#      and a finalize job, each step after the previous one; every output directory compared
+#      with `recipe run` in one process;
+#   2. a quantize as a 4-task array of partition_task.sbatch with finalize.sbatch after it,
+#      where one task's quantsmith is killed (SIGKILL) mid-way and requeues itself, and another
+#      task is requeued by Slurm (`scontrol requeue`, what a node failure or preemption does)
+#      while it runs; the finalized output compared with the single-process one.
+# Then stops the cluster. Usage: slurm_test.sh [path/to/quantsmith] (default build/tools/quantsmith).
+# Exit code 0 when everything matched; the work directory is removed unless KEEP=1.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+quantsmith=$(realpath "${1:-$root/build/tools/quantsmith}")
+[ -x "$quantsmith" ] || { echo "slurm_test: no quantsmith binary at $quantsmith" >&2; exit 2; }
+model=$root/tests/data/glm5-tiny
+recipes=$root/recipes
+parts=4
+timeout_s=${SLURM_TEST_TIMEOUT:-900}
+
+"$root/scripts/slurm/install_slurm.sh"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/quantsmith-slurm-test.XXXXXX")
+cluster=$work/cluster
+finish() {
+  local code=$?
+  "$root/scripts/slurm/local_cluster.sh" stop "$cluster" >/dev/null 2>&1 || true
+  if [ "$code" -ne 0 ]; then
+    echo "slurm_test: FAILED; logs and outputs kept in $work" >&2
+  elif [ "${KEEP:-0}" = 1 ]; then
+    echo "slurm_test: outputs kept in $work" >&2
+  else
+    rm -rf "$work"
+  fi
+}
+trap finish EXIT
+
+log() { echo "slurm_test: $*" >&2; }
+fail() {
+  log "$*"
+  exit 1
+}
+
+eval "$("$root/scripts/slurm/local_cluster.sh" start "$cluster" "$parts")"
+export QUANTSMITH=$quantsmith
+mkdir -p "$work/logs"
+# Jobs run where they were submitted; their logs land there.
+cd "$work/logs"
+start_time=$(date +%s)
+
+# Every file under a directory with its SHA-256, paths relative to it.
+digests() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum); }
+
+same_bytes() {
+  local expected=$1 actual=$2
+  if ! diff <(digests "$expected") <(digests "$actual") >"$work/diff.txt"; then
+    cat "$work/diff.txt" >&2
+    fail "$actual differs from $expected (files or bytes)"
+  fi
+}
+
+# Waits until none of the jobs is queued or running; fails when the deadline passes.
+wait_for_jobs() {
+  local ids=$1
+  while squeue -h -j "$ids" 2>/dev/null | grep -q .; do
+    [ $(($(date +%s) - start_time)) -lt "$timeout_s" ] ||
+      fail "jobs $ids still queued after ${timeout_s} s: $(squeue -h -j "$ids" -o '%i %T %r' | tr '\n' ';')"
+    sleep 1
+  done
+}
+
+# Every job (every array task) must have COMPLETED.
+all_completed() {
+  local ids=$1 id states
+  for id in ${ids//,/ }; do
+    states=$(scontrol -o show job "$id" | grep -o 'JobState=[A-Z_]*' | sort -u)
+    [ "$states" = "JobState=COMPLETED" ] ||
+      fail "job $id ended as: $(echo $states) (logs in $work/logs)"
+  done
+}
+
+# --- 1. batch recipes: Slurm jobs vs one process -------------------------------------------
+batch_recipes=(batch-nvfp4-then-validate batch-seed000-hybrid batch-seed002-mtp
+  batch-seed003-mtp-int4-draft)
+all_ids=
+for name in "${batch_recipes[@]}"; do
+  "$quantsmith" recipe run "$recipes/$name.yaml" --submit slurm --partitions "$parts" \
+    --param "model=$model" --param "work=$work/slurm/$name" >"$work/submit-$name.txt"
+  ids=$(sed -n 's/^jobs: //p' "$work/submit-$name.txt")
+  [ -n "$ids" ] || fail "recipe run --submit printed no job ids: $(cat "$work/submit-$name.txt")"
+  log "$name submitted: $(grep -c '^\[' "$work/submit-$name.txt") jobs ($ids)"
+  all_ids=${all_ids:+$all_ids,}$ids
+done
+# The single-process references run while the cluster works.
+for name in "${batch_recipes[@]}"; do
+  "$quantsmith" recipe run "$recipes/$name.yaml" --param "model=$model" \
+    --param "work=$work/single/$name" >"$work/single-$name.txt" 2>&1 ||
+    fail "recipe run $name (one process) failed: $(tail -5 "$work/single-$name.txt")"
+done
+log "single-process references done in $(($(date +%s) - start_time)) s"
+wait_for_jobs "$all_ids"
+all_completed "$all_ids"
+for name in "${batch_recipes[@]}"; do
+  same_bytes "$work/single/$name" "$work/slurm/$name"
+  log "$name: Slurm output identical to one process ($(find "$work/slurm/$name" -type f | wc -l) files)"
+done
+
+# --- 2. a killed task and a requeued task ---------------------------------------------------
+# Slow settings (mse scales, one thread, 1 MB shards) so that every part runs long enough to be
+# hit mid-way.
+quantize_arguments=(quantize "$model" "$work/slurm/killed" --recipe "$recipes/glm5-nvfp4-seed001.yaml"
+  --param boundary_layers=1 --scale-method mse --threads 1 --max-shard-size 1MB)
+reference_arguments=("${quantize_arguments[@]}")
+reference_arguments[2]=$work/single/killed
+array=$(sbatch --parsable --array=0-$((parts - 1)) --output="$work/logs/killed-%A_%a.out" \
+  "$root/scripts/slurm/partition_task.sbatch" "${quantize_arguments[@]}")
+finalize=$(sbatch --parsable --dependency="afterok:$array" --kill-on-invalid-dep=yes \
+  --output="$work/logs/killed-finalize-%j.out" \
+  "$root/scripts/slurm/finalize.sbatch" "$work/slurm/killed")
+log "array $array (4 parts) and finalize $finalize submitted"
+
+# A task's quantsmith process: the pids Slurm tracks for the task, the one running our binary.
+task_quantsmith_pid() {
+  local pid
+  for pid in $(scontrol listpids "${array}_$1" 2>/dev/null | awk 'NR > 1 {print $1}'); do
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$quantsmith" ] && { echo "$pid"; return 0; }
+  done
+  return 1
+}
+
+# Mid-way: the task's process has run for a while and has not finished. The parts need
+# several seconds each with these settings, so 1.5 s in is mid-way.
+hit_mid_way() {
+  local task=$1 pid=
+  for _ in $(seq 600); do
+    pid=$(task_quantsmith_pid "$task") && break
+    sleep 0.1
+  done
+  [ -n "$pid" ] || fail "task $task never started quantsmith"
+  sleep 1.5
+  kill -0 "$pid" 2>/dev/null || fail "task $task finished before it could be hit; make the run slower"
+  echo "$pid"
+}
+
+pid=$(hit_mid_way 1)
+kill -KILL "$pid"
+log "task ${array}_1: killed its quantsmith (pid $pid) mid-way"
+hit_mid_way 2 >/dev/null
+scontrol requeue "${array}_2"
+log "task ${array}_2: requeued by Slurm mid-way"
+
+"$quantsmith" "${reference_arguments[@]}" >"$work/single-killed.txt" 2>&1 ||
+  fail "the single-process quantize failed: $(tail -5 "$work/single-killed.txt")"
+wait_for_jobs "$array,$finalize"
+all_completed "$array,$finalize"
+for task in 1 2; do
+  restarts=$(scontrol -o show job "${array}_$task" | grep -o 'Restarts=[0-9]*')
+  [ "$restarts" != "Restarts=0" ] || fail "task ${array}_$task was not restarted ($restarts)"
+done
+grep -q "requeued" "$work/logs/killed-${array}_1.out" ||
+  fail "task 1's log does not show its self-requeue"
+same_bytes "$work/single/killed" "$work/slurm/killed"
+log "killed + requeued parts: output identical to one process"
+log "passed in $(($(date +%s) - start_time)) s"
