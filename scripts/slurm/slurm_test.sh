@@ -110,10 +110,10 @@ for name in "${batch_recipes[@]}"; do
 done
 
 # --- 2. a killed task and a requeued task ---------------------------------------------------
-# Slow settings (mse scales, one thread, 1 MB shards) so that every part runs long enough to be
-# hit mid-way.
+# Slow settings (the joint scale search, one thread, small shards) so that every part commits
+# several shards over a few seconds and can be hit between two of them.
 quantize_arguments=(quantize "$model" "$work/slurm/killed" --recipe "$recipes/glm5-nvfp4-seed001.yaml"
-  --param boundary_layers=1 --scale-method mse --threads 1 --max-shard-size 1MB)
+  --param boundary_layers=1 --scale-method joint --threads 1 --max-shard-size 512KB)
 reference_arguments=("${quantize_arguments[@]}")
 reference_arguments[2]=$work/single/killed
 array=$(sbatch --parsable --array=0-$((parts - 1)) --output="$work/logs/killed-%A_%a.out" \
@@ -124,34 +124,46 @@ finalize=$(sbatch --parsable --dependency="afterok:$array" --kill-on-invalid-dep
 log "array $array (4 parts) and finalize $finalize submitted"
 
 # A task's quantsmith process: the pids Slurm tracks for the task, the one running our binary.
+# (listpids wants the task's own job id, not ARRAY_TASK.)
 task_quantsmith_pid() {
-  local pid
-  for pid in $(scontrol listpids "${array}_$1" 2>/dev/null | awk 'NR > 1 {print $1}'); do
+  local pid id record
+  record=$(scontrol -o show job "${array}_$1" 2>/dev/null) || return 1
+  # Until it starts, a task may be shown by the array's record, whose JobId is another task's.
+  [[ $record == *" ArrayTaskId=$1 "* && $record == *" JobState=RUNNING "* ]] || return 1
+  id=$(grep -o '^JobId=[0-9]*' <<<"$record" | cut -d= -f2)
+  for pid in $(scontrol listpids "$id" 2>/dev/null | awk 'NR > 1 {print $1}'); do
     [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$quantsmith" ] && { echo "$pid"; return 0; }
   done
   return 1
 }
 
-# Mid-way: the task's process has run for a while and has not finished. The parts need
-# several seconds each with these settings, so 1.5 s in is mid-way.
+# Shards part I has committed so far, from its job file in OUT (partitioned-jobs page).
+committed_shards() {
+  local file=$work/slurm/killed/quantsmith-job.part-$1-of-$parts.json
+  [ -f "$file" ] || { echo 0; return; }
+  grep -o '"xxh3_128"' "$file" | wc -l
+}
+
+# Mid-way: the task's quantsmith runs and its part has committed at least one shard (so the
+# restart has something to resume from), and it has not finished.
 hit_mid_way() {
   local task=$1 pid=
-  for _ in $(seq 600); do
-    pid=$(task_quantsmith_pid "$task") && break
-    sleep 0.1
+  for _ in $(seq 3000); do
+    if pid=$(task_quantsmith_pid "$task") && [ "$(committed_shards "$task")" -ge 1 ]; then
+      echo "$pid"
+      return 0
+    fi
+    sleep 0.02
   done
-  [ -n "$pid" ] || fail "task $task never started quantsmith"
-  sleep 1.5
-  kill -0 "$pid" 2>/dev/null || fail "task $task finished before it could be hit; make the run slower"
-  echo "$pid"
+  fail "task $task never had quantsmith running with a committed shard (too fast or never ran)"
 }
 
 pid=$(hit_mid_way 1)
 kill -KILL "$pid"
-log "task ${array}_1: killed its quantsmith (pid $pid) mid-way"
+log "task ${array}_1: killed its quantsmith (pid $pid) after $(committed_shards 1) committed shard(s)"
 hit_mid_way 2 >/dev/null
 scontrol requeue "${array}_2"
-log "task ${array}_2: requeued by Slurm mid-way"
+log "task ${array}_2: requeued by Slurm after $(committed_shards 2) committed shard(s)"
 
 "$quantsmith" "${reference_arguments[@]}" >"$work/single-killed.txt" 2>&1 ||
   fail "the single-process quantize failed: $(tail -5 "$work/single-killed.txt")"
