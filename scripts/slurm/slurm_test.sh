@@ -52,8 +52,23 @@ mkdir -p "$work/logs"
 cd "$work/logs"
 start_time=$(date +%s)
 
-# Every file under a directory with its SHA-256, paths relative to it.
-digests() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum); }
+# Every file under a directory with its SHA-256, paths relative to it. A job's fingerprint
+# covers its sources' modification times (a resume must notice a source rewritten in place), so
+# a job reading outputs that another run wrote records another fingerprint: job files are
+# compared with that one field blanked, and a finished-marker (which holds nothing but the
+# fingerprint) by its presence; every other byte as it is.
+digests() {
+  (
+    cd "$1"
+    find . -type f ! -name quantsmith-job.json ! -name '.quantsmith-*-finished' -print0 |
+      sort -z | xargs -0 sha256sum
+    find . -type f -name quantsmith-job.json -print0 | sort -z | while IFS= read -r -d '' file; do
+      echo "$(sed 's/"fingerprint": *"[0-9a-f]*"/"fingerprint": ""/' "$file" | sha256sum |
+        cut -d' ' -f1)  $file (fingerprint blanked)"
+    done
+    find . -type f -name '.quantsmith-*-finished' | sort | sed 's/$/ (present)/'
+  )
+}
 
 same_bytes() {
   local expected=$1 actual=$2
@@ -86,41 +101,49 @@ all_completed() {
 # --- 1. batch recipes: Slurm jobs vs one process -------------------------------------------
 batch_recipes=(batch-nvfp4-then-validate batch-seed000-hybrid batch-seed002-mtp
   batch-seed003-mtp-int4-draft)
+# Job files record their inputs' paths (a splice's sources are earlier steps' outputs), so
+# both runs write under the same path: one process first, its outputs moved aside, then Slurm.
+for name in "${batch_recipes[@]}"; do
+  "$quantsmith" recipe run "$recipes/$name.yaml" --param "model=$model" \
+    --param "work=$work/run/$name" >"$work/single-$name.txt" 2>&1 ||
+    fail "recipe run $name (one process) failed: $(tail -5 "$work/single-$name.txt")"
+  mkdir -p "$work/single"
+  mv "$work/run/$name" "$work/single/$name"
+done
+log "single-process references done in $(($(date +%s) - start_time)) s"
 all_ids=
 for name in "${batch_recipes[@]}"; do
   "$quantsmith" recipe run "$recipes/$name.yaml" --submit slurm --partitions "$parts" \
-    --param "model=$model" --param "work=$work/slurm/$name" >"$work/submit-$name.txt"
+    --param "model=$model" --param "work=$work/run/$name" >"$work/submit-$name.txt"
   ids=$(sed -n 's/^jobs: //p' "$work/submit-$name.txt")
   [ -n "$ids" ] || fail "recipe run --submit printed no job ids: $(cat "$work/submit-$name.txt")"
-  log "$name submitted: $(grep -c '^\[' "$work/submit-$name.txt") jobs ($ids)"
+  # Every one of these recipes has a quantize, which must have become an array.
+  grep -q "job array .* ($parts parts)" "$work/submit-$name.txt" ||
+    fail "$name: no step became a job array: $(cat "$work/submit-$name.txt")"
+  log "$name: $(grep -c '^\[' "$work/submit-$name.txt") jobs submitted ($ids)"
   all_ids=${all_ids:+$all_ids,}$ids
 done
-# The single-process references run while the cluster works.
-for name in "${batch_recipes[@]}"; do
-  "$quantsmith" recipe run "$recipes/$name.yaml" --param "model=$model" \
-    --param "work=$work/single/$name" >"$work/single-$name.txt" 2>&1 ||
-    fail "recipe run $name (one process) failed: $(tail -5 "$work/single-$name.txt")"
-done
-log "single-process references done in $(($(date +%s) - start_time)) s"
 wait_for_jobs "$all_ids"
 all_completed "$all_ids"
+log "Slurm jobs done in $(($(date +%s) - start_time)) s"
 for name in "${batch_recipes[@]}"; do
-  same_bytes "$work/single/$name" "$work/slurm/$name"
-  log "$name: Slurm output identical to one process ($(find "$work/slurm/$name" -type f | wc -l) files)"
+  same_bytes "$work/single/$name" "$work/run/$name"
+  log "$name: Slurm output identical to one process ($(find "$work/run/$name" -type f | wc -l) files)"
 done
 
 # --- 2. a killed task and a requeued task ---------------------------------------------------
 # Slow settings (the joint scale search, one thread, small shards) so that every part commits
 # several shards over a few seconds and can be hit between two of them.
-quantize_arguments=(quantize "$model" "$work/slurm/killed" --recipe "$recipes/glm5-nvfp4-seed001.yaml"
+quantize_arguments=(quantize "$model" "$work/run/killed" --recipe "$recipes/glm5-nvfp4-seed001.yaml"
   --param boundary_layers=1 --scale-method joint --threads 1 --max-shard-size 512KB)
-reference_arguments=("${quantize_arguments[@]}")
-reference_arguments[2]=$work/single/killed
+"$quantsmith" "${quantize_arguments[@]}" >"$work/single-killed.txt" 2>&1 ||
+  fail "the single-process quantize failed: $(tail -5 "$work/single-killed.txt")"
+mv "$work/run/killed" "$work/single/killed"
 array=$(sbatch --parsable --array=0-$((parts - 1)) --output="$work/logs/killed-%A_%a.out" \
   "$root/scripts/slurm/partition_task.sbatch" "${quantize_arguments[@]}")
 finalize=$(sbatch --parsable --dependency="afterok:$array" --kill-on-invalid-dep=yes \
   --output="$work/logs/killed-finalize-%j.out" \
-  "$root/scripts/slurm/finalize.sbatch" "$work/slurm/killed")
+  "$root/scripts/slurm/finalize.sbatch" "$work/run/killed")
 log "array $array (4 parts) and finalize $finalize submitted"
 
 # A task's quantsmith process: the pids Slurm tracks for the task, the one running our binary.
@@ -139,7 +162,7 @@ task_quantsmith_pid() {
 
 # Shards part I has committed so far, from its job file in OUT (partitioned-jobs page).
 committed_shards() {
-  local file=$work/slurm/killed/quantsmith-job.part-$1-of-$parts.json
+  local file=$work/run/killed/quantsmith-job.part-$1-of-$parts.json
   [ -f "$file" ] || { echo 0; return; }
   grep -o '"xxh3_128"' "$file" | wc -l
 }
@@ -165,8 +188,6 @@ hit_mid_way 2 >/dev/null
 scontrol requeue "${array}_2"
 log "task ${array}_2: requeued by Slurm after $(committed_shards 2) committed shard(s)"
 
-"$quantsmith" "${reference_arguments[@]}" >"$work/single-killed.txt" 2>&1 ||
-  fail "the single-process quantize failed: $(tail -5 "$work/single-killed.txt")"
 wait_for_jobs "$array,$finalize"
 all_completed "$array,$finalize"
 for task in 1 2; do
@@ -175,6 +196,6 @@ for task in 1 2; do
 done
 grep -q "requeued" "$work/logs/killed-${array}_1.out" ||
   fail "task 1's log does not show its self-requeue"
-same_bytes "$work/single/killed" "$work/slurm/killed"
+same_bytes "$work/single/killed" "$work/run/killed"
 log "killed + requeued parts: output identical to one process"
 log "passed in $(($(date +%s) - start_time)) s"
