@@ -58,6 +58,11 @@ stop_pidfile() {
 }
 
 stop_cluster() {
+  # Jobs still running in this cluster (a test that gave up) end with it; the daemons'
+  # children would otherwise outlive them.
+  if [ -f "$dir/run/slurmctld.pid" ] && kill -0 "$(cat "$dir/run/slurmctld.pid")" 2>/dev/null; then
+    scancel --user="$(id -un)" 2>/dev/null && sleep 1 || true
+  fi
   stop_pidfile "$dir/run/slurmd.pid"
   stop_pidfile "$dir/run/slurmctld.pid"
   stop_pidfile "$dir/run/munged.pid"
