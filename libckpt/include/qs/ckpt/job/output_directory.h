@@ -16,6 +16,8 @@
 // Every filesystem failure on OUT becomes a qs::Error naming the path.
 
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -37,6 +39,18 @@ class OutputDirectory {
   // (mtp extract's staging directory and finished record).
   static OutputDirectory claim(const std::filesystem::path& path, OutputMode mode,
                                const std::vector<std::string>& owned_entries = {});
+
+  // For a worker of a partitioned job (partition.h), which shares OUT with the other parts'
+  // workers: the lock is shared (so a single-process job or finalize, which lock exclusively,
+  // and the workers keep each other out), nothing is removed, and every entry must be one
+  // `ours` accepts (or a temporary of one); anything else refuses the run ("output.not_empty").
+  static OutputDirectory claim_shared(const std::filesystem::path& path,
+                                      const std::function<bool(const std::string&)>& ours);
+
+  // An existing output directory, locked exclusively (finalize). With `fail_when_locked` off,
+  // returns nullopt when another process holds the lock; with it on, "output.locked".
+  static std::optional<OutputDirectory> lock_existing(const std::filesystem::path& path,
+                                                      bool fail_when_locked);
 
   OutputDirectory(OutputDirectory&& other) noexcept;
   OutputDirectory& operator=(OutputDirectory&&) = delete;
