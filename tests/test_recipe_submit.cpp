@@ -41,23 +41,24 @@ std::vector<std::string> sbatch_lines(const std::string& script) {
 
 std::string submit_dry_run(const fs::path& recipe, const fs::path& work,
                            const std::string& extra = "") {
-  const auto result =
-      run_cli("recipe run " + quoted(recipe) + " --submit slurm --dry-run --param model=" +
-              quoted(kModel) + " --param work=" + quoted(work) + extra);
+  const auto result = run_cli("recipe run " + quoted(recipe) +
+                              " --submit slurm --dry-run --param model=" + quoted(kModel) +
+                              " --param work=" + quoted(work) + extra);
   EXPECT_EQ(result.exit_code, 0) << result.output;
   return result.standard_output;
 }
 
-// Seed 003: two quantizes and an mtp extract (all take --partition), then a validate.
+// Seed 003: two quantizes and an mtp extract (all take --partition), a validate, an mtp inject
+// (a splice: it takes --partition too) and an eval.
 TEST(RecipeSubmit, PartitionableStepsBecomeAnArrayAndAFinalizeJobInOneChain) {
   ScratchDirectory scratch("recipe-submit-seed003");
   const auto work = scratch.path() / "work";
   const auto script =
       submit_dry_run(kRecipes / "batch-seed003-mtp-int4-draft.yaml", work, " --partitions 3");
   const auto lines = sbatch_lines(script);
-  ASSERT_EQ(lines.size(), 7u) << script;
+  ASSERT_EQ(lines.size(), 10u) << script;
 
-  for (const std::size_t array : {0u, 2u, 4u}) {
+  for (const std::size_t array : {0u, 2u, 4u, 7u}) {
     const auto& line = lines[array];
     EXPECT_TRUE(contains(line, "--array=0-2")) << line;
     EXPECT_TRUE(contains(line, "--requeue")) << line;
@@ -71,13 +72,15 @@ TEST(RecipeSubmit, PartitionableStepsBecomeAnArrayAndAFinalizeJobInOneChain) {
   }
   EXPECT_TRUE(contains(lines[0], "quantize " + kModel.string() + " " + (work / "nvfp4").string()))
       << lines[0];
-  EXPECT_TRUE(contains(lines[4], "mtp extract " + (work / "nvfp4").string() + " " +
-                                     (work / "draft").string()))
+  EXPECT_TRUE(contains(
+      lines[4], "mtp extract " + (work / "nvfp4").string() + " " + (work / "draft").string()))
       << lines[4];
 
   // Each finalize names its step's output directory and waits for its array.
-  const std::pair<std::size_t, fs::path> finalizes[] = {
-      {1, work / "nvfp4"}, {3, work / "target"}, {5, work / "draft"}};
+  const std::pair<std::size_t, fs::path> finalizes[] = {{1, work / "nvfp4"},
+                                                        {3, work / "target"},
+                                                        {5, work / "draft"},
+                                                        {8, work / "bf16-with-draft"}};
   for (const auto& [index, output] : finalizes) {
     const auto& line = lines[index];
     EXPECT_TRUE(contains(line, "finalize " + output.string() + "'")) << line;
@@ -98,7 +101,12 @@ TEST(RecipeSubmit, PartitionableStepsBecomeAnArrayAndAFinalizeJobInOneChain) {
   EXPECT_FALSE(contains(lines[6], "--requeue")) << lines[6];
   EXPECT_FALSE(contains(lines[6], "--resume")) << lines[6];
 
-  EXPECT_TRUE(contains(script, "echo \"jobs: $job1,$job2,$job3,$job4,$job5,$job6,$job7\""))
+  EXPECT_TRUE(contains(lines[9], "exec ")) << lines[9];
+  EXPECT_TRUE(contains(lines[9], " eval ")) << lines[9];
+  EXPECT_FALSE(contains(lines[9], "--requeue")) << lines[9];
+
+  EXPECT_TRUE(contains(
+      script, "echo \"jobs: $job1,$job2,$job3,$job4,$job5,$job6,$job7,$job8,$job9,$job10\""))
       << script;
   EXPECT_FALSE(fs::exists(work));
 

@@ -112,14 +112,13 @@ std::vector<SbatchCall> plan_calls(const BatchRecipe& recipe, std::size_t first,
     if (shape.partitionable) {
       with_resume();
       words.insert(words.end(), arguments.begin(), arguments.end());
-      const std::string command =
-          "part=\"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\"; " + shell_words(words) +
-          " --partition \"$part\"";
+      const std::string command = "part=\"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\"; " +
+                                  shell_words(words) + " --partition \"$part\"";
       add({i,
            "array",
            {"--job-name=" + job_name(recipe, i, ""),
-            fmt::format("--array=0-{}", options.partitions - 1), "--requeue",
-            "--open-mode=append", "--output=slurm-%x-%A_%a.out"},
+            fmt::format("--array=0-{}", options.partitions - 1), "--requeue", "--open-mode=append",
+            "--output=slurm-%x-%A_%a.out"},
            retrying_command(command, "\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"",
                             options.retries),
            {}});
@@ -173,8 +172,7 @@ std::optional<std::string> run_capturing(const std::vector<std::string>& words) 
   pid_t child = 0;
   std::fflush(stdout);
   std::fflush(stderr);
-  const int spawn_error =
-      posix_spawnp(&child, argv[0], &actions, nullptr, argv.data(), environ);
+  const int spawn_error = posix_spawnp(&child, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   close(pipe_ends[1]);
   std::string output;
@@ -203,9 +201,8 @@ std::optional<std::string> run_capturing(const std::vector<std::string>& words) 
 // `sbatch --parsable` prints "ID" or "ID;CLUSTER".
 std::optional<std::string> parsable_job_id(const std::string& output) {
   std::string id = output.substr(0, output.find_first_of(";\n"));
-  if (id.empty() || !std::all_of(id.begin(), id.end(), [](unsigned char c) {
-        return std::isdigit(c) != 0;
-      }))
+  if (id.empty() ||
+      !std::all_of(id.begin(), id.end(), [](unsigned char c) { return std::isdigit(c) != 0; }))
     return std::nullopt;
   return id;
 }
@@ -216,8 +213,10 @@ void print_dry_run(const BatchRecipe& recipe, const std::vector<SbatchCall>& cal
   fmt::print("set -e\n");
   for (std::size_t i = 0; i < calls.size(); ++i) {
     const auto& call = calls[i];
-    fmt::print("# step {}/{} '{}': {}\n", call.step + 1, recipe.steps.size(),
-               recipe.steps[call.step].name, call.role);
+    // A comment line: a step name cannot end it early.
+    std::string name = recipe.steps[call.step].name;
+    std::replace(name.begin(), name.end(), '\n', ' ');
+    fmt::print("# step {}/{} '{}': {}\n", call.step + 1, recipe.steps.size(), name, call.role);
     // The dependency names the shell variable of the earlier call, unquoted so it expands.
     auto words = sbatch_words(call, "");
     std::string line = fmt::format("job{}=$(", i + 1);
@@ -230,7 +229,8 @@ void print_dry_run(const BatchRecipe& recipe, const std::vector<SbatchCall>& cal
     fmt::print("{})\n", line);
   }
   std::string all;
-  for (std::size_t i = 0; i < calls.size(); ++i) all += fmt::format("{}$job{}", i ? "," : "", i + 1);
+  for (std::size_t i = 0; i < calls.size(); ++i)
+    all += fmt::format("{}$job{}", i ? "," : "", i + 1);
   fmt::print("echo \"jobs: {}\"\n", all);
 }
 
@@ -247,9 +247,8 @@ StepShape step_shape(const std::vector<std::string>& arguments) {
   try {
     scratch.parse(reversed);
   } catch (const CLI::ParseError& error) {
-    throw_bad_input("recipe.bad_step",
-                    fmt::format("'quantsmith {}' does not parse: {}", shell_words(arguments),
-                                error.what()));
+    throw_bad_input("recipe.bad_step", fmt::format("'quantsmith {}' does not parse: {}",
+                                                   shell_words(arguments), error.what()));
   }
   const CLI::App* leaf = parsed_leaf(scratch);
   StepShape shape;
@@ -307,8 +306,8 @@ int submit_recipe_to_slurm(const BatchRecipe& recipe, std::size_t first,
         call.role == "array"
             ? fmt::format("job array {} ({} parts)", *id, options.partitions)
             : fmt::format("{} {}", call.role == "finalize" ? "finalize job" : "job", *id);
-    fmt::print("[{}/{}] {}: {}\n", call.step + 1, recipe.steps.size(),
-               recipe.steps[call.step].name, what);
+    fmt::print("[{}/{}] {}: {}\n", call.step + 1, recipe.steps.size(), recipe.steps[call.step].name,
+               what);
   }
   fmt::print("jobs: {}\n", fmt::join(job_ids, ","));
   return kExitOk;

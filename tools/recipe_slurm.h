@@ -21,10 +21,10 @@
 namespace qs::cli {
 
 struct SlurmSubmitOptions {
-  unsigned partitions = 1;      // array tasks for each step that takes --partition
-  std::string sbatch_words;     // extra sbatch options for every job, split like a shell line
-  unsigned retries = 3;         // self-requeues per task of a resumable step
-  bool dry_run = false;         // print the sbatch calls as a shell script; submit nothing
+  unsigned partitions = 1;   // array tasks for each step that takes --partition
+  std::string sbatch_words;  // extra sbatch options for every job, split like a shell line
+  unsigned retries = 3;      // self-requeues per task of a resumable step
+  bool dry_run = false;      // print the sbatch calls as a shell script; submit nothing
 };
 
 // How one step maps onto jobs, read from the definition of its subcommand (not a list kept

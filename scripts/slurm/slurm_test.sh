@@ -10,7 +10,8 @@
 #      where one task's quantsmith is killed (SIGKILL) mid-way and requeues itself, and another
 #      task is requeued by Slurm (`scontrol requeue`, what a node failure or preemption does)
 #      while it runs; the finalized output compared with the single-process one.
-# Then stops the cluster. Usage: slurm_test.sh [path/to/quantsmith] (default build/tools/quantsmith).
+# Then stops the cluster.
+# Usage: slurm_test.sh [path/to/quantsmith] (default build/tools/quantsmith).
 # Exit code 0 when everything matched; the work directory is removed unless KEEP=1.
 set -euo pipefail
 
@@ -83,7 +84,8 @@ wait_for_jobs() {
   local ids=$1
   while squeue -h -j "$ids" 2>/dev/null | grep -q .; do
     [ $(($(date +%s) - start_time)) -lt "$timeout_s" ] ||
-      fail "jobs $ids still queued after ${timeout_s} s: $(squeue -h -j "$ids" -o '%i %T %r' | tr '\n' ';')"
+      fail "jobs still queued after ${timeout_s} s:" \
+        "$(squeue -h -j "$ids" -o '%i %T %r' | tr '\n' ';')"
     sleep 1
   done
 }
@@ -128,7 +130,8 @@ all_completed "$all_ids"
 log "Slurm jobs done in $(($(date +%s) - start_time)) s"
 for name in "${batch_recipes[@]}"; do
   same_bytes "$work/single/$name" "$work/run/$name"
-  log "$name: Slurm output identical to one process ($(find "$work/run/$name" -type f | wc -l) files)"
+  files=$(find "$work/run/$name" -type f | wc -l)
+  log "$name: Slurm output identical to one process ($files files)"
 done
 
 # --- 2. a killed task and a requeued task ---------------------------------------------------
@@ -183,7 +186,8 @@ hit_mid_way() {
 
 pid=$(hit_mid_way 1)
 kill -KILL "$pid"
-log "task ${array}_1: killed its quantsmith (pid $pid) after $(committed_shards 1) committed shard(s)"
+log "task ${array}_1: killed its quantsmith (pid $pid)" \
+  "after $(committed_shards 1) committed shard(s)"
 hit_mid_way 2 >/dev/null
 scontrol requeue "${array}_2"
 log "task ${array}_2: requeued by Slurm after $(committed_shards 2) committed shard(s)"
