@@ -48,17 +48,17 @@ std::string submit_dry_run(const fs::path& recipe, const fs::path& work,
   return result.standard_output;
 }
 
-// Seed 003: two quantizes and an mtp extract (all take --partition), a validate, an mtp inject
-// (a splice: it takes --partition too) and an eval.
+// Seed 003: two quantizes (arrays), the draft extraction requantized to the target (one job:
+// see the next test), a validate, an mtp inject (a splice: an array) and an eval.
 TEST(RecipeSubmit, PartitionableStepsBecomeAnArrayAndAFinalizeJobInOneChain) {
   ScratchDirectory scratch("recipe-submit-seed003");
   const auto work = scratch.path() / "work";
   const auto script =
       submit_dry_run(kRecipes / "batch-seed003-mtp-int4-draft.yaml", work, " --partitions 3");
   const auto lines = sbatch_lines(script);
-  ASSERT_EQ(lines.size(), 10u) << script;
+  ASSERT_EQ(lines.size(), 9u) << script;
 
-  for (const std::size_t array : {0u, 2u, 4u, 7u}) {
+  for (const std::size_t array : {0u, 2u, 6u}) {
     const auto& line = lines[array];
     EXPECT_TRUE(contains(line, "--array=0-2")) << line;
     EXPECT_TRUE(contains(line, "--requeue")) << line;
@@ -72,20 +72,23 @@ TEST(RecipeSubmit, PartitionableStepsBecomeAnArrayAndAFinalizeJobInOneChain) {
   }
   EXPECT_TRUE(contains(lines[0], "quantize " + kModel.string() + " " + (work / "nvfp4").string()))
       << lines[0];
-  EXPECT_TRUE(contains(
-      lines[4], "mtp extract " + (work / "nvfp4").string() + " " + (work / "draft").string()))
-      << lines[4];
 
   // Each finalize names its step's output directory and waits for its array.
-  const std::pair<std::size_t, fs::path> finalizes[] = {{1, work / "nvfp4"},
-                                                        {3, work / "target"},
-                                                        {5, work / "draft"},
-                                                        {8, work / "bf16-with-draft"}};
+  const std::pair<std::size_t, fs::path> finalizes[] = {
+      {1, work / "nvfp4"}, {3, work / "target"}, {7, work / "bf16-with-draft"}};
   for (const auto& [index, output] : finalizes) {
     const auto& line = lines[index];
     EXPECT_TRUE(contains(line, "finalize " + output.string() + "'")) << line;
     EXPECT_FALSE(contains(line, "--array")) << line;
   }
+
+  // The requantized extraction: one job that resumes and requeues itself on failure.
+  EXPECT_TRUE(contains(
+      lines[4], "mtp extract " + (work / "nvfp4").string() + " " + (work / "draft").string()))
+      << lines[4];
+  EXPECT_FALSE(contains(lines[4], "--array")) << lines[4];
+  EXPECT_TRUE(contains(lines[4], "--resume; code=$?")) << lines[4];
+  EXPECT_TRUE(contains(lines[4], "scontrol requeue \"$SLURM_JOB_ID\"")) << lines[4];
 
   // One chain: every job after the first waits for the one before it.
   EXPECT_FALSE(contains(lines[0], "--dependency")) << lines[0];
@@ -95,18 +98,17 @@ TEST(RecipeSubmit, PartitionableStepsBecomeAnArrayAndAFinalizeJobInOneChain) {
     EXPECT_TRUE(contains(lines[i], "--kill-on-invalid-dep=yes")) << lines[i];
   }
 
-  // validate takes neither --partition nor --resume: one job, run once.
-  EXPECT_TRUE(contains(lines[6], "exec ")) << lines[6];
-  EXPECT_TRUE(contains(lines[6], " validate " + (work / "draft").string())) << lines[6];
-  EXPECT_FALSE(contains(lines[6], "--requeue")) << lines[6];
-  EXPECT_FALSE(contains(lines[6], "--resume")) << lines[6];
+  // validate and eval take neither --partition nor --resume: one job each, run once.
+  for (const std::size_t single : {5u, 8u}) {
+    EXPECT_TRUE(contains(lines[single], "exec ")) << lines[single];
+    EXPECT_FALSE(contains(lines[single], "--requeue")) << lines[single];
+    EXPECT_FALSE(contains(lines[single], "--resume")) << lines[single];
+  }
+  EXPECT_TRUE(contains(lines[5], " validate " + (work / "draft").string())) << lines[5];
+  EXPECT_TRUE(contains(lines[8], " eval ")) << lines[8];
 
-  EXPECT_TRUE(contains(lines[9], "exec ")) << lines[9];
-  EXPECT_TRUE(contains(lines[9], " eval ")) << lines[9];
-  EXPECT_FALSE(contains(lines[9], "--requeue")) << lines[9];
-
-  EXPECT_TRUE(contains(
-      script, "echo \"jobs: $job1,$job2,$job3,$job4,$job5,$job6,$job7,$job8,$job9,$job10\""))
+  EXPECT_TRUE(
+      contains(script, "echo \"jobs: $job1,$job2,$job3,$job4,$job5,$job6,$job7,$job8,$job9\""))
       << script;
   EXPECT_FALSE(fs::exists(work));
 
@@ -146,6 +148,37 @@ TEST(RecipeSubmit, FromSubmitsTheRemainingStepsWithoutADependencyOnTheSkippedOne
   ASSERT_EQ(lines.size(), 1u) << script;
   EXPECT_TRUE(contains(lines[0], " eval ")) << lines[0];
   EXPECT_FALSE(contains(lines[0], "--dependency")) << lines[0];
+}
+
+// `mtp extract` takes --partition but refuses it for a requantized draft (--requant, --recipe,
+// --target): such a step is one job, a plain extraction an array.
+TEST(RecipeSubmit, ARequantizedDraftExtractionIsOneJob) {
+  ScratchDirectory scratch("recipe-submit-extract");
+  const auto recipe = scratch.path() / "extract.yaml";
+  std::ofstream(recipe) << "parameters: {model: m, work: w}\n"
+                           "steps:\n"
+                           "  - run: mtp extract {model} {work}/plain\n"
+                           "  - run: mtp extract {model} {work}/requant --requant int4\n"
+                           "  - run: mtp extract {model} {work}/recipe --recipe r.yaml\n"
+                           "  - run: mtp extract {model} {work}/target --target t\n";
+  const auto work = scratch.path() / "work";
+  const auto lines = sbatch_lines(submit_dry_run(recipe, work));
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_TRUE(contains(lines[0], "--array=")) << lines[0];
+  EXPECT_TRUE(contains(lines[1], "finalize " + (work / "plain").string())) << lines[1];
+  for (std::size_t i = 2; i < 5; ++i) {
+    EXPECT_FALSE(contains(lines[i], "--array")) << lines[i];
+    EXPECT_FALSE(contains(lines[i], "--partition")) << lines[i];
+    EXPECT_TRUE(contains(lines[i], "--resume")) << lines[i];  // resumable: retried
+  }
+
+  // The refusal the rule mirrors: if mtp extract ever splits a requantized draft, this fails
+  // and the rule in tools/recipe_slurm.cpp should go.
+  const auto refused =
+      run_cli("mtp extract " + quoted(kModel) + " " + quoted(scratch.path() / "draft") +
+              " --requant int4 --partition 0/2");
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_TRUE(contains(refused.output, "BF16 extraction only")) << refused.output;
 }
 
 TEST(RecipeSubmit, Refusals) {
