@@ -62,10 +62,10 @@ void print_part_status(const ExecutionReport& report, const Partition& partition
   fmt::print("part {}: {} of {} shard(s) written by this run ({} resumed); {}\n",
              partition_label(partition), report.shards_written, report.part_shards,
              report.shards_resumed,
-             report.finalized
-                 ? fmt::format("every part is done: {} finalized", output)
-                 : fmt::format("other parts are not done yet: the last worker finalizes {}, or "
-                               "run `quantsmith finalize {}` once every part is done",
+             report.finalized_here ? fmt::format("every part is done: {} finalized", output)
+             : report.finalized    ? fmt::format("another worker finalized {}", output)
+                                   : fmt::format("other parts are not done yet: the last worker finalizes {}, or "
+                               "run `quantsmith finalize {}` when they are",
                                output, output));
 }
 

@@ -454,7 +454,9 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     if (claim.part) {
       // This part is done: let go of OUT, then finalize if every other worker is done too.
       claim.part.reset();
-      report.finalized = finalize_if_last(directory).has_value();
+      const auto finalized = finalize_if_last(directory);
+      report.finalized = finalized.has_value();
+      report.finalized_here = finalized && !finalized->already_finalized;
     } else {
       std::vector<std::string> digests;
       for (std::size_t shard = 0; shard < shard_plan.size(); ++shard)

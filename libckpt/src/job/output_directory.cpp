@@ -176,25 +176,28 @@ OutputDirectory OutputDirectory::claim(const fs::path& path, OutputMode mode,
   return claimed;
 }
 
-OutputDirectory OutputDirectory::claim_shared(const fs::path& path,
-                                              const std::function<bool(const std::string&)>& ours) {
+OutputDirectory OutputDirectory::claim_shared(const fs::path& path) {
   if (!check_output_path(path)) {
     std::error_code error;
     fs::create_directories(path, error);
     if (error) throw_output_error(error, "create", path);
   }
-  OutputDirectory claimed(path, lock_directory(path, true));
+  return OutputDirectory(path, lock_directory(path, true));
+}
+
+void refuse_foreign_entries(const fs::path& directory,
+                            const std::function<bool(const std::string&)>& ours,
+                            const std::string& whose) {
   std::vector<std::string> foreign;
-  for (const auto& name : output_entry_names(path))
+  for (const auto& name : output_entry_names(directory))
     if (!ours(name) && !(is_temporary_file_name(name) && ours(temporary_target(name))))
       foreign.push_back(name);
   if (!foreign.empty())
     throw_bad_input("output.not_empty",
-                    fmt::format("output directory holds {}, which no part of this partitioned "
-                                "job writes; choose another directory",
-                                quote_names(foreign)),
-                    path.string());
-  return claimed;
+                    fmt::format("output directory holds {}, which {} does not write; choose "
+                                "another directory",
+                                quote_names(foreign), whose),
+                    directory.string());
 }
 
 std::optional<OutputDirectory> OutputDirectory::lock_existing(const fs::path& path,

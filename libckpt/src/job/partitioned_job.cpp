@@ -217,11 +217,7 @@ PartClaim PartClaim::claim(const fs::path& directory, OutputMode mode, const Out
                     "--force cannot start one part over (the other parts share the output "
                     "directory): use --resume, or remove the directory to start the whole job "
                     "over");
-  std::set<std::string> names(layout.files.begin(), layout.files.end());
-  names.emplace(kJobFileName);
-  auto claimed = OutputDirectory::claim_shared(directory, [&](const std::string& name) {
-    return names.contains(name) || is_bookkeeping(name);
-  });
+  auto claimed = OutputDirectory::claim_shared(directory);
   if (const auto job = recorded_job(directory)) {
     if (job->fingerprint != layout.fingerprint) throw_other_job(directory / kJobFileName);
     if (!job->finished)
@@ -236,8 +232,25 @@ PartClaim PartClaim::claim(const fs::path& directory, OutputMode mode, const Out
                       (directory / kJobFileName).string());
     return PartClaim(std::move(claimed), -1, true);
   }
-  PartClaim claim(std::move(claimed), lock_part(directory / part_lock_file_name(partition), partition),
-                  false);
+  // Another job's parts are named as such before anything else is said about OUT.
+  read_parts(directory, layout.fingerprint, partition.count);
+  const auto record = directory / kPartitionRecordFileName;
+  const bool recorded = output_path_exists(record);
+  if (recorded) {
+    const auto existing = read_layout_record(directory);
+    if (existing.fingerprint != layout.fingerprint) throw_other_job(record);
+    if (existing != layout)
+      throw_bad_input("job.invalid", "the partition record differs from this job's plan",
+                      record.string());
+  }
+  std::set<std::string> names(layout.files.begin(), layout.files.end());
+  refuse_foreign_entries(
+      directory,
+      [&](const std::string& name) { return names.contains(name) || is_bookkeeping(name); },
+      "no part of this partitioned job");
+
+  PartClaim claim(std::move(claimed),
+                  lock_part(directory / part_lock_file_name(partition), partition), false);
   const auto own_file = directory / part_job_file_name(partition);
   if (mode == OutputMode::Fresh && output_path_exists(own_file))
     throw_bad_input("output.not_empty",
@@ -245,18 +258,8 @@ PartClaim PartClaim::claim(const fs::path& directory, OutputMode mode, const Out
                                 "continue it",
                                 partition_label(partition)),
                     own_file.string());
-  read_parts(directory, layout.fingerprint, partition.count);
-  const auto record = directory / kPartitionRecordFileName;
-  if (output_path_exists(record)) {
-    const auto recorded = read_layout_record(directory);
-    if (recorded.fingerprint != layout.fingerprint) throw_other_job(record);
-    if (recorded != layout)
-      throw_bad_input("job.invalid", "the partition record differs from this job's plan",
-                      record.string());
-  } else {
-    // Every worker writes the same bytes: whichever rename lands last, the record is right.
-    write_file_atomically(record, output_layout_json(layout).dump(2) + "\n");
-  }
+  // Every worker writes the same bytes: whichever rename lands last, the record is right.
+  if (!recorded) write_file_atomically(record, output_layout_json(layout).dump(2) + "\n");
   return claim;
 }
 

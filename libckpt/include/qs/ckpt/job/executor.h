@@ -89,11 +89,13 @@ struct ExecutionReport {
   // size or digest no longer matched the job file).
   std::vector<std::string> redone_shards;
   std::size_t total_shards = 0;  // of the whole job
-  // Partitioned: the shards of this part, whether the job was already finalized when this
-  // worker started (it did nothing), and whether this worker finalized it.
+  // Partitioned: the shards of this part; whether the job was already finalized when this
+  // worker started (it did nothing); whether it is finalized now that this part is done, and
+  // whether this worker did it (the last one to finish).
   std::size_t part_shards = 0;
   bool already_finalized = false;
   bool finalized = false;
+  bool finalized_here = false;
   std::uint64_t bytes_read = 0;
   std::uint64_t bytes_written = 0;
   double seconds = 0.0;
