@@ -170,18 +170,29 @@ committed_shards() {
   grep -o '"xxh3_128"' "$file" | wc -l
 }
 
+# Shards assigned to part I (its job file lists them one per line).
+assigned_shards() {
+  local file=$work/run/killed/quantsmith-job.part-$1-of-$parts.json
+  [ -f "$file" ] || { echo 0; return; }
+  sed -n '/"assigned_shards": \[/,/\]/p' "$file" | grep -c '^ *[0-9]'
+}
+
 # Mid-way: the task's quantsmith runs and its part has committed at least one shard (so the
-# restart has something to resume from), and it has not finished.
+# restart has something to resume from) but not all of them. The process is found once
+# (Slurm RPCs are slow); then only its job file is watched, every 10 ms.
 hit_mid_way() {
-  local task=$1 pid= deadline=$(($(date +%s) + 60))
-  while [ "$(date +%s)" -lt "$deadline" ]; do
-    if pid=$(task_quantsmith_pid "$task") && [ "$(committed_shards "$task")" -ge 1 ]; then
-      echo "$pid"
-      return 0
-    fi
-    sleep 0.02
+  local task=$1 pid= deadline=$(($(date +%s) + 60)) committed
+  until pid=$(task_quantsmith_pid "$task"); do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "task $task never started quantsmith"
+    sleep 0.05
   done
-  fail "task $task never had quantsmith running with a committed shard (too fast or never ran)"
+  while committed=$(committed_shards "$task"); [ "$committed" -lt 1 ] ||
+    [ "$committed" -ge "$(assigned_shards "$task")" ]; do
+    kill -0 "$pid" 2>/dev/null ||
+      fail "task $task finished before it could be caught between two shards"
+    sleep 0.01
+  done
+  echo "$pid"
 }
 
 # Parts are balanced by bytes: with boundary_layers=1 parts 0 and 1 hold the quantized
