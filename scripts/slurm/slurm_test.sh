@@ -9,7 +9,8 @@
 #   2. a quantize as a 4-task array of partition_task.sbatch with finalize.sbatch after it,
 #      where one task's quantsmith is killed (SIGKILL) mid-way and requeues itself, and another
 #      task is requeued by Slurm (`scontrol requeue`, what a node failure or preemption does)
-#      while it runs; the finalized output compared with the single-process one.
+#      while it runs; the finalized output compared with the single-process one;
+#   3. an array numbered other than 0..N-1 refused by every task (exit code 2), not retried.
 # Then stops the cluster.
 # Usage: slurm_test.sh [path/to/quantsmith] (default build/tools/quantsmith).
 # Exit code 0 when everything matched; the work directory is removed unless KEEP=1.
@@ -216,4 +217,21 @@ grep -q "requeued" "$work/logs/killed-${array}_1.out" ||
   fail "task 1's log does not show its self-requeue"
 same_bytes "$work/single/killed" "$work/run/killed"
 log "killed + requeued parts: output identical to one process"
+
+# --- 3. bad input is not retried -------------------------------------------------------------
+# An array not numbered 0..N-1 would leave a part unwritten: every task refuses at once with
+# exit code 2, and nothing is requeued.
+bad=$(sbatch --parsable --array=1-2 --output="$work/logs/bad-%A_%a.out" \
+  "$root/scripts/slurm/partition_task.sbatch" "${quantize_arguments[@]}")
+wait_for_jobs "$bad"
+for task in 1 2; do
+  record=$(scontrol -o show job "${bad}_$task")
+  [[ $record == *" JobState=FAILED "* && $record == *" Restarts=0 "* &&
+    $record == *" ExitCode=2:0 "* ]] ||
+    fail "task ${bad}_$task of a misnumbered array ended as:" \
+      "$(grep -oE '(JobState|Restarts|ExitCode)=[^ ]*' <<<"$record" | tr '\n' ' ')"
+  grep -q "numbered 0-(N-1)" "$work/logs/bad-${bad}_$task.out" ||
+    fail "task ${bad}_$task does not say why it refused"
+done
+log "a misnumbered array: refused at once, not retried"
 log "passed in $(($(date +%s) - start_time)) s"
