@@ -7,6 +7,7 @@
 
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/job/partition.h"
+#include "qs/ckpt/plan/plan.h"
 
 namespace qs {
 namespace {
@@ -106,6 +107,53 @@ TEST(Partition, CostsNearTheLimitsDoNotOverflow) {
   EXPECT_EQ(std::count(loads.begin(), loads.end(), std::uint64_t{1} << 60), 8);
   EXPECT_EQ(assign_shards(std::vector<std::uint64_t>(6, 0), 3),
             (std::vector<std::size_t>{0, 0, 1, 1, 2, 2}));
+}
+
+// A transform that solves something: its arithmetic weighs `extra` byte-equivalents.
+class SolverTransform final : public Transform {
+ public:
+  explicit SolverTransform(std::uint64_t extra) : extra_(extra) {}
+  std::string describe() const override { return "solver"; }
+  std::vector<TensorQuality> run(std::span<const SourceTensor>,
+                                 std::span<const std::span<std::byte>>) const override {
+    return {};
+  }
+  std::uint64_t extra_cost(const PlanItem&) const override { return extra_; }
+
+ private:
+  std::uint64_t extra_;
+};
+
+TEST(Partition, ShardCostsAreBytesPlusArithmeticSpreadByOutputBytes) {
+  // Sources of 100 bytes each; BF16 outputs of 50 elements (100 bytes) or 25 (50 bytes).
+  std::vector<TensorInfo> sources(3);
+  for (std::size_t i = 0; i < sources.size(); ++i)
+    sources[i] = {"s" + std::to_string(i), DType::BF16, {50}, 100 * i, 100 * (i + 1)};
+  const auto spec = [](const std::string& name, std::int64_t elements) {
+    return TensorSpec{name, DType::BF16, {elements}};
+  };
+  Plan plan;
+  PlanItem copy;
+  copy.sources = {{0, nullptr, &sources[0]}};
+  copy.transform = make_copy_transform();
+  copy.outputs = {spec("a", 50)};
+  PlanItem solve;
+  solve.sources = {{0, nullptr, &sources[1]}};
+  solve.transform = std::make_shared<SolverTransform>(900);
+  solve.outputs = {spec("b", 50)};
+  // One item, outputs of 100 and 50 bytes in two shards: cost 100 + 150 + 300 = 550.
+  PlanItem split;
+  split.sources = {{0, nullptr, &sources[2]}};
+  split.transform = std::make_shared<SolverTransform>(300);
+  split.outputs = {spec("c", 50), spec("d", 25)};
+  plan.items = {copy, solve, split};
+  const std::vector<std::vector<TensorSpec>> shards = {
+      {spec("a", 50)}, {spec("b", 50), spec("c", 50)}, {spec("d", 25)}};
+  // a: 100 + 100; b: 100 + 100 + 900; c: 550 · 100/150; d: 550 · 50/150.
+  EXPECT_EQ(shard_costs(plan, shards), (std::vector<std::uint64_t>{200, 1100 + 366, 183}));
+  // The solver's shard weighs more than the other two together: it is a part of its own.
+  EXPECT_EQ(assign_shards(shard_costs(plan, shards), 2), (std::vector<std::size_t>{0, 1, 1}));
+  EXPECT_EQ(assign_shards(shard_costs(plan, shards), 3), (std::vector<std::size_t>{0, 1, 2}));
 }
 
 }  // namespace

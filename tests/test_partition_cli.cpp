@@ -1,7 +1,8 @@
 // Partitioned jobs as users run them: N workers (`--partition I/N`) writing one output
 // directory, in any order or at once, finalized by the last worker or `quantsmith finalize`,
-// leave every file byte-identical to a single-process run (NVFP4, W8A16 mix, INT4, splice,
-// mtp extract; N = 1, 3, 4); and every refusal keeps the committed parts and finalizes nothing.
+// leave every file byte-identical to a single-process run (NVFP4, W8A16 mix, INT4, GPTQ,
+// splice, mtp extract; N = 1, 3, 4); and every refusal keeps the committed parts and finalizes
+// nothing.
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -57,10 +58,15 @@ class PartitionedJobs : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     scratch_ = std::make_unique<ScratchDirectory>("partition");
+    // GPTQ's statistics (few rows: the split, not the quality, is under test).
+    const auto calibrated = run_cli(
+        "calibrate " + quoted(kModel) + " --tokens " + quoted(kModel / "tokens.safetensors") +
+        ":calib --max-rows 16 --all-experts --out " + quoted(path("stats.qs")));
+    ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
     // The splice's sources, made once.
     for (const auto& [name, arguments] :
-         {std::pair<std::string, std::string>{"w8a16", "--recipe " + quoted(kRecipes /
-                                                                    "glm5-w8a16-int8mix-seed000.yaml")},
+         {std::pair<std::string, std::string>{
+              "w8a16", "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml")},
           {"nvfp4", "--scheme nvfp4 --format compressed-tensors"}}) {
       const auto result =
           run_cli("quantize " + quoted(kModel) + " " + quoted(path(name)) + " " + arguments);
@@ -80,9 +86,14 @@ class PartitionedJobs : public ::testing::Test {
         {"w8a16", quantize,
          "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml") + kShards},
         {"int4", quantize, "--scheme int4" + kShards},
+        // Calibrated: the split weighs experts by GPTQ's arithmetic, every worker reads STATS.
+        {"gptq", quantize,
+         "--recipe " + quoted(kRecipes / "glm5-w4a16-experts-seed002.yaml") + " --calib " +
+             quoted(path("stats.qs")) + kShards},
         {"splice", "splice",
          "--base " + quoted(path("w8a16")) + " --take " +
-             quoted(fs::path(path("nvfp4").string() + ":category=routed_expert;layers=1-3")) + kShards},
+             quoted(fs::path(path("nvfp4").string() + ":category=routed_expert;layers=1-3")) +
+             kShards},
         {"mtp", "mtp extract " + quoted(kModel), "--max-shard-size 300KB"},
     };
   }
@@ -115,15 +126,13 @@ TEST_F(PartitionedJobs, EveryPartCountAndJobIsByteIdenticalToOneProcess) {
       const auto out = fresh(job.name);
       // Parts in reverse order: the last to finish (part 0) is the one that finalizes.
       for (std::size_t index = parts; index-- > 0;) {
-        const auto result =
-            run_cli(job.command(out) + " --partition " + std::to_string(index) + "/" +
-                    std::to_string(parts));
+        const auto result = run_cli(job.command(out) + " --partition " + std::to_string(index) +
+                                    "/" + std::to_string(parts));
         ASSERT_EQ(result.exit_code, 0) << job.name << " " << index << "/" << parts << "\n"
                                        << result.output;
         EXPECT_EQ(finalized(out), index == 0) << job.name << " " << index << "/" << parts;
         if (index == 0)
-          EXPECT_NE(result.standard_output.find("finalized"), std::string::npos)
-              << result.output;
+          EXPECT_NE(result.standard_output.find("finalized"), std::string::npos) << result.output;
       }
       EXPECT_EQ(everything_in(out), expected) << job.name << " in " << parts << " parts";
     }
@@ -136,8 +145,8 @@ TEST_F(PartitionedJobs, WorkersRunningAtOnceFinalizeExactlyOnce) {
   std::string script;
   for (int index = 0; index < 4; ++index)
     script += std::string(QS_CLI_PATH) + " " + job.command(out) + " --partition " +
-              std::to_string(index) + "/4 --resume >" + quoted(fs::path(out.string() + "-" + std::to_string(index) + ".log")) +
-              " 2>&1 & ";
+              std::to_string(index) + "/4 --resume >" +
+              quoted(fs::path(out.string() + "-" + std::to_string(index) + ".log")) + " 2>&1 & ";
   ASSERT_EQ(std::system(("mkdir -p " + quoted(out) + "; " + script + "wait").c_str()), 0);
   std::size_t finalizers = 0;
   for (int index = 0; index < 4; ++index) {
@@ -172,8 +181,7 @@ TEST_F(PartitionedJobs, FinalizeCompletesWhenTheLastWorkerCouldNot) {
   EXPECT_EQ(report["already_finalized"], false);
   EXPECT_EQ(everything_in(out), single(job));
   // Again, and a worker resumed after the end: nothing to do, nothing changed.
-  EXPECT_NE(run_cli("finalize " + quoted(out)).output.find("already finalized"),
-            std::string::npos);
+  EXPECT_NE(run_cli("finalize " + quoted(out)).output.find("already finalized"), std::string::npos);
   const auto late = run_cli(job.command(out) + " --partition 1/3 --resume");
   EXPECT_EQ(late.exit_code, 0) << late.output;
   EXPECT_NE(late.output.find("already finalized"), std::string::npos) << late.output;
@@ -267,8 +275,8 @@ TEST_F(PartitionedJobs, FinalizeRefusesAMissingOrHalfWrittenPartAndResumeRepairs
 
   // Part 1 never ran.
   const auto part1 = out / "quantsmith-job.part-1-of-3.json";
-  EXPECT_EQ(finalize_error(out), std::make_pair(std::string("finalize.part_missing"),
-                                                part1.string()));
+  EXPECT_EQ(finalize_error(out),
+            std::make_pair(std::string("finalize.part_missing"), part1.string()));
   auto result = run_cli("finalize " + quoted(out));
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("part 1/3 has not run"), std::string::npos) << result.output;
@@ -292,8 +300,8 @@ TEST_F(PartitionedJobs, FinalizeRefusesAMissingOrHalfWrittenPartAndResumeRepairs
   const auto shard_bytes = read_text_file(out / cut);
   fs::rename(out / cut, out / ("." + cut + ".tmp-99999-0"));
   fs::resize_file(out / ("." + cut + ".tmp-99999-0"), shard_bytes.size() / 2);
-  EXPECT_EQ(finalize_error(out), std::make_pair(std::string("finalize.part_incomplete"),
-                                                part1.string()));
+  EXPECT_EQ(finalize_error(out),
+            std::make_pair(std::string("finalize.part_incomplete"), part1.string()));
   result = run_cli("finalize " + quoted(out));
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("part 1/3 committed"), std::string::npos) << result.output;
@@ -336,8 +344,7 @@ TEST_F(PartitionedJobs, FinalizeRefusesADamagedShardNamingIt) {
   fs::remove(shard);
   const auto result = run_cli("finalize " + quoted(out));
   EXPECT_EQ(result.exit_code, 2);
-  EXPECT_NE(result.output.find(shard.string() + ": missing; run part 0/2 again"),
-            std::string::npos)
+  EXPECT_NE(result.output.find(shard.string() + ": missing; run part 0/2 again"), std::string::npos)
       << result.output;
   EXPECT_FALSE(finalized(out));
 

@@ -44,8 +44,7 @@ SubcommandRunner register_finalize(CLI::App& app) {
       "once every part is committed: checks each part against the job's fingerprint, then "
       "writes the index, configs, manifest and job file, byte-identical to a single-process "
       "run. The last worker does this itself; run it when that worker was stopped or to check");
-  command->add_option("OUT", options->output, "the output directory every part wrote")
-      ->required();
+  command->add_option("OUT", options->output, "the output directory every part wrote")->required();
   command->add_flag("--json", options->json, "machine-readable summary on stdout");
   return [options]() { return run_finalize(*options); };
 }

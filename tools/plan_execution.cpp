@@ -20,10 +20,10 @@ extern "C" void request_stop(int) {
 
 ExecutionReport execute_with_progress(const Plan& plan, ExecutionOptions options,
                                       const std::string& label) {
-  ProgressLine progress(
-      options.partition ? fmt::format("{} part {}", label, partition_label(*options.partition))
-                        : label,
-      plan.source_bytes(), plan.items.size());
+  ProgressLine progress(options.partition
+                            ? fmt::format("{} part {}", label, partition_label(*options.partition))
+                            : label,
+                        plan.source_bytes(), plan.items.size());
   options.on_progress = [&](const ExecutionProgress& state) {
     progress.set_totals(state.total_source_bytes, state.total_items);
     progress.update(state.done_source_bytes, state.done_items);
@@ -63,14 +63,14 @@ void print_part_status(const ExecutionReport& report, const Partition& partition
              partition_label(partition), report.shards_written, report.part_shards,
              report.shards_resumed,
              report.finalized_here ? fmt::format("every part is done: {} finalized", output)
-             : report.finalized    ? fmt::format("another worker finalized {}", output)
-                                   : fmt::format("other parts are not done yet: the last worker finalizes {}, or "
+             : report.finalized
+                 ? fmt::format("another worker finalized {}", output)
+                 : fmt::format("other parts are not done yet: the last worker finalizes {}, or "
                                "run `quantsmith finalize {}` when they are",
                                output, output));
 }
 
-nlohmann::ordered_json part_status_json(const ExecutionReport& report,
-                                        const Partition& partition) {
+nlohmann::ordered_json part_status_json(const ExecutionReport& report, const Partition& partition) {
   return {{"partition", partition_label(partition)},
           {"part_shards", report.part_shards},
           {"already_finalized", report.already_finalized},

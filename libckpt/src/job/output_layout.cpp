@@ -27,7 +27,8 @@ OutputLayout make_output_layout(std::string fingerprint,
   layout.fingerprint = std::move(fingerprint);
   for (std::size_t shard = 0; shard < shard_plan.size(); ++shard) {
     layout.shard_files.push_back(shard_file_name(shard, shard_plan.size()));
-    std::uint64_t bytes = build_safetensors_header(shard_plan[shard], output_shard_metadata()).size();
+    std::uint64_t bytes =
+        build_safetensors_header(shard_plan[shard], output_shard_metadata()).size();
     for (const auto& tensor : shard_plan[shard]) bytes += tensor.byte_size();
     layout.shard_bytes.push_back(bytes);
   }

@@ -46,8 +46,10 @@ constexpr std::string_view kPartPrefix = "quantsmith-job.part-";
 
 Partition parse_partition(std::string_view text) {
   const auto slash = text.find('/');
-  const auto index = slash == std::string_view::npos ? std::nullopt : decimal(text.substr(0, slash));
-  const auto count = slash == std::string_view::npos ? std::nullopt : decimal(text.substr(slash + 1));
+  const auto index =
+      slash == std::string_view::npos ? std::nullopt : decimal(text.substr(0, slash));
+  const auto count =
+      slash == std::string_view::npos ? std::nullopt : decimal(text.substr(slash + 1));
   if (!index || !count)
     throw_bad_input("cli.bad_partition",
                     fmt::format("--partition '{}': expected I/N, two whole numbers with "
@@ -95,19 +97,17 @@ std::vector<std::uint64_t> shard_costs(const Plan& plan,
         item.source_bytes() + item.output_bytes() + item.transform->extra_cost(item);
     const std::uint64_t output_bytes = item.output_bytes();
     for (const auto& output : item.outputs) {
-      const auto share =
-          output_bytes == 0
-              ? cost / item.outputs.size()
-              : static_cast<std::uint64_t>(static_cast<Wide>(cost) *
-                                           output.byte_size() / output_bytes);
+      const auto share = output_bytes == 0
+                             ? cost / item.outputs.size()
+                             : static_cast<std::uint64_t>(static_cast<Wide>(cost) *
+                                                          output.byte_size() / output_bytes);
       costs[shard_of_tensor[tensor++]] += share;
     }
   }
   return costs;
 }
 
-std::vector<std::size_t> assign_shards(const std::vector<std::uint64_t>& costs,
-                                       std::size_t parts) {
+std::vector<std::size_t> assign_shards(const std::vector<std::uint64_t>& costs, std::size_t parts) {
   Wide total = 0;
   for (const auto cost : costs) total += cost;
   std::vector<std::size_t> part_of(costs.size(), 0);

@@ -46,8 +46,7 @@ std::optional<RecordedJob> recorded_job(const fs::path& directory) {
 
 OutputLayout read_layout_record(const fs::path& directory) {
   const auto path = directory / kPartitionRecordFileName;
-  return output_layout_from_json(read_json_file(path, "job.invalid"), "job.invalid",
-                                 path.string());
+  return output_layout_from_json(read_json_file(path, "job.invalid"), "job.invalid", path.string());
 }
 
 // Exclusive lock on part I's lock file: one worker per part.
@@ -100,8 +99,7 @@ void remove_part_bookkeeping(const fs::path& directory, const std::vector<std::s
   for (const auto& name : output_entry_names(directory)) {
     const bool temporary = is_temporary_file_name(name);
     const auto target = temporary ? name.substr(1, name.find(".tmp-") - 1) : name;
-    if (is_bookkeeping(target) ||
-        (temporary && (ours.contains(target) || target == kJobFileName)))
+    if (is_bookkeeping(target) || (temporary && (ours.contains(target) || target == kJobFileName)))
       remove_output_entry(directory / name);
   }
 }
@@ -196,8 +194,9 @@ std::optional<FinalizeReport> finalize_locked(const fs::path& directory, bool st
       throw_bad_input("finalize.shard_damaged",
                       fmt::format("{}; run part {} again with --resume (it rewrites the shard), "
                                   "then finalize",
-                                  error ? "missing" : fmt::format("{} bytes where the plan gives {}",
-                                                                  size, layout.shard_bytes[shard]),
+                                  error ? "missing"
+                                        : fmt::format("{} bytes where the plan gives {}", size,
+                                                      layout.shard_bytes[shard]),
                                   partition_label({part_of[shard], count})),
                       file.string());
   }
