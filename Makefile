@@ -5,7 +5,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test demo fuzz bench conformance gpu-check clean
+.PHONY: all setup configure build test demo fuzz bench conformance gpu-check slurm-test clean
 
 all: build
 
@@ -41,6 +41,11 @@ conformance: build
 # script names any build tool it lacks.
 gpu-check:
 	@scripts/gpu_check.sh
+
+# Partitioned jobs on a real Slurm: a one-node cluster on localhost (installs slurm-wlm and
+# munge when missing), the seed recipes as job arrays, a killed and a requeued task.
+slurm-test: build
+	@scripts/slurm/slurm_test.sh $(BUILD_DIR)/tools/quantsmith
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -48,6 +48,7 @@ struct QuantizeOptions {
   std::string nan_policy = "error";
   std::string calibration;
   std::string activations;
+  std::string partition;
 };
 
 Recipe recipe_from(const QuantizeOptions& options) {
@@ -236,6 +237,7 @@ double mean_snr_db(const ExecutionReport& report) {
 }
 
 int run_quantize(const QuantizeOptions& options) {
+  const auto partition = partition_from_flag(options.partition);
   auto source = Checkpoint::open(options.input);
   require_layout_matches_config(source);
   check_output_directory(options.output, {source.directory()});
@@ -289,9 +291,17 @@ int run_quantize(const QuantizeOptions& options) {
     execution.on_worker_start = [&devices](std::size_t worker) {
       use_cuda_device(devices.cuda_devices[worker]);
     };
+  execution.partition = partition;
   const auto report = execute_with_progress(planned.plan, execution, "quantize");
   const double seconds = std::max(report.seconds, 1e-9);
   if (report.interrupted) return report_interruption(report);
+  if (partition && report.already_finalized) {
+    if (options.json)
+      fmt::print("{}\n", part_status_json(report, *partition).dump(2));
+    else
+      print_part_status(report, *partition, options.output);
+    return kExitOk;
+  }
   print_non_finite(report);
   if (options.json) {
     nlohmann::ordered_json out = plan_json(planned, recipe);
@@ -303,6 +313,7 @@ int run_quantize(const QuantizeOptions& options) {
                   {"shards_written", report.shards_written},
                   {"shards_resumed", report.shards_resumed},
                   {"mean_snr_db", mean_snr_db(report)}};
+    if (partition) out["run"]["part"] = part_status_json(report, *partition);
     out["quality"] = quality_json(report);
     out["non_finite"] = non_finite_json(report);
     fmt::print("{}\n", out.dump(2));
@@ -317,6 +328,7 @@ int run_quantize(const QuantizeOptions& options) {
     if (!report.quality.empty()) fmt::print(", mean weight SNR {:.2f} dB", mean_snr_db(report));
     fmt::print("\n");
     print_gptq_summary(report);
+    if (partition) print_part_status(report, *partition, options.output);
   }
   return kExitOk;
 }
@@ -368,6 +380,7 @@ SubcommandRunner register_quantize(CLI::App& app) {
                       "default unless the recipe says otherwise)");
   command->add_option("--nan-policy", options->nan_policy,
                       "NaN/Inf in a weight being quantized: error (default) or zero");
+  add_partition_option(*command, options->partition);
   return [options]() { return run_quantize(*options); };
 }
 

@@ -80,17 +80,25 @@ bool check_output_path(const fs::path& path) {
   return true;
 }
 
-int lock_directory(const fs::path& path) {
+// The locked descriptor, or -1 when another process holds a conflicting lock and
+// `fail_when_locked` is off. Exclusive for a job that owns OUT alone, shared for the workers
+// of a partitioned job.
+int lock_directory(const fs::path& path, bool shared = false, bool fail_when_locked = true) {
   const int descriptor = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (descriptor < 0)
     throw_output_error(std::error_code(errno, std::generic_category()), "open", path);
-  if (::flock(descriptor, LOCK_EX | LOCK_NB) != 0) {
+  if (::flock(descriptor, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
     const int error_number = errno;
     ::close(descriptor);
+    if (error_number == EWOULDBLOCK && !fail_when_locked) return -1;
     if (error_number == EWOULDBLOCK)
       throw_bad_input("output.locked",
-                      "another quantsmith job is writing this output directory; wait for it "
-                      "to finish or choose another directory",
+                      shared ? "another quantsmith job (not a part of a partitioned one) or a "
+                               "finalize is writing this output directory; wait for it to "
+                               "finish or choose another directory"
+                             : "another quantsmith job is writing this output directory; wait "
+                               "for it (or, for a partitioned job, its running workers) to "
+                               "finish or choose another directory",
                       path.string());
     throw_output_error(std::error_code(error_number, std::generic_category()), "lock", path);
   }
@@ -166,6 +174,39 @@ OutputDirectory OutputDirectory::claim(const fs::path& path, OutputMode mode,
       return claimed;
   }
   return claimed;
+}
+
+OutputDirectory OutputDirectory::claim_shared(const fs::path& path) {
+  if (!check_output_path(path)) {
+    std::error_code error;
+    fs::create_directories(path, error);
+    if (error) throw_output_error(error, "create", path);
+  }
+  return OutputDirectory(path, lock_directory(path, true));
+}
+
+void refuse_foreign_entries(const fs::path& directory,
+                            const std::function<bool(const std::string&)>& ours,
+                            const std::string& whose) {
+  std::vector<std::string> foreign;
+  for (const auto& name : output_entry_names(directory))
+    if (!ours(name) && !(is_temporary_file_name(name) && ours(temporary_target(name))))
+      foreign.push_back(name);
+  if (!foreign.empty())
+    throw_bad_input("output.not_empty",
+                    fmt::format("output directory holds {}, which {} does not write; choose "
+                                "another directory",
+                                quote_names(foreign), whose),
+                    directory.string());
+}
+
+std::optional<OutputDirectory> OutputDirectory::lock_existing(const fs::path& path,
+                                                              bool fail_when_locked) {
+  if (!check_output_path(path))
+    throw_bad_input("output.missing", "no such output directory", path.string());
+  const int descriptor = lock_directory(path, false, fail_when_locked);
+  if (descriptor < 0) return std::nullopt;
+  return OutputDirectory(path, descriptor);
 }
 
 OutputDirectory::OutputDirectory(OutputDirectory&& other) noexcept
