@@ -348,6 +348,18 @@ TEST_F(PartitionedJobs, FinalizeRefusesADamagedShardNamingIt) {
       << result.output;
   EXPECT_FALSE(finalized(out));
 
+  // A single-process --force clears the parts (only the job's own files) and starts over.
+  write_file_atomically(out / "notes.txt", "mine");
+  const auto before = everything_in(out);
+  const auto refused = run_cli(job.command(out) + " --force");
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("'notes.txt'"), std::string::npos) << refused.output;
+  EXPECT_EQ(everything_in(out), before);
+  fs::remove(out / "notes.txt");
+  const auto over = run_cli(job.command(out) + " --force");
+  ASSERT_EQ(over.exit_code, 0) << over.output;
+  EXPECT_EQ(everything_in(out), single(job));
+
   // Finalize on a directory no partitioned job wrote; on a single-process job's, nothing to do.
   const auto empty = fresh("empty");
   fs::create_directories(empty);

@@ -43,7 +43,8 @@ ExecutionReport execute_with_progress(const Plan& plan, ExecutionOptions options
 int report_interruption(const ExecutionReport& report) {
   fmt::print(stderr,
              "quantsmith: interrupted after {} of {} shards; run again with --resume to finish\n",
-             report.shards_resumed + report.shards_written, report.total_shards);
+             report.shards_resumed + report.shards_written,
+             report.part_shards ? report.part_shards : report.total_shards);
   return 130;
 }
 

@@ -15,6 +15,8 @@
 #include "qs/ckpt/job/executor.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/job/job_state.h"
+#include "qs/ckpt/job/output_layout.h"
+#include "qs/ckpt/job/partition.h"
 
 namespace qs {
 namespace fs = std::filesystem;
@@ -105,13 +107,33 @@ int lock_directory(const fs::path& path, bool shared = false, bool fail_when_loc
   return descriptor;
 }
 
+// Every name in OUT a partitioned job's parts may have written (files, part job and lock
+// files, the record), or nullopt when OUT holds no partition record.
+std::optional<std::vector<std::string>> partitioned_job_files(const fs::path& path) {
+  const auto record = path / kPartitionRecordFileName;
+  if (!output_path_exists(record)) return std::nullopt;
+  auto names = output_layout_from_json(read_json_file(record, "job.invalid"), "job.invalid",
+                                       record.string())
+                   .files;
+  names.emplace_back(kPartitionRecordFileName);
+  for (const auto& name : output_entry_names(path))
+    if (partition_of_job_file(name).count || partition_of_lock_file(name).count)
+      names.push_back(name);
+  return names;
+}
+
 // What --force may remove: the job file's records and the caller's own entries. Refuses,
 // before anything is deleted, when OUT holds anything else.
 void clear_for_force(const fs::path& path, const std::vector<std::string>& entries,
                      const std::vector<std::string>& owned_entries) {
-  const auto recorded = JobState::recorded_files(path);
+  auto recorded = JobState::recorded_files(path);
   std::set<std::string> ours(owned_entries.begin(), owned_entries.end());
   if (recorded) ours.insert(recorded->begin(), recorded->end());
+  // The parts of a partitioned job: its record names the job's files.
+  if (const auto names = partitioned_job_files(path)) {
+    ours.insert(names->begin(), names->end());
+    if (!recorded) recorded.emplace();
+  }
   const auto foreign = foreign_entries(entries, ours);
   if (!foreign.empty())
     throw_bad_input(
