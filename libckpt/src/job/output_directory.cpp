@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <thread>
 #include <set>
 #include <utility>
 
@@ -21,6 +23,9 @@
 namespace qs {
 namespace fs = std::filesystem;
 namespace {
+
+// How long a partitioned job's worker waits for an exclusive holder of OUT before refusing.
+constexpr auto kSharedLockPatience = std::chrono::seconds(30);
 
 // At most this many foreign names are quoted in a refusal.
 constexpr std::size_t kNamesQuoted = 3;
@@ -89,7 +94,16 @@ int lock_directory(const fs::path& path, bool shared = false, bool fail_when_loc
   const int descriptor = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (descriptor < 0)
     throw_output_error(std::error_code(errno, std::generic_category()), "open", path);
-  if (::flock(descriptor, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+  // A worker may arrive while another holds the lock exclusively for a moment to see whether
+  // it is the last one (or to finalize, which writes only small files): it waits that long.
+  const auto patience = std::chrono::steady_clock::now() + kSharedLockPatience;
+  int result = ::flock(descriptor, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB);
+  while (result != 0 && errno == EWOULDBLOCK && shared &&
+         std::chrono::steady_clock::now() < patience) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    result = ::flock(descriptor, LOCK_SH | LOCK_NB);
+  }
+  if (result != 0) {
     const int error_number = errno;
     ::close(descriptor);
     if (error_number == EWOULDBLOCK && !fail_when_locked) return -1;
