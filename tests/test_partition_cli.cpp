@@ -191,6 +191,29 @@ TEST_F(PartitionedJobs, FinalizeCompletesWhenTheLastWorkerCouldNot) {
   EXPECT_EQ(everything_in(out), single(job));
 }
 
+TEST_F(PartitionedJobs, DryRunShowsEachPartsContiguousShareAndWritesNothing) {
+  const auto job = jobs()[3];  // GPTQ: shards weighed by arithmetic, not bytes alone
+  const auto out = fresh("dry");
+  std::size_t next = 1, total = 0;
+  std::uint64_t cost = 0;
+  for (int index = 0; index < 3; ++index) {
+    const auto result =
+        run_cli(job.command(out) + " --dry-run --json --partition " + std::to_string(index) + "/3");
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    const auto part = nlohmann::json::parse(result.standard_output)["part"];
+    EXPECT_EQ(part["partition"], std::to_string(index) + "/3");
+    EXPECT_EQ(part["first_shard"], next);
+    next += part["shards"].get<std::size_t>();
+    total = part["total_shards"];
+    cost += part["cost"].get<std::uint64_t>();
+    EXPECT_GT(part["cost"].get<std::uint64_t>(), 0u);
+    EXPECT_LT(part["cost"].get<std::uint64_t>(), part["total_cost"].get<std::uint64_t>() / 2);
+    if (index == 2) EXPECT_EQ(cost, part["total_cost"].get<std::uint64_t>());
+  }
+  EXPECT_EQ(next, total + 1);
+  EXPECT_FALSE(fs::exists(out));
+}
+
 // --- bad input ------------------------------------------------------------------------------
 
 // The error kind finalize throws, and the file it names.
