@@ -371,6 +371,17 @@ TEST_F(PartitionedJobs, FinalizeRefusesADamagedShardNamingIt) {
       << result.output;
   EXPECT_FALSE(finalized(out));
 
+  // A damaged part job file is named.
+  const auto garbled = out / "quantsmith-job.part-1-of-2.json";
+  const auto kept = read_text_file(garbled);
+  write_file_atomically(garbled, "{\"version\": 2, \"partition\": \"1/");
+  EXPECT_EQ(finalize_error(out), std::make_pair(std::string("job.invalid"), garbled.string()));
+  auto record = nlohmann::json::parse(kept);
+  record["partition"] = "7/2";
+  write_file_atomically(garbled, record.dump());
+  EXPECT_EQ(finalize_error(out), std::make_pair(std::string("job.invalid"), garbled.string()));
+  write_file_atomically(garbled, kept);
+
   // A single-process --force clears the parts (only the job's own files) and starts over.
   write_file_atomically(out / "notes.txt", "mine");
   const auto before = everything_in(out);
