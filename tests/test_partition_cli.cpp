@@ -191,6 +191,29 @@ TEST_F(PartitionedJobs, FinalizeCompletesWhenTheLastWorkerCouldNot) {
   EXPECT_EQ(everything_in(out), single(job));
 }
 
+TEST_F(PartitionedJobs, DryRunShowsEachPartsContiguousShareAndWritesNothing) {
+  const auto job = jobs()[3];  // GPTQ: shards weighed by arithmetic, not bytes alone
+  const auto out = fresh("dry");
+  std::size_t next = 1, total = 0;
+  std::uint64_t cost = 0;
+  for (int index = 0; index < 3; ++index) {
+    const auto result =
+        run_cli(job.command(out) + " --dry-run --json --partition " + std::to_string(index) + "/3");
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    const auto part = nlohmann::json::parse(result.standard_output)["part"];
+    EXPECT_EQ(part["partition"], std::to_string(index) + "/3");
+    EXPECT_EQ(part["first_shard"], next);
+    next += part["shards"].get<std::size_t>();
+    total = part["total_shards"];
+    cost += part["cost"].get<std::uint64_t>();
+    EXPECT_GT(part["cost"].get<std::uint64_t>(), 0u);
+    EXPECT_LT(part["cost"].get<std::uint64_t>(), part["total_cost"].get<std::uint64_t>() / 2);
+    if (index == 2) EXPECT_EQ(cost, part["total_cost"].get<std::uint64_t>());
+  }
+  EXPECT_EQ(next, total + 1);
+  EXPECT_FALSE(fs::exists(out));
+}
+
 // --- bad input ------------------------------------------------------------------------------
 
 // The error kind finalize throws, and the file it names.
@@ -347,6 +370,29 @@ TEST_F(PartitionedJobs, FinalizeRefusesADamagedShardNamingIt) {
   EXPECT_NE(result.output.find(shard.string() + ": missing; run part 0/2 again"), std::string::npos)
       << result.output;
   EXPECT_FALSE(finalized(out));
+
+  // A damaged part job file is named.
+  const auto garbled = out / "quantsmith-job.part-1-of-2.json";
+  const auto kept = read_text_file(garbled);
+  write_file_atomically(garbled, "{\"version\": 2, \"partition\": \"1/");
+  EXPECT_EQ(finalize_error(out), std::make_pair(std::string("job.invalid"), garbled.string()));
+  auto record = nlohmann::json::parse(kept);
+  record["partition"] = "7/2";
+  write_file_atomically(garbled, record.dump());
+  EXPECT_EQ(finalize_error(out), std::make_pair(std::string("job.invalid"), garbled.string()));
+  write_file_atomically(garbled, kept);
+
+  // A single-process --force clears the parts (only the job's own files) and starts over.
+  write_file_atomically(out / "notes.txt", "mine");
+  const auto before = everything_in(out);
+  const auto refused = run_cli(job.command(out) + " --force");
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("'notes.txt'"), std::string::npos) << refused.output;
+  EXPECT_EQ(everything_in(out), before);
+  fs::remove(out / "notes.txt");
+  const auto over = run_cli(job.command(out) + " --force");
+  ASSERT_EQ(over.exit_code, 0) << over.output;
+  EXPECT_EQ(everything_in(out), single(job));
 
   // Finalize on a directory no partitioned job wrote; on a single-process job's, nothing to do.
   const auto empty = fresh("empty");

@@ -43,7 +43,8 @@ ExecutionReport execute_with_progress(const Plan& plan, ExecutionOptions options
 int report_interruption(const ExecutionReport& report) {
   fmt::print(stderr,
              "quantsmith: interrupted after {} of {} shards; run again with --resume to finish\n",
-             report.shards_resumed + report.shards_written, report.total_shards);
+             report.shards_resumed + report.shards_written,
+             report.part_shards ? report.part_shards : report.total_shards);
   return 130;
 }
 
@@ -75,6 +76,36 @@ nlohmann::ordered_json part_status_json(const ExecutionReport& report, const Par
           {"part_shards", report.part_shards},
           {"already_finalized", report.already_finalized},
           {"finalized", report.finalized || report.already_finalized}};
+}
+
+std::string part_share_line(const Plan& plan, std::uint64_t max_shard_bytes,
+                            const Partition& partition) {
+  const auto share = part_share(plan, max_shard_bytes, partition);
+  const auto percent = [](std::uint64_t part, std::uint64_t whole) {
+    return whole ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0;
+  };
+  if (share.shards == 0)
+    return fmt::format("part {}: no shard of {} (more parts than the split can fill)",
+                       partition_label(partition), share.total_shards);
+  return fmt::format(
+      "part {}: shards {}-{} of {} ({} of {} output, {:.1f}%; {:.1f}% of the estimated cost)",
+      partition_label(partition), share.first_shard + 1, share.first_shard + share.shards,
+      share.total_shards, human_bytes(share.output_bytes), human_bytes(share.total_output_bytes),
+      percent(share.output_bytes, share.total_output_bytes),
+      percent(share.cost, share.total_cost));
+}
+
+nlohmann::ordered_json part_share_json(const Plan& plan, std::uint64_t max_shard_bytes,
+                                       const Partition& partition) {
+  const auto share = part_share(plan, max_shard_bytes, partition);
+  return {{"partition", partition_label(partition)},
+          {"first_shard", share.first_shard + 1},
+          {"shards", share.shards},
+          {"total_shards", share.total_shards},
+          {"output_bytes", share.output_bytes},
+          {"total_output_bytes", share.total_output_bytes},
+          {"cost", share.cost},
+          {"total_cost", share.total_cost}};
 }
 
 void add_partition_option(CLI::App& command, std::string& partition) {

@@ -32,6 +32,13 @@ void print_part_status(const ExecutionReport& report, const Partition& partition
 nlohmann::ordered_json part_status_json(const ExecutionReport& report,
                                         const Partition& partition);
 
+// --dry-run with --partition: which shards the part writes and its share of the job, as a
+// line or as JSON.
+std::string part_share_line(const Plan& plan, std::uint64_t max_shard_bytes,
+                            const Partition& partition);
+nlohmann::ordered_json part_share_json(const Plan& plan, std::uint64_t max_shard_bytes,
+                                       const Partition& partition);
+
 // The --partition option of every writing subcommand, with its help text.
 void add_partition_option(CLI::App& command, std::string& partition);
 

@@ -253,11 +253,18 @@ int run_quantize(const QuantizeOptions& options) {
       source, recipe,
       [&](const QuantizeRequest& request) { return make_quantize_transform(request, settings); },
       calibration ? &*calibration : nullptr);
+  const std::uint64_t max_shard_bytes =
+      options.max_shard_size.empty() ? recipe.max_shard_bytes.value_or(5'000'000'000)
+                                     : parse_byte_size(options.max_shard_size);
   if (options.dry_run) {
-    if (options.json)
-      fmt::print("{}\n", plan_json(planned, recipe).dump(2));
-    else
+    if (options.json) {
+      auto out = plan_json(planned, recipe);
+      if (partition) out["part"] = part_share_json(planned.plan, max_shard_bytes, *partition);
+      fmt::print("{}\n", out.dump(2));
+    } else {
       print_plan(planned, recipe);
+      if (partition) fmt::print("{}\n", part_share_line(planned.plan, max_shard_bytes, *partition));
+    }
     return kExitOk;
   }
 
@@ -267,9 +274,7 @@ int run_quantize(const QuantizeOptions& options) {
 
   ExecutionOptions execution;
   execution.output_directory = options.output;
-  execution.max_shard_bytes = options.max_shard_size.empty()
-                                  ? recipe.max_shard_bytes.value_or(5'000'000'000)
-                                  : parse_byte_size(options.max_shard_size);
+  execution.max_shard_bytes = max_shard_bytes;
   execution.max_buffer_bytes = parse_byte_size(options.max_buffer);
   execution.resume = options.resume;
   execution.force = options.force;

@@ -190,10 +190,15 @@ int run_splice(const std::string& output, const std::string& base_path,
   for (const auto& warning : planned.warnings)
     fmt::print(stderr, "quantsmith: warning: {}\n", warning);
   if (options.dry_run) {
-    if (options.json)
-      fmt::print("{}\n", plan_json(planned, rules).dump(2));
-    else
+    const auto max_shard_bytes = parse_byte_size(options.max_shard_size);
+    if (options.json) {
+      auto out = plan_json(planned, rules);
+      if (partition) out["part"] = part_share_json(planned.plan, max_shard_bytes, *partition);
+      fmt::print("{}\n", out.dump(2));
+    } else {
       print_plan(planned, rules, true);
+      if (partition) fmt::print("{}\n", part_share_line(planned.plan, max_shard_bytes, *partition));
+    }
     return kExitOk;
   }
 

@@ -146,12 +146,13 @@ PartRecord JobState::read_part(const std::filesystem::path& directory, const std
   const nlohmann::json state = parse_job_file(path);
   PartRecord record;
   record.file = name;
+  std::string partition;
   try {
     if (state.at("version").get<int>() != kJobFileVersion)
       throw_bad_input("job.invalid", "part job file of another quantsmith version",
                       path.string());
     record.fingerprint = state.at("fingerprint").get<std::string>();
-    record.partition = parse_partition(state.at("partition").get<std::string>());
+    partition = state.at("partition").get<std::string>();
     record.shard_count = state.at("shard_count").get<std::size_t>();
     record.assigned = state.at("assigned_shards").get<std::vector<std::size_t>>();
     for (const auto& shard : state.at("committed_shards"))
@@ -160,6 +161,9 @@ PartRecord JobState::read_part(const std::filesystem::path& directory, const std
   } catch (const nlohmann::json::exception& error) {
     throw_bad_input("job.invalid", fmt::format("unreadable part job file: {}", error.what()),
                     path.string());
+  }
+  try {
+    record.partition = parse_partition(partition);
   } catch (const Error& error) {
     throw_bad_input("job.invalid", fmt::format("part job file: {}", error.detail()),
                     path.string());

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/io/checkpoint.h"
 
 namespace qs {
 namespace {
@@ -125,6 +126,29 @@ std::vector<std::size_t> assign_shards(const std::vector<std::uint64_t>& costs, 
     before += costs[shard];
   }
   return part_of;
+}
+
+PartShare part_share(const Plan& plan, std::uint64_t max_shard_bytes, const Partition& partition) {
+  // The shard plan exactly as the executor makes it.
+  auto shard_plan = split_into_shards(plan.output_specs(), max_shard_bytes);
+  if (shard_plan.empty()) shard_plan.emplace_back();
+  const auto costs = shard_costs(plan, shard_plan);
+  const auto part_of = assign_shards(costs, partition.count);
+  PartShare share;
+  share.total_shards = shard_plan.size();
+  share.first_shard = shard_plan.size();
+  for (std::size_t shard = 0; shard < shard_plan.size(); ++shard) {
+    std::uint64_t bytes = 0;
+    for (const auto& tensor : shard_plan[shard]) bytes += tensor.byte_size();
+    share.total_output_bytes += bytes;
+    share.total_cost += costs[shard];
+    if (part_of[shard] != partition.index) continue;
+    share.first_shard = std::min(share.first_shard, shard);
+    ++share.shards;
+    share.output_bytes += bytes;
+    share.cost += costs[shard];
+  }
+  return share;
 }
 
 }  // namespace qs

@@ -58,4 +58,17 @@ std::vector<std::uint64_t> shard_costs(const Plan& plan,
 // parts.
 std::vector<std::size_t> assign_shards(const std::vector<std::uint64_t>& costs, std::size_t parts);
 
+// What part `partition` of `plan` writes, as --dry-run shows it: its shards (contiguous, by
+// 0-based index) and their share of the whole job's bytes and estimated cost.
+struct PartShare {
+  std::size_t first_shard = 0;
+  std::size_t shards = 0;
+  std::size_t total_shards = 0;
+  std::uint64_t output_bytes = 0;
+  std::uint64_t total_output_bytes = 0;
+  std::uint64_t cost = 0;
+  std::uint64_t total_cost = 0;
+};
+PartShare part_share(const Plan& plan, std::uint64_t max_shard_bytes, const Partition& partition);
+
 }  // namespace qs
