@@ -22,6 +22,7 @@
 #include "qs/ckpt/validate/validation.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/deterministic_blas.h"
+#include "qs/quant/device_selection.h"
 #include "qs/quant/quantize_transforms.h"
 #include "scheme_presets.h"
 
@@ -47,6 +48,7 @@ struct QuantizeOptions {
   std::string nan_policy = "error";
   std::string calibration;
   std::string activations;
+  std::string partition;
 };
 
 Recipe recipe_from(const QuantizeOptions& options) {
@@ -81,23 +83,15 @@ Recipe recipe_from(const QuantizeOptions& options) {
   return recipe;
 }
 
-QuantizerSettings settings_from(const QuantizeOptions& options) {
+QuantizerSettings settings_from(const QuantizeOptions& options, const DeviceSelection& devices) {
   QuantizerSettings settings;
   auto policy = parse_nan_policy(options.nan_policy);
   if (!policy)
     throw_bad_input("cli.bad_nan_policy",
                     fmt::format("no NaN policy '{}' (error, zero)", options.nan_policy));
   settings.nan_policy = *policy;
-  if (options.device == "auto") {
-    settings.device = ComputeDevice::Auto;
-  } else if (options.device == "cpu") {
-    settings.device = ComputeDevice::Cpu;
-  } else if (options.device == "cuda" || options.device == "cuda:0") {
-    settings.device = ComputeDevice::Cuda;
-  } else {
-    throw_bad_input("cli.bad_device",
-                    fmt::format("no device '{}' (auto, cpu, cuda, cuda:0)", options.device));
-  }
+  settings.device = devices.device;
+  settings.workers = devices.worker_count();
   return settings;
 }
 
@@ -205,11 +199,12 @@ void print_gptq_summary(const ExecutionReport& report) {
 // (GPTQ's sweep on a GPU differs from the CPU's in the last bits) and the BLAS build and CPU
 // kernels (results do not depend on thread counts, deterministic_blas.h, but do on these).
 // A resume elsewhere is refused rather than mixing shards of two numerical paths.
-std::string numerics_fingerprint(ComputeDevice device) {
-  const auto cuda = cuda_availability();
-  const bool on_gpu =
-      device == ComputeDevice::Cuda || (device == ComputeDevice::Auto && cuda.usable);
-  return fmt::format("|device={}|blas={}", on_gpu ? "cuda:" + cuda.reason : "cpu",
+// The number of workers is not part of it: it does not change the output, so a job may resume
+// on more or fewer devices of the same model.
+std::string numerics_fingerprint(const DeviceSelection& devices, const CudaAvailability& cuda) {
+  const bool on_gpu = devices.device == ComputeDevice::Cuda;
+  return fmt::format("|device={}|blas={}",
+                     on_gpu ? "cuda:" + cuda.device_names.at(devices.cuda_devices[0]) : "cpu",
                      blas::numerics_identity());
 }
 
@@ -242,11 +237,15 @@ double mean_snr_db(const ExecutionReport& report) {
 }
 
 int run_quantize(const QuantizeOptions& options) {
+  const auto partition = partition_from_flag(options.partition);
   auto source = Checkpoint::open(options.input);
   require_layout_matches_config(source);
   check_output_directory(options.output, {source.directory()});
   const Recipe recipe = recipe_from(options);
-  QuantizerSettings settings = settings_from(options);
+  // Devices are checked before the plan: a device the machine lacks fails before any work.
+  const auto cuda = cuda_availability();
+  const DeviceSelection devices = parse_device_selection(options.device, cuda);
+  QuantizerSettings settings = settings_from(options, devices);
   settings.min_snr_db = recipe.min_snr_db.value_or(kDefaultMinSnrDb);
   std::optional<CalibrationStore> calibration;
   if (!options.calibration.empty()) calibration = CalibrationStore::open(options.calibration);
@@ -254,11 +253,18 @@ int run_quantize(const QuantizeOptions& options) {
       source, recipe,
       [&](const QuantizeRequest& request) { return make_quantize_transform(request, settings); },
       calibration ? &*calibration : nullptr);
+  const std::uint64_t max_shard_bytes =
+      options.max_shard_size.empty() ? recipe.max_shard_bytes.value_or(5'000'000'000)
+                                     : parse_byte_size(options.max_shard_size);
   if (options.dry_run) {
-    if (options.json)
-      fmt::print("{}\n", plan_json(planned, recipe).dump(2));
-    else
+    if (options.json) {
+      auto out = plan_json(planned, recipe);
+      if (partition) out["part"] = part_share_json(planned.plan, max_shard_bytes, *partition);
+      fmt::print("{}\n", out.dump(2));
+    } else {
       print_plan(planned, recipe);
+      if (partition) fmt::print("{}\n", part_share_line(planned.plan, max_shard_bytes, *partition));
+    }
     return kExitOk;
   }
 
@@ -268,9 +274,7 @@ int run_quantize(const QuantizeOptions& options) {
 
   ExecutionOptions execution;
   execution.output_directory = options.output;
-  execution.max_shard_bytes = options.max_shard_size.empty()
-                                  ? recipe.max_shard_bytes.value_or(5'000'000'000)
-                                  : parse_byte_size(options.max_shard_size);
+  execution.max_shard_bytes = max_shard_bytes;
   execution.max_buffer_bytes = parse_byte_size(options.max_buffer);
   execution.resume = options.resume;
   execution.force = options.force;
@@ -279,7 +283,7 @@ int run_quantize(const QuantizeOptions& options) {
       options.recipe.empty() ? scheme_recipe_text(options.scheme) : read_text_file(options.recipe),
       output_format_name(recipe.format), recipe.scale_method, options.nan_policy);
   for (const auto& parameter : options.parameters) execution.fingerprint += "|" + parameter;
-  execution.fingerprint += numerics_fingerprint(settings.device);
+  execution.fingerprint += numerics_fingerprint(devices, cuda);
   if (calibration)
     execution.fingerprint += fmt::format(
         "|calib={}:{}:{}", options.calibration, std::filesystem::file_size(options.calibration),
@@ -287,9 +291,22 @@ int run_quantize(const QuantizeOptions& options) {
   execution.non_finite =
       settings.nan_policy == NanPolicy::Error ? NonFinitePolicy::Error : NonFinitePolicy::Report;
   execution.extra_files = output_config_files(source, planned.model, recipe.format);
+  execution.transform_workers = devices.worker_count();
+  if (devices.device == ComputeDevice::Cuda)
+    execution.on_worker_start = [&devices](std::size_t worker) {
+      use_cuda_device(devices.cuda_devices[worker]);
+    };
+  execution.partition = partition;
   const auto report = execute_with_progress(planned.plan, execution, "quantize");
   const double seconds = std::max(report.seconds, 1e-9);
   if (report.interrupted) return report_interruption(report);
+  if (partition && report.already_finalized) {
+    if (options.json)
+      fmt::print("{}\n", part_status_json(report, *partition).dump(2));
+    else
+      print_part_status(report, *partition, options.output);
+    return kExitOk;
+  }
   print_non_finite(report);
   if (options.json) {
     nlohmann::ordered_json out = plan_json(planned, recipe);
@@ -301,6 +318,7 @@ int run_quantize(const QuantizeOptions& options) {
                   {"shards_written", report.shards_written},
                   {"shards_resumed", report.shards_resumed},
                   {"mean_snr_db", mean_snr_db(report)}};
+    if (partition) out["run"]["part"] = part_status_json(report, *partition);
     out["quality"] = quality_json(report);
     out["non_finite"] = non_finite_json(report);
     fmt::print("{}\n", out.dump(2));
@@ -315,6 +333,7 @@ int run_quantize(const QuantizeOptions& options) {
     if (!report.quality.empty()) fmt::print(", mean weight SNR {:.2f} dB", mean_snr_db(report));
     fmt::print("\n");
     print_gptq_summary(report);
+    if (partition) print_part_status(report, *partition, options.output);
   }
   return kExitOk;
 }
@@ -351,7 +370,10 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_flag("--force", options->force,
                     "start over: remove an earlier job's output first (only the files its job "
                     "file records; anything else in the directory refuses the run)");
-  command->add_option("--device", options->device, "auto, cpu or cuda (default auto)");
+  command->add_option("--device", options->device,
+                      "where transforms run: auto (default), cpu, cpu:N (N workers), cuda, "
+                      "cuda:I, cuda:I,J,... or cuda:all (one worker per GPU); the output is "
+                      "the same for any worker count");
   command->add_option("--threads", options->threads, "CPU threads (default: all cores)");
   command->add_option("--max-shard-size", options->max_shard_size,
                       "output shard size cap, e.g. 5GB (default: the recipe's, else 5GB)");
@@ -365,6 +387,7 @@ SubcommandRunner register_quantize(CLI::App& app) {
                       "default unless the recipe says otherwise)");
   command->add_option("--nan-policy", options->nan_policy,
                       "NaN/Inf in a weight being quantized: error (default) or zero");
+  add_partition_option(*command, options->partition);
   return [options]() { return run_quantize(*options); };
 }
 
