@@ -22,6 +22,7 @@ class Blending : public ::testing::Test {
     writer.add(kExperts + ".0.down_proj", 2, 10, diagonal(1.0, 1.0));
     writer.add(kExperts + ".2.gate_proj", 2, 90, diagonal(90.0, 90.0));
     writer.add(pooled_gate_up_input(kExperts), 2, 100, diagonal(200.0, 100.0), 3.0);
+    writer.add(pooled_down_input(kExperts), 2, 100, diagonal(7.0, 7.0));
     writer.add("model.layers.1.mlp.shared_experts.gate_proj", 2, 100, diagonal(1.0, 2.0));
     writer.commit();
     store_ = std::make_unique<CalibrationStore>(CalibrationStore::open(path_));
@@ -50,7 +51,8 @@ TEST_F(Blending, FillsFewTokenExpertsUpToTheThresholdFromThePool) {
   EXPECT_FALSE(blended.blend_of(kExperts + ".2.gate_proj"));
   EXPECT_EQ(blended.second_moments("model.layers.1.mlp.shared_experts.gate_proj"),
             diagonal(1.0, 2.0));
-  // No pooled down statistics in this file: down_proj stays as it is (missing stays missing).
+  // down_proj is never blended, though the pooled down matrix is there: it stays as it is
+  // (missing stays missing).
   EXPECT_EQ(blended.find(kExperts + ".0.down_proj"), store_->find(kExperts + ".0.down_proj"));
   EXPECT_FALSE(blended.find(kExperts + ".1.down_proj"));
 }
@@ -59,6 +61,18 @@ TEST_F(Blending, ZeroThresholdBlendsNothing) {
   const BlendedStatistics blended(*store_, 0);
   EXPECT_FALSE(blended.find(kExperts + ".1.gate_proj"));
   EXPECT_EQ(blended.second_moments(kExperts + ".0.gate_proj"), diagonal(4.0, 6.0));
+}
+
+TEST(BlendingPool, APoolWithFewerTokensThanItsWidthLendsNothing) {
+  testing::ScratchDirectory scratch("blending-small-pool");
+  CalibrationStoreWriter writer(scratch.path() / "s.qs", {"model", 1, false, "f64"});
+  writer.add(kExperts + ".0.gate_proj", 2, 1, diagonal(1.0, 0.0));
+  writer.add(pooled_gate_up_input(kExperts), 2, 1, diagonal(1.0, 0.0));
+  writer.commit();
+  const auto store = CalibrationStore::open(scratch.path() / "s.qs");
+  const BlendedStatistics blended(store, 50);
+  EXPECT_FALSE(blended.blend_of(kExperts + ".0.gate_proj"));
+  EXPECT_EQ(blended.find(kExperts + ".0.gate_proj")->tokens, 1u);
 }
 
 TEST(BlendingShared, AllExpertsEntriesStayShared) {

@@ -1,5 +1,6 @@
-// calibrate (routed) → quantize GPTQ: experts below blend_tokens are blended with their layer's
-// pooled statistics, counted in the report; blend_tokens 0 keeps GPTQ on the expert's own tokens.
+// calibrate (routed) → quantize GPTQ: experts' gate/up below blend_tokens are blended with their
+// layer's pooled statistics, counted in the report; blend_tokens 0 keeps GPTQ on the expert's own
+// tokens.
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -57,7 +58,9 @@ TEST(BlendingCli, ExpertsBelowTheThresholdAreBlendedAndCounted) {
       EXPECT_LE(row["gptq_relative_loss"].get<double>(), row["rtn_relative_loss"].get<double>())
           << tensor;
       blended += row["blended"].get<bool>();
-      expected += store.find(module)->tokens < static_cast<std::uint64_t>(threshold);
+      // gate_proj and up_proj only (the pool of 1024 rows is wider than their 256 inputs).
+      expected += module.ends_with("_proj") && !module.ends_with("down_proj") &&
+                  store.find(module)->tokens < static_cast<std::uint64_t>(threshold);
     }
     EXPECT_EQ(blended, expected) << threshold;
     if (threshold > 0) EXPECT_GT(blended, 0u);
