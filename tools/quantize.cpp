@@ -165,6 +165,7 @@ nlohmann::ordered_json quality_json(const ExecutionReport& report) {
       row["rtn_relative_loss"] = quality.rtn_relative_loss.value_or(0.0);
       row["fallback"] = quality.fallback.empty() ? nlohmann::ordered_json(nullptr)
                                                  : nlohmann::ordered_json(quality.fallback);
+      row["blended"] = quality.blended;
     }
     rows.push_back(std::move(row));
   }
@@ -178,18 +179,21 @@ void print_gptq_summary(const ExecutionReport& report) {
   double loss = 0.0, rtn = 0.0;
   std::size_t count = 0;
   std::vector<const TensorQuality*> fallbacks;
+  std::size_t blended = 0;
   for (const auto& quality : report.quality) {
     if (!quality.relative_loss) continue;
     loss += *quality.relative_loss;
     rtn += quality.rtn_relative_loss.value_or(0.0);
     ++count;
     if (!quality.fallback.empty()) fallbacks.push_back(&quality);
+    if (quality.blended) ++blended;
   }
   if (count == 0) return;
   fmt::print(
       "GPTQ: {} weights, mean relative layer loss {:.3e} (round-to-nearest {:.3e}, ratio "
-      "{:.3f}), {} fell back to round-to-nearest\n",
-      count, loss / count, rtn / count, rtn > 0 ? loss / rtn : 0.0, fallbacks.size());
+      "{:.3f}), {} fell back to round-to-nearest, {} few-token experts' weights blended with "
+      "their layer's pooled statistics\n",
+      count, loss / count, rtn / count, rtn > 0 ? loss / rtn : 0.0, fallbacks.size(), blended);
   for (const auto* quality : fallbacks)
     fmt::print(stderr, "quantsmith: warning: {}: round-to-nearest instead of GPTQ: {}\n",
                quality->tensor, quality->fallback);
