@@ -45,7 +45,7 @@ TEST(CalibratedNvfp4Cli, GptqAndHessianScalesFromStatistics) {
                          calib + " --dry-run --param damp=0.02 --param act_order=false " +
                          "--param scale_method=hessian");
   ASSERT_EQ(planned.exit_code, 0) << planned.output;
-  EXPECT_NE(planned.standard_output.find("nvfp4-gptq(hessian, damp 0.02, no act-order, modelopt)"),
+  EXPECT_NE(planned.standard_output.find("nvfp4-gptq(hessian, damp 0.02, no act-order, blend 512 tokens, modelopt)"),
             std::string::npos)
       << planned.standard_output;
   for (const char* format : {"modelopt", "compressed-tensors"}) {

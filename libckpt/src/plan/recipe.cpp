@@ -161,7 +161,8 @@ void read_integer_options(const YAML::Node& node, RecipeRule& rule, const Recipe
       reader.fail("recipe.invalid", fmt::format("{} only applies to integer actions", key));
   for (const char* key : kGptqKeys)
     if (node[key] && rule.action != RecipeAction::Gptq && rule.action != RecipeAction::Nvfp4Gptq &&
-        !(std::string_view(key) == "damp" && rule.action == RecipeAction::Nvfp4))
+        !((std::string_view(key) == "damp" || std::string_view(key) == "blend_tokens") &&
+          rule.action == RecipeAction::Nvfp4))
       reader.fail("recipe.invalid",
                   fmt::format("{} only applies to gptq and nvfp4-gptq actions", key));
   auto& options = rule.integer;

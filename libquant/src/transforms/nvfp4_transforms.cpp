@@ -11,6 +11,7 @@
 #include "hessian_cache.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/weight_format.h"
+#include "qs/quant/blended_statistics.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/gptq_nvfp4.h"
 #include "weight_guard.h"
@@ -31,8 +32,13 @@ class Nvfp4TransformBase : public Transform {
         nan_policy_(nan_policy),
         backend_(backend),
         input_amax_(request.input_amax),
-        calibration_(request.calibration),
+        blended_(request.calibration && request.integer.blend_tokens > 0
+                     ? std::make_unique<BlendedStatistics>(*request.calibration,
+                                                           request.integer.blend_tokens)
+                     : nullptr),
+        calibration_(blended_ ? blended_.get() : request.calibration),
         damp_(request.integer.damp),
+        blend_tokens_(request.integer.blend_tokens),
         cache_(std::move(cache)) {}
 
  protected:
@@ -74,7 +80,7 @@ class Nvfp4TransformBase : public Transform {
                   "the hessian scale method without statistics");
     const auto key = statistics_key(*calibration_, module_of(info));
     if (key.empty()) return nullptr;
-    return cache_->blocks(fmt::format("{}#damp{}", key, damp_), [&] {
+    return cache_->blocks(fmt::format("{}#damp{}#blend{}", key, damp_, blend_tokens_), [&] {
       return fp4::block_hessians(calibration_->second_moments(key), info.shape[1], damp_);
     });
   }
@@ -137,8 +143,12 @@ class Nvfp4TransformBase : public Transform {
   NanPolicy nan_policy_;
   fp4::Backend backend_;
   std::vector<float> input_amax_;
+  // Few-token experts filled up with the layer's pooled statistics, as integer GPTQ does
+  // (blended_statistics.h; null: blend_tokens 0).
+  std::unique_ptr<BlendedStatistics> blended_;
   const CalibrationStatistics* calibration_;
   double damp_;
+  std::uint64_t blend_tokens_;
   std::shared_ptr<HessianCache> cache_;
 };
 
@@ -207,10 +217,11 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
   }
 
   std::string describe() const override {
-    return fmt::format("nvfp4-gptq({}, damp {}, {}act-order, {}{})",
+    return fmt::format("nvfp4-gptq({}, damp {}, {}act-order{}, {}{})",
                        fp4::scale_method_name(method_), settings_.damp,
-                       settings_.act_order ? "" : "no ", output_format_name(format_),
-                       activations());
+                       settings_.act_order ? "" : "no ",
+                       blend_tokens_ > 0 ? fmt::format(", blend {} tokens", blend_tokens_) : "",
+                       output_format_name(format_), activations());
   }
 
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
@@ -251,6 +262,7 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
       stacked.insert(stacked.end(), values.begin(), values.end());
     }
     const std::uint64_t rows = stacked.size() / cols;
+    const bool blended = !key.empty() && blended_ && blended_->blend_of(key).has_value();
     std::shared_ptr<const gptq::PreparedHessian> hessian;
     if (key.empty()) {
       auto unrouted = std::make_shared<gptq::PreparedHessian>(
@@ -259,8 +271,8 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
       hessian = std::move(unrouted);
     } else {
       // The order differs from integer GPTQ's (whole blocks), so the entry is its own.
-      const auto cache_key = fmt::format("{}#nvfp4#damp{}#{}", key, settings_.damp,
-                                         settings_.act_order ? "act" : "natural");
+      const auto cache_key = fmt::format("{}#nvfp4#damp{}#{}#blend{}", key, settings_.damp,
+                                         settings_.act_order ? "act" : "natural", blend_tokens_);
       hessian = cache_->prepared(cache_key, [&] {
         const auto* entry = calibration_->find(key);
         return gptq::prepare_hessian(calibration_->second_moments(key), cols,
@@ -291,6 +303,7 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
       q.relative_loss = result.relative_loss;
       q.rtn_relative_loss = result.rtn_relative_loss;
       q.fallback = result.fallback;
+      q.blended = blended && result.fallback.empty();
     }
   }
 

@@ -45,7 +45,8 @@
 // (fraction of the mean Hessian diagonal, 0.01; also the hessian method's), act_order (true:
 // columns in order of decreasing Hessian diagonal, groups stay on the original columns;
 // nvfp4-gptq moves whole 16-column blocks), min_tokens (modules calibrated on fewer token rows
-// fall back to the uncalibrated quantizer).
+// fall back to the uncalibrated quantizer), blend_tokens (also for nvfp4's hessian method:
+// routed experts' gate/up with fewer tokens borrow the layer's pooled statistics).
 
 #include <cstdint>
 #include <filesystem>
