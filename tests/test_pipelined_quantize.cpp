@@ -255,6 +255,33 @@ rules:
   EXPECT_FALSE(std::filesystem::exists(out));
 }
 
+// Routed statistics give each expert only its tokens: below a rule's min_tokens (blending
+// off) GPTQ writes round-to-nearest for it, the documented fallback, counted and named.
+TEST(PipelinedQuantizeBadInput, FewTokenExpertsFallBackToRoundToNearestCounted) {
+  ScratchDirectory scratch("pipelined-few");
+  const auto recipe = scratch.path() / "few.yaml";
+  write_file_atomically(recipe, R"(
+format: compressed-tensors
+rules:
+  - name: MTP layer stays BF16
+    mtp: true
+    action: keep
+  - name: experts
+    category: routed_expert
+    action: gptq-int4
+    min_tokens: 600
+    blend_tokens: 0
+)");
+  const auto result = run_cli(fmt::format(
+      "quantize {} {} --recipe {} --calib-tokens {} --calib-rows 2 --calib-experts routed",
+      quoted(kModel), quoted(scratch.path() / "out"), quoted(recipe), quoted(kTokens)));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  // 2 rows of 256 tokens, 4 of 16 experts each: no expert reaches 600 tokens.
+  EXPECT_NE(result.output.find("144 fell back to round-to-nearest"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("(minimum 600)"), std::string::npos) << result.output;
+}
+
 // NaN reaching a calibrated Linear's inputs (here from a broken norm of layer 2) stops the job
 // with an error naming the layer and the module; no finished checkpoint is left.
 TEST(PipelinedQuantizeBadInput, NanActivationsNameLayerAndModule) {
