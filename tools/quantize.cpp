@@ -491,7 +491,8 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--format", options->format,
                       "output layout: modelopt or compressed-tensors (overrides the recipe)");
   command->add_option("--scale-method", options->scale_method,
-                      "NVFP4 scale selection for every rule: max, mse, fp8-sweep, joint");
+                      "NVFP4 scale selection for every rule: max, mse, fp8-sweep, joint, hessian "
+                      "(hessian needs --calib)");
   command->add_option("--param", options->parameters,
                       "NAME=VALUE: override a parameter the recipe declares");
   command->add_flag("--dry-run", options->dry_run,
