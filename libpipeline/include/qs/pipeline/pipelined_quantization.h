@@ -44,8 +44,8 @@ enum class CalibrationInputs : std::uint8_t { Sequential, Original };
 struct PipelineOptions {
   CalibrationInputs inputs = CalibrationInputs::Sequential;
   // Every token through every routed expert for the statistics (one gate/up matrix per layer),
-  // or only the tokens the router picks (a matrix per expert; unpicked experts round to
-  // nearest).
+  // or only the tokens the router picks (a matrix per expert, plus the layer's pooled sums that
+  // few-token experts blend with; GPTQ rounds an expert with no statistics to nearest).
   bool all_experts = true;
   run::GemmDevice device = run::GemmDevice::Cpu;
   // After each layer: layers done, layers in all.
