@@ -519,7 +519,7 @@ SubcommandRunner register_quantize(CLI::App& app) {
                       "[rows, seq], FILE or FILE:TENSOR; default tensor calib): one decoder "
                       "layer's statistics in memory at a time, no statistics file");
   command->add_option("--calib-rows", options->calib_rows,
-                      "with --calib-tokens: use only the first N rows");
+                      "with --calib-tokens: use only the first N rows (default: all)");
   command->add_option("--calib-inputs", options->calib_inputs,
                       "with --calib-tokens: sequential (default; layer L+1 calibrated on the "
                       "outputs of the already-quantized layers) or original (the BF16 model's "
