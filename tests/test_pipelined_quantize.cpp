@@ -62,8 +62,7 @@ class PipelinedQuantize : public ::testing::Test {
         run_cli(fmt::format("calibrate {} --tokens {} --max-rows {} --all-experts --out {}",
                             quoted(kModel), quoted(kTokens), kRows, quoted(stats)));
     ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
-    const auto two_step =
-        run_cli(quantize_arguments(two_step_dir(), "--calib " + quoted(stats)));
+    const auto two_step = run_cli(quantize_arguments(two_step_dir(), "--calib " + quoted(stats)));
     ASSERT_EQ(two_step.exit_code, 0) << two_step.output;
     const auto original = run_cli(pipelined_arguments(original_dir(), "original"));
     ASSERT_EQ(original.exit_code, 0) << original.output;
@@ -118,14 +117,14 @@ rules:
   auto result = run_cli(fmt::format("calibrate {} --tokens {} --max-rows 2 --all-experts --out {}",
                                     quoted(kModel), quoted(kTokens), quoted(stats)));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto quantize = fmt::format("quantize {} {{}} --recipe {} {{}}", quoted(kModel),
-                                    quoted(recipe));
+  const auto quantize =
+      fmt::format("quantize {} {{}} --recipe {} {{}}", quoted(kModel), quoted(recipe));
   result = run_cli(fmt::format(fmt::runtime(quantize), quoted(scratch.path() / "two-step"),
                                "--calib " + quoted(stats)));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = run_cli(fmt::format(fmt::runtime(quantize), quoted(scratch.path() / "one"),
-                               "--calib-tokens " + quoted(kTokens) +
-                                   " --calib-rows 2 --calib-inputs original"));
+  result = run_cli(
+      fmt::format(fmt::runtime(quantize), quoted(scratch.path() / "one"),
+                  "--calib-tokens " + quoted(kTokens) + " --calib-rows 2 --calib-inputs original"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("pipeline: 2 layers calibrated"), std::string::npos)
       << result.output;
@@ -139,10 +138,10 @@ class PipelinedQuantizeFamilies : public ::testing::TestWithParam<const char*> {
 
 TEST_P(PipelinedQuantizeFamilies, OriginalInputsMatchTheTwoStepFlow) {
   const auto model = std::filesystem::path(QS_TEST_DATA_DIR) / GetParam();
-  const auto tokens = std::filesystem::path(QS_TEST_DATA_DIR) /
-                      (std::string(GetParam()).starts_with("deepseek") ? "deepseek-v3-tiny"
-                                                                        : GetParam()) /
-                      "tokens.safetensors";
+  const auto tokens =
+      std::filesystem::path(QS_TEST_DATA_DIR) /
+      (std::string(GetParam()).starts_with("deepseek") ? "deepseek-v3-tiny" : GetParam()) /
+      "tokens.safetensors";
   ScratchDirectory scratch("pipelined-family");
   const auto stats = scratch.path() / "stats.qs";
   auto result = run_cli(fmt::format("calibrate {} --tokens {} --max-rows 2 --all-experts --out {}",
@@ -153,9 +152,9 @@ TEST_P(PipelinedQuantizeFamilies, OriginalInputsMatchTheTwoStepFlow) {
   result = run_cli(fmt::format(fmt::runtime(quantize), quoted(scratch.path() / "two-step"),
                                "--calib " + quoted(stats)));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = run_cli(fmt::format(fmt::runtime(quantize), quoted(scratch.path() / "one"),
-                               "--calib-tokens " + quoted(tokens) +
-                                   " --calib-rows 2 --calib-inputs original"));
+  result = run_cli(
+      fmt::format(fmt::runtime(quantize), quoted(scratch.path() / "one"),
+                  "--calib-tokens " + quoted(tokens) + " --calib-rows 2 --calib-inputs original"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_TRUE(checkpoint_files(scratch.path() / "one") ==
               checkpoint_files(scratch.path() / "two-step"));
@@ -212,8 +211,8 @@ TEST_F(PipelinedQuantize, DryRunBudgetsEachLayersStatisticsAndOrdersItemsByLayer
   EXPECT_NE(text.output.find("layer   1:   17 statistics matrices"), std::string::npos)
       << text.output;
   // Over the budget: refused before any work, naming the layer and the figure.
-  const auto over = run_cli(
-      pipelined_arguments(scratch.path() / "over", "original", "--calib-memory 1MiB"));
+  const auto over =
+      run_cli(pipelined_arguments(scratch.path() / "over", "original", "--calib-memory 1MiB"));
   EXPECT_EQ(over.exit_code, 2) << over.output;
   EXPECT_NE(over.output.find("layer 1 needs"), std::string::npos) << over.output;
   EXPECT_FALSE(std::filesystem::exists(scratch.path() / "over"));
@@ -365,9 +364,9 @@ TEST(PipelinedQuantizeBadInput, NanActivationsNameLayerAndModule) {
     return true;
   });
   const auto out = scratch.path() / "out";
-  const auto result = run_cli(fmt::format(
-      "quantize {} {} --recipe {} --calib-tokens {} --calib-rows 2 --nan-policy zero",
-      quoted(model), quoted(out), quoted(kRecipe), quoted(kTokens)));
+  const auto result = run_cli(
+      fmt::format("quantize {} {} --recipe {} --calib-tokens {} --calib-rows 2 --nan-policy zero",
+                  quoted(model), quoted(out), quoted(kRecipe), quoted(kTokens)));
   EXPECT_EQ(result.exit_code, 2) << result.output;
   EXPECT_NE(result.output.find("model.layers.2.mlp"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("layer 2"), std::string::npos) << result.output;

@@ -3,26 +3,26 @@
 
 #include <fmt/format.h>
 #include <tbb/global_control.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include "cli_support.h"
 #include "plan_execution.h"
 #include "qs/ckpt/core/byte_size.h"
-#include "qs/ckpt/plan/calibration_store.h"
-#include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/core/error.h"
-#include "qs/ckpt/job/executor.h"
+#include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/io/shard_scan.h"
-#include "qs/pipeline/pipelined_quantization.h"
+#include "qs/ckpt/job/executor.h"
+#include "qs/ckpt/plan/calibration_store.h"
 #include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/ckpt/validate/validation.h"
+#include "qs/pipeline/pipelined_quantization.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/quant/quantize_transforms.h"
@@ -89,7 +89,7 @@ std::optional<pipeline::PipelineOptions> pipeline_options_from(const QuantizeOpt
       runner_uses_cuda(options.device) ? run::GemmDevice::Cuda : run::GemmDevice::Cpu;
   // A line per finished layer on stderr (clearing the executor's in-place progress line).
   pipelined.on_layer = [terminal = ::isatty(STDERR_FILENO) == 1](std::uint32_t done,
-                                                                  std::uint32_t total) {
+                                                                 std::uint32_t total) {
     fmt::print(stderr, "{}quantsmith: layer {}/{} calibrated and quantized\n",
                terminal ? "\r\033[K" : "", done, total);
   };
@@ -164,7 +164,8 @@ nlohmann::ordered_json pipeline_json(const pipeline::PipelinedQuantization& pipe
     layers.push_back({{"layer", layer.layer},
                       {"statistics_matrices", layer.statistics_matrices},
                       {"statistics_bytes", layer.statistics_bytes},
-                      {"activation_bytes", layer.activation_bytes}});
+                      {"activation_bytes", layer.activation_bytes},
+                      {"quantized_weight_bytes", layer.quantized_weight_bytes}});
   return out;
 }
 
@@ -172,9 +173,13 @@ void print_pipeline_memory(const pipeline::PipelinedQuantization& pipelined, std
   fmt::print("calibration: {} token rows, one layer at a time (limit {}):\n",
              pipelined.token_rows(), human_bytes(limit));
   for (const auto& layer : pipelined.memory())
-    fmt::print("  layer {:>3}: {:>4} statistics matrices {:>10} + activations {:>10} = {:>10}\n",
+    fmt::print("  layer {:>3}: {:>4} statistics matrices {:>10} + activations {:>10}{} = {:>10}\n",
                layer.layer, layer.statistics_matrices, human_bytes(layer.statistics_bytes),
-               human_bytes(layer.activation_bytes), human_bytes(layer.total()));
+               human_bytes(layer.activation_bytes),
+               layer.quantized_weight_bytes
+                   ? " + quantized weights " + human_bytes(layer.quantized_weight_bytes)
+                   : std::string(),
+               human_bytes(layer.total()));
 }
 
 // Before any work: the layer that needs the most must fit the budget.
@@ -183,12 +188,13 @@ void check_pipeline_memory(const pipeline::PipelinedQuantization& pipelined, std
     if (layer.total() > limit)
       throw_bad_input(
           "pipeline.memory",
-          fmt::format("layer {} needs {} for its calibration statistics ({} matrices, {}) and "
-                      "activations ({}), over --calib-memory {}; raise it, calibrate fewer rows, "
-                      "or use --calib-experts all (one gate/up matrix per layer)",
+          fmt::format("layer {} needs {} for its calibration statistics ({} matrices, {}), "
+                      "activations ({}) and quantized weights kept for the sequential re-run "
+                      "({}), over --calib-memory {}; raise it, calibrate fewer rows, or use "
+                      "--calib-experts all (one gate/up matrix per layer)",
                       layer.layer, human_bytes(layer.total()), layer.statistics_matrices,
                       human_bytes(layer.statistics_bytes), human_bytes(layer.activation_bytes),
-                      human_bytes(limit)));
+                      human_bytes(layer.quantized_weight_bytes), human_bytes(limit)));
 }
 
 nlohmann::ordered_json stage_json(const pipeline::StageTimes& times) {
@@ -203,11 +209,12 @@ nlohmann::ordered_json stage_json(const pipeline::StageTimes& times) {
 }
 
 void print_stages(const pipeline::StageTimes& times) {
-  fmt::print("pipeline: {} layers calibrated; stage seconds (cumulative, overlapping): forward "
-             "{:.2f}, statistics {:.2f}, factorization {:.2f}, sweep {:.2f}, propagation {:.2f}, "
-             "write {:.2f}; peak statistics {}\n",
-             times.layers_calibrated, times.forward, times.statistics, times.factorization,
-             times.sweep, times.propagation, times.write, human_bytes(times.peak_statistics_bytes));
+  fmt::print(
+      "pipeline: {} layers calibrated; stage seconds (cumulative, overlapping): forward "
+      "{:.2f}, statistics {:.2f}, factorization {:.2f}, sweep {:.2f}, propagation {:.2f}, "
+      "write {:.2f}; peak statistics {}\n",
+      times.layers_calibrated, times.forward, times.statistics, times.factorization, times.sweep,
+      times.propagation, times.write, human_bytes(times.peak_statistics_bytes));
 }
 
 nlohmann::ordered_json plan_json(const QuantizePlan& planned, const Recipe& recipe) {
@@ -329,8 +336,9 @@ std::string numerics_fingerprint(ComputeDevice device) {
 // Tensors holding NaN or Inf (under --nan-policy zero; `error` stops at the first).
 void print_non_finite(const ExecutionReport& report) {
   if (report.non_finite.empty()) return;
-  fmt::print(stderr, "quantsmith: warning: {} tensor(s) hold NaN or Inf (quantized weights "
-                     "took 0 for them, other tensors were written as they are):\n",
+  fmt::print(stderr,
+             "quantsmith: warning: {} tensor(s) hold NaN or Inf (quantized weights "
+             "took 0 for them, other tensors were written as they are):\n",
              report.non_finite.size());
   for (const auto& count : report.non_finite)
     fmt::print(stderr, "  {}: {} NaN, {} Inf\n", count.tensor, count.nan, count.inf);
@@ -382,8 +390,9 @@ int run_quantize(const QuantizeOptions& options) {
     settings.stage_times = &pipelined->quantizer_times();
   }
   const CalibrationStatistics* statistics =
-      pipelined ? &pipelined->statistics()
-                : (calibration ? static_cast<const CalibrationStatistics*>(&*calibration) : nullptr);
+      pipelined
+          ? &pipelined->statistics()
+          : (calibration ? static_cast<const CalibrationStatistics*>(&*calibration) : nullptr);
   auto planned = plan_quantization(
       source, recipe,
       [&](const QuantizeRequest& request) { return make_quantize_transform(request, settings); },
@@ -427,17 +436,15 @@ int run_quantize(const QuantizeOptions& options) {
         "|calib={}:{}:{}", options.calibration, std::filesystem::file_size(options.calibration),
         std::filesystem::last_write_time(options.calibration).time_since_epoch().count());
   if (pipelined)
-    execution.fingerprint += fmt::format("|calib-tokens={}|inputs={}|experts={}", token_digest,
-                                         options.calib_inputs.empty() ? "sequential"
-                                                                      : options.calib_inputs,
-                                         options.calib_experts.empty() ? "all"
-                                                                       : options.calib_experts);
+    execution.fingerprint +=
+        fmt::format("|calib-tokens={}|inputs={}|experts={}", token_digest,
+                    options.calib_inputs.empty() ? "sequential" : options.calib_inputs,
+                    options.calib_experts.empty() ? "all" : options.calib_experts);
   execution.non_finite =
       settings.nan_policy == NanPolicy::Error ? NonFinitePolicy::Error : NonFinitePolicy::Report;
   execution.extra_files = output_config_files(source, planned.model, recipe.format);
-  const auto report =
-      pipelined ? run_pipelined(*pipelined, planned.plan, execution)
-                : execute_with_progress(planned.plan, execution, "quantize");
+  const auto report = pipelined ? run_pipelined(*pipelined, planned.plan, execution)
+                                : execute_with_progress(planned.plan, execution, "quantize");
   const double seconds = std::max(report.seconds, 1e-9);
   if (report.interrupted) return report_interruption(report);
   print_non_finite(report);

@@ -187,8 +187,8 @@ void PipelinedQuantization::State::item_skipped(std::size_t item) {
   ledger.skipped(item);
 }
 
-void PipelinedQuantization::State::calibration_pass(std::uint32_t layer,
-                                                    run::HiddenStates& hidden, bool calibrate) {
+void PipelinedQuantization::State::calibration_pass(std::uint32_t layer, run::HiddenStates& hidden,
+                                                    bool calibrate) {
   const auto& keys = wanted[layer];
   StatisticsCollector collector(layer, dimensions.n_routed_experts, [&](const std::string& key) {
     return calibrate && keys.contains(key);
@@ -276,12 +276,13 @@ void PipelinedQuantization::attach(QuantizePlan& planned) {
   const bool sequential = state.options.inputs == CalibrationInputs::Sequential;
   std::map<std::string, const TensorDecision*> decision_of;
   for (const auto& decision : planned.decisions) decision_of[decision.tensor] = &decision;
-  auto decision_for = [&](const PlanItem& item) { return decision_of.at(item.sources[0].info->name); };
+  auto decision_for = [&](const PlanItem& item) {
+    return decision_of.at(item.sources[0].info->name);
+  };
 
   std::optional<std::uint32_t> last_calibrated;
   for (const auto& item : planned.plan.items)
-    if (const auto layer = item_layer(item);
-        layer && reads_statistics(*decision_for(item)))
+    if (const auto layer = item_layer(item); layer && reads_statistics(*decision_for(item)))
       last_calibrated = std::max(last_calibrated.value_or(0), *layer);
   if (!last_calibrated) return;
   state.has_work = true;
@@ -292,6 +293,7 @@ void PipelinedQuantization::attach(QuantizePlan& planned) {
   if (sequential) state.quantized = std::make_unique<QuantizedLayerWeights>(pack_bits);
 
   std::map<std::uint32_t, std::map<std::string, std::uint64_t>> statistics_width;
+  std::map<std::uint32_t, std::uint64_t> quantized_bytes;  // sequential: kept for the re-run
   for (std::size_t i = 0; i < planned.plan.items.size(); ++i) {
     PlanItem& item = planned.plan.items[i];
     const auto layer = item_layer(item);
@@ -301,6 +303,7 @@ void PipelinedQuantization::attach(QuantizePlan& planned) {
     const bool calibrated = reads_statistics(decision);
     if (!calibrated && !sequential) continue;
     state.ledger.add(i, *layer, calibrated);
+    if (sequential) quantized_bytes[*layer] += item.output_bytes();
     state.item_specs[i] = item.outputs;
     auto& shapes = state.item_shapes[i];
     for (const auto& source : item.sources) {
@@ -333,15 +336,16 @@ void PipelinedQuantization::attach(QuantizePlan& planned) {
     }
     item.transform = std::make_shared<FollowedTransform>(item.transform, i, calibrated, &state);
   }
-  const std::uint64_t activations =
-      state.tokens.rows * state.tokens.seq * state.dimensions.hidden_size * sizeof(float) *
-      kHiddenCopies;
+  const std::uint64_t activations = state.tokens.rows * state.tokens.seq *
+                                    state.dimensions.hidden_size * sizeof(float) * kHiddenCopies;
   for (const auto& [layer, widths] : statistics_width) {
     LayerMemory memory;
     memory.layer = layer;
     memory.statistics_matrices = widths.size();
-    for (const auto& [key, width] : widths) memory.statistics_bytes += width * width * sizeof(double);
+    for (const auto& [key, width] : widths)
+      memory.statistics_bytes += width * width * sizeof(double);
     memory.activation_bytes = activations;
+    memory.quantized_weight_bytes = quantized_bytes[layer];
     state.memory.push_back(memory);
   }
 }

@@ -1,8 +1,8 @@
 #include "qs/pipeline/quantized_layer_weights.h"
 
 #include "qs/ckpt/core/error.h"
-#include "qs/pipeline/layer_statistics_board.h"  // module_layer
 #include "qs/ckpt/formats/weight_format.h"
+#include "qs/pipeline/layer_statistics_board.h"  // module_layer
 #include "qs/quant/dequantize_transform.h"
 
 namespace qs::pipeline {

@@ -23,8 +23,7 @@ StatisticsCollector::StatisticsCollector(std::uint32_t layer, std::uint64_t expe
 
 void StatisticsCollector::observe(const std::string& module, std::span<const float> inputs,
                                   std::uint64_t rows, std::uint64_t cols) {
-  if (wanted_(module))
-    timed(seconds_, [&] { statistics_->observe(module, inputs, rows, cols); });
+  if (wanted_(module)) timed(seconds_, [&] { statistics_->observe(module, inputs, rows, cols); });
 }
 
 void StatisticsCollector::routed(std::uint64_t layer, const std::vector<std::uint64_t>& counts) {

@@ -11,13 +11,12 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <memory>
 
 #include "qs/ckpt/plan/calibration_statistics.h"
 #include "qs/run/layer_statistics.h"

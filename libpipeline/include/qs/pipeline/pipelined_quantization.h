@@ -56,9 +56,13 @@ struct PipelineOptions {
 struct LayerMemory {
   std::uint32_t layer = 0;
   std::size_t statistics_matrices = 0;  // shared ones count once
-  std::uint64_t statistics_bytes = 0;  // the XᵀX matrices (K·K f64) the layer's items read
-  std::uint64_t activation_bytes = 0;  // hidden states in flight
-  std::uint64_t total() const { return statistics_bytes + activation_bytes; }
+  std::uint64_t statistics_bytes = 0;   // the XᵀX matrices (K·K f64) the layer's items read
+  std::uint64_t activation_bytes = 0;   // hidden states in flight
+  // Sequential inputs: the layer's quantized weights, kept (packed) for its re-run.
+  std::uint64_t quantized_weight_bytes = 0;
+  std::uint64_t total() const {
+    return statistics_bytes + activation_bytes + quantized_weight_bytes;
+  }
 };
 
 // Cumulative seconds per stage (stages overlap: the driver's forward runs beside the
