@@ -53,8 +53,12 @@ step "quantize --calib-tokens: calibrate and GPTQ in one command, one layer's st
 # --calib-inputs original: the BF16 model's activations, so the bytes of the two steps above.
 "$quantsmith" quantize "$model" "$out/tiny-w4a16-gptq-one" --recipe "$recipe" \
   --calib-tokens "$model/tokens.safetensors:calib" --calib-rows 32 --calib-inputs original
-diff -r -x quantsmith-job.json "$out/tiny-w4a16-gptq" "$out/tiny-w4a16-gptq-one" >/dev/null &&
+if diff -r -x quantsmith-job.json "$out/tiny-w4a16-gptq" "$out/tiny-w4a16-gptq-one" >/dev/null; then
   echo "same files as calibrate + quantize --calib"
+else
+  echo "differs from calibrate + quantize --calib" >&2
+  exit 1
+fi
 # The default, sequential: each layer calibrated on the outputs of the quantized layers before it.
 "$quantsmith" quantize "$model" "$out/tiny-w4a16-gptq-seq" --recipe "$recipe" \
   --calib-tokens "$model/tokens.safetensors:calib" --calib-rows 32 | tail -n 1
