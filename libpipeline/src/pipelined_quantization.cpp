@@ -46,10 +46,14 @@ class CommittedShards {
   std::vector<std::byte> read(const std::string& tensor) {
     if (!tensors_.contains(tensor)) scan();
     const auto found = tensors_.find(tensor);
+    // Not here although the executor skipped it: another process writes it (a part of a
+    // partitioned job owns other shards), so this one cannot re-run the layer with it.
     if (found == tensors_.end())
-      throw Error(ErrorClass::Internal, "pipeline.committed_tensor_missing",
-                  "the job file says this tensor was committed, but no shard holds it",
-                  directory_.string(), tensor);
+      throw_bad_input("pipeline.quantized_weight_elsewhere",
+                      "sequential calibration re-runs each layer with its quantized weights, but "
+                      "this one is written by another part of the job (--partition); use "
+                      "--calib-inputs original, whose parts each calibrate the layers they write",
+                      directory_.string(), tensor);
     return found->second.first->read(*found->second.second);
   }
 
