@@ -5,7 +5,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test demo fuzz bench conformance clean
+.PHONY: all setup configure build test demo fuzz bench conformance gpu-check slurm-test clean
 
 all: build
 
@@ -35,6 +35,17 @@ bench: build
 
 conformance: build
 	@scripts/conformance.sh $(BUILD_DIR)/tools/quantsmith
+
+# On a machine with a GPU: CUDA build, CUDA tests, GPU benchmarks, one report
+# (docs/multi-device.md). No `setup` first: a lent GPU machine may have no network, and the
+# script names any build tool it lacks.
+gpu-check:
+	@scripts/gpu_check.sh
+
+# Partitioned jobs on a real Slurm: a one-node cluster on localhost (installs slurm-wlm and
+# munge when missing), the seed recipes as job arrays, a killed and a requeued task.
+slurm-test: build
+	@scripts/slurm/slurm_test.sh $(BUILD_DIR)/tools/quantsmith
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -1,4 +1,5 @@
-// GPTQ timing on one GLM-5-size expert matrix: `qs_bench_gptq ROWS COLS TOKENS [cpu|cuda]`
+// GPTQ timing on one GLM-5-size expert matrix:
+// `qs_bench_gptq ROWS COLS TOKENS [cpu|cuda] [--json FILE]`
 // (default 2048 6144 4096 cpu: a gate_proj with its 6144² Hessian). Prints the time of the
 // Hessian preparation (factorization), of the sweep, and of the objective evaluation, and the
 // peak RSS. Inputs are synthetic (correlated activations, Gaussian weights); timings do not
@@ -8,10 +9,13 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "qs/quant/cuda_availability.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/quant/gptq.h"
 
@@ -24,11 +28,20 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::string json_path;
+  if (argc > 2 && std::string(argv[argc - 2]) == "--json") {
+    json_path = argv[argc - 1];
+    argc -= 2;
+  }
   const std::uint64_t rows = argc > 1 ? std::stoull(argv[1]) : 2048;
   const std::uint64_t cols = argc > 2 ? std::stoull(argv[2]) : 6144;
   const std::uint64_t tokens = argc > 3 ? std::stoull(argv[3]) : 4096;
   const bool cuda = argc > 4 && std::string(argv[4]) == "cuda";
   const auto backend = cuda ? qs::gptq::Backend::Cuda : qs::gptq::Backend::Cpu;
+  if (cuda && !qs::cuda_availability().usable) {
+    fmt::print(stderr, "qs_bench_gptq: no GPU: {}\n", qs::cuda_availability().reason);
+    return 3;
+  }
 
   std::mt19937 generator(1);
   std::normal_distribution<double> normal(0.0, 1.0);
@@ -70,5 +83,18 @@ int main(int argc, char** argv) {
       2.0 * rows * cols * cols / 2 / sweep_s / 1e9, objective_s,
       objective.error / objective.reference, usage.ru_maxrss / 1024.0,
       qs::blas::numerics_identity());
+  if (!json_path.empty()) {
+    const nlohmann::ordered_json report = {{"rows", rows},
+                                           {"cols", cols},
+                                           {"tokens", tokens},
+                                           {"backend", cuda ? "cuda" : "cpu"},
+                                           {"prepare_s", prepare_s},
+                                           {"sweep_s", sweep_s},
+                                           {"objective_s", objective_s},
+                                           {"expert_s", prepare_s + sweep_s},
+                                           {"relative_loss", objective.error / objective.reference},
+                                           {"peak_rss_mib", usage.ru_maxrss / 1024.0}};
+    std::ofstream(json_path) << report.dump(2) << "\n";
+  }
   return 0;
 }

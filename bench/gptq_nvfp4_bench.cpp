@@ -66,8 +66,8 @@ int main(int argc, char** argv) {
   fmt::print("  block Hessians (16x16 diagonal)   {:8.3f} s\n", seconds_since(start));
 
   for (ScaleMethod method : {ScaleMethod::Max, ScaleMethod::Hessian}) {
-    const qs::gptq::detail::Nvfp4Sweep sweep{rows, cols, s2, method, &prepared,
-                                             method == ScaleMethod::Hessian ? &blocks : nullptr};
+    const qs::gptq::detail::Nvfp4Sweep sweep{
+        rows, cols, s2, method, &prepared, method == ScaleMethod::Hessian ? &blocks : nullptr};
     std::vector<std::uint8_t> codes(rows * cols);
     start = std::chrono::steady_clock::now();
     if (cuda)
@@ -75,19 +75,21 @@ int main(int argc, char** argv) {
     else
       qs::gptq::detail::sweep_nvfp4_cpu(weight, sweep, codes, scales);
     const double sweep_s = seconds_since(start);
-    fmt::print("  gptq sweep, {:<7} block scales  {:8.3f} s ({:.1f} GFLOP/s of r·c² lazy updates)\n",
-               qs::fp4::scale_method_name(method), sweep_s,
-               2.0 * rows * cols * cols / 2 / sweep_s / 1e9);
+    fmt::print(
+        "  gptq sweep, {:<7} block scales  {:8.3f} s ({:.1f} GFLOP/s of r·c² lazy updates)\n",
+        qs::fp4::scale_method_name(method), sweep_s, 2.0 * rows * cols * cols / 2 / sweep_s / 1e9);
   }
   start = std::chrono::steady_clock::now();
   const auto result = qs::gptq::quantize_nvfp4(weight, rows, cols, s2, ScaleMethod::Max, prepared,
                                                nullptr, backend, {packed, scales});
-  fmt::print("  gptq whole (max; + baseline and two objectives) {:8.3f} s, relative loss {:.3e} "
-             "(without feedback {:.3e})\n",
-             seconds_since(start), result.relative_loss, result.rtn_relative_loss);
+  fmt::print(
+      "  gptq whole (max; + baseline and two objectives) {:8.3f} s, relative loss {:.3e} "
+      "(without feedback {:.3e})\n",
+      seconds_since(start), result.relative_loss, result.rtn_relative_loss);
 
   for (ScaleMethod method : {ScaleMethod::Max, ScaleMethod::Fp8Sweep, ScaleMethod::Hessian}) {
-    const qs::fp4::BlockHessians* method_blocks = method == ScaleMethod::Hessian ? &blocks : nullptr;
+    const qs::fp4::BlockHessians* method_blocks =
+        method == ScaleMethod::Hessian ? &blocks : nullptr;
     start = std::chrono::steady_clock::now();
     const float chosen = qs::fp4::choose_global_scale(std::span(&view, 1), method, backend,
                                                       std::span(&method_blocks, 1));

@@ -17,8 +17,8 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 # QS_STATS=FILE reuses statistics made by the same calibrate command.
 stats="${QS_STATS:-$out/stats.qsc}"
-[ -n "${QS_STATS:-}" ] || "$quantsmith" calibrate "$model" --tokens "$model/tokens.safetensors:calib" \
-  --all-experts --out "$stats" > /dev/null
+[ -n "${QS_STATS:-}" ] || "$quantsmith" calibrate "$model" \
+  --tokens "$model/tokens.safetensors:calib" --all-experts --out "$stats" > /dev/null
 kld() {
   "$quantsmith" eval --ref "$model" --model "$1" --tokens "$model/tokens.safetensors:heldout" \
     --max-rows 64 --decode-steps 0 2> /dev/null | awk '/mean KLD/ {print $3}'

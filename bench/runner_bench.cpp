@@ -2,17 +2,22 @@
 // deepseek_v3 / qwen3_moe fixtures, or a synth checkpoint). Prefill and decode tokens/s beside the
 // FLOPs a token costs (Linear weights actually used: attention, indexer, router, top-k routed
 // experts, shared expert or dense MLP; plus attention over the context), the achieved GFLOP/s,
-// and an OpenBLAS SGEMM of a matching size in the same run.
+// and an OpenBLAS SGEMM of a matching size in the same run. With --device cuda the Linears run
+// on cuBLAS (fp32, no TF32; the rest stays on the CPU).
 //
-//   qs_bench_runner MODEL_DIR [rows of heldout, default 8]
+//   qs_bench_runner MODEL_DIR [rows of heldout, default 8] [--device cpu|cuda] [--json FILE]
 
 #include <fmt/format.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "qs/ckpt/io/checkpoint.h"
+#include "qs/quant/cuda_availability.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/run/evaluation.h"
 #include "qs/run/language_model.h"
@@ -59,13 +64,31 @@ double flops_per_token(const qs::run::RunnerArchitecture& architecture, double c
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    fmt::print(stderr, "usage: qs_bench_runner MODEL_DIR [rows]\n");
+  std::vector<std::string> positional;
+  std::string device = "cpu", json_path;
+  for (int i = 1; i < argc; ++i) {
+    const std::string argument = argv[i];
+    if (argument == "--device" && i + 1 < argc)
+      device = argv[++i];
+    else if (argument == "--json" && i + 1 < argc)
+      json_path = argv[++i];
+    else
+      positional.push_back(argument);
+  }
+  if (positional.empty() || (device != "cpu" && device != "cuda")) {
+    fmt::print(stderr,
+               "usage: qs_bench_runner MODEL_DIR [rows] [--device cpu|cuda] [--json FILE]\n");
     return 2;
   }
-  const auto checkpoint = qs::Checkpoint::open(argv[1]);
-  const std::uint64_t rows = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 8;
-  const qs::run::LanguageModel model(checkpoint);
+  if (device == "cuda" && !qs::cuda_availability().usable) {
+    fmt::print(stderr, "qs_bench_runner: no GPU: {}\n", qs::cuda_availability().reason);
+    return 3;
+  }
+  const auto checkpoint = qs::Checkpoint::open(positional[0]);
+  const std::uint64_t rows =
+      positional.size() > 1 ? std::strtoull(positional[1].c_str(), nullptr, 10) : 8;
+  const qs::run::LanguageModel model(
+      checkpoint, device == "cuda" ? qs::run::GemmDevice::Cuda : qs::run::GemmDevice::Cpu);
   const auto& d = model.architecture().dimensions;
   const auto tokens =
       qs::run::read_token_batch(checkpoint.directory() / "tokens.safetensors", "heldout", rows);
@@ -105,7 +128,9 @@ int main(int argc, char** argv) {
   }
   const double gemm_gflops = 2.0 * m * n * k / gemm / 1e9;
   const double prefill_gflops = per_token * prefill_tokens / prefill / 1e9;
-  fmt::print("runner on {} (oneTBB over single-threaded OpenBLAS tiles)\n", argv[1]);
+  fmt::print(
+      "runner on {} ({})\n", positional[0],
+      device == "cuda" ? "Linears on cuBLAS, fp32" : "oneTBB over single-threaded OpenBLAS tiles");
   fmt::print("FLOPs per token (half-context average): {:.2f} MFLOP\n", per_token / 1e6);
   fmt::print(
       "prefill  {} x {} tokens: {:.3f} s, {:.0f} tokens/s, {:.2f} GFLOP/s ({:.2f} of SGEMM)\n",
@@ -116,5 +141,14 @@ int main(int argc, char** argv) {
       "GFLOP/s\n",
       decode_steps, decode, decode_steps / decode, decode_flops / decode / 1e9);
   fmt::print("SGEMM    [{} x {}] x [{} x {}]ᵀ: {:.2f} GFLOP/s\n", m, k, n, k, gemm_gflops);
+  if (!json_path.empty()) {
+    const nlohmann::ordered_json report = {{"model", positional[0]},
+                                           {"device", device},
+                                           {"prefill_tokens_per_s", prefill_tokens / prefill},
+                                           {"prefill_gflop_per_s", prefill_gflops},
+                                           {"decode_tokens_per_s", decode_steps / decode},
+                                           {"cpu_sgemm_gflop_per_s", gemm_gflops}};
+    std::ofstream(json_path) << report.dump(2) << "\n";
+  }
   return 0;
 }

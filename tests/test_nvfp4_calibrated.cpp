@@ -126,7 +126,8 @@ TEST(HessianScales, CpuMatchesReferenceBitForBitAtAnyThreadCount) {
   for (int threads : {1, 2, 5}) {
     tbb::task_arena arena(threads);
     Codes fast;
-    arena.execute([&] { fast = plain(weight, rows, s2, ScaleMethod::Hessian, Backend::Cpu, &blocks); });
+    arena.execute(
+        [&] { fast = plain(weight, rows, s2, ScaleMethod::Hessian, Backend::Cpu, &blocks); });
     EXPECT_EQ(fast, reference) << threads;
   }
   // The zero block keeps the zero-block scale, as every method does.
@@ -141,17 +142,16 @@ TEST(HessianScales, LowerOutputErrorThanEveryOtherMethod) {
   const auto weight = hard_weight(rows, cols, 6);
   const auto view = f32_view(weight, rows);
   const float s2 = fp4::choose_global_scale(std::span(&view, 1), ScaleMethod::Max, Backend::Cpu);
-  const double hessian = output_error(
-      weight, plain(weight, rows, s2, ScaleMethod::Hessian, Backend::Cpu, &blocks), s2, rows, cols,
-      h);
+  const double hessian =
+      output_error(weight, plain(weight, rows, s2, ScaleMethod::Hessian, Backend::Cpu, &blocks), s2,
+                   rows, cols, h);
   for (ScaleMethod other : {ScaleMethod::Max, ScaleMethod::Mse, ScaleMethod::Fp8Sweep}) {
-    const double error =
-        output_error(weight, plain(weight, rows, s2, other, Backend::Cpu, nullptr), s2, rows, cols, h);
+    const double error = output_error(weight, plain(weight, rows, s2, other, Backend::Cpu, nullptr),
+                                      s2, rows, cols, h);
     EXPECT_LT(hessian, error) << fp4::scale_method_name(other);
   }
-  const double max_error =
-      output_error(weight, plain(weight, rows, s2, ScaleMethod::Max, Backend::Cpu, nullptr), s2,
-                   rows, cols, h);
+  const double max_error = output_error(
+      weight, plain(weight, rows, s2, ScaleMethod::Max, Backend::Cpu, nullptr), s2, rows, cols, h);
   EXPECT_LT(hessian, 0.9 * max_error);
 }
 
@@ -252,7 +252,8 @@ TEST(GptqNvfp4, BeatsTheUncalibratedMethodOnCorrelatedInputs) {
   gptq::Settings settings;
   settings.order_block = gptq::kNvfp4OrderBlock;
   const auto prepared = gptq::prepare_hessian(h, cols, 800, settings);
-  const auto swept = sweep(weight, rows, cols, s2, ScaleMethod::Max, prepared, nullptr, Backend::Cpu);
+  const auto swept =
+      sweep(weight, rows, cols, s2, ScaleMethod::Max, prepared, nullptr, Backend::Cpu);
   EXPECT_LT(swept.result.relative_loss, 0.7 * swept.result.rtn_relative_loss);
   // The reported baseline is what `nvfp4` with max writes under this s2.
   const double max_error = output_error(
@@ -298,7 +299,8 @@ TEST(GptqNvfp4, FallbackWritesTheUncalibratedMethod) {
       gptq::prepare_hessian(correlated_second_moments(cols, 50, 16), cols, 50, settings);
   ASSERT_FALSE(prepared.fallback.empty());
   const float s2 = 2e-5f;
-  const auto swept = sweep(weight, rows, cols, s2, ScaleMethod::Mse, prepared, nullptr, Backend::Cpu);
+  const auto swept =
+      sweep(weight, rows, cols, s2, ScaleMethod::Mse, prepared, nullptr, Backend::Cpu);
   EXPECT_EQ(swept.result.fallback, prepared.fallback);
   EXPECT_EQ(swept.codes, plain(weight, rows, s2, ScaleMethod::Mse, Backend::Cpu, nullptr));
 }
@@ -406,16 +408,16 @@ TEST(CalibratedNvfp4Transforms, BothLayoutsStoreTheSameValues) {
     for (std::size_t i = 0; i < weight.size(); ++i) codes[i] = f32_to_bf16(weight[i]);
     members.push_back(std::move(codes));
   }
-  for (auto [action, method] : {std::pair{RecipeAction::Nvfp4, "hessian"},
-                                std::pair{RecipeAction::Nvfp4Gptq, "max"},
-                                std::pair{RecipeAction::Nvfp4Gptq, "hessian"}}) {
+  for (auto [action, method] :
+       {std::pair{RecipeAction::Nvfp4, "hessian"}, std::pair{RecipeAction::Nvfp4Gptq, "max"},
+        std::pair{RecipeAction::Nvfp4Gptq, "hessian"}}) {
     const auto modelopt =
         run_transform(action, method, OutputFormat::Modelopt, statistics, members, rows, cols);
     const auto ct = run_transform(action, method, OutputFormat::CompressedTensors, statistics,
                                   members, rows, cols);
     for (std::size_t m = 0; m < 2; ++m) {
-      EXPECT_EQ(modelopt.tensors[3 * m], ct.tensors[3 * m]) << method;      // codes
-      EXPECT_EQ(modelopt.tensors[3 * m + 1], ct.tensors[3 * m + 1]);        // block scales
+      EXPECT_EQ(modelopt.tensors[3 * m], ct.tensors[3 * m]) << method;  // codes
+      EXPECT_EQ(modelopt.tensors[3 * m + 1], ct.tensors[3 * m + 1]);    // block scales
       float s2 = 0.0f, divisor = 0.0f;
       std::memcpy(&s2, modelopt.tensors[3 * m + 2].data(), 4);
       std::memcpy(&divisor, ct.tensors[3 * m + 2].data(), 4);
@@ -465,14 +467,12 @@ rules:
   EXPECT_EQ(error_kind_of([&] { plan_quantization(source, recipe, copy); }),
             "plan.needs_calibration");
   // nvfp4-gptq takes GPTQ's options, not the integer ones; the scheme is named for the plan.
-  EXPECT_EQ(error_kind_of([&] {
-              parse_recipe("rules:\n  - {action: nvfp4-gptq, bits: 4}\n", "t");
-            }),
-            "recipe.invalid");
-  EXPECT_EQ(error_kind_of([&] {
-              parse_recipe("rules:\n  - {action: nvfp4, act_order: true}\n", "t");
-            }),
-            "recipe.invalid");
+  EXPECT_EQ(
+      error_kind_of([&] { parse_recipe("rules:\n  - {action: nvfp4-gptq, bits: 4}\n", "t"); }),
+      "recipe.invalid");
+  EXPECT_EQ(
+      error_kind_of([&] { parse_recipe("rules:\n  - {action: nvfp4, act_order: true}\n", "t"); }),
+      "recipe.invalid");
   const auto parsed = parse_recipe(gptq_recipe, "t");
   EXPECT_EQ(parsed.rules[0].action, RecipeAction::Nvfp4Gptq);
   EXPECT_EQ(parsed.rules[0].integer.damp, 0.02);

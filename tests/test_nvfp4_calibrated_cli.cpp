@@ -21,10 +21,10 @@ const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "r
 
 TEST(CalibratedNvfp4Cli, GptqAndHessianScalesFromStatistics) {
   ScratchDirectory scratch("quantize-nvfp4-calibrated");
-  const std::string gptq = " --recipe " + quoted(kRecipes / "modelopt-nvfp4-gptq-experts-only.yaml");
-  const std::string hessian =
-      " --recipe " + quoted(kRecipes / "modelopt-nvfp4-experts-only.yaml") +
-      " --scale-method hessian";
+  const std::string gptq =
+      " --recipe " + quoted(kRecipes / "modelopt-nvfp4-gptq-experts-only.yaml");
+  const std::string hessian = " --recipe " + quoted(kRecipes / "modelopt-nvfp4-experts-only.yaml") +
+                              " --scale-method hessian";
   for (const auto& arguments : {gptq, hessian}) {
     auto refused =
         run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "x") + arguments);
@@ -35,9 +35,9 @@ TEST(CalibratedNvfp4Cli, GptqAndHessianScalesFromStatistics) {
   }
 
   const auto stats = scratch.path() / "stats.qs";
-  auto calibrated = run_cli("calibrate " + quoted(kModel) + " --tokens " +
-                            quoted(kModel / "tokens.safetensors") + ":calib --max-rows 16 " +
-                            "--all-experts --out " + quoted(stats));
+  auto calibrated =
+      run_cli("calibrate " + quoted(kModel) + " --tokens " + quoted(kModel / "tokens.safetensors") +
+              ":calib --max-rows 16 " + "--all-experts --out " + quoted(stats));
   ASSERT_EQ(calibrated.exit_code, 0) << calibrated.output;
   const std::string calib = " --calib " + quoted(stats) + " --json";
   // The rule's GPTQ options reach the transform.

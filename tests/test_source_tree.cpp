@@ -5,7 +5,9 @@
 //  * libpipeline (the layer-pipelined quantize job) sits above libckpt, libquant and librun:
 //    none of them includes it (and it includes no tool);
 //  * no source or document cites a section of a file outside the repository (the specs the
-//    code relies on are described in docs/, in our words).
+//    code relies on are described in docs/, in our words);
+//  * a test that skips itself without a GPU has Cuda or Cublas in its suite or test name, so
+//    scripts/gpu_check.sh finds every one by name.
 // Each rule is a function over a directory, so the tests below can also run it on a small
 // tree they build, and see it fail.
 
@@ -241,6 +243,44 @@ void write_text(const fs::path& path, const std::string& text) {
 
 const fs::path kSourceRoot = QS_SOURCE_DIR;
 
+// "FILE: Suite.Name" for every test in ROOT/tests whose body asks whether CUDA is usable and
+// skips itself, without Cuda or Cublas in its names. A body runs from its TEST line to the
+// first line that is a lone closing brace.
+std::vector<std::string> unnamed_gpu_tests(const fs::path& root) {
+  static const std::regex test_line(R"re(^TEST(_F|_P)?\((\w+),\s*(\w+)\))re");
+  static const std::regex gpu_name("Cuda|Cublas");
+  const std::string asks = std::string("cuda_availability") + "()";
+  const std::string skips = std::string("GTEST_") + "SKIP";
+  std::vector<std::string> found;
+  if (!fs::is_directory(root / "tests")) return found;
+  for (const auto& entry : fs::directory_iterator(root / "tests")) {
+    if (entry.path().extension() != ".cpp") continue;
+    std::istringstream lines(read_file(entry.path()));
+    std::string name, body;
+    const auto finish = [&] {
+      if (!name.empty() && body.find(asks) != std::string::npos &&
+          body.find(skips) != std::string::npos && !std::regex_search(name, gpu_name))
+        found.push_back(entry.path().filename().string() + ": " + name);
+      name.clear();
+      body.clear();
+    };
+    for (std::string line; std::getline(lines, line);) {
+      std::smatch match;
+      if (std::regex_search(line, match, test_line)) {
+        finish();
+        name = match[2].str() + "." + match[3].str();
+      } else if (line == "}") {
+        finish();
+      } else if (!name.empty()) {
+        body += line + "\n";
+      }
+    }
+    finish();
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
 TEST(SourceTree, LibckptIncludesPointOneWay) {
   const auto violations = ckpt_layer_violations(kSourceRoot);
   EXPECT_TRUE(violations.empty()) << "libckpt folders must depend core -> io -> model -> formats "
@@ -268,6 +308,12 @@ TEST(SourceTree, NoReferenceOutsideTheRepository) {
 TEST(SourceTree, CitedDocSectionsExist) {
   const auto found = dangling_doc_citations(kSourceRoot);
   EXPECT_TRUE(found.empty()) << "no such document or heading:" << listed(found);
+}
+
+TEST(SourceTree, GpuTestsAreNamedSo) {
+  const auto found = unnamed_gpu_tests(kSourceRoot);
+  EXPECT_TRUE(found.empty()) << "put Cuda or Cublas in the name (gpu_check.sh selects by it):"
+                             << listed(found);
 }
 
 // The checks themselves, on trees built here: each must see what it is for.
@@ -323,6 +369,20 @@ TEST(SourceTree, ReferenceCheckSeesSectionsAndSharedPaths) {
   EXPECT_EQ(outside_references(root),
             (std::vector<std::string>{"docs/b.md:1: see " + shared + "/specs/x.md",
                                       "libckpt/src/a.cpp:2: // see spec " + section + "4.2"}));
+}
+
+TEST(SourceTree, GpuTestNameCheckSeesAnUnnamedGpuTest) {
+  // Built from pieces, so this test's body does not match its own rule.
+  const std::string asks = std::string("cuda_availability") + "()";
+  const std::string skips = std::string("GTEST_") + "SKIP";
+  const std::string gpu_body = " {\n  if (!" + asks + ".usable) " + skips + "();\n}\n";
+  ScratchDirectory scratch("source-tree-gpu-names");
+  const auto root = scratch.path();
+  write_text(root / "tests/a.cpp",
+             "TEST(Kernels, MatchOnTheGpu)" + gpu_body + "TEST(Kernels, CudaMatches)" + gpu_body +
+                 "TEST_F(CublasForward, Matches)" + gpu_body +
+                 "TEST(Kernels, SkipsForAnotherReason) {\n  " + skips + "();\n}\n");
+  EXPECT_EQ(unnamed_gpu_tests(root), (std::vector<std::string>{"a.cpp: Kernels.MatchOnTheGpu"}));
 }
 
 TEST(SourceTree, CitationCheckSeesAMissingHeadingOrDocument) {

@@ -44,6 +44,7 @@ struct ExtractOptions {
   bool resume = false;
   bool force = false;
   std::string max_shard_size = "5GB";
+  std::string partition;
 };
 
 // The Linear weights the draft will hold (2-D weights of Linear roles), by output name.
@@ -119,6 +120,7 @@ QuantizeTransformFactory quantizer_for(const Recipe& recipe) {
 }
 
 int run_extract(const ExtractOptions& options) {
+  const auto partition = partition_from_flag(options.partition);
   auto source = Checkpoint::open(options.input);
   require_layout_matches_config(source);
   check_output_directory(options.output, {source.directory()});
@@ -155,9 +157,17 @@ int run_extract(const ExtractOptions& options) {
   job.with_head = options.with_head;
   job.requant = recipe;
   job.requant_identity = requant_identity(options);
+  job.partition = partition;
   const auto result =
       run_mtp_extract_job(source, planned, job, quantizer_for, execute_with_progress);
   if (result.report.interrupted) return report_interruption(result.report);
+  if (partition) {
+    if (options.json)
+      fmt::print("{}\n", part_status_json(result.report, *partition).dump(2));
+    else
+      print_part_status(result.report, *partition, options.output);
+    return kExitOk;
+  }
   if (result.already_complete) {
     if (options.json)
       fmt::print(
@@ -225,6 +235,7 @@ void register_extract(CLI::App& mtp, const std::shared_ptr<ExtractOptions>& opti
                     "file records; anything else in the directory refuses the run)");
   command->add_option("--max-shard-size", options->max_shard_size, "largest output shard")
       ->capture_default_str();
+  add_partition_option(*command, options->partition);
   command->callback(
       [options, &runner]() { runner = [options]() { return run_extract(*options); }; });
 }

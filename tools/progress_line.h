@@ -17,6 +17,11 @@ class ProgressLine {
     total_items_ = total;
     unit_ = std::move(unit);
   }
+  // The work turned out to be less than planned (one part of a partitioned job).
+  void set_totals(std::uint64_t total_bytes, std::uint64_t total_items) {
+    total_bytes_ = total_bytes;
+    total_items_ = total_items;
+  }
   ~ProgressLine();
   ProgressLine(const ProgressLine&) = delete;
   ProgressLine& operator=(const ProgressLine&) = delete;

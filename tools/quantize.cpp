@@ -25,6 +25,7 @@
 #include "qs/pipeline/pipelined_quantization.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/deterministic_blas.h"
+#include "qs/quant/device_selection.h"
 #include "qs/quant/quantize_transforms.h"
 #include "scheme_presets.h"
 
@@ -50,6 +51,7 @@ struct QuantizeOptions {
   std::string nan_policy = "error";
   std::string calibration;
   std::string activations;
+  std::string partition;
   // The layer-pipelined job (calibrate and quantize in one command).
   std::string calib_tokens;
   std::uint64_t calib_rows = 0;
@@ -59,7 +61,9 @@ struct QuantizeOptions {
 };
 
 // What --calib-tokens and its companions ask for; nullopt without --calib-tokens.
-std::optional<pipeline::PipelineOptions> pipeline_options_from(const QuantizeOptions& options) {
+std::optional<pipeline::PipelineOptions> pipeline_options_from(const QuantizeOptions& options,
+                                                               const DeviceSelection& devices,
+                                                               bool partitioned) {
   const bool companions = options.calib_rows != 0 || !options.calib_inputs.empty() ||
                           !options.calib_experts.empty() || !options.calib_memory.empty();
   if (options.calib_tokens.empty()) {
@@ -85,8 +89,14 @@ std::optional<pipeline::PipelineOptions> pipeline_options_from(const QuantizeOpt
     throw_bad_input("cli.bad_calib_experts",
                     fmt::format("no --calib-experts '{}' (all, routed)", experts));
   pipelined.all_experts = experts == "all";
+  if (partitioned && pipelined.inputs == pipeline::CalibrationInputs::Sequential)
+    throw_bad_input("cli.partition_sequential",
+                    "--partition splits the layers between processes, but sequential calibration "
+                    "needs every earlier layer's quantized weights; use --calib-inputs original "
+                    "(each part then calibrates the layers it writes)");
+  // The forward's GEMMs run on the first device the job was given.
   pipelined.device =
-      runner_uses_cuda(options.device) ? run::GemmDevice::Cuda : run::GemmDevice::Cpu;
+      devices.device == ComputeDevice::Cuda ? run::GemmDevice::Cuda : run::GemmDevice::Cpu;
   // A line per finished layer on stderr (clearing the executor's in-place progress line).
   pipelined.on_layer = [terminal = ::isatty(STDERR_FILENO) == 1](std::uint32_t done,
                                                                  std::uint32_t total) {
@@ -132,23 +142,15 @@ Recipe recipe_from(const QuantizeOptions& options) {
   return recipe;
 }
 
-QuantizerSettings settings_from(const QuantizeOptions& options) {
+QuantizerSettings settings_from(const QuantizeOptions& options, const DeviceSelection& devices) {
   QuantizerSettings settings;
   auto policy = parse_nan_policy(options.nan_policy);
   if (!policy)
     throw_bad_input("cli.bad_nan_policy",
                     fmt::format("no NaN policy '{}' (error, zero)", options.nan_policy));
   settings.nan_policy = *policy;
-  if (options.device == "auto") {
-    settings.device = ComputeDevice::Auto;
-  } else if (options.device == "cpu") {
-    settings.device = ComputeDevice::Cpu;
-  } else if (options.device == "cuda" || options.device == "cuda:0") {
-    settings.device = ComputeDevice::Cuda;
-  } else {
-    throw_bad_input("cli.bad_device",
-                    fmt::format("no device '{}' (auto, cpu, cuda, cuda:0)", options.device));
-  }
+  settings.device = devices.device;
+  settings.workers = devices.worker_count();
   return settings;
 }
 
@@ -325,11 +327,12 @@ void print_gptq_summary(const ExecutionReport& report) {
 // (GPTQ's sweep on a GPU differs from the CPU's in the last bits) and the BLAS build and CPU
 // kernels (results do not depend on thread counts, deterministic_blas.h, but do on these).
 // A resume elsewhere is refused rather than mixing shards of two numerical paths.
-std::string numerics_fingerprint(ComputeDevice device) {
-  const auto cuda = cuda_availability();
-  const bool on_gpu =
-      device == ComputeDevice::Cuda || (device == ComputeDevice::Auto && cuda.usable);
-  return fmt::format("|device={}|blas={}", on_gpu ? "cuda:" + cuda.reason : "cpu",
+// The number of workers is not part of it: it does not change the output, so a job may resume
+// on more or fewer devices of the same model.
+std::string numerics_fingerprint(const DeviceSelection& devices, const CudaAvailability& cuda) {
+  const bool on_gpu = devices.device == ComputeDevice::Cuda;
+  return fmt::format("|device={}|blas={}",
+                     on_gpu ? "cuda:" + cuda.device_names.at(devices.cuda_devices[0]) : "cpu",
                      blas::numerics_identity());
 }
 
@@ -371,13 +374,17 @@ ExecutionReport run_pipelined(pipeline::PipelinedQuantization& pipelined, const 
 }
 
 int run_quantize(const QuantizeOptions& options) {
+  const auto partition = partition_from_flag(options.partition);
   auto source = Checkpoint::open(options.input);
   require_layout_matches_config(source);
   check_output_directory(options.output, {source.directory()});
   const Recipe recipe = recipe_from(options);
-  QuantizerSettings settings = settings_from(options);
+  // Devices are checked before the plan: a device the machine lacks fails before any work.
+  const auto cuda = cuda_availability();
+  const DeviceSelection devices = parse_device_selection(options.device, cuda);
+  QuantizerSettings settings = settings_from(options, devices);
   settings.min_snr_db = recipe.min_snr_db.value_or(kDefaultMinSnrDb);
-  const auto pipeline_options = pipeline_options_from(options);
+  const auto pipeline_options = pipeline_options_from(options, devices, partition.has_value());
   std::optional<CalibrationStore> calibration;
   if (!options.calibration.empty()) calibration = CalibrationStore::open(options.calibration);
   std::unique_ptr<pipeline::PipelinedQuantization> pipelined;
@@ -397,16 +404,21 @@ int run_quantize(const QuantizeOptions& options) {
       source, recipe,
       [&](const QuantizeRequest& request) { return make_quantize_transform(request, settings); },
       statistics);
+  const std::uint64_t max_shard_bytes =
+      options.max_shard_size.empty() ? recipe.max_shard_bytes.value_or(5'000'000'000)
+                                     : parse_byte_size(options.max_shard_size);
   const std::uint64_t calib_memory = parse_byte_size(
       options.calib_memory.empty() ? std::string(kDefaultCalibMemory) : options.calib_memory);
   if (pipelined) pipelined->attach(planned);
   if (options.dry_run) {
     if (options.json) {
       auto out = plan_json(planned, recipe);
+      if (partition) out["part"] = part_share_json(planned.plan, max_shard_bytes, *partition);
       if (pipelined) out["calibration"] = pipeline_json(*pipelined, options, calib_memory);
       fmt::print("{}\n", out.dump(2));
     } else {
       print_plan(planned, recipe);
+      if (partition) fmt::print("{}\n", part_share_line(planned.plan, max_shard_bytes, *partition));
       if (pipelined) print_pipeline_memory(*pipelined, calib_memory);
     }
     return kExitOk;
@@ -419,9 +431,7 @@ int run_quantize(const QuantizeOptions& options) {
 
   ExecutionOptions execution;
   execution.output_directory = options.output;
-  execution.max_shard_bytes = options.max_shard_size.empty()
-                                  ? recipe.max_shard_bytes.value_or(5'000'000'000)
-                                  : parse_byte_size(options.max_shard_size);
+  execution.max_shard_bytes = max_shard_bytes;
   execution.max_buffer_bytes = parse_byte_size(options.max_buffer);
   execution.resume = options.resume;
   execution.force = options.force;
@@ -430,7 +440,7 @@ int run_quantize(const QuantizeOptions& options) {
       options.recipe.empty() ? scheme_recipe_text(options.scheme) : read_text_file(options.recipe),
       output_format_name(recipe.format), recipe.scale_method, options.nan_policy);
   for (const auto& parameter : options.parameters) execution.fingerprint += "|" + parameter;
-  execution.fingerprint += numerics_fingerprint(settings.device);
+  execution.fingerprint += numerics_fingerprint(devices, cuda);
   if (calibration)
     execution.fingerprint += fmt::format(
         "|calib={}:{}:{}", options.calibration, std::filesystem::file_size(options.calibration),
@@ -443,10 +453,23 @@ int run_quantize(const QuantizeOptions& options) {
   execution.non_finite =
       settings.nan_policy == NanPolicy::Error ? NonFinitePolicy::Error : NonFinitePolicy::Report;
   execution.extra_files = output_config_files(source, planned.model, recipe.format);
+  execution.transform_workers = devices.worker_count();
+  if (devices.device == ComputeDevice::Cuda)
+    execution.on_worker_start = [&devices](std::size_t worker) {
+      use_cuda_device(devices.cuda_devices[worker]);
+    };
+  execution.partition = partition;
   const auto report = pipelined ? run_pipelined(*pipelined, planned.plan, execution)
                                 : execute_with_progress(planned.plan, execution, "quantize");
   const double seconds = std::max(report.seconds, 1e-9);
   if (report.interrupted) return report_interruption(report);
+  if (partition && report.already_finalized) {
+    if (options.json)
+      fmt::print("{}\n", part_status_json(report, *partition).dump(2));
+    else
+      print_part_status(report, *partition, options.output);
+    return kExitOk;
+  }
   print_non_finite(report);
   if (options.json) {
     nlohmann::ordered_json out = plan_json(planned, recipe);
@@ -458,6 +481,7 @@ int run_quantize(const QuantizeOptions& options) {
                   {"shards_written", report.shards_written},
                   {"shards_resumed", report.shards_resumed},
                   {"mean_snr_db", mean_snr_db(report)}};
+    if (partition) out["run"]["part"] = part_status_json(report, *partition);
     if (pipelined) out["pipeline"] = stage_json(pipelined->stage_times(report));
     out["quality"] = quality_json(report);
     out["non_finite"] = non_finite_json(report);
@@ -473,6 +497,7 @@ int run_quantize(const QuantizeOptions& options) {
     if (!report.quality.empty()) fmt::print(", mean weight SNR {:.2f} dB", mean_snr_db(report));
     fmt::print("\n");
     print_gptq_summary(report);
+    if (partition) print_part_status(report, *partition, options.output);
     if (pipelined) print_stages(pipelined->stage_times(report));
   }
   return kExitOk;
@@ -492,9 +517,10 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--recipe", options->recipe, "YAML recipe (see recipes/)");
   command->add_option("--scheme", options->scheme,
                       "quantize every Linear except lm_head, routers, indexer and MTP: nvfp4, "
-                      "int8 (W8A16 g128), int8-channel, int4 (W4A16 asym g128), int4-g32, "
-                      "gptq-int4, gptq-int8 (GPTQ needs --calib or --calib-tokens), fp8-block "
-                      "(DeepSeek-V3 layout); bf16: decode an FP8 block-scaled checkpoint to BF16");
+                      "nvfp4-gptq (GPTQ on the NVFP4 grid), int8 (W8A16 g128), int8-channel, "
+                      "int4 (W4A16 asym g128), int4-g32, gptq-int4, gptq-int8 (GPTQ needs "
+                      "--calib or --calib-tokens), fp8-block (DeepSeek-V3 layout); bf16: decode an "
+                      "FP8 block-scaled checkpoint to BF16");
   command->add_option("--format", options->format,
                       "output layout: modelopt or compressed-tensors (overrides the recipe)");
   command->add_option("--scale-method", options->scale_method,
@@ -509,7 +535,10 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_flag("--force", options->force,
                     "start over: remove an earlier job's output first (only the files its job "
                     "file records; anything else in the directory refuses the run)");
-  command->add_option("--device", options->device, "auto, cpu or cuda (default auto)");
+  command->add_option("--device", options->device,
+                      "where transforms run: auto (default), cpu, cpu:N (N workers), cuda, "
+                      "cuda:I, cuda:I,J,... or cuda:all (one worker per GPU); the output is "
+                      "the same for any worker count");
   command->add_option("--threads", options->threads, "CPU threads (default: all cores)");
   command->add_option("--max-shard-size", options->max_shard_size,
                       "output shard size cap, e.g. 5GB (default: the recipe's, else 5GB)");
@@ -539,6 +568,7 @@ SubcommandRunner register_quantize(CLI::App& app) {
                       "checked before any work (default 64GiB; --dry-run prints each layer's)");
   command->add_option("--nan-policy", options->nan_policy,
                       "NaN/Inf in a weight being quantized: error (default) or zero");
+  add_partition_option(*command, options->partition);
   return [options]() { return run_quantize(*options); };
 }
 

@@ -23,6 +23,7 @@
 #include "cli_support.h"
 #include "qs/ckpt/plan/batch_recipe.h"
 #include "qs/ckpt/core/error.h"
+#include "recipe_slurm.h"
 #include "scheme_presets.h"
 
 extern char** environ;
@@ -50,6 +51,8 @@ struct RecipeRunOptions {
   bool resume = false;
   bool dry_run = false;
   bool json = false;
+  std::string submit;  // "slurm": submit the steps as jobs instead of running them
+  SlurmSubmitOptions slurm;
 };
 
 bool contains_word(const std::vector<std::string>& arguments, std::string_view word) {
@@ -292,6 +295,15 @@ int run_recipe(const RecipeRunOptions& options, const CLI::App& root) {
       step.arguments.push_back("--resume");
   }
 
+  if (!options.submit.empty()) {
+    if (options.json)
+      throw_bad_input("recipe.submit_json", "--json does not combine with --submit",
+                      recipe.source);
+    auto slurm = options.slurm;
+    slurm.dry_run = options.dry_run;
+    return submit_recipe_to_slurm(recipe, first, slurm);
+  }
+
   std::vector<StepOutcome> outcomes(recipe.steps.size());
   for (std::size_t i = 0; i < first; ++i) outcomes[i].status = StepStatus::Skipped;
   const auto start = std::chrono::steady_clock::now();
@@ -369,6 +381,23 @@ SubcommandRunner register_recipe(CLI::App& app) {
   run->add_flag("--json", options->json,
                 "summary on stdout (steps, commands, exit codes, seconds); the steps' own "
                 "standard output goes to standard error");
+  run->add_option("--submit", options->submit,
+                  "submit the steps as jobs of this scheduler instead of running them: "
+                  "slurm (sbatch; each step after the previous one succeeded; a step that "
+                  "takes --partition becomes a job array and a finalize job). With --dry-run, "
+                  "prints the sbatch calls as a shell script")
+      ->check(CLI::IsMember({"slurm"}));
+  run->add_option("--partitions", options->slurm.partitions,
+                  "with --submit: array tasks (parts) for each step that takes --partition")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  run->add_option("--sbatch", options->slurm.sbatch_words,
+                  "with --submit: sbatch options for every job, one shell-quoted line, e.g. "
+                  "--sbatch='--gres=gpu:1 --time=04:00:00'");
+  run->add_option("--retries", options->slurm.retries,
+                  "with --submit: times a failing task of a resumable step requeues itself "
+                  "(not on bad input, exit code 2)")
+      ->capture_default_str();
   const CLI::App* root = &app;
   return [options, root]() { return run_recipe(*options, *root); };
 }

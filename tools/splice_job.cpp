@@ -157,12 +157,14 @@ void add_splice_job_options(CLI::App& command, SpliceJobOptions& options) {
       ->capture_default_str();
   command.add_option("--max-buffer", options.max_buffer, "bytes in flight between read and write")
       ->capture_default_str();
+  add_partition_option(command, options.partition);
 }
 
 int run_splice(const std::string& output, const std::string& base_path,
                const std::vector<TakeRule>& rules, const SpliceJobOptions& options,
                const std::string& label) {
   const auto format = requested_format(options.format);
+  const auto partition = partition_from_flag(options.partition);
   // Each distinct path opened once (a source named by several rules is one input).
   std::map<std::filesystem::path, std::unique_ptr<Checkpoint>> opened;
   auto open = [&](const std::string& path) -> const Checkpoint* {
@@ -188,10 +190,15 @@ int run_splice(const std::string& output, const std::string& base_path,
   for (const auto& warning : planned.warnings)
     fmt::print(stderr, "quantsmith: warning: {}\n", warning);
   if (options.dry_run) {
-    if (options.json)
-      fmt::print("{}\n", plan_json(planned, rules).dump(2));
-    else
+    const auto max_shard_bytes = parse_byte_size(options.max_shard_size);
+    if (options.json) {
+      auto out = plan_json(planned, rules);
+      if (partition) out["part"] = part_share_json(planned.plan, max_shard_bytes, *partition);
+      fmt::print("{}\n", out.dump(2));
+    } else {
       print_plan(planned, rules, true);
+      if (partition) fmt::print("{}\n", part_share_line(planned.plan, max_shard_bytes, *partition));
+    }
     return kExitOk;
   }
 
@@ -205,8 +212,16 @@ int run_splice(const std::string& output, const std::string& base_path,
       fmt::format("quantsmith {}|{}|format={}", kQuantsmithVersion, label, format_label(planned));
   for (const auto& rule : rules) execution.fingerprint += "|" + rule.text;
   execution.extra_files = output_config_files(*request.base, planned.model, planned.format);
+  execution.partition = partition;
   const auto report = execute_with_progress(planned.plan, execution, label);
   if (report.interrupted) return report_interruption(report);
+  if (partition && report.already_finalized) {
+    if (options.json)
+      fmt::print("{}\n", part_status_json(report, *partition).dump(2));
+    else
+      print_part_status(report, *partition, output);
+    return kExitOk;
+  }
 
   const double seconds = std::max(report.seconds, 1e-9);
   if (options.json) {
@@ -218,6 +233,7 @@ int run_splice(const std::string& output, const std::string& base_path,
                   {"gb_per_s", report.bytes_read / 1e9 / seconds},
                   {"shards_written", report.shards_written},
                   {"shards_resumed", report.shards_resumed}};
+    if (partition) out["run"]["part"] = part_status_json(report, *partition);
     fmt::print("{}\n", out.dump(2));
     return kExitOk;
   }
@@ -225,6 +241,7 @@ int run_splice(const std::string& output, const std::string& base_path,
              output, planned.decisions.size(), planned.plan.inputs.size(),
              human_bytes(report.bytes_written), seconds, report.bytes_read / 1e9 / seconds);
   print_plan(planned, rules, false);
+  if (partition) print_part_status(report, *partition, output);
   return kExitOk;
 }
 

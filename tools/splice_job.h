@@ -19,9 +19,11 @@ struct SpliceJobOptions {
   bool force = false;
   std::string max_shard_size = "5GB";
   std::string max_buffer = "256MiB";
+  std::string partition;
 };
 
-// --format, --dry-run, --json, --resume, --force, --max-shard-size, --max-buffer.
+// --format, --dry-run, --json, --resume, --force, --max-shard-size, --max-buffer,
+// --partition.
 void add_splice_job_options(CLI::App& command, SpliceJobOptions& options);
 
 // Returns the exit code. `label` names the job in progress lines and messages.

@@ -18,6 +18,7 @@ SubcommandRunner register_calibrate(CLI::App& app);
 SubcommandRunner register_splice(CLI::App& app);
 SubcommandRunner register_mtp(CLI::App& app);
 SubcommandRunner register_recipe(CLI::App& app);
+SubcommandRunner register_finalize(CLI::App& app);
 
 // In the order `quantsmith --help` lists them; one line each.
 // clang-format off
@@ -29,6 +30,7 @@ inline std::vector<SubcommandRegistration> all_subcommands() {
       register_quantize,
       register_splice,
       register_mtp,
+      register_finalize,
       register_eval,
       register_generate,
       register_calibrate,

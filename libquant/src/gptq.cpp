@@ -67,7 +67,8 @@ PreparedHessian prepare_hessian(std::span<const double> second_moments, std::uin
   }
   const std::uint64_t run = std::max<std::uint32_t>(settings.order_block, 1);
   if (columns % run != 0)
-    throw Error(ErrorClass::Internal, "gptq.shape", "columns are not a multiple of the order block");
+    throw Error(ErrorClass::Internal, "gptq.shape",
+                "columns are not a multiple of the order block");
   if (settings.act_order && run == 1) {
     std::stable_sort(prepared.order.begin(), prepared.order.end(), [&](auto a, auto b) {
       return h[a * columns + a] > h[b * columns + b];

@@ -37,7 +37,8 @@ Nvfp4Result quantize_nvfp4(std::span<const float> weight, std::uint64_t rows, st
                            const fp4::BlockHessians* blocks, fp4::Backend backend,
                            fp4::Fp4Buffers out) {
   if (weight.size() != rows * cols || hessian.columns != cols || cols % fp4::kBlockSize != 0 ||
-      out.packed.size() != rows * cols / 2 || out.scale_codes.size() != rows * cols / fp4::kBlockSize)
+      out.packed.size() != rows * cols / 2 ||
+      out.scale_codes.size() != rows * cols / fp4::kBlockSize)
     throw Error(ErrorClass::Internal, "gptq.shape", "weight, Hessian and outputs do not match");
   check_block_order(hessian);
   std::vector<float> live(weight.begin(), weight.end());
@@ -75,8 +76,8 @@ Nvfp4Result quantize_nvfp4(std::span<const float> weight, std::uint64_t rows, st
     for (std::uint64_t c = 0; c < cols; ++c) {
       const float value = weight[r * cols + c];
       const double difference = static_cast<double>(value) - decoded[r * cols + c];
-      row.signal += static_cast<double>(fp4::finite_abs_or_zero(value)) *
-                    fp4::finite_abs_or_zero(value);
+      row.signal +=
+          static_cast<double>(fp4::finite_abs_or_zero(value)) * fp4::finite_abs_or_zero(value);
       row.error += difference * difference;
     }
     result.energy.signal += row.signal;

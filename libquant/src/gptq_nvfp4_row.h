@@ -18,11 +18,10 @@ namespace qs::gptq::detail {
 // ([cols], original order) and `scale_codes` ([cols/16]) are the row's.
 template <typename E2M1>
 QS_HOST_DEVICE inline void sweep_nvfp4_row_span(float* row, int count, const float* u,
-                                                std::uint64_t u_stride,
-                                                const std::uint32_t* order, float s2,
-                                                fp4::ScaleMethod method, const float* hessians,
-                                                std::uint8_t* codes, std::uint8_t* scale_codes,
-                                                float* errors) {
+                                                std::uint64_t u_stride, const std::uint32_t* order,
+                                                float s2, fp4::ScaleMethod method,
+                                                const float* hessians, std::uint8_t* codes,
+                                                std::uint8_t* scale_codes, float* errors) {
   float divisor = 1.0f;
   for (int j = 0; j < count; ++j) {
     if (j % fp4::kBlockSize == 0) {

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <latch>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -15,8 +16,10 @@
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/job/job_state.h"
-#include "qs/ckpt/job/output_manifest.h"
+#include "qs/ckpt/job/output_layout.h"
+#include "qs/ckpt/job/partitioned_job.h"
 #include "qs/ckpt/io/shard_scan.h"
+#include "reorder_queue.h"
 
 namespace qs {
 namespace {
@@ -24,9 +27,6 @@ namespace {
 // Copies move through the pipeline in pieces of this size, so a 2 GB embedding does not need
 // 2 GB of buffer.
 constexpr std::uint64_t kCopyChunkBytes = 64ull << 20;
-
-// Every shard's header metadata (what transformers writes).
-const StringMap kShardMetadata = {{"format", "pt"}};
 
 // Bytes admitted into the pipeline and not yet written. acquire() blocks while admitting
 // would exceed the limit, except when nothing is in flight: an item larger than the whole
@@ -105,6 +105,7 @@ class ClosableQueue {
 
 // One item, or one chunk of a copied item, on its way through the pipeline.
 struct Packet {
+  std::uint64_t sequence = 0;  // its place in read order, which the writer restores
   std::size_t item = 0;
   bool chunk = false;  // a piece of a byte copy: `outputs[0]` holds it, no transform runs
   bool last_chunk = true;
@@ -114,6 +115,10 @@ struct Packet {
   std::vector<std::vector<std::byte>> sources;
   std::vector<std::vector<std::byte>> outputs;
   std::vector<TensorQuality> quality;
+  std::vector<NonFiniteCount> non_finite;  // in the tensors it read
+  // What its transform (or the NaN scan) threw: raised by the writer when the packet's turn
+  // comes, so the job fails on the first bad item in plan order, whatever the worker count.
+  std::exception_ptr error;
 };
 
 // Where each output tensor goes, which shards are already done, and the open shard writer.
@@ -127,7 +132,10 @@ class ShardRouter {
   }
 
   std::size_t shard_of(std::size_t tensor_index) const { return shard_of_tensor_[tensor_index]; }
-  bool shard_done(std::size_t shard) const { return job_.shard_done(shard); }
+  // Committed by an earlier run, or another part's to write.
+  bool shard_done(std::size_t shard) const {
+    return !job_.owns(shard) || job_.shard_done(shard);
+  }
   std::size_t shard_count() const { return plan_.size(); }
   const std::vector<std::vector<TensorSpec>>& plan() const { return plan_; }
 
@@ -138,11 +146,11 @@ class ShardRouter {
     if (shard_done(shard)) return false;
     if (!writer_ || open_shard_ != shard) {
       writer_ = std::make_unique<SafetensorsWriter>(
-          directory_ / shard_file_name(shard, plan_.size()), plan_[shard], kShardMetadata);
+          directory_ / shard_file_name(shard, plan_.size()), plan_[shard], output_shard_metadata());
       open_shard_ = shard;
       // The digest covers the whole file: the header the writer wrote, then every byte.
       digest_ = std::make_unique<Xxh3Digest>();
-      const std::string header = build_safetensors_header(plan_[shard], kShardMetadata);
+      const std::string header = build_safetensors_header(plan_[shard], output_shard_metadata());
       digest_->update(std::as_bytes(std::span(header.data(), header.size())));
     }
     writer_->write(bytes);
@@ -188,43 +196,34 @@ class FirstFailure {
   std::exception_ptr error_;
 };
 
-// Temporaries a killed writer left of our files (other names are not ours to remove).
+// Temporaries a killed writer left of `names` (other names are not ours to remove: in a
+// partitioned job, another worker may be writing them).
 void remove_stale_temporaries(const std::filesystem::path& directory,
-                              const std::vector<std::string>& files) {
+                              const std::vector<std::string>& names) {
   for (const auto& name : output_entry_names(directory)) {
     if (!is_temporary_file_name(name)) continue;
     const auto target = name.substr(1, name.find(".tmp-") - 1);
-    if (std::find(files.begin(), files.end(), target) != files.end() || target == kJobFileName)
+    if (std::find(names.begin(), names.end(), target) != names.end())
       remove_output_entry(directory / name);
   }
 }
 
-// Every file the job writes besides its job file: shards, configs, manifest, index.
-std::vector<std::string> output_file_names(
-    std::size_t shard_count, const std::vector<std::pair<std::string, std::string>>& extra) {
-  std::vector<std::string> files;
-  for (std::size_t shard = 0; shard < shard_count; ++shard)
-    files.push_back(shard_file_name(shard, shard_count));
-  for (const auto& [name, content] : extra) files.push_back(name);
-  files.emplace_back(kManifestFileName);
-  if (shard_count > 1) files.emplace_back(kIndexFileName);
-  return files;
-}
+// What this process claims in OUT: the whole job, or one part of it.
+struct Claim {
+  std::optional<OutputDirectory> whole;
+  std::optional<PartClaim> part;
+  std::optional<PartAssignment> assignment;
+};
 
-// The digests of everything the finished job wrote: shards from the job file, small files
-// from their content.
-Manifest output_manifest(const JobState& job,
-                         const std::vector<std::vector<TensorSpec>>& shard_plan,
-                         const std::vector<std::pair<std::string, std::string>>& small_files) {
-  Manifest manifest;
-  for (std::size_t shard = 0; shard < shard_plan.size(); ++shard) {
-    std::uint64_t bytes = build_safetensors_header(shard_plan[shard], kShardMetadata).size();
-    for (const auto& tensor : shard_plan[shard]) bytes += tensor.byte_size();
-    manifest[shard_file_name(shard, shard_plan.size())] = {bytes, job.shard_digest(shard)};
-  }
-  for (const auto& [name, content] : small_files)
-    manifest[name] = {content.size(), xxh3_128_hex(content)};
-  return manifest;
+// The shards of `partition` under the balanced split of the whole plan.
+PartAssignment assignment_of(const Plan& plan,
+                             const std::vector<std::vector<TensorSpec>>& shard_plan,
+                             const Partition& partition) {
+  const auto part_of = assign_shards(shard_costs(plan, shard_plan), partition.count);
+  PartAssignment assignment{partition, {}};
+  for (std::size_t shard = 0; shard < part_of.size(); ++shard)
+    if (part_of[shard] == partition.index) assignment.shards.push_back(shard);
+  return assignment;
 }
 
 void read_sources(const PlanItem& item, Packet& packet) {
@@ -247,13 +246,33 @@ void run_transform(const PlanItem& item, Packet& packet) {
 }
 
 // Every tensor the item read (or the piece of a copy the packet holds), for NaN and Inf.
-void tally_sources(const PlanItem& item, const Packet& packet, NonFiniteTally& tally) {
+void tally_sources(const PlanItem& item, Packet& packet, NonFinitePolicy policy) {
+  NonFiniteTally tally(policy);
   if (packet.chunk) {
     tally.scan(*item.sources[0].info, item.sources[0].shard->path().string(), packet.outputs[0]);
-    return;
+  } else {
+    for (std::size_t i = 0; i < item.sources.size(); ++i)
+      tally.scan(*item.sources[i].info, item.sources[i].shard->path().string(), packet.sources[i]);
   }
-  for (std::size_t i = 0; i < item.sources.size(); ++i)
-    tally.scan(*item.sources[i].info, item.sources[i].shard->path().string(), packet.sources[i]);
+  packet.non_finite = tally.counts();
+}
+
+// One worker's share of the transforms: the next packet read, scanned and transformed, handed
+// to the writer under its read-order number. Failures travel inside the packet.
+void transform_packets(const Plan& plan, NonFinitePolicy policy, ClosableQueue<Packet>& read_queue,
+                       detail::ReorderQueue<Packet>& write_queue,
+                       const std::atomic<bool>& stopping) {
+  while (auto packet = read_queue.pop()) {
+    if (stopping) break;
+    try {
+      if (!packet->skipped) tally_sources(plan.items[packet->item], *packet, policy);
+      if (!packet->chunk && !packet->skipped) run_transform(plan.items[packet->item], *packet);
+    } catch (...) {
+      packet->error = std::current_exception();
+    }
+    const auto sequence = packet->sequence;
+    write_queue.push(sequence, std::move(*packet));
+  }
 }
 
 }  // namespace
@@ -261,54 +280,88 @@ void tally_sources(const PlanItem& item, const Packet& packet, NonFiniteTally& t
 ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const auto& directory = options.output_directory;
-  // Checked, locked and (with force) cleared before anything is written; held to the end.
-  std::optional<OutputDirectory> claimed;
-  if (!options.claimed_output)
-    claimed.emplace(
-        OutputDirectory::claim(directory, output_mode_from_flags(options.resume, options.force)));
+  const auto mode = output_mode_from_flags(options.resume, options.force);
 
   auto specs = plan.output_specs();
   auto shard_plan = split_into_shards(specs, options.max_shard_bytes);
   if (shard_plan.empty()) shard_plan.emplace_back();
-  const std::string fingerprint = plan_fingerprint(
-      plan, fmt::format("{}|shard={}", options.fingerprint, options.max_shard_bytes),
-      options.fingerprint_source_times);
-
-  const auto files = output_file_names(shard_plan.size(), options.extra_files);
-  JobState job = JobState::open_or_create(directory, fingerprint, shard_plan, files);
-  remove_stale_temporaries(directory, files);
+  // The fingerprint leaves the partition out: every part, and a single run, share it.
+  const auto layout = make_output_layout(
+      plan_fingerprint(plan,
+                       fmt::format("{}|shard={}", options.fingerprint, options.max_shard_bytes),
+                       options.fingerprint_source_times),
+      shard_plan, options.extra_files);
 
   ExecutionReport report;
   report.total_shards = shard_plan.size();
+  // Checked, locked and (with force) cleared before anything is written; held to the end.
+  Claim claim;
+  if (options.partition) {
+    if (options.claimed_output)
+      throw Error(ErrorClass::Internal, "executor.partition_claimed",
+                  "a partitioned run claims its output itself", directory.string());
+    claim.assignment = assignment_of(plan, shard_plan, *options.partition);
+    claim.part.emplace(PartClaim::claim(directory, mode, layout, *options.partition));
+    report.part_shards = claim.assignment->shards.size();
+    if (claim.part->already_finalized()) {
+      report.already_finalized = true;
+      report.seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return report;
+    }
+  } else if (!options.claimed_output) {
+    claim.whole.emplace(OutputDirectory::claim(directory, mode));
+  }
+
+  JobState job = JobState::open_or_create(directory, layout.fingerprint, shard_plan, layout.files,
+                                          claim.assignment ? &*claim.assignment : nullptr);
+  {
+    // Only our own files' temporaries: other parts' workers may be writing theirs.
+    std::vector<std::string> own;
+    if (claim.assignment) {
+      own.push_back(part_job_file_name(claim.assignment->partition));
+      for (const auto shard : claim.assignment->shards) own.push_back(layout.shard_files[shard]);
+    } else {
+      own = layout.files;
+      own.emplace_back(kJobFileName);
+    }
+    remove_stale_temporaries(directory, own);
+  }
+
   report.shards_resumed = job.done_shard_count();
   report.redone_shards = job.discarded_shards();
 
   ShardRouter router(directory, shard_plan, job);
-  // The first output tensor index of every item, and whether any of its outputs still needs
-  // writing.
+  // The first output tensor index of every item, whether any of its outputs still needs
+  // writing, and whether it is this process's work at all (a part owns only some shards).
   std::vector<std::size_t> first_output(plan.items.size());
   std::vector<bool> needed(plan.items.size());
+  std::vector<bool> owned(plan.items.size());
+  ExecutionProgress progress;
   {
     std::size_t index = 0;
     for (std::size_t i = 0; i < plan.items.size(); ++i) {
       first_output[i] = index;
-      bool any = false;
-      for (std::size_t k = 0; k < plan.items[i].outputs.size(); ++k)
+      bool any = false, mine = plan.items[i].outputs.empty();
+      for (std::size_t k = 0; k < plan.items[i].outputs.size(); ++k) {
         any = any || !router.shard_done(router.shard_of(index + k));
+        mine = mine || job.owns(router.shard_of(index + k));
+      }
       needed[i] = any;
+      owned[i] = mine;
+      if (mine) {
+        progress.total_source_bytes += plan.items[i].source_bytes();
+        ++progress.total_items;
+      }
       index += plan.items[i].outputs.size();
     }
   }
-
-  ExecutionProgress progress;
-  progress.total_source_bytes = plan.source_bytes();
-  progress.total_items = plan.items.size();
-  progress.total_shards = shard_plan.size();
+  progress.total_shards = job.owned_shard_count();
   progress.done_shards = job.done_shard_count();
 
   ByteBudget budget(options.max_buffer_bytes);
   ClosableQueue<Packet> read_queue;
-  ClosableQueue<Packet> write_queue;
+  detail::ReorderQueue<Packet> write_queue;
   FirstFailure failure;
   std::atomic<bool> stopping{false};
   const auto abort_all = [&] {
@@ -318,7 +371,14 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     write_queue.close();
   };
 
+  // Every worker bound to its device before the first read, so a device that cannot be used
+  // fails the job before any work.
+  const std::size_t worker_count = std::max<std::size_t>(options.transform_workers, 1);
+  std::latch workers_started(static_cast<std::ptrdiff_t>(worker_count));
+  std::uint64_t next_sequence = 0;  // the reader's count of packets, the writer's order
+
   std::thread reader([&] {
+    workers_started.wait();
     try {
       for (std::size_t i = 0; i < plan.items.size() && !stopping; ++i) {
         const PlanItem& item = plan.items[i];
@@ -326,6 +386,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
           if (options.on_item_skipped) options.on_item_skipped(i);
           Packet skipped;
           skipped.skipped = true;
+          skipped.sequence = next_sequence++;
           skipped.item = i;
           skipped.source_bytes = item.source_bytes();
           read_queue.push(std::move(skipped));
@@ -339,6 +400,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
             const std::uint64_t piece = std::min(kCopyChunkBytes, size - offset);
             if (!budget.acquire(piece)) return;
             Packet packet;
+            packet.sequence = next_sequence++;
             packet.item = i;
             packet.chunk = true;
             packet.reserved_bytes = piece;
@@ -354,6 +416,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
         const std::uint64_t reserve = item.source_bytes() + item.output_bytes();
         if (!budget.acquire(reserve)) return;
         Packet packet;
+        packet.sequence = next_sequence++;
         packet.item = i;
         packet.reserved_bytes = reserve;
         packet.source_bytes = item.source_bytes();
@@ -367,10 +430,13 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     read_queue.close();
   });
 
+  NonFiniteTally non_finite(options.non_finite);
   std::thread writer([&] {
     try {
       while (auto packet = write_queue.pop()) {
         if (stopping) break;
+        if (packet->error) std::rethrow_exception(packet->error);
+        non_finite.add(packet->non_finite);
         const auto write_start = std::chrono::steady_clock::now();
         bool committed = false;
         if (packet->chunk) {
@@ -386,8 +452,10 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
             std::chrono::duration<double>(std::chrono::steady_clock::now() - write_start).count();
         budget.release(packet->reserved_bytes);
         if (!packet->skipped) report.bytes_read += packet->source_bytes;
-        progress.done_source_bytes += packet->source_bytes;
-        if (!packet->chunk || packet->last_chunk) ++progress.done_items;
+        if (owned[packet->item]) {
+          progress.done_source_bytes += packet->source_bytes;
+          if (!packet->chunk || packet->last_chunk) ++progress.done_items;
+        }
         if (committed) {
           progress.done_shards = job.done_shard_count();
           if (options.stop_requested && options.stop_requested->load()) {
@@ -403,19 +471,26 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     }
   });
 
-  // Transforms run here, on the calling thread; they parallelise internally.
-  NonFiniteTally non_finite(options.non_finite);
-  try {
-    while (auto packet = read_queue.pop()) {
-      if (stopping) break;
-      if (!packet->skipped) tally_sources(plan.items[packet->item], *packet, non_finite);
-      if (!packet->chunk && !packet->skipped) run_transform(plan.items[packet->item], *packet);
-      write_queue.push(std::move(*packet));
-    }
-  } catch (...) {
-    failure.record(std::current_exception());
-    abort_all();
-  }
+  // The transform workers (they parallelise internally too).
+  std::vector<std::thread> workers;
+  for (std::size_t w = 0; w < worker_count; ++w)
+    workers.emplace_back([&, w] {
+      try {
+        if (options.on_worker_start) options.on_worker_start(w);
+      } catch (...) {
+        failure.record(std::current_exception());
+        abort_all();
+      }
+      workers_started.count_down();
+      try {
+        if (!stopping)
+          transform_packets(plan, options.non_finite, read_queue, write_queue, stopping);
+      } catch (...) {  // not an item's failure (those travel in packets): out of memory
+        failure.record(std::current_exception());
+        abort_all();
+      }
+    });
+  for (auto& worker : workers) worker.join();
   write_queue.close();
   reader.join();
   writer.join();
@@ -424,23 +499,27 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
 
   report.shards_written = router.shards_written();
   if (!report.interrupted) {
-    if (job.done_shard_count() != shard_plan.size())
+    if (!job.complete())
       throw Error(ErrorClass::Internal, "executor.incomplete",
                   "the plan ended before every shard was written", directory.string());
-    auto small_files = options.extra_files;
-    const std::string index = shard_plan.size() > 1 ? checkpoint_index_text(shard_plan) : "";
-    for (const auto& [name, content] : small_files)
-      write_file_atomically(directory / name, content);
-    if (!index.empty()) small_files.emplace_back(kIndexFileName, index);
-    // The manifest before the index: a directory with an index is a complete checkpoint.
-    write_manifest(directory, output_manifest(job, shard_plan, small_files));
-    if (!index.empty()) write_file_atomically(directory / kIndexFileName, index);
-    job.mark_finished();
+    if (claim.part) {
+      // This part is done: let go of OUT, then finalize if every other worker is done too.
+      claim.part.reset();
+      const auto finalized = finalize_if_last(directory);
+      report.finalized = finalized.has_value();
+      report.finalized_here = finalized && !finalized->already_finalized;
+    } else {
+      std::vector<std::string> digests;
+      for (std::size_t shard = 0; shard < shard_plan.size(); ++shard)
+        digests.push_back(job.shard_digest(shard));
+      write_completed_output(directory, layout, digests);
+      job.mark_finished();
+    }
   }
   report.bytes_written = 0;
   for (std::size_t shard = 0; shard < shard_plan.size(); ++shard) {
-    const auto file = directory / shard_file_name(shard, shard_plan.size());
-    if (output_path_exists(file)) report.bytes_written += output_file_size(file);
+    const auto file = directory / layout.shard_files[shard];
+    if (job.owns(shard) && output_path_exists(file)) report.bytes_written += output_file_size(file);
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "qs/ckpt/io/checkpoint.h"
@@ -47,12 +48,18 @@ std::string shard_problem(const std::filesystem::path& file, std::uint64_t expec
 JobState JobState::open_or_create(const std::filesystem::path& directory,
                                   const std::string& fingerprint,
                                   const std::vector<std::vector<TensorSpec>>& shard_plan,
-                                  const std::vector<std::string>& files) {
+                                  const std::vector<std::string>& files,
+                                  const PartAssignment* part) {
   JobState job;
-  job.path_ = directory / kJobFileName;
+  job.path_ = directory / (part ? part_job_file_name(part->partition) : std::string(kJobFileName));
   job.fingerprint_ = fingerprint;
   job.files_ = files;
   job.digests_.assign(shard_plan.size(), {});
+  job.owned_.assign(shard_plan.size(), part == nullptr);
+  if (part) {
+    job.part_ = *part;
+    for (const auto shard : part->shards) job.owned_.at(shard) = true;
+  }
   for (std::size_t shard = 0; shard < shard_plan.size(); ++shard) {
     job.shard_files_.push_back(shard_file_name(shard, shard_plan.size()));
     job.shard_bytes_.push_back(expected_shard_file_size(shard_plan[shard]));
@@ -70,13 +77,18 @@ JobState JobState::open_or_create(const std::filesystem::path& directory,
     if (state.at("fingerprint").get<std::string>() != fingerprint ||
         state.at("shard_count").get<std::size_t>() != shard_plan.size())
       throw_bad_input("job.fingerprint_mismatch",
-                      "the job in this directory was started with other inputs, recipe or "
-                      "options; use --force to start over",
+                      part ? "this part was started with other inputs, recipe or options; "
+                             "remove the output directory to start the whole job over"
+                           : "the job in this directory was started with other inputs, "
+                             "recipe or options; use --force to start over",
+                      job.path_.string());
+    if (part && state.at("assigned_shards").get<std::vector<std::size_t>>() != part->shards)
+      throw_bad_input("job.invalid", "part job file assigns other shards to this part",
                       job.path_.string());
     std::vector<std::pair<std::size_t, std::string>> recorded;  // shard, digest
     for (const auto& shard : state.at("committed_shards")) {
       const auto index = shard.at("index").get<std::size_t>();
-      if (index >= shard_plan.size())
+      if (index >= shard_plan.size() || !job.owned_[index])
         throw_bad_input("job.invalid", "job file lists a shard out of range", job.path_.string());
       recorded.emplace_back(index, shard.at("xxh3_128").get<std::string>());
     }
@@ -129,6 +141,66 @@ std::optional<std::vector<std::string>> JobState::recorded_files(
   return files;
 }
 
+PartRecord JobState::read_part(const std::filesystem::path& directory, const std::string& name) {
+  const auto path = directory / name;
+  const nlohmann::json state = parse_job_file(path);
+  PartRecord record;
+  record.file = name;
+  std::string partition;
+  try {
+    if (state.at("version").get<int>() != kJobFileVersion)
+      throw_bad_input("job.invalid", "part job file of another quantsmith version",
+                      path.string());
+    record.fingerprint = state.at("fingerprint").get<std::string>();
+    partition = state.at("partition").get<std::string>();
+    record.shard_count = state.at("shard_count").get<std::size_t>();
+    record.assigned = state.at("assigned_shards").get<std::vector<std::size_t>>();
+    for (const auto& shard : state.at("committed_shards"))
+      record.committed.emplace_back(shard.at("index").get<std::size_t>(),
+                                    shard.at("xxh3_128").get<std::string>());
+  } catch (const nlohmann::json::exception& error) {
+    throw_bad_input("job.invalid", fmt::format("unreadable part job file: {}", error.what()),
+                    path.string());
+  }
+  try {
+    record.partition = parse_partition(partition);
+  } catch (const Error& error) {
+    throw_bad_input("job.invalid", fmt::format("part job file: {}", error.detail()),
+                    path.string());
+  }
+  if (record.partition != partition_of_job_file(name))
+    throw_bad_input("job.invalid",
+                    fmt::format("part job file records part {}, its name another",
+                                partition_label(record.partition)),
+                    path.string());
+  for (const auto shard : record.assigned)
+    if (shard >= record.shard_count)
+      throw_bad_input("job.invalid", "part job file assigns a shard out of range", path.string());
+  return record;
+}
+
+void JobState::write_finished(const std::filesystem::path& directory,
+                              const std::string& fingerprint,
+                              const std::vector<std::string>& files,
+                              const std::vector<std::string>& shard_files,
+                              const std::vector<std::uint64_t>& shard_bytes,
+                              const std::vector<std::string>& digests) {
+  JobState job;
+  job.path_ = directory / kJobFileName;
+  job.fingerprint_ = fingerprint;
+  job.files_ = files;
+  job.shard_files_ = shard_files;
+  job.shard_bytes_ = shard_bytes;
+  job.digests_ = digests;
+  job.owned_.assign(digests.size(), true);
+  job.finished_ = true;
+  job.save();
+}
+
+std::size_t JobState::owned_shard_count() const {
+  return static_cast<std::size_t>(std::count(owned_.begin(), owned_.end(), true));
+}
+
 std::size_t JobState::done_shard_count() const {
   std::size_t count = 0;
   for (const auto& digest : digests_) count += digest.empty() ? 0 : 1;
@@ -151,6 +223,10 @@ void JobState::save() const {
   state["fingerprint"] = fingerprint_;
   state["files"] = files_;
   state["shard_count"] = digests_.size();
+  if (part_) {
+    state["partition"] = partition_label(part_->partition);
+    state["assigned_shards"] = part_->shards;
+  }
   auto committed = nlohmann::ordered_json::array();
   for (std::size_t shard = 0; shard < digests_.size(); ++shard)
     if (!digests_[shard].empty())

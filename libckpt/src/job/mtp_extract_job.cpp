@@ -35,9 +35,16 @@ MtpExtractJobResult run_mtp_extract_job(const Checkpoint& source, const MtpExtra
   const auto& output = options.output;
   const auto& recipe = options.requant;
   const bool resume = options.mode == OutputMode::Resume;
-  // The stage that writes OUT itself runs on this claim.
-  const OutputDirectory claimed = OutputDirectory::claim(
-      output, options.mode, {kStagingDirectory, kFinishedRequantizationRecord});
+  if (options.partition && recipe)
+    throw_bad_input("cli.partition_unsupported",
+                    "--partition splits the BF16 extraction only: a requantized draft's second "
+                    "stage reads the whole staged draft (one layer; run it as one process)");
+  // The stage that writes OUT itself runs on this claim; a part claims OUT in the executor,
+  // shared with the other parts.
+  std::optional<OutputDirectory> claimed;
+  if (!options.partition)
+    claimed.emplace(OutputDirectory::claim(output, options.mode,
+                                           {kStagingDirectory, kFinishedRequantizationRecord}));
   // The BF16 draft depends on the source and --with-head only, so a resumed run may requantize
   // a staged draft with another scheme; the requantized one depends on the recipe too.
   const std::string bf16_fingerprint =
@@ -61,7 +68,12 @@ MtpExtractJobResult run_mtp_extract_job(const Checkpoint& source, const MtpExtra
     return result;
   }
   auto extraction = stage_execution(bf16_directory, options, bf16_fingerprint + "|stage=bf16");
-  if (!recipe) extraction.claimed_output = &claimed;
+  if (options.partition) {
+    extraction.partition = options.partition;
+    extraction.force = options.mode == OutputMode::Force;  // refused for a part, with its reason
+  } else if (!recipe) {
+    extraction.claimed_output = &*claimed;
+  }
   QuantizedModel none;
   extraction.extra_files = output_config_files(source, none, std::nullopt);
   result.report = run_plan(planned.plan, extraction, "mtp extract");
@@ -88,7 +100,7 @@ MtpExtractJobResult run_mtp_extract_job(const Checkpoint& source, const MtpExtra
   auto requantization = stage_execution(
       output, options,
       fmt::format("{}|stage=requant|draft={}", requant_fingerprint, finished_fingerprint));
-  requantization.claimed_output = &claimed;
+  requantization.claimed_output = &*claimed;
   requantization.fingerprint_source_times = false;
   requantization.extra_files = output_config_files(draft, requantized.model, recipe->format);
   result.report = run_plan(requantized.plan, requantization, "mtp requantize");

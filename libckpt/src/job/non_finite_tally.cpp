@@ -17,10 +17,17 @@ void NonFiniteTally::scan(const TensorInfo& info, const std::string& file,
                                 "other tensors are written as they are and reported)",
                                 found.nan, found.inf, info.element_count()),
                     file, info.name);
-  // Pieces of one streamed tensor arrive in a row.
-  if (counts_.empty() || counts_.back().tensor != info.name) counts_.push_back({info.name, 0, 0});
-  counts_.back().nan += found.nan;
-  counts_.back().inf += found.inf;
+  add({{info.name, found.nan, found.inf}});
+}
+
+void NonFiniteTally::add(const std::vector<NonFiniteCount>& counts) {
+  for (const auto& count : counts) {
+    // Pieces of one streamed tensor arrive in a row.
+    if (counts_.empty() || counts_.back().tensor != count.tensor)
+      counts_.push_back({count.tensor, 0, 0});
+    counts_.back().nan += count.nan;
+    counts_.back().inf += count.inf;
+  }
 }
 
 }  // namespace qs

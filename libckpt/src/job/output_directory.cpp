@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <thread>
 #include <set>
 #include <utility>
 
@@ -15,10 +17,15 @@
 #include "qs/ckpt/job/executor.h"
 #include "qs/ckpt/io/file_io.h"
 #include "qs/ckpt/job/job_state.h"
+#include "qs/ckpt/job/output_layout.h"
+#include "qs/ckpt/job/partition.h"
 
 namespace qs {
 namespace fs = std::filesystem;
 namespace {
+
+// How long a partitioned job's worker waits for an exclusive holder of OUT before refusing.
+constexpr auto kSharedLockPatience = std::chrono::seconds(30);
 
 // At most this many foreign names are quoted in a refusal.
 constexpr std::size_t kNamesQuoted = 3;
@@ -80,30 +87,67 @@ bool check_output_path(const fs::path& path) {
   return true;
 }
 
-int lock_directory(const fs::path& path) {
+// The locked descriptor, or -1 when another process holds a conflicting lock and
+// `fail_when_locked` is off. Exclusive for a job that owns OUT alone, shared for the workers
+// of a partitioned job.
+int lock_directory(const fs::path& path, bool shared = false, bool fail_when_locked = true) {
   const int descriptor = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (descriptor < 0)
     throw_output_error(std::error_code(errno, std::generic_category()), "open", path);
-  if (::flock(descriptor, LOCK_EX | LOCK_NB) != 0) {
+  // A worker may arrive while another holds the lock exclusively for a moment to see whether
+  // it is the last one (or to finalize, which writes only small files): it waits that long.
+  const auto patience = std::chrono::steady_clock::now() + kSharedLockPatience;
+  int result = ::flock(descriptor, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB);
+  while (result != 0 && errno == EWOULDBLOCK && shared &&
+         std::chrono::steady_clock::now() < patience) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    result = ::flock(descriptor, LOCK_SH | LOCK_NB);
+  }
+  if (result != 0) {
     const int error_number = errno;
     ::close(descriptor);
+    if (error_number == EWOULDBLOCK && !fail_when_locked) return -1;
     if (error_number == EWOULDBLOCK)
       throw_bad_input("output.locked",
-                      "another quantsmith job is writing this output directory; wait for it "
-                      "to finish or choose another directory",
+                      shared ? "another quantsmith job (not a part of a partitioned one) or a "
+                               "finalize is writing this output directory; wait for it to "
+                               "finish or choose another directory"
+                             : "another quantsmith job is writing this output directory; wait "
+                               "for it (or, for a partitioned job, its running workers) to "
+                               "finish or choose another directory",
                       path.string());
     throw_output_error(std::error_code(error_number, std::generic_category()), "lock", path);
   }
   return descriptor;
 }
 
+// Every name in OUT a partitioned job's parts may have written (files, part job and lock
+// files, the record), or nullopt when OUT holds no partition record.
+std::optional<std::vector<std::string>> partitioned_job_files(const fs::path& path) {
+  const auto record = path / kPartitionRecordFileName;
+  if (!output_path_exists(record)) return std::nullopt;
+  auto names = output_layout_from_json(read_json_file(record, "job.invalid"), "job.invalid",
+                                       record.string())
+                   .files;
+  names.emplace_back(kPartitionRecordFileName);
+  for (const auto& name : output_entry_names(path))
+    if (partition_of_job_file(name).count || partition_of_lock_file(name).count)
+      names.push_back(name);
+  return names;
+}
+
 // What --force may remove: the job file's records and the caller's own entries. Refuses,
 // before anything is deleted, when OUT holds anything else.
 void clear_for_force(const fs::path& path, const std::vector<std::string>& entries,
                      const std::vector<std::string>& owned_entries) {
-  const auto recorded = JobState::recorded_files(path);
+  auto recorded = JobState::recorded_files(path);
   std::set<std::string> ours(owned_entries.begin(), owned_entries.end());
   if (recorded) ours.insert(recorded->begin(), recorded->end());
+  // The parts of a partitioned job: its record names the job's files.
+  if (const auto names = partitioned_job_files(path)) {
+    ours.insert(names->begin(), names->end());
+    if (!recorded) recorded.emplace();
+  }
   const auto foreign = foreign_entries(entries, ours);
   if (!foreign.empty())
     throw_bad_input(
@@ -166,6 +210,39 @@ OutputDirectory OutputDirectory::claim(const fs::path& path, OutputMode mode,
       return claimed;
   }
   return claimed;
+}
+
+OutputDirectory OutputDirectory::claim_shared(const fs::path& path) {
+  if (!check_output_path(path)) {
+    std::error_code error;
+    fs::create_directories(path, error);
+    if (error) throw_output_error(error, "create", path);
+  }
+  return OutputDirectory(path, lock_directory(path, true));
+}
+
+void refuse_foreign_entries(const fs::path& directory,
+                            const std::function<bool(const std::string&)>& ours,
+                            const std::string& whose) {
+  std::vector<std::string> foreign;
+  for (const auto& name : output_entry_names(directory))
+    if (!ours(name) && !(is_temporary_file_name(name) && ours(temporary_target(name))))
+      foreign.push_back(name);
+  if (!foreign.empty())
+    throw_bad_input("output.not_empty",
+                    fmt::format("output directory holds {}, which {} does not write; choose "
+                                "another directory",
+                                quote_names(foreign), whose),
+                    directory.string());
+}
+
+std::optional<OutputDirectory> OutputDirectory::lock_existing(const fs::path& path,
+                                                              bool fail_when_locked) {
+  if (!check_output_path(path))
+    throw_bad_input("output.missing", "no such output directory", path.string());
+  const int descriptor = lock_directory(path, false, fail_when_locked);
+  if (descriptor < 0) return std::nullopt;
+  return OutputDirectory(path, descriptor);
 }
 
 OutputDirectory::OutputDirectory(OutputDirectory&& other) noexcept

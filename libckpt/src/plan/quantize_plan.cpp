@@ -227,10 +227,11 @@ std::optional<std::uint32_t> item_layer(const PlanItem& item) {
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                const QuantizeTransformFactory& make_quantizer,
                                const CalibrationStatistics* calibration) {
-  const auto needing = std::find_if(recipe.rules.begin(), recipe.rules.end(), [&](const auto& rule) {
-    return needs_statistics(rule.action,
-                            rule.scale_method.empty() ? recipe.scale_method : rule.scale_method);
-  });
+  const auto needing =
+      std::find_if(recipe.rules.begin(), recipe.rules.end(), [&](const auto& rule) {
+        return needs_statistics(rule.action, rule.scale_method.empty() ? recipe.scale_method
+                                                                       : rule.scale_method);
+      });
   if (needing != recipe.rules.end() && !calibration)
     throw_bad_input("plan.needs_calibration",
                     fmt::format("rule '{}' ({}{}) needs calibration statistics: pass "

@@ -35,11 +35,9 @@ __global__ void sweep_nvfp4_block(float* w, std::uint64_t rows, std::uint64_t co
   __syncthreads();
   const std::uint64_t r = static_cast<std::uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
-  sweep_nvfp4_row_span<fp4::ThresholdE2M1>(w + r * cols + i1, count, u_block,
-                                           static_cast<std::uint64_t>(count), order + i1, s2,
-                                           method, hessians, codes + r * cols,
-                                           scale_codes + r * (cols / fp4::kBlockSize),
-                                           errors + r * count);
+  sweep_nvfp4_row_span<fp4::ThresholdE2M1>(
+      w + r * cols + i1, count, u_block, static_cast<std::uint64_t>(count), order + i1, s2, method,
+      hessians, codes + r * cols, scale_codes + r * (cols / fp4::kBlockSize), errors + r * count);
 }
 
 }  // namespace

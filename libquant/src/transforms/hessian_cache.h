@@ -1,11 +1,13 @@
 #pragma once
 // What calibrated transforms derive from a module's statistics, shared by every transform of one
-// job: prepared GPTQ Hessians (order, dead columns, U) and the NVFP4 hessian method's 16×16
-// diagonal blocks. Keyed by the calibration entry holding the matrix (plus what was derived
-// from it), so matrices calibrated on the same inputs (every routed expert's gate/up under
+// job (and its workers): prepared GPTQ Hessians (order, dead columns, U) and the NVFP4 hessian
+// method's 16×16 diagonal blocks. Keyed by the calibration entry holding the matrix (plus what was
+// derived from it), so matrices calibrated on the same inputs (every routed expert's gate/up under
 // all-experts calibration) reuse one: one factorization and one read of XᵀX per layer.
 
+#include <algorithm>
 #include <functional>
+#include <future>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -35,40 +37,77 @@ inline std::string statistics_key(const CalibrationStatistics& calibration,
 
 class HessianCache {
  public:
+  // With several transform workers (one per device) each keeps about two of each kind in use.
+  explicit HessianCache(std::size_t workers = 1)
+      : prepared_(2 * std::max<std::size_t>(workers, 1)),
+        blocks_(8 * std::max<std::size_t>(workers, 1)) {}
+
   std::shared_ptr<const gptq::PreparedHessian> prepared(
       const std::string& key, const std::function<gptq::PreparedHessian()>& prepare) {
-    std::lock_guard lock(mutex_);
     return prepared_.get(key, prepare);
   }
   std::shared_ptr<const fp4::BlockHessians> blocks(
       const std::string& key, const std::function<fp4::BlockHessians()>& make) {
-    std::lock_guard lock(mutex_);
     return blocks_.get(key, make);
   }
 
  private:
-  // Most recently used first: the plan visits a layer's experts in a row.
-  template <typename Value, std::size_t kCapacity>
-  struct Recent {
-    std::list<std::pair<std::string, std::shared_ptr<const Value>>> entries;
-    std::shared_ptr<const Value> get(const std::string& key,
-                                     const std::function<Value()>& make) {
-      for (auto it = entries.begin(); it != entries.end(); ++it)
-        if (it->first == key) {
-          entries.splice(entries.begin(), entries, it);
-          return it->second;
+  // Most recently used first: the plan visits a layer's experts in a row. A value being made is
+  // waited for, not made twice; different keys are made side by side.
+  template <typename Value>
+  class Recent {
+   public:
+    explicit Recent(std::size_t capacity) : capacity_(capacity) {}
+
+    std::shared_ptr<const Value> get(const std::string& key, const std::function<Value()>& make) {
+      std::promise<Made> promise;
+      std::shared_future<Made> made;
+      std::uint64_t number = 0;  // the entry this call made and fills; 0 when found
+      {
+        std::lock_guard lock(mutex_);
+        for (auto it = entries_.begin(); it != entries_.end(); ++it)
+          if (it->key == key) {
+            entries_.splice(entries_.begin(), entries_, it);
+            made = it->made;
+            break;
+          }
+        if (!made.valid()) {
+          number = ++count_;
+          made = promise.get_future().share();
+          entries_.push_front({key, made, number});
+          if (entries_.size() > capacity_) entries_.pop_back();
         }
-      auto value = std::make_shared<const Value>(make());
-      entries.emplace_front(key, value);
-      if (entries.size() > kCapacity) entries.pop_back();
-      return value;
+      }
+      if (number == 0) return made.get();  // ready, or being made by another worker
+      try {
+        promise.set_value(std::make_shared<const Value>(make()));
+      } catch (...) {
+        {  // not kept: the next item asks again (and fails on its own if it must)
+          std::lock_guard lock(mutex_);
+          entries_.remove_if([&](const Entry& entry) { return entry.number == number; });
+        }
+        promise.set_exception(std::current_exception());
+      }
+      return made.get();
     }
+
+   private:
+    using Made = std::shared_ptr<const Value>;
+    struct Entry {
+      std::string key;
+      std::shared_future<Made> made;
+      std::uint64_t number;
+    };
+    std::size_t capacity_;
+    std::mutex mutex_;
+    std::list<Entry> entries_;
+    std::uint64_t count_ = 0;
   };
-  std::mutex mutex_;
+
   // A GLM-5 expert input's prepared Hessian is 2 × 151 MB in f32: few are kept.
-  Recent<gptq::PreparedHessian, 2> prepared_;
+  Recent<gptq::PreparedHessian> prepared_;
   // 16×16 per block is 64 B per column: a layer's gate/up and down, several layers.
-  Recent<fp4::BlockHessians, 8> blocks_;
+  Recent<fp4::BlockHessians> blocks_;
 };
 
 }  // namespace qs

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 
@@ -113,6 +114,22 @@ class GptqTransform final : public IntegerTransformBase {
     settings_.min_tokens = options.min_tokens;
   }
 
+  // The column sweep costs about rows·cols² multiply-adds per weight (the Hessian's inverse
+  // applied to every row); at the rate a CPU core sustains them against the rate a disk
+  // streams bytes, kMultiplyAddsPerByte of them weigh as much as one byte read.
+  std::uint64_t extra_cost(const PlanItem& item) const override {
+    constexpr std::uint64_t kMultiplyAddsPerByte = 64;
+    std::uint64_t cost = 0;
+    for (const auto& source : item.sources) {
+      const auto& shape = source.info->shape;
+      if (shape.size() != 2) continue;
+      const auto rows = static_cast<std::uint64_t>(shape[0]);
+      const auto cols = static_cast<std::uint64_t>(shape[1]);
+      cost += rows * cols * cols / kMultiplyAddsPerByte;
+    }
+    return cost;
+  }
+
   std::string describe() const override {
     return fmt::format("gptq({}, damp {}, {}act-order{}, pack-quantized)", options_.label(),
                        options_.damp, options_.act_order ? "" : "no ",
@@ -222,7 +239,7 @@ std::shared_ptr<const Transform> make_integer_transform(const QuantizeRequest& r
     return std::make_shared<RoundToNearestTransform>(request.integer, settings.nan_policy, backend);
   if (!request.calibration)
     throw Error(ErrorClass::Internal, "gptq.no_calibration", "GPTQ transform without statistics");
-  if (!settings.hessians) settings.hessians = std::make_shared<HessianCache>();
+  if (!settings.hessians) settings.hessians = std::make_shared<HessianCache>(settings.workers);
   return std::make_shared<GptqTransform>(request.integer, settings.nan_policy, backend,
                                          request.calibration, settings.hessians,
                                          settings.stage_times);

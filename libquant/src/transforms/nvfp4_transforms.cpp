@@ -22,9 +22,8 @@ namespace {
 // checks, and writing the per-member scalars in the layout's convention.
 class Nvfp4TransformBase : public Transform {
  public:
-  Nvfp4TransformBase(const QuantizeRequest& request, fp4::ScaleMethod method,
-                     NanPolicy nan_policy, fp4::Backend backend,
-                     std::shared_ptr<HessianCache> cache)
+  Nvfp4TransformBase(const QuantizeRequest& request, fp4::ScaleMethod method, NanPolicy nan_policy,
+                     fp4::Backend backend, std::shared_ptr<HessianCache> cache)
       : format_(request.format),
         reciprocal_(weight_format_for(CodeFamily::Nvfp4, request.format).scale_convention ==
                     ScaleConvention::Reciprocal),
@@ -62,8 +61,7 @@ class Nvfp4TransformBase : public Transform {
       fp4::WeightView view{info.dtype, sources[m].bytes, info.shape[0], info.shape[1]};
       const auto scan = fp4::scan_amax(view);
       group.amax = std::max(group.amax, scan.amax);
-      group.views.push_back(finite_view(view, info, scan.non_finite, nan_policy_,
-                                        group.zeroed[m]));
+      group.views.push_back(finite_view(view, info, scan.non_finite, nan_policy_, group.zeroed[m]));
     }
     return group;
   }
@@ -112,6 +110,22 @@ class Nvfp4TransformBase : public Transform {
     std::memcpy(output(outputs, member, 3).data(), &input_scale, sizeof(float));
   }
 
+  // Byte-equivalents of a partitioned job's share (plan.h, Transform::extra_cost): the
+  // arithmetic per weight, at kMultiplyAddsPerByte multiply-adds per byte streamed, as GPTQ's.
+  static std::uint64_t weighted_cost(const PlanItem& item, std::uint64_t per_weight,
+                                     bool per_column) {
+    constexpr std::uint64_t kMultiplyAddsPerByte = 64;
+    std::uint64_t cost = 0;
+    for (const auto& source : item.sources) {
+      const auto& shape = source.info->shape;
+      if (shape.size() != 2) continue;
+      const auto weights = static_cast<std::uint64_t>(shape[0]) * shape[1];
+      cost += weights * (per_column ? static_cast<std::uint64_t>(shape[1]) : per_weight) /
+              kMultiplyAddsPerByte;
+    }
+    return cost;
+  }
+
   static fp4::Fp4Buffers buffers(std::span<std::byte> packed, std::span<std::byte> scales) {
     return {{reinterpret_cast<std::uint8_t*>(packed.data()), packed.size()},
             {reinterpret_cast<std::uint8_t*>(scales.data()), scales.size()}};
@@ -133,6 +147,12 @@ class Nvfp4Transform final : public Nvfp4TransformBase {
  public:
   using Nvfp4TransformBase::Nvfp4TransformBase;
 
+  // The hessian method scores 33 codes per block with a 16×16 quadratic form, plus the global
+  // scale's search: about 1000 multiply-adds per weight. The others stream.
+  std::uint64_t extra_cost(const PlanItem& item) const override {
+    return method_ == fp4::ScaleMethod::Hessian ? weighted_cost(item, 1000, false) : 0;
+  }
+
   std::string describe() const override {
     return fmt::format("nvfp4({}, {}{})", fp4::scale_method_name(method_),
                        output_format_name(format_), activations());
@@ -152,10 +172,9 @@ class Nvfp4Transform final : public Nvfp4TransformBase {
     const float stored = stored_global(s2, group.amax, sources[0].info->name);
     std::vector<TensorQuality> quality;
     for (std::size_t m = 0; m < sources.size(); ++m) {
-      const auto energy =
-          fp4::quantize(group.views[m], s2, method_,
-                        buffers(output(outputs, m, 0), output(outputs, m, 1)), backend_,
-                        hessian_views[m]);
+      const auto energy = fp4::quantize(group.views[m], s2, method_,
+                                        buffers(output(outputs, m, 0), output(outputs, m, 1)),
+                                        backend_, hessian_views[m]);
       write_scalars(outputs, m, stored);
       TensorQuality q;
       q.tensor = sources[m].info->name;
@@ -182,6 +201,11 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
     settings_.act_order = request.integer.act_order;
     settings_.min_tokens = request.integer.min_tokens;
     settings_.order_block = gptq::kNvfp4OrderBlock;
+  }
+
+  // The column sweep: about rows·cols² multiply-adds per matrix, as integer GPTQ's.
+  std::uint64_t extra_cost(const PlanItem& item) const override {
+    return weighted_cost(item, 0, true);
   }
 
   std::string describe() const override {
@@ -220,8 +244,7 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
  private:
   void solve(const std::string& key, const std::vector<std::size_t>& members, float s2,
              const Group& group, const std::vector<const fp4::BlockHessians*>& hessian_views,
-             std::span<const SourceTensor> sources,
-             std::span<const std::span<std::byte>> outputs,
+             std::span<const SourceTensor> sources, std::span<const std::span<std::byte>> outputs,
              std::vector<TensorQuality>& quality) const {
     const std::uint64_t cols = sources[members[0]].info->shape[1];
     std::vector<float> stacked;
@@ -298,7 +321,7 @@ std::shared_ptr<const Transform> make_nvfp4_transform(const QuantizeRequest& req
   if (calibrated && !request.calibration)
     throw Error(ErrorClass::Internal, "nvfp4.no_calibration",
                 "a calibrated NVFP4 transform without statistics");
-  if (!settings.hessians) settings.hessians = std::make_shared<HessianCache>();
+  if (!settings.hessians) settings.hessians = std::make_shared<HessianCache>(settings.workers);
   const auto backend = backend_for(settings.device);
   if (request.action == RecipeAction::Nvfp4Gptq)
     return std::make_shared<Nvfp4GptqTransform>(request, *method, settings.nan_policy, backend,

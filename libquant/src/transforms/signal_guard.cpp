@@ -16,6 +16,9 @@ class SignalFloorTransform final : public Transform {
 
   std::string describe() const override { return inner_->describe(); }
   bool is_byte_copy() const override { return inner_->is_byte_copy(); }
+  std::uint64_t extra_cost(const PlanItem& item) const override {
+    return inner_->extra_cost(item);
+  }
 
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
                                  std::span<const std::span<std::byte>> outputs) const override {

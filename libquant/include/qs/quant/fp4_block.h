@@ -50,6 +50,8 @@ inline constexpr int kJointCodeRadius = 8;  // search: codes within ±8 of the m
 // hessian: codes within ±16 of the max code, a factor 4 either way (8 E4M3 codes per octave),
 // the span of ModelOpt's MSE multipliers (0.25 to 4); a quarter of the full sweep's cost.
 inline constexpr int kHessianCodeRadius = 16;
+// hessian's global-scale search scores its candidates on every 4th row of the group.
+inline constexpr int kHessianScoreRowStride = 4;
 
 struct CodecE2M1 {
   QS_HOST_DEVICE static std::uint8_t encode(float value) { return f32_to_e2m1(value); }

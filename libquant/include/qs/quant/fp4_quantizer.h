@@ -19,7 +19,8 @@
 //   hessian    ours after ModelOpt's local-hessian: each block's scale code is the one within
 //              ±16 codes of the max code that minimises eᵀ·H_b·e, H_b the block's 16×16
 //              diagonal block of the layer's input second moments XᵀX (BlockHessians); the
-//              group's s2 searched as joint's, every candidate scored by Σ eᵀ·H_b·e. Needs
+//              group's s2 searched as joint's, every candidate scored by Σ eᵀ·H_b·e over
+//              every 4th row (one scalar for the whole group: a sample decides it). Needs
 //              calibration statistics; without them for a module, it is the fp8-sweep.
 
 #include <cstdint>
@@ -120,10 +121,12 @@ namespace detail {
 double joint_group_error(std::span<const WeightView> group, float s2, Backend backend);
 // Squared error of the group under s2 with the full fp8-sweep.
 double sweep_group_error(std::span<const WeightView> group, float s2, Backend backend);
-// Σ eᵀ·H_b·e over the group's blocks under s2, each block's code the best within `radius` of
-// its max code. Members without BlockHessians count their squared error.
+// Σ eᵀ·H_b·e over the blocks of every `row_stride`-th row of the group under s2, each block's
+// code the best within `radius` of its max code. Members without BlockHessians count their
+// squared error.
 double hessian_group_error(std::span<const WeightView> group,
-                           std::span<const BlockHessians* const> hessians, float s2, int radius);
+                           std::span<const BlockHessians* const> hessians, float s2, int radius,
+                           std::uint64_t row_stride);
 ErrorEnergy quantize_reference(const WeightView& weight, float s2, ScaleMethod method,
                                Fp4Buffers out, const BlockHessians* hessians = nullptr);
 ErrorEnergy quantize_cpu(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,

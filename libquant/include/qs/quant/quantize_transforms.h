@@ -49,6 +49,9 @@ struct QuantizerSettings {
   NanPolicy nan_policy = NanPolicy::Error;
   ComputeDevice device = ComputeDevice::Auto;
   std::shared_ptr<HessianCache> hessians;  // made on first use when empty
+  // Transform workers of the job (one per device): how many prepared Hessians are in use at
+  // once, which the cache keeps room for.
+  std::size_t workers = 1;
   // Quantized weights below this SNR fail the job naming them ("quantize.signal_lost").
   double min_snr_db = kDefaultMinSnrDb;
   // When set (outliving the job's transforms), calibrated transforms add their stage times.

@@ -7,7 +7,9 @@
 // bytes in flight (sources + outputs of every admitted, unwritten item) stay within the
 // budget, so peak memory is set by the budget, not by the model (an item larger than the
 // budget runs alone). Byte copies stream in chunks and never need a whole tensor in memory.
-// Transforms run on the calling thread and parallelise inside (oneTBB over rows, or the GPU).
+// Transforms run on `transform_workers` threads (one per GPU of a multi-device job) and
+// parallelise inside (oneTBB over rows, or the GPU); whatever order they finish in, the writer
+// takes items in plan order, so the output bytes do not depend on the number of workers.
 // The writer fills size-capped shards in plan order; each shard is committed atomically
 // (temp file + fsync + rename) and recorded in the job file with its xxh3-128 digest (hashed
 // as it is written); the configs, the manifest of every file's digest
@@ -20,16 +22,23 @@
 // files are removed, and the rest is redone;
 // transforms are deterministic, so the result is byte-identical to an uninterrupted run.
 // A stop request (Ctrl-C) finishes the shard being written and returns with `interrupted`.
+//
+// With a partition (partition.h), this process is one of N workers sharing OUT: it writes
+// only the shards assigned to its part, records them in the part's own job file, and, when
+// its part is complete and it is the last worker, finalizes the job (partitioned_job.h),
+// which leaves OUT byte-identical to a single-process run.
 
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "qs/ckpt/job/non_finite_tally.h"
 #include "qs/ckpt/job/output_directory.h"
+#include "qs/ckpt/job/partition.h"
 #include "qs/ckpt/plan/plan.h"
 
 namespace qs {
@@ -70,6 +79,14 @@ struct ExecutionOptions {
   NonFinitePolicy non_finite = NonFinitePolicy::Report;
   // Checked after every committed shard; when set, the run stops there.
   const std::atomic<bool>* stop_requested = nullptr;
+  // Threads running transforms, each taking the next item read. max_buffer_bytes still bounds
+  // the bytes in flight across all of them, so it also caps how many can be busy at once.
+  std::size_t transform_workers = 1;
+  // Called on each worker's thread, with its index, before its first transform: binds the
+  // thread to its device (libquant's use_cuda_device). A throw fails the job before any item.
+  std::function<void(std::size_t worker)> on_worker_start;
+  // Write one part of the job (not with claimed_output or force).
+  std::optional<Partition> partition;
   // Called (from the reader thread, in plan order) for each item that will not run because an
   // earlier run committed all its outputs: a job that follows its items as they run (the
   // layer-pipelined quantize) learns which ones it must take from the committed shards.
@@ -83,7 +100,14 @@ struct ExecutionReport {
   // "FILE: why" for each shard an earlier run committed that had to be written again (its
   // size or digest no longer matched the job file).
   std::vector<std::string> redone_shards;
-  std::size_t total_shards = 0;
+  std::size_t total_shards = 0;  // of the whole job
+  // Partitioned: the shards of this part; whether the job was already finalized when this
+  // worker started (it did nothing); whether it is finalized now that this part is done, and
+  // whether this worker did it (the last one to finish).
+  std::size_t part_shards = 0;
+  bool already_finalized = false;
+  bool finalized = false;
+  bool finalized_here = false;
   std::uint64_t bytes_read = 0;
   std::uint64_t bytes_written = 0;
   double seconds = 0.0;
@@ -97,8 +121,8 @@ struct ExecutionReport {
 // with force, when some are not ours), "output.locked" when another job writes it,
 // "output.not_a_directory" / "output.dangling_link" / "output.symlink_loop" for a path that
 // cannot be one, "job.fingerprint_mismatch" / "job.invalid" when resuming a different or
-// damaged job; Io errors (disk full, permission) leave committed shards in place for a later
-// resume.
+// damaged job (and a partitioned worker PartClaim::claim's errors); Io errors (disk full,
+// permission) leave committed shards in place for a later resume.
 ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options);
 
 // A stable 128-bit hex digest of the plan's sources (file names, sizes, modification times

@@ -23,6 +23,7 @@
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/job/executor.h"
 #include "qs/ckpt/job/output_directory.h"
+#include "qs/ckpt/job/partition.h"
 #include "qs/ckpt/plan/mtp_extract_plan.h"
 #include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/ckpt/plan/recipe.h"
@@ -39,6 +40,9 @@ struct MtpExtractJobOptions {
   // What chose `requant` (the flags, and the text of the files they name), appended to the
   // requantization's fingerprint: a resume under another choice is refused.
   std::string requant_identity;
+  // One part of the BF16 extraction (partition.h); refused with a requantization, whose second
+  // stage reads the whole staged draft ("cli.partition_unsupported").
+  std::optional<Partition> partition;
 };
 
 // Runs a stage's plan; `label` names the stage ("mtp extract", "mtp requantize").

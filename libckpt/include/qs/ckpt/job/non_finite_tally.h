@@ -26,6 +26,9 @@ class NonFiniteTally {
   // Counts `bytes` (all of `info`'s tensor or a piece of it) from `file`.
   void scan(const TensorInfo& info, const std::string& file, std::span<const std::byte> bytes);
 
+  // Adds counts another tally made (a transform worker's, for one item or piece), in order.
+  void add(const std::vector<NonFiniteCount>& counts);
+
   // Tensors with at least one NaN or Inf, in the order they were first seen.
   const std::vector<NonFiniteCount>& counts() const { return counts_; }
 

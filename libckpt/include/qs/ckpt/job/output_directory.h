@@ -16,6 +16,8 @@
 // Every filesystem failure on OUT becomes a qs::Error naming the path.
 
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -37,6 +39,17 @@ class OutputDirectory {
   // (mtp extract's staging directory and finished record).
   static OutputDirectory claim(const std::filesystem::path& path, OutputMode mode,
                                const std::vector<std::string>& owned_entries = {});
+
+  // For a worker of a partitioned job (partition.h), which shares OUT with the other parts'
+  // workers: OUT is created when absent and locked shared (so a single-process job or
+  // finalize, which lock exclusively, and the workers keep each other out); nothing is
+  // removed. The caller checks what OUT holds (refuse_foreign_entries).
+  static OutputDirectory claim_shared(const std::filesystem::path& path);
+
+  // An existing output directory, locked exclusively (finalize). With `fail_when_locked` off,
+  // returns nullopt when another process holds the lock; with it on, "output.locked".
+  static std::optional<OutputDirectory> lock_existing(const std::filesystem::path& path,
+                                                      bool fail_when_locked);
 
   OutputDirectory(OutputDirectory&& other) noexcept;
   OutputDirectory& operator=(OutputDirectory&&) = delete;
@@ -60,6 +73,12 @@ class OutputDirectory {
 // read-only filesystem, disk full).
 [[noreturn]] void throw_output_error(const std::error_code& error, const std::string& action,
                                      const std::filesystem::path& path);
+
+// Refuses ("output.not_empty", quoting a few) the entries of `directory` that `ours` does not
+// accept, nor is a temporary of a name it accepts; `whose` says whose they are not.
+void refuse_foreign_entries(const std::filesystem::path& directory,
+                            const std::function<bool(const std::string&)>& ours,
+                            const std::string& whose);
 
 // Refuses an output that is an input or lies inside one (either would let the job overwrite
 // what it is reading): "output.inside_input". Call it before claim().

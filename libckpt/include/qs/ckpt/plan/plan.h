@@ -21,6 +21,7 @@
 namespace qs {
 
 class Checkpoint;
+struct PlanItem;
 
 // A source tensor's bytes as the executor hands them to a transform.
 struct SourceTensor {
@@ -59,6 +60,14 @@ class Transform {
   // True when the item's single output is its single source's bytes unchanged: the executor
   // then streams it in bounded chunks instead of holding the whole tensor.
   virtual bool is_byte_copy() const { return false; }
+  // Work of running `item` beyond streaming its bytes, in byte-equivalents (what reading or
+  // writing that many bytes costs), so that a partitioned job (job/partition.h) gives every
+  // worker a similar share: 0 for transforms whose time is their I/O, an estimate of the
+  // arithmetic for solvers such as GPTQ.
+  virtual std::uint64_t extra_cost(const PlanItem& item) const {
+    (void)item;
+    return 0;
+  }
 };
 
 // Where a source tensor lives: index into Plan::inputs, the shard file and its header entry.
