@@ -383,6 +383,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
       for (std::size_t i = 0; i < plan.items.size() && !stopping; ++i) {
         const PlanItem& item = plan.items[i];
         if (!needed[i]) {  // all its outputs are in shards an earlier run committed
+          if (options.on_item_skipped) options.on_item_skipped(i);
           Packet skipped;
           skipped.skipped = true;
           skipped.sequence = next_sequence++;
@@ -436,6 +437,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
         if (stopping) break;
         if (packet->error) std::rethrow_exception(packet->error);
         non_finite.add(packet->non_finite);
+        const auto write_start = std::chrono::steady_clock::now();
         bool committed = false;
         if (packet->chunk) {
           committed = router.write(first_output[packet->item], packet->outputs[0]);
@@ -446,6 +448,8 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
           report.quality.insert(report.quality.end(), packet->quality.begin(),
                                 packet->quality.end());
         }
+        report.write_seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - write_start).count();
         budget.release(packet->reserved_bytes);
         if (!packet->skipped) report.bytes_read += packet->source_bytes;
         if (owned[packet->item]) {

@@ -202,9 +202,11 @@ class Nvfp4Transform final : public Nvfp4TransformBase {
 // factorization, which every expert of the layer shares under all-experts calibration.
 class Nvfp4GptqTransform final : public Nvfp4TransformBase {
  public:
-  Nvfp4GptqTransform(const QuantizeRequest& request, fp4::ScaleMethod method, NanPolicy nan_policy,
-                     fp4::Backend backend, std::shared_ptr<HessianCache> cache)
-      : Nvfp4TransformBase(request, method, nan_policy, backend, std::move(cache)) {
+  Nvfp4GptqTransform(const QuantizeRequest& request, fp4::ScaleMethod method,
+                     NanPolicy nan_policy, fp4::Backend backend,
+                     std::shared_ptr<HessianCache> cache, QuantizeStageTimes* stage_times)
+      : Nvfp4TransformBase(request, method, nan_policy, backend, std::move(cache)),
+        stage_times_(stage_times) {
     settings_.damp = request.integer.damp;
     settings_.act_order = request.integer.act_order;
     settings_.min_tokens = request.integer.min_tokens;
@@ -275,14 +277,21 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
                                          settings_.act_order ? "act" : "natural", blend_tokens_);
       hessian = cache_->prepared(cache_key, [&] {
         const auto* entry = calibration_->find(key);
-        return gptq::prepare_hessian(calibration_->second_moments(key), cols,
-                                     entry ? entry->tokens : 0, settings_, backend_);
+        auto second_moments = calibration_->second_moments(key);
+        const auto start = std::chrono::steady_clock::now();
+        auto prepared = gptq::prepare_hessian(second_moments, cols, entry ? entry->tokens : 0,
+                                              settings_, backend_);
+        if (stage_times_) QuantizeStageTimes::add_since(stage_times_->factorization_ns, start);
+        return prepared;
       });
     }
     std::vector<std::uint8_t> packed(rows * cols / 2), scales(rows * cols / fp4::kBlockSize);
     // Stacked members share a key, hence one matrix and one set of block Hessians.
+    const auto sweep_start = std::chrono::steady_clock::now();
     const auto result = gptq::quantize_nvfp4(stacked, rows, cols, s2, method_, *hessian,
-                                             hessian_views[members[0]], backend_, {packed, scales});
+                                             hessian_views[members[0]], backend_,
+                                             {packed, scales});
+    if (stage_times_) QuantizeStageTimes::add_since(stage_times_->sweep_ns, sweep_start);
     std::uint64_t first_row = 0;
     for (std::size_t m : members) {
       const TensorInfo& info = *sources[m].info;
@@ -307,6 +316,7 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
     }
   }
 
+  QuantizeStageTimes* stage_times_;
   gptq::Settings settings_;
 };
 
@@ -328,7 +338,7 @@ std::shared_ptr<const Transform> make_nvfp4_transform(const QuantizeRequest& req
   const auto backend = backend_for(settings.device);
   if (request.action == RecipeAction::Nvfp4Gptq)
     return std::make_shared<Nvfp4GptqTransform>(request, *method, settings.nan_policy, backend,
-                                                settings.hessians);
+                                                settings.hessians, settings.stage_times);
   return std::make_shared<Nvfp4Transform>(request, *method, settings.nan_policy, backend,
                                           settings.hessians);
 }

@@ -2,6 +2,8 @@
 // The quantizing transforms the quantize planner asks for (qs/ckpt/plan/quantize_plan.h), built on
 // the numerics of this library.
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -26,6 +28,23 @@ enum class ComputeDevice : std::uint8_t { Auto, Cpu, Cuda };
 // gate/up under all-experts calibration) reuse one factorization.
 class HessianCache;
 
+// Where calibrated transforms spend their time, summed over a job's transforms (thread-safe):
+// the layer-pipelined quantize job reports it per stage.
+struct QuantizeStageTimes {
+  // GPTQ (integer and NVFP4): preparing Hessians (Cholesky, inverse), then the column sweep
+  // with its objective.
+  std::atomic<std::uint64_t> factorization_ns{0};
+  std::atomic<std::uint64_t> sweep_ns{0};
+
+  // Adds the time since `start` to `counter`.
+  static void add_since(std::atomic<std::uint64_t>& counter,
+                        std::chrono::steady_clock::time_point start) {
+    counter += static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                              std::chrono::steady_clock::now() - start)
+                                              .count());
+  }
+};
+
 struct QuantizerSettings {
   NanPolicy nan_policy = NanPolicy::Error;
   ComputeDevice device = ComputeDevice::Auto;
@@ -35,6 +54,8 @@ struct QuantizerSettings {
   std::size_t workers = 1;
   // Quantized weights below this SNR fail the job naming them ("quantize.signal_lost").
   double min_snr_db = kDefaultMinSnrDb;
+  // When set (outliving the job's transforms), calibrated transforms add their stage times.
+  QuantizeStageTimes* stage_times = nullptr;
 };
 
 // Throws BadInput "plan.unknown_scale_method" for a method the format does not have, and
