@@ -178,8 +178,9 @@ int run_synth(const SynthOptions& options) {
     return kExitOk;
   }
   if (options.out.empty()) throw_bad_input("cli.usage", "synth needs --out DIR");
-  const auto token_shape =
-      options.tokens.empty() ? std::nullopt : std::optional(parse_token_shape(options.tokens));
+  // Checked before the weights are written, so a typo costs nothing.
+  const TokenShape token_shape =
+      options.tokens.empty() ? TokenShape{} : parse_token_shape(options.tokens);
 
   std::optional<tbb::global_control> thread_limit;
   if (options.threads > 0)
@@ -197,11 +198,11 @@ int run_synth(const SynthOptions& options) {
   fmt::print("wrote {}: {} tensors, {} in {} shard(s) to {} in {:.1f} s ({:.2f} GB/s)\n",
              options.preset, summary.tensors, human_bytes(summary.tensor_bytes), summary.shards,
              options.out, seconds, summary.tensor_bytes / 1e9 / seconds);
-  if (token_shape) {
+  if (!options.tokens.empty()) {
     const auto file = std::filesystem::path(options.out) / "tokens.safetensors";
-    write_synthetic_tokens(spec, file, token_shape->rows, token_shape->seq);
+    write_synthetic_tokens(spec, file, token_shape.rows, token_shape.seq);
     fmt::print("wrote {}: I32 calib and heldout [{}, {}], ids in [0, {})\n", file.string(),
-               token_shape->rows, token_shape->seq, spec.vocab_size);
+               token_shape.rows, token_shape.seq, spec.vocab_size);
   }
   return kExitOk;
 }
