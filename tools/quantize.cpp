@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "cli_support.h"
 #include "plan_execution.h"
@@ -18,6 +19,8 @@
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/job/executor.h"
 #include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/io/shard_scan.h"
+#include "qs/pipeline/pipelined_quantization.h"
 #include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/ckpt/validate/validation.h"
 #include "qs/quant/cuda_availability.h"
@@ -47,7 +50,55 @@ struct QuantizeOptions {
   std::string nan_policy = "error";
   std::string calibration;
   std::string activations;
+  // The layer-pipelined job (calibrate and quantize in one command).
+  std::string calib_tokens;
+  std::uint64_t calib_rows = 0;
+  std::string calib_inputs;
+  std::string calib_experts;
+  std::string calib_memory;
 };
+
+// What --calib-tokens and its companions ask for; nullopt without --calib-tokens.
+std::optional<pipeline::PipelineOptions> pipeline_options_from(const QuantizeOptions& options) {
+  const bool companions = options.calib_rows != 0 || !options.calib_inputs.empty() ||
+                          !options.calib_experts.empty() || !options.calib_memory.empty();
+  if (options.calib_tokens.empty()) {
+    if (companions)
+      throw_bad_input("cli.calib_without_tokens",
+                      "--calib-rows, --calib-inputs, --calib-experts and --calib-memory go with "
+                      "--calib-tokens");
+    return std::nullopt;
+  }
+  if (!options.calibration.empty())
+    throw_bad_input("cli.calib_twice",
+                    "give either --calib STATS (statistics from quantsmith calibrate) or "
+                    "--calib-tokens FILE (calibrate in this job), not both");
+  pipeline::PipelineOptions pipelined;
+  const std::string inputs = options.calib_inputs.empty() ? "sequential" : options.calib_inputs;
+  if (inputs != "sequential" && inputs != "original")
+    throw_bad_input("cli.bad_calib_inputs",
+                    fmt::format("no --calib-inputs '{}' (sequential, original)", inputs));
+  pipelined.inputs = inputs == "sequential" ? pipeline::CalibrationInputs::Sequential
+                                            : pipeline::CalibrationInputs::Original;
+  const std::string experts = options.calib_experts.empty() ? "all" : options.calib_experts;
+  if (experts != "all" && experts != "routed")
+    throw_bad_input("cli.bad_calib_experts",
+                    fmt::format("no --calib-experts '{}' (all, routed)", experts));
+  pipelined.all_experts = experts == "all";
+  pipelined.device =
+      runner_uses_cuda(options.device) ? run::GemmDevice::Cuda : run::GemmDevice::Cpu;
+  // A line per finished layer on stderr (clearing the executor's in-place progress line).
+  pipelined.on_layer = [terminal = ::isatty(STDERR_FILENO) == 1](std::uint32_t done,
+                                                                  std::uint32_t total) {
+    fmt::print(stderr, "{}quantsmith: layer {}/{} calibrated and quantized\n",
+               terminal ? "\r\033[K" : "", done, total);
+  };
+  return pipelined;
+}
+
+// The default budget for one layer's statistics and activations: the whole-job RAM
+// goal for GLM-5 (64 GB), which all-experts statistics of a GLM-5 layer (≈ 9 GB) fit.
+constexpr const char* kDefaultCalibMemory = "64GiB";
 
 Recipe recipe_from(const QuantizeOptions& options) {
   if (options.recipe.empty() == options.scheme.empty())
@@ -99,6 +150,64 @@ QuantizerSettings settings_from(const QuantizeOptions& options) {
                     fmt::format("no device '{}' (auto, cpu, cuda, cuda:0)", options.device));
   }
   return settings;
+}
+
+nlohmann::ordered_json pipeline_json(const pipeline::PipelinedQuantization& pipelined,
+                                     const QuantizeOptions& options, std::uint64_t limit) {
+  nlohmann::ordered_json out;
+  out["token_rows"] = pipelined.token_rows();
+  out["inputs"] = options.calib_inputs.empty() ? "sequential" : options.calib_inputs;
+  out["experts"] = options.calib_experts.empty() ? "all" : options.calib_experts;
+  out["memory_limit"] = limit;
+  auto& layers = out["layers"] = nlohmann::ordered_json::array();
+  for (const auto& layer : pipelined.memory())
+    layers.push_back({{"layer", layer.layer},
+                      {"calibrated_modules", layer.calibrated_modules},
+                      {"statistics_bytes", layer.statistics_bytes},
+                      {"activation_bytes", layer.activation_bytes}});
+  return out;
+}
+
+void print_pipeline_memory(const pipeline::PipelinedQuantization& pipelined, std::uint64_t limit) {
+  fmt::print("calibration: {} token rows, one layer at a time (limit {}):\n",
+             pipelined.token_rows(), human_bytes(limit));
+  for (const auto& layer : pipelined.memory())
+    fmt::print("  layer {:>3}: {:>4} statistics matrices {:>10} + activations {:>10} = {:>10}\n",
+               layer.layer, layer.calibrated_modules, human_bytes(layer.statistics_bytes),
+               human_bytes(layer.activation_bytes), human_bytes(layer.total()));
+}
+
+// Before any work: the layer that needs the most must fit the budget.
+void check_pipeline_memory(const pipeline::PipelinedQuantization& pipelined, std::uint64_t limit) {
+  for (const auto& layer : pipelined.memory())
+    if (layer.total() > limit)
+      throw_bad_input(
+          "pipeline.memory",
+          fmt::format("layer {} needs {} for its calibration statistics ({} matrices, {}) and "
+                      "activations ({}), over --calib-memory {}; raise it, calibrate fewer rows, "
+                      "or use --calib-experts all (one gate/up matrix per layer)",
+                      layer.layer, human_bytes(layer.total()), layer.calibrated_modules,
+                      human_bytes(layer.statistics_bytes), human_bytes(layer.activation_bytes),
+                      human_bytes(limit)));
+}
+
+nlohmann::ordered_json stage_json(const pipeline::StageTimes& times) {
+  return {{"layers_calibrated", times.layers_calibrated},
+          {"forward_s", times.forward},
+          {"statistics_s", times.statistics},
+          {"factorization_s", times.factorization},
+          {"sweep_s", times.sweep},
+          {"propagation_s", times.propagation},
+          {"write_s", times.write},
+          {"peak_statistics_bytes", times.peak_statistics_bytes}};
+}
+
+void print_stages(const pipeline::StageTimes& times) {
+  fmt::print("pipeline: {} layers calibrated; stage seconds (cumulative, overlapping): forward "
+             "{:.2f}, statistics {:.2f}, factorization {:.2f}, sweep {:.2f}, propagation {:.2f}, "
+             "write {:.2f}; peak statistics {}\n",
+             times.layers_calibrated, times.forward, times.statistics, times.factorization,
+             times.sweep, times.propagation, times.write, human_bytes(times.peak_statistics_bytes));
 }
 
 nlohmann::ordered_json plan_json(const QuantizePlan& planned, const Recipe& recipe) {
@@ -241,6 +350,14 @@ double mean_snr_db(const ExecutionReport& report) {
   return count ? sum / static_cast<double>(count) : 0.0;
 }
 
+// The layer-pipelined job under the CLI's executor (progress line, Ctrl-C).
+ExecutionReport run_pipelined(pipeline::PipelinedQuantization& pipelined, const Plan& plan,
+                              const ExecutionOptions& execution) {
+  return pipelined.run(plan, execution, [&](const Plan& job, ExecutionOptions options) {
+    return execute_with_progress(job, std::move(options), "quantize");
+  });
+}
+
 int run_quantize(const QuantizeOptions& options) {
   auto source = Checkpoint::open(options.input);
   require_layout_matches_config(source);
@@ -248,19 +365,40 @@ int run_quantize(const QuantizeOptions& options) {
   const Recipe recipe = recipe_from(options);
   QuantizerSettings settings = settings_from(options);
   settings.min_snr_db = recipe.min_snr_db.value_or(kDefaultMinSnrDb);
+  const auto pipeline_options = pipeline_options_from(options);
   std::optional<CalibrationStore> calibration;
   if (!options.calibration.empty()) calibration = CalibrationStore::open(options.calibration);
-  const auto planned = plan_quantization(
+  std::unique_ptr<pipeline::PipelinedQuantization> pipelined;
+  std::string token_digest;
+  if (pipeline_options) {
+    auto tokens = run::read_tokens_argument(options.calib_tokens, "calib", options.calib_rows);
+    token_digest = xxh3_128_hex(std::as_bytes(std::span(tokens.ids)));
+    pipelined = std::make_unique<pipeline::PipelinedQuantization>(source, std::move(tokens),
+                                                                  *pipeline_options);
+    settings.stage_times = &pipelined->quantizer_times();
+  }
+  const CalibrationStatistics* statistics =
+      pipelined ? &pipelined->statistics()
+                : (calibration ? static_cast<const CalibrationStatistics*>(&*calibration) : nullptr);
+  auto planned = plan_quantization(
       source, recipe,
       [&](const QuantizeRequest& request) { return make_quantize_transform(request, settings); },
-      calibration ? &*calibration : nullptr);
+      statistics);
+  const std::uint64_t calib_memory = parse_byte_size(
+      options.calib_memory.empty() ? std::string(kDefaultCalibMemory) : options.calib_memory);
+  if (pipelined) pipelined->attach(planned);
   if (options.dry_run) {
-    if (options.json)
-      fmt::print("{}\n", plan_json(planned, recipe).dump(2));
-    else
+    if (options.json) {
+      auto out = plan_json(planned, recipe);
+      if (pipelined) out["calibration"] = pipeline_json(*pipelined, options, calib_memory);
+      fmt::print("{}\n", out.dump(2));
+    } else {
       print_plan(planned, recipe);
+      if (pipelined) print_pipeline_memory(*pipelined, calib_memory);
+    }
     return kExitOk;
   }
+  if (pipelined) check_pipeline_memory(*pipelined, calib_memory);
 
   std::optional<tbb::global_control> thread_limit;
   if (options.threads > 0)
@@ -284,10 +422,18 @@ int run_quantize(const QuantizeOptions& options) {
     execution.fingerprint += fmt::format(
         "|calib={}:{}:{}", options.calibration, std::filesystem::file_size(options.calibration),
         std::filesystem::last_write_time(options.calibration).time_since_epoch().count());
+  if (pipelined)
+    execution.fingerprint += fmt::format("|calib-tokens={}|inputs={}|experts={}", token_digest,
+                                         options.calib_inputs.empty() ? "sequential"
+                                                                      : options.calib_inputs,
+                                         options.calib_experts.empty() ? "all"
+                                                                       : options.calib_experts);
   execution.non_finite =
       settings.nan_policy == NanPolicy::Error ? NonFinitePolicy::Error : NonFinitePolicy::Report;
   execution.extra_files = output_config_files(source, planned.model, recipe.format);
-  const auto report = execute_with_progress(planned.plan, execution, "quantize");
+  const auto report =
+      pipelined ? run_pipelined(*pipelined, planned.plan, execution)
+                : execute_with_progress(planned.plan, execution, "quantize");
   const double seconds = std::max(report.seconds, 1e-9);
   if (report.interrupted) return report_interruption(report);
   print_non_finite(report);
@@ -301,6 +447,7 @@ int run_quantize(const QuantizeOptions& options) {
                   {"shards_written", report.shards_written},
                   {"shards_resumed", report.shards_resumed},
                   {"mean_snr_db", mean_snr_db(report)}};
+    if (pipelined) out["pipeline"] = stage_json(pipelined->stage_times(report));
     out["quality"] = quality_json(report);
     out["non_finite"] = non_finite_json(report);
     fmt::print("{}\n", out.dump(2));
@@ -315,6 +462,7 @@ int run_quantize(const QuantizeOptions& options) {
     if (!report.quality.empty()) fmt::print(", mean weight SNR {:.2f} dB", mean_snr_db(report));
     fmt::print("\n");
     print_gptq_summary(report);
+    if (pipelined) print_stages(pipelined->stage_times(report));
   }
   return kExitOk;
 }
@@ -334,8 +482,8 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--scheme", options->scheme,
                       "quantize every Linear except lm_head, routers, indexer and MTP: nvfp4, "
                       "int8 (W8A16 g128), int8-channel, int4 (W4A16 asym g128), int4-g32, "
-                      "gptq-int4, gptq-int8 (GPTQ needs --calib), fp8-block (DeepSeek-V3 "
-                      "layout); bf16: decode an FP8 block-scaled checkpoint to BF16");
+                      "gptq-int4, gptq-int8 (GPTQ needs --calib or --calib-tokens), fp8-block "
+                      "(DeepSeek-V3 layout); bf16: decode an FP8 block-scaled checkpoint to BF16");
   command->add_option("--format", options->format,
                       "output layout: modelopt or compressed-tensors (overrides the recipe)");
   command->add_option("--scale-method", options->scale_method,
@@ -361,6 +509,22 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--activations", options->activations,
                       "nvfp4 (W4A4, static input scales from --calib) or none (W4A16; the "
                       "default unless the recipe says otherwise)");
+  command->add_option("--calib-tokens", options->calib_tokens,
+                      "calibrate in this job, layer by layer, on these tokens (safetensors I32 "
+                      "[rows, seq], FILE or FILE:TENSOR; default tensor calib): one decoder "
+                      "layer's statistics in memory at a time, no statistics file");
+  command->add_option("--calib-rows", options->calib_rows,
+                      "with --calib-tokens: use only the first N rows");
+  command->add_option("--calib-inputs", options->calib_inputs,
+                      "with --calib-tokens: sequential (default; layer L+1 calibrated on the "
+                      "outputs of the already-quantized layers) or original (the BF16 model's "
+                      "activations: the bytes calibrate + quantize --calib write)");
+  command->add_option("--calib-experts", options->calib_experts,
+                      "with --calib-tokens: all (default; every token through every routed "
+                      "expert for the statistics, one gate/up matrix per layer) or routed");
+  command->add_option("--calib-memory", options->calib_memory,
+                      "with --calib-tokens: budget for one layer's statistics and activations, "
+                      "checked before any work (default 64GiB; --dry-run prints each layer's)");
   command->add_option("--nan-policy", options->nan_policy,
                       "NaN/Inf in a weight being quantized: error (default) or zero");
   return [options]() { return run_quantize(*options); };

@@ -11,9 +11,10 @@
 
 namespace qs::run {
 
-LanguageModel::LanguageModel(const Checkpoint& checkpoint, GemmDevice device)
+LanguageModel::LanguageModel(const Checkpoint& checkpoint, GemmDevice device,
+                             const WeightOverrides* overrides)
     : checkpoint_(checkpoint),
-      weights_(checkpoint, device),
+      weights_(checkpoint, device, overrides),
       architecture_(runner_architecture(checkpoint)),
       attention_(make_attention(architecture_, weights_)) {
   // Every tensor the runner reads is sized by config.json: a tensor (or a quantized module's

@@ -23,6 +23,11 @@ bool is_float(DType dtype) {
 }  // namespace
 
 Matrix WeightLoader::linear(const std::string& module) const {
+  if (overrides_)
+    if (auto matrix = overrides_->linear(module)) {
+      matrix->device = device_;
+      return std::move(*matrix);
+    }
   // Every parameter any registered format stores a weight in, so the registry sees what
   // the checkpoint holds for this Linear.
   ModuleParameters parameters;

@@ -323,6 +323,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
       for (std::size_t i = 0; i < plan.items.size() && !stopping; ++i) {
         const PlanItem& item = plan.items[i];
         if (!needed[i]) {  // all its outputs are in shards an earlier run committed
+          if (options.on_item_skipped) options.on_item_skipped(i);
           Packet skipped;
           skipped.skipped = true;
           skipped.item = i;
@@ -370,6 +371,7 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
     try {
       while (auto packet = write_queue.pop()) {
         if (stopping) break;
+        const auto write_start = std::chrono::steady_clock::now();
         bool committed = false;
         if (packet->chunk) {
           committed = router.write(first_output[packet->item], packet->outputs[0]);
@@ -380,6 +382,8 @@ ExecutionReport execute_plan(const Plan& plan, const ExecutionOptions& options) 
           report.quality.insert(report.quality.end(), packet->quality.begin(),
                                 packet->quality.end());
         }
+        report.write_seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - write_start).count();
         budget.release(packet->reserved_bytes);
         if (!packet->skipped) report.bytes_read += packet->source_bytes;
         progress.done_source_bytes += packet->source_bytes;

@@ -132,19 +132,19 @@ namespace {
 // GPTQ needs every member's Hessian, of the member's width. Routed experts the router never
 // picked have no statistics under routed calibration; GPTQ rounds them to nearest (counted).
 void check_hessian_available(const std::string& module, const TensorLocation& location,
-                             const CalibrationStore& calibration) {
-  const auto* entry = calibration.find(module);
-  if (!entry) {
+                             const CalibrationStatistics& calibration) {
+  const auto in_features = calibration.promised_in_features(module);
+  if (!in_features) {
     if (parse_tensor_name(module + ".weight").expert) return;
     throw_bad_input("calibration.missing_module",
                     "no calibration statistics for this module; calibrate the same model",
                     location.shard->path().string(), location.info->name);
   }
-  if (entry->in_features != location.info->shape[1])
+  if (*in_features != location.info->shape[1])
     throw_bad_input("calibration.shape_mismatch",
                     fmt::format("the statistics are for {} in-features, the weight has {}; were "
                                 "they calibrated on another model?",
-                                entry->in_features, location.info->shape[1]),
+                                *in_features, location.info->shape[1]),
                     location.shard->path().string(), location.info->name);
 }
 
@@ -180,23 +180,56 @@ float input_amax_for(const std::string& module, const CalibrationStore& calibrat
                   "no activation statistics for this module; calibrate the same model", {}, module);
 }
 
+// Decoder-layer items in layer order, every other item where it was (see plan_quantization).
+void order_items_by_layer(std::vector<PlanItem>& items) {
+  std::vector<std::size_t> slots;
+  std::vector<std::pair<std::uint32_t, std::size_t>> layer_items;
+  for (std::size_t i = 0; i < items.size(); ++i)
+    if (const auto layer = item_layer(items[i])) {
+      slots.push_back(i);
+      layer_items.emplace_back(*layer, i);
+    }
+  std::stable_sort(layer_items.begin(), layer_items.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<PlanItem> ordered;
+  ordered.reserve(items.size());
+  std::size_t next_layer_item = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const bool slot = next_layer_item < slots.size() && slots[next_layer_item] == i;
+    ordered.push_back(std::move(slot ? items[layer_items[next_layer_item++].second] : items[i]));
+  }
+  items = std::move(ordered);
+}
+
 }  // namespace
+
+bool needs_calibration_statistics(const Recipe& recipe) {
+  return std::any_of(recipe.rules.begin(), recipe.rules.end(),
+                     [](const RecipeRule& rule) { return rule.action == RecipeAction::Gptq; });
+}
+
+std::optional<std::uint32_t> item_layer(const PlanItem& item) {
+  if (item.sources.empty()) return std::nullopt;
+  return parse_tensor_name(item.sources[0].info->name).layer;
+}
 
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                const QuantizeTransformFactory& make_quantizer,
-                               const CalibrationStore* calibration) {
-  const bool needs_hessians =
-      std::any_of(recipe.rules.begin(), recipe.rules.end(),
-                  [](const RecipeRule& rule) { return rule.action == RecipeAction::Gptq; });
+                               const CalibrationStatistics* calibration) {
+  const bool needs_hessians = needs_calibration_statistics(recipe);
   if (needs_hessians && !calibration)
     throw_bad_input("plan.needs_calibration",
-                    "GPTQ needs calibration statistics: run quantsmith calibrate and pass "
-                    "--calib STATS",
+                    "GPTQ needs calibration statistics: pass --calib-tokens FILE (calibrate "
+                    "layer by layer in this job) or --calib STATS (from quantsmith calibrate)",
                     recipe.source);
-  if (recipe.quantize_activations && !calibration)
+  const auto* statistics_file = dynamic_cast<const CalibrationStore*>(calibration);
+  if (recipe.quantize_activations && !statistics_file)
     throw_bad_input("plan.needs_calibration",
-                    "NVFP4 activations (W4A4) need calibrated input ranges: run quantsmith "
-                    "calibrate and pass --calib STATS",
+                    calibration ? "NVFP4 activations (W4A4) take their input ranges at plan "
+                                  "time, from a statistics file: run quantsmith calibrate and "
+                                  "pass --calib STATS (--calib-tokens does not give them)"
+                                : "NVFP4 activations (W4A4) need calibrated input ranges: run "
+                                  "quantsmith calibrate and pass --calib STATS",
                     recipe.source);
   const auto layout = model_layout_from_config(source.config());
   if (!layout)
@@ -321,7 +354,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
         } else if (decision.action == RecipeAction::Nvfp4) {
           result.model.nvfp4_modules.push_back(module);
           if (recipe.quantize_activations)
-            input_amax.push_back(input_amax_for(module, *calibration));
+            input_amax.push_back(input_amax_for(module, *statistics_file));
         } else {
           integer_group(result.model, decision).modules.push_back(module);
         }
@@ -370,6 +403,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                     "checkpoint's config declares FP8 block-scaled weights alone (quant_method "
                     "fp8): use fp8-block for every quantized Linear",
                     recipe.source);
+  if (needs_hessians) order_items_by_layer(result.plan.items);
   result.model.kv_cache_quant_algo = recipe.kv_cache;
   result.model.activations_quantized = recipe.quantize_activations;
   return result;

@@ -131,10 +131,12 @@ class RoundToNearestTransform final : public IntegerTransformBase {
 class GptqTransform final : public IntegerTransformBase {
  public:
   GptqTransform(const IntegerOptions& options, NanPolicy nan_policy, fp4::Backend backend,
-                const CalibrationStatistics* calibration, std::shared_ptr<HessianCache> cache)
+                const CalibrationStatistics* calibration, std::shared_ptr<HessianCache> cache,
+                QuantizeStageTimes* stage_times)
       : IntegerTransformBase(options, nan_policy, backend),
         calibration_(calibration),
-        cache_(std::move(cache)) {
+        cache_(std::move(cache)),
+        stage_times_(stage_times) {
     settings_.damp = options.damp;
     settings_.act_order = options.act_order;
     settings_.min_tokens = options.min_tokens;
@@ -196,13 +198,19 @@ class GptqTransform final : public IntegerTransformBase {
     } else {
       hessian = cache_->get(key, [&] {
         const auto* entry = calibration_->find(key);
-        return gptq::prepare_hessian(calibration_->second_moments(key), cols,
-                                     entry ? entry->tokens : 0, settings_, backend_);
+        auto second_moments = calibration_->second_moments(key);
+        const auto start = std::chrono::steady_clock::now();
+        auto prepared = gptq::prepare_hessian(second_moments, cols, entry ? entry->tokens : 0,
+                                              settings_, backend_);
+        if (stage_times_) QuantizeStageTimes::add_since(stage_times_->factorization_ns, start);
+        return prepared;
       });
     }
     intq::IntQuantized stacked_codes;
+    const auto sweep_start = std::chrono::steady_clock::now();
     const auto result =
         gptq::quantize(stacked, rows, cols, first.dtype, scheme_, *hessian, backend_, stacked_codes);
+    if (stage_times_) QuantizeStageTimes::add_since(stage_times_->sweep_ns, sweep_start);
     for (std::size_t i = 0; i < members.size(); ++i) {
       const TensorInfo& info = *sources[members[i]].info;
       write_member(rows_of(stacked_codes, row_offsets[i], info.shape[0]), outputs, members[i]);
@@ -231,6 +239,7 @@ class GptqTransform final : public IntegerTransformBase {
 
   const CalibrationStatistics* calibration_;
   std::shared_ptr<HessianCache> cache_;
+  QuantizeStageTimes* stage_times_;
   gptq::Settings settings_;
 };
 
@@ -245,7 +254,8 @@ std::shared_ptr<const Transform> make_integer_transform(const QuantizeRequest& r
     throw Error(ErrorClass::Internal, "gptq.no_calibration", "GPTQ transform without statistics");
   if (!settings.hessians) settings.hessians = std::make_shared<HessianCache>();
   return std::make_shared<GptqTransform>(request.integer, settings.nan_policy, backend,
-                                         request.calibration, settings.hessians);
+                                         request.calibration, settings.hessians,
+                                         settings.stage_times);
 }
 
 }  // namespace qs

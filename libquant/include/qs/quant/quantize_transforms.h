@@ -2,6 +2,8 @@
 // The quantizing transforms the quantize planner asks for (qs/ckpt/plan/quantize_plan.h), built on
 // the numerics of this library.
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -26,12 +28,29 @@ enum class ComputeDevice : std::uint8_t { Auto, Cpu, Cuda };
 // factorization.
 class HessianCache;
 
+// Where calibrated transforms spend their time, summed over a job's transforms (thread-safe):
+// the layer-pipelined quantize job reports it per stage.
+struct QuantizeStageTimes {
+  std::atomic<std::uint64_t> factorization_ns{0};  // GPTQ: preparing Hessians (Cholesky, inverse)
+  std::atomic<std::uint64_t> sweep_ns{0};          // GPTQ: the column sweep and its objective
+
+  // Adds the time since `start` to `counter`.
+  static void add_since(std::atomic<std::uint64_t>& counter,
+                        std::chrono::steady_clock::time_point start) {
+    counter += static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                              std::chrono::steady_clock::now() - start)
+                                              .count());
+  }
+};
+
 struct QuantizerSettings {
   NanPolicy nan_policy = NanPolicy::Error;
   ComputeDevice device = ComputeDevice::Auto;
   std::shared_ptr<HessianCache> hessians;  // made on first use when empty
   // Quantized weights below this SNR fail the job naming them ("quantize.signal_lost").
   double min_snr_db = kDefaultMinSnrDb;
+  // When set (outliving the job's transforms), calibrated transforms add their stage times.
+  QuantizeStageTimes* stage_times = nullptr;
 };
 
 // Throws BadInput "plan.unknown_scale_method" for a method the format does not have, and

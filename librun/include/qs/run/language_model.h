@@ -28,7 +28,9 @@ class LanguageModel {
  public:
   // Reads the architecture (runner_architecture); throws BadInput (config.*, layout.*) when
   // config.json does not describe a family we run or contradicts the tensors.
-  explicit LanguageModel(const Checkpoint& checkpoint, GemmDevice device = GemmDevice::Cpu);
+  // `overrides` (outliving the model) replace some Linears' weights (weight_loader.h).
+  explicit LanguageModel(const Checkpoint& checkpoint, GemmDevice device = GemmDevice::Cpu,
+                         const WeightOverrides* overrides = nullptr);
   // The attention piece refers to the architecture held here.
   LanguageModel(const LanguageModel&) = delete;
   LanguageModel& operator=(const LanguageModel&) = delete;

@@ -10,6 +10,7 @@
 // Layers are loaded one at a time by the caller, so memory holds one layer, not the model.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,10 +30,22 @@ struct Matrix {
   std::vector<float> values;  // row-major [rows, cols]
 };
 
+// Weights that stand in for the checkpoint's for some Linears: the layer-pipelined quantize
+// job runs a layer again with the weights it just quantized (decoded on demand, one module at
+// a time), so the next layer is calibrated on what the quantized model computes.
+class WeightOverrides {
+ public:
+  virtual ~WeightOverrides() = default;
+  // The Linear's [out, in] f32 weight, or nullopt to read the checkpoint's.
+  virtual std::optional<Matrix> linear(const std::string& module) const = 0;
+};
+
 class WeightLoader {
  public:
-  explicit WeightLoader(const Checkpoint& checkpoint, GemmDevice device = GemmDevice::Cpu)
-      : checkpoint_(checkpoint), device_(device), declared_bits_(checkpoint.config()) {}
+  explicit WeightLoader(const Checkpoint& checkpoint, GemmDevice device = GemmDevice::Cpu,
+                        const WeightOverrides* overrides = nullptr)
+      : checkpoint_(checkpoint), device_(device), declared_bits_(checkpoint.config()),
+        overrides_(overrides) {}
   // The Linear `module`'s weight [out, in], whatever its storage. Throws BadInput
   // "run.missing_tensor" naming the module when nothing usable is stored,
   // "run.bad_quantized_weight" naming the tensor when quantized tensors do not fit together.
@@ -44,6 +57,7 @@ class WeightLoader {
   const Checkpoint& checkpoint_;
   GemmDevice device_;
   DeclaredPackBits declared_bits_;
+  const WeightOverrides* overrides_;
 };
 
 }  // namespace qs::run

@@ -70,6 +70,10 @@ struct ExecutionOptions {
   NonFinitePolicy non_finite = NonFinitePolicy::Report;
   // Checked after every committed shard; when set, the run stops there.
   const std::atomic<bool>* stop_requested = nullptr;
+  // Called (from the reader thread, in plan order) for each item that will not run because an
+  // earlier run committed all its outputs: a job that follows its items as they run (the
+  // layer-pipelined quantize) learns which ones it must take from the committed shards.
+  std::function<void(std::size_t item)> on_item_skipped;
 };
 
 struct ExecutionReport {
@@ -83,6 +87,7 @@ struct ExecutionReport {
   std::uint64_t bytes_read = 0;
   std::uint64_t bytes_written = 0;
   double seconds = 0.0;
+  double write_seconds = 0.0;  // in the writer thread, writing and committing shards
   std::vector<TensorQuality> quality;  // from the transforms, in plan order
   // Tensors read by this run that hold NaN or Inf (quantized weights too), in plan order.
   std::vector<NonFiniteCount> non_finite;

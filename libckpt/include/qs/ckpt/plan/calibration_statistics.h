@@ -7,6 +7,7 @@
 // that module's layer has been calibrated.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,14 @@ class CalibrationStatistics {
   // XᵀX of `module` (K·K f64, full symmetric, row-major), through `shared_with`. Throws BadInput
   // "calibration.missing_module" naming the module when it has no entry.
   virtual std::vector<double> second_moments(const std::string& module) const = 0;
+  // At plan time, without waiting: the in_features of the statistics `module` has or will
+  // have, nullopt when it will have none. The statistics file answers from its entries; the
+  // pipelined job from the model (every Linear its forward feeds), before any layer has run.
+  virtual std::optional<std::uint64_t> promised_in_features(const std::string& module) const {
+    const CalibrationEntry* entry = find(module);
+    if (!entry) return std::nullopt;
+    return entry->in_features;
+  }
 };
 
 }  // namespace qs

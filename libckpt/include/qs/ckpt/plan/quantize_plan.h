@@ -76,8 +76,24 @@ std::string scheme_label(const TensorDecision& decision);
 // needs it ("plan.needs_calibration"). All routed experts of a layer share one input amax per
 // projection (gate/up, down), the max over those calibrated, as engines use one input scale
 // for them; a non-expert module without statistics is "calibration.missing_module".
+// Activation ranges are fixed at plan time, so W4A4 needs the statistics file (a
+// CalibrationStore); Hessians only need statistics that arrive before the transform runs (the
+// layer-pipelined job's, calibration_statistics.h), checked here by promised_in_features.
+//
+// Item order: a recipe with calibrated rules (gptq) gets its decoder-layer items in layer order
+// (layers.2 before layers.10, the MTP layer last; stable within a layer), each non-layer item
+// (embeddings, norm, lm_head) keeping its place. Safetensors headers list tensors
+// alphabetically, so without this the executor would ask for layer 10's statistics before
+// layer 2's; the pipelined job calibrates one layer at a time and needs them in order. Both
+// flows (statistics file or pipelined) use the same order, so they write the same bytes.
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                const QuantizeTransformFactory& make_quantizer,
-                               const CalibrationStore* calibration = nullptr);
+                               const CalibrationStatistics* calibration = nullptr);
+
+// Whether the recipe has rules whose transforms read calibration statistics (gptq).
+bool needs_calibration_statistics(const Recipe& recipe);
+
+// The decoder layer an item belongs to (that of its first source), nullopt for non-layer items.
+std::optional<std::uint32_t> item_layer(const PlanItem& item);
 
 }  // namespace qs
