@@ -10,7 +10,7 @@
 // this library does on the shape), and `quantsmith`, through quantsmith's deterministic BLAS
 // (qs/quant/deterministic_blas.h: fixed tiles, single-threaded calls, oneTBB across tiles),
 // which is what the stages really call (potrf/trtri run single-threaded there, as in GPTQ).
-// One untimed warm-up call per shape, then one timed call. Output: one line per operation,
+// One untimed warm-up call per shape below 20 GFLOP, then one timed call. Output: one line per operation,
 // `blas OP DIMS variant SECONDS s GFLOP/s`, for scripts to parse.
 
 #include <fmt/format.h>
@@ -36,8 +36,11 @@ void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const 
 
 namespace {
 
-double seconds_of(const std::function<void()>& call) {
-  call();  // warm-up: page faults, OpenBLAS buffers, thread start
+// Calls this large amortize their own start-up; a warm-up would only double their time.
+constexpr double kNoWarmUpFlops = 20e9;
+
+double seconds_of(const std::function<void()>& call, double flops = 0.0) {
+  if (flops < kNoWarmUpFlops) call();  // warm-up: page faults, OpenBLAS buffers, thread start
   const auto start = std::chrono::steady_clock::now();
   call();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -84,12 +87,12 @@ void run_sgemm(int threads, std::uint64_t m, std::uint64_t n, std::uint64_t k) {
                        static_cast<int>(n), static_cast<int>(k), 1.0f, a.data(),
                        static_cast<int>(k), b.data(), static_cast<int>(k), 0.0f, c.data(),
                        static_cast<int>(n));
-         }),
+         }, flops),
          flops);
   report("sgemm", dims, "quantsmith", seconds_of([&] {
            qs::blas::sgemm(qs::blas::Op::None, qs::blas::Op::Transpose, m, n, k, 1.0f, a.data(),
                            k, b.data(), k, 0.0f, c.data(), n);
-         }),
+         }, flops),
          flops);
 }
 
