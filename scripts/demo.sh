@@ -49,8 +49,18 @@ recipe=recipes/glm5-w4a16-experts-seed002.yaml
 "$quantsmith" quantize "$model" "$out/tiny-w4a16-rtn" --recipe "$recipe" --param experts=int4
 "$quantsmith" validate "$out/tiny-w4a16-gptq"
 
-step "eval: GPTQ against round-to-nearest on the same grid (held-out tokens)"
-for variant in gptq rtn; do
+step "quantize --calib-tokens: calibrate and GPTQ in one command, one layer's statistics at a time"
+# --calib-inputs original: the BF16 model's activations, so the bytes of the two steps above.
+"$quantsmith" quantize "$model" "$out/tiny-w4a16-gptq-one" --recipe "$recipe" \
+  --calib-tokens "$model/tokens.safetensors:calib" --calib-rows 32 --calib-inputs original
+diff -r -x quantsmith-job.json "$out/tiny-w4a16-gptq" "$out/tiny-w4a16-gptq-one" >/dev/null &&
+  echo "same files as calibrate + quantize --calib"
+# The default, sequential: each layer calibrated on the outputs of the quantized layers before it.
+"$quantsmith" quantize "$model" "$out/tiny-w4a16-gptq-seq" --recipe "$recipe" \
+  --calib-tokens "$model/tokens.safetensors:calib" --calib-rows 32 | tail -n 1
+
+step "eval: GPTQ (original and sequential inputs) against round-to-nearest (held-out tokens)"
+for variant in gptq gptq-seq rtn; do
   printf '%s: ' "$variant"
   "$quantsmith" eval --ref "$model" --model "$out/tiny-w4a16-$variant" \
     --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep 'mean KLD'

@@ -5,8 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fstream>
+#include <zstd.h>
 
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "qs/ckpt/core/error.h"
 #include "qs/ckpt/plan/calibration_store.h"
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/run/calibration.h"
@@ -40,6 +45,105 @@ TEST(CalibrationStore, RoundTripsEntriesSharedEntriesAndRouting) {
   std::ofstream(scratch.path() / "junk.qs") << "not a calibration file at all";
   EXPECT_EQ(testing::error_kind_of([&] { CalibrationStore::open(scratch.path() / "junk.qs"); }),
             "calibration.invalid");
+}
+
+// A 3×3 symmetric matrix whose entries f32 cannot hold exactly.
+const std::vector<double> kSymmetric{1.0 / 3.0, 0.1, 2.0, 0.1, 5.0, -0.7, 2.0, -0.7, 1e-9};
+
+TEST(CalibrationStore, StoresTheUpperTriangleInEitherPrecision) {
+  ScratchDirectory scratch("calibration-precision");
+  for (const auto precision : {StatisticsPrecision::F64, StatisticsPrecision::F32}) {
+    const auto path = scratch.path() / fmt::format("{}.qs", statistics_precision_name(precision));
+    CalibrationInfo info{"model", 9, false, "f64"};
+    info.precision = precision;
+    CalibrationStoreWriter writer(path, info);
+    writer.add("m", 3, 9, kSymmetric, 2.5);
+    writer.commit();
+    const auto store = CalibrationStore::open(path);
+    EXPECT_EQ(store.info().precision, precision);
+    EXPECT_EQ(store.info().version, 2u);
+    EXPECT_EQ(store.find("m")->input_amax, 2.5);
+    std::vector<double> expected = kSymmetric;
+    if (precision == StatisticsPrecision::F32)
+      for (double& value : expected) value = static_cast<float>(value);
+    EXPECT_EQ(store.second_moments("m"), expected);
+  }
+  EXPECT_EQ(parse_statistics_precision("f32"), StatisticsPrecision::F32);
+  EXPECT_FALSE(parse_statistics_precision("bf16"));
+}
+
+// The format before the packed upper triangle (version 1): full K·K f64 frames. Written here
+// byte by byte as that writer did, so readers keep accepting files users already have.
+TEST(CalibrationStore, ReadsVersionOneFiles) {
+  ScratchDirectory scratch("calibration-version-one");
+  const auto path = scratch.path() / "old.qs";
+  const std::string magic = "QSCALIB1";
+  std::vector<char> frame(ZSTD_compressBound(kSymmetric.size() * sizeof(double)));
+  frame.resize(ZSTD_compress(frame.data(), frame.size(), kSymmetric.data(),
+                             kSymmetric.size() * sizeof(double), 3));
+  nlohmann::json index = {
+      {"format", "quantsmith-calibration"}, {"version", 1}, {"model", "old"},
+      {"token_rows", 4}, {"all_experts", false}, {"accumulation", "f64"},
+      {"entries",
+       {{{"module", "m"}, {"in_features", 3}, {"tokens", 4}, {"shared_with", ""},
+         {"offset", 8}, {"compressed_bytes", frame.size()}},
+        {{"module", "n"}, {"in_features", 3}, {"tokens", 4}, {"shared_with", "m"},
+         {"offset", 0}, {"compressed_bytes", 0}}}},
+      {"routing", {{"1", {3, 1}}}}};
+  const std::string text = index.dump();
+  const std::uint64_t length = text.size();
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << magic;
+    out.write(frame.data(), static_cast<std::streamsize>(frame.size()));
+    out << text;
+    out.write(reinterpret_cast<const char*>(&length), sizeof(length));
+  }
+  const auto store = CalibrationStore::open(path);
+  EXPECT_EQ(store.info().version, 1u);
+  EXPECT_EQ(store.second_moments("n"), kSymmetric);
+  EXPECT_EQ(store.find("m")->input_amax, 0.0);  // version 1 files before input_amax
+  EXPECT_EQ(store.routing().at(1), (std::vector<std::uint64_t>{3, 1}));
+}
+
+// A damaged file is refused naming it: cut short, or a frame's bytes overwritten.
+TEST(CalibrationStore, RefusesTruncatedAndCorruptedFilesNamingThem) {
+  ScratchDirectory scratch("calibration-damaged");
+  const auto path = scratch.path() / "stats.qs";
+  CalibrationStoreWriter writer(path, {"model", 9, false, "f64"});
+  writer.add("m", 3, 9, kSymmetric);
+  writer.commit();
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  auto error_for = [&](const std::string& content, const std::function<void(const std::filesystem::path&)>& use) {
+    const auto damaged = scratch.path() / "damaged.qs";
+    std::ofstream(damaged, std::ios::binary | std::ios::trunc) << content;
+    try {
+      use(damaged);
+    } catch (const Error& error) {
+      EXPECT_EQ(error.file(), damaged.string());
+      return error.kind();
+    }
+    return std::string("no error");
+  };
+  auto open = [](const std::filesystem::path& file) { CalibrationStore::open(file); };
+  auto read = [](const std::filesystem::path& file) {
+    CalibrationStore::open(file).second_moments("m");
+  };
+  // Cut in the middle of the index, and after the magic.
+  EXPECT_EQ(error_for(bytes.substr(0, bytes.size() - 20), open), "calibration.invalid");
+  EXPECT_EQ(error_for(bytes.substr(0, 12), open), "calibration.invalid");
+  // The index kept whole but the frames cut away: the entry points outside the file.
+  const std::uint64_t frame_bytes = CalibrationStore::open(path).find("m")->compressed_bytes;
+  EXPECT_EQ(error_for(bytes.substr(0, 8) + bytes.substr(8 + frame_bytes), open),
+            "calibration.invalid");
+  // A frame's payload overwritten.
+  std::string corrupted = bytes;
+  for (std::uint64_t i = 8; i < 8 + frame_bytes; ++i) corrupted[i] = static_cast<char>(0x5a);
+  EXPECT_EQ(error_for(corrupted, read), "calibration.invalid");
 }
 
 class Calibrate : public ::testing::Test {

@@ -2,6 +2,8 @@
 //  * libckpt's folders depend one way, core -> io -> model -> formats -> plan -> job ->
 //    validate: a file may include its own folder and folders to its left, never one to its
 //    right; libquant and librun (transforms, numerics, the runner) include no writing job;
+//  * libpipeline (the layer-pipelined quantize job) sits above libckpt, libquant and librun:
+//    none of them includes it (and it includes no tool);
 //  * no source or document cites a section of a file outside the repository (the specs the
 //    code relies on are described in docs/, in our words).
 // Each rule is a function over a directory, so the tests below can also run it on a small
@@ -123,6 +125,34 @@ std::vector<std::string> job_includes_below_tools(const fs::path& root) {
   return violations;
 }
 
+// "FILE -> qs/pipeline/NAME" for every include of libpipeline from the libraries it is built
+// on, and "FILE -> TOOL" for every include of tools/ from libpipeline.
+std::vector<std::string> pipeline_include_violations(const fs::path& root) {
+  static const std::regex include(R"re(^\s*#\s*include\s*"([^"]+)")re");
+  std::vector<std::string> violations;
+  for (const char* library : {"libckpt", "libquant", "librun", "libpipeline"}) {
+    if (!fs::is_directory(root / library)) continue;
+    const bool pipeline = std::string_view(library) == "libpipeline";
+    for (const auto& entry : fs::recursive_directory_iterator(root / library)) {
+      if (!entry.is_regular_file() || !is_cpp_source(entry.path())) continue;
+      std::istringstream lines(read_file(entry.path()));
+      std::smatch match;
+      for (std::string line; std::getline(lines, line);) {
+        if (!std::regex_search(line, match, include)) continue;
+        const std::string included = match[1];
+        const bool wrong = pipeline ? fs::exists(root / "tools" / included) ||
+                                          included.starts_with("tools/")
+                                    : included.starts_with("qs/pipeline/");
+        if (wrong)
+          violations.push_back(fs::relative(entry.path(), root).generic_string() + " -> " +
+                               included);
+      }
+    }
+  }
+  std::sort(violations.begin(), violations.end());
+  return violations;
+}
+
 // The text files of the repository that people read: sources, build files, scripts, docs,
 // recipes. Build trees, virtual environments and test data are not ours to police.
 bool is_checked_text_file(const fs::path& path) {
@@ -225,6 +255,11 @@ TEST(SourceTree, QuantAndRunIncludeNoJob) {
   EXPECT_TRUE(violations.empty()) << listed(violations);
 }
 
+TEST(SourceTree, PipelineSitsAboveTheLibraries) {
+  const auto violations = pipeline_include_violations(kSourceRoot);
+  EXPECT_TRUE(violations.empty()) << listed(violations);
+}
+
 TEST(SourceTree, NoReferenceOutsideTheRepository) {
   const auto found = outside_references(kSourceRoot);
   EXPECT_TRUE(found.empty()) << "cite docs/ or a public URL instead:" << listed(found);
@@ -259,6 +294,19 @@ TEST(SourceTree, JobCheckSeesQuantIncludingAJob) {
   write_text(root / "librun/src/r.cpp", "#include \"qs/ckpt/job/executor.h\"\n");
   EXPECT_EQ(job_includes_below_tools(root),
             (std::vector<std::string>{"librun/src/r.cpp -> job/executor.h"}));
+}
+
+TEST(SourceTree, PipelineCheckSeesALibraryIncludingIt) {
+  ScratchDirectory scratch("source-tree-pipeline");
+  const auto root = scratch.path();
+  write_text(root / "librun/src/r.cpp", "#include \"qs/pipeline/pipelined_quantization.h\"\n");
+  write_text(root / "libquant/src/q.cpp", "#include \"qs/ckpt/plan/plan.h\"\n");
+  write_text(root / "tools/progress_line.h", "\n");
+  write_text(root / "libpipeline/src/p.cpp",
+             "#include \"qs/run/language_model.h\"\n#include \"progress_line.h\"\n");
+  EXPECT_EQ(pipeline_include_violations(root),
+            (std::vector<std::string>{"libpipeline/src/p.cpp -> progress_line.h",
+                                      "librun/src/r.cpp -> qs/pipeline/pipelined_quantization.h"}));
 }
 
 TEST(SourceTree, ReferenceCheckSeesSectionsAndSharedPaths) {

@@ -27,6 +27,7 @@ struct CalibrateOptions {
   bool all_experts = false;
   bool no_mtp = false;
   std::string device = "auto";
+  std::string precision = "f64";
   std::size_t threads = 0;
 };
 
@@ -37,7 +38,8 @@ SubcommandRunner register_calibrate(CLI::App& app) {
   auto* command = app.add_subcommand(
       "calibrate",
       "Run a model over calibration tokens, layer by layer, and store per Linear the input "
-      "second moments XᵀX (f64) and token counts, plus expert routing counts.");
+      "second moments XᵀX (summed in f64; stored as the upper triangle in f64 or f32) and token "
+      "counts, plus expert routing counts.");
   command->add_option("model", options->model, "checkpoint (any format we read)")->required();
   command
       ->add_option("--tokens", options->tokens,
@@ -49,6 +51,11 @@ SubcommandRunner register_calibrate(CLI::App& app) {
                     "route every token through every expert for the statistics (the layer "
                     "output still uses the real top-k); gate/up inputs are then stored once");
   command->add_flag("--no-mtp", options->no_mtp, "skip the MTP layer");
+  command
+      ->add_option("--precision", options->precision,
+                   "how the matrices are stored: f64 (default, exact sums) or f32 (half the "
+                   "file; each sum rounded to f32, as the quantizers' f32 Hessians are)")
+      ->check(CLI::IsMember({"f64", "f32"}));
   command->add_option("--device", options->device, "auto (GPU when usable), cpu or cuda");
   command->add_option("--threads", options->threads,
                       "CPU threads (default: all cores; results do not depend on it)");
@@ -69,6 +76,7 @@ SubcommandRunner register_calibrate(CLI::App& app) {
     run::CalibrationOptions calibration;
     calibration.all_experts = options->all_experts;
     calibration.include_mtp = !options->no_mtp;
+    calibration.precision = *parse_statistics_precision(options->precision);
     calibration.device =
         runner_uses_cuda(options->device) ? run::GemmDevice::Cuda : run::GemmDevice::Cpu;
     calibration.on_progress = [&](std::uint64_t done, std::uint64_t total) {
@@ -77,10 +85,13 @@ SubcommandRunner register_calibrate(CLI::App& app) {
     };
     const auto summary = run::calibrate(checkpoint, tokens, options->output, calibration);
     progress.finish();
-    fmt::print("calibrated {} on {} tokens: {} modules ({} matrices stored{}) → {} in {:.2f} s\n",
-               options->model, summary.token_rows, summary.modules, summary.stored_matrices,
-               options->all_experts ? ", expert gate/up inputs shared" : "", options->output,
-               progress.elapsed_seconds());
+    fmt::print(
+        "calibrated {} on {} tokens: {} modules ({} matrices stored{}, {}) → {} ({:.1f} MB) in "
+        "{:.2f} s; peak statistics memory {:.1f} MB (one layer)\n",
+        options->model, summary.token_rows, summary.modules, summary.stored_matrices,
+        options->all_experts ? ", expert gate/up inputs shared" : "", options->precision,
+        options->output, std::filesystem::file_size(options->output) / 1e6,
+        progress.elapsed_seconds(), summary.peak_statistics_bytes / 1e6);
     return kExitOk;
   };
 }

@@ -162,7 +162,7 @@ nlohmann::ordered_json pipeline_json(const pipeline::PipelinedQuantization& pipe
   auto& layers = out["layers"] = nlohmann::ordered_json::array();
   for (const auto& layer : pipelined.memory())
     layers.push_back({{"layer", layer.layer},
-                      {"calibrated_modules", layer.calibrated_modules},
+                      {"statistics_matrices", layer.statistics_matrices},
                       {"statistics_bytes", layer.statistics_bytes},
                       {"activation_bytes", layer.activation_bytes}});
   return out;
@@ -173,7 +173,7 @@ void print_pipeline_memory(const pipeline::PipelinedQuantization& pipelined, std
              pipelined.token_rows(), human_bytes(limit));
   for (const auto& layer : pipelined.memory())
     fmt::print("  layer {:>3}: {:>4} statistics matrices {:>10} + activations {:>10} = {:>10}\n",
-               layer.layer, layer.calibrated_modules, human_bytes(layer.statistics_bytes),
+               layer.layer, layer.statistics_matrices, human_bytes(layer.statistics_bytes),
                human_bytes(layer.activation_bytes), human_bytes(layer.total()));
 }
 
@@ -186,7 +186,7 @@ void check_pipeline_memory(const pipeline::PipelinedQuantization& pipelined, std
           fmt::format("layer {} needs {} for its calibration statistics ({} matrices, {}) and "
                       "activations ({}), over --calib-memory {}; raise it, calibrate fewer rows, "
                       "or use --calib-experts all (one gate/up matrix per layer)",
-                      layer.layer, human_bytes(layer.total()), layer.calibrated_modules,
+                      layer.layer, human_bytes(layer.total()), layer.statistics_matrices,
                       human_bytes(layer.statistics_bytes), human_bytes(layer.activation_bytes),
                       human_bytes(limit)));
 }
@@ -280,6 +280,7 @@ nlohmann::ordered_json quality_json(const ExecutionReport& report) {
       row["rtn_relative_loss"] = quality.rtn_relative_loss.value_or(0.0);
       row["fallback"] = quality.fallback.empty() ? nlohmann::ordered_json(nullptr)
                                                  : nlohmann::ordered_json(quality.fallback);
+      row["blended"] = quality.blended;
     }
     rows.push_back(std::move(row));
   }
@@ -293,18 +294,21 @@ void print_gptq_summary(const ExecutionReport& report) {
   double loss = 0.0, rtn = 0.0;
   std::size_t count = 0;
   std::vector<const TensorQuality*> fallbacks;
+  std::size_t blended = 0;
   for (const auto& quality : report.quality) {
     if (!quality.relative_loss) continue;
     loss += *quality.relative_loss;
     rtn += quality.rtn_relative_loss.value_or(0.0);
     ++count;
     if (!quality.fallback.empty()) fallbacks.push_back(&quality);
+    if (quality.blended) ++blended;
   }
   if (count == 0) return;
   fmt::print(
       "GPTQ: {} weights, mean relative layer loss {:.3e} (round-to-nearest {:.3e}, ratio "
-      "{:.3f}), {} fell back to round-to-nearest\n",
-      count, loss / count, rtn / count, rtn > 0 ? loss / rtn : 0.0, fallbacks.size());
+      "{:.3f}), {} fell back to round-to-nearest, {} few-token experts' weights blended with "
+      "their layer's pooled statistics\n",
+      count, loss / count, rtn / count, rtn > 0 ? loss / rtn : 0.0, fallbacks.size(), blended);
   for (const auto* quality : fallbacks)
     fmt::print(stderr, "quantsmith: warning: {}: round-to-nearest instead of GPTQ: {}\n",
                quality->tensor, quality->fallback);

@@ -15,15 +15,14 @@ LayerStatisticsBoard::LayerStatisticsBoard(
     std::function<std::optional<std::uint64_t>(const std::string&)> promised)
     : promised_(std::move(promised)) {}
 
-void LayerStatisticsBoard::publish(std::uint32_t layer, LayerStatistics statistics) {
+void LayerStatisticsBoard::publish(std::uint32_t layer,
+                                   std::unique_ptr<run::LayerStatistics> statistics) {
   {
     std::lock_guard lock(mutex_);
-    for (auto& entry : statistics.entries) entries_[entry.module] = std::move(entry);
-    for (auto& [module, matrix] : statistics.matrices) {
-      held_bytes_ += matrix.size() * sizeof(double);
-      matrices_[module] = std::move(matrix);
-    }
+    for (const auto& entry : statistics->entries()) entries_[entry.module] = entry;
+    held_bytes_ += statistics->bytes_held();
     peak_bytes_ = std::max(peak_bytes_, held_bytes_);
+    layers_[layer] = std::move(statistics);
     published_.insert(layer);
   }
   changed_.notify_all();
@@ -31,14 +30,10 @@ void LayerStatisticsBoard::publish(std::uint32_t layer, LayerStatistics statisti
 
 void LayerStatisticsBoard::release(std::uint32_t layer) {
   std::lock_guard lock(mutex_);
-  for (auto it = matrices_.begin(); it != matrices_.end();) {
-    if (module_layer(it->first) == layer) {
-      held_bytes_ -= it->second.size() * sizeof(double);
-      it = matrices_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  const auto found = layers_.find(layer);
+  if (found == layers_.end()) return;
+  held_bytes_ -= found->second->bytes_held();
+  layers_.erase(found);
 }
 
 void LayerStatisticsBoard::fail(std::exception_ptr error) {
@@ -86,13 +81,13 @@ std::vector<double> LayerStatisticsBoard::second_moments(const std::string& modu
   const CalibrationEntry* entry = find(module);
   if (!entry)
     throw_bad_input("calibration.missing_module", "no statistics for this module", {}, module);
-  const std::string& holder = entry->shared_with.empty() ? entry->module : entry->shared_with;
   std::lock_guard lock(mutex_);
-  const auto found = matrices_.find(holder);
-  if (found == matrices_.end())
+  const auto found = layers_.find(*module_layer(module));
+  if (found == layers_.end())
     throw Error(ErrorClass::Internal, "pipeline.released",
                 "statistics asked for after their layer was released", {}, module);
-  return found->second;
+  const auto matrix = found->second->matrix(entry->module);
+  return {matrix.begin(), matrix.end()};
 }
 
 std::optional<std::uint64_t> LayerStatisticsBoard::promised_in_features(

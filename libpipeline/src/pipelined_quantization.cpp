@@ -97,7 +97,7 @@ struct PipelinedQuantization::State {
   // all-experts statistics, else the module itself.
   std::string statistics_key(const std::string& module) const {
     if (options.all_experts && is_expert_gate_or_up(module))
-      return module.substr(0, module.rfind(".experts.") + 8) + ".gate_up_input";
+      return shared_gate_up_input(module.substr(0, module.rfind(".experts.") + 8));
     return module;
   }
 
@@ -322,6 +322,14 @@ void PipelinedQuantization::attach(QuantizePlan& planned) {
       const auto key = state.statistics_key(parsed.module_path);
       state.wanted[*layer].insert(key);
       statistics_width[*layer][key] = source.info->shape[1];
+      // Routed statistics add the layer's pooled sums (run::LayerStatistics), one per projection.
+      if (expert && !state.options.all_experts) {
+        const auto prefix = parsed.module_path.substr(0, parsed.module_path.rfind(".experts.") + 8);
+        if (parsed.role == TensorRole::ExpertGate)
+          statistics_width[*layer][pooled_gate_up_input(prefix)] = source.info->shape[1];
+        if (parsed.role == TensorRole::ExpertDown)
+          statistics_width[*layer][pooled_down_input(prefix)] = source.info->shape[1];
+      }
     }
     item.transform = std::make_shared<FollowedTransform>(item.transform, i, calibrated, &state);
   }
@@ -331,7 +339,7 @@ void PipelinedQuantization::attach(QuantizePlan& planned) {
   for (const auto& [layer, widths] : statistics_width) {
     LayerMemory memory;
     memory.layer = layer;
-    memory.calibrated_modules = widths.size();
+    memory.statistics_matrices = widths.size();
     for (const auto& [key, width] : widths) memory.statistics_bytes += width * width * sizeof(double);
     memory.activation_bytes = activations;
     state.memory.push_back(memory);

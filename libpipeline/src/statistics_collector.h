@@ -1,52 +1,40 @@
 #pragma once
-// One decoder layer's calibration statistics, collected from the forward (a LinearObserver)
-// for the modules the plan calibrates, and handed to the statistics board. The sums are those
-// `quantsmith calibrate` stores: f32 inputs widened to f64 and summed in fixed BLAS tiles
-// (blas::add_gram_upper), so a plan fed from here writes the bytes the two-step flow writes.
+// The observer a calibration pass runs with: it hands run::LayerStatistics (the statistics
+// `quantsmith calibrate` sums, with the same numerics) the inputs of the modules the plan
+// calibrates and drops the rest, so a layer holds only the matrices its items read; it also
+// times the summing for the job's stage report.
 
 #include <cstdint>
 #include <functional>
-#include <map>
+#include <memory>
 #include <string>
 
-#include "qs/pipeline/layer_statistics_board.h"
+#include "qs/run/layer_statistics.h"
 #include "qs/run/linear_observer.h"
 
 namespace qs::pipeline {
 
 class StatisticsCollector final : public run::LinearObserver {
  public:
-  // `wanted(module)`: whether the plan reads this module's statistics (the experts' shared
-  // gate/up input is asked for as "<experts prefix>.gate_up_input").
+  // `wanted(key)`: whether the plan reads this module's statistics (the experts' shared gate/up
+  // input is asked for by its entry name, shared_gate_up_input).
   StatisticsCollector(std::uint32_t layer, std::uint64_t experts,
                       std::function<bool(const std::string&)> wanted);
 
   void observe(const std::string& module, std::span<const float> inputs, std::uint64_t rows,
                std::uint64_t cols) override;
-  void routed(std::uint64_t, const std::vector<std::uint64_t>&) override {}
+  void routed(std::uint64_t layer, const std::vector<std::uint64_t>& counts) override;
   void observe_all_experts_input(const std::string& experts_prefix, std::span<const float> inputs,
                                  std::uint64_t rows, std::uint64_t cols) override;
 
-  // The layer's statistics (matrices mirrored to full); the collector is empty afterwards.
-  LayerStatistics take();
+  // The finished statistics; the collector is spent afterwards.
+  std::unique_ptr<run::LayerStatistics> take();
   // Seconds spent summing XᵀX.
   double seconds() const { return seconds_; }
 
  private:
-  struct Moments {
-    std::uint64_t in_features = 0;
-    std::uint64_t tokens = 0;
-    double amax = 0.0;
-    std::vector<double> sums;  // upper triangle while summing
-  };
-  void accumulate(const std::string& module, std::span<const float> inputs, std::uint64_t rows,
-                  std::uint64_t cols);
-
-  std::uint32_t layer_;
-  std::uint64_t experts_;
   std::function<bool(const std::string&)> wanted_;
-  std::map<std::string, Moments> moments_;
-  std::string shared_prefix_;
+  std::unique_ptr<run::LayerStatistics> statistics_;
   double seconds_ = 0.0;
 };
 

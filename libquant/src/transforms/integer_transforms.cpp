@@ -9,6 +9,7 @@
 
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
+#include "qs/quant/blended_statistics.h"
 #include "qs/quant/gptq.h"
 #include "qs/quant/int_quantizer.h"
 #include "weight_guard.h"
@@ -134,7 +135,10 @@ class GptqTransform final : public IntegerTransformBase {
                 const CalibrationStatistics* calibration, std::shared_ptr<HessianCache> cache,
                 QuantizeStageTimes* stage_times)
       : IntegerTransformBase(options, nan_policy, backend),
-        calibration_(calibration),
+        blended_(options.blend_tokens > 0
+                     ? std::make_unique<BlendedStatistics>(*calibration, options.blend_tokens)
+                     : nullptr),
+        calibration_(blended_ ? blended_.get() : calibration),
         cache_(std::move(cache)),
         stage_times_(stage_times) {
     settings_.damp = options.damp;
@@ -143,8 +147,11 @@ class GptqTransform final : public IntegerTransformBase {
   }
 
   std::string describe() const override {
-    return fmt::format("gptq({}, damp {}, {}act-order, pack-quantized)", options_.label(),
-                       options_.damp, options_.act_order ? "" : "no ");
+    return fmt::format("gptq({}, damp {}, {}act-order{}, pack-quantized)", options_.label(),
+                       options_.damp, options_.act_order ? "" : "no ",
+                       options_.blend_tokens > 0
+                           ? fmt::format(", blend {} tokens", options_.blend_tokens)
+                           : "");
   }
 
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
@@ -189,6 +196,7 @@ class GptqTransform final : public IntegerTransformBase {
       stacked.insert(stacked.end(), values.begin(), values.end());
     }
     const std::uint64_t rows = stacked.size() / cols;
+    const bool blended = !key.empty() && blended_ && blended_->blend_of(key).has_value();
     std::shared_ptr<const gptq::PreparedHessian> hessian;
     if (key.empty()) {
       auto unrouted = std::make_shared<gptq::PreparedHessian>(
@@ -224,6 +232,7 @@ class GptqTransform final : public IntegerTransformBase {
       q.relative_loss = result.relative_loss;
       q.rtn_relative_loss = result.rtn_relative_loss;
       q.fallback = result.fallback;
+      q.blended = blended && result.fallback.empty();
     }
   }
 
@@ -237,6 +246,8 @@ class GptqTransform final : public IntegerTransformBase {
     return part;
   }
 
+  // Few-token experts filled up with the layer's pooled statistics (null: blend_tokens 0).
+  std::unique_ptr<BlendedStatistics> blended_;
   const CalibrationStatistics* calibration_;
   std::shared_ptr<HessianCache> cache_;
   QuantizeStageTimes* stage_times_;

@@ -17,16 +17,12 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
 #include "qs/ckpt/plan/calibration_statistics.h"
+#include "qs/run/layer_statistics.h"
 
 namespace qs::pipeline {
-
-// One layer's statistics as the driver publishes them: every entry (shared ones pointing at
-// their holder, as in the statistics file) and the matrices of the holders, K·K f64, full.
-struct LayerStatistics {
-  std::vector<CalibrationEntry> entries;
-  std::map<std::string, std::vector<double>> matrices;
-};
 
 class LayerStatisticsBoard final : public CalibrationStatistics {
  public:
@@ -34,7 +30,8 @@ class LayerStatisticsBoard final : public CalibrationStatistics {
   explicit LayerStatisticsBoard(
       std::function<std::optional<std::uint64_t>(const std::string&)> promised);
 
-  void publish(std::uint32_t layer, LayerStatistics statistics);
+  // `statistics` is finished (run::LayerStatistics::finish).
+  void publish(std::uint32_t layer, std::unique_ptr<run::LayerStatistics> statistics);
   // Frees the layer's matrices; its entries stay (find hands out pointers to them).
   void release(std::uint32_t layer);
   // Every waiting and later caller rethrows `error`.
@@ -60,7 +57,7 @@ class LayerStatisticsBoard final : public CalibrationStatistics {
   mutable std::condition_variable changed_;
   std::set<std::uint32_t> published_;
   std::map<std::string, CalibrationEntry> entries_;  // node-stable: find returns pointers
-  std::map<std::string, std::vector<double>> matrices_;
+  std::map<std::uint32_t, std::unique_ptr<run::LayerStatistics>> layers_;  // published, held
   std::exception_ptr failure_;
   bool cancelled_ = false;
   std::uint64_t held_bytes_ = 0;

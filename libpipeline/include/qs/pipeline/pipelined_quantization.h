@@ -55,7 +55,7 @@ struct PipelineOptions {
 // What one layer of the job holds at once, from the plan (before any work).
 struct LayerMemory {
   std::uint32_t layer = 0;
-  std::size_t calibrated_modules = 0;
+  std::size_t statistics_matrices = 0;  // shared ones count once
   std::uint64_t statistics_bytes = 0;  // the XᵀX matrices (K·K f64) the layer's items read
   std::uint64_t activation_bytes = 0;  // hidden states in flight
   std::uint64_t total() const { return statistics_bytes + activation_bytes; }

@@ -14,6 +14,9 @@ namespace qs {
 // group_size of a scheme with one scale per output channel.
 inline constexpr std::int64_t kChannelGroup = -1;
 
+// GPTQ's default blend_tokens (docs/algorithms/gptq.md, "Few-token experts" says why).
+inline constexpr std::uint64_t kDefaultBlendTokens = 128;
+
 // An integer scheme as a recipe states it (libquant turns it into numerics).
 struct IntegerOptions {
   int bits = 4;
@@ -23,6 +26,9 @@ struct IntegerOptions {
   double damp = 0.01;            // gptq
   bool act_order = true;         // gptq
   std::uint64_t min_tokens = 0;  // gptq: below this, round-to-nearest (0: any token count)
+  // gptq: a routed expert with fewer calibration tokens is filled up to this many with the
+  // layer's pooled expert statistics (0: never; docs/algorithms/gptq.md, "Few-token experts").
+  std::uint64_t blend_tokens = kDefaultBlendTokens;
 
   // "int4-g128-asym", "int8-channel-sym": names the numerics, for plans, logs and configs.
   std::string label() const;

@@ -23,6 +23,22 @@ struct CalibrationEntry {
   double input_amax = 0.0;  // max |x| over the inputs (NVFP4 activation scales)
 };
 
+// A MoE layer's expert-wide entries; `experts_prefix` is model.layers.L.mlp.experts.
+//  * all-experts calibration: the one input every routed expert's gate_proj and up_proj saw
+//    (all tokens); the experts' gate/up entries point at it (`shared_with`);
+//  * routed calibration: the sums over the experts of their gate/up inputs' and down inputs'
+//    XᵀX (tokens: the sum of the experts' counts). Experts with few tokens borrow from them
+//    (qs/quant/blended_statistics.h).
+inline std::string shared_gate_up_input(const std::string& experts_prefix) {
+  return experts_prefix + ".gate_up_input";
+}
+inline std::string pooled_gate_up_input(const std::string& experts_prefix) {
+  return experts_prefix + ".pooled_gate_up_input";
+}
+inline std::string pooled_down_input(const std::string& experts_prefix) {
+  return experts_prefix + ".pooled_down_input";
+}
+
 class CalibrationStatistics {
  public:
   virtual ~CalibrationStatistics() = default;

@@ -39,6 +39,9 @@ struct TensorQuality {
   std::optional<double> relative_loss;
   std::optional<double> rtn_relative_loss;
   std::string fallback;
+  // GPTQ on a routed expert with fewer calibration tokens than blend_tokens: its statistics
+  // were filled up with the layer's pooled expert statistics (qs/quant/blended_statistics.h).
+  bool blended = false;
   double snr_db() const;        // 10·log10(signal/error); +inf for an exact result
   double relative_mse() const;  // error/signal (0 when signal is 0)
 };
