@@ -19,6 +19,7 @@
 #     BENCH_NICE (10)                  nice level of the job and the BLAS reference
 #     BENCH_WORK (BENCH_DIR-bench)     recipes, raw outputs (JSON, time -v, BLAS lines), outputs
 #     BENCH_KEEP_OUTPUT (0)            1: keep the quantized checkpoints
+#     BENCH_TABLE_ONLY (0)             1: print the tables of an earlier run in BENCH_WORK again
 #
 # Floating-point work counted per stage (T calibration tokens, h hidden, m expert width, E
 # experts, k experts per token, Q calibrated experts):
@@ -77,13 +78,15 @@ print(config["hidden_size"], config["moe_intermediate_size"], rows * seq)
 EOF
 )
 
-echo "bench: $dir ($(gb "$(cat "$dir"/*.safetensors | wc -c)") GB), $tokens calibration tokens," \
-  "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
-nice -n "$niceness" "$blas_reference" \
-  sgemm "$tokens" "$width" "$hidden" dsyrk "$hidden" "$tokens" dsyrk "$width" "$tokens" \
-  dpotrf "$width" dtrtri "$width" dpotrf "$hidden" dtrtri "$hidden" \
-  sgemm $((2 * width)) $((hidden / 2)) 128 sgemm $((2 * width)) "$hidden" "$hidden" \
-  | tee "$work/blas.txt"
+if [ "${BENCH_TABLE_ONLY:-0}" != 1 ]; then
+  echo "bench: $dir ($(gb "$(du -cb "$dir"/model*.safetensors | tail -1 | cut -f1)") GB), $tokens calibration tokens," \
+    "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
+  nice -n "$niceness" "$blas_reference" \
+    sgemm "$tokens" "$width" "$hidden" dsyrk "$hidden" "$tokens" dsyrk "$width" "$tokens" \
+    dpotrf "$width" dtrtri "$width" dpotrf "$hidden" dtrtri "$hidden" \
+    sgemm $((2 * width)) $((hidden / 2)) 128 sgemm $((2 * width)) "$hidden" "$hidden" \
+    | tee "$work/blas.txt"
+fi
 
 # A recipe for one calibrated action on the chosen experts; the others stay BF16 (a layer's
 # experts in two different quantized schemes is a layout vLLM refuses).
@@ -190,6 +193,10 @@ print("| stage | seconds | GFLOP | GFLOP/s | OpenBLAS-rate seconds | tiled-rate 
 print("|---|---:|---:|---:|---:|---:|---:|")
 for stage in ["forward", "statistics", "factorization", "sweep", "propagation"]:
     seconds = stages[f"{stage}_s"]
+    if stage == "propagation" and seconds == 0:
+        # Sequential mode re-runs a layer only to feed the next one: never the last layer.
+        print("| propagation | 0 | (last layer: none) | | | | |")
+        continue
     work_done = flops[stage] / 1e9
     speed = work_done / seconds if seconds > 0 else float("nan")
     ratio = tiled[stage] / seconds if seconds > 0 else float("nan")
@@ -210,6 +217,7 @@ EOF
 }
 
 for action in $actions; do
+  if [ "${BENCH_TABLE_ONLY:-0}" = 1 ]; then stage_table "$action"; continue; fi
   recipe="$work/$action.yaml"
   out="$work/$action-out"
   recipe_for "$action" >"$recipe"
