@@ -95,6 +95,44 @@ TEST_F(PipelinedQuantize, OriginalInputsWriteTheTwoStepFlowsBytes) {
   EXPECT_NE(original_output_->find("pipeline: 3 layers calibrated"), std::string::npos);
 }
 
+// The MTP layer (calibrated after the last decoder layer, on the final hidden states) and a
+// non-expert Linear take the same statistics as in the two-step flow.
+TEST(PipelinedQuantizeMtp, OriginalInputsMatchTheTwoStepFlowForMtpAndAttention) {
+  ScratchDirectory scratch("pipelined-mtp");
+  const auto recipe = scratch.path() / "mtp.yaml";
+  write_file_atomically(recipe, R"(
+format: compressed-tensors
+rules:
+  - name: MTP experts
+    mtp: true
+    category: routed_expert
+    action: gptq-int4
+  - name: MTP rest
+    mtp: true
+    action: keep
+  - name: one attention output
+    module: "model.layers.2.self_attn.o_proj"
+    action: gptq-int4
+)");
+  const auto stats = scratch.path() / "stats.qs";
+  auto result = run_cli(fmt::format("calibrate {} --tokens {} --max-rows 2 --all-experts --out {}",
+                                    quoted(kModel), quoted(kTokens), quoted(stats)));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto quantize = fmt::format("quantize {} {{}} --recipe {} {{}}", quoted(kModel),
+                                    quoted(recipe));
+  result = run_cli(fmt::format(fmt::runtime(quantize), quoted(scratch.path() / "two-step"),
+                               "--calib " + quoted(stats)));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  result = run_cli(fmt::format(fmt::runtime(quantize), quoted(scratch.path() / "one"),
+                               "--calib-tokens " + quoted(kTokens) +
+                                   " --calib-rows 2 --calib-inputs original"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("pipeline: 2 layers calibrated"), std::string::npos)
+      << result.output;
+  EXPECT_TRUE(checkpoint_files(scratch.path() / "one") ==
+              checkpoint_files(scratch.path() / "two-step"));
+}
+
 // Layer 0 is dense and stays BF16, so layer 1 sees the same inputs either way; layers 2 and 3
 // are calibrated on the outputs of quantized layers in sequential mode.
 TEST_F(PipelinedQuantize, SequentialInputsCalibrateLaterLayersOnQuantizedOutputs) {

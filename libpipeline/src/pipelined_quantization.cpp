@@ -281,7 +281,7 @@ void PipelinedQuantization::attach(QuantizePlan& planned) {
   std::optional<std::uint32_t> last_calibrated;
   for (const auto& item : planned.plan.items)
     if (const auto layer = item_layer(item);
-        layer && decision_for(item)->action == RecipeAction::Gptq)
+        layer && reads_statistics(*decision_for(item)))
       last_calibrated = std::max(last_calibrated.value_or(0), *layer);
   if (!last_calibrated) return;
   state.has_work = true;
@@ -298,7 +298,7 @@ void PipelinedQuantization::attach(QuantizePlan& planned) {
     if (!layer || *layer > *last_calibrated) continue;
     const TensorDecision& decision = *decision_for(item);
     if (!is_quantizing(decision.action)) continue;
-    const bool calibrated = decision.action == RecipeAction::Gptq;
+    const bool calibrated = reads_statistics(decision);
     if (!calibrated && !sequential) continue;
     state.ledger.add(i, *layer, calibrated);
     state.item_specs[i] = item.outputs;

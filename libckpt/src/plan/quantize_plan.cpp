@@ -203,9 +203,14 @@ void order_items_by_layer(std::vector<PlanItem>& items) {
 
 }  // namespace
 
+bool reads_statistics(const TensorDecision& decision) {
+  return decision.action == RecipeAction::Gptq;
+}
+
 bool needs_calibration_statistics(const Recipe& recipe) {
-  return std::any_of(recipe.rules.begin(), recipe.rules.end(),
-                     [](const RecipeRule& rule) { return rule.action == RecipeAction::Gptq; });
+  return std::any_of(recipe.rules.begin(), recipe.rules.end(), [](const RecipeRule& rule) {
+    return reads_statistics({{}, rule.action, rule.scale_method, rule.integer, rule.name});
+  });
 }
 
 std::optional<std::uint32_t> item_layer(const PlanItem& item) {
@@ -266,7 +271,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
     const TensorInfo info = logical_info(location);
     auto decision = decide(parsed, info, recipe, *layout);
     if (is_quantizing(decision.action)) check_quantizable(decision, info, location, recipe.format);
-    if (decision.action == RecipeAction::Gptq)
+    if (reads_statistics(decision))
       check_hessian_available(parsed.module_path, location, *calibration);
     if (const auto target = cast_target(decision.action); target && !is_float_weight(info.dtype))
       throw_bad_input("plan.uncastable_dtype",
@@ -403,7 +408,8 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                     "checkpoint's config declares FP8 block-scaled weights alone (quant_method "
                     "fp8): use fp8-block for every quantized Linear",
                     recipe.source);
-  if (needs_hessians) order_items_by_layer(result.plan.items);
+  if (std::any_of(result.decisions.begin(), result.decisions.end(), reads_statistics))
+    order_items_by_layer(result.plan.items);
   result.model.kv_cache_quant_algo = recipe.kv_cache;
   result.model.activations_quantized = recipe.quantize_activations;
   return result;

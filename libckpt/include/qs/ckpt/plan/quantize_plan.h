@@ -80,7 +80,7 @@ std::string scheme_label(const TensorDecision& decision);
 // CalibrationStore); Hessians only need statistics that arrive before the transform runs (the
 // layer-pipelined job's, calibration_statistics.h), checked here by promised_in_features.
 //
-// Item order: a recipe with calibrated rules (gptq) gets its decoder-layer items in layer order
+// Item order: a plan with calibrated decisions (reads_statistics) gets its decoder-layer items in layer order
 // (layers.2 before layers.10, the MTP layer last; stable within a layer), each non-layer item
 // (embeddings, norm, lm_head) keeping its place. Safetensors headers list tensors
 // alphabetically, so without this the executor would ask for layer 10's statistics before
@@ -90,7 +90,10 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                const QuantizeTransformFactory& make_quantizer,
                                const CalibrationStatistics* calibration = nullptr);
 
-// Whether the recipe has rules whose transforms read calibration statistics (gptq).
+// Whether a decision's transform reads calibration statistics (gptq), and whether any rule of
+// the recipe makes such decisions. The one place that says which schemes are calibrated: the
+// planner's checks and item order and the pipelined job's waiting follow it.
+bool reads_statistics(const TensorDecision& decision);
 bool needs_calibration_statistics(const Recipe& recipe);
 
 // The decoder layer an item belongs to (that of its first source), nullopt for non-layer items.
