@@ -33,6 +33,8 @@
 #                  2·r·c² products W·H per matrix (reference and error, before and after)
 #   propagation    sequential inputs: the layer again with quantized weights (routed pass)
 #   write          bytes written per second
+# The counts are those of one MoE layer, what the glm5-moe-layer presets have; a model with more
+# layers runs more work than the GFLOP column says (the table prints a note).
 # The BLAS reference runs `openblas` (its own threads) and `quantsmith` (the deterministic tiled
 # calls the stages make) on: a token batch through an expert matrix (forward), XᵀX of width h
 # (statistics), potrf + trtri of widths m and h (factorization, single-threaded as in GPTQ), the
@@ -185,6 +187,9 @@ for line in open(f"{work}/{action}.time"):
 written = int(open(f"{work}/{action}.bytes").read())
 flops = {"forward": forward, "statistics": statistics, "factorization": factorization,
          "sweep": sweep + objective, "propagation": propagation}
+if config["num_hidden_layers"] != 1 or config.get("num_nextn_predict_layers", 0):
+    print(f"\nnote: {directory} has {config['num_hidden_layers']} layers (+ MTP); the GFLOP "
+          "column counts one MoE layer")
 print(f"\n{action}: {T} tokens, experts {mode}, inputs {inputs}, {Q} of {E} experts calibrated; "
       f"wall {wall:.1f} s, peak RSS {rss / 2**30:.2f} GiB, peak statistics "
       f"{stages['peak_statistics_bytes'] / 2**30:.2f} GiB, written {written / 1e9:.2f} GB")
