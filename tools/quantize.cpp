@@ -485,13 +485,15 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--recipe", options->recipe, "YAML recipe (see recipes/)");
   command->add_option("--scheme", options->scheme,
                       "quantize every Linear except lm_head, routers, indexer and MTP: nvfp4, "
-                      "int8 (W8A16 g128), int8-channel, int4 (W4A16 asym g128), int4-g32, "
-                      "gptq-int4, gptq-int8 (GPTQ needs --calib or --calib-tokens), fp8-block "
-                      "(DeepSeek-V3 layout); bf16: decode an FP8 block-scaled checkpoint to BF16");
+                      "nvfp4-gptq (GPTQ on the NVFP4 grid), int8 (W8A16 g128), int8-channel, "
+                      "int4 (W4A16 asym g128), int4-g32, gptq-int4, gptq-int8 (GPTQ needs "
+                      "--calib or --calib-tokens), fp8-block (DeepSeek-V3 layout); bf16: decode "
+                      "an FP8 block-scaled checkpoint to BF16");
   command->add_option("--format", options->format,
                       "output layout: modelopt or compressed-tensors (overrides the recipe)");
   command->add_option("--scale-method", options->scale_method,
-                      "NVFP4 scale selection for every rule: max, mse, fp8-sweep, joint");
+                      "NVFP4 scale selection for every rule: max, mse, fp8-sweep, joint, hessian "
+                      "(hessian needs --calib)");
   command->add_option("--param", options->parameters,
                       "NAME=VALUE: override a parameter the recipe declares");
   command->add_flag("--dry-run", options->dry_run,

@@ -53,7 +53,7 @@ std::string preset_text(const char* text, const std::string& scheme) {
                     fmt::format("no scheme '{}' (available: {})", scheme, fmt::join(names, ", ")));
   if (scheme == "bf16") return kBf16Recipe;
   // fp8-block writes DeepSeek's layout and config whatever the format key says.
-  const bool modelopt = scheme == "nvfp4" || scheme == "fp8-block";
+  const bool modelopt = scheme == "nvfp4" || scheme == "nvfp4-gptq" || scheme == "fp8-block";
   return fmt::format(fmt::runtime(text), fmt::arg("scheme", scheme),
                      fmt::arg("format", modelopt ? "modelopt" : "compressed-tensors"));
 }
@@ -61,9 +61,9 @@ std::string preset_text(const char* text, const std::string& scheme) {
 }  // namespace
 
 const std::vector<std::string>& scheme_names() {
-  static const std::vector<std::string> names = {"nvfp4",     "int8",      "int8-channel",
-                                                 "int4",      "int4-g32",  "gptq-int4",
-                                                 "gptq-int8", "fp8-block", "bf16"};
+  static const std::vector<std::string> names = {
+      "nvfp4",     "nvfp4-gptq", "int8",      "int8-channel", "int4", "int4-g32",
+      "gptq-int4", "gptq-int8",  "fp8-block", "bf16"};
   return names;
 }
 

@@ -26,6 +26,7 @@ constexpr std::array kMethodNames{
     std::pair{ScaleMethod::Mse, "mse"},
     std::pair{ScaleMethod::Fp8Sweep, "fp8-sweep"},
     std::pair{ScaleMethod::Joint, "joint"},
+    std::pair{ScaleMethod::Hessian, "hessian"},
 };
 
 std::uint32_t element_bytes(DType dtype) {
@@ -112,6 +113,45 @@ double joint_group_error(std::span<const WeightView> group, float s2, Backend ba
   return total;
 }
 
+double hessian_group_error(std::span<const WeightView> group,
+                           std::span<const BlockHessians* const> hessians, float s2, int radius,
+                           std::uint64_t row_stride) {
+  double total = 0.0;
+  for (std::size_t m = 0; m < group.size(); ++m) {
+    const WeightView& weight = group[m];
+    const BlockHessians* blocks = m < hessians.size() ? hessians[m] : nullptr;
+    // Per-row sums added in row order, as joint_group_error (the sum picks the winner).
+    const std::uint64_t sampled = (weight.rows + row_stride - 1) / row_stride;
+    std::vector<double> row_errors(sampled);
+    tbb::parallel_for(
+        tbb::blocked_range<std::uint64_t>(0, sampled),
+        [&](const tbb::blocked_range<std::uint64_t>& rows) {
+          std::vector<float> values(weight.cols);
+          for (std::uint64_t r = rows.begin(); r < rows.end(); ++r) {
+            decode_row(weight, r * row_stride, values.data());
+            double partial = 0.0;
+            for (std::uint64_t b = 0; b < weight.cols / kBlockSize; ++b) {
+              const float* block = values.data() + b * kBlockSize;
+              const float amax = block_amax(block);
+              if (!blocks) {
+                const std::uint8_t code =
+                    window_scale_code<ThresholdE2M1>(block, amax, s2, radius);
+                partial += block_squared_error<ThresholdE2M1>(block, code, s2);
+                continue;
+              }
+              const float* hessian = blocks->block(b);
+              const std::uint8_t code =
+                  hessian_window_scale_code<ThresholdE2M1>(block, hessian, amax, s2, radius);
+              partial += block_output_error<ThresholdE2M1>(block, hessian, code, s2);
+            }
+            row_errors[r] = partial;
+          }
+        });
+    for (double error : row_errors) total += error;
+  }
+  return total;
+}
+
 double sweep_group_error(std::span<const WeightView> group, float s2, Backend backend) {
   double total = 0.0;
   for (const auto& weight : group) {
@@ -183,17 +223,67 @@ float global_scale_for_amax(float amax) {
   return amax / (kE2M1Max * kE4M3Max);
 }
 
-float choose_global_scale(std::span<const WeightView> group, ScaleMethod method, Backend backend) {
+BlockHessians block_hessians(std::span<const double> second_moments, std::uint64_t cols,
+                             double damp) {
+  if (cols % kBlockSize != 0 || second_moments.size() != cols * cols)
+    throw Error(ErrorClass::Internal, "fp4.shape", "second moments do not match the columns");
+  double mean_diagonal = 0.0;
+  for (std::uint64_t i = 0; i < cols; ++i) mean_diagonal += second_moments[i * cols + i];
+  mean_diagonal /= static_cast<double>(cols);
+  const bool empty = !(mean_diagonal > 0.0);
+  BlockHessians result;
+  result.cols = cols;
+  result.blocks.resize(cols * kBlockSize);
+  for (std::uint64_t b = 0; b < cols / kBlockSize; ++b)
+    for (int i = 0; i < kBlockSize; ++i)
+      for (int j = 0; j < kBlockSize; ++j) {
+        const std::uint64_t row = b * kBlockSize + i, col = b * kBlockSize + j;
+        const double value = empty ? (i == j ? 1.0 : 0.0)
+                                   : second_moments[row * cols + col] / mean_diagonal +
+                                         (i == j ? damp : 0.0);
+        result.blocks[(b * kBlockSize + i) * kBlockSize + j] = static_cast<float>(value);
+      }
+  return result;
+}
+
+float choose_global_scale(std::span<const WeightView> group, ScaleMethod method, Backend backend,
+                          std::span<const BlockHessians* const> hessians) {
   float amax = 0.0f;
   for (const auto& weight : group) amax = std::max(amax, scan_amax(weight).amax);
-  return choose_global_scale(group, amax, method, backend);
+  return choose_global_scale(group, amax, method, backend, hessians);
 }
 
 float choose_global_scale(std::span<const WeightView> group, float group_amax, ScaleMethod method,
-                          Backend backend) {
+                          Backend backend, std::span<const BlockHessians* const> hessians) {
   const float amax = group_amax;
   const float base = global_scale_for_amax(amax);
-  if (method != ScaleMethod::Joint || amax == 0.0f) return base;
+  if (amax == 0.0f) return base;
+  if (method == ScaleMethod::Hessian) {
+    // joint's search with the output error as the score, on every 4th row: a ±8 window per
+    // candidate alignment, then the method's own ±16 search settles between the winner and the
+    // plain max scale.
+    float best = base;
+    double best_error = detail::hessian_group_error(group, hessians, base, kJointCodeRadius,
+                                                    kHessianScoreRowStride);
+    for (int step = 1; step < kJointScaleSteps; ++step) {
+      const float candidate =
+          base * static_cast<float>(std::exp2(static_cast<double>(step) / kJointScaleSteps));
+      const double error = detail::hessian_group_error(group, hessians, candidate,
+                                                       kJointCodeRadius, kHessianScoreRowStride);
+      if (error < best_error) {
+        best_error = error;
+        best = candidate;
+      }
+    }
+    if (best == base) return base;
+    return detail::hessian_group_error(group, hessians, best, kHessianCodeRadius,
+                                       kHessianScoreRowStride) <
+                   detail::hessian_group_error(group, hessians, base, kHessianCodeRadius,
+                                               kHessianScoreRowStride)
+               ? best
+               : base;
+  }
+  if (method != ScaleMethod::Joint) return base;
   // Score each alignment of the E4M3 grid with a windowed per-block search, then settle
   // between the best one and the plain max scale with the full sweep both will get, so
   // joint is never worse than fp8-sweep.
@@ -216,15 +306,17 @@ float choose_global_scale(std::span<const WeightView> group, float group_amax, S
 }
 
 ErrorEnergy quantize(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,
-                     Backend backend) {
+                     Backend backend, const BlockHessians* hessians) {
   detail::check_shapes(weight, &out);
+  if (hessians && hessians->cols != weight.cols)
+    throw Error(ErrorClass::Internal, "fp4.shape", "block Hessians do not match the weight");
   switch (backend) {
     case Backend::Reference:
-      return detail::quantize_reference(weight, s2, method, out);
+      return detail::quantize_reference(weight, s2, method, out, hessians);
     case Backend::Cpu:
-      return detail::quantize_cpu(weight, s2, method, out);
+      return detail::quantize_cpu(weight, s2, method, out, hessians);
     case Backend::Cuda:
-      return detail::quantize_cuda(weight, s2, method, out);
+      return detail::quantize_cuda(weight, s2, method, out, hessians);
   }
   return {};
 }

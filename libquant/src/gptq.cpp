@@ -65,10 +65,24 @@ PreparedHessian prepare_hessian(std::span<const double> second_moments, std::uin
     }
     diagonal_sum += h[i * columns + i];
   }
-  if (settings.act_order)
+  const std::uint64_t run = std::max<std::uint32_t>(settings.order_block, 1);
+  if (columns % run != 0)
+    throw Error(ErrorClass::Internal, "gptq.shape", "columns are not a multiple of the order block");
+  if (settings.act_order && run == 1) {
     std::stable_sort(prepared.order.begin(), prepared.order.end(), [&](auto a, auto b) {
       return h[a * columns + a] > h[b * columns + b];
     });
+  } else if (settings.act_order) {
+    std::vector<double> energy(columns / run, 0.0);
+    for (std::uint64_t i = 0; i < columns; ++i) energy[i / run] += h[i * columns + i];
+    std::vector<std::uint32_t> runs(columns / run);
+    std::iota(runs.begin(), runs.end(), 0u);
+    std::stable_sort(runs.begin(), runs.end(),
+                     [&](auto a, auto b) { return energy[a] > energy[b]; });
+    for (std::uint64_t r = 0; r < runs.size(); ++r)
+      for (std::uint64_t i = 0; i < run; ++i)
+        prepared.order[r * run + i] = static_cast<std::uint32_t>(runs[r] * run + i);
+  }
   std::vector<double> permuted(columns * columns);
   for (std::uint64_t i = 0; i < columns; ++i)
     for (std::uint64_t j = 0; j < columns; ++j)
@@ -137,9 +151,15 @@ void static_grid(std::span<const float> weight, std::uint64_t rows, std::uint64_
 
 Objective objective(std::span<const float> weight, const intq::IntQuantized& quantized,
                     const PreparedHessian& hessian) {
-  const std::uint64_t rows = quantized.rows, cols = quantized.cols;
-  std::vector<float> decoded(rows * cols), product(rows * cols);
+  std::vector<float> decoded(quantized.rows * quantized.cols);
   intq::dequantize(quantized, decoded);
+  return objective_of_decoded(weight, decoded, quantized.rows, quantized.cols, hessian);
+}
+
+Objective objective_of_decoded(std::span<const float> weight, std::span<const float> decoded,
+                               std::uint64_t rows, std::uint64_t cols,
+                               const PreparedHessian& hessian) {
+  std::vector<float> product(rows * cols);
   auto quadratic_form = [&](const std::vector<float>& matrix) {
     blas::sgemm(blas::Op::None, blas::Op::None, rows, cols, cols, 1.0f, matrix.data(), cols,
                 hessian.hessian.data(), cols, 0.0f, product.data(), cols);

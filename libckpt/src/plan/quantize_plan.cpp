@@ -47,9 +47,10 @@ TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info, co
     if (!rule.matches(parsed, layout)) continue;
     if (is_quantizing(rule.action) && !quantizable_linear_weight(parsed, info)) continue;
     TensorDecision decision{info.name, rule.action, {}, {}, rule.name};
-    if (rule.action == RecipeAction::Nvfp4)
+    if (is_nvfp4(rule.action))
       decision.scale_method = rule.scale_method.empty() ? recipe.scale_method : rule.scale_method;
-    if (is_integer(rule.action)) decision.integer = rule.integer;
+    // nvfp4-gptq takes GPTQ's damp / act_order / min_tokens, nvfp4's hessian method damp.
+    if (is_integer(rule.action) || is_nvfp4(rule.action)) decision.integer = rule.integer;
     return decision;
   }
   return {info.name, RecipeAction::Keep, {}, {}, kNoRule};
@@ -94,7 +95,7 @@ void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
                                 "or F32)",
                                 decision.rule, dtype_name(info.dtype)),
                     file, info.name);
-  if (decision.action == RecipeAction::Nvfp4 && info.shape[1] % kNvfp4BlockSize != 0)
+  if (is_nvfp4(decision.action) && info.shape[1] % kNvfp4BlockSize != 0)
     throw_bad_input("plan.group_size",
                     fmt::format("rule '{}' quantizes it to NVFP4, but its in-features {} are not "
                                 "a multiple of {}",
@@ -105,7 +106,7 @@ void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
 // The stored format a quantizing action writes under the recipe's config convention.
 const WeightFormat& output_format(RecipeAction action, OutputFormat format) {
   if (action == RecipeAction::Fp8Block) return weight_format(WeightLayout::Fp8Block);
-  return action == RecipeAction::Nvfp4 ? weight_format_for(CodeFamily::Nvfp4, format)
+  return is_nvfp4(action) ? weight_format_for(CodeFamily::Nvfp4, format)
                                        : weight_format(WeightLayout::PackQuantized);
 }
 
@@ -115,6 +116,8 @@ std::string scheme_label(const TensorDecision& decision) {
   switch (decision.action) {
     case RecipeAction::Nvfp4:
       return "nvfp4/" + decision.scale_method;
+    case RecipeAction::Nvfp4Gptq:
+      return "nvfp4-gptq/" + decision.scale_method;
     case RecipeAction::Int:
       return decision.integer.label() +
              (decision.integer.observer == "minmax" ? "" : "/" + decision.integer.observer);
@@ -129,8 +132,10 @@ std::string scheme_label(const TensorDecision& decision) {
 
 namespace {
 
-// GPTQ needs every member's Hessian, of the member's width. Routed experts the router never
-// picked have no statistics under routed calibration; GPTQ rounds them to nearest (counted).
+// GPTQ (integer or NVFP4) and the hessian scale method need every member's Hessian, of the
+// member's width. Routed experts the router never picked have no statistics under routed
+// calibration; GPTQ rounds them to nearest (counted), the hessian method sweeps them as
+// fp8-sweep does.
 void check_hessian_available(const std::string& module, const TensorLocation& location,
                              const CalibrationStatistics& calibration) {
   const auto in_features = calibration.promised_in_features(module);
@@ -204,12 +209,13 @@ void order_items_by_layer(std::vector<PlanItem>& items) {
 }  // namespace
 
 bool reads_statistics(const TensorDecision& decision) {
-  return decision.action == RecipeAction::Gptq;
+  return needs_statistics(decision.action, decision.scale_method);
 }
 
 bool needs_calibration_statistics(const Recipe& recipe) {
-  return std::any_of(recipe.rules.begin(), recipe.rules.end(), [](const RecipeRule& rule) {
-    return reads_statistics({{}, rule.action, rule.scale_method, rule.integer, rule.name});
+  return std::any_of(recipe.rules.begin(), recipe.rules.end(), [&](const RecipeRule& rule) {
+    return needs_statistics(rule.action,
+                            rule.scale_method.empty() ? recipe.scale_method : rule.scale_method);
   });
 }
 
@@ -221,11 +227,21 @@ std::optional<std::uint32_t> item_layer(const PlanItem& item) {
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                const QuantizeTransformFactory& make_quantizer,
                                const CalibrationStatistics* calibration) {
-  const bool needs_hessians = needs_calibration_statistics(recipe);
-  if (needs_hessians && !calibration)
+  const auto needing = std::find_if(recipe.rules.begin(), recipe.rules.end(), [&](const auto& rule) {
+    return needs_statistics(rule.action,
+                            rule.scale_method.empty() ? recipe.scale_method : rule.scale_method);
+  });
+  if (needing != recipe.rules.end() && !calibration)
     throw_bad_input("plan.needs_calibration",
-                    "GPTQ needs calibration statistics: pass --calib-tokens FILE (calibrate "
-                    "layer by layer in this job) or --calib STATS (from quantsmith calibrate)",
+                    fmt::format("rule '{}' ({}{}) needs calibration statistics: pass "
+                                "--calib-tokens FILE (calibrate layer by layer in this job) or "
+                                "--calib STATS (from quantsmith calibrate)",
+                                needing->name, recipe_action_name(needing->action),
+                                is_nvfp4(needing->action)
+                                    ? ", scale method " + (needing->scale_method.empty()
+                                                               ? recipe.scale_method
+                                                               : needing->scale_method)
+                                    : std::string()),
                     recipe.source);
   const auto* statistics_file = dynamic_cast<const CalibrationStore*>(calibration);
   if (recipe.quantize_activations && !statistics_file)
@@ -356,7 +372,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
         for (auto& spec : specs) item.outputs.push_back(std::move(spec));
         if (decision.action == RecipeAction::Fp8Block) {
           result.model.fp8_block_modules.push_back(module);
-        } else if (decision.action == RecipeAction::Nvfp4) {
+        } else if (is_nvfp4(decision.action)) {
           result.model.nvfp4_modules.push_back(module);
           if (recipe.quantize_activations)
             input_amax.push_back(input_amax_for(module, *statistics_file));

@@ -23,6 +23,7 @@ constexpr std::array kActionNames{
     std::pair{RecipeAction::CastF16, "f16"}, std::pair{RecipeAction::CastF32, "f32"},
     std::pair{RecipeAction::Nvfp4, "nvfp4"}, std::pair{RecipeAction::Int, "int"},
     std::pair{RecipeAction::Gptq, "gptq"},   std::pair{RecipeAction::Fp8Block, "fp8-block"},
+    std::pair{RecipeAction::Nvfp4Gptq, "nvfp4-gptq"},
 };
 
 struct IntegerPreset {
@@ -159,8 +160,10 @@ void read_integer_options(const YAML::Node& node, RecipeRule& rule, const Recipe
     if (node[key] && !integer)
       reader.fail("recipe.invalid", fmt::format("{} only applies to integer actions", key));
   for (const char* key : kGptqKeys)
-    if (node[key] && rule.action != RecipeAction::Gptq)
-      reader.fail("recipe.invalid", fmt::format("{} only applies to gptq actions", key));
+    if (node[key] && rule.action != RecipeAction::Gptq && rule.action != RecipeAction::Nvfp4Gptq &&
+        !(std::string_view(key) == "damp" && rule.action == RecipeAction::Nvfp4))
+      reader.fail("recipe.invalid",
+                  fmt::format("{} only applies to gptq and nvfp4-gptq actions", key));
   auto& options = rule.integer;
   if (node["bits"]) options.bits = read_number<int>(node["bits"], "bits", 2, 8, reader);
   if (node["symmetric"]) options.symmetric = read_bool(node["symmetric"], "symmetric", reader);
@@ -229,13 +232,13 @@ RecipeRule read_rule(const YAML::Node& node, std::size_t index, RecipeReader& re
   }
   if (!action)
     reader.fail("recipe.unknown_action",
-                fmt::format("no action '{}' (keep, bf16, f16, f32, nvfp4, int, gptq, fp8-block, int8, "
-                            "int8-channel, int4, int4-g32, gptq-int4, gptq-int8)",
+                fmt::format("no action '{}' (keep, bf16, f16, f32, nvfp4, nvfp4-gptq, int, gptq, "
+                            "fp8-block, int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8)",
                             action_text));
   rule.action = *action;
   if (const auto method = node["scale_method"]) {
-    if (rule.action != RecipeAction::Nvfp4)
-      reader.fail("recipe.invalid", "scale_method only applies to nvfp4");
+    if (!is_nvfp4(rule.action))
+      reader.fail("recipe.invalid", "scale_method only applies to nvfp4 and nvfp4-gptq");
     rule.scale_method = reader.scalar(method, "scale_method");
   }
   read_integer_options(node, rule, reader);
@@ -274,7 +277,16 @@ const char* recipe_action_name(RecipeAction action) {
 }
 
 bool is_quantizing(RecipeAction action) {
-  return action == RecipeAction::Nvfp4 || is_integer(action) || action == RecipeAction::Fp8Block;
+  return is_nvfp4(action) || is_integer(action) || action == RecipeAction::Fp8Block;
+}
+
+bool is_nvfp4(RecipeAction action) {
+  return action == RecipeAction::Nvfp4 || action == RecipeAction::Nvfp4Gptq;
+}
+
+bool needs_statistics(RecipeAction action, std::string_view scale_method) {
+  return action == RecipeAction::Gptq || action == RecipeAction::Nvfp4Gptq ||
+         (action == RecipeAction::Nvfp4 && scale_method == "hessian");
 }
 
 bool is_integer(RecipeAction action) {

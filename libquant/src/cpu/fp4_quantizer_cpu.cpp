@@ -50,7 +50,8 @@ struct RowScratch {
 // and the tree order are those of block_squared_error / block_signal, so the results equal the
 // reference's bit for bit.
 QS_VECTOR_CLONES void quantize_row(const float* values, std::uint64_t cols, float s2,
-                                   ScaleMethod method, std::uint8_t* scale_codes,
+                                   ScaleMethod method, const BlockHessians* hessians,
+                                   std::uint8_t* scale_codes,
                                    std::uint8_t* packed, ErrorEnergy& row, RowScratch& scratch) {
   const std::uint64_t blocks = cols / kBlockSize;
   scratch.divisors.resize(cols);
@@ -72,7 +73,8 @@ QS_VECTOR_CLONES void quantize_row(const float* values, std::uint64_t cols, floa
     const float* block = values + b * kBlockSize;
     const std::uint8_t code = method == ScaleMethod::Max
                                   ? max_scale_code(maxima[b * kBlockSize], s2)
-                                  : choose_scale_code<ThresholdE2M1>(block, s2, method);
+                                  : choose_scale_code<ThresholdE2M1>(
+                                        block, s2, method, hessians ? hessians->block(b) : nullptr);
     scale_codes[b] = code;
     const float divisor = scale_values[code] * s2;  // scale_divisor(code, s2)
     for (int i = 0; i < kBlockSize; ++i) scratch.divisors[b * kBlockSize + i] = divisor;
@@ -106,7 +108,8 @@ QS_VECTOR_CLONES void quantize_row(const float* values, std::uint64_t cols, floa
 
 }  // namespace
 
-ErrorEnergy quantize_cpu(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out) {
+ErrorEnergy quantize_cpu(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,
+                         const BlockHessians* hessians) {
   const std::uint64_t blocks_per_row = weight.cols / kBlockSize;
   std::vector<ErrorEnergy> per_row(weight.rows);
   tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, weight.rows),
@@ -116,7 +119,7 @@ ErrorEnergy quantize_cpu(const WeightView& weight, float s2, ScaleMethod method,
                       for (std::uint64_t r = rows.begin(); r < rows.end(); ++r) {
                         decode_row(weight, r, values.data());
                         ErrorEnergy row;
-                        quantize_row(values.data(), weight.cols, s2, method,
+                        quantize_row(values.data(), weight.cols, s2, method, hessians,
                                      out.scale_codes.data() + r * blocks_per_row,
                                      out.packed.data() + r * weight.cols / 2, row, scratch);
                         per_row[r] = row;

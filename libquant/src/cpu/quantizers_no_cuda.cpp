@@ -4,11 +4,13 @@
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/fp8_block_quantizer.h"
 #include "qs/quant/gptq.h"
+#include "qs/quant/gptq_nvfp4.h"
 #include "qs/quant/int_quantizer.h"
 
 namespace qs::fp4::detail {
 
-ErrorEnergy quantize_cuda(const WeightView&, float, ScaleMethod, Fp4Buffers) {
+ErrorEnergy quantize_cuda(const WeightView&, float, ScaleMethod, Fp4Buffers,
+                          const BlockHessians*) {
   throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
 }
 
@@ -38,6 +40,11 @@ void sweep_cuda(std::span<const float>, const intq::IntScheme&, const PreparedHe
 }
 
 bool inverse_cholesky_upper_cuda(std::vector<double>&, std::uint64_t, std::vector<float>&) {
+  throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
+}
+
+void sweep_nvfp4_cuda(std::span<const float>, const Nvfp4Sweep&, std::span<std::uint8_t>,
+                      std::span<std::uint8_t>) {
   throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
 }
 

@@ -23,8 +23,10 @@ __device__ float decode_element(const unsigned char* bytes, DType dtype, std::ui
   return dtype == DType::BF16 ? bf16_to_f32(code) : f16_to_f32(code);
 }
 
+// `hessians` (nullptr unless the hessian method has statistics): [blocks per row][16][16].
 __global__ void quantize_blocks(const unsigned char* weight, DType dtype, std::uint64_t blocks,
-                                float s2, ScaleMethod method, std::uint8_t* packed,
+                                std::uint64_t blocks_per_row, float s2, ScaleMethod method,
+                                const float* hessians, std::uint8_t* packed,
                                 std::uint8_t* scale_codes, float* block_signals,
                                 float* block_errors) {
   const std::uint64_t index = static_cast<std::uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -32,7 +34,9 @@ __global__ void quantize_blocks(const unsigned char* weight, DType dtype, std::u
   float block[kBlockSize];
   for (int i = 0; i < kBlockSize; ++i)
     block[i] = decode_element(weight, dtype, index * kBlockSize + i);
-  const std::uint8_t code = choose_scale_code<ThresholdE2M1>(block, s2, method);
+  const float* hessian =
+      hessians ? hessians + (index % blocks_per_row) * kBlockSize * kBlockSize : nullptr;
+  const std::uint8_t code = choose_scale_code<ThresholdE2M1>(block, s2, method, hessian);
   scale_codes[index] = code;
   encode_block<ThresholdE2M1>(block, code, s2, packed + index * (kBlockSize / 2));
   block_signals[index] = block_signal(block);
@@ -41,8 +45,15 @@ __global__ void quantize_blocks(const unsigned char* weight, DType dtype, std::u
 
 }  // namespace
 
-ErrorEnergy quantize_cuda(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out) {
+ErrorEnergy quantize_cuda(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,
+                          const BlockHessians* hessians) {
   const std::uint64_t blocks = weight.rows * weight.cols / kBlockSize;
+  const bool weighted = hessians && method == ScaleMethod::Hessian;
+  DeviceBuffer<float> device_hessians(weighted ? hessians->blocks.size() : 0);
+  if (weighted)
+    check(cudaMemcpy(device_hessians.data, hessians->blocks.data(),
+                     hessians->blocks.size() * sizeof(float), cudaMemcpyHostToDevice),
+          "copy block Hessians to device");
   DeviceBuffer<unsigned char> device_weight(weight.bytes.size());
   DeviceBuffer<std::uint8_t> device_packed(out.packed.size());
   DeviceBuffer<std::uint8_t> device_scales(out.scale_codes.size());
@@ -54,9 +65,10 @@ ErrorEnergy quantize_cuda(const WeightView& weight, float s2, ScaleMethod method
   constexpr int kThreads = 256;
   const auto grid = static_cast<unsigned>((blocks + kThreads - 1) / kThreads);
   if (blocks > 0)
-    quantize_blocks<<<grid, kThreads>>>(device_weight.data, weight.dtype, blocks, s2, method,
-                                        device_packed.data, device_scales.data, device_signals.data,
-                                        device_errors.data);
+    quantize_blocks<<<grid, kThreads>>>(
+        device_weight.data, weight.dtype, blocks, weight.cols / kBlockSize, s2, method,
+        weighted ? device_hessians.data : nullptr, device_packed.data, device_scales.data,
+        device_signals.data, device_errors.data);
   check(cudaGetLastError(), "launch quantize_blocks");
   std::vector<float> signals(blocks), errors(blocks);
   check(

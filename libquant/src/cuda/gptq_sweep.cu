@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cublas_handle.h"
 #include "device_buffer.h"
 #include "qs/quant/gptq.h"
 
@@ -18,13 +19,9 @@ namespace qs::gptq::detail {
 namespace {
 
 using qs::cuda::check;
+using qs::cuda::check_cublas;
+using qs::cuda::CublasHandle;
 using qs::cuda::DeviceBuffer;
-
-void check_cublas(cublasStatus_t status, const char* what) {
-  if (status != CUBLAS_STATUS_SUCCESS)
-    throw Error(ErrorClass::Internal, "cuda.failure",
-                std::string(what) + ": cuBLAS status " + std::to_string(static_cast<int>(status)));
-}
 
 void check_cusolver(cusolverStatus_t status, const char* what) {
   if (status != CUSOLVER_STATUS_SUCCESS)
@@ -61,12 +58,6 @@ __global__ void sweep_block(float* w, std::uint64_t rows, std::uint64_t cols, st
     row_errors[j] = error;
   }
 }
-
-struct CublasHandle {
-  cublasHandle_t handle = nullptr;
-  CublasHandle() { check_cublas(cublasCreate(&handle), "cublasCreate"); }
-  ~CublasHandle() { cublasDestroy(handle); }
-};
 
 struct CusolverHandle {
   cusolverDnHandle_t handle = nullptr;

@@ -8,7 +8,7 @@
 namespace qs::fp4::detail {
 
 ErrorEnergy quantize_reference(const WeightView& weight, float s2, ScaleMethod method,
-                               Fp4Buffers out) {
+                               Fp4Buffers out, const BlockHessians* hessians) {
   std::vector<float> values(weight.rows * weight.cols);
   for (std::uint64_t r = 0; r < weight.rows; ++r)
     decode_row(weight, r, values.data() + r * weight.cols);
@@ -19,7 +19,8 @@ ErrorEnergy quantize_reference(const WeightView& weight, float s2, ScaleMethod m
     for (std::uint64_t b = 0; b < blocks_per_row; ++b) {
       const std::uint64_t block_index = r * blocks_per_row + b;
       const float* block = values.data() + block_index * kBlockSize;
-      const std::uint8_t code = choose_scale_code<CodecE2M1>(block, s2, method);
+      const float* hessian = hessians ? hessians->block(b) : nullptr;
+      const std::uint8_t code = choose_scale_code<CodecE2M1>(block, s2, method, hessian);
       out.scale_codes[block_index] = code;
       encode_block<CodecE2M1>(block, code, s2, out.packed.data() + block_index * kBlockSize / 2);
       row.signal += block_signal(block);

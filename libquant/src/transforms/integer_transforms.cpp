@@ -3,46 +3,17 @@
 #include <fmt/format.h>
 
 #include <cstring>
-#include <list>
 #include <map>
-#include <mutex>
 
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/blended_statistics.h"
 #include "qs/quant/gptq.h"
 #include "qs/quant/int_quantizer.h"
+#include "hessian_cache.h"
 #include "weight_guard.h"
 
 namespace qs {
-
-// Prepared Hessians by the calibration entry holding the matrix. Few are kept (a GLM-5 expert
-// input's is 2 × 151 MB in f32), most recently used first: the plan visits a layer's experts
-// in a row, so under all-experts calibration one factorization serves the whole layer.
-class HessianCache {
- public:
-  std::shared_ptr<const gptq::PreparedHessian> get(
-      const std::string& key,
-      const std::function<gptq::PreparedHessian()>& prepare) {
-    std::lock_guard lock(mutex_);
-    for (auto it = entries_.begin(); it != entries_.end(); ++it)
-      if (it->first == key) {
-        entries_.splice(entries_.begin(), entries_, it);
-        return it->second;
-      }
-    auto prepared = std::make_shared<const gptq::PreparedHessian>(prepare());
-    entries_.emplace_front(key, prepared);
-    if (entries_.size() > kCapacity) entries_.pop_back();
-    ++factorizations_;
-    return prepared;
-  }
-
- private:
-  static constexpr std::size_t kCapacity = 2;
-  std::mutex mutex_;
-  std::list<std::pair<std::string, std::shared_ptr<const gptq::PreparedHessian>>> entries_;
-  std::uint64_t factorizations_ = 0;
-};
 
 namespace {
 
@@ -52,10 +23,6 @@ intq::IntScheme scheme_of(const IntegerOptions& options) {
     throw_bad_input("plan.unknown_observer",
                     fmt::format("no observer '{}' (minmax, mse)", options.observer));
   return {{options.bits, options.symmetric}, options.group_size, *observer};
-}
-
-std::string module_of(const TensorInfo& info) {
-  return info.name.substr(0, info.name.rfind('.'));
 }
 
 // Base for both: per member, the scheme's tensors in the pack-quantized format's output_specs
@@ -161,7 +128,7 @@ class GptqTransform final : public IntegerTransformBase {
     std::map<std::string, std::vector<std::size_t>> members_of_key;
     std::vector<std::string> keys;
     for (std::size_t m = 0; m < sources.size(); ++m) {
-      const auto key = hessian_key(module_of(*sources[m].info));
+      const auto key = statistics_key(*calibration_, module_of(*sources[m].info));
       if (!members_of_key.contains(key)) keys.push_back(key);
       members_of_key[key].push_back(m);
     }
@@ -171,14 +138,6 @@ class GptqTransform final : public IntegerTransformBase {
   }
 
  private:
-  // The calibration entry holding the member's matrix; empty when it has none (a routed
-  // expert the router never picked).
-  std::string hessian_key(const std::string& module) const {
-    const auto* entry = calibration_->find(module);
-    if (!entry) return {};
-    return entry->shared_with.empty() ? entry->module : entry->shared_with;
-  }
-
   void solve(const std::string& key, const std::vector<std::size_t>& members,
              std::span<const SourceTensor> sources, std::span<const std::span<std::byte>> outputs,
              std::vector<TensorQuality>& quality) const {
@@ -204,7 +163,7 @@ class GptqTransform final : public IntegerTransformBase {
       unrouted->fallback = "no calibration tokens reached this expert";
       hessian = std::move(unrouted);
     } else {
-      hessian = cache_->get(key, [&] {
+      hessian = cache_->prepared(key, [&] {
         const auto* entry = calibration_->find(key);
         auto second_moments = calibration_->second_moments(key);
         const auto start = std::chrono::steady_clock::now();

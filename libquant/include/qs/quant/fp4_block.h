@@ -1,8 +1,8 @@
 #pragma once
 // NVFP4 per-block math shared by the scalar reference, the CPU and the CUDA quantizers: one
 // 16-element block, its E4M3 scale code and its E2M1 codes (docs/formats/modelopt-nvfp4.md:
-// "Two-level scales", "E2M1 rounding", "MSE multiplier search", "FP8 scale sweep"). Everything is
-// QS_HOST_DEVICE.
+// "Two-level scales", "E2M1 rounding", "MSE multiplier search", "FP8 scale sweep",
+// "Output-aware scales"). Everything is QS_HOST_DEVICE.
 //
 // The E2M1 rounding comes in two interchangeable policies:
 //  * CodecE2M1: the integer-exact codec of codecs.h, written from the format's definition.
@@ -30,7 +30,9 @@
 
 namespace qs::fp4 {
 
-enum class ScaleMethod : std::uint8_t { Max, Mse, Fp8Sweep, Joint };
+// Hessian: E4M3 scale candidates scored by the block's output error eᵀ·H_b·e (H_b the 16×16
+// diagonal block of the layer's input second moments) instead of its squared error eᵀe.
+enum class ScaleMethod : std::uint8_t { Max, Mse, Fp8Sweep, Joint, Hessian };
 
 inline constexpr int kBlockSize = 16;
 inline constexpr float kE2M1Max = 6.0f;
@@ -45,6 +47,11 @@ inline constexpr float kMseFirst = 0.25f;
 inline constexpr float kMseLast = 4.0f;
 inline constexpr int kJointScaleSteps = 8;  // s2 · 2^(k/8), k < 8
 inline constexpr int kJointCodeRadius = 8;  // search: codes within ±8 of the max code
+// hessian: codes within ±16 of the max code, a factor 4 either way (8 E4M3 codes per octave),
+// the span of ModelOpt's MSE multipliers (0.25 to 4); a quarter of the full sweep's cost.
+inline constexpr int kHessianCodeRadius = 16;
+// hessian's global-scale search scores its candidates on every 4th row of the group.
+inline constexpr int kHessianScoreRowStride = 4;
 
 struct CodecE2M1 {
   QS_HOST_DEVICE static std::uint8_t encode(float value) { return f32_to_e2m1(value); }
@@ -197,15 +204,79 @@ QS_HOST_DEVICE inline std::uint8_t window_scale_code(const float* block, float a
   return sweep_scale_code<E2M1>(block, amax, s2, first, last);
 }
 
+// eᵀ·H·e for a block's error e and a 16×16 row-major H as fixed trees: each row's Σ_j H_ij·e_j,
+// then Σ_i e_i·(row i). H is symmetric positive semi-definite, so the result is ≥ 0 up to
+// rounding.
+QS_HOST_DEVICE inline float block_quadratic_form(const float* error, const float* hessian) {
+  float outer[kBlockSize];
+  for (int i = 0; i < kBlockSize; ++i) {
+    float inner[kBlockSize];
+    for (int j = 0; j < kBlockSize; ++j) inner[j] = hessian[i * kBlockSize + j] * error[j];
+    outer[i] = error[i] * tree_sum16(inner);
+  }
+  return tree_sum16(outer);
+}
+
+// The block's share of the layer objective ‖ΔW·X‖² (its cross terms with other blocks left
+// out): eᵀ·H_b·e with e = w − e2m1(w/d)·d.
+template <typename E2M1>
+QS_HOST_DEVICE inline float block_output_error(const float* block, const float* hessian,
+                                               std::uint8_t scale_code, float s2) {
+  const float divisor = scale_divisor(scale_code, s2);
+  float error[kBlockSize];
+  for (int i = 0; i < kBlockSize; ++i)
+    error[i] = block[i] - E2M1::decode_scaled(E2M1::encode(block[i] / divisor), divisor);
+  return block_quadratic_form(error, hessian);
+}
+
+// The codes in [first, last] scored by the output error; strict < so ties keep the smallest.
+template <typename E2M1>
+QS_HOST_DEVICE inline std::uint8_t hessian_sweep_scale_code(const float* block,
+                                                            const float* hessian, float amax,
+                                                            float s2, int first, int last) {
+  if (amax == 0.0f) return kZeroBlockScaleCode;
+  auto best_code = static_cast<std::uint8_t>(first);
+  float best_error = block_output_error<E2M1>(block, hessian, best_code, s2);
+  for (int code = first + 1; code <= last; ++code) {
+    const float error =
+        block_output_error<E2M1>(block, hessian, static_cast<std::uint8_t>(code), s2);
+    if (error < best_error) {
+      best_error = error;
+      best_code = static_cast<std::uint8_t>(code);
+    }
+  }
+  return best_code;
+}
+
+// The hessian method's search: the codes within `radius` of the max-derived code (its
+// global-scale candidates are scored with a narrower window, as joint's are).
+template <typename E2M1>
+QS_HOST_DEVICE inline std::uint8_t hessian_window_scale_code(const float* block,
+                                                             const float* hessian, float amax,
+                                                             float s2, int radius) {
+  if (amax == 0.0f) return kZeroBlockScaleCode;
+  const int center = max_scale_code(amax, s2);
+  const int first = center - radius < 1 ? 1 : center - radius;
+  const int last = center + radius > kLargestScaleCode ? kLargestScaleCode : center + radius;
+  return hessian_sweep_scale_code<E2M1>(block, hessian, amax, s2, first, last);
+}
+
+// `hessian`: the block's 16×16 H_b for ScaleMethod::Hessian; without one (a module no
+// calibration token reached) the hessian method is the fp8-sweep. Other methods ignore it.
 template <typename E2M1>
 QS_HOST_DEVICE inline std::uint8_t choose_scale_code(const float* block, float s2,
-                                                     ScaleMethod method) {
+                                                     ScaleMethod method,
+                                                     const float* hessian = nullptr) {
   const float amax = block_amax(block);
   switch (method) {
     case ScaleMethod::Max:
       return max_scale_code(amax, s2);
     case ScaleMethod::Mse:
       return mse_scale_code<E2M1>(block, amax, s2);
+    case ScaleMethod::Hessian:
+      if (hessian)
+        return hessian_window_scale_code<E2M1>(block, hessian, amax, s2, kHessianCodeRadius);
+      return sweep_scale_code<E2M1>(block, amax, s2, 1, kLargestScaleCode);
     case ScaleMethod::Fp8Sweep:
     case ScaleMethod::Joint:  // joint differs from fp8-sweep only in the s2 it is given
       return sweep_scale_code<E2M1>(block, amax, s2, 1, kLargestScaleCode);

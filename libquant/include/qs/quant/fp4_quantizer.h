@@ -16,11 +16,18 @@
 //              around the max code, and the winner is kept only if its full sweep beats the sweep
 //              at k = 0. Blocks then get the full fp8-sweep under that s2, so joint is never
 //              worse than fp8-sweep (nor than max) on the group's squared error.
+//   hessian    ours after ModelOpt's local-hessian: each block's scale code is the one within
+//              ±16 codes of the max code that minimises eᵀ·H_b·e, H_b the block's 16×16
+//              diagonal block of the layer's input second moments XᵀX (BlockHessians); the
+//              group's s2 searched as joint's, every candidate scored by Σ eᵀ·H_b·e over
+//              every 4th row (one scalar for the whole group: a sample decides it). Needs
+//              calibration statistics; without them for a module, it is the fp8-sweep.
 
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "qs/ckpt/core/dtype.h"
 #include "qs/quant/fp4_block.h"
@@ -67,6 +74,23 @@ struct AmaxScan {
   std::uint64_t non_finite = 0;  // NaN and ±Inf elements
 };
 
+// The 16×16 diagonal blocks of a Linear's input second moments XᵀX, what the hessian method
+// weighs a block's error with. Normalised by the mean of diag(XᵀX) (the scale does not change
+// any choice and keeps f32 away from overflow), then λ = damp is added to the diagonal as
+// GPTQ damps H: an input channel that never fired still counts its weight error a little,
+// instead of any scale being as good as another for it.
+struct BlockHessians {
+  std::uint64_t cols = 0;
+  std::vector<float> blocks;  // [cols/16][16][16], row-major per block
+  const float* block(std::uint64_t index) const {
+    return blocks.data() + index * kBlockSize * kBlockSize;
+  }
+};
+// `second_moments`: K·K f64, row-major (CalibrationStatistics::second_moments). An all-zero
+// matrix gives identity blocks (the hessian method is then the fp8-sweep's objective).
+BlockHessians block_hessians(std::span<const double> second_moments, std::uint64_t cols,
+                             double damp);
+
 // Throws BadInput "fp4.shape" for cols % 16 != 0 or a size mismatch, "fp4.dtype" for other
 // dtypes.
 AmaxScan scan_amax(const WeightView& weight);
@@ -75,14 +99,17 @@ AmaxScan scan_amax(const WeightView& weight);
 // and zero codes, and s2 stays a normal, finite number engines can invert).
 float global_scale_for_amax(float amax);
 
-// The group's s2: from the joint amax for max / mse / fp8-sweep, searched for joint.
-float choose_global_scale(std::span<const WeightView> group, ScaleMethod method, Backend backend);
+// The group's s2: from the joint amax for max / mse / fp8-sweep, searched for joint and
+// hessian. `hessians`: per member, its BlockHessians (hessian method; nullptr: none).
+float choose_global_scale(std::span<const WeightView> group, ScaleMethod method, Backend backend,
+                          std::span<const BlockHessians* const> hessians = {});
 // The same when the caller already scanned the group: `group_amax` = max of scan_amax.
 float choose_global_scale(std::span<const WeightView> group, float group_amax, ScaleMethod method,
-                          Backend backend);
+                          Backend backend, std::span<const BlockHessians* const> hessians = {});
 
+// `hessians`: the weight's BlockHessians for the hessian method (nullptr: fp8-sweep's choice).
 ErrorEnergy quantize(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,
-                     Backend backend);
+                     Backend backend, const BlockHessians* hessians = nullptr);
 
 // w = e2m1(code) · e4m3(scale) · s2, into `out` [rows, cols].
 void dequantize(std::span<const std::uint8_t> packed, std::span<const std::uint8_t> scale_codes,
@@ -94,10 +121,18 @@ namespace detail {
 double joint_group_error(std::span<const WeightView> group, float s2, Backend backend);
 // Squared error of the group under s2 with the full fp8-sweep.
 double sweep_group_error(std::span<const WeightView> group, float s2, Backend backend);
+// Σ eᵀ·H_b·e over the blocks of every `row_stride`-th row of the group under s2, each block's
+// code the best within `radius` of its max code. Members without BlockHessians count their
+// squared error.
+double hessian_group_error(std::span<const WeightView> group,
+                           std::span<const BlockHessians* const> hessians, float s2, int radius,
+                           std::uint64_t row_stride);
 ErrorEnergy quantize_reference(const WeightView& weight, float s2, ScaleMethod method,
-                               Fp4Buffers out);
-ErrorEnergy quantize_cpu(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out);
-ErrorEnergy quantize_cuda(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out);
+                               Fp4Buffers out, const BlockHessians* hessians = nullptr);
+ErrorEnergy quantize_cpu(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,
+                         const BlockHessians* hessians = nullptr);
+ErrorEnergy quantize_cuda(const WeightView& weight, float s2, ScaleMethod method, Fp4Buffers out,
+                          const BlockHessians* hessians = nullptr);
 void check_shapes(const WeightView& weight, const Fp4Buffers* out);
 // Row `row` of the weight decoded to f32.
 void decode_row(const WeightView& weight, std::uint64_t row, float* out);

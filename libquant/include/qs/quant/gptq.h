@@ -38,6 +38,10 @@ struct Settings {
   double damp = 0.01;           // fraction of the mean diagonal added to it
   bool act_order = true;        // columns in order of decreasing diag(H)
   std::uint64_t min_tokens = 0;  // fewer calibration token rows: round-to-nearest
+  // act_order moves runs of this many columns as one, ordered by the sum of their diag(H),
+  // columns in their original order inside (NVFP4: 16, so a block's scale is fixed once,
+  // when the sweep enters it, and its columns stay one contiguous block in the layout).
+  std::uint32_t order_block = 1;
 };
 
 inline constexpr int kLazyBlock = 128;  // columns swept before one lazy GEMM update
@@ -100,6 +104,10 @@ struct Objective {
 };
 Objective objective(std::span<const float> weight, const intq::IntQuantized& quantized,
                     const PreparedHessian& hessian);
+// The same for any decoded [rows, cols] matrix.
+Objective objective_of_decoded(std::span<const float> weight, std::span<const float> decoded,
+                               std::uint64_t rows, std::uint64_t cols,
+                               const PreparedHessian& hessian);
 }  // namespace detail
 
 }  // namespace qs::gptq

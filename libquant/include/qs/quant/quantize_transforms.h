@@ -23,9 +23,9 @@ std::optional<NanPolicy> parse_nan_policy(std::string_view text);
 
 enum class ComputeDevice : std::uint8_t { Auto, Cpu, Cuda };
 
-// Prepared GPTQ Hessians shared by every transform of one job (gptq_transform.cpp): matrices
-// calibrated on the same inputs (all experts' gate/up under all-experts calibration) reuse one
-// factorization.
+// Prepared GPTQ Hessians and NVFP4 block Hessians shared by every transform of one job
+// (src/transforms/hessian_cache.h): matrices calibrated on the same inputs (all experts'
+// gate/up under all-experts calibration) reuse one factorization.
 class HessianCache;
 
 // Where calibrated transforms spend their time, summed over a job's transforms (thread-safe):

@@ -42,7 +42,8 @@ struct QuantizeRequest {
   // W4A4: the calibrated input amax each member's activations scale from; empty for W4A16.
   std::vector<float> input_amax;
   IntegerOptions integer;  // int / gptq
-  // gptq: the statistics the members' Hessians come from (outlives the job).
+  // gptq, nvfp4-gptq, nvfp4/hessian: the statistics the members' Hessians come from (outlives
+  // the job).
   const CalibrationStatistics* calibration = nullptr;
   // One entry per member when any is stored FP8 block-scaled; empty otherwise.
   std::vector<std::optional<DequantizeRequest>> encoded_members;
@@ -65,11 +66,13 @@ struct QuantizePlan {
   QuantizedModel model;
 };
 
-// What a decision's scheme is called in plans and logs: "nvfp4/max", "int4-g128-asym",
+// What a decision's scheme is called in plans and logs: "nvfp4/max", "nvfp4-gptq/hessian",
+// "int4-g128-asym",
 // "gptq/int4-g128-asym", "keep".
 std::string scheme_label(const TensorDecision& decision);
 
-// `calibration` supplies activation ranges and, for gptq rules, Hessians (missing: error
+// `calibration` supplies activation ranges and, for gptq and nvfp4-gptq rules and the nvfp4
+// hessian scale method, Hessians (missing: error
 // "plan.needs_calibration"; a module without statistics is "calibration.missing_module",
 // except routed experts, which GPTQ rounds to nearest when the router never picked them;
 // statistics of another width are "calibration.shape_mismatch"); a recipe with `activations: nvfp4`

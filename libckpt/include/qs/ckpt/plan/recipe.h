@@ -28,20 +28,24 @@
 // lm_head, the final norm) never match a rule that has `layers`.
 //
 // Actions: keep (bytes unchanged), bf16 / f16 / f32 (float cast), and quantization schemes:
-// nvfp4; int (round-to-nearest integers) and gptq (integers through GPTQ, which needs
-// calibration statistics), written as compressed-tensors pack-quantized; fp8-block (F8_E4M3
-// with one F32 scale per 128 × 128 block, DeepSeek-V3's layout, docs/formats/fp8-block.md).
+// nvfp4, and nvfp4-gptq (GPTQ on the NVFP4 grid, same output; needs calibration statistics);
+// int (round-to-nearest integers) and gptq (integers through GPTQ, which needs calibration
+// statistics), written as compressed-tensors pack-quantized; fp8-block (F8_E4M3 with one F32
+// scale per 128 × 128 block, DeepSeek-V3's layout, docs/formats/fp8-block.md).
 // Integer presets:
 //   int8          8-bit symmetric, group 128 (W8A16)     gptq-int8   the same through GPTQ
 //   int8-channel  8-bit symmetric, one scale per row
 //   int4          4-bit asymmetric, group 128 (W4A16)    gptq-int4   the same through GPTQ
 //   int4-g32      4-bit asymmetric, group 32
 // A quantizing rule only matches Linear weights (2-D `.weight` of a Linear module); other
-// tensors fall through to later rules. Per-rule options: scale_method (nvfp4); bits,
-// symmetric, group_size (a number or "channel"), observer (minmax, mse) for integers; and for
-// gptq damp (fraction of the mean Hessian diagonal, 0.01), act_order (true: columns in order
-// of decreasing Hessian diagonal, groups stay on the original columns), min_tokens (modules
-// calibrated on fewer token rows fall back to round-to-nearest).
+// tensors fall through to later rules. Per-rule options: scale_method (nvfp4, nvfp4-gptq:
+// max, mse, fp8-sweep, joint, hessian — hessian needs calibration statistics; under nvfp4-gptq
+// it picks each block's scale when the sweep enters the block); bits, symmetric, group_size (a
+// number or "channel"), observer (minmax, mse) for integers; and for gptq and nvfp4-gptq damp
+// (fraction of the mean Hessian diagonal, 0.01; also the hessian method's), act_order (true:
+// columns in order of decreasing Hessian diagonal, groups stay on the original columns;
+// nvfp4-gptq moves whole 16-column blocks), min_tokens (modules calibrated on fewer token rows
+// fall back to the uncalibrated quantizer).
 
 #include <cstdint>
 #include <filesystem>
@@ -66,12 +70,17 @@ enum class RecipeAction : std::uint8_t {
   Int,
   Gptq,
   Fp8Block,
+  Nvfp4Gptq,
 };
 
 std::optional<RecipeAction> parse_recipe_action(std::string_view text);
 const char* recipe_action_name(RecipeAction action);
 bool is_quantizing(RecipeAction action);
 bool is_integer(RecipeAction action);
+// nvfp4 and nvfp4-gptq: NVFP4 weights, a scale_method.
+bool is_nvfp4(RecipeAction action);
+// gptq and nvfp4-gptq, and nvfp4 with the hessian scale method: needs calibration statistics.
+bool needs_statistics(RecipeAction action, std::string_view scale_method);
 
 // A preset action name (int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8): its action
 // and options.
@@ -104,7 +113,7 @@ struct RecipeRule {
   std::optional<bool> mtp;
   RecipeAction action = RecipeAction::Keep;
   std::string scale_method;  // empty: the recipe default
-  IntegerOptions integer;    // int / gptq
+  IntegerOptions integer;    // int / gptq; damp, act_order, min_tokens for nvfp4-gptq
 
   // Whether the rule's match keys accept the tensor (the action's own restriction, that
   // quantizing rules only take Linear weights, is checked by the planner).
