@@ -18,20 +18,21 @@ const BlendedStatistics::Blended* BlendedStatistics::blended(const std::string& 
   // statistics once that layer has run).
   std::unique_ptr<Blended> made;
   const auto parsed = parse_tensor_name(module + ".weight");
-  const bool expert = parsed.role == TensorRole::ExpertGate ||
-                      parsed.role == TensorRole::ExpertUp ||
-                      parsed.role == TensorRole::ExpertDown;
-  if (expert && blend_tokens_ > 0) {
+  // gate_proj and up_proj only: their inputs are the layer's hidden states, the same space for
+  // every expert. A down_proj's inputs are its own expert's activations, which share no
+  // meaning with another expert's, and blending them measurably hurt (docs/algorithms/gptq.md).
+  const bool gate_up = parsed.role == TensorRole::ExpertGate || parsed.role == TensorRole::ExpertUp;
+  if (gate_up && blend_tokens_ > 0) {
     const CalibrationEntry* own = inner_.find(module);
     const bool shared = own && !own->shared_with.empty();
     const std::uint64_t tokens = own ? own->tokens : 0;
     if (!shared && tokens < blend_tokens_) {
       const std::string prefix = module.substr(0, module.rfind(".experts.") + 8);
-      const std::string pooled = parsed.role == TensorRole::ExpertDown
-                                     ? pooled_down_input(prefix)
-                                     : pooled_gate_up_input(prefix);
+      const std::string pooled = pooled_gate_up_input(prefix);
       const CalibrationEntry* pool = inner_.find(pooled);
-      if (pool && pool->tokens > 0 && (!own || own->in_features == pool->in_features)) {
+      // A pool of fewer token rows than its width is rank-deficient itself: no prior to lend.
+      if (pool && pool->tokens >= pool->in_features &&
+          (!own || own->in_features == pool->in_features)) {
         made = std::make_unique<Blended>();
         made->entry = CalibrationEntry{module, pool->in_features, blend_tokens_, {}, 0, 0,
                                        own ? own->input_amax : pool->input_amax};

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -281,8 +280,8 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
     }
   }
 
+  QuantizeStageTimes* stage_times_;
   gptq::Settings settings_;
-  QuantizeStageTimes* stage_times_;  // the pipelined job's stage report, when set
 };
 
 }  // namespace

@@ -31,8 +31,10 @@ class HessianCache;
 // Where calibrated transforms spend their time, summed over a job's transforms (thread-safe):
 // the layer-pipelined quantize job reports it per stage.
 struct QuantizeStageTimes {
-  std::atomic<std::uint64_t> factorization_ns{0};  // GPTQ: preparing Hessians (Cholesky, inverse)
-  std::atomic<std::uint64_t> sweep_ns{0};          // GPTQ: the column sweep and its objective
+  // GPTQ (integer and NVFP4): preparing Hessians (Cholesky, inverse), then the column sweep
+  // with its objective.
+  std::atomic<std::uint64_t> factorization_ns{0};
+  std::atomic<std::uint64_t> sweep_ns{0};
 
   // Adds the time since `start` to `counter`.
   static void add_since(std::atomic<std::uint64_t>& counter,

@@ -15,7 +15,7 @@ namespace qs {
 inline constexpr std::int64_t kChannelGroup = -1;
 
 // GPTQ's default blend_tokens (docs/algorithms/gptq.md, "Few-token experts" says why).
-inline constexpr std::uint64_t kDefaultBlendTokens = 128;
+inline constexpr std::uint64_t kDefaultBlendTokens = 512;
 
 // An integer scheme as a recipe states it (libquant turns it into numerics).
 struct IntegerOptions {

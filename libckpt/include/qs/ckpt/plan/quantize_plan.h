@@ -93,7 +93,8 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                const QuantizeTransformFactory& make_quantizer,
                                const CalibrationStatistics* calibration = nullptr);
 
-// Whether a decision's transform reads calibration statistics (gptq), and whether any rule of
+// Whether a decision's transform reads calibration statistics (gptq, nvfp4-gptq, the nvfp4
+// hessian scale method), and whether any rule of
 // the recipe makes such decisions. The one place that says which schemes are calibrated: the
 // planner's checks and item order and the pipelined job's waiting follow it.
 bool reads_statistics(const TensorDecision& decision);
