@@ -159,7 +159,8 @@ for line in open(f"{work}/blas.txt"):
     if parts and parts[0] == "blas":
         blas[(parts[1], parts[2], parts[3])] = float(parts[6])
 def rate(op, dims, variant):
-    return blas.get((op, dims, variant), float("nan"))
+    value = blas.get((op, dims, variant), 0.0)
+    return value if value > 0 else float("nan")  # too short to time, or not run
 def reference(variant):
     """Seconds each stage would take at the BLAS rate on its shape (potrf+trtri per width)."""
     def factor_seconds(n):
