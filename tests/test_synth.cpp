@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -418,6 +419,55 @@ TEST(Synth, TensorsLargerThanOneChunkAreStreamedInPieces) {
 // ---------------------------------------------------------------------------------------------
 // The CLI
 
+// ---------------------------------------------------------------------------------------------
+// Token ids
+
+std::map<std::string, std::vector<std::int32_t>> read_token_file(const fs::path& file) {
+  SafetensorsFile tokens(file);
+  std::map<std::string, std::vector<std::int32_t>> ids;
+  for (const auto& info : tokens.tensors()) {
+    EXPECT_EQ(info.dtype, DType::I32) << info.name;
+    const auto bytes = tokens.read(info);
+    auto& values = ids[info.name];
+    values.resize(bytes.size() / sizeof(std::int32_t));
+    std::memcpy(values.data(), bytes.data(), bytes.size());
+  }
+  return ids;
+}
+
+TEST(Synth, TokensAreSeededIdsSpreadOverTheVocabulary) {
+  ScratchDirectory scratch("synth-tokens");
+  auto spec = tiny();
+  write_synthetic_tokens(spec, scratch.path() / "a.safetensors", 3, 64);
+  write_synthetic_tokens(spec, scratch.path() / "b.safetensors", 3, 64);
+  spec.seed = 9;
+  write_synthetic_tokens(spec, scratch.path() / "c.safetensors", 3, 64);
+  EXPECT_EQ(read_text_file(scratch.path() / "a.safetensors"),
+            read_text_file(scratch.path() / "b.safetensors"));
+  EXPECT_NE(read_text_file(scratch.path() / "a.safetensors"),
+            read_text_file(scratch.path() / "c.safetensors"));
+
+  SafetensorsFile file(scratch.path() / "a.safetensors");
+  ASSERT_EQ(file.tensors().size(), 2u);
+  for (const auto& info : file.tensors()) EXPECT_EQ(info.shape, (Shape{3, 64})) << info.name;
+  const auto ids = read_token_file(scratch.path() / "a.safetensors");
+  ASSERT_TRUE(ids.contains("calib") && ids.contains("heldout"));
+  EXPECT_NE(ids.at("calib"), ids.at("heldout"));
+  for (const auto& [name, values] : ids) {
+    // 192 draws from 512 ids: ~160 distinct expected; a stuck or narrow generator gives few.
+    const std::set<std::int32_t> distinct(values.begin(), values.end());
+    EXPECT_GT(distinct.size(), 120u) << name;
+    EXPECT_GE(*distinct.begin(), 0) << name;
+    EXPECT_LT(*distinct.rbegin(), 512) << name;
+    EXPECT_GT(*distinct.rbegin(), 400) << name;  // the top of the vocabulary is reached
+  }
+  EXPECT_EQ(error_kind_of([&] {
+              write_synthetic_tokens(tiny(), scratch.path() / "empty.safetensors", 0, 8);
+            }),
+            "synth.invalid_tokens");
+  EXPECT_FALSE(fs::exists(scratch.path() / "empty.safetensors"));
+}
+
 TEST(SynthCli, WritesWhatTheLibraryWrites) {
   ScratchDirectory scratch("synth-cli");
   const fs::path out = scratch.path() / "cli";
@@ -440,6 +490,32 @@ TEST(SynthCli, WritesWhatTheLibraryWrites) {
   EXPECT_EQ(from_cli.config()["num_experts_per_tok"], 4);
   EXPECT_EQ(from_cli.shards().size(), Checkpoint::open(scratch.path() / "library").shards().size());
   expect_same_tensor_bytes(from_cli, Checkpoint::open(scratch.path() / "library"));
+}
+
+TEST(SynthCli, WritesTokensTheRunnerCalibratesOn) {
+  ScratchDirectory scratch("synth-cli");
+  const fs::path out = scratch.path() / "model";
+  auto result = run_cli("synth --preset tiny --layers 2 --experts 4 --tokens 2x8 --out '" +
+                        out.string() + "'");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto ids = read_token_file(out / "tokens.safetensors");
+  ASSERT_EQ(ids.at("calib").size(), 16u);
+  // The tokens file is no shard of the checkpoint, and calibrate runs on it.
+  EXPECT_FALSE(Checkpoint::open(out).find("calib").has_value());
+  auto calibrated = run_cli("calibrate '" + out.string() + "' --tokens '" +
+                            (out / "tokens.safetensors").string() + ":calib' --all-experts --out '" +
+                            (scratch.path() / "stats.qsc").string() + "'");
+  EXPECT_EQ(calibrated.exit_code, 0) << calibrated.output;
+  EXPECT_NE(calibrated.output.find("on 16 tokens"), std::string::npos) << calibrated.output;
+
+  for (const char* shape : {"2x", "x8", "0x8", "2x8x1", "two"}) {
+    const fs::path bad = scratch.path() / "bad";
+    auto refused = run_cli(std::string("synth --preset tiny --tokens ") + shape + " --out '" +
+                           bad.string() + "'");
+    EXPECT_EQ(refused.exit_code, 2) << shape << refused.output;
+    EXPECT_NE(refused.output.find("ROWSxSEQ"), std::string::npos) << refused.output;
+    EXPECT_FALSE(fs::exists(bad)) << shape;  // refused before any weight is written
+  }
 }
 
 TEST(SynthCli, RefusesANonEmptyOutputDirectory) {

@@ -11,6 +11,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -83,6 +84,7 @@ struct SynthOptions {
   std::array<std::optional<std::uint64_t>, kDimensionFlagCount> dimensions;
   std::optional<std::uint64_t> seed;
   std::string max_shard_size;
+  std::string tokens;  // ROWSxSEQ: also write OUT/tokens.safetensors
   std::size_t threads = 0;
   bool list_presets = false;
   bool dry_run = false;
@@ -140,6 +142,29 @@ void print_dry_run(const SynthOptions& options, const SyntheticModelSpec& spec) 
   fmt::print("{}\n", model_shape_text(spec));
 }
 
+struct TokenShape {
+  std::uint64_t rows = 0;
+  std::uint64_t seq = 0;
+};
+
+// "4x128" → 4 rows of 128 tokens.
+TokenShape parse_token_shape(const std::string& text) {
+  const auto cross = text.find('x');
+  TokenShape shape;
+  auto number = [&](std::string_view part, std::uint64_t& value) {
+    const auto [end, error] = std::from_chars(part.data(), part.data() + part.size(), value);
+    return error == std::errc{} && end == part.data() + part.size() && value > 0;
+  };
+  const std::string_view view(text);
+  if (cross == std::string::npos || !number(view.substr(0, cross), shape.rows) ||
+      !number(view.substr(cross + 1), shape.seq))
+    throw_bad_input("cli.usage",
+                    fmt::format("--tokens wants ROWSxSEQ with positive numbers, e.g. 4x128; got "
+                                "'{}'",
+                                text));
+  return shape;
+}
+
 int run_synth(const SynthOptions& options) {
   if (options.list_presets) {
     list_presets();
@@ -153,6 +178,9 @@ int run_synth(const SynthOptions& options) {
     return kExitOk;
   }
   if (options.out.empty()) throw_bad_input("cli.usage", "synth needs --out DIR");
+  // Checked before the weights are written, so a typo costs nothing.
+  const TokenShape token_shape =
+      options.tokens.empty() ? TokenShape{} : parse_token_shape(options.tokens);
 
   std::optional<tbb::global_control> thread_limit;
   if (options.threads > 0)
@@ -170,6 +198,12 @@ int run_synth(const SynthOptions& options) {
   fmt::print("wrote {}: {} tensors, {} in {} shard(s) to {} in {:.1f} s ({:.2f} GB/s)\n",
              options.preset, summary.tensors, human_bytes(summary.tensor_bytes), summary.shards,
              options.out, seconds, summary.tensor_bytes / 1e9 / seconds);
+  if (!options.tokens.empty()) {
+    const auto file = std::filesystem::path(options.out) / "tokens.safetensors";
+    write_synthetic_tokens(spec, file, token_shape.rows, token_shape.seq);
+    fmt::print("wrote {}: I32 calib and heldout [{}, {}], ids in [0, {})\n", file.string(),
+               token_shape.rows, token_shape.seq, spec.vocab_size);
+  }
   return kExitOk;
 }
 
@@ -193,6 +227,10 @@ SubcommandRunner register_synth(CLI::App& app) {
                       "random seed (default: the preset's, 0); same seed, same bytes");
   command->add_option("--max-shard-size", options->max_shard_size,
                       "largest shard, e.g. 5GB, 500MB, 2GiB or bytes (default: the preset's)");
+  command->add_option("--tokens", options->tokens,
+                      "also write OUT/tokens.safetensors: random I32 ids within the vocabulary, "
+                      "tensors calib and heldout of ROWSxSEQ each (e.g. 4x128), for calibrate, "
+                      "eval and calibrated quantize");
   command->add_option("--threads", options->threads, "worker threads (default: all cores)");
   command->add_flag("--list-presets", options->list_presets,
                     "print the presets with their sizes and exit");

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <future>
+#include <limits>
 
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
@@ -588,6 +589,32 @@ SyntheticWriteSummary write_synthetic_checkpoint(const SyntheticModelSpec& spec,
   finish_pending_write();
   writer.finish();
   return {tensors.size(), done.bytes_total, writer.shard_plan().size()};
+}
+
+void write_synthetic_tokens(const SyntheticModelSpec& spec, const std::filesystem::path& file,
+                            std::uint64_t rows, std::uint64_t seq) {
+  if (rows == 0 || seq == 0)
+    throw_bad_input("synth.invalid_tokens",
+                    fmt::format("token batch {}x{} is empty; give ROWSxSEQ with both positive",
+                                rows, seq),
+                    file.string());
+  if (spec.vocab_size == 0 || spec.vocab_size - 1 > std::numeric_limits<std::int32_t>::max())
+    throw_bad_input("synth.invalid_tokens",
+                    fmt::format("vocab_size {} does not fit I32 token ids", spec.vocab_size),
+                    file.string());
+  const std::array<std::string, 2> names{"calib", "heldout"};
+  std::vector<TensorSpec> specs;
+  for (const auto& name : names) specs.push_back({name, DType::I32, {rows, seq}});
+  SafetensorsWriter writer(file, specs);
+  std::vector<std::int32_t> ids(rows * seq);
+  for (const auto& name : names) {
+    // Keyed by a name no weight has, so the ids are independent of every tensor's values.
+    const std::uint64_t stream = streams_for(spec.seed, "synthetic-tokens." + name).values;
+    for (std::uint64_t i = 0; i < ids.size(); ++i)
+      ids[i] = static_cast<std::int32_t>(mix64(stream + i * kGolden) % spec.vocab_size);
+    writer.write_tensor(name, std::as_bytes(std::span(ids)));
+  }
+  writer.commit();
 }
 
 }  // namespace qs

@@ -75,4 +75,12 @@ SyntheticWriteSummary write_synthetic_checkpoint(const SyntheticModelSpec& spec,
                                                  const std::filesystem::path& output_directory,
                                                  const SyntheticProgressCallback& progress = {});
 
+// Random token ids to calibrate or evaluate a synthetic model with: a safetensors file with I32
+// tensors `calib` and `heldout`, each [rows, seq], every id uniform in [0, vocab_size), a pure
+// function of (seed, tensor name, index) like the weights (the bundled fixtures' tokens file
+// has the same two tensors). Written atomically; BadInput "synth.invalid_tokens" for an empty
+// shape or ids that do not fit I32.
+void write_synthetic_tokens(const SyntheticModelSpec& spec, const std::filesystem::path& file,
+                            std::uint64_t rows, std::uint64_t seq);
+
 }  // namespace qs
