@@ -180,6 +180,15 @@ double quadratic_form(std::span<const float> matrix, std::uint64_t rows, std::ui
   return sum;
 }
 
+std::vector<double> quadratic_forms(std::span<const std::span<const float>> matrices,
+                                    std::uint64_t rows, std::uint64_t cols,
+                                    const PreparedHessian& hessian, bool cuda) {
+  if (cuda) return quadratic_forms_cuda(matrices, rows, cols, hessian);
+  std::vector<double> results;
+  for (const auto& matrix : matrices) results.push_back(quadratic_form(matrix, rows, cols, hessian));
+  return results;
+}
+
 double swept_objective(std::span<const double> row_objective, std::span<const float> live,
                        std::span<const float> decoded, std::uint64_t cols,
                        const PreparedHessian& hessian) {
@@ -213,16 +222,21 @@ Result quantize(std::span<const float> weight, std::uint64_t rows, std::uint64_t
   detail::static_grid(live, rows, cols, scale_dtype, scheme, out);
   Result result;
   result.fallback = hessian.fallback;
-  // tr(W·H·Wᵀ) once: both objectives are relative to it.
-  const double reference = detail::quadratic_form(weight, rows, cols, hessian);
-  auto relative = [&](double error) { return reference > 0.0 ? error / reference : 0.0; };
+  // tr(W·H·Wᵀ) once (both objectives are relative to it), with round-to-nearest's when asked
+  // for or written; the swept codes' objective comes from the sweep.
   std::vector<float> decoded(rows * cols);
-  if (rtn_baseline || !hessian.fallback.empty()) {
+  std::vector<std::span<const float>> forms{weight};
+  result.rtn_computed = rtn_baseline || !hessian.fallback.empty();
+  if (result.rtn_computed) {
     intq::dequantize(out, decoded);
     for (std::uint64_t i = 0; i < decoded.size(); ++i) decoded[i] = weight[i] - decoded[i];
-    result.rtn_relative_loss = relative(detail::quadratic_form(decoded, rows, cols, hessian));
-    result.rtn_computed = true;
+    forms.push_back(decoded);
   }
+  const auto values =
+      detail::quadratic_forms(forms, rows, cols, hessian, backend == Backend::Cuda);
+  const double reference = values[0];
+  auto relative = [&](double error) { return reference > 0.0 ? error / reference : 0.0; };
+  if (result.rtn_computed) result.rtn_relative_loss = relative(values[1]);
   result.relative_loss = result.rtn_relative_loss;
   if (hessian.fallback.empty()) {
     std::vector<double> row_objective(rows, 0.0);

@@ -51,15 +51,20 @@ Nvfp4Result quantize_nvfp4(std::span<const float> weight, std::uint64_t rows, st
   std::vector<float> decoded(rows * cols);
   Nvfp4Result result;
   result.fallback = hessian.fallback;
-  // tr(W·H·Wᵀ) once: both objectives are relative to it.
-  const double reference = detail::quadratic_form(weight, rows, cols, hessian);
-  auto relative = [&](double error) { return reference > 0.0 ? error / reference : 0.0; };
-  if (rtn_baseline || !hessian.fallback.empty()) {
+  // tr(W·H·Wᵀ) once (both objectives are relative to it), with the baseline's when asked for
+  // or written; the swept codes' objective comes from the sweep.
+  std::vector<std::span<const float>> forms{weight};
+  result.rtn_computed = rtn_baseline || !hessian.fallback.empty();
+  if (result.rtn_computed) {
     fp4::dequantize(out.packed, out.scale_codes, s2, rows, cols, decoded);
     for (std::uint64_t i = 0; i < decoded.size(); ++i) decoded[i] = weight[i] - decoded[i];
-    result.rtn_relative_loss = relative(detail::quadratic_form(decoded, rows, cols, hessian));
-    result.rtn_computed = true;
+    forms.push_back(decoded);
   }
+  const auto values =
+      detail::quadratic_forms(forms, rows, cols, hessian, backend == fp4::Backend::Cuda);
+  const double reference = values[0];
+  auto relative = [&](double error) { return reference > 0.0 ? error / reference : 0.0; };
+  if (result.rtn_computed) result.rtn_relative_loss = relative(values[1]);
   result.relative_loss = result.rtn_relative_loss;
   if (hessian.fallback.empty()) {
     const detail::Nvfp4Sweep sweep{rows, cols, s2, method, &hessian, blocks};

@@ -39,6 +39,11 @@ void sweep_cuda(std::span<const float>, const intq::IntScheme&, const PreparedHe
   throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
 }
 
+std::vector<double> quadratic_forms_cuda(std::span<const std::span<const float>>, std::uint64_t,
+                                         std::uint64_t, const PreparedHessian&) {
+  throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
+}
+
 bool inverse_cholesky_upper_cuda(std::vector<double>&, std::uint64_t, std::vector<float>&) {
   throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
 }

@@ -120,6 +120,15 @@ Objective objective_of_decoded(std::span<const float> weight, std::span<const fl
 // tr(M·H·Mᵀ) for one [rows, cols] matrix M (one fixed-tile SGEMM, any thread count).
 double quadratic_form(std::span<const float> matrix, std::uint64_t rows, std::uint64_t cols,
                       const PreparedHessian& hessian);
+// The same for each matrix on the GPU (H uploaded once, cuBLAS SGEMM): the report of GPTQ
+// under Backend::Cuda. Agrees with the CPU's to f32 rounding, not bit for bit.
+std::vector<double> quadratic_forms_cuda(std::span<const std::span<const float>> matrices,
+                                         std::uint64_t rows, std::uint64_t cols,
+                                         const PreparedHessian& hessian);
+// quadratic_form of each matrix, on the GPU when `cuda`.
+std::vector<double> quadratic_forms(std::span<const std::span<const float>> matrices,
+                                    std::uint64_t rows, std::uint64_t cols,
+                                    const PreparedHessian& hessian, bool cuda);
 // tr(ΔW·H·ΔWᵀ) of the swept codes from the sweep's own errors: Σ_r row_objective[r] is the
 // objective under H_λ = H + λ·I (dead columns' diagonal set to 1 first), so λ·‖ΔW‖² over all
 // columns and ‖ΔW‖² over dead ones come off. `live` is the swept weight (dead columns zeroed).
