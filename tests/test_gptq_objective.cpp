@@ -2,11 +2,13 @@
 // scaled errors is tr(ΔW·H_λ·ΔWᵀ) for the damped Hessian, and the damping term comes off
 // (gptq.h, swept_objective). Held here against the explicit quadratic form on random problems:
 // integer and NVFP4 grids, natural and activation order, with and without dead columns,
-// several damping fractions, and the CUDA sweeps where a GPU is present.
+// several damping fractions, and the CUDA sweeps where a GPU is present (skipped without one).
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <initializer_list>
+#include <span>
 #include <random>
 #include <vector>
 
@@ -75,8 +77,7 @@ const Case kCases[] = {{40, 256, -1, false, 0.01},
 // Relative: the f32 sweep against an f32 SGEMM. Seen: at most 7.5e-6, median 7e-7.
 constexpr double kTolerance = 1e-4;
 
-TEST(GptqObjective, IntegerSweepMatchesTheQuadraticForm) {
-  const bool cuda = cuda_availability().usable;
+void check_integer_sweeps(std::initializer_list<Backend> backends) {
   for (const auto& c : kCases) {
     const auto h = second_moments(c.cols, 600, c.dead_block, 100 + c.rows);
     auto weight = random_weight(c.rows, c.cols, 7 + c.cols);
@@ -90,8 +91,7 @@ TEST(GptqObjective, IntegerSweepMatchesTheQuadraticForm) {
          {intq::IntScheme{{4, false}, 32, intq::Observer::MinMax},
           intq::IntScheme{{4, true}, 64, intq::Observer::MinMax},
           intq::IntScheme{{8, true}, intq::kChannel, intq::Observer::MinMax}}) {
-      for (Backend backend : {Backend::Cpu, Backend::Cuda}) {
-        if (backend == Backend::Cuda && !cuda) continue;
+      for (Backend backend : backends) {
         intq::IntQuantized out;
         const auto result =
             quantize(weight, c.rows, c.cols, DType::BF16, scheme, prepared, backend, out);
@@ -108,8 +108,7 @@ TEST(GptqObjective, IntegerSweepMatchesTheQuadraticForm) {
   }
 }
 
-TEST(GptqObjective, Nvfp4SweepMatchesTheQuadraticForm) {
-  const bool cuda = cuda_availability().usable;
+void check_nvfp4_sweeps(std::initializer_list<fp4::Backend> backends) {
   for (const auto& c : kCases) {
     const auto h = second_moments(c.cols, 600, c.dead_block, 200 + c.rows);
     const auto weight = random_weight(c.rows, c.cols, 9 + c.cols);
@@ -124,8 +123,7 @@ TEST(GptqObjective, Nvfp4SweepMatchesTheQuadraticForm) {
     for (float value : weight) amax = std::max(amax, std::fabs(value));
     const float s2 = fp4::global_scale_for_amax(amax);
     for (auto method : {fp4::ScaleMethod::Max, fp4::ScaleMethod::Hessian}) {
-      for (auto backend : {fp4::Backend::Reference, fp4::Backend::Cpu, fp4::Backend::Cuda}) {
-        if (backend == fp4::Backend::Cuda && !cuda) continue;
+      for (auto backend : backends) {
         std::vector<std::uint8_t> packed(c.rows * c.cols / 2),
             scales(c.rows * c.cols / fp4::kBlockSize);
         const auto result = quantize_nvfp4(
@@ -141,6 +139,27 @@ TEST(GptqObjective, Nvfp4SweepMatchesTheQuadraticForm) {
       }
     }
   }
+}
+
+TEST(GptqObjective, IntegerSweepMatchesTheQuadraticForm) { check_integer_sweeps({Backend::Cpu}); }
+
+TEST(GptqObjective, Nvfp4SweepMatchesTheQuadraticForm) {
+  check_nvfp4_sweeps({fp4::Backend::Reference, fp4::Backend::Cpu});
+}
+
+// The GPU sweeps' sums, and round-to-nearest's objective through cuBLAS.
+TEST(GptqObjective, CudaSweepsMatchTheQuadraticForm) {
+  const auto cuda = cuda_availability();
+  if (!cuda.usable) GTEST_SKIP() << "no CUDA device: " << cuda.reason;
+  check_integer_sweeps({Backend::Cuda});
+  check_nvfp4_sweeps({fp4::Backend::Cuda});
+  const auto h = second_moments(256, 600, 3, 5);
+  const auto weight = random_weight(40, 256, 6);
+  const auto prepared = prepare_hessian(h, 256, 600, Settings{});
+  const std::span<const float> forms[] = {weight};
+  const double gpu = detail::quadratic_forms(forms, 40, 256, prepared, true)[0];
+  const double cpu = detail::quadratic_form(weight, 40, 256, prepared);
+  EXPECT_NEAR(gpu, cpu, 1e-5 * cpu);
 }
 
 TEST(GptqObjective, BaselineCanBeSkipped) {
