@@ -1,14 +1,20 @@
 // GPTQ timing on one GLM-5-size expert matrix:
 // `qs_bench_gptq ROWS COLS TOKENS [cpu|cuda] [--json FILE]`
 // (default 2048 6144 4096 cpu: a gate_proj with its 6144² Hessian). Prints the time of the
-// Hessian preparation (factorization), of the sweep, and of the objective evaluation, and the
-// peak RSS. Inputs are synthetic (correlated activations, Gaussian weights); timings do not
+// Hessian preparation (factorization), of the sweep, and of GPTQ's quality report three ways:
+// as it was (the explicit objective of round-to-nearest's codes and of the swept codes: four
+// rows·cols² quadratic forms), as quantize() now makes it (tr(W·H·Wᵀ) once, round-to-nearest's
+// error form, the swept codes' objective from the sweep's errors) and with report_rtn: false
+// (tr(W·H·Wᵀ) only), and the peak RSS. Inputs are synthetic (correlated activations, Gaussian weights); timings do not
 // depend on the values. Every BLAS call goes through deterministic_blas.h, as in quantsmith.
 
 #include <fmt/format.h>
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cmath>
+#include <span>
+#include <utility>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -65,23 +71,54 @@ int main(int argc, char** argv) {
   qs::intq::IntQuantized out;
   start = std::chrono::steady_clock::now();
   qs::gptq::detail::static_grid(weight, rows, cols, qs::DType::BF16, scheme, out);
+  const qs::intq::IntQuantized rtn = out;
+  std::vector<double> row_objective(rows, 0.0);
   if (cuda)
-    qs::gptq::detail::sweep_cuda(weight, scheme, prepared, out);
+    qs::gptq::detail::sweep_cuda(weight, scheme, prepared, out, row_objective);
   else
-    qs::gptq::detail::sweep_cpu(weight, scheme, prepared, out);
+    qs::gptq::detail::sweep_cpu(weight, scheme, prepared, out, row_objective);
   const double sweep_s = seconds_since(start);
+
+  // The report as it was: both objectives explicitly, on the CPU.
   start = std::chrono::steady_clock::now();
+  const auto rtn_explicit = qs::gptq::detail::objective(weight, rtn, prepared);
   const auto objective = qs::gptq::detail::objective(weight, out, prepared);
-  const double objective_s = seconds_since(start);
+  const double report_before_s = seconds_since(start);
+  // As quantize() makes it now (on the GPU for cuda), with and without the baseline.
+  std::vector<float> decoded(rows * cols);
+  auto report_now = [&](bool baseline) {
+    std::vector<std::span<const float>> forms{weight};
+    if (baseline) {
+      qs::intq::dequantize(rtn, decoded);
+      for (std::uint64_t i = 0; i < decoded.size(); ++i) decoded[i] = weight[i] - decoded[i];
+      forms.push_back(decoded);
+    }
+    const auto values = qs::gptq::detail::quadratic_forms(forms, rows, cols, prepared, cuda);
+    qs::intq::dequantize(out, decoded);
+    const double swept =
+        qs::gptq::detail::swept_objective(row_objective, weight, decoded, cols, prepared);
+    return std::pair{swept / values[0], baseline ? values[1] / values[0] : 0.0};
+  };
+  start = std::chrono::steady_clock::now();
+  const auto [swept_loss, rtn_loss] = report_now(true);
+  const double report_after_s = seconds_since(start);
+  start = std::chrono::steady_clock::now();
+  report_now(false);
+  const double report_no_baseline_s = seconds_since(start);
+  const double explicit_loss = objective.error / objective.reference;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   fmt::print(
       "gptq int4-g128-asym [{} x {}], {} tokens, {}: prepare {:.3f} s (damp {}), sweep {:.3f} s "
-      "({:.1f} GFLOP/s of r·c² lazy updates), objective {:.3f} s, relative loss {:.3e}, peak "
-      "RSS {:.0f} MiB\n({}; fixed tiles, results independent of the thread count)\n",
+      "({:.1f} GFLOP/s of r·c² lazy updates)\n  report before (4 explicit forms) {:.3f} s, "
+      "now {:.3f} s, now without baseline {:.3f} s\n  relative loss explicit {:.6e} / from the "
+      "sweep {:.6e} (rel. diff {:.1e}); round-to-nearest {:.6e} / {:.6e}\n  peak RSS {:.0f} MiB "
+      "({}; fixed tiles, results independent of the thread count)\n",
       rows, cols, tokens, cuda ? "cuda" : "cpu", prepare_s, prepared.damp_used, sweep_s,
-      2.0 * rows * cols * cols / 2 / sweep_s / 1e9, objective_s,
-      objective.error / objective.reference, usage.ru_maxrss / 1024.0,
+      2.0 * rows * cols * cols / 2 / sweep_s / 1e9, report_before_s, report_after_s,
+      report_no_baseline_s, explicit_loss, swept_loss,
+      std::abs(swept_loss - explicit_loss) / explicit_loss,
+      rtn_explicit.error / rtn_explicit.reference, rtn_loss, usage.ru_maxrss / 1024.0,
       qs::blas::numerics_identity());
   if (!json_path.empty()) {
     const nlohmann::ordered_json report = {{"rows", rows},
@@ -90,9 +127,12 @@ int main(int argc, char** argv) {
                                            {"backend", cuda ? "cuda" : "cpu"},
                                            {"prepare_s", prepare_s},
                                            {"sweep_s", sweep_s},
-                                           {"objective_s", objective_s},
+                                           {"report_before_s", report_before_s},
+                                           {"report_after_s", report_after_s},
+                                           {"report_no_baseline_s", report_no_baseline_s},
                                            {"expert_s", prepare_s + sweep_s},
-                                           {"relative_loss", objective.error / objective.reference},
+                                           {"relative_loss", explicit_loss},
+                                           {"relative_loss_from_sweep", swept_loss},
                                            {"peak_rss_mib", usage.ru_maxrss / 1024.0}};
     std::ofstream(json_path) << report.dump(2) << "\n";
   }

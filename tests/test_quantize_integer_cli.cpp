@@ -127,6 +127,37 @@ TEST(QuantizeIntegerCli, GptqBeatsRoundToNearestAndNeedsStatistics) {
   const auto ignore = config["ignore"].get<std::vector<std::string>>();
   EXPECT_NE(std::find(ignore.begin(), ignore.end(), "model.layers.4.self_attn.q_a_proj"),
             ignore.end());
+
+  // report_rtn: false skips the baseline: same bytes, the GPTQ losses as before, the baseline
+  // null in the report and "not computed" in the summary.
+  const auto no_baseline = scratch.path() / "no-baseline.yaml";
+  std::ofstream(no_baseline) << "format: compressed-tensors\nrules:\n"
+                                "  - {name: mtp, mtp: true, action: keep}\n"
+                                "  - {name: experts, category: routed_expert, action: gptq-int4,\n"
+                                "     report_rtn: false}\n";
+  const auto out2 = scratch.path() / "gptq-no-baseline";
+  auto skipped = run_cli("quantize " + quoted(kModel) + " " + quoted(out2) + " --recipe " +
+                         quoted(no_baseline) + " --calib " + quoted(stats));
+  ASSERT_EQ(skipped.exit_code, 0) << skipped.output;
+  EXPECT_NE(skipped.output.find("round-to-nearest not computed"), std::string::npos)
+      << skipped.output;
+  const auto first = Checkpoint::open(out), second = Checkpoint::open(out2);
+  ASSERT_EQ(first.tensors().size(), second.tensors().size());
+  for (const auto& tensor : first.tensors()) {
+    const auto& other = second.at(tensor.info->name);
+    EXPECT_EQ(tensor.shard->read(*tensor.info), other.shard->read(*other.info))
+        << tensor.info->name;
+  }
+  auto skipped_json = run_cli("quantize " + quoted(kModel) + " " +
+                              quoted(scratch.path() / "gptq-no-baseline-json") + " --recipe " +
+                              quoted(no_baseline) + " --calib " + quoted(stats) + " --json");
+  ASSERT_EQ(skipped_json.exit_code, 0) << skipped_json.output;
+  const auto rows = nlohmann::json::parse(skipped_json.standard_output)["quality"];
+  ASSERT_EQ(rows.size(), report["quality"].size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_TRUE(rows[i]["rtn_relative_loss"].is_null()) << rows[i].dump();
+    EXPECT_EQ(rows[i]["gptq_relative_loss"], report["quality"][i]["gptq_relative_loss"]);
+  }
 }
 
 TEST(QuantizeIntegerCli, RefusesStatisticsThatDoNotMatchTheModel) {

@@ -286,7 +286,10 @@ nlohmann::ordered_json quality_json(const ExecutionReport& report) {
                                   {"relative_mse", quality.relative_mse()}};
     if (quality.relative_loss) {
       row["gptq_relative_loss"] = *quality.relative_loss;
-      row["rtn_relative_loss"] = quality.rtn_relative_loss.value_or(0.0);
+      // null: the rule said report_rtn: false.
+      row["rtn_relative_loss"] = quality.rtn_relative_loss
+                                     ? nlohmann::ordered_json(*quality.rtn_relative_loss)
+                                     : nlohmann::ordered_json(nullptr);
       row["fallback"] = quality.fallback.empty() ? nlohmann::ordered_json(nullptr)
                                                  : nlohmann::ordered_json(quality.fallback);
       row["blended"] = quality.blended;
@@ -300,24 +303,36 @@ nlohmann::ordered_json quality_json(const ExecutionReport& report) {
 // fell back to round-to-nearest, by name (docs/algorithms/gptq.md, "Damping and fallbacks": count
 // and log them).
 void print_gptq_summary(const ExecutionReport& report) {
-  double loss = 0.0, rtn = 0.0;
-  std::size_t count = 0;
+  double loss = 0.0, rtn = 0.0, loss_with_baseline = 0.0;
+  std::size_t count = 0, with_baseline = 0;
   std::vector<const TensorQuality*> fallbacks;
   std::size_t blended = 0;
   for (const auto& quality : report.quality) {
     if (!quality.relative_loss) continue;
     loss += *quality.relative_loss;
-    rtn += quality.rtn_relative_loss.value_or(0.0);
     ++count;
+    if (quality.rtn_relative_loss) {  // absent under report_rtn: false
+      rtn += *quality.rtn_relative_loss;
+      loss_with_baseline += *quality.relative_loss;
+      ++with_baseline;
+    }
     if (!quality.fallback.empty()) fallbacks.push_back(&quality);
     if (quality.blended) ++blended;
   }
   if (count == 0) return;
+  std::string baseline = "round-to-nearest not computed";
+  if (with_baseline == count)
+    baseline = fmt::format("round-to-nearest {:.3e}, ratio {:.3f}", rtn / count,
+                           rtn > 0 ? loss / rtn : 0.0);
+  else if (with_baseline > 0)
+    baseline = fmt::format("round-to-nearest {:.3e}, ratio {:.3f}, over the {} weights that "
+                           "computed it",
+                           rtn / with_baseline, rtn > 0 ? loss_with_baseline / rtn : 0.0,
+                           with_baseline);
   fmt::print(
-      "GPTQ: {} weights, mean relative layer loss {:.3e} (round-to-nearest {:.3e}, ratio "
-      "{:.3f}), {} fell back to round-to-nearest, {} few-token experts' weights blended with "
-      "their layer's pooled statistics\n",
-      count, loss / count, rtn / count, rtn > 0 ? loss / rtn : 0.0, fallbacks.size(), blended);
+      "GPTQ: {} weights, mean relative layer loss {:.3e} ({}), {} fell back to round-to-nearest, "
+      "{} few-token experts' weights blended with their layer's pooled statistics\n",
+      count, loss / count, baseline, fallbacks.size(), blended);
   for (const auto* quality : fallbacks)
     fmt::print(stderr, "quantsmith: warning: {}: round-to-nearest instead of GPTQ: {}\n",
                quality->tensor, quality->fallback);

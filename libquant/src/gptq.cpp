@@ -101,6 +101,7 @@ PreparedHessian prepare_hessian(std::span<const double> second_moments, std::uin
             : detail::inverse_cholesky_upper_cpu(reversed, columns, prepared.u);
     if (factored) {
       prepared.damp_used = fraction;
+      prepared.damping = fraction * mean_diagonal;
       return prepared;
     }
   }
@@ -160,28 +161,54 @@ Objective objective(std::span<const float> weight, const intq::IntQuantized& qua
 Objective objective_of_decoded(std::span<const float> weight, std::span<const float> decoded,
                                std::uint64_t rows, std::uint64_t cols,
                                const PreparedHessian& hessian) {
-  std::vector<float> product(rows * cols);
-  auto quadratic_form = [&](const std::vector<float>& matrix) {
-    blas::sgemm(blas::Op::None, blas::Op::None, rows, cols, cols, 1.0f, matrix.data(), cols,
-                hessian.hessian.data(), cols, 0.0f, product.data(), cols);
-    double sum = 0.0;
-    for (std::uint64_t i = 0; i < matrix.size(); ++i)
-      sum += static_cast<double>(matrix[i]) * product[i];
-    return sum;
-  };
   Objective result;
-  std::vector<float> values(weight.begin(), weight.end());
-  result.reference = quadratic_form(values);
-  for (std::uint64_t i = 0; i < values.size(); ++i) values[i] -= decoded[i];
-  result.error = quadratic_form(values);
+  result.reference = quadratic_form(weight, rows, cols, hessian);
+  std::vector<float> difference(weight.begin(), weight.end());
+  for (std::uint64_t i = 0; i < difference.size(); ++i) difference[i] -= decoded[i];
+  result.error = quadratic_form(difference, rows, cols, hessian);
   return result;
+}
+
+double quadratic_form(std::span<const float> matrix, std::uint64_t rows, std::uint64_t cols,
+                      const PreparedHessian& hessian) {
+  std::vector<float> product(rows * cols);
+  blas::sgemm(blas::Op::None, blas::Op::None, rows, cols, cols, 1.0f, matrix.data(), cols,
+              hessian.hessian.data(), cols, 0.0f, product.data(), cols);
+  double sum = 0.0;
+  for (std::uint64_t i = 0; i < matrix.size(); ++i)
+    sum += static_cast<double>(matrix[i]) * product[i];
+  return sum;
+}
+
+std::vector<double> quadratic_forms(std::span<const std::span<const float>> matrices,
+                                    std::uint64_t rows, std::uint64_t cols,
+                                    const PreparedHessian& hessian, bool cuda) {
+  if (cuda) return quadratic_forms_cuda(matrices, rows, cols, hessian);
+  std::vector<double> results;
+  for (const auto& matrix : matrices) results.push_back(quadratic_form(matrix, rows, cols, hessian));
+  return results;
+}
+
+double swept_objective(std::span<const double> row_objective, std::span<const float> live,
+                       std::span<const float> decoded, std::uint64_t cols,
+                       const PreparedHessian& hessian) {
+  double damped = 0.0;
+  for (double row : row_objective) damped += row;
+  double all = 0.0, dead = 0.0;
+  for (std::uint64_t i = 0; i < live.size(); ++i) {
+    const double difference = static_cast<double>(live[i]) - decoded[i];
+    all += difference * difference;
+    if (hessian.dead[i % cols]) dead += difference * difference;
+  }
+  // H_λ = H + λ·I + (1 on dead columns' diagonal): ΔW·H·ΔWᵀ = Σ e² − λ‖ΔW‖² − ‖ΔW_dead‖².
+  return damped - hessian.damping * all - dead;
 }
 
 }  // namespace detail
 
 Result quantize(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
                 DType scale_dtype, const intq::IntScheme& scheme, const PreparedHessian& hessian,
-                Backend backend, intq::IntQuantized& out) {
+                Backend backend, intq::IntQuantized& out, bool rtn_baseline) {
   if (weight.size() != rows * cols || hessian.columns != cols)
     throw Error(ErrorClass::Internal, "gptq.shape", "weight and Hessian do not match");
   if (cols % scheme.group_width(cols) != 0)
@@ -194,20 +221,34 @@ Result quantize(std::span<const float> weight, std::uint64_t rows, std::uint64_t
       for (std::uint64_t r = 0; r < rows; ++r) live[r * cols + c] = 0.0f;
   detail::static_grid(live, rows, cols, scale_dtype, scheme, out);
   Result result;
-  const auto rtn = detail::objective(weight, out, hessian);
-  result.rtn_relative_loss = rtn.reference > 0.0 ? rtn.error / rtn.reference : 0.0;
-  result.relative_loss = result.rtn_relative_loss;
   result.fallback = hessian.fallback;
-  if (hessian.fallback.empty()) {
-    if (backend == Backend::Cuda)
-      detail::sweep_cuda(live, scheme, hessian, out);
-    else
-      detail::sweep_cpu(live, scheme, hessian, out);
-    const auto swept = detail::objective(weight, out, hessian);
-    result.relative_loss = swept.reference > 0.0 ? swept.error / swept.reference : 0.0;
-  }
+  // tr(W·H·Wᵀ) once (both objectives are relative to it), with round-to-nearest's when asked
+  // for or written; the swept codes' objective comes from the sweep.
   std::vector<float> decoded(rows * cols);
-  intq::dequantize(out, decoded);
+  std::vector<std::span<const float>> forms{weight};
+  result.rtn_computed = rtn_baseline || !hessian.fallback.empty();
+  if (result.rtn_computed) {
+    intq::dequantize(out, decoded);
+    for (std::uint64_t i = 0; i < decoded.size(); ++i) decoded[i] = weight[i] - decoded[i];
+    forms.push_back(decoded);
+  }
+  const auto values =
+      detail::quadratic_forms(forms, rows, cols, hessian, backend == Backend::Cuda);
+  const double reference = values[0];
+  auto relative = [&](double error) { return reference > 0.0 ? error / reference : 0.0; };
+  if (result.rtn_computed) result.rtn_relative_loss = relative(values[1]);
+  result.relative_loss = result.rtn_relative_loss;
+  if (hessian.fallback.empty()) {
+    std::vector<double> row_objective(rows, 0.0);
+    if (backend == Backend::Cuda)
+      detail::sweep_cuda(live, scheme, hessian, out, row_objective);
+    else
+      detail::sweep_cpu(live, scheme, hessian, out, row_objective);
+    intq::dequantize(out, decoded);
+    result.relative_loss =
+        relative(detail::swept_objective(row_objective, live, decoded, cols, hessian));
+  }
+  if (!hessian.fallback.empty()) intq::dequantize(out, decoded);
   for (std::uint64_t i = 0; i < decoded.size(); ++i) {
     const double difference = static_cast<double>(weight[i]) - decoded[i];
     result.energy.signal += static_cast<double>(weight[i]) * weight[i];

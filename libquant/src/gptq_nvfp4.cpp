@@ -35,7 +35,7 @@ std::span<const std::byte> bytes_of(std::span<const float> values) {
 Nvfp4Result quantize_nvfp4(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
                            float s2, fp4::ScaleMethod method, const PreparedHessian& hessian,
                            const fp4::BlockHessians* blocks, fp4::Backend backend,
-                           fp4::Fp4Buffers out) {
+                           fp4::Fp4Buffers out, bool rtn_baseline) {
   if (weight.size() != rows * cols || hessian.columns != cols || cols % fp4::kBlockSize != 0 ||
       out.packed.size() != rows * cols / 2 ||
       out.scale_codes.size() != rows * cols / fp4::kBlockSize)
@@ -49,26 +49,40 @@ Nvfp4Result quantize_nvfp4(std::span<const float> weight, std::uint64_t rows, st
   const fp4::WeightView view{DType::F32, bytes_of(live), rows, cols};
   fp4::quantize(view, s2, method, out, backend, blocks);
   std::vector<float> decoded(rows * cols);
-  fp4::dequantize(out.packed, out.scale_codes, s2, rows, cols, decoded);
   Nvfp4Result result;
-  const auto plain = detail::objective_of_decoded(weight, decoded, rows, cols, hessian);
-  result.rtn_relative_loss = plain.reference > 0.0 ? plain.error / plain.reference : 0.0;
-  result.relative_loss = result.rtn_relative_loss;
   result.fallback = hessian.fallback;
+  // tr(W·H·Wᵀ) once (both objectives are relative to it), with the baseline's when asked for
+  // or written; the swept codes' objective comes from the sweep.
+  std::vector<std::span<const float>> forms{weight};
+  result.rtn_computed = rtn_baseline || !hessian.fallback.empty();
+  if (result.rtn_computed) {
+    fp4::dequantize(out.packed, out.scale_codes, s2, rows, cols, decoded);
+    for (std::uint64_t i = 0; i < decoded.size(); ++i) decoded[i] = weight[i] - decoded[i];
+    forms.push_back(decoded);
+  }
+  const auto values =
+      detail::quadratic_forms(forms, rows, cols, hessian, backend == fp4::Backend::Cuda);
+  const double reference = values[0];
+  auto relative = [&](double error) { return reference > 0.0 ? error / reference : 0.0; };
+  if (result.rtn_computed) result.rtn_relative_loss = relative(values[1]);
+  result.relative_loss = result.rtn_relative_loss;
   if (hessian.fallback.empty()) {
     const detail::Nvfp4Sweep sweep{rows, cols, s2, method, &hessian, blocks};
     std::vector<std::uint8_t> codes(rows * cols);
+    std::vector<double> row_objective(rows, 0.0);
     if (backend == fp4::Backend::Reference)
-      detail::sweep_nvfp4_reference(live, sweep, codes, out.scale_codes);
+      detail::sweep_nvfp4_reference(live, sweep, codes, out.scale_codes, row_objective);
     else if (backend == fp4::Backend::Cuda)
-      detail::sweep_nvfp4_cuda(live, sweep, codes, out.scale_codes);
+      detail::sweep_nvfp4_cuda(live, sweep, codes, out.scale_codes, row_objective);
     else
-      detail::sweep_nvfp4_cpu(live, sweep, codes, out.scale_codes);
+      detail::sweep_nvfp4_cpu(live, sweep, codes, out.scale_codes, row_objective);
     for (std::uint64_t i = 0; i < rows * cols / 2; ++i)
       out.packed[i] = pack_e2m1_pair(codes[2 * i], codes[2 * i + 1]);
     fp4::dequantize(out.packed, out.scale_codes, s2, rows, cols, decoded);
-    const auto swept = detail::objective_of_decoded(weight, decoded, rows, cols, hessian);
-    result.relative_loss = swept.reference > 0.0 ? swept.error / swept.reference : 0.0;
+    result.relative_loss =
+        relative(detail::swept_objective(row_objective, live, decoded, cols, hessian));
+  } else {
+    fp4::dequantize(out.packed, out.scale_codes, s2, rows, cols, decoded);
   }
   // In row order, as every NVFP4 path sums its energies.
   for (std::uint64_t r = 0; r < rows; ++r) {

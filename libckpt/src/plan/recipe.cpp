@@ -47,9 +47,10 @@ constexpr std::array kRecipeKeys{"description", "format",     "parameters",
                                  "kv_cache",    "activations", "min_snr_db"};
 constexpr std::array kRuleKeys{"name",     "category",   "role",     "module",  "layers",
                                "mtp",      "action",     "scale_method", "bits", "symmetric",
-                               "group_size", "observer", "damp",     "act_order", "min_tokens", "blend_tokens"};
+                               "group_size", "observer", "damp",     "act_order", "min_tokens", "blend_tokens",
+                               "report_rtn"};
 constexpr std::array kIntegerKeys{"bits", "symmetric", "group_size", "observer"};
-constexpr std::array kGptqKeys{"damp", "act_order", "min_tokens", "blend_tokens"};
+constexpr std::array kGptqKeys{"damp", "act_order", "min_tokens", "blend_tokens", "report_rtn"};
 constexpr std::array kDefaultKeys{"scale_method"};
 
 std::string trim(std::string_view text) {
@@ -184,6 +185,7 @@ void read_integer_options(const YAML::Node& node, RecipeRule& rule, const Recipe
   if (node["min_tokens"])
     options.min_tokens =
         read_number<std::uint64_t>(node["min_tokens"], "min_tokens", 0, 1ull << 50, reader);
+  if (node["report_rtn"]) options.report_rtn = read_bool(node["report_rtn"], "report_rtn", reader);
   if (node["blend_tokens"])
     options.blend_tokens =
         read_number<std::uint64_t>(node["blend_tokens"], "blend_tokens", 0, 1ull << 50, reader);

@@ -11,11 +11,13 @@
 
 #include "qs/quant/deterministic_blas.h"
 #include "qs/quant/gptq.h"
+#include "../gptq_row_objective.h"
 
 namespace qs::gptq::detail {
 
 void sweep_cpu(std::span<const float> weight, const intq::IntScheme& scheme,
-               const PreparedHessian& hessian, intq::IntQuantized& out) {
+               const PreparedHessian& hessian, intq::IntQuantized& out,
+               std::span<double> row_objective) {
   const int block_size = kLazyBlock;
   const std::uint64_t rows = out.rows, cols = out.cols;
   const std::uint64_t width = scheme.group_width(cols);
@@ -48,6 +50,7 @@ void sweep_cpu(std::span<const float> weight, const intq::IntScheme& scheme,
           for (std::uint64_t t = j + 1; t < i2; ++t) row[t] -= error * u_row[t];
           row_errors[j - i1] = error;
         }
+        if (!row_objective.empty()) row_objective[r] += sum_of_squares(row_errors, count);
       }
     });
     if (i2 < cols)

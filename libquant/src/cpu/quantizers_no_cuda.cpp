@@ -35,7 +35,12 @@ ErrorEnergy quantize_cuda(const WeightView&, const IntScheme&, IntQuantized&) {
 namespace qs::gptq::detail {
 
 void sweep_cuda(std::span<const float>, const intq::IntScheme&, const PreparedHessian&,
-                intq::IntQuantized&) {
+                intq::IntQuantized&, std::span<double>) {
+  throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
+}
+
+std::vector<double> quadratic_forms_cuda(std::span<const std::span<const float>>, std::uint64_t,
+                                         std::uint64_t, const PreparedHessian&) {
   throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
 }
 
@@ -44,7 +49,7 @@ bool inverse_cholesky_upper_cuda(std::vector<double>&, std::uint64_t, std::vecto
 }
 
 void sweep_nvfp4_cuda(std::span<const float>, const Nvfp4Sweep&, std::span<std::uint8_t>,
-                      std::span<std::uint8_t>) {
+                      std::span<std::uint8_t>, std::span<double>) {
   throw_bad_input("cuda.unavailable", "this build of quantsmith has no CUDA support");
 }
 

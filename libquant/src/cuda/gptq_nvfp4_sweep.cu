@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../gptq_nvfp4_row.h"
+#include "../gptq_row_objective.h"
 #include "cublas_handle.h"
 #include "device_buffer.h"
 #include "qs/quant/gptq_nvfp4.h"
@@ -28,7 +29,8 @@ __global__ void sweep_nvfp4_block(float* w, std::uint64_t rows, std::uint64_t co
                                   std::uint64_t i1, int count, const float* u,
                                   const std::uint32_t* order, float s2, fp4::ScaleMethod method,
                                   const float* hessians, std::uint8_t* codes,
-                                  std::uint8_t* scale_codes, float* errors) {
+                                  std::uint8_t* scale_codes, float* errors,
+                                  double* row_objective) {
   extern __shared__ float u_block[];  // [count, count]
   for (int index = threadIdx.x; index < count * count; index += blockDim.x)
     u_block[index] = u[(i1 + index / count) * cols + i1 + index % count];
@@ -38,12 +40,14 @@ __global__ void sweep_nvfp4_block(float* w, std::uint64_t rows, std::uint64_t co
   sweep_nvfp4_row_span<fp4::ThresholdE2M1>(
       w + r * cols + i1, count, u_block, static_cast<std::uint64_t>(count), order + i1, s2, method,
       hessians, codes + r * cols, scale_codes + r * (cols / fp4::kBlockSize), errors + r * count);
+  if (row_objective) row_objective[r] += sum_of_squares(errors + r * count, count);
 }
 
 }  // namespace
 
 void sweep_nvfp4_cuda(std::span<const float> weight, const Nvfp4Sweep& sweep,
-                      std::span<std::uint8_t> codes, std::span<std::uint8_t> scale_codes) {
+                      std::span<std::uint8_t> codes, std::span<std::uint8_t> scale_codes,
+                      std::span<double> row_objective) {
   const std::uint64_t rows = sweep.rows, cols = sweep.cols;
   const auto& order = sweep.hessian->order;
   std::vector<float> permuted(rows * cols);
@@ -57,6 +61,9 @@ void sweep_nvfp4_cuda(std::span<const float> weight, const Nvfp4Sweep& sweep,
   w.upload(permuted.data(), permuted.size() * sizeof(float));
   u.upload(sweep.hessian->u.data(), sweep.hessian->u.size() * sizeof(float));
   device_order.upload(order.data(), cols * sizeof(std::uint32_t));
+  DeviceBuffer<double> objective(row_objective.size());
+  if (!row_objective.empty())
+    objective.upload(row_objective.data(), row_objective.size_bytes());
   if (hessian_count) hessians.upload(sweep.blocks->blocks.data(), hessian_count * sizeof(float));
   const int shared_bytes = kLazyBlock * kLazyBlock * static_cast<int>(sizeof(float));
   check(cudaFuncSetAttribute(sweep_nvfp4_block, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -71,7 +78,7 @@ void sweep_nvfp4_cuda(std::span<const float> weight, const Nvfp4Sweep& sweep,
     sweep_nvfp4_block<<<ctas, kRowsPerCta, count * count * sizeof(float)>>>(
         w.data, rows, cols, i1, count, u.data, device_order.data, sweep.s2, sweep.method,
         hessian_count ? hessians.data : nullptr, device_codes.data, device_scales.data,
-        errors.data);
+        errors.data, row_objective.empty() ? nullptr : objective.data);
     check(cudaGetLastError(), "launch sweep_nvfp4_block");
     if (i2 == cols) break;
     // Row-major W[:, i2:] −= E·U[i1:i2, i2:] is column-major W' −= U'·E' (primes: transposes).
@@ -85,6 +92,8 @@ void sweep_nvfp4_cuda(std::span<const float> weight, const Nvfp4Sweep& sweep,
   check(cudaDeviceSynchronize(), "sweep");
   device_codes.download(codes.data(), rows * cols);
   device_scales.download(scale_codes.data(), scale_codes.size());
+  if (!row_objective.empty())
+    objective.download(row_objective.data(), row_objective.size_bytes());
 }
 
 }  // namespace qs::gptq::detail

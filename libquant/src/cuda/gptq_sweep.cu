@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cublas_handle.h"
+#include "../gptq_row_objective.h"
 #include "device_buffer.h"
 #include "qs/quant/gptq.h"
 
@@ -35,7 +36,7 @@ __global__ void sweep_block(float* w, std::uint64_t rows, std::uint64_t cols, st
                             int count, const float* u, const std::uint32_t* order,
                             const float* scales, const std::int8_t* zeros, std::uint64_t groups,
                             std::uint64_t width, intq::IntFormat format, DType scale_dtype,
-                            std::int8_t* codes, float* errors) {
+                            std::int8_t* codes, float* errors, double* row_objective) {
   extern __shared__ float u_block[];  // [count, count]
   for (int index = threadIdx.x; index < count * count; index += blockDim.x)
     u_block[index] = u[(i1 + index / count) * cols + i1 + index % count];
@@ -57,6 +58,7 @@ __global__ void sweep_block(float* w, std::uint64_t rows, std::uint64_t cols, st
     for (int t = j + 1; t < count; ++t) row[t] -= error * u_block[j * count + t];
     row_errors[j] = error;
   }
+  if (row_objective) row_objective[r] += sum_of_squares(row_errors, count);
 }
 
 struct CusolverHandle {
@@ -107,7 +109,8 @@ bool inverse_cholesky_upper_cuda(std::vector<double>& reversed, std::uint64_t n,
 }
 
 void sweep_cuda(std::span<const float> weight, const intq::IntScheme& scheme,
-                const PreparedHessian& hessian, intq::IntQuantized& out) {
+                const PreparedHessian& hessian, intq::IntQuantized& out,
+                std::span<double> row_objective) {
   const std::uint64_t rows = out.rows, cols = out.cols;
   const std::uint64_t groups = out.groups(), width = scheme.group_width(cols);
   std::vector<float> permuted(rows * cols);
@@ -123,6 +126,9 @@ void sweep_cuda(std::span<const float> weight, const intq::IntScheme& scheme,
   scales.upload(out.scales.data(), out.scales.size() * sizeof(float));
   zeros.upload(out.zeros.data(), out.zeros.size());
   order.upload(hessian.order.data(), cols * sizeof(std::uint32_t));
+  DeviceBuffer<double> objective(row_objective.size());
+  if (!row_objective.empty())
+    objective.upload(row_objective.data(), row_objective.size_bytes());
   const int shared_bytes = kLazyBlock * kLazyBlock * static_cast<int>(sizeof(float));
   check(cudaFuncSetAttribute(sweep_block, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              shared_bytes),
@@ -136,7 +142,8 @@ void sweep_cuda(std::span<const float> weight, const intq::IntScheme& scheme,
     const int count = static_cast<int>(i2 - i1);
     sweep_block<<<ctas, kRowsPerCta, count * count * sizeof(float)>>>(
         w.data, rows, cols, i1, count, u.data, order.data, scales.data, zeros.data, groups, width,
-        scheme.format, out.scale_dtype, codes.data, errors.data);
+        scheme.format, out.scale_dtype, codes.data, errors.data,
+        row_objective.empty() ? nullptr : objective.data);
     check(cudaGetLastError(), "launch sweep_block");
     if (i2 == cols) break;
     // Row-major W[:, i2:] −= E·U[i1:i2, i2:] is column-major W' −= U'·E' (primes: transposes).
@@ -149,6 +156,8 @@ void sweep_cuda(std::span<const float> weight, const intq::IntScheme& scheme,
   }
   check(cudaDeviceSynchronize(), "sweep");
   codes.download(out.codes.data(), rows * cols);
+  if (!row_objective.empty())
+    objective.download(row_objective.data(), row_objective.size_bytes());
 }
 
 }  // namespace qs::gptq::detail

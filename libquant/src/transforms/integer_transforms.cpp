@@ -193,7 +193,8 @@ class GptqTransform final : public IntegerTransformBase {
     intq::IntQuantized stacked_codes;
     const auto sweep_start = std::chrono::steady_clock::now();
     const auto result =
-        gptq::quantize(stacked, rows, cols, first.dtype, scheme_, *hessian, backend_, stacked_codes);
+        gptq::quantize(stacked, rows, cols, first.dtype, scheme_, *hessian, backend_, stacked_codes,
+                       options_.report_rtn);
     if (stage_times_) QuantizeStageTimes::add_since(stage_times_->sweep_ns, sweep_start);
     for (std::size_t i = 0; i < members.size(); ++i) {
       const TensorInfo& info = *sources[members[i]].info;
@@ -206,7 +207,7 @@ class GptqTransform final : public IntegerTransformBase {
       q.signal_energy = result.energy.signal * share;
       q.error_energy = result.energy.error * share;
       q.relative_loss = result.relative_loss;
-      q.rtn_relative_loss = result.rtn_relative_loss;
+      if (result.rtn_computed) q.rtn_relative_loss = result.rtn_relative_loss;
       q.fallback = result.fallback;
       q.blended = blended && result.fallback.empty();
     }

@@ -211,6 +211,7 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
     settings_.act_order = request.integer.act_order;
     settings_.min_tokens = request.integer.min_tokens;
     settings_.order_block = gptq::kNvfp4OrderBlock;
+    report_rtn_ = request.integer.report_rtn;
   }
 
   // The column sweep: about rows·cols² multiply-adds per matrix, as integer GPTQ's.
@@ -289,8 +290,8 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
     // Stacked members share a key, hence one matrix and one set of block Hessians.
     const auto sweep_start = std::chrono::steady_clock::now();
     const auto result = gptq::quantize_nvfp4(stacked, rows, cols, s2, method_, *hessian,
-                                             hessian_views[members[0]], backend_,
-                                             {packed, scales});
+                                             hessian_views[members[0]], backend_, {packed, scales},
+                                             report_rtn_);
     if (stage_times_) QuantizeStageTimes::add_since(stage_times_->sweep_ns, sweep_start);
     std::uint64_t first_row = 0;
     for (std::size_t m : members) {
@@ -310,7 +311,7 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
       q.signal_energy = result.energy.signal * share;
       q.error_energy = result.energy.error * share;
       q.relative_loss = result.relative_loss;
-      q.rtn_relative_loss = result.rtn_relative_loss;
+      if (result.rtn_computed) q.rtn_relative_loss = result.rtn_relative_loss;
       q.fallback = result.fallback;
       q.blended = blended && result.fallback.empty();
     }
@@ -318,6 +319,7 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
 
   QuantizeStageTimes* stage_times_;
   gptq::Settings settings_;
+  bool report_rtn_ = true;
 };
 
 }  // namespace

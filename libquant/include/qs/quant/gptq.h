@@ -54,6 +54,7 @@ struct PreparedHessian {
   std::vector<float> u;              // [columns, columns], upper triangle, processing order
   std::vector<float> hessian;        // H as given (f32, original order), for the objective
   double damp_used = 0.0;            // the damping fraction that factored
+  double damping = 0.0;              // λ = damp_used · mean diag(H), added to diag(H) for U
   std::string fallback;              // non-empty: why this Hessian cannot drive GPTQ
 };
 
@@ -70,27 +71,35 @@ struct Result {
   // codes written and for round-to-nearest on the same grid.
   double relative_loss = 0.0;
   double rtn_relative_loss = 0.0;
+  bool rtn_computed = false;  // false: the baseline was not asked for (rtn_relative_loss 0)
   intq::ErrorEnergy energy;  // plain weight error Σ (w − ŵ)², as for round-to-nearest
   std::string fallback;      // non-empty: round-to-nearest was written, and why
 };
 
 // Quantizes `weight` ([rows, cols] f32, the source values; several matrices sharing the
-// Hessian may be stacked as rows) into `out` with scales in `scale_dtype`.
+// Hessian may be stacked as rows) into `out` with scales in `scale_dtype`. The swept codes'
+// objective comes from the sweep (swept_objective); `rtn_baseline` false skips the
+// round-to-nearest objective (one rows·cols² SGEMM) unless round-to-nearest is what is written.
 Result quantize(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
                 DType scale_dtype, const intq::IntScheme& scheme, const PreparedHessian& hessian,
-                Backend backend, intq::IntQuantized& out);
+                Backend backend, intq::IntQuantized& out, bool rtn_baseline = true);
 
 namespace detail {
 // The group parameters of the static grid and the round-to-nearest codes on it.
 void static_grid(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
                  DType scale_dtype, const intq::IntScheme& scheme, intq::IntQuantized& out);
-// The column sweep: fills out.codes given out.scales / out.zeros (the static grid).
+// The column sweep: fills out.codes given out.scales / out.zeros (the static grid). When
+// `row_objective` ([rows], zeroed) is given, each row's Σ e_j² (e_j the scaled error fed
+// forward) is added to it in processing order: that is the row's tr(ΔW·H_λ·ΔWᵀ) for the damped
+// Hessian H_λ that U factors (swept_objective).
 void sweep_cpu(std::span<const float> weight, const intq::IntScheme& scheme,
-               const PreparedHessian& hessian, intq::IntQuantized& out);
+               const PreparedHessian& hessian, intq::IntQuantized& out,
+               std::span<double> row_objective = {});
 // One kernel per 128-column block (a thread per row, the block of U in shared memory) and one
 // cuBLAS SGEMM for the lazy update.
 void sweep_cuda(std::span<const float> weight, const intq::IntScheme& scheme,
-                const PreparedHessian& hessian, intq::IntQuantized& out);
+                const PreparedHessian& hessian, intq::IntQuantized& out,
+                std::span<double> row_objective = {});
 // U with Uᵀ·U = A⁻¹ for `reversed` = J·A·J (row-major n×n, overwritten): false when A is not
 // positive definite.
 bool inverse_cholesky_upper_cpu(std::vector<double>& reversed, std::uint64_t n,
@@ -108,6 +117,24 @@ Objective objective(std::span<const float> weight, const intq::IntQuantized& qua
 Objective objective_of_decoded(std::span<const float> weight, std::span<const float> decoded,
                                std::uint64_t rows, std::uint64_t cols,
                                const PreparedHessian& hessian);
+// tr(M·H·Mᵀ) for one [rows, cols] matrix M (one fixed-tile SGEMM, any thread count).
+double quadratic_form(std::span<const float> matrix, std::uint64_t rows, std::uint64_t cols,
+                      const PreparedHessian& hessian);
+// The same for each matrix on the GPU (H uploaded once, cuBLAS SGEMM): the report of GPTQ
+// under Backend::Cuda. Agrees with the CPU's to f32 rounding, not bit for bit.
+std::vector<double> quadratic_forms_cuda(std::span<const std::span<const float>> matrices,
+                                         std::uint64_t rows, std::uint64_t cols,
+                                         const PreparedHessian& hessian);
+// quadratic_form of each matrix, on the GPU when `cuda`.
+std::vector<double> quadratic_forms(std::span<const std::span<const float>> matrices,
+                                    std::uint64_t rows, std::uint64_t cols,
+                                    const PreparedHessian& hessian, bool cuda);
+// tr(ΔW·H·ΔWᵀ) of the swept codes from the sweep's own errors: Σ_r row_objective[r] is the
+// objective under H_λ = H + λ·I (dead columns' diagonal set to 1 first), so λ·‖ΔW‖² over all
+// columns and ‖ΔW‖² over dead ones come off. `live` is the swept weight (dead columns zeroed).
+double swept_objective(std::span<const double> row_objective, std::span<const float> live,
+                       std::span<const float> decoded, std::uint64_t cols,
+                       const PreparedHessian& hessian);
 }  // namespace detail
 
 }  // namespace qs::gptq

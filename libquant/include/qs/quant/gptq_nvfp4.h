@@ -33,6 +33,7 @@ struct Nvfp4Result {
   // error feedback (what `action: nvfp4` would write with this s2).
   double relative_loss = 0.0;
   double rtn_relative_loss = 0.0;
+  bool rtn_computed = false;  // false: the baseline was not asked for (rtn_relative_loss 0)
   fp4::ErrorEnergy energy;  // Σ w² and Σ (w − ŵ)² over the source values
   std::string fallback;     // non-empty: the method's plain quantization was written, and why
 };
@@ -43,7 +44,7 @@ struct Nvfp4Result {
 Nvfp4Result quantize_nvfp4(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
                            float s2, fp4::ScaleMethod method, const PreparedHessian& hessian,
                            const fp4::BlockHessians* blocks, fp4::Backend backend,
-                           fp4::Fp4Buffers out);
+                           fp4::Fp4Buffers out, bool rtn_baseline = true);
 
 namespace detail {
 // What the sweep reads, shared by the backends.
@@ -56,13 +57,17 @@ struct Nvfp4Sweep {
   const fp4::BlockHessians* blocks = nullptr;
 };
 // Fill `codes` ([rows, cols] E2M1 nibbles, original column order) and `scale_codes`
-// ([rows, cols/16]) from `weight` (dead columns already zeroed).
+// ([rows, cols/16]) from `weight` (dead columns already zeroed). `row_objective` ([rows],
+// zeroed, optional): each row's Σ e_j², as for the integer sweeps (gptq.h).
 void sweep_nvfp4_reference(std::span<const float> weight, const Nvfp4Sweep& sweep,
-                           std::span<std::uint8_t> codes, std::span<std::uint8_t> scale_codes);
+                           std::span<std::uint8_t> codes, std::span<std::uint8_t> scale_codes,
+                           std::span<double> row_objective = {});
 void sweep_nvfp4_cpu(std::span<const float> weight, const Nvfp4Sweep& sweep,
-                     std::span<std::uint8_t> codes, std::span<std::uint8_t> scale_codes);
+                     std::span<std::uint8_t> codes, std::span<std::uint8_t> scale_codes,
+                     std::span<double> row_objective = {});
 void sweep_nvfp4_cuda(std::span<const float> weight, const Nvfp4Sweep& sweep,
-                      std::span<std::uint8_t> codes, std::span<std::uint8_t> scale_codes);
+                      std::span<std::uint8_t> codes, std::span<std::uint8_t> scale_codes,
+                      std::span<double> row_objective = {});
 }  // namespace detail
 
 }  // namespace qs::gptq

@@ -29,6 +29,9 @@ struct IntegerOptions {
   // gptq: a routed expert with fewer calibration tokens is filled up to this many with the
   // layer's pooled expert statistics (0: never; docs/algorithms/gptq.md, "Few-token experts").
   std::uint64_t blend_tokens = kDefaultBlendTokens;
+  // gptq: also score round-to-nearest on the same grid, the summary's baseline (false saves a
+  // rows·cols² product per matrix on huge runs; the report then says "not computed").
+  bool report_rtn = true;
 
   // "int4-g128-asym", "int8-channel-sym": names the numerics, for plans, logs and configs.
   std::string label() const;

@@ -46,7 +46,8 @@
 // columns in order of decreasing Hessian diagonal, groups stay on the original columns;
 // nvfp4-gptq moves whole 16-column blocks), min_tokens (modules calibrated on fewer token rows
 // fall back to the uncalibrated quantizer), blend_tokens (also for nvfp4's hessian method:
-// routed experts' gate/up with fewer tokens borrow the layer's pooled statistics).
+// routed experts' gate/up with fewer tokens borrow the layer's pooled statistics), report_rtn
+// (true: also score round-to-nearest as the report's baseline; false skips that product).
 
 #include <cstdint>
 #include <filesystem>
