@@ -18,7 +18,7 @@ using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 // The calibration statistics GPTQ needs, made once per test.
 std::filesystem::path calibrate(const std::filesystem::path& directory) {

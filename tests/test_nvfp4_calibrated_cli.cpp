@@ -15,15 +15,15 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 
 TEST(CalibratedNvfp4Cli, GptqAndHessianScalesFromStatistics) {
   ScratchDirectory scratch("quantize-nvfp4-calibrated");
   const std::string gptq =
-      " --recipe " + quoted(kRecipes / "modelopt-nvfp4-gptq-experts-only.yaml");
-  const std::string hessian = " --recipe " + quoted(kRecipes / "modelopt-nvfp4-experts-only.yaml") +
+      " --recipe " + quoted(shipped_recipe("modelopt-nvfp4-gptq-experts-only.yaml"));
+  const std::string hessian = " --recipe " + quoted(shipped_recipe("modelopt-nvfp4-experts-only.yaml")) +
                               " --scale-method hessian";
   for (const auto& arguments : {gptq, hessian}) {
     auto refused =

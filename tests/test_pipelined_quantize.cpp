@@ -27,9 +27,8 @@ using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipe =
-    std::filesystem::path(QS_SOURCE_DIR) / "recipes" / "glm5-w4a16-experts-seed002.yaml";
+const std::filesystem::path kModel = testing::bundled_model();
+const std::filesystem::path kRecipe = testing::shipped_recipe("glm5-w4a16-experts-seed002.yaml");
 const std::filesystem::path kTokens = (kModel / "tokens.safetensors").string() + ":calib";
 constexpr int kRows = 8;  // few rows keep the suite fast; the flows must agree at any count
 
@@ -137,10 +136,10 @@ rules:
 class PipelinedQuantizeFamilies : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(PipelinedQuantizeFamilies, OriginalInputsMatchTheTwoStepFlow) {
-  const auto model = std::filesystem::path(QS_TEST_DATA_DIR) / GetParam();
+  const auto model = testing::bundled_model(GetParam());
   const auto tokens =
-      std::filesystem::path(QS_TEST_DATA_DIR) /
-      (std::string(GetParam()).starts_with("deepseek") ? "deepseek-v3-tiny" : GetParam()) /
+      testing::bundled_model(std::string(GetParam()).starts_with("deepseek") ? "deepseek-v3-tiny"
+                                                                             : GetParam()) /
       "tokens.safetensors";
   ScratchDirectory scratch("pipelined-family");
   const auto stats = scratch.path() / "stats.qs";

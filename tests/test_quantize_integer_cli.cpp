@@ -21,9 +21,9 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 const std::string kExpert = "model.layers.1.mlp.experts.3.gate_proj";
 
 nlohmann::json quantization_config(const std::filesystem::path& out) {
@@ -78,7 +78,7 @@ TEST(QuantizeIntegerCli, SeedRecipesRun) {
   ScratchDirectory scratch("quantize-int-seeds");
   const auto seed000 = scratch.path() / "seed000";
   auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(seed000) + " --recipe " +
-                        quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
+                        quoted(shipped_recipe("glm5-w8a16-int8mix-seed000.yaml")));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto config = quantization_config(seed000);
   // INT8 g128 (attention, shared), INT4 experts, INT8 channel-wise MTP: three groups, one
@@ -94,7 +94,7 @@ TEST(QuantizeIntegerCli, SeedRecipesRun) {
 
 TEST(QuantizeIntegerCli, GptqBeatsRoundToNearestAndNeedsStatistics) {
   ScratchDirectory scratch("quantize-gptq");
-  const std::string recipe = " --recipe " + quoted(kRecipes / "glm5-w4a16-experts-seed002.yaml");
+  const std::string recipe = " --recipe " + quoted(shipped_recipe("glm5-w4a16-experts-seed002.yaml"));
   auto refused = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "x") + recipe);
   EXPECT_EQ(refused.exit_code, 2) << refused.output;
   EXPECT_NE(refused.output.find("--calib"), std::string::npos) << refused.output;
@@ -152,7 +152,7 @@ TEST(QuantizeIntegerCli, RefusesStatisticsThatDoNotMatchTheModel) {
       << missing.output;
   // Statistics of another width (routed experts without any fall back to round-to-nearest).
   auto wrong = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "b") +
-                       " --recipe " + quoted(kRecipes / "glm5-w4a16-experts-seed002.yaml") +
+                       " --recipe " + quoted(shipped_recipe("glm5-w4a16-experts-seed002.yaml")) +
                        " --calib " + quoted(write_store("narrow.qs", kExpert, 64)));
   EXPECT_EQ(wrong.exit_code, 2) << wrong.output;
   EXPECT_NE(wrong.output.find(kExpert + ".weight': the statistics are for 64 in-features"),
