@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "gptq_quality_report.h"
 #include "qs/ckpt/plan/calibration_store.h"
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/io/file_io.h"
@@ -110,18 +111,9 @@ TEST(QuantizeIntegerCli, GptqBeatsRoundToNearestAndNeedsStatistics) {
                         quoted(stats) + " --json");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto report = nlohmann::json::parse(result.standard_output);
-  double loss = 0.0, rtn = 0.0;
-  int weights = 0;
-  for (const auto& row : report["quality"]) {
-    ASSERT_TRUE(row.contains("gptq_relative_loss")) << row.dump();
-    EXPECT_TRUE(row["fallback"].is_null()) << row.dump();
-    EXPECT_LE(row["gptq_relative_loss"].get<double>(), row["rtn_relative_loss"].get<double>());
-    loss += row["gptq_relative_loss"].get<double>();
-    rtn += row["rtn_relative_loss"].get<double>();
-    ++weights;
-  }
-  EXPECT_EQ(weights, 4 * 16 * 3 - 16 * 3);  // routed experts of layers 1-3 (MTP stays BF16)
-  EXPECT_LT(loss, 0.5 * rtn);
+  const auto losses = testing::checked_gptq_losses(report);
+  EXPECT_EQ(losses.weights, 4 * 16 * 3 - 16 * 3);  // routed experts of layers 1-3 (MTP stays BF16)
+  EXPECT_LT(losses.gptq, 0.5 * losses.rtn);
   const auto config = quantization_config(out);
   EXPECT_EQ(config["config_groups"]["group_0"]["weights"]["actorder"], "weight");
   const auto ignore = config["ignore"].get<std::vector<std::string>>();
