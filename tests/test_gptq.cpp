@@ -8,9 +8,9 @@
 #include <random>
 #include <vector>
 
+#include "correlated_inputs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
-#include "correlated_inputs.h"
 #include "qs/quant/gptq.h"
 
 namespace qs::gptq {

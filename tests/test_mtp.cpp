@@ -61,9 +61,9 @@ class Mtp : public ::testing::Test {
   static void SetUpTestSuite() {
     scratch_ = std::make_unique<ScratchDirectory>("mtp");
     for (const char* format : {"modelopt", "compressed-tensors"})
-      quantize(
-          scratch_->path() / (std::string("nvfp4-") + format),
-          "--recipe " + quoted(shipped_recipe("glm5-nvfp4-all-with-mtp.yaml")) + " --format " + format);
+      quantize(scratch_->path() / (std::string("nvfp4-") + format),
+               "--recipe " + quoted(shipped_recipe("glm5-nvfp4-all-with-mtp.yaml")) + " --format " +
+                   format);
     // Seed 000's W8A16 side: the MTP block INT8 channel-wise.
     quantize(scratch_->path() / "w8a16",
              "--recipe " + quoted(shipped_recipe("glm5-w8a16-int8mix-seed000.yaml")));

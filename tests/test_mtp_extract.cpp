@@ -215,9 +215,9 @@ class MtpExtractCli : public ::testing::Test {
     // glm5-nvfp4-seed001.yaml keeps the MTP layer BF16 (its rule "MTP layer stays BF16"), so it
     // would give nothing to dequantize; this recipe quantizes the MTP layer's Linears too.
     for (const char* format : {"modelopt", "compressed-tensors"})
-      quantize(
-          path(std::string("nvfp4-") + format),
-          "--recipe " + quoted(shipped_recipe("glm5-nvfp4-all-with-mtp.yaml")) + " --format " + format);
+      quantize(path(std::string("nvfp4-") + format),
+               "--recipe " + quoted(shipped_recipe("glm5-nvfp4-all-with-mtp.yaml")) + " --format " +
+                   format);
     // The MTP layer in INT4 asymmetric group 128 (with zero points), the rest BF16.
     write_file_atomically(path("int4-mtp.yaml"), R"(description: the MTP layer's Linears INT4
 format: compressed-tensors

@@ -14,6 +14,7 @@
 #include <random>
 #include <vector>
 
+#include "correlated_inputs.h"
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/io/checkpoint.h"
@@ -24,7 +25,6 @@
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/gptq_nvfp4.h"
 #include "qs/quant/quantize_transforms.h"
-#include "correlated_inputs.h"
 #include "test_support.h"
 
 namespace qs {

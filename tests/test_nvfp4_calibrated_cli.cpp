@@ -24,7 +24,8 @@ TEST(CalibratedNvfp4Cli, GptqAndHessianScalesFromStatistics) {
   ScratchDirectory scratch("quantize-nvfp4-calibrated");
   const std::string gptq =
       " --recipe " + quoted(shipped_recipe("modelopt-nvfp4-gptq-experts-only.yaml"));
-  const std::string hessian = " --recipe " + quoted(shipped_recipe("modelopt-nvfp4-experts-only.yaml")) +
+  const std::string hessian = " --recipe " +
+                              quoted(shipped_recipe("modelopt-nvfp4-experts-only.yaml")) +
                               " --scale-method hessian";
   for (const auto& arguments : {gptq, hessian}) {
     auto refused =

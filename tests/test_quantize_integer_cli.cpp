@@ -11,9 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "gptq_quality_report.h"
-#include "qs/ckpt/plan/calibration_store.h"
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/plan/calibration_store.h"
 #include "test_support.h"
 
 namespace qs {
@@ -95,7 +95,8 @@ TEST(QuantizeIntegerCli, SeedRecipesRun) {
 
 TEST(QuantizeIntegerCli, GptqBeatsRoundToNearestAndNeedsStatistics) {
   ScratchDirectory scratch("quantize-gptq");
-  const std::string recipe = " --recipe " + quoted(shipped_recipe("glm5-w4a16-experts-seed002.yaml"));
+  const std::string recipe =
+      " --recipe " + quoted(shipped_recipe("glm5-w4a16-experts-seed002.yaml"));
   auto refused = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "x") + recipe);
   EXPECT_EQ(refused.exit_code, 2) << refused.output;
   EXPECT_NE(refused.output.find("--calib"), std::string::npos) << refused.output;
