@@ -418,7 +418,7 @@ TEST(CalibratedNvfp4Transforms, BothLayoutsStoreTheSameValues) {
   }
 }
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 TEST(CalibratedNvfp4Plan, NeedsStatistics) {
   auto source = Checkpoint::open(kModel);
