@@ -35,7 +35,8 @@ using testing::shipped_recipe;
 const std::filesystem::path kModel = testing::bundled_model();
 
 std::string seed001() {
-  return "--recipe " + quoted(shipped_recipe("glm5-nvfp4-seed001.yaml")) + " --param boundary_layers=1";
+  return "--recipe " + quoted(shipped_recipe("glm5-nvfp4-seed001.yaml")) +
+         " --param boundary_layers=1";
 }
 
 TEST(QuantizeCli, DryRunPrintsThePlanAndWritesNothing) {
