@@ -17,21 +17,15 @@
 #include <utility>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "gptq_bench_support.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/quant/gptq.h"
 
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace
+using qs::bench::seconds_since;
 
 int main(int argc, char** argv) {
   std::string json_path;
@@ -49,20 +43,7 @@ int main(int argc, char** argv) {
     return 3;
   }
 
-  std::mt19937 generator(1);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  std::vector<double> inputs(tokens * cols);
-  for (auto& value : inputs) value = normal(generator);
-  for (std::uint64_t t = 0; t < tokens; ++t)  // a shared direction, as real activations have
-    for (std::uint64_t c = 1; c < cols; ++c) inputs[t * cols + c] += 0.5 * inputs[t * cols];
-  std::vector<double> hessian(cols * cols, 0.0);
-  qs::blas::add_gram_upper(tokens, cols, inputs.data(), hessian.data());
-  for (std::uint64_t i = 0; i < cols; ++i)
-    for (std::uint64_t j = 0; j < i; ++j) hessian[i * cols + j] = hessian[j * cols + i];
-  inputs = {};
-  std::vector<float> weight(rows * cols);
-  std::normal_distribution<float> small(0.0f, 0.02f);
-  for (auto& value : weight) value = small(generator);
+  const auto [hessian, weight] = qs::bench::synthetic_layer(rows, cols, tokens);
 
   const qs::intq::IntScheme scheme{{4, false}, 128, qs::intq::Observer::MinMax};
   auto start = std::chrono::steady_clock::now();

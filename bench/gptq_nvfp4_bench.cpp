@@ -11,21 +11,15 @@
 #include <sys/resource.h>
 
 #include <chrono>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "gptq_bench_support.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/gptq_nvfp4.h"
 
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace
+using qs::bench::seconds_since;
 
 int main(int argc, char** argv) {
   using qs::fp4::ScaleMethod;
@@ -35,20 +29,7 @@ int main(int argc, char** argv) {
   const bool cuda = argc > 4 && std::string(argv[4]) == "cuda";
   const auto backend = cuda ? qs::fp4::Backend::Cuda : qs::fp4::Backend::Cpu;
 
-  std::mt19937 generator(1);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  std::vector<double> inputs(tokens * cols);
-  for (auto& value : inputs) value = normal(generator);
-  for (std::uint64_t t = 0; t < tokens; ++t)  // a shared direction, as real activations have
-    for (std::uint64_t c = 1; c < cols; ++c) inputs[t * cols + c] += 0.5 * inputs[t * cols];
-  std::vector<double> hessian(cols * cols, 0.0);
-  qs::blas::add_gram_upper(tokens, cols, inputs.data(), hessian.data());
-  for (std::uint64_t i = 0; i < cols; ++i)
-    for (std::uint64_t j = 0; j < i; ++j) hessian[i * cols + j] = hessian[j * cols + i];
-  inputs = {};
-  std::vector<float> weight(rows * cols);
-  std::normal_distribution<float> small(0.0f, 0.02f);
-  for (auto& value : weight) value = small(generator);
+  const auto [hessian, weight] = qs::bench::synthetic_layer(rows, cols, tokens);
   const qs::fp4::WeightView view{qs::DType::F32, std::as_bytes(std::span(weight)), rows, cols};
   std::vector<std::uint8_t> packed(rows * cols / 2), scales(rows * cols / 16);
   const float s2 = qs::fp4::global_scale_for_amax(qs::fp4::scan_amax(view).amax);

@@ -10,7 +10,7 @@
 namespace qs::testing {
 
 void QuantizedOutputs::quantize(const std::string& name, const std::string& arguments) {
-  const std::filesystem::path bundled = QS_TEST_DATA_DIR "/glm5-tiny";
+  const std::filesystem::path bundled = bundled_model();
   auto result = run_cli("quantize " + quoted(bundled) + " " + quoted(path(name)) + " " + arguments);
   ASSERT_EQ(result.exit_code, 0) << name << "\n" << result.output;
 }

@@ -17,9 +17,8 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kSeed002 =
-    std::filesystem::path(QS_SOURCE_DIR) / "recipes" / "glm5-w4a16-experts-seed002.yaml";
+const std::filesystem::path kModel = testing::bundled_model();
+const std::filesystem::path kSeed002 = testing::shipped_recipe("glm5-w4a16-experts-seed002.yaml");
 
 // The seed 002 recipe with `blend_tokens` set on its GPTQ rule.
 std::filesystem::path recipe_with_blend(const std::filesystem::path& directory, int tokens) {

@@ -24,7 +24,7 @@ namespace {
 
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 TEST(CalibrationStore, RoundTripsEntriesSharedEntriesAndRouting) {
   ScratchDirectory scratch("calibration-store");

@@ -24,7 +24,7 @@ using testing::quoted;
 using testing::run_cli_after;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 template <typename T>
 std::vector<T> random_values(std::size_t count, unsigned seed) {

@@ -22,9 +22,9 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 
 // The layouts of a draft's Linears (the modules validate's config check accounts for), by
 // module path.
@@ -42,12 +42,12 @@ class DraftTarget : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     scratch_ = new ScratchDirectory("draft-target");
-    quantize("nvfp4", "--recipe " + quoted(kRecipes / "glm5-nvfp4-all-with-mtp.yaml"));
+    quantize("nvfp4", "--recipe " + quoted(shipped_recipe("glm5-nvfp4-all-with-mtp.yaml")));
     quantize("int4-g32-target",
-             "--recipe " + quoted(kRecipes / "glm5-int4-g32-target-seed003.yaml"));
+             "--recipe " + quoted(shipped_recipe("glm5-int4-g32-target-seed003.yaml")));
     // Seed 000's hybrid: MTP block INT8 channel-wise, NVFP4 routed experts, INT8 g128 rest.
-    quantize("w8a16", "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
-    quantize("nvfp4-experts", "--recipe " + quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
+    quantize("w8a16", "--recipe " + quoted(shipped_recipe("glm5-w8a16-int8mix-seed000.yaml")));
+    quantize("nvfp4-experts", "--recipe " + quoted(shipped_recipe("glm5-nvfp4-seed001.yaml")) +
                                   " --param boundary_layers=0");
     const auto splice = run_cli(
         "splice " + quoted(dir("hybrid")) + " --base " + quoted(dir("w8a16")) + " --take \"" +

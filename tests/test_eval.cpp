@@ -18,9 +18,9 @@ namespace {
 
 using testing::quoted;
 using testing::run_cli;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 
 TEST(DivergenceStatistics, IdenticalDistributionsGiveZero) {
   DivergenceAccumulator accumulator;
@@ -76,9 +76,9 @@ TEST(EvalCli, ModelAgainstItselfIsExact) {
 
 TEST(EvalCli, Nvfp4QuantizationGivesASmallNonZeroKld) {
   testing::ScratchDirectory scratch("eval-nvfp4");
-  auto quantized = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "q") +
-                           " --recipe " + quoted(kRecipes / "modelopt-nvfp4-experts-only.yaml") +
-                           " --format compressed-tensors");
+  auto quantized = run_cli(
+      "quantize " + quoted(kModel) + " " + quoted(scratch.path() / "q") + " --recipe " +
+      quoted(shipped_recipe("modelopt-nvfp4-experts-only.yaml")) + " --format compressed-tensors");
   ASSERT_EQ(quantized.exit_code, 0) << quantized.output;
   const auto report = eval_json(scratch.path() / "q");
   EXPECT_GT(report["kld"]["mean"].get<double>(), 0.0);

@@ -20,7 +20,7 @@ namespace {
 using testing::directory_contents;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 constexpr const char* kCastRecipe = R"(
 rules:

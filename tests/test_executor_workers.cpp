@@ -28,7 +28,7 @@ namespace {
 using testing::directory_contents;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 // What the wrapped transforms of one run saw: how many ran, and the most bytes (sources plus
 // outputs, as the executor reserves them) held by transforms running at the same time.

@@ -32,7 +32,7 @@ using testing::rewrite_checkpoint;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 // kv_a_proj_with_mqa is [160, 256]: its second row of blocks is cut short at 32 rows.
 const std::string kPartialModule = "model.layers.1.self_attn.kv_a_proj_with_mqa";
 

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "correlated_inputs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/gptq.h"
@@ -15,27 +16,7 @@
 namespace qs::gptq {
 namespace {
 
-// XᵀX of `tokens` rows of correlated inputs (a shared low-rank part plus noise, and a few
-// large channels), as real activations are.
-std::vector<double> correlated_second_moments(std::uint64_t k, std::uint64_t tokens, unsigned seed) {
-  std::mt19937 generator(seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  std::vector<double> mixing(8 * k);
-  for (auto& value : mixing) value = normal(generator);
-  std::vector<double> sums(k * k, 0.0), x(k);
-  for (std::uint64_t t = 0; t < tokens; ++t) {
-    double latent[8];
-    for (double& value : latent) value = normal(generator);
-    for (std::uint64_t i = 0; i < k; ++i) {
-      x[i] = 0.3 * normal(generator);
-      for (int l = 0; l < 8; ++l) x[i] += latent[l] * mixing[l * k + i];
-      if (i % 37 == 3) x[i] *= 6.0;
-    }
-    for (std::uint64_t i = 0; i < k; ++i)
-      for (std::uint64_t j = 0; j < k; ++j) sums[i * k + j] += x[i] * x[j];
-  }
-  return sums;
-}
+using testing::correlated_second_moments;
 
 std::vector<float> random_weight(std::uint64_t rows, std::uint64_t cols, unsigned seed) {
   std::mt19937 generator(seed);

@@ -21,7 +21,7 @@ namespace {
 
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 constexpr std::uint64_t kMoeLayer = 2;  // glm5-tiny: layers 1.. are MoE
 const std::string kExperts = fmt::format("model.layers.{}.mlp.experts", kMoeLayer);
 

@@ -21,9 +21,9 @@ using testing::has_finding;
 using testing::QuantizedOutputs;
 using testing::quoted;
 using testing::run_cli;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 
 std::size_t count_of(const std::string& output, const std::string& text) {
   std::size_t count = 0;
@@ -41,10 +41,10 @@ class MixedInspectValidate : public ::testing::Test {
     outputs_->quantize("int8", "--scheme int8");
     outputs_->quantize("int4", "--scheme int4");
     outputs_->quantize("seed000",
-                       "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
+                       "--recipe " + quoted(shipped_recipe("glm5-w8a16-int8mix-seed000.yaml")));
     for (const char* format : {"modelopt", "compressed-tensors"})
       outputs_->quantize(std::string("nvfp4-") + format,
-                         "--recipe " + quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
+                         "--recipe " + quoted(shipped_recipe("glm5-nvfp4-seed001.yaml")) +
                              " --param boundary_layers=1 --format " + format);
   }
   static void TearDownTestSuite() { outputs_.reset(); }

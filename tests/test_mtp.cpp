@@ -21,9 +21,9 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 const std::string kMtpAttention = "model.layers.4.self_attn.q_b_proj";  // [H·d, 128]
 const std::string kMtpExpert = "model.layers.4.mlp.experts.7.down_proj";
 
@@ -61,12 +61,12 @@ class Mtp : public ::testing::Test {
   static void SetUpTestSuite() {
     scratch_ = std::make_unique<ScratchDirectory>("mtp");
     for (const char* format : {"modelopt", "compressed-tensors"})
-      quantize(
-          scratch_->path() / (std::string("nvfp4-") + format),
-          "--recipe " + quoted(kRecipes / "glm5-nvfp4-all-with-mtp.yaml") + " --format " + format);
+      quantize(scratch_->path() / (std::string("nvfp4-") + format),
+               "--recipe " + quoted(shipped_recipe("glm5-nvfp4-all-with-mtp.yaml")) + " --format " +
+                   format);
     // Seed 000's W8A16 side: the MTP block INT8 channel-wise.
     quantize(scratch_->path() / "w8a16",
-             "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
+             "--recipe " + quoted(shipped_recipe("glm5-w8a16-int8mix-seed000.yaml")));
   }
   static void TearDownTestSuite() { scratch_.reset(); }
   static void quantize(const std::filesystem::path& out, const std::string& arguments) {

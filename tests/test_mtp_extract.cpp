@@ -28,9 +28,9 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 constexpr const char* kMtpPrefix = "model.layers.4.";  // the bundled model: 4 layers + MTP
 
 std::vector<std::byte> to_bf16(std::span<const float> values) {
@@ -215,9 +215,9 @@ class MtpExtractCli : public ::testing::Test {
     // glm5-nvfp4-seed001.yaml keeps the MTP layer BF16 (its rule "MTP layer stays BF16"), so it
     // would give nothing to dequantize; this recipe quantizes the MTP layer's Linears too.
     for (const char* format : {"modelopt", "compressed-tensors"})
-      quantize(
-          path(std::string("nvfp4-") + format),
-          "--recipe " + quoted(kRecipes / "glm5-nvfp4-all-with-mtp.yaml") + " --format " + format);
+      quantize(path(std::string("nvfp4-") + format),
+               "--recipe " + quoted(shipped_recipe("glm5-nvfp4-all-with-mtp.yaml")) + " --format " +
+                   format);
     // The MTP layer in INT4 asymmetric group 128 (with zero points), the rest BF16.
     write_file_atomically(path("int4-mtp.yaml"), R"(description: the MTP layer's Linears INT4
 format: compressed-tensors
@@ -466,7 +466,7 @@ TEST_F(MtpExtractCli, RefusesBeforeWritingAnyByte) {
 TEST_F(MtpExtractCli, RecipeThatQuantizesNothingIsRefusedAndTheStagedDraftReused) {
   const auto out = fresh("keeps-mtp");
   auto result = extract(path("nvfp4-modelopt"), out,
-                        " --recipe " + quoted(kRecipes / "glm5-w4a16-experts-seed002.yaml") +
+                        " --recipe " + quoted(shipped_recipe("glm5-w4a16-experts-seed002.yaml")) +
                             " --param experts=int4");
   EXPECT_EQ(result.exit_code, 2) << result.output;
   EXPECT_NE(result.output.find("quantizes none of the draft's Linears"), std::string::npos)

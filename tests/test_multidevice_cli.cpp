@@ -18,7 +18,7 @@ using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 // The calibration statistics GPTQ needs, made once per test.
 std::filesystem::path calibrate(const std::filesystem::path& directory) {
@@ -41,16 +41,24 @@ std::map<std::string, std::string> quantize(const std::filesystem::path& out,
   return directory_contents(out);
 }
 
-TEST(MultiDeviceCli, FourCpuWorkersWriteWhatOneWrites) {
-  ScratchDirectory scratch("multidevice-cpu");
-  const auto stats = calibrate(scratch.path());
-  for (const std::string scheme : {"nvfp4", "int8", "int4", "gptq-int4"}) {
+// Each scheme quantized on `one` device and on `several`: the checkpoints must be the same
+// bytes (GPTQ from statistics calibrated once, on the CPU).
+void expect_same_checkpoints(const std::filesystem::path& directory,
+                             const std::vector<std::string>& schemes, const std::string& one,
+                             const std::string& several) {
+  const auto stats = calibrate(directory);
+  for (const auto& scheme : schemes) {
     const std::string arguments =
         "--scheme " + scheme + (scheme.starts_with("gptq") ? " --calib " + quoted(stats) : "");
-    const auto one = quantize(scratch.path() / (scheme + "-1"), arguments, "cpu");
-    ASSERT_GT(one.size(), 3u) << scheme;
-    EXPECT_EQ(quantize(scratch.path() / (scheme + "-4"), arguments, "cpu:4"), one) << scheme;
+    const auto single = quantize(directory / (scheme + "-one"), arguments, one);
+    ASSERT_GT(single.size(), 3u) << scheme;
+    EXPECT_EQ(quantize(directory / (scheme + "-several"), arguments, several), single) << scheme;
   }
+}
+
+TEST(MultiDeviceCli, FourCpuWorkersWriteWhatOneWrites) {
+  ScratchDirectory scratch("multidevice-cpu");
+  expect_same_checkpoints(scratch.path(), {"nvfp4", "int8", "int4", "gptq-int4"}, "cpu", "cpu:4");
 }
 
 TEST(MultiDeviceCli, AJobResumesOnAnotherWorkerCount) {
@@ -75,14 +83,7 @@ TEST(MultiDeviceCli, CudaAllWritesWhatCudaZeroWrites) {
   const auto cuda = cuda_availability();
   if (!cuda.usable) GTEST_SKIP() << "no CUDA device: " << cuda.reason;
   ScratchDirectory scratch("multidevice-cuda");
-  const auto stats = calibrate(scratch.path());
-  for (const std::string scheme : {"nvfp4", "int4", "gptq-int4"}) {
-    const std::string arguments =
-        "--scheme " + scheme + (scheme.starts_with("gptq") ? " --calib " + quoted(stats) : "");
-    const auto one = quantize(scratch.path() / (scheme + "-1"), arguments, "cuda:0");
-    ASSERT_GT(one.size(), 3u) << scheme;
-    EXPECT_EQ(quantize(scratch.path() / (scheme + "-all"), arguments, "cuda:all"), one) << scheme;
-  }
+  expect_same_checkpoints(scratch.path(), {"nvfp4", "int4", "gptq-int4"}, "cuda:0", "cuda:all");
 }
 
 TEST(MultiDeviceCli, BadDeviceListsFailBeforeAnythingIsWritten) {

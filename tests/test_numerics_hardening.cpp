@@ -26,7 +26,7 @@ using testing::rewrite_checkpoint;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 const std::string kExpert = "model.layers.1.mlp.experts.2";
 
 constexpr std::uint16_t kBf16Max = 0x7F7F;         // 3.3895e38

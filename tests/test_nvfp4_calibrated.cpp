@@ -14,6 +14,7 @@
 #include <random>
 #include <vector>
 
+#include "correlated_inputs.h"
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/io/checkpoint.h"
@@ -33,28 +34,10 @@ using fp4::Backend;
 using fp4::ScaleMethod;
 using testing::error_kind_of;
 
-// XᵀX of correlated inputs: a shared low-rank part plus noise, a few large channels, and one
-// dead 16-column block (an input that never fires).
+// Correlated inputs with one dead 16-column block (an input that never fires).
 std::vector<double> correlated_second_moments(std::uint64_t k, std::uint64_t tokens,
                                               unsigned seed) {
-  std::mt19937 generator(seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  std::vector<double> mixing(8 * k);
-  for (auto& value : mixing) value = normal(generator);
-  std::vector<double> sums(k * k, 0.0), x(k);
-  for (std::uint64_t t = 0; t < tokens; ++t) {
-    double latent[8];
-    for (double& value : latent) value = normal(generator);
-    for (std::uint64_t i = 0; i < k; ++i) {
-      x[i] = 0.3 * normal(generator);
-      for (int l = 0; l < 8; ++l) x[i] += latent[l] * mixing[l * k + i];
-      if (i % 37 == 3) x[i] *= 6.0;
-      if (i / 16 == 2) x[i] = 0.0;
-    }
-    for (std::uint64_t i = 0; i < k; ++i)
-      for (std::uint64_t j = 0; j < k; ++j) sums[i * k + j] += x[i] * x[j];
-  }
-  return sums;
+  return testing::correlated_second_moments(k, tokens, seed, testing::DeadBlock::Yes);
 }
 
 // Gaussian weights (BF16 values) with an outlier channel, blocks needing subnormal scales, an
@@ -435,7 +418,7 @@ TEST(CalibratedNvfp4Transforms, BothLayoutsStoreTheSameValues) {
   }
 }
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 TEST(CalibratedNvfp4Plan, NeedsStatistics) {
   auto source = Checkpoint::open(kModel);

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gptq_quality_report.h"
 #include "test_support.h"
 
 namespace qs {
@@ -15,15 +16,16 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 
 TEST(CalibratedNvfp4Cli, GptqAndHessianScalesFromStatistics) {
   ScratchDirectory scratch("quantize-nvfp4-calibrated");
   const std::string gptq =
-      " --recipe " + quoted(kRecipes / "modelopt-nvfp4-gptq-experts-only.yaml");
-  const std::string hessian = " --recipe " + quoted(kRecipes / "modelopt-nvfp4-experts-only.yaml") +
+      " --recipe " + quoted(shipped_recipe("modelopt-nvfp4-gptq-experts-only.yaml"));
+  const std::string hessian = " --recipe " +
+                              quoted(shipped_recipe("modelopt-nvfp4-experts-only.yaml")) +
                               " --scale-method hessian";
   for (const auto& arguments : {gptq, hessian}) {
     auto refused =
@@ -54,18 +56,10 @@ TEST(CalibratedNvfp4Cli, GptqAndHessianScalesFromStatistics) {
                           " --format " + format);
     ASSERT_EQ(result.exit_code, 0) << result.output;
     const auto report = nlohmann::json::parse(result.standard_output);
-    double loss = 0.0, plain = 0.0;
-    int weights = 0;
-    for (const auto& row : report["quality"]) {
-      ASSERT_TRUE(row.contains("gptq_relative_loss")) << row.dump();
-      EXPECT_TRUE(row["fallback"].is_null()) << row.dump();
-      EXPECT_LE(row["gptq_relative_loss"].get<double>(), row["rtn_relative_loss"].get<double>());
-      loss += row["gptq_relative_loss"].get<double>();
-      plain += row["rtn_relative_loss"].get<double>();
-      ++weights;
-    }
-    EXPECT_EQ(weights, 4 * 16 * 3 - 16 * 3);  // routed experts of layers 1-3 (MTP stays BF16)
-    EXPECT_LT(loss, 0.7 * plain);
+    const auto losses = testing::checked_gptq_losses(report);
+    // The routed experts of layers 1-3 (the MTP layer stays BF16).
+    EXPECT_EQ(losses.weights, 4 * 16 * 3 - 16 * 3);
+    EXPECT_LT(losses.gptq, 0.7 * losses.rtn);
     auto validate = run_cli("validate " + quoted(out) + " --ref " + quoted(kModel));
     EXPECT_EQ(validate.exit_code, 0) << validate.output;
   }

@@ -33,9 +33,8 @@ using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipe =
-    std::filesystem::path(QS_SOURCE_DIR) / "recipes" / "glm5-nvfp4-seed001.yaml";
+const std::filesystem::path kModel = testing::bundled_model();
+const std::filesystem::path kRecipe = testing::shipped_recipe("glm5-nvfp4-seed001.yaml");
 constexpr OutputFormat kModelopt = OutputFormat::Modelopt;
 constexpr OutputFormat kCompressed = OutputFormat::CompressedTensors;
 // Positions in a module's tensor list (nvfp4_layout_tensor_names order).

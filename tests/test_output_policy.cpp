@@ -31,7 +31,7 @@ using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 std::string quantize_command(const std::filesystem::path& out, const std::string& extra = "") {
   return "quantize " + quoted(kModel) + " " + quoted(out) + " --scheme nvfp4 --max-shard-size 4MB" +

@@ -27,11 +27,29 @@ using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipe =
-    std::filesystem::path(QS_SOURCE_DIR) / "recipes" / "glm5-w4a16-experts-seed002.yaml";
+const std::filesystem::path kModel = testing::bundled_model();
+const std::filesystem::path kRecipe = testing::shipped_recipe("glm5-w4a16-experts-seed002.yaml");
 const std::filesystem::path kTokens = (kModel / "tokens.safetensors").string() + ":calib";
 constexpr int kRows = 8;  // few rows keep the suite fast; the flows must agree at any count
+
+// Writes `path`: a recipe keeping the MTP layer BF16 and GPTQ-quantizing the routed experts,
+// with `expert_settings` (keys of that rule, such as "min_tokens: 600") added to it.
+std::filesystem::path experts_gptq_recipe(const std::filesystem::path& path,
+                                          const std::vector<std::string>& expert_settings) {
+  std::string recipe = R"(
+format: compressed-tensors
+rules:
+  - name: MTP layer stays BF16
+    mtp: true
+    action: keep
+  - name: experts
+    category: routed_expert
+    action: gptq-int4
+)";
+  for (const auto& setting : expert_settings) recipe += "    " + setting + "\n";
+  write_file_atomically(path, recipe);
+  return path;
+}
 
 // A checkpoint's files without the job file (whose fingerprint names the flow that wrote it).
 std::map<std::string, std::string> checkpoint_files(const std::filesystem::path& directory) {
@@ -137,10 +155,10 @@ rules:
 class PipelinedQuantizeFamilies : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(PipelinedQuantizeFamilies, OriginalInputsMatchTheTwoStepFlow) {
-  const auto model = std::filesystem::path(QS_TEST_DATA_DIR) / GetParam();
+  const auto model = testing::bundled_model(GetParam());
   const auto tokens =
-      std::filesystem::path(QS_TEST_DATA_DIR) /
-      (std::string(GetParam()).starts_with("deepseek") ? "deepseek-v3-tiny" : GetParam()) /
+      testing::bundled_model(std::string(GetParam()).starts_with("deepseek") ? "deepseek-v3-tiny"
+                                                                             : GetParam()) /
       "tokens.safetensors";
   ScratchDirectory scratch("pipelined-family");
   const auto stats = scratch.path() / "stats.qs";
@@ -303,18 +321,7 @@ TEST(PipelinedQuantizeBadInput, RefusedWithOneClearLine) {
   EXPECT_EQ(result.exit_code, 2) << result.output;
   EXPECT_NE(result.output.find("go with --calib-tokens"), std::string::npos) << result.output;
   // Fewer tokens than the rule's min_tokens: the threshold in the message.
-  const auto greedy = scratch.path() / "greedy.yaml";
-  write_file_atomically(greedy, R"(
-format: compressed-tensors
-rules:
-  - name: MTP layer stays BF16
-    mtp: true
-    action: keep
-  - name: experts
-    category: routed_expert
-    action: gptq-int4
-    min_tokens: 100000
-)");
+  const auto greedy = experts_gptq_recipe(scratch.path() / "greedy.yaml", {"min_tokens: 100000"});
   result = run_cli(fmt::format("quantize {} {} --recipe {} --calib-tokens {} --calib-rows 2",
                                quoted(kModel), quoted(out), quoted(greedy), quoted(kTokens)));
   EXPECT_EQ(result.exit_code, 2) << result.output;
@@ -328,19 +335,8 @@ rules:
 // off) GPTQ writes round-to-nearest for it, the documented fallback, counted and named.
 TEST(PipelinedQuantizeBadInput, FewTokenExpertsFallBackToRoundToNearestCounted) {
   ScratchDirectory scratch("pipelined-few");
-  const auto recipe = scratch.path() / "few.yaml";
-  write_file_atomically(recipe, R"(
-format: compressed-tensors
-rules:
-  - name: MTP layer stays BF16
-    mtp: true
-    action: keep
-  - name: experts
-    category: routed_expert
-    action: gptq-int4
-    min_tokens: 600
-    blend_tokens: 0
-)");
+  const auto recipe =
+      experts_gptq_recipe(scratch.path() / "few.yaml", {"min_tokens: 600", "blend_tokens: 0"});
   const auto result = run_cli(fmt::format(
       "quantize {} {} --recipe {} --calib-tokens {} --calib-rows 2 --calib-experts routed",
       quoted(kModel), quoted(scratch.path() / "out"), quoted(recipe), quoted(kTokens)));

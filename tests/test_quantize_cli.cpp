@@ -30,12 +30,13 @@ using testing::quoted;
 using testing::run_cli;
 using testing::run_cli_after;
 using testing::ScratchDirectory;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 
 std::string seed001() {
-  return "--recipe " + quoted(kRecipes / "glm5-nvfp4-seed001.yaml") + " --param boundary_layers=1";
+  return "--recipe " + quoted(shipped_recipe("glm5-nvfp4-seed001.yaml")) +
+         " --param boundary_layers=1";
 }
 
 TEST(QuantizeCli, DryRunPrintsThePlanAndWritesNothing) {
@@ -237,7 +238,7 @@ pid_t spawn_cli(const std::vector<std::string>& arguments) {
 TEST(QuantizeCli, SigkillAtAnyPointThenResumeGivesIdenticalBytes) {
   ScratchDirectory scratch("quantize-kill");
   const std::vector<std::string> common = {
-      "--recipe",         (kRecipes / "glm5-nvfp4-seed001.yaml").string(),
+      "--recipe",         (shipped_recipe("glm5-nvfp4-seed001.yaml")).string(),
       "--param",          "boundary_layers=1",
       "--max-shard-size", "1MB",
       "--threads",        "1",

@@ -10,9 +10,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "qs/ckpt/plan/calibration_store.h"
+#include "gptq_quality_report.h"
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/io/file_io.h"
+#include "qs/ckpt/plan/calibration_store.h"
 #include "test_support.h"
 
 namespace qs {
@@ -21,9 +22,9 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 const std::string kExpert = "model.layers.1.mlp.experts.3.gate_proj";
 
 nlohmann::json quantization_config(const std::filesystem::path& out) {
@@ -78,7 +79,7 @@ TEST(QuantizeIntegerCli, SeedRecipesRun) {
   ScratchDirectory scratch("quantize-int-seeds");
   const auto seed000 = scratch.path() / "seed000";
   auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(seed000) + " --recipe " +
-                        quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
+                        quoted(shipped_recipe("glm5-w8a16-int8mix-seed000.yaml")));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto config = quantization_config(seed000);
   // INT8 g128 (attention, shared), INT4 experts, INT8 channel-wise MTP: three groups, one
@@ -94,7 +95,8 @@ TEST(QuantizeIntegerCli, SeedRecipesRun) {
 
 TEST(QuantizeIntegerCli, GptqBeatsRoundToNearestAndNeedsStatistics) {
   ScratchDirectory scratch("quantize-gptq");
-  const std::string recipe = " --recipe " + quoted(kRecipes / "glm5-w4a16-experts-seed002.yaml");
+  const std::string recipe =
+      " --recipe " + quoted(shipped_recipe("glm5-w4a16-experts-seed002.yaml"));
   auto refused = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "x") + recipe);
   EXPECT_EQ(refused.exit_code, 2) << refused.output;
   EXPECT_NE(refused.output.find("--calib"), std::string::npos) << refused.output;
@@ -110,18 +112,9 @@ TEST(QuantizeIntegerCli, GptqBeatsRoundToNearestAndNeedsStatistics) {
                         quoted(stats) + " --json");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto report = nlohmann::json::parse(result.standard_output);
-  double loss = 0.0, rtn = 0.0;
-  int weights = 0;
-  for (const auto& row : report["quality"]) {
-    ASSERT_TRUE(row.contains("gptq_relative_loss")) << row.dump();
-    EXPECT_TRUE(row["fallback"].is_null()) << row.dump();
-    EXPECT_LE(row["gptq_relative_loss"].get<double>(), row["rtn_relative_loss"].get<double>());
-    loss += row["gptq_relative_loss"].get<double>();
-    rtn += row["rtn_relative_loss"].get<double>();
-    ++weights;
-  }
-  EXPECT_EQ(weights, 4 * 16 * 3 - 16 * 3);  // routed experts of layers 1-3 (MTP stays BF16)
-  EXPECT_LT(loss, 0.5 * rtn);
+  const auto losses = testing::checked_gptq_losses(report);
+  EXPECT_EQ(losses.weights, 4 * 16 * 3 - 16 * 3);  // routed experts of layers 1-3 (MTP stays BF16)
+  EXPECT_LT(losses.gptq, 0.5 * losses.rtn);
   const auto config = quantization_config(out);
   EXPECT_EQ(config["config_groups"]["group_0"]["weights"]["actorder"], "weight");
   const auto ignore = config["ignore"].get<std::vector<std::string>>();
@@ -183,7 +176,7 @@ TEST(QuantizeIntegerCli, RefusesStatisticsThatDoNotMatchTheModel) {
       << missing.output;
   // Statistics of another width (routed experts without any fall back to round-to-nearest).
   auto wrong = run_cli("quantize " + quoted(kModel) + " " + quoted(scratch.path() / "b") +
-                       " --recipe " + quoted(kRecipes / "glm5-w4a16-experts-seed002.yaml") +
+                       " --recipe " + quoted(shipped_recipe("glm5-w4a16-experts-seed002.yaml")) +
                        " --calib " + quoted(write_store("narrow.qs", kExpert, 64)));
   EXPECT_EQ(wrong.exit_code, 2) << wrong.output;
   EXPECT_NE(wrong.output.find(kExpert + ".weight': the statistics are for 64 in-features"),

@@ -19,9 +19,9 @@ namespace qs {
 namespace {
 
 using testing::error_kind_of;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 
 // Plans without running anything: quantizing items get a copy transform as a stand-in.
 QuantizePlan plan_for(const Checkpoint& source, const Recipe& recipe) {
@@ -107,7 +107,7 @@ TEST(Recipe, RejectsWhatItCannotRead) {
 
 TEST(QuantizePlan, FirstMatchingRuleDecidesAndParametersApply) {
   auto source = Checkpoint::open(kModel);
-  auto recipe = load_recipe(kRecipes / "glm5-nvfp4-seed001.yaml", {{"boundary_layers", "1"}});
+  auto recipe = load_recipe(shipped_recipe("glm5-nvfp4-seed001.yaml"), {{"boundary_layers", "1"}});
   auto plan = plan_for(source, recipe);
   auto decisions = decisions_by_name(plan);
   // Routed experts of the middle layers (1, 2) are NVFP4; layer 3 is a boundary layer.
@@ -128,7 +128,7 @@ TEST(QuantizePlan, FirstMatchingRuleDecidesAndParametersApply) {
   EXPECT_EQ(plan.model.nvfp4_modules.size(), 96u);
 
   // With the default of 2 boundary layers, all 4 layers of the tiny model are kept.
-  auto defaults = plan_for(source, load_recipe(kRecipes / "glm5-nvfp4-seed001.yaml"));
+  auto defaults = plan_for(source, load_recipe(shipped_recipe("glm5-nvfp4-seed001.yaml")));
   EXPECT_TRUE(defaults.model.nvfp4_modules.empty());
 }
 
@@ -193,7 +193,7 @@ TEST(QuantizePlan, RefusesShapesThatDoNotDivideTheBlockAndNonFloatSources) {
 
 TEST(QuantizationConfig, CompressedTensorsIgnoreCoversEveryKeptLinearInVllm) {
   auto source = Checkpoint::open(kModel);
-  auto plan = plan_for(source, load_recipe(kRecipes / "modelopt-nvfp4-experts-only.yaml"));
+  auto plan = plan_for(source, load_recipe(shipped_recipe("modelopt-nvfp4-experts-only.yaml")));
   // The check inside throws if vLLM would resolve any module differently.
   auto block = compressed_tensors_config_block(plan.model);
   const auto ignore = block["ignore"].get<std::vector<std::string>>();

@@ -28,7 +28,7 @@ using testing::run_cli;
 using testing::ScratchDirectory;
 using Edit = testing::TensorEdit;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 const std::string kModule = "model.layers.1.mlp.experts.3.up_proj";  // [128, 256]
 
 class RunInputs : public ::testing::Test {

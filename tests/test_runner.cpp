@@ -17,7 +17,7 @@
 namespace qs::run {
 namespace {
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 template <typename T>
 std::vector<T> read_reference(const std::string& name) {

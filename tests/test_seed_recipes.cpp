@@ -19,7 +19,7 @@ using testing::run_cli;
 using testing::ScratchDirectory;
 
 const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
+const std::filesystem::path kModel = testing::bundled_model();
 
 // Runs the batch recipe with the bundled model and `work`; returns its config.json at `result`.
 nlohmann::json run_seed(const std::string& recipe, const std::filesystem::path& work,

@@ -22,9 +22,9 @@ namespace {
 using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
+using testing::shipped_recipe;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 const std::string kExpert = "model.layers.2.mlp.experts.5.down_proj";
 const std::string kAttention = "model.layers.2.self_attn.q_b_proj";
 // Seed 000 on the 4-layer model: routed experts of the main MoE layers (1-3) from the NVFP4
@@ -54,9 +54,9 @@ class Splice : public ::testing::Test {
   // recipe) and NVFP4 routed experts in both layouts.
   static void SetUpTestSuite() {
     scratch_ = std::make_unique<ScratchDirectory>("splice");
-    quantize(w8a16(), "--recipe " + quoted(kRecipes / "glm5-w8a16-int8mix-seed000.yaml"));
+    quantize(w8a16(), "--recipe " + quoted(shipped_recipe("glm5-w8a16-int8mix-seed000.yaml")));
     for (const char* format : {"modelopt", "compressed-tensors"})
-      quantize(nvfp4(format), "--recipe " + quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
+      quantize(nvfp4(format), "--recipe " + quoted(shipped_recipe("glm5-nvfp4-seed001.yaml")) +
                                   " --param boundary_layers=0 --format " + format);
   }
   static void TearDownTestSuite() { scratch_.reset(); }

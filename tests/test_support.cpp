@@ -188,8 +188,16 @@ std::map<std::string, std::string> directory_contents(const std::filesystem::pat
   return contents;
 }
 
+std::filesystem::path bundled_model(const std::string& name) {
+  return std::filesystem::path(QS_TEST_DATA_DIR) / name;
+}
+
+std::filesystem::path shipped_recipe(const std::string& file) {
+  return std::filesystem::path(QS_SOURCE_DIR) / "recipes" / file;
+}
+
 void copy_bundled_model(const std::filesystem::path& to) {
-  const std::filesystem::path bundled = QS_TEST_DATA_DIR "/glm5-tiny";
+  const std::filesystem::path bundled = bundled_model();
   for (const char* name : {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
                            "model.safetensors.index.json", "config.json", "generation_config.json"})
     std::filesystem::copy_file(bundled / name, to / name);

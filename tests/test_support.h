@@ -65,6 +65,11 @@ CliResult run_cli_after(const std::string& shell_prefix, const std::string& argu
 // Single-quoted for the shell (test paths hold no quotes).
 std::string quoted(const std::filesystem::path& path);
 
+// tests/data/<name>: a bundled fixture model (glm5-tiny, the one most suites run, by default).
+std::filesystem::path bundled_model(const std::string& name = "glm5-tiny");
+// recipes/<file> of the source tree: a recipe quantsmith ships.
+std::filesystem::path shipped_recipe(const std::string& file);
+
 // Copies the bundled model's shards, index and configs into `to`, for tests that break them.
 void copy_bundled_model(const std::filesystem::path& to);
 

@@ -20,16 +20,16 @@ using testing::QuantizedOutputs;
 using testing::quoted;
 using testing::run_cli;
 
-const std::filesystem::path kModel = std::filesystem::path(QS_TEST_DATA_DIR) / "glm5-tiny";
-const std::filesystem::path kRecipes = std::filesystem::path(QS_SOURCE_DIR) / "recipes";
+const std::filesystem::path kModel = testing::bundled_model();
 
 using testing::EditableTensor;
+using testing::shipped_recipe;
 using Edit = testing::TensorEdit;
 
 class ValidateNvfp4 : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    outputs_.quantize("quantized", "--recipe " + quoted(kRecipes / "glm5-nvfp4-seed001.yaml") +
+    outputs_.quantize("quantized", "--recipe " + quoted(shipped_recipe("glm5-nvfp4-seed001.yaml")) +
                                        " --param boundary_layers=1 --format " + GetParam());
     quantized_ = outputs_.path("quantized");
   }
