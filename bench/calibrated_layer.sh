@@ -29,8 +29,10 @@
 #                  gate/up) or per expert (routed), m² per expert's down_proj
 #   factorization  (2/3)·n³ per Hessian (Cholesky n³/3 + triangular inverse n³/3)
 #   sweep          r·c² per matrix [r, c] (GPTQ's updates; the brief's count), and separately
-#                  the job's objective evaluation, which the sweep's timer includes: four
-#                  2·r·c² products W·H per matrix (reference and error, before and after)
+#                  the job's quality report, which the sweep's timer includes: two 2·r·c²
+#                  products W·H per matrix (the reference tr(W·H·Wᵀ) once, and round-to-nearest's
+#                  error; GPTQ's own objective comes from the sweep, docs/algorithms/gptq.md,
+#                  "Report cost")
 #   propagation    sequential inputs: the layer again with quantized weights (routed pass)
 #   write          bytes written per second
 # The counts are those of one MoE layer, what the glm5-moe-layer presets have; a model with more
@@ -150,7 +152,7 @@ else:  # routed: each expert sees about T·k/E tokens and has its own gate/up ma
     factor_h, factor_m = Q, Q
 factorization = 2 / 3 * (factor_h * h**3 + factor_m * m**3)
 sweep = Q * (2 * m * h * h + h * m * m)
-objective = 8 * sweep
+objective = 4 * sweep  # two W·H products of 2·r·c² each
 propagation = 2 * T * other + routed if inputs == "sequential" else 0
 
 blas = {}
