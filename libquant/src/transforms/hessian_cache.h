@@ -6,18 +6,22 @@
 // all-experts calibration) reuse one: one factorization and one read of XᵀX per layer.
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <future>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "qs/ckpt/plan/calibration_statistics.h"
 #include "qs/ckpt/plan/plan.h"
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/gptq.h"
+#include "qs/quant/quantize_transforms.h"
 
 namespace qs {
 
@@ -33,6 +37,24 @@ inline std::string statistics_key(const CalibrationStatistics& calibration,
   const auto* entry = calibration.find(module);
   if (!entry) return {};
   return entry->shared_with.empty() ? entry->module : entry->shared_with;
+}
+
+// An item's members grouped by the statistics entry holding their matrix, in first-seen order
+// (an empty key: members without statistics). Members calibrated on one matrix (gate and up)
+// are stacked into one GPTQ problem.
+inline std::vector<std::pair<std::string, std::vector<std::size_t>>> members_by_statistics(
+    const CalibrationStatistics& calibration, std::span<const SourceTensor> sources) {
+  std::vector<std::pair<std::string, std::vector<std::size_t>>> groups;
+  for (std::size_t m = 0; m < sources.size(); ++m) {
+    const auto key = statistics_key(calibration, module_of(*sources[m].info));
+    const auto found = std::find_if(groups.begin(), groups.end(),
+                                    [&](const auto& group) { return group.first == key; });
+    if (found == groups.end())
+      groups.push_back({key, {m}});
+    else
+      found->second.push_back(m);
+  }
+  return groups;
 }
 
 class HessianCache {
@@ -109,5 +131,29 @@ class HessianCache {
   // 16×16 per block is 64 B per column: a layer's gate/up and down, several layers.
   Recent<fp4::BlockHessians> blocks_;
 };
+
+// The prepared Hessian a GPTQ sweep of `cols` columns uses: from the cache under `cache_key`
+// (its factorization timed into `times` when this call makes it), or for an empty `key` (no
+// statistics: an expert no calibration token reached) one that falls back to round-to-nearest.
+inline std::shared_ptr<const gptq::PreparedHessian> prepared_hessian(
+    HessianCache& cache, const CalibrationStatistics& calibration, const std::string& key,
+    const std::string& cache_key, std::uint64_t cols, const gptq::Settings& settings,
+    gptq::Backend backend, QuantizeStageTimes* times) {
+  if (key.empty()) {
+    auto unrouted = std::make_shared<gptq::PreparedHessian>(
+        gptq::prepare_hessian(std::vector<double>(cols * cols, 0.0), cols, 0, settings));
+    unrouted->fallback = "no calibration tokens reached this expert";
+    return unrouted;
+  }
+  return cache.prepared(cache_key, [&] {
+    const auto* entry = calibration.find(key);
+    auto second_moments = calibration.second_moments(key);
+    const auto start = std::chrono::steady_clock::now();
+    auto prepared =
+        gptq::prepare_hessian(second_moments, cols, entry ? entry->tokens : 0, settings, backend);
+    if (times) QuantizeStageTimes::add_since(times->factorization_ns, start);
+    return prepared;
+  });
+}
 
 }  // namespace qs

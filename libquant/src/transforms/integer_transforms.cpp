@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
@@ -141,16 +140,9 @@ class GptqTransform final : public IntegerTransformBase {
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
                                  std::span<const std::span<std::byte>> outputs) const override {
     check_output_count(sources.size(), outputs.size());
-    // Members calibrated on the same matrix (gate and up) are stacked into one problem.
-    std::map<std::string, std::vector<std::size_t>> members_of_key;
-    std::vector<std::string> keys;
-    for (std::size_t m = 0; m < sources.size(); ++m) {
-      const auto key = statistics_key(*calibration_, module_of(*sources[m].info));
-      if (!members_of_key.contains(key)) keys.push_back(key);
-      members_of_key[key].push_back(m);
-    }
     std::vector<TensorQuality> quality(sources.size());
-    for (const auto& key : keys) solve(key, members_of_key[key], sources, outputs, quality);
+    for (const auto& [key, members] : members_by_statistics(*calibration_, sources))
+      solve(key, members, sources, outputs, quality);
     return quality;
   }
 
@@ -173,23 +165,8 @@ class GptqTransform final : public IntegerTransformBase {
     }
     const std::uint64_t rows = stacked.size() / cols;
     const bool blended = !key.empty() && blended_ && blended_->blend_of(key).has_value();
-    std::shared_ptr<const gptq::PreparedHessian> hessian;
-    if (key.empty()) {
-      auto unrouted = std::make_shared<gptq::PreparedHessian>(
-          gptq::prepare_hessian(std::vector<double>(cols * cols, 0.0), cols, 0, settings_));
-      unrouted->fallback = "no calibration tokens reached this expert";
-      hessian = std::move(unrouted);
-    } else {
-      hessian = cache_->prepared(key, [&] {
-        const auto* entry = calibration_->find(key);
-        auto second_moments = calibration_->second_moments(key);
-        const auto start = std::chrono::steady_clock::now();
-        auto prepared = gptq::prepare_hessian(second_moments, cols, entry ? entry->tokens : 0,
-                                              settings_, backend_);
-        if (stage_times_) QuantizeStageTimes::add_since(stage_times_->factorization_ns, start);
-        return prepared;
-      });
-    }
+    const auto hessian = prepared_hessian(*cache_, *calibration_, key, key, cols, settings_,
+                                          backend_, stage_times_);
     intq::IntQuantized stacked_codes;
     const auto sweep_start = std::chrono::steady_clock::now();
     const auto result =

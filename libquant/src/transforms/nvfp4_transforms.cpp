@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <vector>
 
 #include "hessian_cache.h"
@@ -83,6 +82,26 @@ class Nvfp4TransformBase : public Transform {
     return cache_->blocks(fmt::format("{}#damp{}#blend{}", key, damp_, blend_tokens_), [&] {
       return fp4::block_hessians(calibration_->second_moments(key), info.shape[1], damp_);
     });
+  }
+
+  struct GlobalScale {
+    std::vector<std::shared_ptr<const fp4::BlockHessians>> hessians;  // owners of the views
+    std::vector<const fp4::BlockHessians*> hessian_views;  // per member; null without statistics
+    float s2 = 1.0f;
+    float stored = 1.0f;  // s2 in the layout's convention
+  };
+
+  // The group's s2 (searched with the members' block Hessians under the hessian method).
+  GlobalScale global_scale(std::span<const SourceTensor> sources, const Group& group) const {
+    GlobalScale scale;
+    for (const auto& source : sources) {
+      scale.hessians.push_back(block_hessians_of(*source.info));
+      scale.hessian_views.push_back(scale.hessians.back().get());
+    }
+    scale.s2 =
+        fp4::choose_global_scale(group.views, group.amax, method_, backend_, scale.hessian_views);
+    scale.stored = stored_global(scale.s2, group.amax, sources[0].info->name);
+    return scale;
   }
 
   // A weight whose largest magnitude is below ~8e-36 has s2 = amax/2688 so small that the
@@ -171,15 +190,9 @@ class Nvfp4Transform final : public Nvfp4TransformBase {
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
                                  std::span<const std::span<std::byte>> outputs) const override {
     auto group = read_group(sources, outputs);
-    std::vector<std::shared_ptr<const fp4::BlockHessians>> hessians;
-    std::vector<const fp4::BlockHessians*> hessian_views;
-    for (const auto& source : sources) {
-      hessians.push_back(block_hessians_of(*source.info));
-      hessian_views.push_back(hessians.back().get());
-    }
-    const float s2 =
-        fp4::choose_global_scale(group.views, group.amax, method_, backend_, hessian_views);
-    const float stored = stored_global(s2, group.amax, sources[0].info->name);
+    const auto scales = global_scale(sources, group);
+    const float s2 = scales.s2, stored = scales.stored;
+    const auto& hessian_views = scales.hessian_views;
     std::vector<TensorQuality> quality;
     for (std::size_t m = 0; m < sources.size(); ++m) {
       const auto energy = fp4::quantize(group.views[m], s2, method_,
@@ -230,25 +243,12 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
                                  std::span<const std::span<std::byte>> outputs) const override {
     auto group = read_group(sources, outputs);
-    std::vector<std::shared_ptr<const fp4::BlockHessians>> hessians;
-    std::vector<const fp4::BlockHessians*> hessian_views;
-    for (const auto& source : sources) {
-      hessians.push_back(block_hessians_of(*source.info));
-      hessian_views.push_back(hessians.back().get());
-    }
-    const float s2 =
-        fp4::choose_global_scale(group.views, group.amax, method_, backend_, hessian_views);
-    const float stored = stored_global(s2, group.amax, sources[0].info->name);
-    std::map<std::string, std::vector<std::size_t>> members_of_key;
-    std::vector<std::string> keys;
-    for (std::size_t m = 0; m < sources.size(); ++m) {
-      const auto key = statistics_key(*calibration_, module_of(*sources[m].info));
-      if (!members_of_key.contains(key)) keys.push_back(key);
-      members_of_key[key].push_back(m);
-    }
+    const auto scales = global_scale(sources, group);
+    const float s2 = scales.s2, stored = scales.stored;
+    const auto& hessian_views = scales.hessian_views;
     std::vector<TensorQuality> quality(sources.size());
-    for (const auto& key : keys)
-      solve(key, members_of_key[key], s2, group, hessian_views, sources, outputs, quality);
+    for (const auto& [key, members] : members_by_statistics(*calibration_, sources))
+      solve(key, members, s2, group, hessian_views, sources, outputs, quality);
     for (std::size_t m = 0; m < sources.size(); ++m) write_scalars(outputs, m, stored);
     return quality;
   }
@@ -266,26 +266,12 @@ class Nvfp4GptqTransform final : public Nvfp4TransformBase {
     }
     const std::uint64_t rows = stacked.size() / cols;
     const bool blended = !key.empty() && blended_ && blended_->blend_of(key).has_value();
-    std::shared_ptr<const gptq::PreparedHessian> hessian;
-    if (key.empty()) {
-      auto unrouted = std::make_shared<gptq::PreparedHessian>(
-          gptq::prepare_hessian(std::vector<double>(cols * cols, 0.0), cols, 0, settings_));
-      unrouted->fallback = "no calibration tokens reached this expert";
-      hessian = std::move(unrouted);
-    } else {
-      // The order differs from integer GPTQ's (whole blocks), so the entry is its own.
-      const auto cache_key = fmt::format("{}#nvfp4#damp{}#{}#blend{}", key, settings_.damp,
-                                         settings_.act_order ? "act" : "natural", blend_tokens_);
-      hessian = cache_->prepared(cache_key, [&] {
-        const auto* entry = calibration_->find(key);
-        auto second_moments = calibration_->second_moments(key);
-        const auto start = std::chrono::steady_clock::now();
-        auto prepared = gptq::prepare_hessian(second_moments, cols, entry ? entry->tokens : 0,
-                                              settings_, backend_);
-        if (stage_times_) QuantizeStageTimes::add_since(stage_times_->factorization_ns, start);
-        return prepared;
-      });
-    }
+    // The order differs from integer GPTQ's (whole blocks), so the cache entry is its own.
+    const auto hessian = prepared_hessian(
+        *cache_, *calibration_, key,
+        fmt::format("{}#nvfp4#damp{}#{}#blend{}", key, settings_.damp,
+                    settings_.act_order ? "act" : "natural", blend_tokens_),
+        cols, settings_, backend_, stage_times_);
     std::vector<std::uint8_t> packed(rows * cols / 2), scales(rows * cols / fp4::kBlockSize);
     // Stacked members share a key, hence one matrix and one set of block Hessians.
     const auto sweep_start = std::chrono::steady_clock::now();
