@@ -1,0 +1,174 @@
+#pragma once
+// Vector quantization of Linear weights (docs/algorithms/vq.md, docs/formats/vq.md): each row's
+// inputs are cut into vectors of d consecutive columns; each vector is s·c, c a codeword of a
+// codebook of K entries shared by many matrices (the whole model's experts of one tier), s one
+// scale per (row, 128 columns) stored in the weight's dtype. Codes are chosen by GPTQ with a
+// d-dimensional quantizer: the error of fixing d columns at once is fed forward through the
+// d×d block of the inverse Hessian's Cholesky factor (exact), or through its diagonal only
+// (GPTVQ's approximation, kept for comparison).
+//
+// Scalar tiers are the same machinery with d = 1 and a fixed uniform codebook (1 bit: {−1, +1},
+// the sign × group-scale scalar), so scalar and vector tiers share one layout, one sweep and
+// one allocator.
+//
+// Backends as for every kernel: Reference (scalar loops, the truth), Cpu (oneTBB over rows,
+// the codeword search vectorised; bit-identical to Reference at any thread count) and Cuda
+// (shares the per-row cores, host/device).
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qs/ckpt/core/dtype.h"
+#include "qs/quant/gptq.h"
+
+namespace qs::vq {
+
+using intq::Backend;
+
+inline constexpr std::uint64_t kScaleGroup = 128;  // columns per scale
+
+enum class CodebookKind : std::uint8_t {
+  Learned,  // fitted by weighted k-means on scale-normalised sub-vectors
+  Uniform,  // d = 1, K evenly spaced levels symmetric about 0 (mid-rise: no zero level)
+};
+
+// One tier of the menu: "vq1" (d 8, K 256), "vq1.5" (d 8, K 4096), "vq2" (d 4, K 256),
+// "vq3" (d 4, K 4096), scalar "int1" (d 1, K 2: sign), "int2" (d 1, K 4), "int3" (d 1, K 8).
+struct Tier {
+  std::string name;
+  std::uint32_t d = 4;
+  std::uint32_t k = 256;
+  CodebookKind kind = CodebookKind::Learned;
+
+  std::uint32_t index_bits() const;  // ceil(log2 K)
+  // Bits per weight of one module at `scale_bits` per scale (16 for BF16/F16):
+  // index_bits/d + scale_bits/128 (codebooks are shared, their cost is not counted here).
+  double bits_per_weight(int scale_bits = 16) const;
+  bool operator==(const Tier&) const = default;
+};
+
+// The preset tiers, in the order above; nullopt for an unknown name.
+std::optional<Tier> preset_tier(std::string_view name);
+const std::vector<Tier>& preset_tiers();
+
+// A tier's codebook: K codewords of d values (row-major [K, d]), already rounded to
+// `dtype` (F16 or BF16: what the checkpoint stores and what every decode multiplies).
+struct Codebook {
+  Tier tier;
+  DType dtype = DType::F16;
+  std::vector<float> codewords;  // [K, d]
+};
+
+// The uniform codebook of a scalar tier (d must be 1): levels (2i − K + 1)/(K − 1) for i < K,
+// so ±1 at the ends; K = 2 gives {−1, +1}.
+Codebook uniform_codebook(const Tier& tier, DType dtype = DType::F16);
+
+// ---- codebook fitting ----
+struct KMeansSettings {
+  std::uint64_t seed = 0x5eed;   // k-means++ seeding and sampling, deterministic
+  std::uint32_t iterations = 25;  // Lloyd rounds (stops early when no assignment changes)
+};
+// Weighted k-means over `points` ([n, d], scale-normalised sub-vectors) with per-coordinate
+// weights `weights` ([n, d]; the calibration Hessian's diagonal at each coordinate's input
+// column, normalised per matrix; empty: all 1): distance Σ_j w_j (x_j − c_j)², centroid
+// coordinate = Σ w x / Σ w. Deterministic for a given seed at any thread count.
+Codebook fit_codebook(std::span<const float> points, std::span<const float> weights,
+                      const Tier& tier, DType dtype, const KMeansSettings& settings,
+                      Backend backend);
+
+// ---- codeword search ----
+// For each of `count` vectors x ([count, d]) the index minimising ‖x − c‖², or, when `metric`
+// ([d, d] row-major, symmetric positive definite) is given, (x − c)ᵀ·metric·(x − c); ties go
+// to the lowest index. The hot loop at K = 4096.
+void nearest_codewords(std::span<const float> vectors, std::uint64_t count,
+                       const Codebook& codebook, std::span<const float> metric,
+                       std::span<std::uint32_t> codes, Backend backend);
+
+// ---- the encoded matrix ----
+// codes [rows, cols/d] (one index per vector, in column order), scales [rows, cols/128] as
+// values of `scale_dtype`. decoded ŵ[r, c] = codeword[codes[r, c/d]][c mod d] · scales[r, c/128]
+// computed in f32 from the stored (rounded) codeword and scale.
+struct VqQuantized {
+  std::uint64_t rows = 0;
+  std::uint64_t cols = 0;
+  DType scale_dtype = DType::BF16;
+  std::vector<std::uint32_t> codes;
+  std::vector<float> scales;
+};
+
+enum class Metric : std::uint8_t {
+  Mahalanobis,  // (w − s·c)ᵀ·(U_PP⁻¹ U_PP⁻ᵀ)·(w − s·c): the exact GPTQ cost of fixing the vector
+  Euclidean,    // ‖w/s − c‖²
+};
+enum class ErrorUpdate : std::uint8_t {
+  Exact,     // e = (w_P − q)·U_PP⁻¹ (d×d triangular solve), later columns −= e·U_P,rest
+  Diagonal,  // GPTVQ: e_j = (w_j − q_j)/U_jj, no update between a vector's own columns
+};
+enum class ScaleRule : std::uint8_t {
+  Rms,           // s = RMS of the group's current (error-updated) weights when the sweep enters it
+  LeastSquares,  // Rms during the sweep, then each group's s refitted with codes fixed
+};
+
+struct EncodeSettings {
+  bool compensate = true;  // false: nearest codeword of each vector, no error feedback
+  Metric metric = Metric::Mahalanobis;
+  ErrorUpdate update = ErrorUpdate::Exact;
+  ScaleRule scale_rule = ScaleRule::Rms;
+};
+
+struct EncodeResult {
+  // ‖(W − Ŵ)X‖² / ‖WX‖² (tr(ΔW·H·ΔWᵀ) / tr(W·H·Wᵀ)) when a Hessian was given, else 0.
+  double relative_loss = 0.0;
+  intq::ErrorEnergy energy;  // Σ w², Σ (w − ŵ)²
+};
+
+// Encodes `weight` ([rows, cols] f32) with `codebook`. Throws BadInput "vq.shape" when d does
+// not divide 128 or 128 does not divide cols, "vq.codebook" for a codebook of the wrong size.
+// `hessian` (gptq::prepare_hessian of the module's statistics; its order moves whole d-column
+// vectors, order_block = d) drives compensation; nullptr, or settings.compensate false:
+// nearest codeword per vector (Euclidean on scale-normalised vectors). When `swept` ([rows,
+// cols]) is given it receives the weights each vector had when it was quantized (the
+// compensated targets codebook refinement fits; the source weights when not compensating).
+EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
+                    DType scale_dtype, const Codebook& codebook,
+                    const gptq::PreparedHessian* hessian, const EncodeSettings& settings,
+                    Backend backend, VqQuantized& out, std::span<float> swept = {});
+
+// ŵ into `out` [rows, cols].
+void decode(const VqQuantized& quantized, const Codebook& codebook, std::span<float> out);
+
+// ---- packing (docs/formats/vq.md) ----
+// Each row's codes as one little-endian bit stream of index_bits-wide fields in uint32 words,
+// code 0 in the lowest bits; a field may straddle two words. Words per row:
+// ceil(cols/d · index_bits / 32).
+std::uint64_t packed_words_per_row(std::uint64_t cols, const Tier& tier);
+void pack_codes(std::span<const std::uint32_t> codes, std::uint64_t rows, std::uint64_t cols,
+                const Tier& tier, std::span<std::int32_t> out);
+// Throws BadInput "vq.code_range" (naming row and position) for an index ≥ K.
+void unpack_codes(std::span<const std::int32_t> packed, std::uint64_t rows, std::uint64_t cols,
+                  const Tier& tier, std::span<std::uint32_t> out);
+
+// ---- codebook refinement ----
+// Re-fits each codeword with codes fixed: the weighted mean (per coordinate) of the
+// scale-normalised target vectors assigned to it, accumulated over many matrices; a codeword
+// nobody uses keeps its value. Call add() per encoded matrix, then refined().
+class CodebookRefinement {
+ public:
+  explicit CodebookRefinement(const Codebook& codebook);
+  // `targets` [rows, cols]: what the codes should reproduce (the compensated weights the sweep
+  // quantized, or the source weights); `weights` [cols] per input column (empty: 1).
+  void add(std::span<const float> targets, const VqQuantized& quantized,
+           std::span<const float> weights);
+  Codebook refined() const;
+
+ private:
+  Codebook codebook_;
+  std::vector<double> sums_;    // [K, d]
+  std::vector<double> totals_;  // [K, d]
+};
+
+}  // namespace qs::vq
