@@ -23,48 +23,25 @@
 #include <vector>
 
 #include "qs/ckpt/core/dtype.h"
+#include "qs/ckpt/formats/vq_tier.h"
 #include "qs/quant/gptq.h"
 
 namespace qs::vq {
 
 using intq::Backend;
 
-inline constexpr std::uint64_t kScaleGroup = 128;  // columns per scale
+inline constexpr std::uint64_t kScaleGroup = kVqScaleGroup;  // columns per scale
 
-enum class CodebookKind : std::uint8_t {
-  Learned,  // fitted by weighted k-means on scale-normalised sub-vectors
-  Uniform,  // d = 1, K evenly spaced levels symmetric about 0 (mid-rise: no zero level)
-};
+// The tier and codebook data types live in libckpt (qs/ckpt/formats/vq_tier.h) so that plans
+// and checkpoint readers carry them; this library does their math.
+using Tier = VqTier;
+using CodebookKind = VqCodebookKind;
+using Codebook = VqCodebook;
 
-// One tier of the menu: "vq1" (d 8, K 256), "vq1.5" (d 8, K 4096), "vq2" (d 4, K 256),
-// "vq3" (d 4, K 4096), scalar "int1" (d 1, K 2: sign), "int2" (d 1, K 4), "int3" (d 1, K 8).
-struct Tier {
-  std::string name;
-  std::uint32_t d = 4;
-  std::uint32_t k = 256;
-  CodebookKind kind = CodebookKind::Learned;
-
-  std::uint32_t index_bits() const;  // ceil(log2 K)
-  // Bits per weight of one module at `scale_bits` per scale (16 for BF16/F16):
-  // index_bits/d + scale_bits/128 (codebooks are shared, their cost is not counted here).
-  double bits_per_weight(int scale_bits = 16) const;
-  bool operator==(const Tier&) const = default;
-};
-
-// The preset tiers, in the order above; nullopt for an unknown name.
-std::optional<Tier> preset_tier(std::string_view name);
-const std::vector<Tier>& preset_tiers();
-
-// A tier's codebook: K codewords of d values (row-major [K, d]), already rounded to
-// `dtype` (F16 or BF16: what the checkpoint stores and what every decode multiplies).
-struct Codebook {
-  Tier tier;
-  DType dtype = DType::F16;
-  std::vector<float> codewords;  // [K, d]
-};
-
-// The uniform codebook of a scalar tier (d must be 1): levels (2i − K + 1)/(K − 1) for i < K,
-// so ±1 at the ends; K = 2 gives {−1, +1}.
+// The uniform codebook of a scalar tier (d must be 1): levels (2i − K + 1)·Δ/2 for i < K, Δ the
+// step that minimises the mean squared error of a unit normal variable (the sub-vectors are
+// RMS-normalised): K = 2 gives ±0.798 (sign × scale), K = 4 ±0.498, ±1.494, K = 8 steps of
+// 0.586. Δ is computed (deterministic numerical integration), not tabulated.
 Codebook uniform_codebook(const Tier& tier, DType dtype = DType::F16);
 
 // ---- codebook fitting ----
@@ -144,8 +121,7 @@ void decode(const VqQuantized& quantized, const Codebook& codebook, std::span<fl
 // ---- packing (docs/formats/vq.md) ----
 // Each row's codes as one little-endian bit stream of index_bits-wide fields in uint32 words,
 // code 0 in the lowest bits; a field may straddle two words. Words per row:
-// ceil(cols/d · index_bits / 32).
-std::uint64_t packed_words_per_row(std::uint64_t cols, const Tier& tier);
+// tier.packed_words_per_row(cols).
 void pack_codes(std::span<const std::uint32_t> codes, std::uint64_t rows, std::uint64_t cols,
                 const Tier& tier, std::span<std::int32_t> out);
 // Throws BadInput "vq.code_range" (naming row and position) for an index ≥ K.
