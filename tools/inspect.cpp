@@ -19,6 +19,7 @@ namespace {
 struct InspectOptions {
   std::string path;
   bool json = false;
+  bool verbose = false;
 };
 
 std::string ranges_of(const std::set<int>& values) {
@@ -51,7 +52,34 @@ void print_tally(const char* title, const std::map<std::string, TensorTally>& ta
                fmt::join(tally.dtypes, ","));
 }
 
-void print_summary(const Checkpoint& checkpoint, const CheckpointSummary& summary) {
+std::string vq_row(const std::string& label, const VqTierUsage& usage) {
+  return fmt::format("  {:<12} {:>7} modules  {:>14} weights  {:>11}  {:>6.3f} bpw", label,
+                     usage.modules, usage.weights, human_bytes(usage.bytes),
+                     usage.bits_per_weight());
+}
+
+// The tier histogram (per layer with --verbose) and the codebooks.
+void print_vq(const CheckpointSummary& summary, bool verbose) {
+  if (!summary.vq) return;
+  const VqUsage& usage = *summary.vq;
+  fmt::print("vector-quantized modules (codes + scales; codebooks apart):\n");
+  if (!summary.vq_config_error.empty())
+    fmt::print("  quantization_config.vq unreadable: {}\n", summary.vq_config_error);
+  for (const auto& [tier, counted] : usage.tiers) fmt::print("{}\n", vq_row(tier, counted));
+  fmt::print("{}\n", vq_row("all", usage.total));
+  if (verbose)
+    for (const auto& [layer, tiers] : usage.layers)
+      for (const auto& [tier, counted] : tiers)
+        fmt::print("{}\n", vq_row(fmt::format("layer {} {}", layer, tier), counted));
+  for (const auto& listing : usage.codebooks)
+    fmt::print("  codebook {} (tier {}, {} modules): {}\n", listing.tensor, listing.tier,
+               listing.modules,
+               listing.info ? fmt::format("{} {}", dtype_name(listing.info->dtype),
+                                          shape_to_string(listing.info->shape))
+                            : std::string("MISSING"));
+}
+
+void print_summary(const Checkpoint& checkpoint, const CheckpointSummary& summary, bool verbose) {
   fmt::print("{}: {} shard(s), {} tensors, {} of tensor data\n", checkpoint.directory().string(),
              checkpoint.shards().size(), checkpoint.tensors().size(),
              human_bytes(checkpoint.tensor_bytes()));
@@ -75,6 +103,7 @@ void print_summary(const Checkpoint& checkpoint, const CheckpointSummary& summar
       fmt::print("  {:<20} {:<32} {:<22} {:>7} {:>8} {:>11}\n", row.name, row.scheme, row.format,
                  row.modules, row.tensors, human_bytes(row.bytes));
   }
+  print_vq(summary, verbose);
   print_tally("by category", summary.by_category, checkpoint.tensor_bytes());
   print_tally("by dtype", summary.by_dtype, checkpoint.tensor_bytes());
 }
@@ -90,13 +119,15 @@ SubcommandRunner register_inspect(CLI::App& app) {
   command->add_option("path", options->path, "checkpoint directory or .safetensors file")
       ->required();
   command->add_flag("--json", options->json, "machine-readable output");
+  command->add_flag("--verbose", options->verbose,
+                    "more detail: the VQ tier histogram per layer (--json always has it)");
   return [options]() {
     auto checkpoint = Checkpoint::open(options->path);
     auto summary = summarize_checkpoint(checkpoint);
     if (options->json)
       fmt::print("{}\n", checkpoint_summary_json(checkpoint, summary).dump(2));
     else
-      print_summary(checkpoint, summary);
+      print_summary(checkpoint, summary, options->verbose);
     return kExitOk;
   };
 }

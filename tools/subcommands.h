@@ -19,6 +19,7 @@ SubcommandRunner register_splice(CLI::App& app);
 SubcommandRunner register_mtp(CLI::App& app);
 SubcommandRunner register_recipe(CLI::App& app);
 SubcommandRunner register_finalize(CLI::App& app);
+SubcommandRunner register_dequantize(CLI::App& app);
 
 // In the order `quantsmith --help` lists them; one line each.
 // clang-format off
@@ -31,6 +32,7 @@ inline std::vector<SubcommandRegistration> all_subcommands() {
       register_splice,
       register_mtp,
       register_finalize,
+      register_dequantize,
       register_eval,
       register_generate,
       register_calibrate,

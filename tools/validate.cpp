@@ -13,7 +13,9 @@
 #include "cli_support.h"
 #include "progress_line.h"
 #include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/compressed_tensors_config.h"
+#include "qs/ckpt/formats/vq_declaration.h"
 #include "qs/ckpt/plan/draft_target_resolution.h"
 #include "qs/ckpt/validate/engine_quirks.h"
 #include "qs/ckpt/job/output_manifest.h"
@@ -175,6 +177,40 @@ void print_report(const Checkpoint& checkpoint, const ValidationReport& report) 
              problems, warnings);
 }
 
+// The VQ modules' bits per weight (codes and scales), per tier: nullopt when there are none.
+std::optional<VqUsage> vq_usage_of(const Checkpoint& checkpoint) {
+  VqDeclaration declaration;
+  try {
+    declaration = VqDeclaration::of(checkpoint);
+  } catch (const Error&) {  // the vq check reported it; count the modules as undeclared
+  }
+  auto usage = vq_usage(checkpoint, declaration);
+  if (usage.total.modules == 0) return std::nullopt;
+  return usage;
+}
+
+void print_vq_usage(const VqUsage& usage) {
+  std::vector<std::string> tiers;
+  for (const auto& [tier, counted] : usage.tiers)
+    tiers.push_back(fmt::format("{} {} modules {:.3f} bpw", tier, counted.modules,
+                                counted.bits_per_weight()));
+  fmt::print("  vq: {} modules, {:.3f} bits per weight ({})\n", usage.total.modules,
+             usage.total.bits_per_weight(), fmt::join(tiers, "; "));
+}
+
+nlohmann::ordered_json vq_usage_json(const VqUsage& usage) {
+  auto row = [](const VqTierUsage& counted) {
+    return nlohmann::ordered_json{{"modules", counted.modules},
+                                  {"weights", counted.weights},
+                                  {"bytes", counted.bytes},
+                                  {"bits_per_weight", counted.bits_per_weight()}};
+  };
+  nlohmann::ordered_json out;
+  out["total"] = row(usage.total);
+  for (const auto& [tier, counted] : usage.tiers) out["tiers"][tier] = row(counted);
+  return out;
+}
+
 // --checksum on a checkpoint we wrote: every file against quantsmith-manifest.json (shards by
 // the digests the scan just computed, small files hashed here). Each differing file is a
 // problem; no manifest is not one (checkpoints from elsewhere have none).
@@ -241,11 +277,13 @@ SubcommandRunner register_validate(CLI::App& app) {
       check_against_target(checkpoint, *target, report);
     }
     const auto quirks = check_engine_quirks(checkpoint, target, report);
+    const auto vq = vq_usage_of(checkpoint);
     double seconds = std::max(progress.elapsed_seconds(), 1e-9);
     if (options->json) {
       auto json = report_json(checkpoint, report);
       json["engine_quirks"] = quirks_json(quirks);
       if (reference) json["reference_comparisons"] = comparisons_json(comparisons);
+      if (vq) json["vq"] = vq_usage_json(*vq);
       if (manifest)
         json["manifest"] = {{"present", manifest->present},
                             {"files_verified", manifest->files_verified}};
@@ -257,6 +295,7 @@ SubcommandRunner register_validate(CLI::App& app) {
     } else {
       print_report(checkpoint, report);
       print_comparisons(comparisons);
+      if (vq) print_vq_usage(*vq);
       if (manifest && manifest->present)
         fmt::print("manifest: {} file(s) checked against {}\n", manifest->files_verified,
                    kManifestFileName);

@@ -11,12 +11,15 @@
 #include <optional>
 #include <set>
 
+#include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/vq_declaration.h"
 #include "qs/ckpt/io/checked_tensor.h"
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/model/tensor_name.h"
 #include "qs/quant/dequantize_transform.h"
 #include "validation/config_coverage.h"
 #include "validation/fp8_block_checks.h"
+#include "validation/vq_checks.h"
 #include "validation/pack_quantized_checks.h"
 
 namespace qs {
@@ -376,10 +379,18 @@ std::vector<ReferenceComparison> validate_nvfp4(const Checkpoint& checkpoint,
   for (const auto& entry : modules) nvfp4_paths.insert(entry.first);
   const auto int_modules = validation::check_pack_quantized(checkpoint, nvfp4_paths, report);
   const auto fp8_modules = validation::check_fp8_block(checkpoint, report);
+  const auto vq_modules = validation::check_vq(checkpoint, report);
   validation::check_config_coverage(checkpoint, int_modules, report);
   std::vector<ReferenceComparison> comparisons;
   if (!options.reference) return comparisons;
   report.checks_run.push_back(kReferenceCheck);
+  std::set<std::string> vq_codebooks;
+  try {
+    const auto declaration = VqDeclaration::of(checkpoint);
+    for (const auto& [module, declared] : declaration.modules())
+      vq_codebooks.insert(declared.codebook);
+  } catch (const Error&) {  // the vq check reported it
+  }
   for (const auto& location : checkpoint.tensors()) {
     const auto parsed = parse_tensor_name(location.info->name);
     // One comparison per quantized module, made at its codes tensor; the companions are not
@@ -403,6 +414,23 @@ std::vector<ReferenceComparison> validate_nvfp4(const Checkpoint& checkpoint,
         comparisons.push_back(std::move(*comparison));
       continue;
     }
+    if (const auto vq = vq_modules.find(parsed.module_path); vq != vq_modules.end()) {
+      const auto& weight = vq->second;
+      if (weight.sources[0].info != location.info) continue;  // scales: compared with the codes
+      auto dequantize = [&](std::span<float> out) {
+        decode_stored(weight.request, weight.sources, out);
+      };
+      if (auto comparison = compare_dequantized(parsed.module_path,
+                                                "vq/" + weight.request.vq_tier->name, location,
+                                                weight.request.rows, weight.request.cols,
+                                                dequantize, *options.reference, options, report))
+        comparisons.push_back(std::move(*comparison));
+      continue;
+    }
+    // VQ tensors that failed their checks, and the codebooks: nothing in the reference.
+    if (parsed.parameter == TensorParameter::VqCodes ||
+        parsed.parameter == TensorParameter::VqScales || vq_codebooks.contains(location.info->name))
+      continue;
     const auto module = modules.find(parsed.module_path);
     if (module == modules.end()) {
       compare_unquantized(location, *options.reference, report);

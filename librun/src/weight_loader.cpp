@@ -34,6 +34,7 @@ Matrix WeightLoader::linear(const std::string& module) const {
   for (const auto& name : weight_parameter_names())
     if (const auto location = checkpoint_.find(module + "." + name))
       parameters.emplace(name, *location);
+  parameters = vq_.with_codebook(checkpoint_, module, parameters, "run.bad_quantized_weight");
   const auto& format = detect_weight_format(parameters);
   if (format.decodable()) {
     const auto weight =
@@ -55,14 +56,14 @@ Matrix WeightLoader::linear(const std::string& module) const {
     const auto& weight = found->second;
     return {module, device_, weight.info->shape[0], weight.info->shape[1], decode(weight)};
   }
-  if (found != parameters.end() || parameters.count("weight_packed"))
+  if (found != parameters.end() || code_tensor(parameters))
     throw_bad_input("run.bad_quantized_weight",
                     fmt::format("Linear {} is stored as {} ({}), which the runner cannot load",
                                 module, format.name,
                                 found != parameters.end()
                                     ? fmt::format("{} {}", dtype_name(found->second.info->dtype),
                                                   shape_to_string(found->second.info->shape))
-                                    : std::string("weight_packed")),
+                                    : code_tensor(parameters)->info->name),
                     checkpoint_.directory().string(), module + ".weight");
   throw_bad_input(
       "run.missing_tensor",

@@ -72,7 +72,7 @@ QuantizationDetection detect_quantization(const Checkpoint& checkpoint) {
   QuantizationDetection detection;
   const DeclaredPackBits declared_bits(checkpoint.config());
   for (const auto& [module, parameters] : modules_of(checkpoint)) {
-    if (!parameters.count("weight") && !parameters.count("weight_packed")) continue;
+    if (!code_tensor(parameters)) continue;
     const auto& format = detect_weight_format(parameters);
     auto& count =
         detection

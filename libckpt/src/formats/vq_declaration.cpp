@@ -6,6 +6,8 @@
 #include <cmath>
 
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/model/tensor_name.h"
 
 namespace qs {
 namespace {
@@ -156,6 +158,44 @@ nlohmann::json vq_extra_config(const std::vector<VqModuleEntry>& modules) {
                            {"format", "vq"},
                            {"d", entry.tier.d}};
   return extra;
+}
+
+VqUsage vq_usage(const Checkpoint& checkpoint, const VqDeclaration& declaration) {
+  VqUsage usage;
+  std::map<std::string, VqCodebookListing> codebooks;
+  for (const auto& [module, parameters] : modules_of(checkpoint)) {
+    const WeightFormat& format = detect_weight_format(parameters);
+    if (format.layout != WeightLayout::Vq) continue;
+    const auto shape = format.logical_shape(parameters);
+    VqTierUsage counted;
+    counted.modules = 1;
+    counted.weights = shape ? (*shape)[0] * (*shape)[1] : 0;
+    for (const auto& name : format.parameters)
+      if (const auto found = parameters.find(name); found != parameters.end())
+        counted.bytes += found->second.info->byte_size();
+    const auto* declared = declaration.module(module);
+    const std::string tier = declared ? declared->tier : "undeclared";
+    auto add = [&](VqTierUsage& into) {
+      into.modules += counted.modules;
+      into.weights += counted.weights;
+      into.bytes += counted.bytes;
+    };
+    add(usage.tiers[tier]);
+    add(usage.total);
+    if (const auto layer = parse_tensor_name(module + ".vq_codes").layer)
+      add(usage.layers[*layer][tier]);
+    if (declared) {
+      auto& listing = codebooks[declared->codebook];
+      listing.tensor = declared->codebook;
+      listing.tier = declared->tier;
+      ++listing.modules;
+    }
+  }
+  for (auto& [name, listing] : codebooks) {
+    if (const auto found = checkpoint.find(name)) listing.info = found->info;
+    usage.codebooks.push_back(listing);
+  }
+  return usage;
 }
 
 }  // namespace qs

@@ -17,7 +17,9 @@ class MtpExtractPlanner {
       : source_(source),
         make_dequantizer_(make_dequantizer),
         modules_(modules_of(source)),
-        declared_bits_(source.config()) {
+        declared_bits_(source.config()),
+        vq_(VqDeclaration::of(source)) {
+    for (const auto& [module, declared] : vq_.modules()) vq_codebooks_.insert(declared.codebook);
     result_.plan.inputs.push_back(&source);
   }
 
@@ -34,6 +36,8 @@ class MtpExtractPlanner {
     for (const auto& location : source_.tensors()) {
       const auto parsed = parse_tensor_name(location.info->name);
       if (!in_mtp_layer(parsed, *layout)) continue;
+      // A VQ codebook is read with the modules that index it; they are written dequantized.
+      if (vq_codebooks_.contains(location.info->name)) continue;
       if (!done.insert(parsed.module_path).second) continue;
       add_module(parsed.module_path, parsed.module_path);
     }
@@ -61,14 +65,15 @@ class MtpExtractPlanner {
     if (found == modules_.end())
       throw Error(ErrorClass::BadInput, "mtp.missing_tensor", "the source has no such module",
                   source_.directory().string(), module);
-    const ModuleParameters& parameters = found->second;
+    const ModuleParameters parameters =
+        vq_.with_codebook(source_, module, found->second, "mtp.unsupported_layout");
     const WeightFormat& format = detect_weight_format(parameters);
     std::set<std::string> consumed;
     if (format.decodable()) {
       add_dequantized(module, output_module, parameters, format);
       for (const auto& [name, location] : parameters)
         if (is_quantization_companion(parse_tensor_name(location.info->name).parameter) ||
-            name == "weight")
+            name == "weight" || name == kVqCodebookParameter)
           consumed.insert(name);
     } else if (format.codes != CodeFamily::Float) {
       throw Error(ErrorClass::BadInput, "mtp.unsupported_layout",
@@ -104,6 +109,8 @@ class MtpExtractPlanner {
   const DequantizeTransformFactory& make_dequantizer_;
   std::map<std::string, ModuleParameters> modules_;
   DeclaredPackBits declared_bits_;
+  VqDeclaration vq_;
+  std::set<std::string> vq_codebooks_;
   MtpExtractPlan result_;
 };
 

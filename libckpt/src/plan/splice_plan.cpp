@@ -11,6 +11,7 @@
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/packed_int32.h"
 #include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/formats/vq_declaration.h"
 #include "qs/ckpt/formats/weight_format.h"
 #include "qs/ckpt/plan/quantize_plan.h"
 #include "qs/ckpt/model/model_family.h"
@@ -61,10 +62,20 @@ struct SourceModules {
   std::vector<std::string> order;
   std::unordered_map<const TensorInfo*, std::size_t> position;  // in the tensor list
   std::optional<CompressedTensorsConfig> config;  // its compressed-tensors config, if any
+  VqDeclaration vq;  // its VQ modules' tiers and codebooks (docs/formats/vq.md)
+  std::set<std::string> codebooks;  // the codebook tensors `vq` names: not modules
 };
 
 SourceModules index_modules(const Checkpoint& checkpoint, std::size_t input) {
-  SourceModules indexed{&checkpoint, input, modules_of(checkpoint), {}, {}, std::nullopt};
+  SourceModules indexed{&checkpoint, input, modules_of(checkpoint), {}, {}, std::nullopt, {}, {}};
+  try {
+    indexed.vq = VqDeclaration::of(checkpoint);
+  } catch (const Error& error) {
+    throw Error(ErrorClass::BadInput, "splice.config_mismatch", error.detail(), error.file(),
+                error.tensor());
+  }
+  for (const auto& [module, declared] : indexed.vq.modules())
+    indexed.codebooks.insert(declared.codebook);
   const auto& config = checkpoint.config();
   if (config.is_object() && config.contains("quantization_config") &&
       config["quantization_config"].value("quant_method", "") == "compressed-tensors") {
@@ -81,6 +92,8 @@ SourceModules index_modules(const Checkpoint& checkpoint, std::size_t input) {
     indexed.position.emplace(location.info, indexed.position.size());
     const auto parsed = parse_tensor_name(location.info->name);
     if (parsed.parameter_name.empty()) continue;
+    // A codebook travels with the VQ modules that index it (SplicePlanner::emit_codebooks).
+    if (indexed.codebooks.contains(location.info->name)) continue;
     if (seen.insert(parsed.module_path).second) indexed.order.push_back(parsed.module_path);
   }
   return indexed;
@@ -231,6 +244,11 @@ class SplicePlanner {
             {}, module);
       chosen.parameters = &found->second;
       chosen.layout = supported_layout(module, *chosen.parameters, *chosen.source->checkpoint);
+      if (chosen.layout == WeightLayout::Vq && !chosen.source->vq.module(module))
+        throw Error(ErrorClass::BadInput, "splice.unsupported_layout",
+                    "VQ tensors, but the source's quantization_config.vq does not declare the "
+                    "module (its tier and codebook)",
+                    source_name(*chosen.source->checkpoint), module);
       if (rule) {
         chosen.rule = request_.rules[*rule].text;
         ++result_.modules_per_rule[*rule];
@@ -299,6 +317,11 @@ class SplicePlanner {
     std::optional<bool> activations;
     bool any_compressed_tensors = false, any_nvfp4 = false;
     for (const auto& chosen : chosen_) {
+      if (chosen.layout == WeightLayout::Vq) {
+        result_.model.vq_modules.push_back({chosen.module, *chosen.source->vq.tier_of(chosen.module),
+                                            chosen.source->vq.module(chosen.module)->codebook});
+        continue;
+      }
       if (chosen.layout == WeightLayout::Fp8Block)  // weight + weight_scale_inv, moved as they are
         result_.model.fp8_block_modules.push_back(chosen.module);
       const auto parsed = parsed_module(*chosen.parameters);
@@ -331,6 +354,12 @@ class SplicePlanner {
     }
     result_.model.activations_quantized = activations.value_or(false);
     const bool integers = !result_.model.integer_groups.empty();
+    const bool vq = !result_.model.vq_modules.empty();
+    if (request_.format == OutputFormat::Modelopt && vq)
+      throw Error(ErrorClass::BadInput, "splice.format_conflict",
+                  fmt::format("modelopt output cannot declare the {} VQ module(s); use --format "
+                              "compressed-tensors",
+                              result_.model.vq_modules.size()));
     if (request_.format == OutputFormat::Modelopt && integers)
       throw Error(
           ErrorClass::BadInput, "splice.format_conflict",
@@ -338,7 +367,7 @@ class SplicePlanner {
                       "module(s); use --format compressed-tensors",
                       quantized_linear_count(result_.model) - result_.model.nvfp4_modules.size()));
     const bool fp8_block = !result_.model.fp8_block_modules.empty();
-    if (fp8_block && (any_nvfp4 || integers))
+    if (fp8_block && (any_nvfp4 || integers || vq))
       throw Error(ErrorClass::BadInput, "splice.format_conflict",
                   fmt::format("{} FP8 block-scaled module(s) (config quant_method fp8) and {} "
                               "NVFP4 or pack-quantized one(s): no one quantization config "
@@ -351,10 +380,10 @@ class SplicePlanner {
       result_.format = request_.format.value_or(OutputFormat::Modelopt);
       return;
     }
-    if (!any_nvfp4 && !integers) return;  // nothing quantized: no config, no format
-    result_.format = request_.format                        ? *request_.format
-                     : (integers || any_compressed_tensors) ? OutputFormat::CompressedTensors
-                                                            : OutputFormat::Modelopt;
+    if (!any_nvfp4 && !integers && !vq) return;  // nothing quantized: no config, no format
+    result_.format = request_.format                              ? *request_.format
+                     : (integers || vq || any_compressed_tensors) ? OutputFormat::CompressedTensors
+                                                                  : OutputFormat::Modelopt;
     carry_kv_cache_setting();
   }
 
@@ -402,7 +431,63 @@ class SplicePlanner {
     return options;
   }
 
+  // Each codebook the output's VQ modules index, once, from the source of the first module
+  // that indexes it. Two sources giving one codebook name different values (or one tier name
+  // different numbers) cannot share one output tensor (or config entry).
+  void emit_codebooks() {
+    std::map<std::string, std::pair<const SourceModules*, std::string>> codebook_from;
+    std::map<std::string, std::pair<VqTier, const SourceModules*>> tier_from;
+    for (const auto& chosen : chosen_) {
+      if (chosen.layout != WeightLayout::Vq) continue;
+      const auto& declared = *chosen.source->vq.module(chosen.module);
+      const VqTier& tier = *chosen.source->vq.tier_of(chosen.module);
+      const auto [tier_entry, new_tier] = tier_from.try_emplace(tier.name, tier, chosen.source);
+      if (!new_tier && !(tier_entry->second.first == tier))
+        throw Error(ErrorClass::BadInput, "splice.vq_codebook_clash",
+                    fmt::format("tier {} is d {} K {} in {} but d {} K {} in {}: one config "
+                                "cannot declare both",
+                                tier.name, tier_entry->second.first.d, tier_entry->second.first.k,
+                                source_name(*tier_entry->second.second->checkpoint), tier.d,
+                                tier.k, source_name(*chosen.source->checkpoint)),
+                    {}, chosen.module);
+      const auto location = chosen.source->checkpoint->find(declared.codebook);
+      if (!location)
+        throw Error(ErrorClass::BadInput, "splice.missing_module",
+                    fmt::format("the codebook of tier {} that the config names for {} is not in "
+                                "the checkpoint",
+                                tier.name, chosen.module),
+                    source_name(*chosen.source->checkpoint), declared.codebook);
+      const auto [entry, added] =
+          codebook_from.try_emplace(declared.codebook, chosen.source, chosen.rule);
+      if (added) {
+        result_.plan.items.push_back(copy_item(
+            {chosen.source->input, location->shard, location->info}, declared.codebook,
+            chosen.rule));
+        continue;
+      }
+      const SourceModules& first = *entry->second.first;
+      if (&first == chosen.source) continue;
+      const auto earlier = *first.checkpoint->find(declared.codebook);
+      const bool same = earlier.info->dtype == location->info->dtype &&
+                        earlier.info->shape == location->info->shape &&
+                        earlier.shard->read(*earlier.info) == location->shard->read(*location->info);
+      if (!same)
+        throw Error(ErrorClass::BadInput, "splice.vq_codebook_clash",
+                    fmt::format("{} and {} both hold this codebook, with different values; VQ "
+                                "modules taken from both cannot share it (take them from one "
+                                "source)",
+                                source_name(*first.checkpoint),
+                                source_name(*chosen.source->checkpoint)),
+                    {}, declared.codebook);
+    }
+  }
+
   void emit_items() {
+    emit_items_of_modules();
+    emit_codebooks();
+  }
+
+  void emit_items_of_modules() {
     for (const auto& chosen : chosen_) {
       const bool convert =
           is_nvfp4_layout(chosen.layout) && nvfp4_format(chosen.layout) != *result_.format;

@@ -1,5 +1,7 @@
 #include "qs/ckpt/validate/checkpoint_summary.h"
 
+#include "qs/ckpt/core/error.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -62,6 +64,35 @@ std::vector<ConfigGroupRow> config_group_rows(const Checkpoint& checkpoint) {
   return rows;
 }
 
+nlohmann::ordered_json vq_usage_json(const VqTierUsage& usage) {
+  return {{"modules", usage.modules},
+          {"weights", usage.weights},
+          {"bytes", usage.bytes},
+          {"bits_per_weight", usage.bits_per_weight()}};
+}
+
+nlohmann::ordered_json vq_json(const VqUsage& usage, const std::string& error) {
+  nlohmann::ordered_json out;
+  out["total"] = vq_usage_json(usage.total);
+  out["tiers"] = nlohmann::ordered_json::object();
+  for (const auto& [tier, counted] : usage.tiers) out["tiers"][tier] = vq_usage_json(counted);
+  out["layers"] = nlohmann::ordered_json::object();
+  for (const auto& [layer, tiers] : usage.layers)
+    for (const auto& [tier, counted] : tiers)
+      out["layers"][std::to_string(layer)][tier] = vq_usage_json(counted);
+  out["codebooks"] = nlohmann::ordered_json::array();
+  for (const auto& listing : usage.codebooks)
+    out["codebooks"].push_back(
+        {{"tensor", listing.tensor},
+         {"tier", listing.tier},
+         {"modules", listing.modules},
+         {"present", listing.info != nullptr},
+         {"dtype", listing.info ? std::string(dtype_name(listing.info->dtype)) : ""},
+         {"shape", listing.info ? listing.info->shape : Shape{}}});
+  if (!error.empty()) out["config_error"] = error;
+  return out;
+}
+
 nlohmann::ordered_json tally_json(const std::map<std::string, TensorTally>& tallies) {
   nlohmann::ordered_json out = nlohmann::ordered_json::object();
   for (const auto& [name, tally] : tallies)
@@ -107,6 +138,14 @@ CheckpointSummary summarize_checkpoint(const Checkpoint& checkpoint) {
   }
   summary.quantization = detect_quantization(checkpoint);
   summary.config_groups = config_group_rows(checkpoint);
+  VqDeclaration declaration;
+  try {
+    declaration = VqDeclaration::of(checkpoint);
+  } catch (const Error& error) {
+    summary.vq_config_error = error.what();
+  }
+  auto usage = vq_usage(checkpoint, declaration);
+  if (usage.total.modules > 0 || !declaration.empty()) summary.vq = std::move(usage);
   return summary;
 }
 
@@ -152,6 +191,7 @@ nlohmann::ordered_json checkpoint_summary_json(const Checkpoint& checkpoint,
                       {"tensors", row.tensors},
                       {"bytes", row.bytes}});
   out["quantization"]["config_groups"] = groups;
+  if (summary.vq) out["quantization"]["vq"] = vq_json(*summary.vq, summary.vq_config_error);
   out["by_category"] = tally_json(summary.by_category);
   out["by_dtype"] = tally_json(summary.by_dtype);
   out["config"] = config_summary(checkpoint.config());

@@ -183,7 +183,9 @@ void judge_compressed_tensors(const ResolvedModule& module, const CompressedTens
                       both ? " (vLLM raises \"Unable to find matching target\")" : ""));
       return;
     case Verdict::Kind::Ignored:
-      if (!dense) {
+      // VQ modules are declared by quantization_config.vq (vq_checks.cpp judges that), and
+      // compressed-tensors must leave them alone.
+      if (!dense && entry.layout != WeightLayout::Vq) {
         add(report, "config.scheme_mismatch", entry,
             fmt::format("stored {}, but quantization_config ignores it", stored_as(entry)));
         return;
@@ -211,6 +213,8 @@ void judge_compressed_tensors(const ResolvedModule& module, const CompressedTens
       weight_format_for(CodeFamily::Nvfp4, OutputFormat::CompressedTensors);
   if (dense)
     mismatch("; unquantized Linears must be ignored");
+  else if (entry.layout == WeightLayout::Vq)
+    mismatch("; VQ modules must be ignored (quantization_config.vq declares them)");
   else if (is_nvfp4_layout(entry.layout) && entry.layout != compressed_nvfp4.layout)
     mismatch(fmt::format("; compressed-tensors reads NVFP4 as {} + {}",
                          compressed_nvfp4.parameters.front(), compressed_nvfp4.global_scale));

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "qs/ckpt/formats/quantized_weight.h"
+#include "qs/ckpt/formats/vq_declaration.h"
 #include "qs/ckpt/io/checkpoint.h"
 
 namespace qs::run {
@@ -45,7 +46,7 @@ class WeightLoader {
   explicit WeightLoader(const Checkpoint& checkpoint, GemmDevice device = GemmDevice::Cpu,
                         const WeightOverrides* overrides = nullptr)
       : checkpoint_(checkpoint), device_(device), declared_bits_(checkpoint.config()),
-        overrides_(overrides) {}
+        vq_(VqDeclaration::of(checkpoint)), overrides_(overrides) {}
   // The Linear `module`'s weight [out, in], whatever its storage. Throws BadInput
   // "run.missing_tensor" naming the module when nothing usable is stored,
   // "run.bad_quantized_weight" naming the tensor when quantized tensors do not fit together.
@@ -57,6 +58,7 @@ class WeightLoader {
   const Checkpoint& checkpoint_;
   GemmDevice device_;
   DeclaredPackBits declared_bits_;
+  VqDeclaration vq_;  // VQ modules' tiers and codebooks (docs/formats/vq.md)
   const WeightOverrides* overrides_;
 };
 

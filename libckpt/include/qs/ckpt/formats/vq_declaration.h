@@ -65,4 +65,31 @@ struct VqModuleEntry {
 nlohmann::json vq_config_entry(const std::vector<VqModuleEntry>& modules);
 nlohmann::json vq_extra_config(const std::vector<VqModuleEntry>& modules);
 
+// How much of a checkpoint is stored as VQ, per tier (and per decoder layer), from headers and
+// config alone: what `inspect` shows and `validate` reports. Weights are the modules' logical
+// [rows, cols]; bytes their codes and scales (codebooks listed apart: shared, and negligible
+// beside the modules).
+struct VqTierUsage {
+  std::uint64_t modules = 0;
+  std::uint64_t weights = 0;
+  std::uint64_t bytes = 0;
+  double bits_per_weight() const {
+    return weights ? 8.0 * static_cast<double>(bytes) / static_cast<double>(weights) : 0.0;
+  }
+};
+struct VqCodebookListing {
+  std::string tensor;
+  std::string tier;
+  std::uint64_t modules = 0;   // modules indexing it
+  const TensorInfo* info = nullptr;  // nullptr when the checkpoint lacks it
+};
+struct VqUsage {
+  // By tier name; modules the config does not declare count under "undeclared".
+  std::map<std::string, VqTierUsage> tiers;
+  std::map<std::uint32_t, std::map<std::string, VqTierUsage>> layers;  // decoder layer → tier
+  std::vector<VqCodebookListing> codebooks;                           // by tensor name
+  VqTierUsage total;
+};
+VqUsage vq_usage(const Checkpoint& checkpoint, const VqDeclaration& declaration);
+
 }  // namespace qs

@@ -20,6 +20,7 @@
 #include "qs/ckpt/plan/plan.h"
 #include "qs/ckpt/formats/quantization_detection.h"
 #include "qs/ckpt/formats/quantized_weight.h"
+#include "qs/ckpt/formats/vq_declaration.h"
 
 namespace qs {
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "qs/ckpt/formats/quantization_config.h"
 #include "qs/ckpt/formats/quantization_detection.h"
+#include "qs/ckpt/formats/vq_declaration.h"
 #include "qs/ckpt/io/checkpoint.h"
 
 namespace qs {
@@ -50,6 +52,11 @@ struct CheckpointSummary {
   // the ignored (excluded) Linears and, if any, the unmatched ones. Empty without a
   // quantization config, or when it cannot be read (validate says why).
   std::vector<ConfigGroupRow> config_groups;
+  // VQ modules per tier and layer, and the codebooks (docs/formats/vq.md); nullopt when the
+  // checkpoint stores and declares none. `vq_config_error`: why quantization_config.vq could
+  // not be read (the modules then count as undeclared).
+  std::optional<VqUsage> vq;
+  std::string vq_config_error;
 };
 
 CheckpointSummary summarize_checkpoint(const Checkpoint& checkpoint);
