@@ -11,7 +11,8 @@
 # --scheme presets and the seed 000 / 002 recipes (RTN and GPTQ) and runs
 # scripts/conformance/check_pack_quantized_consumers.py on each, ending with a summary table;
 # converts the DeepSeek FP8 fixture to BF16 and the BF16 one to FP8 and checks both against an
-# independent numpy decode / encode (scripts/conformance/check_fp8_{decode,encode}.py); then loads every seed output with vLLM itself
+# independent numpy decode / encode (scripts/conformance/check_fp8_{decode,encode}.py); decodes
+# VQ outputs with numpy from docs/formats/vq.md (scripts/conformance/check_vq_decode.py); then loads every seed output with vLLM itself
 # (scripts/conformance/vllm_load.sh).
 # Exit 0 when everything conforms.
 set -euo pipefail
@@ -84,6 +85,27 @@ bf16_source=tests/data/deepseek-v3-tiny
 echo "== bf16 -> fp8-block ($bf16_source)"
 "$venv/bin/python" scripts/conformance/check_fp8_encode.py "$bf16_source" "$out/bf16-to-fp8" ||
   status=1
+# Vector quantization: the seed 004 recipe (mixed vq1/vq2/vq3 experts, INT4 spine) and uniform
+# scalar 1-bit experts (tier int1), each decoded by an independent numpy decoder written from
+# docs/formats/vq.md (scripts/conformance/check_vq_decode.py) and compared with
+# `quantsmith dequantize --dtype f32`, bit for bit.
+cat > "$out/vq-int1.yaml" <<'YAML'
+format: compressed-tensors
+rules:
+  - {name: experts, category: routed_expert, mtp: false, action: vq, tiers: [int1]}
+YAML
+for vq in seed004 int1; do
+  case "$vq" in
+    seed004) recipe=recipes/glm5-vq-seed004.yaml ;;
+    int1) recipe="$out/vq-int1.yaml" ;;
+  esac
+  "$quantsmith" quantize "$model" "$out/vq-$vq" --recipe "$recipe" \
+    --calib "$out/calib-all-experts.qsc" >/dev/null
+  "$quantsmith" dequantize --dtype f32 "$out/vq-$vq" "$out/vq-$vq-f32" >/dev/null
+  echo "== vq ($vq): numpy decoder against quantsmith dequantize"
+  "$venv/bin/python" scripts/conformance/check_vq_decode.py "$out/vq-$vq" "$out/vq-$vq-f32" ||
+    status=1
+done
 # vLLM's own model classes and loaders on every seed output and draft/target pair (a separate
 # venv, .venv-vllm: `pip install vllm` is a large download; CONFORMANCE_VLLM=0 skips it).
 if [ "${CONFORMANCE_VLLM:-1}" != 0 ]; then

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -54,6 +55,8 @@ const std::vector<VqModuleCase>& module_cases() {
       {"model.layers.1.mlp.experts.1.down_proj", 256, 128, *preset_vq_tier("int1")},
       {"model.layers.2.mlp.experts.0.down_proj", 8, 384, *preset_vq_tier("vq1")},
       {"model.layers.2.mlp.experts.1.down_proj", 8, 128, kNarrow},
+      {"model.layers.2.mlp.experts.0.gate_proj", 16, 128, *preset_vq_tier("vq2")},
+      {"model.layers.2.mlp.experts.0.up_proj", 16, 128, *preset_vq_tier("vq2")},
   };
   return cases;
 }
@@ -368,13 +371,14 @@ TEST_F(VqFormat, InspectValidateAndDequantizeFromTheCommandLine) {
   ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
   const auto summary = nlohmann::json::parse(inspected.standard_output);
   const auto& vq = summary["quantization"]["vq"];
-  EXPECT_EQ(vq["tiers"]["vq2"]["modules"], 2);
-  EXPECT_EQ(vq["tiers"]["vq2"]["weights"], 2 * 16 * 256);
+  EXPECT_EQ(vq["tiers"]["vq2"]["modules"], 4);
+  EXPECT_EQ(vq["tiers"]["vq2"]["weights"], 2 * 16 * 256 + 2 * 16 * 128);
   // vq2: 8-bit codes per 4 weights + a 16-bit scale per 128: 2.125 bits per weight.
   EXPECT_DOUBLE_EQ(vq["tiers"]["vq2"]["bits_per_weight"].get<double>(), 2.125);
   EXPECT_DOUBLE_EQ(vq["tiers"]["vq3"]["bits_per_weight"].get<double>(), 3.125);
   EXPECT_DOUBLE_EQ(vq["tiers"]["vq1"]["bits_per_weight"].get<double>(), 1.125);
   EXPECT_EQ(vq["layers"]["2"]["vq1"]["modules"], 1);
+  EXPECT_EQ(vq["layers"]["2"]["vq2"]["modules"], 2);
   EXPECT_EQ(vq["codebooks"].size(), codebooks_.size());
   const auto text = run_cli("inspect --verbose " + quoted(path));
   EXPECT_NE(text.output.find("layer 2 vq1"), std::string::npos) << text.output;
@@ -448,7 +452,7 @@ TEST_F(VqFormat, IndependentNumpyDecoderAgreesWithDequantize) {
   std::ifstream text(output);
   const std::string printed((std::istreambuf_iterator<char>(text)), {});
   EXPECT_EQ(status, 0) << printed;
-  EXPECT_NE(printed.find("6 VQ modules decoded with numpy, all equal"), std::string::npos)
+  EXPECT_NE(printed.find("8 VQ modules decoded with numpy, all equal"), std::string::npos)
       << printed;
   // A checkpoint whose scales differ decodes to other values: the script must say so.
   const auto other = write("other-scales", [](Tensor& t) {
@@ -468,12 +472,56 @@ TEST_F(VqFormat, MtpExtractDequantizesVqModulesOfTheMtpLayer) {
     return make_dequantize_transform(request);
   });
   // Layer 2 is the MTP layer (num_hidden_layers 2): its two VQ modules, decoded.
-  EXPECT_EQ(planned.dequantized_modules,
+  auto dequantized = planned.dequantized_modules;
+  std::sort(dequantized.begin(), dequantized.end());
+  EXPECT_EQ(dequantized,
             (std::vector<std::string>{"model.layers.2.mlp.experts.0.down_proj",
+                                      "model.layers.2.mlp.experts.0.gate_proj",
+                                      "model.layers.2.mlp.experts.0.up_proj",
                                       "model.layers.2.mlp.experts.1.down_proj"}));
   for (const auto& spec : planned.plan.output_specs())
     EXPECT_FALSE(spec.name.ends_with(".vq_codes") || spec.name.starts_with("vq_codebooks"))
         << spec.name;
+}
+
+// splice moves VQ modules with their codebook tensors and config entries; one codebook name
+// with different values in the two sources cannot be shared.
+TEST_F(VqFormat, SpliceCarriesCodebooksAndRefusesAClash) {
+  const auto base = write("base");
+  const auto source = write("source");
+  auto take = [](const std::filesystem::path& from, const std::string& selector) {
+    return "--take " + quoted(std::filesystem::path(from.string() + ":" + selector));
+  };
+  const auto out = scratch_.path() / "spliced";
+  const auto result =
+      run_cli("splice " + quoted(out) + " --base " + quoted(base) + " " + take(source, "layers=1"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto spliced = Checkpoint::open(out);
+  const auto declaration = VqDeclaration::of(spliced);
+  EXPECT_EQ(declaration.modules().size(), module_cases().size());
+  for (const auto& [name, codebook] : codebooks_)
+    EXPECT_TRUE(spliced.find(codebook_name(codebook.tier))) << name;
+  const run::WeightLoader loader(spliced);
+  for (std::size_t i = 0; i < module_cases().size(); ++i) {
+    const auto matrix = loader.linear(module_cases()[i].module);
+    EXPECT_EQ(matrix.values, expected(i)) << module_cases()[i].module;
+  }
+  const auto validated = run_cli("validate " + quoted(out));
+  EXPECT_EQ(validated.exit_code, 0) << validated.output;
+
+  // The base's vq2 codebook differs: its layer-2 gate/up and the source's layer-1 ones index
+  // one output codebook, which cannot hold both.
+  const auto other = write("other-vq2", [](Tensor& t) {
+    if (t.spec.name == "vq_codebooks.vq2") t.bytes[0] ^= std::byte{1};
+    return true;
+  });
+  const auto clash = run_cli("splice " + quoted(scratch_.path() / "clash") + " --base " +
+                             quoted(other) + " " + take(source, "layers=1"));
+  EXPECT_EQ(clash.exit_code, 2) << clash.output;
+  EXPECT_NE(clash.output.find("both hold this codebook, with different values"),
+            std::string::npos)
+      << clash.output;
+  EXPECT_NE(clash.output.find("vq_codebooks.vq2"), std::string::npos) << clash.output;
 }
 
 }  // namespace
