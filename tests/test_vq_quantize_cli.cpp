@@ -32,7 +32,7 @@ using testing::ScratchDirectory;
 using testing::shipped_recipe;
 
 const std::filesystem::path kModel = testing::bundled_model();
-const std::string kRecipe = shipped_recipe("glm5-vq-seed004.yaml").string();
+const std::filesystem::path kRecipe = shipped_recipe("glm5-vq-seed004.yaml");
 
 // One all-experts statistics file for the suite (as the seed's batch recipe makes it).
 class VqQuantizeCli : public ::testing::Test {

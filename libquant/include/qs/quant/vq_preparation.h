@@ -1,6 +1,6 @@
 #pragma once
-// What a VQ quantize job decides before any expert is encoded (docs/algorithms/vq.md, "The
-// quantize job"): the shared codebooks of every tier in use and each module's tier. Both need
+// What a VQ quantize job decides before any expert is encoded (docs/algorithms/
+// vq-quantize-job.md): the shared codebooks of every tier in use and each module's tier. Both need
 // the whole model at once — a codebook is fitted on sub-vectors of every expert it serves, and
 // the allocator trades bits between all experts — so they are fixed here, at plan time, from a
 // sample of the source weights and the statistics file, and handed to the planner as a

@@ -1,5 +1,5 @@
 #pragma once
-// The VQ preparation as job state (docs/algorithms/vq.md, "The quantize job"): the shared
+// The VQ preparation as job state (docs/algorithms/vq-quantize-job.md): the shared
 // codebooks and each module's tier are decided once, from the whole model, before any expert is
 // encoded, and every shard's bytes depend on them. They are saved in OUT before the executor
 // starts, so a killed job resumed with --resume (or a partitioned worker started later) reads
