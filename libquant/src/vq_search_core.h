@@ -69,7 +69,7 @@ inline constexpr std::uint32_t kMaxDimension = 128;  // d divides the 128-column
 QS_HOST_DEVICE inline float codeword_term(const float* codeword, const float* metric,
                                           std::uint32_t d) {
   if (!metric) return dot(codeword, codeword, d);
-  float projected[kMaxDimension];
+  float projected[kMaxDimension] = {};
   project(metric, codeword, d, projected);
   return dot(codeword, projected, d);
 }
@@ -78,6 +78,21 @@ QS_HOST_DEVICE inline float codeword_term(const float* codeword, const float* me
 QS_HOST_DEVICE inline float codeword_cost(float term, const float* codeword, const float* y,
                                           std::uint32_t d) {
   return subtract(term, multiply(2.0f, dot(codeword, y, d)));
+}
+
+// k-means' distance of the point x to the centroid c under per-coordinate weights w:
+// Σ_j w_j·(x_j − c_j)² in j order (w null: all 1, which gives the same bits as w_j = 1).
+// Computed directly rather than expanded: the weights differ per point, so no per-codeword
+// term could be precomputed, and the direct form keeps k-means' distances exact for far points.
+QS_HOST_DEVICE inline float weighted_distance(const float* x, const float* w, const float* c,
+                                              std::uint32_t d) {
+  float sum = 0.0f;
+  for (std::uint32_t j = 0; j < d; ++j) {
+    const float difference = subtract(x[j], c[j]);
+    const float squared = multiply(difference, difference);
+    sum = add(sum, w ? multiply(w[j], squared) : squared);
+  }
+  return sum;
 }
 
 // The best codeword seen so far. index kNone: nothing below +∞ yet.
