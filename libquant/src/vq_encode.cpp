@@ -96,17 +96,6 @@ void mahalanobis_tables(const std::vector<float>& u, std::uint64_t cols,
   });
 }
 
-// ŵ[r, c] = codeword[code][c mod d] · scale in f32, the decode every consumer runs.
-void decode_into(const VqQuantized& quantized, const std::vector<float>& codewords,
-                 std::uint32_t d, std::span<float> out) {
-  const std::uint64_t cols = quantized.cols, vectors = cols / d, groups = cols / kScaleGroup;
-  for (std::uint64_t r = 0; r < quantized.rows; ++r)
-    for (std::uint64_t c = 0; c < cols; ++c)
-      out[r * cols + c] =
-          core::multiply(codewords[std::uint64_t{quantized.codes[r * vectors + c / d]} * d + c % d],
-                         quantized.scales[r * groups + c / kScaleGroup]);
-}
-
 // ScaleRule::LeastSquares: with the codes fixed, each group's s minimising Σ (w − s·ĉ)² over
 // the source weights is Σ w·ĉ / Σ ĉ² (f64, column order), rounded to the scale dtype; the
 // rounded optimum is never worse than any other value of the dtype, the RMS scale included.
@@ -142,9 +131,9 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
   const std::uint64_t vectors = cols / d, groups = cols / kScaleGroup;
   // Codewords are used as stored: rounding again is a no-op for a proper codebook and makes
   // any other one behave as the checkpoint will.
-  std::vector<float> codewords(codebook.codewords.size());
-  for (std::uint64_t i = 0; i < codewords.size(); ++i)
-    codewords[i] = intq::round_to_dtype(codebook.codewords[i], codebook.dtype);
+  Codebook rounded = codebook;
+  for (auto& value : rounded.codewords) value = intq::round_to_dtype(value, codebook.dtype);
+  const std::vector<float>& codewords = rounded.codewords;
 
   // Dead columns (inputs that are always 0) do not matter: zeroed, as GPTQ does.
   std::vector<float> live(weight.begin(), weight.end());
@@ -212,7 +201,7 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
   if (settings.scale_rule == ScaleRule::LeastSquares) refit_scales(live, codewords, d, out);
 
   std::vector<float> decoded(rows * cols);
-  decode_into(out, codewords, d, decoded);
+  decode(out, rounded, decoded);
   EncodeResult result;
   for (std::uint64_t i = 0; i < decoded.size(); ++i) {
     const double difference = static_cast<double>(weight[i]) - decoded[i];
