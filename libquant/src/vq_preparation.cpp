@@ -211,13 +211,17 @@ class Preparation {
     if (settings_.progress) settings_.progress(line);
   }
 
-  // Rows each member contributes to a codebook so that the group stays within the cap
-  // (at least one, at most sample_rows).
-  std::uint64_t fit_rows(const CodebookGroup& group) const {
-    std::uint64_t vectors_per_row = 0;
-    for (const std::size_t m : group.members) vectors_per_row += candidates_[m].cols / group.tier.d;
-    const std::uint64_t rows = settings_.max_codebook_vectors / std::max<std::uint64_t>(vectors_per_row, 1);
-    return std::clamp<std::uint64_t>(rows, 1, settings_.sample_rows);
+  // Sub-vectors each member contributes to a codebook: an equal share of the cap (at least
+  // one), so that a model with many experts samples all of them thinly rather than a few well.
+  std::uint64_t vector_quota(const CodebookGroup& group) const {
+    const std::uint64_t members = std::max<std::uint64_t>(group.members.size(), 1);
+    return std::max<std::uint64_t>((settings_.max_codebook_vectors + members - 1) / members, 1);
+  }
+  // Rows a member reads to fill its quota.
+  std::uint64_t fit_rows(const VqCandidate& candidate, const VqTier& tier,
+                         std::uint64_t quota) const {
+    const std::uint64_t per_row = std::max<std::uint64_t>(candidate.cols / tier.d, 1);
+    return std::clamp<std::uint64_t>((quota + per_row - 1) / per_row, 1, settings_.sample_rows);
   }
 
   PreparationReport::CodebookFit fit(const CodebookGroup& group, VqAssignment& assignment) {
@@ -230,25 +234,35 @@ class Preparation {
       report.seconds = seconds_since(start);
       return report;
     }
-    const std::uint64_t rows = fit_rows(group);
+    const std::uint64_t quota = vector_quota(group);
+    const std::uint32_t d = group.tier.d;
     std::vector<float> points, weights;
     for (const std::size_t m : group.members) {
       const auto& candidate = candidates_[m];
-      const auto sample = row_sample(candidate, rows, settings_.seed);
+      const auto sample =
+          row_sample(candidate, fit_rows(candidate, group.tier, quota), settings_.seed);
       const auto values = read_rows(source_, candidate, sample);
+      std::vector<float> own_points, own_weights;
       append_points(values, sample.size(), candidate.cols, candidate.dtype,
-                    diagonals_.weights(candidate), points, weights);
+                    diagonals_.weights(candidate), own_points, own_weights);
+      // More than the quota (whole rows were read): a seeded subset of the vectors.
+      const std::uint64_t vectors = own_points.size() / d;
+      const auto kept = sample_rows(vectors, std::min(vectors, quota),
+                                    settings_.seed ^ name_hash(candidate.module) ^ d);
+      for (const std::uint64_t v : kept) {
+        points.insert(points.end(), own_points.begin() + v * d, own_points.begin() + (v + 1) * d);
+        weights.insert(weights.end(), own_weights.begin() + v * d,
+                       own_weights.begin() + (v + 1) * d);
+      }
     }
-    report.vectors = points.size() / group.tier.d;
-    progress(fmt::format("vq: fitting {} (d {}, K {}) on {} sub-vectors of {} modules ({} rows "
-                         "each)",
-                         group.tensor, group.tier.d, group.tier.k, report.vectors,
-                         group.members.size(), rows));
+    report.vectors = points.size() / d;
+    progress(fmt::format("vq: fitting {} (d {}, K {}) on {} sub-vectors of {} modules",
+                         group.tensor, d, group.tier.k, report.vectors, group.members.size()));
     auto codebook =
         fit_codebook(points, weights, group.tier, kCodebookDtype, settings_.kmeans, settings_.backend);
     for (std::uint32_t round = 0; round < refine_rounds(group); ++round) {
       progress(fmt::format("vq: refining {} (round {})", group.tensor, round + 1));
-      codebook = refine(group, rows, codebook);
+      codebook = refine(group, quota, codebook);
       ++report.refine_rounds;
     }
     assignment.codebooks[group.tensor] = std::move(codebook);
@@ -265,11 +279,12 @@ class Preparation {
 
   // One refinement round: encode every member's fit rows as the job will (GPTQ-VQ with the
   // rule's settings), then re-fit each codeword on the targets its vectors had when swept.
-  Codebook refine(const CodebookGroup& group, std::uint64_t rows, const Codebook& codebook) {
+  Codebook refine(const CodebookGroup& group, std::uint64_t quota, const Codebook& codebook) {
     CodebookRefinement refinement(codebook);
     for (const std::size_t m : group.members) {
       const auto& candidate = candidates_[m];
-      const auto sample = row_sample(candidate, rows, settings_.seed);
+      const auto sample =
+          row_sample(candidate, fit_rows(candidate, group.tier, quota), settings_.seed);
       const auto values = read_rows(source_, candidate, sample);
       const auto hessian = prepared(candidate, group.tier);
       auto encode_with = encode_settings(candidate.options);
