@@ -61,6 +61,12 @@ class VqQuantizeCli : public ::testing::Test {
 ScratchDirectory* VqQuantizeCli::scratch_ = nullptr;
 std::filesystem::path VqQuantizeCli::statistics_;
 
+// The JSON document of a --json run's output (stderr's progress lines come before it).
+nlohmann::json json_of(const std::string& output) {
+  const auto begin = output.starts_with("{") ? 0 : output.find("\n{") + 1;
+  return nlohmann::json::parse(output.substr(begin, output.rfind('}') + 1 - begin));
+}
+
 bool empty_or_absent(const std::filesystem::path& directory) {
   return !std::filesystem::exists(directory) || std::filesystem::is_empty(directory);
 }
@@ -114,7 +120,7 @@ TEST_F(VqQuantizeCli, Seed004RecipeWritesMixedTiersWithinTheTarget) {
   EXPECT_TRUE(checkpoint.find("model.layers.4.mlp.experts.0.gate_proj.weight"));
 
   // The job's own report says the same.
-  const auto report = nlohmann::json::parse(result.output.substr(result.output.find('{')));
+  const auto report = json_of(result.output);
   EXPECT_LE(report["vq"]["bits_per_weight"].get<double>(), 1.9);
   EXPECT_NEAR(report["vq"]["bits_per_weight"].get<double>(), bits / weights, 1e-9);
 
@@ -141,7 +147,7 @@ TEST_F(VqQuantizeCli, DryRunPrintsTheTierHistogramAndWritesNothing) {
 
   const auto json = run_cli(quantize(out, "--dry-run --json --param target_bpw=2.4"));
   ASSERT_EQ(json.exit_code, 0) << json.output;
-  const auto plan = nlohmann::json::parse(json.output.substr(json.output.find("\n{") + 1));
+  const auto plan = json_of(json.output);
   EXPECT_LE(plan["vq"]["bits_per_weight"].get<double>(), 2.4);
   EXPECT_GT(plan["vq"]["bits_per_weight"].get<double>(), 1.9);  // a looser target buys more bits
   EXPECT_EQ(plan["vq"]["layers"].size(), 3u);
