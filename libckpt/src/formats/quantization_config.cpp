@@ -240,7 +240,11 @@ nlohmann::json modelopt_config_block(const QuantizedModel& model) {
   return block;
 }
 
-nlohmann::json compressed_tensors_config_block(const QuantizedModel& model) {
+nlohmann::json compressed_tensors_config_block(const QuantizedModel& quantized) {
+  // compressed-tensors and vLLM's scheme resolution must leave VQ modules alone: they are
+  // listed as ignored, and the `vq` entry says what they hold.
+  QuantizedModel model = quantized;
+  for (const auto& entry : quantized.vq_modules) model.unquantized_linears.push_back(entry.module);
   std::vector<SchemeGroup> groups;
   if (!model.nvfp4_modules.empty()) {
     nlohmann::json scheme;
@@ -277,7 +281,9 @@ nlohmann::json compressed_tensors_config_block(const QuantizedModel& model) {
   }
   nlohmann::json block;
   block["config_groups"] = std::move(config_groups);
-  block["format"] = formats.size() == 1 ? *formats.begin() : std::string("mixed-precision");
+  block["format"] = formats.empty()       ? std::string("dense")
+                    : formats.size() == 1 ? *formats.begin()
+                                          : std::string("mixed-precision");
   block["global_compression_ratio"] = nullptr;
   block["ignore"] = unquantized_module_entries(model, compressed_tensors_expert_entries);
   block["kv_cache_scheme"] = nullptr;
@@ -287,6 +293,10 @@ nlohmann::json compressed_tensors_config_block(const QuantizedModel& model) {
   block["transform_config"] = nlohmann::json::object();
   block["version"] = "0.12.2";
   check_vllm_resolution(model, block, groups);
+  if (!quantized.vq_modules.empty()) {
+    block["vq"] = vq_config_entry(quantized.vq_modules);
+    block["extra_config"] = vq_extra_config(quantized.vq_modules);
+  }
   return block;
 }
 
@@ -297,7 +307,8 @@ std::string config_with_quantization(const nlohmann::json& config, const nlohman
 }
 
 std::size_t quantized_linear_count(const QuantizedModel& model) {
-  std::size_t count = model.nvfp4_modules.size() + model.fp8_block_modules.size();
+  std::size_t count =
+      model.nvfp4_modules.size() + model.fp8_block_modules.size() + model.vq_modules.size();
   for (const auto& group : model.integer_groups) count += group.modules.size();
   return count;
 }

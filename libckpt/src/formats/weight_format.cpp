@@ -45,6 +45,7 @@ std::span<const WeightFormat* const> registry() {
       &formats::pack_quantized_format(),
       &formats::int8_format(),
       &formats::fp8_block_format(),
+      &formats::vq_format(),
       &formats::fp8_format(),
       &formats::dense_format(),
   };

@@ -13,6 +13,7 @@ const WeightFormat& pack_quantized_format();
 const WeightFormat& int8_format();
 const WeightFormat& fp8_format();
 const WeightFormat& fp8_block_format();
+const WeightFormat& vq_format();
 
 inline bool has(const ModuleParameters& parameters, const std::string& name) {
   return parameters.count(name) != 0;

@@ -1,6 +1,7 @@
 #include "qs/ckpt/formats/weight_scheme.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <array>
 #include <utility>
@@ -20,6 +21,32 @@ std::string IntegerOptions::label() const {
       "int{}-{}-{}", bits,
       group_size == kChannelGroup ? std::string("channel") : fmt::format("g{}", group_size),
       symmetric ? "sym" : "asym");
+}
+
+std::optional<VqTier> VqOptions::pinned() const {
+  if (tiers.size() == 1) return tiers.front();
+  return std::nullopt;
+}
+
+std::string VqOptions::label() const {
+  std::vector<std::string> names;
+  for (const auto& tier : tiers) names.push_back(tier.name);
+  std::string text = fmt::format("{}", fmt::join(names, "|"));
+  if (allocated() && target_bpw) text += fmt::format("@{}", *target_bpw);
+  return text;
+}
+
+const char* vq_scope_name(VqCodebookScope scope) {
+  return scope == VqCodebookScope::Layer ? "layer" : "model";
+}
+const char* vq_compensation_name(VqCompensation compensation) {
+  return compensation == VqCompensation::None ? "none" : "gptq";
+}
+const char* vq_metric_name(VqMetricChoice metric) {
+  return metric == VqMetricChoice::Euclidean ? "euclidean" : "mahalanobis";
+}
+const char* vq_update_name(VqUpdateChoice update) {
+  return update == VqUpdateChoice::Diagonal ? "diagonal" : "exact";
 }
 
 std::optional<OutputFormat> parse_output_format(std::string_view text) {

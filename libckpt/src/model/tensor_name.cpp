@@ -137,6 +137,8 @@ constexpr std::array kParameters{
     ParameterInfo{TensorParameter::GptqQzeros, "qzeros", true},
     ParameterInfo{TensorParameter::GptqScales, "scales", true},
     ParameterInfo{TensorParameter::GptqGIdx, "g_idx", true},
+    ParameterInfo{TensorParameter::VqCodes, "vq_codes", true},
+    ParameterInfo{TensorParameter::VqScales, "vq_scales", true},
     ParameterInfo{TensorParameter::Unknown, "unknown", false},
 };
 

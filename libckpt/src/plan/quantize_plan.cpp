@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 
+#include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/fp8_block_sources.h"
 #include "qs/ckpt/formats/weight_format.h"
@@ -49,8 +50,10 @@ TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info, co
     TensorDecision decision{info.name, rule.action, {}, {}, rule.name};
     if (is_nvfp4(rule.action))
       decision.scale_method = rule.scale_method.empty() ? recipe.scale_method : rule.scale_method;
-    // nvfp4-gptq takes GPTQ's damp / act_order / min_tokens, nvfp4's hessian method damp.
-    if (is_integer(rule.action) || is_nvfp4(rule.action)) decision.integer = rule.integer;
+    // nvfp4-gptq and vq take GPTQ's damp / act_order / min_tokens, nvfp4's hessian method damp.
+    if (is_integer(rule.action) || is_nvfp4(rule.action) || rule.action == RecipeAction::Vq)
+      decision.integer = rule.integer;
+    if (rule.action == RecipeAction::Vq) decision.vq = rule.vq;
     return decision;
   }
   return {info.name, RecipeAction::Keep, {}, {}, kNoRule};
@@ -70,9 +73,40 @@ void check_linear_not_empty(const ParsedTensorName& parsed, const TensorLocation
       location.shard->path().string(), info.name);
 }
 
+// Every tier a VQ decision may get must fit the Linear's inputs: the scale group (128) and
+// the tier's d divide them.
+void check_vq_shape(const TensorDecision& decision, const TensorInfo& info,
+                    const std::string& file) {
+  const std::uint64_t cols = info.shape[1];
+  std::vector<VqTier> tiers = decision.vq.tiers;
+  if (decision.vq_tier) tiers = {*decision.vq_tier};
+  for (const auto& tier : tiers) {
+    if (cols % kVqScaleGroup != 0 || cols % tier.d != 0)
+      throw_bad_input("plan.vq_shape",
+                      fmt::format("rule '{}' vector-quantizes it with tier {} (d {}), but its "
+                                  "in-features {} are not a multiple of {}",
+                                  decision.rule, tier.name, tier.d, cols,
+                                  cols % kVqScaleGroup != 0 ? kVqScaleGroup : tier.d),
+                      file, info.name);
+    if (auto problem = vq_tier_problem(tier, cols); !problem.empty())
+      throw_bad_input("plan.vq_shape", fmt::format("rule '{}': {}", decision.rule, problem), file,
+                      info.name);
+  }
+}
+
 void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
                        const TensorLocation& location, OutputFormat format) {
   const std::string file = location.shard->path().string();
+  if (decision.action == RecipeAction::Vq) {
+    if (format != OutputFormat::CompressedTensors)
+      throw_bad_input("plan.unsupported_format",
+                      fmt::format("rule '{}' vector-quantizes it; VQ checkpoints are declared "
+                                  "beside compressed-tensors groups (docs/formats/vq.md): use "
+                                  "format: compressed-tensors (or --format compressed-tensors)",
+                                  decision.rule),
+                      file, info.name);
+    check_vq_shape(decision, info, file);
+  }
   if (is_integer(decision.action)) {
     if (format != OutputFormat::CompressedTensors)
       throw_bad_input("plan.unsupported_format",
@@ -106,6 +140,7 @@ void check_quantizable(const TensorDecision& decision, const TensorInfo& info,
 // The stored format a quantizing action writes under the recipe's config convention.
 const WeightFormat& output_format(RecipeAction action, OutputFormat format) {
   if (action == RecipeAction::Fp8Block) return weight_format(WeightLayout::Fp8Block);
+  if (action == RecipeAction::Vq) return weight_format(WeightLayout::Vq);
   return is_nvfp4(action) ? weight_format_for(CodeFamily::Nvfp4, format)
                                        : weight_format(WeightLayout::PackQuantized);
 }
@@ -125,6 +160,8 @@ std::string scheme_label(const TensorDecision& decision) {
       return "gptq/" + decision.integer.label();
     case RecipeAction::Fp8Block:
       return "fp8-block";
+    case RecipeAction::Vq:
+      return "vq/" + (decision.vq_tier ? decision.vq_tier->name : decision.vq.label());
     default:
       return recipe_action_name(decision.action);
   }
@@ -185,6 +222,29 @@ float input_amax_for(const std::string& module, const CalibrationStore& calibrat
                   "no activation statistics for this module; calibrate the same model", {}, module);
 }
 
+// One item per codebook tensor the plan's VQ modules index, after every other item: no
+// sources, its values written in the codebook's dtype.
+void append_vq_codebook_items(const Checkpoint& source, const VqAssignment& vq,
+                              QuantizePlan& result) {
+  std::set<std::string> used;
+  for (const auto& module : result.model.vq_modules) used.insert(module.codebook);
+  for (const auto& name : used) {
+    const VqCodebook& codebook = vq.codebooks.at(name);
+    if (const auto clash = source.find(name))
+      throw_bad_input("plan.vq_codebook_clash",
+                      fmt::format("the source already has a tensor named like the codebook of "
+                                  "tier {}",
+                                  codebook.tier.name),
+                      clash->shard->path().string(), name);
+    PlanItem item;
+    item.outputs.push_back({name, codebook.dtype, {codebook.tier.k, codebook.tier.d}});
+    item.transform = make_vq_codebook_transform(&codebook);
+    item.scheme = "vq-codebook/" + codebook.tier.name;
+    item.decided_by = "vq codebook";
+    result.plan.items.push_back(std::move(item));
+  }
+}
+
 // Decoder-layer items in layer order, every other item where it was (see plan_quantization).
 void order_items_by_layer(std::vector<PlanItem>& items) {
   std::vector<std::size_t> slots;
@@ -209,14 +269,105 @@ void order_items_by_layer(std::vector<PlanItem>& items) {
 }  // namespace
 
 bool reads_statistics(const TensorDecision& decision) {
-  return needs_statistics(decision.action, decision.scale_method);
+  return needs_statistics(decision.action, decision.scale_method, &decision.vq);
 }
 
 bool needs_calibration_statistics(const Recipe& recipe) {
   return std::any_of(recipe.rules.begin(), recipe.rules.end(), [&](const RecipeRule& rule) {
     return needs_statistics(rule.action,
-                            rule.scale_method.empty() ? recipe.scale_method : rule.scale_method);
+                            rule.scale_method.empty() ? recipe.scale_method : rule.scale_method,
+                            &rule.vq);
   });
+}
+
+std::string vq_codebook_tensor(const VqTier& tier, VqCodebookScope scope,
+                               std::optional<std::uint32_t> layer) {
+  if (scope == VqCodebookScope::Layer && layer)
+    return fmt::format("model.layers.{}.mlp.experts.vq_codebooks.{}", *layer, tier.name);
+  return "vq_codebooks." + tier.name;
+}
+
+namespace {
+
+class VqCodebookTransform final : public Transform {
+ public:
+  explicit VqCodebookTransform(const VqCodebook* codebook) : codebook_(codebook) {}
+  std::string describe() const override {
+    return fmt::format("vq-codebook({}, {})", codebook_->tier.name, dtype_name(codebook_->dtype));
+  }
+  std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
+                                 std::span<const std::span<std::byte>> outputs) const override {
+    const auto& values = codebook_->codewords;
+    if (!sources.empty() || outputs.size() != 1 ||
+        outputs[0].size() != values.size() * dtype_bits(codebook_->dtype) / 8)
+      throw Error(ErrorClass::Internal, "plan.vq_codebook_shape",
+                  "a codebook item has no sources and one output of K × d values");
+    encode_from_f32(codebook_->dtype, values, outputs[0]);
+    return {};
+  }
+
+ private:
+  const VqCodebook* codebook_;
+};
+
+// The members engines fuse with `parsed` (its own path first), or just its own path.
+std::string vq_tie_key(const ParsedTensorName& parsed) {
+  if (const auto group = fused_group(parsed)) return group->name;
+  return parsed.module_path;
+}
+
+}  // namespace
+
+std::shared_ptr<const Transform> make_vq_codebook_transform(const VqCodebook* codebook) {
+  if (!codebook || codebook->codewords.size() !=
+                       static_cast<std::size_t>(codebook->tier.k) * codebook->tier.d)
+    throw Error(ErrorClass::Internal, "plan.vq_codebook_shape",
+                "a codebook needs K × d values");
+  if (codebook->dtype != DType::F16 && codebook->dtype != DType::BF16)
+    throw Error(ErrorClass::Internal, "plan.vq_codebook_dtype", "codebooks are F16 or BF16");
+  return std::make_shared<VqCodebookTransform>(codebook);
+}
+
+std::vector<VqCandidate> vq_candidates(const Checkpoint& source, const Recipe& recipe) {
+  const auto layout = model_layout_from_config(source.config());
+  if (!layout)
+    throw_bad_input("config.missing_key",
+                    "config.json is missing or lacks num_hidden_layers; quantize needs it to "
+                    "tell MTP and boundary layers apart",
+                    (source.directory() / "config.json").string());
+  std::vector<VqCandidate> candidates;
+  for (const auto& location : source.tensors()) {
+    const auto parsed = parse_tensor_name(location.info->name);
+    TensorInfo info = *location.info;
+    // FP8 block-scaled sources are read as BF16 (plan_quantization does the same).
+    if (info.dtype == DType::F8_E4M3 && parsed.parameter == TensorParameter::Weight)
+      info.dtype = DType::BF16;
+    if (!is_linear(parsed.role) || parsed.parameter != TensorParameter::Weight ||
+        info.shape.size() != 2)
+      continue;
+    const auto decision = decide(parsed, info, recipe, *layout);
+    if (decision.action != RecipeAction::Vq) continue;
+    check_quantizable(decision, info, location, recipe.format);
+    VqCandidate candidate;
+    candidate.module = parsed.module_path;
+    candidate.tensor = info.name;
+    candidate.rows = info.shape[0];
+    candidate.cols = info.shape[1];
+    candidate.dtype = info.dtype;
+    candidate.layer = parsed.layer;
+    candidate.expert = parsed.expert;
+    candidate.rule = decision.rule;
+    for (std::size_t r = 0; r < recipe.rules.size(); ++r)
+      if (recipe.rules[r].name == decision.rule) {
+        candidate.rule_index = r;
+        break;
+      }
+    candidate.options = decision.vq;
+    candidate.pinned = decision.vq.pinned();
+    candidate.tie = vq_tie_key(parsed);
+    candidates.push_back(std::move(candidate));
+  }
+  return candidates;
 }
 
 std::optional<std::uint32_t> item_layer(const PlanItem& item) {
@@ -226,11 +377,32 @@ std::optional<std::uint32_t> item_layer(const PlanItem& item) {
 
 QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                const QuantizeTransformFactory& make_quantizer,
-                               const CalibrationStatistics* calibration) {
+                               const CalibrationStatistics* calibration,
+                               const VqAssignment* vq) {
+  const auto* statistics_file = dynamic_cast<const CalibrationStore*>(calibration);
+  // VQ decides tiers and fits codebooks before the first byte is written, from every layer's
+  // statistics at once: the layer-pipelined flow (--calib-tokens) only has a layer's
+  // statistics when its turn comes, so it cannot plan VQ.
+  for (const auto& rule : recipe.rules)
+    if (rule.action == RecipeAction::Vq && needs_statistics(rule.vq) && !statistics_file)
+      throw_bad_input("plan.vq_needs_statistics",
+                      fmt::format("rule '{}' (vq, {}{}) needs calibration statistics at plan "
+                                  "time: tier allocation and codebook fitting read every "
+                                  "layer's statistics before encoding, which the one-command "
+                                  "--calib-tokens flow only has layer by layer; run quantsmith "
+                                  "calibrate and pass --calib STATS",
+                                  rule.name,
+                                  rule.vq.compensation == VqCompensation::Gptq
+                                      ? "gptq compensation"
+                                      : "no compensation",
+                                  rule.vq.allocated() ? ", several tiers" : ""),
+                      recipe.source);
   const auto needing =
       std::find_if(recipe.rules.begin(), recipe.rules.end(), [&](const auto& rule) {
-        return needs_statistics(rule.action, rule.scale_method.empty() ? recipe.scale_method
-                                                                       : rule.scale_method);
+        return needs_statistics(rule.action,
+                                rule.scale_method.empty() ? recipe.scale_method
+                                                          : rule.scale_method,
+                                &rule.vq);
       });
   if (needing != recipe.rules.end() && !calibration)
     throw_bad_input("plan.needs_calibration",
@@ -244,7 +416,6 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                                                : needing->scale_method)
                                     : std::string()),
                     recipe.source);
-  const auto* statistics_file = dynamic_cast<const CalibrationStore*>(calibration);
   if (recipe.quantize_activations && !statistics_file)
     throw_bad_input("plan.needs_calibration",
                     calibration ? "NVFP4 activations (W4A4) take their input ranges at plan "
@@ -287,6 +458,19 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
     check_linear_not_empty(parsed, location);
     const TensorInfo info = logical_info(location);
     auto decision = decide(parsed, info, recipe, *layout);
+    if (decision.action == RecipeAction::Vq) {
+      const VqTier* tier = nullptr;
+      if (vq && vq->codebook_of.contains(parsed.module_path) &&
+          vq->codebooks.contains(vq->codebook_of.at(parsed.module_path)))
+        if (const auto found = vq->tier_of.find(parsed.module_path); found != vq->tier_of.end())
+          tier = &found->second;
+      if (!tier)
+        throw Error(ErrorClass::Internal, "plan.vq_unassigned",
+                    fmt::format("rule '{}' vector-quantizes {}, but the VQ assignment gives it "
+                                "no tier and codebook",
+                                decision.rule, parsed.module_path));
+      decision.vq_tier = *tier;
+    }
     if (is_quantizing(decision.action)) check_quantizable(decision, info, location, recipe.format);
     if (reads_statistics(decision))
       check_hessian_available(parsed.module_path, location, *calibration);
@@ -369,9 +553,12 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
         auto specs = output_format(decision.action, recipe.format)
                          .output_specs(module, shape[0], shape[1],
                                        {logical_info(member).dtype, decision.integer,
-                                        recipe.quantize_activations});
+                                        recipe.quantize_activations, decision.vq_tier});
         for (auto& spec : specs) item.outputs.push_back(std::move(spec));
-        if (decision.action == RecipeAction::Fp8Block) {
+        if (decision.action == RecipeAction::Vq) {
+          result.model.vq_modules.push_back(
+              {module, *decision.vq_tier, vq->codebook_of.at(module)});
+        } else if (decision.action == RecipeAction::Fp8Block) {
           result.model.fp8_block_modules.push_back(module);
         } else if (is_nvfp4(decision.action)) {
           result.model.nvfp4_modules.push_back(module);
@@ -389,6 +576,16 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                               std::move(input_amax)};
       request.integer = decision.integer;
       request.calibration = calibration;
+      if (decision.action == RecipeAction::Vq) {
+        request.vq_tier = decision.vq_tier;
+        request.vq = decision.vq;
+        const auto& codebook = vq->codebook_of.at(parse_tensor_name(name).module_path);
+        request.vq_codebook = &vq->codebooks.at(codebook);
+        for (const auto& member : members)
+          if (vq->codebook_of.at(parse_tensor_name(member.info->name).module_path) != codebook)
+            throw Error(ErrorClass::Internal, "plan.vq_unassigned",
+                        fmt::format("the fused members of {} index different codebooks", name));
+      }
       if (std::any_of(encoded_members.begin(), encoded_members.end(),
                       [](const auto& member) { return member.has_value(); }))
         request.encoded_members = std::move(encoded_members);
@@ -418,6 +615,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
     }
     result.plan.items.push_back(std::move(item));
   }
+  if (vq) append_vq_codebook_items(source, *vq, result);
   if (!result.model.fp8_block_modules.empty() &&
       quantized_linear_count(result.model) != result.model.fp8_block_modules.size())
     throw_bad_input("plan.mixed_formats",

@@ -23,7 +23,7 @@ constexpr std::array kActionNames{
     std::pair{RecipeAction::CastF16, "f16"}, std::pair{RecipeAction::CastF32, "f32"},
     std::pair{RecipeAction::Nvfp4, "nvfp4"}, std::pair{RecipeAction::Int, "int"},
     std::pair{RecipeAction::Gptq, "gptq"},   std::pair{RecipeAction::Fp8Block, "fp8-block"},
-    std::pair{RecipeAction::Nvfp4Gptq, "nvfp4-gptq"},
+    std::pair{RecipeAction::Nvfp4Gptq, "nvfp4-gptq"}, std::pair{RecipeAction::Vq, "vq"},
 };
 
 struct IntegerPreset {
@@ -44,11 +44,17 @@ constexpr std::array kIntegerPresets{
 
 constexpr std::array kRecipeKeys{"description", "format",     "parameters",
                                  "rules",       "defaults",   "max_shard_size",
-                                 "kv_cache",    "activations", "min_snr_db"};
+                                 "kv_cache",    "activations", "min_snr_db",
+                                 "vq_tiers"};
 constexpr std::array kRuleKeys{"name",     "category",   "role",     "module",  "layers",
                                "mtp",      "action",     "scale_method", "bits", "symmetric",
                                "group_size", "observer", "damp",     "act_order", "min_tokens", "blend_tokens",
-                               "report_rtn"};
+                               "report_rtn", "tiers", "target_bpw", "codebooks", "compensation",
+                               "metric", "update", "refine", "refit_scales"};
+constexpr std::array kVqKeys{"tiers",  "target_bpw", "codebooks", "compensation",
+                             "metric", "update",     "refine",    "refit_scales"};
+constexpr std::array kVqGptqKeys{"damp", "act_order", "min_tokens", "blend_tokens"};
+constexpr std::array kVqTierKeys{"d", "k", "codebook"};
 constexpr std::array kIntegerKeys{"bits", "symmetric", "group_size", "observer"};
 constexpr std::array kGptqKeys{"damp", "act_order", "min_tokens", "blend_tokens", "report_rtn"};
 constexpr std::array kDefaultKeys{"scale_method"};
@@ -160,10 +166,14 @@ void read_integer_options(const YAML::Node& node, RecipeRule& rule, const Recipe
   for (const char* key : kIntegerKeys)
     if (node[key] && !integer)
       reader.fail("recipe.invalid", fmt::format("{} only applies to integer actions", key));
+  const auto vq_knob = [](std::string_view key) {
+    return std::find(kVqGptqKeys.begin(), kVqGptqKeys.end(), key) != kVqGptqKeys.end();
+  };
   for (const char* key : kGptqKeys)
     if (node[key] && rule.action != RecipeAction::Gptq && rule.action != RecipeAction::Nvfp4Gptq &&
         !((std::string_view(key) == "damp" || std::string_view(key) == "blend_tokens") &&
-          rule.action == RecipeAction::Nvfp4))
+          rule.action == RecipeAction::Nvfp4) &&
+        !(vq_knob(key) && rule.action == RecipeAction::Vq))
       reader.fail("recipe.invalid",
                   fmt::format("{} only applies to gptq and nvfp4-gptq actions", key));
   auto& options = rule.integer;
@@ -191,7 +201,133 @@ void read_integer_options(const YAML::Node& node, RecipeRule& rule, const Recipe
         read_number<std::uint64_t>(node["blend_tokens"], "blend_tokens", 0, 1ull << 50, reader);
 }
 
-RecipeRule read_rule(const YAML::Node& node, std::size_t index, RecipeReader& reader) {
+// One choice among named values ("codebooks: model"), by the names' functions.
+template <typename Enum, std::size_t N>
+Enum read_choice(const YAML::Node& node, std::string_view what,
+                 const std::array<std::pair<Enum, const char*>, N>& choices,
+                 const RecipeReader& reader) {
+  const auto text = reader.scalar(node, what);
+  std::vector<std::string> names;
+  for (const auto& [value, name] : choices) {
+    if (text == name) return value;
+    names.push_back(name);
+  }
+  reader.fail("recipe.invalid",
+              fmt::format("{} must be one of {}, not '{}'", what, fmt::join(names, ", "), text));
+}
+
+// A tier by name: the recipe's own vq_tiers first, then the presets.
+VqTier vq_tier_named(const std::string& name, const std::map<std::string, VqTier>& custom,
+                     const RecipeReader& reader) {
+  if (const auto found = custom.find(name); found != custom.end()) return found->second;
+  if (auto preset = preset_vq_tier(name)) return *preset;
+  std::vector<std::string> known;
+  for (const auto& tier : preset_vq_tiers()) known.push_back(tier.name);
+  for (const auto& [custom_name, tier] : custom) known.push_back(custom_name);
+  reader.fail("recipe.vq_tier",
+              fmt::format("no VQ tier '{}' (known: {}; add it under vq_tiers)", name,
+                          fmt::join(known, ", ")));
+}
+
+void read_vq_options(const YAML::Node& node, RecipeRule& rule,
+                     const std::map<std::string, VqTier>& custom_tiers,
+                     const RecipeReader& reader) {
+  if (rule.action != RecipeAction::Vq) {
+    for (const char* key : kVqKeys)
+      if (node[key]) reader.fail("recipe.invalid", fmt::format("{} only applies to vq", key));
+    return;
+  }
+  auto& options = rule.vq;
+  if (!node["tiers"])
+    reader.fail("recipe.vq_tier", "a vq rule needs tiers (e.g. tiers: [vq2], or [vq1, vq2, vq3])");
+  for (const auto& name : reader.strings(node["tiers"], "tiers")) {
+    const VqTier tier = vq_tier_named(name, custom_tiers, reader);
+    if (std::any_of(options.tiers.begin(), options.tiers.end(),
+                    [&](const VqTier& listed) { return listed.name == tier.name; }))
+      reader.fail("recipe.vq_tier", fmt::format("tier '{}' is listed twice", name));
+    options.tiers.push_back(tier);
+  }
+  if (options.tiers.empty()) reader.fail("recipe.vq_tier", "tiers must name at least one tier");
+  if (const auto target = node["target_bpw"])
+    options.target_bpw = read_number<double>(target, "target_bpw", 0.0, 64.0, reader);
+  if (options.allocated()) {
+    if (!options.target_bpw)
+      reader.fail("recipe.vq_target_bpw",
+                  fmt::format("{} tiers need target_bpw: the average bits per weight the "
+                              "allocator reaches",
+                              options.tiers.size()));
+    double cheapest = options.tiers.front().bits_per_weight();
+    for (const auto& tier : options.tiers) cheapest = std::min(cheapest, tier.bits_per_weight());
+    if (*options.target_bpw < cheapest)
+      reader.fail("vq.budget",
+                  fmt::format("target_bpw {} is below the cheapest tier's {} bits per weight "
+                              "(codes and BF16 scales)",
+                              *options.target_bpw, cheapest));
+  }
+  if (node["codebooks"])
+    options.codebooks = read_choice(
+        node["codebooks"], "codebooks",
+        std::array{std::pair{VqCodebookScope::Model, "model"},
+                   std::pair{VqCodebookScope::Layer, "layer"}},
+        reader);
+  if (node["compensation"])
+    options.compensation = read_choice(node["compensation"], "compensation",
+                                       std::array{std::pair{VqCompensation::Gptq, "gptq"},
+                                                  std::pair{VqCompensation::None, "none"}},
+                                       reader);
+  if (node["metric"])
+    options.metric =
+        read_choice(node["metric"], "metric",
+                    std::array{std::pair{VqMetricChoice::Mahalanobis, "mahalanobis"},
+                               std::pair{VqMetricChoice::Euclidean, "euclidean"}},
+                    reader);
+  if (node["update"])
+    options.update = read_choice(node["update"], "update",
+                                 std::array{std::pair{VqUpdateChoice::Exact, "exact"},
+                                            std::pair{VqUpdateChoice::Diagonal, "diagonal"}},
+                                 reader);
+  if (node["refine"])
+    options.refine = read_number<std::uint32_t>(node["refine"], "refine", 0, 1000, reader);
+  if (node["refit_scales"])
+    options.refit_scales = read_bool(node["refit_scales"], "refit_scales", reader);
+}
+
+// `vq_tiers:` name → {d, k[, codebook]}.
+std::map<std::string, VqTier> read_vq_tiers(const YAML::Node& node, RecipeReader& reader) {
+  std::map<std::string, VqTier> tiers;
+  if (!node) return tiers;
+  if (!node.IsMap()) reader.fail("recipe.invalid", "vq_tiers must be a mapping of name: {d, k}");
+  for (const auto& entry : node) {
+    const auto name = entry.first.as<std::string>();
+    reader.set_context(fmt::format("vq_tiers '{}'", name));
+    if (name.empty() || preset_vq_tier(name))
+      reader.fail("recipe.vq_tier",
+                  name.empty() ? std::string("a tier needs a name")
+                               : fmt::format("'{}' is a preset tier; give the custom one "
+                                             "another name",
+                                             name));
+    reader.check_keys(entry.second, kVqTierKeys, "a VQ tier");
+    if (!entry.second["d"] || !entry.second["k"]) reader.fail("recipe.vq_tier", "a tier needs d and k");
+    VqTier tier;
+    tier.name = name;
+    tier.d = read_number<std::uint32_t>(entry.second["d"], "d", 1, 1u << 20, reader);
+    tier.k = read_number<std::uint32_t>(entry.second["k"], "k", 1, 1u << 30, reader);
+    if (const auto kind = entry.second["codebook"]) {
+      const auto text = reader.scalar(kind, "codebook");
+      const auto parsed = parse_vq_codebook_kind(text);
+      if (!parsed) reader.fail("recipe.vq_tier", "codebook must be learned or uniform");
+      tier.kind = *parsed;
+    }
+    if (auto problem = vq_tier_problem(tier); !problem.empty())
+      reader.fail("recipe.vq_tier", problem);
+    tiers.emplace(name, tier);
+  }
+  reader.set_context({});
+  return tiers;
+}
+
+RecipeRule read_rule(const YAML::Node& node, std::size_t index, RecipeReader& reader,
+                     const std::map<std::string, VqTier>& custom_tiers) {
   RecipeRule rule;
   rule.name = node["name"] ? node["name"].as<std::string>() : fmt::format("rule {}", index + 1);
   reader.set_context(fmt::format("rule {} ('{}')", index + 1, rule.name));
@@ -236,7 +372,7 @@ RecipeRule read_rule(const YAML::Node& node, std::size_t index, RecipeReader& re
   if (!action)
     reader.fail("recipe.unknown_action",
                 fmt::format("no action '{}' (keep, bf16, f16, f32, nvfp4, nvfp4-gptq, int, gptq, "
-                            "fp8-block, int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8)",
+                            "fp8-block, vq, int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8)",
                             action_text));
   rule.action = *action;
   if (const auto method = node["scale_method"]) {
@@ -245,6 +381,7 @@ RecipeRule read_rule(const YAML::Node& node, std::size_t index, RecipeReader& re
     rule.scale_method = reader.scalar(method, "scale_method");
   }
   read_integer_options(node, rule, reader);
+  read_vq_options(node, rule, custom_tiers, reader);
   reader.set_context({});
   return rule;
 }
@@ -280,16 +417,22 @@ const char* recipe_action_name(RecipeAction action) {
 }
 
 bool is_quantizing(RecipeAction action) {
-  return is_nvfp4(action) || is_integer(action) || action == RecipeAction::Fp8Block;
+  return is_nvfp4(action) || is_integer(action) || action == RecipeAction::Fp8Block ||
+         action == RecipeAction::Vq;
 }
 
 bool is_nvfp4(RecipeAction action) {
   return action == RecipeAction::Nvfp4 || action == RecipeAction::Nvfp4Gptq;
 }
 
-bool needs_statistics(RecipeAction action, std::string_view scale_method) {
+bool needs_statistics(RecipeAction action, std::string_view scale_method, const VqOptions* vq) {
+  if (action == RecipeAction::Vq) return vq == nullptr || needs_statistics(*vq);
   return action == RecipeAction::Gptq || action == RecipeAction::Nvfp4Gptq ||
          (action == RecipeAction::Nvfp4 && scale_method == "hessian");
+}
+
+bool needs_statistics(const VqOptions& vq) {
+  return vq.compensation == VqCompensation::Gptq || vq.allocated();
 }
 
 bool is_integer(RecipeAction action) {
@@ -440,11 +583,12 @@ Recipe parse_recipe(std::string_view yaml_text, const std::string& source,
       if (defaults["scale_method"])
         recipe.scale_method = reader.scalar(defaults["scale_method"], "scale_method");
     }
+    recipe.vq_tiers = read_vq_tiers(root["vq_tiers"], reader);
     const auto rules = root["rules"];
     if (!rules || !rules.IsSequence() || rules.size() == 0)
       reader.fail("recipe.no_rules", "a recipe needs a non-empty list of rules");
     for (std::size_t i = 0; i < rules.size(); ++i)
-      recipe.rules.push_back(read_rule(rules[i], i, reader));
+      recipe.rules.push_back(read_rule(rules[i], i, reader, recipe.vq_tiers));
   } catch (const YAML::Exception& error) {
     throw_bad_input("recipe.invalid_yaml", error.what(), source);
   }

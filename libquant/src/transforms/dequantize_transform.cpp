@@ -9,6 +9,7 @@
 #include "qs/quant/fp4_quantizer.h"
 #include "qs/quant/fp8_block_quantizer.h"
 #include "qs/quant/int_quantizer.h"
+#include "qs/quant/vq.h"
 
 namespace qs {
 namespace {
@@ -75,6 +76,40 @@ void decode_fp8_block(const DequantizeRequest& request, std::span<const SourceTe
   fp8::dequantize(fp8_block_source(request, sources).view, out);
 }
 
+// Codes unpacked from each row's LSB-first stream, then codeword × scale in f32
+// (docs/formats/vq.md, "Decoding"). Sources: vq_codes, vq_scales, the codebook.
+void decode_vq(const DequantizeRequest& request, std::span<const SourceTensor> sources,
+               std::span<float> out) {
+  if (!request.vq_tier)
+    throw Error(ErrorClass::Internal, "dequantize.vq_tier", "a VQ request carries its tier");
+  const VqTier& tier = *request.vq_tier;
+  const std::uint64_t words = tier.packed_words_per_row(request.cols);
+  expect_bytes(sources[0], request.rows * words * sizeof(std::int32_t));
+  expect_bytes(sources[1], request.rows * request.groups * dtype_bits(sources[1].info->dtype) / 8);
+  expect_bytes(sources[2],
+               std::uint64_t{tier.k} * tier.d * dtype_bits(sources[2].info->dtype) / 8);
+  std::vector<std::int32_t> packed(request.rows * words);  // the source promises no alignment
+  std::memcpy(packed.data(), sources[0].bytes.data(), sources[0].bytes.size());
+  vq::VqQuantized quantized;
+  quantized.rows = request.rows;
+  quantized.cols = request.cols;
+  quantized.scale_dtype = sources[1].info->dtype;
+  quantized.codes.resize(request.rows * (request.cols / tier.d));
+  try {
+    vq::unpack_codes(packed, request.rows, request.cols, tier, quantized.codes);
+  } catch (const Error& error) {  // name the tensor whose codes are out of range
+    throw Error(error.error_class(), error.kind(), error.detail(), {}, sources[0].info->name);
+  }
+  quantized.scales.resize(request.rows * request.groups);
+  decode_to_f32(sources[1].info->dtype, sources[1].bytes, quantized.scales);
+  vq::Codebook codebook;
+  codebook.tier = tier;
+  codebook.dtype = sources[2].info->dtype;
+  codebook.codewords.resize(std::uint64_t{tier.k} * tier.d);
+  decode_to_f32(sources[2].info->dtype, sources[2].bytes, codebook.codewords);
+  vq::decode(quantized, codebook, out);
+}
+
 // libquant's half of the weight-format registry (qs/ckpt/formats/weight_format.h): the decoder
 // of every decodable format, one line each. Sources arrive as the format's check orders them.
 struct WeightDecoder {
@@ -87,6 +122,7 @@ constexpr WeightDecoder kDecoders[] = {
     {WeightLayout::Nvfp4CompressedTensors, decode_nvfp4},
     {WeightLayout::PackQuantized, decode_integer},
     {WeightLayout::Fp8Block, decode_fp8_block},
+    {WeightLayout::Vq, decode_vq},
 };
 
 class DequantizeTransform final : public Transform {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "qs/ckpt/io/checkpoint.h"
+#include "qs/ckpt/formats/vq_declaration.h"
 #include "qs/ckpt/formats/weight_scheme.h"
 
 namespace qs {
@@ -37,6 +38,8 @@ struct QuantizedModel {
   std::vector<IntegerModules> integer_groups;
   // Module paths of the FP8 block-scaled Linears (DeepSeek layout, fp8_block_format.h).
   std::vector<std::string> fp8_block_modules;
+  // Vector-quantized Linears (docs/formats/vq.md): module, tier, codebook tensor.
+  std::vector<VqModuleEntry> vq_modules;
   // Module paths of every other Linear (kept in a float dtype), MTP layers included.
   std::vector<std::string> unquantized_linears;
   bool activations_quantized = false;              // W4A4: input scales are written
@@ -55,6 +58,10 @@ nlohmann::json modelopt_config_block(const QuantizedModel& model);
 // both as checkpoints name them and as vLLM fuses them. Throws Internal "config.vllm_mismatch"
 // if vLLM would resolve any module differently from what the checkpoint holds (unmatched,
 // ignored, or matched to another group's scheme).
+// With VQ modules, those are in `ignore` (compressed-tensors does not decode them; with no
+// scalar groups the block has none, format "dense") and the block gains `vq` (tiers, each
+// module's tier and codebook tensor) and `extra_config` (per-module {"bits", "format": "vq",
+// "d"} markers as in the published GLM-5.2 VQ release): docs/formats/vq.md.
 nlohmann::json compressed_tensors_config_block(const QuantizedModel& model);
 
 // The exclusion list both formats start from: exact names of unquantized Linears, with a

@@ -39,6 +39,7 @@ enum class WeightLayout : std::uint8_t {
   Int8,                    // I8 weight + weight_scale (int-quantized / naive)
   Fp8,                     // F8_E4M3 weight + weight_scale (compressed-tensors float-quantized)
   Fp8Block,                // F8_E4M3 weight + F32 weight_scale_inv per 128×128 block (DeepSeek)
+  Vq,                      // I32 vq_codes + vq_scales, codes into a shared codebook tensor
   Unrecognized,            // quantization companions in a combination we do not know
 };
 
@@ -47,11 +48,17 @@ using ModuleParameters = std::map<std::string, TensorLocation>;
 
 // What the codes are, whatever tensors hold them: formats of one family share numerics (the
 // NVFP4 layouts hold the same codes and scales under different names and conventions).
-enum class CodeFamily : std::uint8_t { Float, Nvfp4, PackedInteger, Int8, Fp8, Fp8Block };
+enum class CodeFamily : std::uint8_t { Float, Nvfp4, PackedInteger, Int8, Fp8, Fp8Block, Vq };
 
 // The quantization config that declares modules of a format (Fp8: DeepSeek's
-// quant_method "fp8" with weight_block_size, docs/formats/fp8-block.md).
-enum class ConfigGroup : std::uint8_t { None, Modelopt, CompressedTensors, Fp8 };
+// quant_method "fp8" with weight_block_size, docs/formats/fp8-block.md; Vq: the `vq` entry
+// of a compressed-tensors quantization_config, docs/formats/vq.md).
+enum class ConfigGroup : std::uint8_t { None, Modelopt, CompressedTensors, Fp8, Vq };
+
+// Where a VQ module's codebook travels among its parameters: the codebook is a tensor of its
+// own ("vq_codebooks.vq2"), shared by many modules, that the config names per module; readers
+// add it under this name (vq_declaration.h) before the format's check runs.
+inline constexpr const char* kVqCodebookParameter = "vq_codebook";
 
 // How a stored per-tensor scale (NVFP4's global and input scales) relates to the multiplier
 // the codes decode with: modelopt stores the multiplier itself, compressed-tensors its
@@ -64,8 +71,10 @@ struct DequantizeRequest {
   WeightLayout layout = WeightLayout::Nvfp4Modelopt;
   std::uint64_t rows = 0, cols = 0;
   int bits = 0;              // pack-quantized only
-  std::uint64_t groups = 0;  // pack-quantized scale columns
+  std::uint64_t groups = 0;  // pack-quantized and vq scale columns
   DType dtype = DType::BF16;
+  // vq: the tier the codes are in (d and K from the codebook's [K, d]; bits = index bits).
+  std::optional<VqTier> vq_tier;
 };
 
 // A quantized Linear's stored tensors, checked against each other (WeightFormat::check).
@@ -81,6 +90,7 @@ struct WeightEncoding {
   DType source_dtype = DType::BF16;  // pack-quantized scales keep the weight's dtype
   IntegerOptions integer{};          // pack-quantized
   bool activations = false;          // NVFP4: a static input scale too (W4A4)
+  std::optional<VqTier> vq_tier;     // vq: the module's tier (the codes' width)
 };
 
 struct WeightFormat {

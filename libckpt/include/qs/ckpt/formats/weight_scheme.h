@@ -8,6 +8,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "qs/ckpt/formats/vq_tier.h"
 
 namespace qs {
 
@@ -37,6 +40,40 @@ struct IntegerOptions {
   std::string label() const;
   bool operator==(const IntegerOptions&) const = default;
 };
+
+// A vector-quantization scheme as a recipe states it (docs/formats/vq.md; the `vq` action of
+// plan/recipe.h). The GPTQ knobs (damp, act_order, min_tokens, blend_tokens) are not repeated
+// here: a vq rule keeps them in its IntegerOptions, as nvfp4-gptq does.
+enum class VqCodebookScope : std::uint8_t { Model, Layer };  // one codebook per tier for ...
+enum class VqCompensation : std::uint8_t { Gptq, None };     // GPTQ error feedback, or none
+enum class VqMetricChoice : std::uint8_t { Mahalanobis, Euclidean };
+enum class VqUpdateChoice : std::uint8_t { Exact, Diagonal };
+
+struct VqOptions {
+  // The menu: one tier (every module of the rule gets it) or several (the allocator chooses
+  // per module for `target_bpw`).
+  std::vector<VqTier> tiers;
+  // Average bits per weight (scale bits included) over the modules of allocating rules;
+  // ignored with one tier.
+  std::optional<double> target_bpw;
+  VqCodebookScope codebooks = VqCodebookScope::Model;
+  VqCompensation compensation = VqCompensation::Gptq;
+  VqMetricChoice metric = VqMetricChoice::Mahalanobis;
+  VqUpdateChoice update = VqUpdateChoice::Exact;
+  std::uint32_t refine = 0;   // codebook refinement rounds (re-fit centroids, re-encode)
+  bool refit_scales = false;  // least-squares group scales with codes fixed
+
+  bool allocated() const { return tiers.size() > 1; }
+  // The tier every module gets when the menu has one entry.
+  std::optional<VqTier> pinned() const;
+  // "vq2", "vq1|vq2|vq3@1.9": the menu (and target), for plans and logs.
+  std::string label() const;
+  bool operator==(const VqOptions&) const = default;
+};
+const char* vq_scope_name(VqCodebookScope scope);              // "model", "layer"
+const char* vq_compensation_name(VqCompensation compensation);  // "gptq", "none"
+const char* vq_metric_name(VqMetricChoice metric);             // "mahalanobis", "euclidean"
+const char* vq_update_name(VqUpdateChoice update);             // "exact", "diagonal"
 
 // The config convention a quantized checkpoint is written in: NVIDIA modelopt
 // (hf_quant_config.json + a flat quantization_config) or compressed-tensors.

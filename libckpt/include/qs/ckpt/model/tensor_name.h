@@ -120,6 +120,8 @@ enum class TensorParameter : std::uint8_t {
   GptqQzeros,
   GptqScales,
   GptqGIdx,
+  VqCodes,   // vector-quantized codes (docs/formats/vq.md)
+  VqScales,  // their per-(row, 128 inputs) scales
 
   Unknown,
 };

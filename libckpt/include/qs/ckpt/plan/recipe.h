@@ -48,6 +48,28 @@
 // fall back to the uncalibrated quantizer), blend_tokens (also for nvfp4's hessian method:
 // routed experts' gate/up with fewer tokens borrow the layer's pooled statistics), report_rtn
 // (true: also score round-to-nearest as the report's baseline; false skips that product).
+//
+// Vector quantization (docs/formats/vq.md): action `vq` writes each matched Linear as codes
+// into a codebook shared per tier, one scale per (row, 128 inputs):
+//   vq_tiers:                       # recipe level, optional: custom tiers beside the presets
+//     vq2wide: {d: 8, k: 65536}     #   (codebook: learned, the default, or uniform with d 1)
+//   rules:
+//     - category: routed_expert
+//       action: vq
+//       tiers: [vq1, vq2, vq3]      # presets vq1 vq1.5 vq2 vq3 int1 int2 int3, or vq_tiers
+//       target_bpw: 1.9             # needed with several tiers: the average bits per weight
+//                                   # (scales included) the allocator reaches over the modules
+//                                   # of allocating rules; ignored with one tier
+//       codebooks: model            # one codebook per tier for the model, or per layer
+//       compensation: gptq          # GPTQ error feedback, or none (nearest codeword)
+//       metric: mahalanobis         # or euclidean: how the codeword is chosen
+//       update: exact               # or diagonal (GPTVQ's): how the error is fed forward
+//       refine: 0                   # codebook refinement rounds
+//       refit_scales: false         # least-squares group scales with codes fixed
+// plus the gptq knobs damp, act_order, min_tokens, blend_tokens (kept in the rule's integer
+// options). gate_proj and up_proj of one expert always get the same tier. A vq rule needs
+// calibration statistics from a file (--calib STATS) when it compensates or allocates. VQ is
+// written in the compressed-tensors convention (format: compressed-tensors).
 
 #include <cstdint>
 #include <filesystem>
@@ -73,6 +95,7 @@ enum class RecipeAction : std::uint8_t {
   Gptq,
   Fp8Block,
   Nvfp4Gptq,
+  Vq,
 };
 
 std::optional<RecipeAction> parse_recipe_action(std::string_view text);
@@ -81,8 +104,13 @@ bool is_quantizing(RecipeAction action);
 bool is_integer(RecipeAction action);
 // nvfp4 and nvfp4-gptq: NVFP4 weights, a scale_method.
 bool is_nvfp4(RecipeAction action);
-// gptq and nvfp4-gptq, and nvfp4 with the hessian scale method: needs calibration statistics.
-bool needs_statistics(RecipeAction action, std::string_view scale_method);
+// gptq and nvfp4-gptq, nvfp4 with the hessian scale method, and vq when it compensates or
+// allocates (`vq`: the rule's options; nullptr counts a vq rule as needing them): needs
+// calibration statistics.
+bool needs_statistics(RecipeAction action, std::string_view scale_method,
+                      const VqOptions* vq = nullptr);
+// A vq scheme reads statistics when it compensates (GPTQ) or allocates among several tiers.
+bool needs_statistics(const VqOptions& vq);
 
 // A preset action name (int8, int8-channel, int4, int4-g32, gptq-int4, gptq-int8): its action
 // and options.
@@ -115,7 +143,8 @@ struct RecipeRule {
   std::optional<bool> mtp;
   RecipeAction action = RecipeAction::Keep;
   std::string scale_method;  // empty: the recipe default
-  IntegerOptions integer;    // int / gptq; damp, act_order, min_tokens for nvfp4-gptq
+  IntegerOptions integer;    // int / gptq; damp, act_order, min_tokens for nvfp4-gptq and vq
+  VqOptions vq;              // vq only
 
   // Whether the rule's match keys accept the tensor (the action's own restriction, that
   // quantizing rules only take Linear weights, is checked by the planner).
@@ -140,6 +169,8 @@ struct Recipe {
   // naming it: the scheme lost the weight (`min_snr_db:`; empty: kDefaultMinSnrDb).
   std::optional<double> min_snr_db;
   std::vector<RecipeRule> rules;
+  // The recipe's own VQ tiers (`vq_tiers:`), by name; presets are not repeated here.
+  std::map<std::string, VqTier> vq_tiers;
 };
 
 // Parses a recipe. `parameter_overrides` replace the recipe's `parameters:` defaults; an
