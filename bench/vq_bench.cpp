@@ -2,7 +2,8 @@
 // `qs_bench_vq [--tiers vq1,vq2,vq3,int1] [--shapes gate,down] [--tokens 512] [--cuda]
 //              [--reference-rows 32] [--json FILE]`
 // For each shape (gate/up [2048 × 6144], down [6144 × 2048]) and tier: the Hessian factorization
-// (prepare_hessian with order_block = d), the codebook fit, the encode (sweep + codeword search +
+// (prepare_hessian with order_block = d), the codebook fit (fit_codebook, once per tier, on
+// at most 2^17 sub-vectors of the first shape, as the quantize job samples), the encode (sweep + codeword search +
 // the relative-loss report), its GFLOP/s, and the peak RSS; the reference against the CPU sweep on
 // the first rows (bit-identical, and how much slower); then the whole of GLM-5's routed experts
 // extrapolated: 75 MoE layers × 256 experts × 3 projections = 57,600 matrices, one gate/up
@@ -24,7 +25,6 @@
 #include <vector>
 
 #include "gptq_bench_support.h"
-#include "qs/ckpt/core/codecs.h"
 #include "qs/quant/cuda_availability.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/quant/vq.h"
@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
   // Per tier: seconds for one gate/up encode, one gate/up factorization, one down encode + its
   // factorization, for the extrapolation.
   std::map<std::string, std::map<std::string, double>> per_tier;
+  std::map<std::string, qs::vq::Codebook> codebooks;
 
   for (const auto& shape_name : shape_names) {
     const Shape shape = shape_name == "down" ? Shape{"down", 6144, 2048} : Shape{"gate", 2048, 6144};
@@ -124,20 +125,29 @@ int main(int argc, char** argv) {
           qs::gptq::prepare_hessian(layer.hessian, shape.cols, tokens, settings, backend);
       const double prepare_s = seconds_since(start);
 
+      // One codebook per tier for the whole model (fitted once, on the first shape's sample).
       start = Clock::now();
-      qs::vq::Codebook codebook;
-      if (tier->kind == qs::VqCodebookKind::Uniform) {
-        codebook = qs::vq::uniform_codebook(*tier);
-      } else {
-        // Until fit_codebook lands: Gaussian codewords (unit variance, as the normalised
-        // sub-vectors), which the timing does not depend on.
-        codebook.tier = *tier;
-        codebook.dtype = qs::DType::F16;
-        std::mt19937 generator(7);
-        std::normal_distribution<float> normal(0.0f, 1.0f);
-        codebook.codewords.resize(std::uint64_t{tier->k} * tier->d);
-        for (auto& value : codebook.codewords) value = qs::f16_to_f32(qs::f32_to_f16(normal(generator)));
+      if (!codebooks.contains(tier_name)) {
+        if (tier->kind == qs::VqCodebookKind::Uniform) {
+          codebooks[tier_name] = qs::vq::uniform_codebook(*tier);
+        } else {
+          // As the quantize job samples: at most 2^17 sub-vectors, k-means weights diag(H) of
+          // each coordinate's input column over its mean.
+          const std::uint64_t sample_rows =
+              std::min<std::uint64_t>(shape.rows, (std::uint64_t{1} << 17) * tier->d / shape.cols);
+          const auto points = normalised_vectors(layer.weight, shape.rows, shape.cols, sample_rows);
+          double mean = 0.0;
+          for (std::uint64_t c = 0; c < shape.cols; ++c)
+            mean += layer.hessian[c * shape.cols + c] / double(shape.cols);
+          std::vector<float> weights(points.size());
+          for (std::uint64_t i = 0; i < weights.size(); ++i)
+            weights[i] = static_cast<float>(
+                layer.hessian[(i % shape.cols) * shape.cols + i % shape.cols] / mean);
+          codebooks[tier_name] = qs::vq::fit_codebook(points, weights, *tier, qs::DType::F16, {},
+                                                      backend);
+        }
       }
+      const qs::vq::Codebook& codebook = codebooks.at(tier_name);
       const double fit_s = seconds_since(start);
 
       qs::vq::VqQuantized out;
