@@ -100,7 +100,8 @@ TEST(VqEncode, CpuMatchesReferenceBitForBitInEveryMode) {
   for (std::uint64_t c = 128; c < 256; ++c) weight[1 * cols + c] = 0.0f;
   for (std::uint64_t c = 0; c < 128; ++c) weight[2 * cols + c] = -0.0f;
   for (std::uint64_t c = 0; c < cols; ++c) weight[3 * cols + c] = 0.015625f;
-  for (const Case shape : {Case{1, 4}, Case{4, 256}, Case{8, 256}}) {
+  // K 12: the vectorised search's whole lane groups and its in-order tail.
+  for (const Case shape : {Case{1, 4}, Case{4, 12}, Case{4, 256}, Case{8, 256}}) {
     const auto codebook = random_codebook(shape.d, shape.k, 11 + shape.d);
     for (bool act_order : {false, true}) {
       const auto hessian = prepared(h, cols, shape.d, act_order);

@@ -49,16 +49,31 @@ QS_HOST_DEVICE inline float group_scale(const float* row, const std::uint32_t* p
                               scale_dtype);
 }
 
+// The search as the reference runs it: every codeword in index order through the shared core.
+struct CoreSearch {
+  QS_HOST_DEVICE std::uint32_t operator()(const SweepPlan& plan, std::uint64_t vector,
+                                          const float* y) const {
+    core::NearestCode best;
+    core::search_run(plan.codewords, plan.terms + vector * plan.terms_stride, 0, plan.k, y,
+                     plan.d, best);
+    return best.code();
+  }
+};
+
 // Sweeps `count` processing positions [i1, i1 + count) of one row (count a multiple of d).
 // `row` is the whole row in processing order (updated in place), `u_block` the factor at
 // (i1, i1) with row stride `u_stride` (unused without feedback). `codes` ([cols/d], vectors in
 // original order) and `scales` ([cols/128], NaN until the sweep first enters the group) are
 // the row's; `swept` (processing order, may be null) receives each vector's values as they were
-// quantized; `errors` ([count]) the scaled errors fed forward.
+// quantized; `errors` ([count]) the scaled errors fed forward. `search(plan, v, y)` returns the
+// codeword of least cost for the projected vector y at vector position v (CoreSearch, or a
+// vectorised search with the same arithmetic and tie rule).
+template <typename Search>
 QS_HOST_DEVICE inline void sweep_vq_row_span(const SweepPlan& plan, float* row, std::uint64_t i1,
                                              int count, const float* u_block,
                                              std::uint64_t u_stride, std::uint32_t* codes,
-                                             float* scales, float* swept, float* errors) {
+                                             float* scales, float* swept, float* errors,
+                                             const Search& search) {
   const int d = static_cast<int>(plan.d);
   float x[core::kMaxDimension];
   float y[core::kMaxDimension];
@@ -82,10 +97,7 @@ QS_HOST_DEVICE inline void sweep_vq_row_span(const SweepPlan& plan, float* row, 
       const float* metric =
           plan.metrics ? plan.metrics + v * plan.d * plan.d : nullptr;
       core::project(metric, x, plan.d, y);
-      core::NearestCode best;
-      core::search_run(plan.codewords, plan.terms + v * plan.terms_stride, 0, plan.k, y, plan.d,
-                       best);
-      code = best.code();
+      code = search(plan, v, y);
     }
     codes[first_column / plan.d] = code;
     const float* codeword = plan.codewords + static_cast<std::uint64_t>(code) * plan.d;

@@ -41,7 +41,7 @@ __global__ void sweep_vq_block(SweepPlan plan, float* w, std::uint64_t i1, int c
   float* row_errors = errors + r * count;
   sweep_vq_row_span(plan, w + r * cols, i1, count, u_block, static_cast<std::uint64_t>(count),
                     codes + r * (cols / plan.d), scales + r * (cols / kScaleGroup),
-                    swept ? swept + r * cols : nullptr, row_errors);
+                    swept ? swept + r * cols : nullptr, row_errors, CoreSearch{});
   if (plan.u && row_objective)
     row_objective[r] += gptq::detail::sum_of_squares(row_errors, count);
 }

@@ -23,7 +23,8 @@ void sweep_vq_reference(std::span<float> w, const SweepPlan& plan, const SweepOu
       sweep_vq_row_span(plan, w.data() + r * cols, i1, static_cast<int>(count),
                         plan.u ? plan.u + i1 * cols + i1 : nullptr, cols,
                         out.codes.data() + r * vectors, out.scales.data() + r * groups,
-                        out.swept.empty() ? nullptr : out.swept.data() + r * cols, row_errors);
+                        out.swept.empty() ? nullptr : out.swept.data() + r * cols, row_errors,
+                        CoreSearch{});
       if (plan.u && !out.row_objective.empty())
         out.row_objective[r] += gptq::detail::sum_of_squares(row_errors, count);
     }
