@@ -56,20 +56,24 @@ void save_vq_preparation(const std::filesystem::path& directory, const std::stri
   for (std::size_t i = 0; i < specs.size(); ++i) writer.write_tensor(specs[i].name, values[i]);
   writer.commit();
 
-  nlohmann::ordered_json json;
-  json["fingerprint"] = fingerprint;
-  json["codebooks_xxh3_128"] = digest_of(codebooks_path);
-  auto& tiers = json["tiers"] = nlohmann::ordered_json::object();
-  auto& codebooks = json["codebooks"] = nlohmann::ordered_json::object();
+  // Built apart and put together last: an ordered_json's members move when one is added.
+  nlohmann::ordered_json tiers = nlohmann::ordered_json::object();
+  nlohmann::ordered_json codebooks = nlohmann::ordered_json::object();
   for (const auto& [name, codebook] : assignment.codebooks) {
     tiers[codebook.tier.name] = tier_json(codebook.tier);
     codebooks[name] = {{"tier", codebook.tier.name}};
   }
-  auto& modules = json["modules"] = nlohmann::ordered_json::object();
+  nlohmann::ordered_json modules = nlohmann::ordered_json::object();
   for (const auto& [module, tier] : assignment.tier_of) {
     tiers[tier.name] = tier_json(tier);
     modules[module] = {{"tier", tier.name}, {"codebook", assignment.codebook_of.at(module)}};
   }
+  nlohmann::ordered_json json;
+  json["fingerprint"] = fingerprint;
+  json["codebooks_xxh3_128"] = digest_of(codebooks_path);
+  json["tiers"] = std::move(tiers);
+  json["codebooks"] = std::move(codebooks);
+  json["modules"] = std::move(modules);
   json["report"] = report;
   write_file_atomically(directory / kVqPreparationFileName, json.dump(1) + "\n");
 }
