@@ -64,6 +64,9 @@ TEST(VqPreparationState, ReadsBackWhatWasSaved) {
   EXPECT_EQ(loaded->report["estimated_error"], 1.5);
   for (const auto& file : vq_preparation_files())
     EXPECT_TRUE(std::filesystem::exists(scratch.path() / file)) << file;
+  remove_vq_preparation(scratch.path());
+  EXPECT_TRUE(std::filesystem::is_empty(scratch.path()));
+  EXPECT_FALSE(load_vq_preparation(scratch.path(), "job-a"));
 }
 
 TEST(VqPreparationState, RefusesAnotherJobsOrADamagedPreparation) {

@@ -203,31 +203,34 @@ TEST_F(VqQuantizeCli, StoppedAfterAShardThenResumedGivesTheSameBytes) {
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("read back"), std::string::npos) << resumed.output;
   EXPECT_EQ(directory_contents(out), expected);
+  // Finished: the saved preparation is gone (it is in the shards and config.json now).
+  EXPECT_FALSE(std::filesystem::exists(out / ".quantsmith-vq-preparation.json"));
+  EXPECT_FALSE(std::filesystem::exists(out / ".quantsmith-vq-codebooks.safetensors"));
 
   // A resume with another target is a different job: refused, nothing changed.
   const auto other = run_cli(quantize(out, options + " --resume --param target_bpw=2.4"));
   EXPECT_EQ(other.exit_code, 2) << other.output;
-  EXPECT_NE(other.output.find("job.fingerprint_mismatch"), std::string::npos) << other.output;
+  EXPECT_NE(other.output.find("--force to start over"), std::string::npos) << other.output;
   EXPECT_EQ(directory_contents(out), expected);
 }
 
 TEST_F(VqQuantizeCli, BadInputIsRefusedBeforeAnythingIsWritten) {
   ScratchDirectory scratch("vq-bad-input");
   const auto out = scratch.path() / "out";
-  const auto refused = [&](const std::string& command, const std::string& kind) {
+  const auto refused = [&](const std::string& command, const std::string& reason) {
     const auto result = run_cli(command);
     EXPECT_EQ(result.exit_code, 2) << command << "\n" << result.output;
-    EXPECT_NE(result.output.find(kind), std::string::npos) << command << "\n" << result.output;
+    EXPECT_NE(result.output.find(reason), std::string::npos) << command << "\n" << result.output;
     EXPECT_TRUE(empty_or_absent(out)) << command;
   };
   // Below the cheapest tier (vq1 with its BF16 scales: 1.125 bits per weight).
-  refused(quantize(out, "--param target_bpw=1.0"), "vq.budget");
+  refused(quantize(out, "--param target_bpw=1.0"), "below the cheapest tier");
   // No statistics, or statistics only computed as the job runs.
   refused("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " + quoted(kRecipe),
-          "plan.vq_needs_statistics");
+          "need calibration statistics");
   refused("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " + quoted(kRecipe) +
               " --calib-tokens " + quoted(kModel / "tokens.safetensors") + ":calib --calib-rows 4",
-          "plan.vq_needs_statistics");
+          "computes only as the job runs");
   // A tier whose d does not divide the 128-column scale groups (and so the widths).
   const auto recipe = scratch.path() / "odd-tier.yaml";
   {
@@ -242,7 +245,7 @@ TEST_F(VqQuantizeCli, BadInputIsRefusedBeforeAnythingIsWritten) {
   }
   refused("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " + quoted(recipe) +
               " --calib " + quoted(statistics_),
-          "recipe.vq_tier");
+          "d 3 does not divide the 128-column scale group");
 }
 
 }  // namespace

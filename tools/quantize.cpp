@@ -498,6 +498,7 @@ int run_quantize(const QuantizeOptions& options) {
                                 : execute_with_progress(planned.plan, execution, "quantize");
   const double seconds = std::max(report.seconds, 1e-9);
   if (report.interrupted) return report_interruption(report);
+  if (vq_job) finish_vq_job(*vq_job);
   if (partition && report.already_finalized) {
     if (options.json)
       fmt::print("{}\n", part_status_json(report, *partition).dump(2));

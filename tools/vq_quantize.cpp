@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "qs/ckpt/core/error.h"
@@ -124,16 +125,28 @@ std::optional<VqJob> prepare_vq_job(const Checkpoint& source, const Recipe& reci
                                    statistics ? statistics->routing() : kNoRouting, settings);
     job.assignment = std::move(prepared.assignment);
     job.report = std::move(prepared.report);
-    if (saves) save_vq_preparation(options.output, fingerprint, job.assignment, report_json(job.report));
+    // The preparation is saved before the executor writes its job file, so a job file without
+    // a preparation is a finished job (which removed it): it needs none, and a resume with
+    // other inputs is refused by the executor, leaving that output as it was.
+    const bool finished = output_path_exists(options.output / kJobFileName);
+    if (saves && !finished)
+      save_vq_preparation(options.output, fingerprint, job.assignment, report_json(job.report));
   }
   job.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return job;
 }
 
+void finish_vq_job(const VqJob& job) {
+  if (job.claimed) remove_vq_preparation(job.claimed->path());
+}
+
 void print_vq_job(const VqJob& job, const QuantizeStageTimes* times) {
   const auto histogram = vq::tier_histogram(job.candidates, job.assignment);
-  std::vector<std::string> tiers;
-  for (const auto& [tier, weights] : histogram.weights_by_tier) tiers.push_back(tier);
+  std::vector<std::string> tiers;  // every menu's tiers, in menu order
+  for (const auto& candidate : job.candidates)
+    for (const auto& tier : candidate.options.tiers)
+      if (std::find(tiers.begin(), tiers.end(), tier.name) == tiers.end())
+        tiers.push_back(tier.name);
   fmt::print("vq tiers per layer (modules):\n");
   for (const auto& [layer, counts] : histogram.modules) {
     std::string line = layer ? fmt::format("  layer {:>3}:", *layer) : std::string("  other    :");

@@ -52,6 +52,9 @@ std::optional<VqJob> prepare_vq_job(const Checkpoint& source, const Recipe& reci
                                     const CalibrationStore* statistics,
                                     const VqJobOptions& options);
 
+// After the job's last shard: the saved preparation is removed (it is in the output now).
+void finish_vq_job(const VqJob& job);
+
 // The tiers per layer, the achieved bits per weight and the preparation's costs; with `times`
 // (after the run) also the encode's factorization and sweep seconds.
 void print_vq_job(const VqJob& job, const QuantizeStageTimes* times = nullptr);

@@ -78,6 +78,15 @@ void save_vq_preparation(const std::filesystem::path& directory, const std::stri
   write_file_atomically(directory / kVqPreparationFileName, json.dump(1) + "\n");
 }
 
+void remove_vq_preparation(const std::filesystem::path& directory) {
+  // The JSON first: without it the codebooks file is never read.
+  for (const auto name : {kVqPreparationFileName, kVqCodebooksFileName}) {
+    std::error_code error;
+    std::filesystem::remove(directory / name, error);
+    if (error) throw_output_error(error, "remove", directory / name);
+  }
+}
+
 std::optional<SavedVqPreparation> load_vq_preparation(const std::filesystem::path& directory,
                                                       const std::string& fingerprint) {
   const auto json_path = directory / kVqPreparationFileName;

@@ -10,6 +10,10 @@
 //   .quantsmith-vq-preparation.json        fingerprint, tiers, modules' tiers and codebooks,
 //                                          the codebooks file's digest, the preparation report
 // Each is written atomically; the JSON last, so it exists only beside a complete codebooks file.
+// A finished job removes both (remove_vq_preparation): the codebooks are then in the shards and
+// the tiers in config.json, and the output holds only files that are the same on every run (the
+// fingerprint names the inputs' modification times). --resume on a finished job prepares again,
+// with the same result.
 
 #include <filesystem>
 #include <optional>
@@ -43,5 +47,8 @@ void save_vq_preparation(const std::filesystem::path& directory, const std::stri
 // damaged one (unreadable, a codebook missing or of the wrong shape, the digest differs).
 std::optional<SavedVqPreparation> load_vq_preparation(const std::filesystem::path& directory,
                                                       const std::string& fingerprint);
+
+// Removes both files (absent ones are fine).
+void remove_vq_preparation(const std::filesystem::path& directory);
 
 }  // namespace qs
