@@ -88,6 +88,8 @@ QS_VQ_VECTOR_CLONES std::uint32_t lane_search(const TransposedCodebook& book,
 struct LaneSearch {
   const TransposedCodebook* book;
   std::uint32_t operator()(const SweepPlan& plan, std::uint64_t vector, const float* y) const {
+    // Fewer than eight codewords (the scalar tiers): the in-order core, without a call.
+    if (book->whole == 0) return CoreSearch{}(plan, vector, y);
     return lane_search(*book, plan, plan.terms + vector * plan.terms_stride, y);
   }
 };
