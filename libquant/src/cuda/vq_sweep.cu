@@ -1,4 +1,4 @@
-// The GPTQ-VQ sweep on the GPU (docs/algorithms/vq.md, "GPU"): one kernel per 128-column block
+// The GPTQ-VQ sweep on the GPU (docs/algorithms/vq.md, "Backends"): one kernel per 128-column block
 // with a thread per row running the host's per-row step (vq_sweep_row.h), the block's slice of U
 // in shared memory, the codebook and the per-vector metric tables in global memory (read-only,
 // cached); then one cuBLAS SGEMM for the lazy update of the later columns. The codes and scales
