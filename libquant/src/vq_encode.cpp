@@ -99,24 +99,25 @@ void mahalanobis_tables(const std::vector<float>& u, std::uint64_t cols,
 // ScaleRule::LeastSquares: with the codes fixed, each group's s minimising Σ (w − s·ĉ)² over
 // the source weights is Σ w·ĉ / Σ ĉ² (f64, column order), rounded to the scale dtype; the
 // rounded optimum is never worse than any other value of the dtype, the RMS scale included.
-void refit_scales(std::span<const float> live, const std::vector<float>& codewords,
-                  std::uint32_t d, VqQuantized& quantized) {
+void refit_scales(std::span<const float> live, const std::vector<float>& codewords, std::uint32_t d,
+                  VqQuantized& quantized) {
   const std::uint64_t cols = quantized.cols, vectors = cols / d, groups = cols / kScaleGroup;
-  tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, quantized.rows, 16), [&](const auto& range) {
-    for (std::uint64_t r = range.begin(); r != range.end(); ++r)
-      for (std::uint64_t g = 0; g < groups; ++g) {
-        double cross = 0.0, energy = 0.0;
-        for (std::uint64_t c = g * kScaleGroup; c < (g + 1) * kScaleGroup; ++c) {
-          const double value =
-              codewords[std::uint64_t{quantized.codes[r * vectors + c / d]} * d + c % d];
-          cross += value * live[r * cols + c];
-          energy += value * value;
-        }
-        if (energy > 0.0)
-          quantized.scales[r * groups + g] =
-              intq::round_to_dtype(static_cast<float>(cross / energy), quantized.scale_dtype);
-      }
-  });
+  tbb::parallel_for(
+      tbb::blocked_range<std::uint64_t>(0, quantized.rows, 16), [&](const auto& range) {
+        for (std::uint64_t r = range.begin(); r != range.end(); ++r)
+          for (std::uint64_t g = 0; g < groups; ++g) {
+            double cross = 0.0, energy = 0.0;
+            for (std::uint64_t c = g * kScaleGroup; c < (g + 1) * kScaleGroup; ++c) {
+              const double value =
+                  codewords[std::uint64_t{quantized.codes[r * vectors + c / d]} * d + c % d];
+              cross += value * live[r * cols + c];
+              energy += value * value;
+            }
+            if (energy > 0.0)
+              quantized.scales[r * groups + g] =
+                  intq::round_to_dtype(static_cast<float>(cross / energy), quantized.scale_dtype);
+          }
+      });
 }
 
 }  // namespace
@@ -213,8 +214,8 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
   // so that case needs only tr(W·H·Wᵀ); any other case scores the decoded matrix.
   const bool cuda = backend == Backend::Cuda;
   std::vector<std::span<const float>> forms{weight};
-  const bool from_sweep = compensate && settings.update == ErrorUpdate::Exact &&
-                          settings.scale_rule == ScaleRule::Rms;
+  const bool from_sweep =
+      compensate && settings.update == ErrorUpdate::Exact && settings.scale_rule == ScaleRule::Rms;
   std::vector<float> difference;
   if (!from_sweep) {
     difference.resize(rows * cols);

@@ -22,8 +22,8 @@ struct SweepPlan {
   std::uint32_t d = 1;
   std::uint32_t k = 2;
   DType scale_dtype = DType::BF16;
-  const float* codewords = nullptr;     // [K, d], rounded to the codebook dtype
-  const std::uint32_t* order = nullptr;   // processing position → original column
+  const float* codewords = nullptr;         // [K, d], rounded to the codebook dtype
+  const std::uint32_t* order = nullptr;     // processing position → original column
   const std::uint32_t* position = nullptr;  // original column → processing position
   // U (upper, processing order, [cols, cols]); nullptr: no error feedback (nearest codeword).
   const float* u = nullptr;
@@ -54,8 +54,8 @@ struct CoreSearch {
   QS_HOST_DEVICE std::uint32_t operator()(const SweepPlan& plan, std::uint64_t vector,
                                           const float* y) const {
     core::NearestCode best;
-    core::search_run(plan.codewords, plan.terms + vector * plan.terms_stride, 0, plan.k, y,
-                     plan.d, best);
+    core::search_run(plan.codewords, plan.terms + vector * plan.terms_stride, 0, plan.k, y, plan.d,
+                     best);
     return best.code();
   }
 };
@@ -94,8 +94,7 @@ QS_HOST_DEVICE inline void sweep_vq_row_span(const SweepPlan& plan, float* row, 
     if (scale != 0.0f) {  // a zero scale decodes to 0 whatever the code: keep code 0
       for (int p = 0; p < d; ++p) x[p] = values[p] / scale;
       const std::uint64_t v = at / plan.d;
-      const float* metric =
-          plan.metrics ? plan.metrics + v * plan.d * plan.d : nullptr;
+      const float* metric = plan.metrics ? plan.metrics + v * plan.d * plan.d : nullptr;
       core::project(metric, x, plan.d, y);
       code = search(plan, v, y);
     }

@@ -58,9 +58,8 @@ struct TransposedCodebook {
 };
 
 // cost = term − 2·dot(c, y), dot in coordinate order (vq_search_core.h codeword_cost).
-QS_VQ_VECTOR_CLONES std::uint32_t lane_search(const TransposedCodebook& book,
-                                              const SweepPlan& plan, const float* terms,
-                                              const float* y) {
+QS_VQ_VECTOR_CLONES std::uint32_t lane_search(const TransposedCodebook& book, const SweepPlan& plan,
+                                              const float* terms, const float* y) {
   const std::uint32_t d = plan.d;
   Floats best_cost = Floats{} + std::numeric_limits<float>::infinity();
   Ints best_index = Ints{} - 1;

@@ -11,9 +11,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "../gptq_row_objective.h"
 #include "../vq_sweep.h"
 #include "cublas_handle.h"
-#include "../gptq_row_objective.h"
 #include "device_buffer.h"
 
 namespace qs::vq::detail {
@@ -42,8 +42,7 @@ __global__ void sweep_vq_block(SweepPlan plan, float* w, std::uint64_t i1, int c
   sweep_vq_row_span(plan, w + r * cols, i1, count, u_block, static_cast<std::uint64_t>(count),
                     codes + r * (cols / plan.d), scales + r * (cols / kScaleGroup),
                     swept ? swept + r * cols : nullptr, row_errors, CoreSearch{});
-  if (plan.u && row_objective)
-    row_objective[r] += gptq::detail::sum_of_squares(row_errors, count);
+  if (plan.u && row_objective) row_objective[r] += gptq::detail::sum_of_squares(row_errors, count);
 }
 
 template <typename T>
@@ -101,8 +100,8 @@ void sweep_vq_cuda(std::span<float> w, const SweepPlan& plan, const SweepOutputs
     const float minus_one = -1.0f, one = 1.0f;
     check_cublas(cublasSgemm(blas.handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(cols - i2),
                              static_cast<int>(rows), count, &minus_one, u.data + i1 * cols + i2,
-                             static_cast<int>(cols), errors.data, count, &one,
-                             device_w.data + i2, static_cast<int>(cols)),
+                             static_cast<int>(cols), errors.data, count, &one, device_w.data + i2,
+                             static_cast<int>(cols)),
                  "lazy update");
   }
   check(cudaDeviceSynchronize(), "VQ sweep");
