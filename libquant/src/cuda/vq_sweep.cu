@@ -1,9 +1,9 @@
-// The GPTQ-VQ sweep on the GPU (docs/algorithms/vq.md, "Backends"): one kernel per 128-column block
-// with a thread per row running the host's per-row step (vq_sweep_row.h), the block's slice of U
-// in shared memory, the codebook and the per-vector metric tables in global memory (read-only,
-// cached); then one cuBLAS SGEMM for the lazy update of the later columns. The codes and scales
-// match the host's as long as the lazy updates do (cuBLAS sums in its own order, so the GPU is
-// held to the reference by agreement, not bit for bit).
+// The GPTQ-VQ sweep on the GPU (docs/algorithms/vq.md, "Backends"): one kernel per 128-column
+// block with a thread per row running the host's per-row step (vq_sweep_row.h), the block's
+// slice of U in shared memory, the codebook and the per-vector metric tables in global memory
+// (read-only, cached); then one cuBLAS SGEMM for the lazy update of the later columns. The codes
+// and scales match the host's as long as the lazy updates do (cuBLAS sums in its own order, so
+// the GPU is held to the reference by agreement, not bit for bit).
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
