@@ -357,6 +357,49 @@ TEST(VqEncode, RefusesNonFiniteWeightsNamingRowAndColumn) {
   }
 }
 
+TEST(VqEncode, RefusesAScaleTheDtypeCannotHold) {
+  const std::uint64_t rows = 3, cols = 256;
+  auto weight = random_weight(rows, cols, 91);
+  for (std::uint64_t c = 128; c < 256; ++c) weight[1 * cols + c] = 70000.0f;  // > F16's 65504
+  VqQuantized out;
+  try {
+    encode(weight, rows, cols, DType::F16, random_codebook(4, 16, 1), nullptr, EncodeSettings{},
+           Backend::Cpu, out);
+    ADD_FAILURE() << "stored an F16 scale of 70000";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.kind(), "vq.scale_range");
+    EXPECT_NE(std::string(error.what()).find("row 1, columns 128..255"), std::string::npos)
+        << error.what();
+  }
+  // BF16 holds it.
+  EXPECT_NO_THROW(encode(weight, rows, cols, DType::BF16, random_codebook(4, 16, 1), nullptr,
+                         EncodeSettings{}, Backend::Cpu, out));
+}
+
+// A Hessian that cannot drive GPTQ (too few tokens) leaves the nearest codewords, still scored
+// by the layer objective.
+TEST(VqEncode, FallbackHessianGivesTheNearestCodewords) {
+  const std::uint64_t rows = 8, cols = 256;
+  const auto h = testing::correlated_second_moments(cols, 700, 5);
+  gptq::Settings settings;
+  settings.order_block = 4;
+  settings.min_tokens = 100000;
+  const auto hessian = gptq::prepare_hessian(h, cols, 700, settings);
+  ASSERT_FALSE(hessian.fallback.empty());
+  const auto weight = random_weight(rows, cols, 7);
+  const auto codebook = random_codebook(4, 256, 9);
+  EncodeSettings plain;
+  plain.compensate = false;
+  const auto nearest = run(weight, rows, cols, codebook, nullptr, plain, Backend::Cpu);
+  const auto encoded = run(weight, rows, cols, codebook, &hessian, EncodeSettings{}, Backend::Cpu);
+  EXPECT_EQ(encoded.quantized.codes, nearest.quantized.codes);
+  const auto objective = gptq::detail::objective_of_decoded(
+      weight, decoded(encoded.quantized, codebook), rows, cols, hessian);
+  EXPECT_GT(encoded.result.relative_loss, 0.0);
+  EXPECT_NEAR(encoded.result.relative_loss, objective.error / objective.reference,
+              1e-6 * encoded.result.relative_loss);
+}
+
 TEST(VqEncode, ShapeErrors) {
   const auto weight = random_weight(2, 256, 97);
   VqQuantized out;

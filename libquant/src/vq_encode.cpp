@@ -48,6 +48,18 @@ void check_finite(std::span<const float> weight, std::uint64_t cols) {
                                   i / cols, i % cols, weight[i]));
 }
 
+// A group whose RMS overflows the scale dtype (F16 above 65504) cannot be stored: refused
+// rather than written as Inf, which would decode to Inf and NaN.
+void check_scales(const VqQuantized& quantized) {
+  const std::uint64_t groups = quantized.cols / kScaleGroup;
+  for (std::uint64_t i = 0; i < quantized.scales.size(); ++i)
+    if (!intq::is_finite_value(quantized.scales[i]))
+      throw_bad_input("vq.scale_range",
+                      fmt::format("the scale of row {}, columns {}..{} overflows {}", i / groups,
+                                  i % groups * kScaleGroup, (i % groups + 1) * kScaleGroup - 1,
+                                  dtype_name(quantized.scale_dtype)));
+}
+
 // The sweep fixes a group's scale and a vector's code once, so the processing order must move
 // whole d-column vectors, their columns in place (gptq::Settings::order_block = d).
 void check_vector_order(const std::vector<std::uint32_t>& order, std::uint32_t d) {
@@ -200,6 +212,7 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
       for (std::uint64_t j = 0; j < cols; ++j)
         swept[r * cols + order[j]] = swept_processing[r * cols + j];
   if (settings.scale_rule == ScaleRule::LeastSquares) refit_scales(live, codewords, d, out);
+  check_scales(out);
 
   std::vector<float> decoded(rows * cols);
   decode(out, rounded, decoded);
