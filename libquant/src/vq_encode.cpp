@@ -12,6 +12,7 @@
 #include <numeric>
 #include <vector>
 
+#include "cpu/vq_search_lanes.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/int_group.h"
 #include "qs/quant/vq.h"
@@ -72,13 +73,15 @@ void check_vector_order(const std::vector<std::uint32_t>& order, std::uint32_t d
 }
 
 // For each processing vector position v, M_v = U_PP⁻¹·U_PP⁻ᵀ of its d×d block of U (inverted in
-// f64, stored in f32) and every codeword's cᵀM_v c by the search core's arithmetic.
+// f64, stored in f32) and every codeword's cᵀM_v c by the search core's arithmetic, into a
+// table of `padded` entries per position (+∞ after K).
 void mahalanobis_tables(const std::vector<float>& u, std::uint64_t cols,
                         const std::vector<float>& codewords, std::uint32_t d, std::uint32_t k,
-                        std::vector<float>& metrics, std::vector<float>& terms) {
+                        std::uint32_t padded, std::vector<float>& metrics,
+                        std::vector<float>& terms) {
   const std::uint64_t vectors = cols / d;
   metrics.assign(vectors * d * d, 0.0f);
-  terms.assign(vectors * k, 0.0f);
+  terms.assign(vectors * padded, std::numeric_limits<float>::infinity());
   tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, vectors, 8), [&](const auto& range) {
     std::vector<double> inverse(d * d);
     for (std::uint64_t v = range.begin(); v != range.end(); ++v) {
@@ -103,7 +106,8 @@ void mahalanobis_tables(const std::vector<float>& u, std::uint64_t cols,
           metric[a * d + b] = static_cast<float>(sum);
         }
       for (std::uint32_t c = 0; c < k; ++c)
-        terms[v * k + c] = core::codeword_term(codewords.data() + std::uint64_t{c} * d, metric, d);
+        terms[v * padded + c] =
+            core::codeword_term(codewords.data() + std::uint64_t{c} * d, metric, d);
     }
   });
 }
@@ -176,13 +180,16 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
   plan.position = position.data();
   plan.u = compensate ? hessian->u.data() : nullptr;
   plan.update = settings.update;
+  // Term tables padded to whole lane groups of the CPU search (+∞ never wins).
+  const std::uint32_t padded = (k + cpu::kLanes - 1) / cpu::kLanes * cpu::kLanes;
+  plan.terms_padded = padded;
   std::vector<float> metrics, terms;
   if (compensate && settings.metric == Metric::Mahalanobis) {
-    mahalanobis_tables(hessian->u, cols, codewords, d, k, metrics, terms);
+    mahalanobis_tables(hessian->u, cols, codewords, d, k, padded, metrics, terms);
     plan.metrics = metrics.data();
-    plan.terms_stride = k;
+    plan.terms_stride = padded;
   } else {
-    terms.resize(k);
+    terms.assign(padded, std::numeric_limits<float>::infinity());
     for (std::uint32_t c = 0; c < k; ++c)
       terms[c] = core::codeword_term(codewords.data() + std::uint64_t{c} * d, nullptr, d);
   }

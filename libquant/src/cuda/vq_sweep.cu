@@ -39,9 +39,9 @@ __global__ void sweep_vq_block(SweepPlan plan, float* w, std::uint64_t i1, int c
   const std::uint64_t r = static_cast<std::uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= plan.rows) return;
   float* row_errors = errors + r * count;
-  sweep_vq_row_span(plan, w + r * cols, i1, count, u_block, static_cast<std::uint64_t>(count),
-                    codes + r * (cols / plan.d), scales + r * (cols / kScaleGroup),
-                    swept ? swept + r * cols : nullptr, row_errors, CoreSearch{});
+  sweep_vq_row_span(plan, {w + r * cols, i1, count, u_block, static_cast<std::uint64_t>(count),
+                           codes + r * (cols / plan.d), scales + r * (cols / kScaleGroup),
+                           swept ? swept + r * cols : nullptr, row_errors});
   if (plan.u && row_objective) row_objective[r] += gptq::detail::sum_of_squares(row_errors, count);
 }
 
@@ -56,7 +56,8 @@ void sweep_vq_cuda(std::span<float> w, const SweepPlan& plan, const SweepOutputs
   const std::uint64_t rows = plan.rows, cols = plan.cols;
   const std::uint64_t vectors = cols / plan.d;
   const std::uint64_t metric_count = plan.metrics ? vectors * plan.d * plan.d : 0;
-  const std::uint64_t term_count = plan.terms_stride ? vectors * plan.terms_stride : plan.k;
+  const std::uint64_t term_count =
+      plan.terms_stride ? vectors * plan.terms_stride : plan.terms_padded;
   DeviceBuffer<float> device_w(rows * cols), u(plan.u ? cols * cols : 0),
       codewords(std::uint64_t{plan.k} * plan.d), metrics(metric_count), terms(term_count),
       scales(out.scales.size()), swept(out.swept.size()), errors(rows * gptq::kLazyBlock);
