@@ -3,13 +3,13 @@
 //              [--reference-rows 32] [--json FILE]`
 // For each shape (gate/up [2048 × 6144], down [6144 × 2048]) and tier: the Hessian factorization
 // (prepare_hessian with order_block = d), the codebook fit (fit_codebook, once per tier, on
-// at most 2^17 sub-vectors of the first shape, as the quantize job samples), the encode (sweep + codeword search +
-// the relative-loss report), its GFLOP/s, and the peak RSS; the reference against the CPU sweep on
-// the first rows (bit-identical, and how much slower); then the whole of GLM-5's routed experts
-// extrapolated: 75 MoE layers × 256 experts × 3 projections = 57,600 matrices, one gate/up
-// factorization per layer and tier dimension, one per expert for down_proj (its inputs differ per
-// expert). Inputs are synthetic (Gaussian weights; the Hessian of correlated activations of
-// `tokens` rows): timings do not depend on the values.
+// at most 2^17 sub-vectors of the first shape, as the quantize job samples), the encode (sweep +
+// codeword search + the relative-loss report), its GFLOP/s, and the peak RSS; the reference against
+// the CPU sweep on the first rows (bit-identical, and how much slower); then the whole of GLM-5's
+// routed experts extrapolated: 75 MoE layers × 256 experts × 3 projections = 57,600 matrices, one
+// gate/up factorization per layer and tier dimension, one per expert for down_proj (its inputs
+// differ per expert). Inputs are synthetic (Gaussian weights; the Hessian of correlated activations
+// of `tokens` rows): timings do not depend on the values.
 
 #include <fmt/format.h>
 #include <sys/resource.h>
@@ -84,12 +84,18 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     auto value = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (flag == "--tiers") tier_names = split(value());
-    else if (flag == "--shapes") shape_names = split(value());
-    else if (flag == "--tokens") tokens = std::stoull(value());
-    else if (flag == "--reference-rows") reference_rows = std::stoull(value());
-    else if (flag == "--cuda") cuda = true;
-    else if (flag == "--json") json_path = value();
+    if (flag == "--tiers")
+      tier_names = split(value());
+    else if (flag == "--shapes")
+      shape_names = split(value());
+    else if (flag == "--tokens")
+      tokens = std::stoull(value());
+    else if (flag == "--reference-rows")
+      reference_rows = std::stoull(value());
+    else if (flag == "--cuda")
+      cuda = true;
+    else if (flag == "--json")
+      json_path = value();
     else {
       fmt::print(stderr, "qs_bench_vq: unknown flag {}\n", flag);
       return 2;
@@ -110,7 +116,8 @@ int main(int argc, char** argv) {
   std::map<std::string, qs::vq::Codebook> codebooks;
 
   for (const auto& shape_name : shape_names) {
-    const Shape shape = shape_name == "down" ? Shape{"down", 6144, 2048} : Shape{"gate", 2048, 6144};
+    const Shape shape =
+        shape_name == "down" ? Shape{"down", 6144, 2048} : Shape{"gate", 2048, 6144};
     const auto layer = qs::bench::synthetic_layer(shape.rows, shape.cols, tokens);
     for (const auto& tier_name : tier_names) {
       const auto tier = qs::preset_vq_tier(tier_name);
@@ -143,8 +150,8 @@ int main(int argc, char** argv) {
           for (std::uint64_t i = 0; i < weights.size(); ++i)
             weights[i] = static_cast<float>(
                 layer.hessian[(i % shape.cols) * shape.cols + i % shape.cols] / mean);
-          codebooks[tier_name] = qs::vq::fit_codebook(points, weights, *tier, qs::DType::F16, {},
-                                                      backend);
+          codebooks[tier_name] =
+              qs::vq::fit_codebook(points, weights, *tier, qs::DType::F16, {}, backend);
         }
       }
       const qs::vq::Codebook& codebook = codebooks.at(tier_name);
@@ -168,8 +175,9 @@ int main(int argc, char** argv) {
       const double search_flops = vectors * tier->k * (2.0 * tier->d + 1.0);
       const double update_flops = double(shape.rows) * shape.cols * shape.cols;
       const double report_flops = 2.0 * shape.rows * shape.cols * shape.cols;
-      const double gflops = (search_flops + update_flops + 2.0 * vectors * tier->d * tier->d +
-                             report_flops) / encode_s / 1e9;
+      const double gflops =
+          (search_flops + update_flops + 2.0 * vectors * tier->d * tier->d + report_flops) /
+          encode_s / 1e9;
 
       // Reference against the CPU on the first rows (rows never interact).
       double reference_s = 0.0, cpu_slice_s = 0.0;

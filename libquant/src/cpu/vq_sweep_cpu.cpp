@@ -1,118 +1,90 @@
 // The GPTQ-VQ sweep on the CPU: as the integer sweep (gptq_sweep_cpu.cpp), rows in parallel
 // (oneTBB) inside each 128-column block, then one fixed-tile SGEMM for the lazy update. Rows
-// never interact and each row runs the reference's step, so the bytes do not depend on the split.
+// never interact and each row runs the reference's per-vector steps (vq_sweep_row.h), so the
+// bytes do not depend on the split.
 //
-// The codeword search is the hot loop (K·(2d + 1) flops per vector, 4096 codewords at 3 bits):
-// here it runs eight codewords at a time in vector registers on a transposed copy of the codebook
-// (coordinate j of every codeword contiguous). Each lane computes one codeword's cost with the
-// operations of vq_search_core.h in the same order (no FMA contraction on the host), each lane
-// keeps its first minimum, and the lanes are merged by (cost, index): the reference's in-order
-// strict-less-than minimum, so the codes are the reference's bit for bit.
+// The codeword search is the hot loop (K·(2d + 1) flops per vector, 4096 codewords at 3 bits). It
+// runs on the vectorised lane search (vq_search_lanes.h, the reference's first minimum bit for
+// bit), and four rows go through the block in lockstep: at each vector position the four rows'
+// vectors share one metric and one term table, so one pass over the codebook serves all four.
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
-#include <cstring>
-#include <limits>
 #include <vector>
 
 #include "../gptq_row_objective.h"
 #include "../vq_sweep.h"
 #include "qs/quant/deterministic_blas.h"
+#include "vq_search_lanes.h"
 
 namespace qs::vq::detail {
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define QS_VQ_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define QS_VQ_VECTOR_CLONES
-#endif
+constexpr std::uint64_t kBatch = cpu::kSearchBatch;
 
-// The lane vectors never cross a call boundary (all helpers are inlined into the cloned search).
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-constexpr std::uint32_t kLanes = 8;
-using Floats = float __attribute__((vector_size(kLanes * sizeof(float))));
-using Ints = std::int32_t __attribute__((vector_size(kLanes * sizeof(std::int32_t))));
-
-[[gnu::always_inline]] inline Floats load(const float* values) {
-  Floats vector;
-  std::memcpy(&vector, values, sizeof vector);
-  return vector;
-}
-
-// The codebook's first `whole` codewords (a multiple of the lane count) as columns: coordinate j
-// of codeword k at [j·whole + k]. The rest (K < 8, or K not a multiple of 8) go through the core.
-struct TransposedCodebook {
-  std::uint32_t whole = 0;
-  std::vector<float> coordinates;
-
-  explicit TransposedCodebook(const SweepPlan& plan)
-      : whole(plan.k / kLanes * kLanes), coordinates(std::uint64_t{whole} * plan.d) {
-    for (std::uint32_t k = 0; k < whole; ++k)
-      for (std::uint32_t j = 0; j < plan.d; ++j)
-        coordinates[std::uint64_t{j} * whole + k] = plan.codewords[std::uint64_t{k} * plan.d + j];
-  }
-};
-
-// cost = term − 2·dot(c, y), dot in coordinate order (vq_search_core.h codeword_cost).
-QS_VQ_VECTOR_CLONES std::uint32_t lane_search(const TransposedCodebook& book,
-                                              const SweepPlan& plan, const float* terms,
-                                              const float* y) {
+// Sweeps rows [first, first + n) (n ≤ kBatch) through one block, vector by vector.
+void sweep_rows(const SweepPlan& plan, const cpu::TransposedCodebook& book, const RowSpan* spans,
+                std::uint64_t n) {
   const std::uint32_t d = plan.d;
-  Floats best_cost = Floats{} + std::numeric_limits<float>::infinity();
-  Ints best_index = Ints{} - 1;
-  Ints index;
-  for (std::uint32_t lane = 0; lane < kLanes; ++lane) index[lane] = static_cast<std::int32_t>(lane);
-  for (std::uint32_t k = 0; k < book.whole; k += kLanes) {
-    Floats dot = load(book.coordinates.data() + k) * y[0];
-    for (std::uint32_t j = 1; j < d; ++j)
-      dot = dot + load(book.coordinates.data() + std::uint64_t{j} * book.whole + k) * y[j];
-    const Floats cost = load(terms + k) - 2.0f * dot;
-    const Ints better = cost < best_cost;
-    best_cost = better ? cost : best_cost;
-    best_index = better ? index : best_index;
-    index += static_cast<std::int32_t>(kLanes);
+  float y[kBatch * core::kMaxDimension];
+  float scales[kBatch];
+  std::uint32_t codes[kBatch];
+  core::NearestCode best[kBatch];
+  for (int j = 0; j < spans[0].count; j += static_cast<int>(d)) {
+    bool any = false;
+    for (std::uint64_t b = 0; b < kBatch; ++b) {
+      std::fill(y + b * d, y + (b + 1) * d, 0.0f);  // rows with scale 0 (or absent) search zeros
+      scales[b] = b < n ? prepare_vector(plan, spans[b], j, y + b * d) : 0.0f;
+      any |= scales[b] != 0.0f;
+    }
+    const std::uint64_t v = (spans[0].i1 + static_cast<std::uint64_t>(j)) / d;
+    const float* terms = plan.terms + v * plan.terms_stride;
+    if (any && n == kBatch) {
+      cpu::search_batch(book, terms, y, best);
+    } else {
+      for (std::uint64_t b = 0; b < n; ++b)
+        if (scales[b] != 0.0f) best[b] = cpu::search(book, terms, y + b * d);
+    }
+    for (std::uint64_t b = 0; b < n; ++b) {
+      codes[b] = scales[b] != 0.0f ? best[b].code() : 0u;
+      finish_vector(plan, spans[b], j, scales[b], codes[b]);
+    }
   }
-  core::NearestCode best;
-  for (std::uint32_t lane = 0; lane < kLanes; ++lane)
-    if (best_index[lane] >= 0)
-      best.merge({best_cost[lane], static_cast<std::uint32_t>(best_index[lane])});
-  // The codewords past the last whole lane group come after every lane's: offered in order.
-  core::search_run(plan.codewords, terms, book.whole, plan.k, y, d, best);
-  return best.code();
 }
-
-struct LaneSearch {
-  const TransposedCodebook* book;
-  std::uint32_t operator()(const SweepPlan& plan, std::uint64_t vector, const float* y) const {
-    return lane_search(*book, plan, plan.terms + vector * plan.terms_stride, y);
-  }
-};
 
 }  // namespace
 
 void sweep_vq_cpu(std::span<float> w, const SweepPlan& plan, const SweepOutputs& out) {
   const std::uint64_t rows = plan.rows, cols = plan.cols;
   const std::uint64_t vectors = cols / plan.d, groups = cols / kScaleGroup;
-  const TransposedCodebook book(plan);
-  const LaneSearch search{&book};
+  const cpu::TransposedCodebook book(plan.codewords, plan.k, plan.d);
   std::vector<float> errors(rows * gptq::kLazyBlock);
+  const std::uint64_t batches = (rows + kBatch - 1) / kBatch;
   for (std::uint64_t i1 = 0; i1 < cols; i1 += gptq::kLazyBlock) {
     const std::uint64_t i2 = std::min<std::uint64_t>(i1 + gptq::kLazyBlock, cols);
     const std::uint64_t count = i2 - i1;
-    tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, rows, 4), [&](const auto& range) {
-      for (std::uint64_t r = range.begin(); r != range.end(); ++r) {
-        float* row_errors = errors.data() + r * count;
-        sweep_vq_row_span(plan, w.data() + r * cols, i1, static_cast<int>(count),
-                          plan.u ? plan.u + i1 * cols + i1 : nullptr, cols,
-                          out.codes.data() + r * vectors, out.scales.data() + r * groups,
-                          out.swept.empty() ? nullptr : out.swept.data() + r * cols, row_errors,
-                          search);
+    tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, batches, 1), [&](const auto& range) {
+      for (std::uint64_t batch = range.begin(); batch != range.end(); ++batch) {
+        const std::uint64_t first = batch * kBatch, n = std::min(kBatch, rows - first);
+        RowSpan spans[kBatch];
+        for (std::uint64_t b = 0; b < n; ++b) {
+          const std::uint64_t r = first + b;
+          spans[b] = {w.data() + r * cols,
+                      i1,
+                      static_cast<int>(count),
+                      plan.u ? plan.u + i1 * cols + i1 : nullptr,
+                      cols,
+                      out.codes.data() + r * vectors,
+                      out.scales.data() + r * groups,
+                      out.swept.empty() ? nullptr : out.swept.data() + r * cols,
+                      errors.data() + r * count};
+        }
+        sweep_rows(plan, book, spans, n);
         if (plan.u && !out.row_objective.empty())
-          out.row_objective[r] += gptq::detail::sum_of_squares(row_errors, count);
+          for (std::uint64_t b = 0; b < n; ++b)
+            out.row_objective[first + b] += gptq::detail::sum_of_squares(spans[b].errors, count);
       }
     });
     if (plan.u && i2 < cols)
