@@ -29,6 +29,7 @@
 
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/bit_allocation.h"
+#include "qs/quant/int_group.h"
 #include "qs/quant/int_quantizer.h"
 #include "qs/quant/vq_allocation_error.h"
 #include "qs/run/evaluation.h"
@@ -63,6 +64,13 @@ struct Configuration {
   vq::EncodeSettings settings;
   int refine = 0;            // codebook refinement rounds on the compensated targets
   bool spine_int4 = false;   // the spine Linears INT4 g128 GPTQ too
+  // Every group scale of a module × tr(W·H·Wᵀ) / tr(Ŵ·H·Wᵀ) (rounded to BF16 again): undoes
+  // the shrinkage of the experts' outputs that nearest-centroid codes bring (a diagnostic).
+  bool unshrink = false;
+  // After the sweep, each row's group scales refitted with codes fixed to minimise that row's
+  // output error (w − Σ_g s_g·c_g)ᵀ·H·(w − Σ_g s_g·c_g): least squares in the layer objective's
+  // metric, not the weights' (ScaleRule::LeastSquares fits the source weights).
+  bool output_refit = false;
 };
 
 struct Outcome {
@@ -70,6 +78,7 @@ struct Outcome {
   double bpw = 0.0;
   run::DivergenceReport divergence;
   double objective = 0.0, reference = 0.0;  // Σ tr(ΔW·H·ΔWᵀ), Σ tr(W·H·Wᵀ) of routed experts
+  double energy = 0.0;                      // Σ tr(Ŵ·H·Ŵᵀ): the decoded experts' output energy
   std::string allocation;                   // tier histogram of an allocated configuration
   double encode_s = 0.0, eval_s = 0.0;
 };
@@ -103,7 +112,9 @@ std::vector<Configuration> configurations() {
     const std::string suffix = spine ? "+spine4" : "";
     const auto spine_int4 = [spine](Configuration& c) { c.spine_int4 = spine; };
     const std::string spine_text = spine ? ", spine INT4 g128 GPTQ" : ", spine BF16";
-    add("vq2" + suffix, "mixed", "uniform VQ d4/K256, GPTQ-VQ" + spine_text, {"vq2"}, spine_int4);
+    // (uniform vq2 with the spine BF16 is the uniform table's row)
+    if (spine)
+      add("vq2" + suffix, "mixed", "uniform VQ d4/K256, GPTQ-VQ" + spine_text, {"vq2"}, spine_int4);
     add("mixed-vq" + suffix, "mixed", "allocator over vq1/vq2/vq3, GPTQ-VQ" + spine_text,
         {"vq1", "vq2", "vq3"}, spine_int4);
     add("mixed-int" + suffix, "mixed", "allocator over int1/int2/int3 scalars, GPTQ" + spine_text,
@@ -127,6 +138,36 @@ std::vector<Configuration> configurations() {
     add(tier + "-lsq", "ablation", "least-squares scale refit", {tier},
         [](Configuration& c) { c.settings.scale_rule = vq::ScaleRule::LeastSquares; });
   }
+  // What decides the 2-bit and 1-bit gaps (the note's investigation): output shrinkage undone,
+  // and other vector lengths at the same bits (custom tiers).
+  for (const std::string tier : {"int1", "vq1", "vq2", "vq3"})
+    add(tier + "-unshrink", "investigation", "module scales × 1/output gain", {tier},
+        [](Configuration& c) { c.unshrink = true; });
+  for (const std::string tier : {"vq1", "vq2", "vq3"}) {
+    if (tier == "vq3")
+      add("vq3-refine1", "investigation", "1 codebook refinement round", {"vq3"},
+          [](Configuration& c) { c.refine = 1; });
+    add(tier + "-refine1-unshrink", "investigation", "1 refinement round, scales × 1/output gain",
+        {tier}, [](Configuration& c) {
+          c.refine = 1;
+          c.unshrink = true;
+        });
+  }
+  for (const bool spine : {false, true})
+    add(std::string("mixed-vq-refine1") + (spine ? "+spine4" : ""), "investigation",
+        std::string("allocator over vq1/vq2/vq3, 1 refinement round") +
+            (spine ? ", spine INT4 g128 GPTQ" : ", spine BF16"),
+        {"vq1", "vq2", "vq3"}, [spine](Configuration& c) {
+          c.refine = 1;
+          c.spine_int4 = spine;
+        });
+  for (const std::string tier : {"vq1", "vq2"})
+    add(tier + "-output-refit", "investigation", "scales refitted by least squares in H's metric",
+        {tier}, [](Configuration& c) { c.output_refit = true; });
+  add("vq1-d4", "investigation", "1-bit VQ d4/K16, GPTQ-VQ", {"vq1-d4"}, none);
+  add("vq2-d2", "investigation", "2-bit VQ d2/K16, GPTQ-VQ", {"vq2-d2"}, none);
+  add("vq2-d2-unshrink", "investigation", "2-bit VQ d2/K16, scales × 1/output gain", {"vq2-d2"},
+      [](Configuration& c) { c.unshrink = true; });
   return list;
 }
 
@@ -144,6 +185,8 @@ class Study {
         experts_(routed_experts(checkpoint_, statistics_)),
         tokens_(run::read_tokens_argument(options.tokens, "", options.rows)) {
     for (const auto& tier : preset_vq_tiers()) tiers_.emplace(tier.name, tier);
+    tiers_.emplace("vq1-d4", vq::Tier{"vq1-d4", 4, 16, VqCodebookKind::Learned});
+    tiers_.emplace("vq2-d2", vq::Tier{"vq2-d2", 2, 16, VqCodebookKind::Learned});
   }
 
   Outcome run(const Configuration& configuration) {
@@ -172,7 +215,11 @@ class Study {
       for (const auto& module : experts_) {
         const auto& tier = tiers_.at(tier_of.at(module.name));
         vq::VqQuantized quantized;
-        decoded.set(module, encode(module, books.at(tier.name), configuration.settings, quantized));
+        auto values = encode(module, books.at(tier.name), configuration.settings, quantized);
+        if (configuration.output_refit)
+          values = output_refitted(module, books.at(tier.name), quantized);
+        if (configuration.unshrink) values = unshrunk(module, books.at(tier.name), quantized, values);
+        decoded.set(module, std::move(values));
         weights += module.rows * module.cols;
         bits += static_cast<double>(module.rows * module.cols) * tier.bits_per_weight();
       }
@@ -185,6 +232,8 @@ class Study {
           gptq::detail::objective_of_decoded(module.weight, values, module.rows, module.cols, *prepared);
       outcome.objective += objective.error;
       outcome.reference += objective.reference;
+      outcome.energy +=
+          gptq::detail::quadratic_form(values, module.rows, module.cols, *prepared);
     }
     if (configuration.spine_int4) decoded.merge(spine_int4());
     outcome.encode_s = seconds_since(start);
@@ -226,6 +275,74 @@ class Study {
     return values;
   }
 
+  std::vector<float> output_refitted(const StudyModule& module, const vq::Codebook& codebook,
+                                     vq::VqQuantized& quantized) {
+    const auto& h = hessians_.moments(module.name);
+    const std::uint64_t cols = module.cols, d = codebook.tier.d, groups = cols / vq::kScaleGroup;
+    std::vector<double> basis(groups * cols), hv(groups * cols), a(groups * groups), b(groups);
+    for (std::uint64_t r = 0; r < module.rows; ++r) {
+      std::fill(basis.begin(), basis.end(), 0.0);
+      for (std::uint64_t c = 0; c < cols; ++c) {
+        const auto code = quantized.codes[r * (cols / d) + c / d];
+        basis[(c / vq::kScaleGroup) * cols + c] = codebook.codewords[code * d + c % d];
+      }
+      for (std::uint64_t g = 0; g < groups; ++g)
+        for (std::uint64_t i = 0; i < cols; ++i) {
+          double sum = 0.0;
+          for (std::uint64_t c = g * vq::kScaleGroup; c < (g + 1) * vq::kScaleGroup; ++c)
+            sum += h[i * cols + c] * basis[g * cols + c];
+          hv[g * cols + i] = sum;  // (H·v_g)_i
+        }
+      for (std::uint64_t g = 0; g < groups; ++g) {
+        b[g] = 0.0;
+        for (std::uint64_t i = 0; i < cols; ++i) b[g] += hv[g * cols + i] * module.weight[r * cols + i];
+        for (std::uint64_t k = 0; k < groups; ++k) {
+          double sum = 0.0;
+          for (std::uint64_t i = 0; i < cols; ++i) sum += hv[g * cols + i] * basis[k * cols + i];
+          a[g * groups + k] = sum;
+        }
+      }
+      // Gaussian elimination (G ≤ 48, positive definite unless a group is all zero codes).
+      std::vector<double> m = a, x = b;
+      bool singular = false;
+      for (std::uint64_t p = 0; p < groups && !singular; ++p) {
+        if (m[p * groups + p] <= 1e-30) { singular = true; break; }
+        for (std::uint64_t q = p + 1; q < groups; ++q) {
+          const double f = m[q * groups + p] / m[p * groups + p];
+          for (std::uint64_t k = p; k < groups; ++k) m[q * groups + k] -= f * m[p * groups + k];
+          x[q] -= f * x[p];
+        }
+      }
+      if (singular) continue;
+      for (std::uint64_t p = groups; p-- > 0;) {
+        for (std::uint64_t k = p + 1; k < groups; ++k) x[p] -= m[p * groups + k] * x[k];
+        x[p] /= m[p * groups + p];
+      }
+      for (std::uint64_t g = 0; g < groups; ++g)
+        if (quantized.scales[r * groups + g] != 0.0f)
+          quantized.scales[r * groups + g] = intq::round_to_dtype(static_cast<float>(x[g]), DType::BF16);
+    }
+    std::vector<float> values(module.rows * module.cols);
+    vq::decode(quantized, codebook, values);
+    return values;
+  }
+
+  std::vector<float> unshrunk(const StudyModule& module, const vq::Codebook& codebook,
+                              vq::VqQuantized& quantized, const std::vector<float>& values) {
+    const auto* prepared = hessians_.prepared(module.name, 1);
+    const auto o = gptq::detail::objective_of_decoded(module.weight, values, module.rows,
+                                                      module.cols, *prepared);
+    const double energy = gptq::detail::quadratic_form(values, module.rows, module.cols, *prepared);
+    // tr(Ŵ·H·Wᵀ) = (tr(W·H·Wᵀ) + tr(Ŵ·H·Ŵᵀ) − tr(ΔW·H·ΔWᵀ)) / 2
+    const double cross = (o.reference + energy - o.error) / 2.0;
+    if (cross <= 0.0) return values;
+    const auto factor = static_cast<float>(o.reference / cross);
+    for (float& scale : quantized.scales) scale = intq::round_to_dtype(scale * factor, DType::BF16);
+    std::vector<float> rescaled(values.size());
+    vq::decode(quantized, codebook, rescaled);
+    return rescaled;
+  }
+
   const vq::Codebook& codebook(const std::string& tier) {
     auto found = codebooks_.find(tier);
     if (found == codebooks_.end()) {
@@ -242,17 +359,22 @@ class Study {
   // The tier's codebook after `rounds` of refinement: encode every expert, re-fit each
   // codeword to the compensated targets its vectors had, repeat.
   vq::Codebook refined(const std::string& tier, const vq::EncodeSettings& settings, int rounds) {
-    vq::Codebook current = codebook(tier);
-    for (int round = 0; round < rounds; ++round) {
-      vq::CodebookRefinement refinement(current);
-      for (const auto& module : experts_) {
-        vq::VqQuantized quantized;
-        std::vector<float> swept(module.rows * module.cols);
-        encode(module, current, settings, quantized, swept);
-        refinement.add(swept, quantized, hessians_.column_weights(module.name));
-      }
-      current = refinement.refined();
+    if (rounds == 0) return codebook(tier);
+    const auto key = fmt::format("{}/{}/{}/{}/{}/{}", tier, rounds, settings.compensate,
+                                 static_cast<int>(settings.metric),
+                                 static_cast<int>(settings.update),
+                                 static_cast<int>(settings.scale_rule));
+    if (const auto found = refined_.find(key); found != refined_.end()) return found->second;
+    vq::Codebook current = rounds > 1 ? refined(tier, settings, rounds - 1) : codebook(tier);
+    vq::CodebookRefinement refinement(current);
+    for (const auto& module : experts_) {
+      vq::VqQuantized quantized;
+      std::vector<float> swept(module.rows * module.cols);
+      encode(module, current, settings, quantized, swept);
+      refinement.add(swept, quantized, hessians_.column_weights(module.name));
     }
+    current = refinement.refined();
+    refined_.emplace(key, current);
     return current;
   }
 
@@ -319,19 +441,26 @@ class Study {
   run::TokenBatch tokens_;
   std::map<std::string, vq::Tier> tiers_;
   std::map<std::string, vq::Codebook> codebooks_;
+  std::map<std::string, vq::Codebook> refined_;  // by tier, rounds and encoder settings
   std::unique_ptr<DecodedWeights> spine_;
 };
 
+double relative(double value, const Outcome& o) { return o.reference > 0 ? value / o.reference : 0.0; }
+// tr(Ŵ·H·Wᵀ) / tr(W·H·Wᵀ): below 1 when the decoded experts' outputs shrink towards 0.
+double gain(const Outcome& o) {
+  return relative((o.reference + o.energy - o.objective) / 2.0, o);
+}
+
 void print_table(const std::vector<Outcome>& outcomes) {
-  fmt::print("| configuration | what | bpw | mean KLD | same top-1 | objective (rel.) | encode s | eval s |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|\n");
+  fmt::print("| configuration | what | bpw | mean KLD | same top-1 | objective (rel.) | output gain | output energy | encode s | eval s |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& o : outcomes) {
     const auto& d = o.divergence;
-    fmt::print("| {} | {}{} | {:.3f} | {:.5f} ± {:.5f} | {:.4f} ± {:.4f} | {:.4f} | {:.1f} | {:.1f} |\n",
+    fmt::print("| {} | {}{} | {:.3f} | {:.5f} ± {:.5f} | {:.4f} ± {:.4f} | {:.4f} | {:.3f} | {:.3f} | {:.1f} | {:.1f} |\n",
                o.configuration.name, o.configuration.description,
                o.allocation.empty() ? "" : " (" + o.allocation + ")", o.bpw, d.kld.mean,
                d.kld.error, d.top1_agreement.mean, d.top1_agreement.error,
-               o.reference > 0 ? o.objective / o.reference : 0.0, o.encode_s, o.eval_s);
+               relative(o.objective, o), gain(o), relative(o.energy, o), o.encode_s, o.eval_s);
   }
 }
 
@@ -347,6 +476,8 @@ nlohmann::ordered_json outcome_json(const Outcome& o) {
           {"ppl_ratio", d.ppl_ratio},
           {"objective", o.objective},
           {"objective_reference", o.reference},
+          {"output_energy", o.energy},
+          {"output_gain", gain(o)},
           {"encode_s", o.encode_s},
           {"eval_s", o.eval_s}};
 }
