@@ -153,6 +153,46 @@ TEST_F(VqQuantizeCli, DryRunPrintsTheTierHistogramAndWritesNothing) {
   EXPECT_EQ(plan["vq"]["layers"].size(), 3u);
 }
 
+// A one-tier rule pins every module to it; `codebooks: layer` gives each MoE layer its own
+// codebook; without compensation or allocation no statistics file is needed.
+TEST(VqQuantizeCliWithoutStatistics, PinnedTierWithLayerCodebooks) {
+  ScratchDirectory scratch("vq-layer-codebooks");
+  const auto recipe = scratch.path() / "vq2-layer.yaml";
+  {
+    std::ofstream file(recipe);
+    file << "format: compressed-tensors\n"
+            "rules:\n"
+            "  - mtp: true\n"
+            "    action: keep\n"
+            "  - category: routed_expert\n"
+            "    action: vq\n"
+            "    tiers: [vq2]\n"
+            "    codebooks: layer\n"
+            "    compensation: none\n";
+  }
+  const auto out = scratch.path() / "vq2";
+  const auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " +
+                              quoted(recipe));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto config = nlohmann::json::parse(read_text_file(out / "config.json"));
+  const auto& modules = config["quantization_config"]["vq"]["modules"];
+  EXPECT_EQ(modules.size(), 3u * 16u * 3u);
+  auto checkpoint = Checkpoint::open(out);
+  for (const auto& [module, entry] : modules.items()) {
+    EXPECT_EQ(entry["tier"], "vq2") << module;
+    const auto layer = module.substr(0, module.find(".mlp."));
+    EXPECT_EQ(entry["codebook"], layer + ".mlp.experts.vq_codebooks.vq2") << module;
+  }
+  for (int layer = 1; layer <= 3; ++layer) {
+    const auto codebook =
+        checkpoint.find(fmt::format("model.layers.{}.mlp.experts.vq_codebooks.vq2", layer));
+    ASSERT_TRUE(codebook) << layer;
+    EXPECT_EQ(codebook->info->shape, (std::vector<std::uint64_t>{256, 4}));
+    EXPECT_EQ(codebook->info->dtype, DType::F16);
+  }
+  EXPECT_FALSE(checkpoint.find("vq_codebooks.vq2"));
+}
+
 // Starts the CLI in the background (output discarded) and returns its pid.
 pid_t spawn_cli(const std::string& arguments_line) {
   std::vector<std::string> arguments = {"/bin/sh", "-c",
