@@ -567,7 +567,9 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--param", options->parameters,
                       "NAME=VALUE: override a parameter the recipe declares");
   command->add_flag("--dry-run", options->dry_run,
-                    "print the plan (per tensor and in total) and stop before any data is read");
+                    "print the plan (per tensor and in total) and stop before any data is read "
+                    "(vq rules: the tier histogram per layer and the bits per weight, from a "
+                    "preparation that reads sampled rows of the experts)");
   command->add_flag("--json", options->json, "machine-readable plan / report on stdout");
   command->add_flag("--resume", options->resume, "continue a killed or interrupted run");
   command->add_flag("--force", options->force,
@@ -583,7 +585,8 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--max-buffer", options->max_buffer,
                       "memory for tensors in flight, e.g. 1GiB (default 256MiB)");
   command->add_option("--calib", options->calibration,
-                      "statistics from quantsmith calibrate: Hessians for GPTQ, activation "
+                      "statistics from quantsmith calibrate: Hessians for GPTQ and VQ (which "
+                      "needs this file: codebooks and tiers are fixed at plan time), activation "
                       "ranges for W4A4");
   command->add_option("--activations", options->activations,
                       "nvfp4 (W4A4, static input scales from --calib) or none (W4A16; the "
