@@ -27,15 +27,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// splitmix64: a seeded, platform-independent sequence (std::mt19937's distributions are not
-// specified bit for bit across standard libraries).
-std::uint64_t next_random(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 std::uint64_t name_hash(const std::string& name) {  // FNV-1a: stable across runs and builds
   std::uint64_t hash = 0xcbf29ce484222325ull;
   for (const unsigned char c : name) hash = (hash ^ c) * 0x100000001b3ull;
