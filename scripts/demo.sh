@@ -70,6 +70,16 @@ for variant in gptq gptq-seq rtn; do
     --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep 'mean KLD'
 done
 
+step "quantize: seed 004 — routed experts as mixed 1/2/3-bit VQ (shared codebooks, GPTQ-VQ), spine INT4"
+# The tiers are allocated per expert projection for 1.9 bits per weight (scales included) from
+# the all-experts statistics above; codebooks and tiers are fixed before any expert is encoded.
+"$quantsmith" quantize "$model" "$out/tiny-vq" --recipe recipes/glm5-vq-seed004.yaml \
+  --param target_bpw=1.9 --calib "$out/calib-all-experts.qsc" 2>/dev/null |
+  grep -E '^(vq|  layer|quantized)'
+"$quantsmith" validate "$out/tiny-vq" --ref "$model" | tail -n 1
+"$quantsmith" eval --ref "$model" --model "$out/tiny-vq" \
+  --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep 'mean KLD'
+
 step "splice: seed 000 — W8A16 attention/dense/shared/MTP from one checkpoint, NVFP4 routed experts from another"
 "$quantsmith" quantize "$model" "$out/tiny-w8a16" --recipe recipes/glm5-w8a16-int8mix-seed000.yaml
 "$quantsmith" quantize "$model" "$out/tiny-nvfp4-experts" --recipe recipes/glm5-nvfp4-seed001.yaml \

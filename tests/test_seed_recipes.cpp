@@ -75,5 +75,27 @@ TEST(SeedRecipes, Seed003WritesAnInt4Group32Draft) {
     EXPECT_TRUE(location.info->name.starts_with("model.layers.4.")) << location.info->name;
 }
 
+TEST(SeedRecipes, Seed004WritesMixedVqExpertsAndAnInt4Spine) {
+  ScratchDirectory scratch("seed004");
+  const auto config = run_seed("batch-seed004-vq.yaml", scratch.path(), "vq");
+  const auto& quantization = config["quantization_config"];
+  EXPECT_EQ(group_formats(config), (std::set<std::string>{"pack-quantized"}));  // the spine
+  std::set<std::string> tiers;
+  for (const auto& [module, entry] : quantization["vq"]["modules"].items()) {
+    EXPECT_NE(module.find(".mlp.experts."), std::string::npos) << module;
+    EXPECT_EQ(module.find("model.layers.4."), std::string::npos) << module;  // MTP stays BF16
+    tiers.insert(entry["tier"].get<std::string>());
+  }
+  EXPECT_EQ(quantization["vq"]["modules"].size(), 3u * 16u * 3u);  // layers 1-3, 16 experts
+  EXPECT_GE(tiers.size(), 2u);
+  for (const auto& tier : tiers) EXPECT_TRUE(tier == "vq1" || tier == "vq2" || tier == "vq3");
+  auto output = Checkpoint::open(scratch.path() / "vq");
+  auto source = Checkpoint::open(kModel);
+  const std::string mtp = "model.layers.4.mlp.experts.3.gate_proj.weight";
+  EXPECT_EQ(output.at(mtp).shard->read(*output.at(mtp).info),
+            source.at(mtp).shard->read(*source.at(mtp).info));
+  EXPECT_EQ(output.at("model.layers.1.self_attn.o_proj.weight_packed").info->dtype, DType::I32);
+}
+
 }  // namespace
 }  // namespace qs

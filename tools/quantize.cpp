@@ -28,6 +28,7 @@
 #include "qs/quant/device_selection.h"
 #include "qs/quant/quantize_transforms.h"
 #include "scheme_presets.h"
+#include "vq_quantize.h"
 
 namespace qs::cli {
 namespace {
@@ -351,6 +352,23 @@ std::string numerics_fingerprint(const DeviceSelection& devices, const CudaAvail
                      blas::numerics_identity());
 }
 
+// What decides the output bytes besides the plan and the pipelined job's tokens: the recipe
+// and flags, the numerics, the statistics file.
+std::string job_fingerprint(const QuantizeOptions& options, const Recipe& recipe,
+                            const DeviceSelection& devices, const CudaAvailability& cuda) {
+  std::string fingerprint = fmt::format(
+      "quantsmith {}|recipe={}|format={}|method={}|nan={}", kQuantsmithVersion,
+      options.recipe.empty() ? scheme_recipe_text(options.scheme) : read_text_file(options.recipe),
+      output_format_name(recipe.format), recipe.scale_method, options.nan_policy);
+  for (const auto& parameter : options.parameters) fingerprint += "|" + parameter;
+  fingerprint += numerics_fingerprint(devices, cuda);
+  if (!options.calibration.empty())
+    fingerprint += fmt::format(
+        "|calib={}:{}:{}", options.calibration, std::filesystem::file_size(options.calibration),
+        std::filesystem::last_write_time(options.calibration).time_since_epoch().count());
+  return fingerprint;
+}
+
 // Tensors holding NaN or Inf (under --nan-policy zero; `error` stops at the first).
 void print_non_finite(const ExecutionReport& report) {
   if (report.non_finite.empty()) return;
@@ -402,6 +420,14 @@ int run_quantize(const QuantizeOptions& options) {
   const auto pipeline_options = pipeline_options_from(options, devices, partition.has_value());
   std::optional<CalibrationStore> calibration;
   if (!options.calibration.empty()) calibration = CalibrationStore::open(options.calibration);
+  const std::string fingerprint = job_fingerprint(options, recipe, devices, cuda);
+  // VQ fixes its codebooks and tiers before the plan (and saves them in OUT, claiming it).
+  const auto vq_job = prepare_vq_job(
+      source, recipe, calibration ? &*calibration : nullptr,
+      {options.output, output_mode_from_flags(options.resume, options.force), options.dry_run,
+       partition.has_value(), pipeline_options.has_value(), devices.device, fingerprint});
+  QuantizeStageTimes vq_times;
+  if (vq_job) settings.stage_times = &vq_times;
   std::unique_ptr<pipeline::PipelinedQuantization> pipelined;
   std::string token_digest;
   if (pipeline_options) {
@@ -418,7 +444,7 @@ int run_quantize(const QuantizeOptions& options) {
   auto planned = plan_quantization(
       source, recipe,
       [&](const QuantizeRequest& request) { return make_quantize_transform(request, settings); },
-      statistics);
+      statistics, vq_job ? &vq_job->assignment : nullptr);
   const std::uint64_t max_shard_bytes =
       options.max_shard_size.empty() ? recipe.max_shard_bytes.value_or(5'000'000'000)
                                      : parse_byte_size(options.max_shard_size);
@@ -430,9 +456,11 @@ int run_quantize(const QuantizeOptions& options) {
       auto out = plan_json(planned, recipe);
       if (partition) out["part"] = part_share_json(planned.plan, max_shard_bytes, *partition);
       if (pipelined) out["calibration"] = pipeline_json(*pipelined, options, calib_memory);
+      if (vq_job) out["vq"] = vq_job_json(*vq_job);
       fmt::print("{}\n", out.dump(2));
     } else {
       print_plan(planned, recipe);
+      if (vq_job) print_vq_job(*vq_job);
       if (partition) fmt::print("{}\n", part_share_line(planned.plan, max_shard_bytes, *partition));
       if (pipelined) print_pipeline_memory(*pipelined, calib_memory);
     }
@@ -450,16 +478,7 @@ int run_quantize(const QuantizeOptions& options) {
   execution.max_buffer_bytes = parse_byte_size(options.max_buffer);
   execution.resume = options.resume;
   execution.force = options.force;
-  execution.fingerprint = fmt::format(
-      "quantsmith {}|recipe={}|format={}|method={}|nan={}", kQuantsmithVersion,
-      options.recipe.empty() ? scheme_recipe_text(options.scheme) : read_text_file(options.recipe),
-      output_format_name(recipe.format), recipe.scale_method, options.nan_policy);
-  for (const auto& parameter : options.parameters) execution.fingerprint += "|" + parameter;
-  execution.fingerprint += numerics_fingerprint(devices, cuda);
-  if (calibration)
-    execution.fingerprint += fmt::format(
-        "|calib={}:{}:{}", options.calibration, std::filesystem::file_size(options.calibration),
-        std::filesystem::last_write_time(options.calibration).time_since_epoch().count());
+  execution.fingerprint = fingerprint;
   if (pipelined)
     execution.fingerprint +=
         fmt::format("|calib-tokens={}|inputs={}|experts={}", token_digest,
@@ -474,10 +493,12 @@ int run_quantize(const QuantizeOptions& options) {
       use_cuda_device(devices.cuda_devices[worker]);
     };
   execution.partition = partition;
+  if (vq_job && vq_job->claimed) execution.claimed_output = &*vq_job->claimed;
   const auto report = pipelined ? run_pipelined(*pipelined, planned.plan, execution)
                                 : execute_with_progress(planned.plan, execution, "quantize");
   const double seconds = std::max(report.seconds, 1e-9);
   if (report.interrupted) return report_interruption(report);
+  if (vq_job) finish_vq_job(*vq_job);
   if (partition && report.already_finalized) {
     if (options.json)
       fmt::print("{}\n", part_status_json(report, *partition).dump(2));
@@ -498,6 +519,7 @@ int run_quantize(const QuantizeOptions& options) {
                   {"mean_snr_db", mean_snr_db(report)}};
     if (partition) out["run"]["part"] = part_status_json(report, *partition);
     if (pipelined) out["pipeline"] = stage_json(pipelined->stage_times(report));
+    if (vq_job) out["vq"] = vq_job_json(*vq_job, &vq_times);
     out["quality"] = quality_json(report);
     out["non_finite"] = non_finite_json(report);
     fmt::print("{}\n", out.dump(2));
@@ -512,6 +534,7 @@ int run_quantize(const QuantizeOptions& options) {
     if (!report.quality.empty()) fmt::print(", mean weight SNR {:.2f} dB", mean_snr_db(report));
     fmt::print("\n");
     print_gptq_summary(report);
+    if (vq_job) print_vq_job(*vq_job, &vq_times);
     if (partition) print_part_status(report, *partition, options.output);
     if (pipelined) print_stages(pipelined->stage_times(report));
   }
@@ -544,7 +567,9 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--param", options->parameters,
                       "NAME=VALUE: override a parameter the recipe declares");
   command->add_flag("--dry-run", options->dry_run,
-                    "print the plan (per tensor and in total) and stop before any data is read");
+                    "print the plan (per tensor and in total) and stop before any data is read "
+                    "(vq rules: the tier histogram per layer and the bits per weight, from a "
+                    "preparation that reads sampled rows of the experts)");
   command->add_flag("--json", options->json, "machine-readable plan / report on stdout");
   command->add_flag("--resume", options->resume, "continue a killed or interrupted run");
   command->add_flag("--force", options->force,
@@ -560,7 +585,8 @@ SubcommandRunner register_quantize(CLI::App& app) {
   command->add_option("--max-buffer", options->max_buffer,
                       "memory for tensors in flight, e.g. 1GiB (default 256MiB)");
   command->add_option("--calib", options->calibration,
-                      "statistics from quantsmith calibrate: Hessians for GPTQ, activation "
+                      "statistics from quantsmith calibrate: Hessians for GPTQ and VQ (which "
+                      "needs this file: codebooks and tiers are fixed at plan time), activation "
                       "ranges for W4A4");
   command->add_option("--activations", options->activations,
                       "nvfp4 (W4A4, static input scales from --calib) or none (W4A16; the "

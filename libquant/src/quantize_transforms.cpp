@@ -17,6 +17,7 @@
 #include "transforms/integer_transforms.h"
 #include "transforms/nvfp4_transforms.h"
 #include "transforms/signal_guard.h"
+#include "transforms/vq_transforms.h"
 #include "transforms/weight_guard.h"
 
 namespace qs {
@@ -33,6 +34,7 @@ std::shared_ptr<const Transform> make_unguarded_transform(const QuantizeRequest&
                                                           QuantizerSettings& settings) {
   if (is_integer(request.action)) return make_integer_transform(request, settings);
   if (request.action == RecipeAction::Fp8Block) return make_fp8_block_transform(settings);
+  if (request.action == RecipeAction::Vq) return make_vq_transform(request, settings);
   return make_nvfp4_transform(request, settings);
 }
 

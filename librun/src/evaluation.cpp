@@ -95,7 +95,8 @@ EvaluationReport evaluate(const Checkpoint& reference, const Checkpoint& test,
                     fmt::format("rows of {} token(s): eval needs at least 2 per row to score a "
                                 "next token",
                                 tokens.seq));
-  const LanguageModel reference_model(reference, options.device), test_model(test, options.device);
+  const LanguageModel reference_model(reference, options.device),
+      test_model(test, options.device, options.test_overrides);
   const auto& dims = reference_model.architecture().dimensions;
   const auto& test_dims = test_model.architecture().dimensions;
   if (dims.family != test_dims.family)

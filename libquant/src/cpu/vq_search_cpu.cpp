@@ -86,26 +86,44 @@ template <std::uint32_t D, std::uint32_t V>
 }
 
 // Σ_j w_j·(x_j − c_j)² in coordinate order (core::weighted_distance), plus the padding's +∞
-// (0 for real codewords: adding it changes no cost).
-template <std::uint32_t D>
-[[gnu::always_inline]] inline core::NearestCode weighted_lanes(const TransposedCodebook& book,
-                                                               const float* padding,
-                                                               const float* x, const float* w) {
+// (0 for real codewords: adding it changes no cost), for V points at once (`x`, `w` [V, d];
+// `w` null: all 1).
+template <std::uint32_t D, std::uint32_t V>
+[[gnu::always_inline]] inline void weighted_lanes(const TransposedCodebook& book,
+                                                  const float* padding, const float* x,
+                                                  const float* w, core::NearestCode* best) {
   const std::uint32_t d = D != 0 ? D : book.d;
-  LaneMinima minima;
+  LaneMinima minima[V];
   Ints index = first_indices();
   for (std::uint32_t k = 0; k < book.padded; k += kLanes) {
-    Floats sum = Floats{};
+    Floats sum[V];
+    for (std::uint32_t v = 0; v < V; ++v) sum[v] = Floats{};
     for (std::uint32_t j = 0; j < d; ++j) {
-      const Floats difference =
-          x[j] - load(book.coordinates.data() + std::uint64_t{j} * book.padded + k);
-      const Floats squared = difference * difference;
-      sum = sum + (w ? w[j] * squared : squared);
+      const Floats coordinate = load(book.coordinates.data() + std::uint64_t{j} * book.padded + k);
+      for (std::uint32_t v = 0; v < V; ++v) {
+        const Floats difference = x[v * d + j] - coordinate;
+        const Floats squared = difference * difference;
+        sum[v] = sum[v] + (w ? w[v * d + j] * squared : squared);
+      }
     }
-    minima.offer(sum + load(padding + k), index);
+    const Floats pad = load(padding + k);
+    for (std::uint32_t v = 0; v < V; ++v) minima[v].offer(sum[v] + pad, index);
     index += static_cast<std::int32_t>(kLanes);
   }
-  return minima.merged();
+  for (std::uint32_t v = 0; v < V; ++v) best[v] = minima[v].merged();
+}
+
+template <std::uint32_t V>
+[[gnu::always_inline]] inline void weighted_for_d(const TransposedCodebook& book,
+                                                  const float* padding, const float* x,
+                                                  const float* w, core::NearestCode* best) {
+  switch (book.d) {
+    case 1: return weighted_lanes<1, V>(book, padding, x, w, best);
+    case 2: return weighted_lanes<2, V>(book, padding, x, w, best);
+    case 4: return weighted_lanes<4, V>(book, padding, x, w, best);
+    case 8: return weighted_lanes<8, V>(book, padding, x, w, best);
+    default: return weighted_lanes<0, V>(book, padding, x, w, best);
+  }
 }
 
 // The common d get their own unrolled loops; any other d the general one.
@@ -152,13 +170,15 @@ QS_VECTOR_CLONES void search_batch(const TransposedCodebook& codebook, const flo
 QS_VECTOR_CLONES core::NearestCode nearest_weighted(const TransposedCodebook& codebook,
                                                     const float* padding, const float* x,
                                                     const float* w) {
-  switch (codebook.d) {
-    case 1: return weighted_lanes<1>(codebook, padding, x, w);
-    case 2: return weighted_lanes<2>(codebook, padding, x, w);
-    case 4: return weighted_lanes<4>(codebook, padding, x, w);
-    case 8: return weighted_lanes<8>(codebook, padding, x, w);
-    default: return weighted_lanes<0>(codebook, padding, x, w);
-  }
+  core::NearestCode best;
+  weighted_for_d<1>(codebook, padding, x, w, &best);
+  return best;
+}
+
+QS_VECTOR_CLONES void nearest_weighted_batch(const TransposedCodebook& codebook,
+                                             const float* padding, const float* x,
+                                             const float* w, core::NearestCode* best) {
+  weighted_for_d<kSearchBatch>(codebook, padding, x, w, best);
 }
 
 }  // namespace cpu
@@ -202,13 +222,22 @@ void assign_weighted_cpu(std::span<const float> points, std::span<const float> w
   const std::vector<float> padding = book.padded_terms(nullptr);
   tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, count, kVectorsPerTask),
                     [&](const tbb::blocked_range<std::uint64_t>& range) {
-    for (std::uint64_t i = range.begin(); i < range.end(); ++i) {
-      const core::NearestCode best =
-          cpu::nearest_weighted(book, padding.data(), points.data() + i * d,
-                                weights.empty() ? nullptr : weights.data() + i * d);
+    auto weight = [&](std::uint64_t i) {
+      return weights.empty() ? nullptr : weights.data() + i * d;
+    };
+    auto store = [&](std::uint64_t i, const core::NearestCode& best) {
       codes[i] = best.code();
       if (!distances.empty()) distances[i] = best.cost;
+    };
+    constexpr std::uint32_t kBatch = cpu::kSearchBatch;
+    core::NearestCode best[kBatch];
+    std::uint64_t i = range.begin();
+    for (; i + kBatch <= range.end(); i += kBatch) {
+      cpu::nearest_weighted_batch(book, padding.data(), points.data() + i * d, weight(i), best);
+      for (std::uint32_t v = 0; v < kBatch; ++v) store(i + v, best[v]);
     }
+    for (; i < range.end(); ++i)
+      store(i, cpu::nearest_weighted(book, padding.data(), points.data() + i * d, weight(i)));
   });
 }
 

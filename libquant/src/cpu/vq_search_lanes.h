@@ -42,5 +42,8 @@ void search_batch(const TransposedCodebook& codebook, const float* padded_terms,
 // `padding` is padded_terms(nullptr).
 core::NearestCode nearest_weighted(const TransposedCodebook& codebook, const float* padding,
                                    const float* x, const float* w);
+// The same for kSearchBatch consecutive points (`x`, `w` [kSearchBatch, d]; w null: all 1).
+void nearest_weighted_batch(const TransposedCodebook& codebook, const float* padding,
+                            const float* x, const float* w, core::NearestCode* best);
 
 }  // namespace qs::vq::cpu

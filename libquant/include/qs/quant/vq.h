@@ -41,7 +41,7 @@ using Codebook = VqCodebook;
 // The uniform codebook of a scalar tier (d must be 1): levels (2i − K + 1)·Δ/2 for i < K, Δ the
 // step that minimises the mean squared error of a unit normal variable (the sub-vectors are
 // RMS-normalised): K = 2 gives ±0.798 (sign × scale), K = 4 ±0.498, ±1.494, K = 8 steps of
-// 0.586. Δ is computed (deterministic numerical integration), not tabulated.
+// 0.586. Δ is computed (golden-section search on the closed-form error), not tabulated.
 Codebook uniform_codebook(const Tier& tier, DType dtype = DType::F16);
 
 // ---- codebook fitting ----
@@ -104,7 +104,9 @@ struct EncodeResult {
 };
 
 // Encodes `weight` ([rows, cols] f32) with `codebook`. Throws BadInput "vq.shape" when d does
-// not divide 128 or 128 does not divide cols, "vq.codebook" for a codebook of the wrong size.
+// not divide 128 or 128 does not divide cols, "vq.codebook" for a codebook of the wrong size,
+// "vq.non_finite" for NaN/Inf weights (naming row and column), "vq.scale_range" for a group
+// scale the scale dtype cannot hold.
 // `hessian` (gptq::prepare_hessian of the module's statistics; its order moves whole d-column
 // vectors, order_block = d) drives compensation; nullptr, or settings.compensate false:
 // nearest codeword per vector (Euclidean on scale-normalised vectors). When `swept` ([rows,

@@ -50,6 +50,9 @@ struct EvaluationOptions {
   std::uint64_t decode_prompt = 32;  // prompt length (from the first row) for the decode check
   std::uint64_t decode_steps = 32;   // 0 skips it
   GemmDevice device = GemmDevice::Cpu;
+  // Weights that stand in for some of the test checkpoint's Linears (weight_loader.h): a
+  // quality study fake-quantizes modules in memory and evaluates without writing a checkpoint.
+  const WeightOverrides* test_overrides = nullptr;
   std::function<void(const std::string& stage, std::uint64_t done, std::uint64_t total)>
       on_progress;
 };
