@@ -154,16 +154,37 @@ std::vector<Configuration> configurations() {
         });
   }
   for (const bool spine : {false, true})
-    add(std::string("mixed-vq-refine1") + (spine ? "+spine4" : ""), "investigation",
-        std::string("allocator over vq1/vq2/vq3, 1 refinement round") +
-            (spine ? ", spine INT4 g128 GPTQ" : ", spine BF16"),
-        {"vq1", "vq2", "vq3"}, [spine](Configuration& c) {
-          c.refine = 1;
-          c.spine_int4 = spine;
-        });
-  for (const std::string tier : {"vq1", "vq2"})
+    for (const bool unshrink : {false, true})
+      add(std::string("mixed-vq-refine1") + (unshrink ? "-unshrink" : "") + (spine ? "+spine4" : ""),
+          "investigation",
+          std::string("allocator over vq1/vq2/vq3, 1 refinement round") +
+              (unshrink ? ", scales × 1/output gain" : "") +
+              (spine ? ", spine INT4 g128 GPTQ" : ", spine BF16"),
+          {"vq1", "vq2", "vq3"}, [spine, unshrink](Configuration& c) {
+            c.refine = 1;
+            c.unshrink = unshrink;
+            c.spine_int4 = spine;
+          });
+  add("mixed-int-unshrink", "investigation",
+      "allocator over int1/int2/int3 scalars, GPTQ, scales × 1/output gain", {"int1", "int2", "int3"},
+      [](Configuration& c) { c.unshrink = true; });
+  for (const std::string tier : {"int2", "int3"})
+    add(tier + "-unshrink", "investigation", "module scales × 1/output gain", {tier},
+        [](Configuration& c) { c.unshrink = true; });
+  for (const std::string tier : {"vq1", "vq2"}) {
     add(tier + "-output-refit", "investigation", "scales refitted by least squares in H's metric",
         {tier}, [](Configuration& c) { c.output_refit = true; });
+    add(tier + "-refine1-output-refit", "investigation",
+        "1 refinement round, scales refitted in H's metric", {tier}, [](Configuration& c) {
+          c.refine = 1;
+          c.output_refit = true;
+        });
+  }
+  add("vq2-refine2-unshrink", "investigation", "2 refinement rounds, scales × 1/output gain",
+      {"vq2"}, [](Configuration& c) {
+        c.refine = 2;
+        c.unshrink = true;
+      });
   add("vq1-d4", "investigation", "1-bit VQ d4/K16, GPTQ-VQ", {"vq1-d4"}, none);
   add("vq2-d2", "investigation", "2-bit VQ d2/K16, GPTQ-VQ", {"vq2-d2"}, none);
   add("vq2-d2-unshrink", "investigation", "2-bit VQ d2/K16, scales × 1/output gain", {"vq2-d2"},
