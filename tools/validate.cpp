@@ -248,16 +248,17 @@ SubcommandRunner register_validate(CLI::App& app) {
                       "BF16 checkpoint the quantized one came from: dequantized NVFP4 and "
                       "pack-quantized integer weights are compared with it (relative L2 "
                       "error), kept tensors must equal it");
-  command->add_option("--max-relative-error", options->max_relative_error,
-                      "with --ref: largest accepted relative error per quantized weight "
-                      "(default 0.2)");
+  auto* limit = command->add_option(
+      "--max-relative-error", options->max_relative_error,
+      "with --ref: largest accepted relative error per quantized weight (default 0.2; VQ "
+      "weights, 1 to 3 bits, are held to it only when it is given)");
   command->add_option("--target", options->target,
                       "PATH is an MTP draft to serve beside TARGET (a checkpoint directory or "
                       "its config.json): vLLM builds the draft with the target's quantization "
                       "config, so every draft Linear must hold the scheme that config resolves "
                       "it to (target.scheme_mismatch)");
 
-  return [options]() {
+  return [options, limit]() {
     auto checkpoint = Checkpoint::open(options->path);
     ValidationOptions validation;
     validation.checksum = options->checksum;
@@ -270,7 +271,9 @@ SubcommandRunner register_validate(CLI::App& app) {
     std::optional<Checkpoint> reference;
     if (!options->reference.empty()) reference = Checkpoint::open(options->reference);
     const auto comparisons = validate_nvfp4(
-        checkpoint, {reference ? &*reference : nullptr, options->max_relative_error}, report);
+        checkpoint,
+        {reference ? &*reference : nullptr, options->max_relative_error, limit->count() > 0},
+        report);
     std::optional<TargetQuantization> target;
     if (!options->target.empty()) {
       target = read_target_quantization(options->target);

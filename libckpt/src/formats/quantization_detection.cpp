@@ -23,7 +23,10 @@ std::string declared_quantization(const Checkpoint& checkpoint) {
                          : quantization.contains("quant_algo")
                              ? quantization.value("quant_algo", "")
                              : "";
-    parts.push_back("config.json: " + method + (detail.empty() ? "" : "/" + detail));
+    // A VQ declaration beside the groups (docs/formats/vq.md): "compressed-tensors/dense+vq".
+    const bool vq = quantization.is_object() && quantization.contains("vq");
+    parts.push_back("config.json: " + method + (detail.empty() ? "" : "/" + detail) +
+                    (vq ? "+vq" : ""));
   }
   auto legacy = checkpoint.directory() / "hf_quant_config.json";
   if (std::filesystem::exists(std::filesystem::symlink_status(legacy))) {

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/vq_declaration.h"
 #include "qs/ckpt/formats/fp8_block_sources.h"
 #include "qs/ckpt/formats/quantization_detection.h"
 #include "qs/ckpt/model/checkpoint_layout.h"
@@ -179,9 +180,18 @@ void check_layout_against_config(const Checkpoint& checkpoint, ValidationReport&
     }
   }
 
+  // VQ codebooks are tensors of the checkpoint that the config's quantization_config.vq names
+  // (docs/formats/vq.md); the vq check judges them. An unreadable declaration names none.
+  std::set<std::string> vq_codebooks;
+  try {
+    const auto declaration = VqDeclaration::of(checkpoint);
+    for (const auto& [module, declared] : declaration.modules())
+      vq_codebooks.insert(declared.codebook);
+  } catch (const Error&) {  // the vq check reports it
+  }
   for (const auto& location : checkpoint.tensors()) {
     const auto& name = location.info->name;
-    if (expected_names.count(name)) continue;
+    if (expected_names.count(name) || vq_codebooks.count(name)) continue;
     auto parsed = parse_tensor_name(name);
     bool companion_of_expected = is_quantization_companion(parsed.parameter) &&
                                  expected_names.count(parsed.module_path + ".weight");

@@ -52,6 +52,11 @@
 //   The bit width b is the covering config group's num_bits, else the one the packed width
 //   implies. There is no zero-point range check: a b-bit field minus 2^(b-1) is always in
 //   [-2^(b-1), 2^(b-1)-1], so the only way to store a bad one is padding.
+//   vq (modules with vq_codes / vq_scales, or a quantization_config.vq; reads the codes, scales
+//   and codebooks; src/validation/vq_checks.h lists the kinds: vq.config, vq.unknown_tier,
+//   vq.undeclared_module, vq.missing_module, vq.invalid, vq.code_range, vq.bad_scale,
+//   vq.bad_codebook). VQ modules must be in the compressed-tensors ignore list (the config
+//   check reports config.scheme_mismatch when a group targets one).
 //   reference (with a BF16 reference checkpoint, reads everything, tensor by tensor):
 //     reference.missing_tensor    the reference lacks a module's weight
 //     reference.shape_mismatch    the reference's weight is not [N, K]
@@ -83,6 +88,11 @@ struct ReferenceComparison {
 struct Nvfp4ValidationOptions {
   const Checkpoint* reference = nullptr;
   double max_relative_error = kDefaultMaxRelativeError;
+  // VQ codes of 1 to 3 bits are far from their source by design (relative error ~0.25 at
+  // 3 bits to ~0.8 at 1 bit, more under GPTQ, which trades weight error for output error), so
+  // VQ weights are held to max_relative_error only when this is set (validate: when
+  // --max-relative-error is given); otherwise only an error as large as the weight fails.
+  bool limit_vq = false;
 };
 
 // Adds findings to `report` (and its checks_run: "nvfp4" / "int" when such modules exist,
