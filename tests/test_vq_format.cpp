@@ -524,5 +524,39 @@ TEST_F(VqFormat, SpliceCarriesCodebooksAndRefusesAClash) {
   EXPECT_NE(clash.output.find("vq_codebooks.vq2"), std::string::npos) << clash.output;
 }
 
+// A real job's output (the bundled GLM model, every routed expert, MTP layer included, uniform
+// vq2 without compensation: no statistics needed): validate against the model's own layout,
+// inspect, mtp extract of the VQ MTP layer, and dequantize.
+TEST(VqJobOutput, ReadsEverywhere) {
+  ScratchDirectory scratch("vq-job-output");
+  const auto model = testing::bundled_model();
+  const auto recipe = scratch.path() / "vq2.yaml";
+  std::ofstream(recipe) << "format: compressed-tensors\nrules:\n  - {name: experts, category: "
+                           "routed_expert, action: vq, tiers: [vq2], compensation: none}\n";
+  const auto out = scratch.path() / "vq";
+  const auto quantized = run_cli("quantize " + quoted(model) + " " + quoted(out) + " --recipe " +
+                                 quoted(recipe));
+  ASSERT_EQ(quantized.exit_code, 0) << quantized.output;
+  const auto validated = run_cli("validate --ref " + quoted(model) + " " + quoted(out));
+  EXPECT_EQ(validated.exit_code, 0) << validated.output;
+  EXPECT_NE(validated.output.find("vq: 192 modules, 2.125 bits per weight"), std::string::npos)
+      << validated.output;
+  const auto inspected = run_cli("inspect " + quoted(out));
+  EXPECT_NE(inspected.output.find("compressed-tensors/dense+vq"), std::string::npos)
+      << inspected.output;
+  const auto draft = scratch.path() / "draft";
+  const auto extracted = run_cli("mtp extract --json " + quoted(out) + " " + quoted(draft));
+  ASSERT_EQ(extracted.exit_code, 0) << extracted.output;
+  EXPECT_EQ(nlohmann::json::parse(extracted.standard_output)["dequantized_modules"], 48);
+  EXPECT_EQ(run_cli("validate " + quoted(draft)).exit_code, 0);
+  const auto dequantized = scratch.path() / "bf16";
+  ASSERT_EQ(run_cli("dequantize " + quoted(out) + " " + quoted(dequantized)).exit_code, 0);
+  const auto bf16 = Checkpoint::open(dequantized);
+  const auto weight = bf16.find("model.layers.4.mlp.experts.3.up_proj.weight");
+  ASSERT_TRUE(weight);
+  EXPECT_EQ(weight->info->dtype, DType::BF16);
+  EXPECT_EQ(run_cli("validate " + quoted(dequantized)).exit_code, 0);
+}
+
 }  // namespace
 }  // namespace qs

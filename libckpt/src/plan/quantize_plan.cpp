@@ -42,11 +42,14 @@ std::optional<DType> cast_target(RecipeAction action) {
   }
 }
 
+// `rule_index`, when given, receives the index of the deciding rule (unchanged when none).
 TensorDecision decide(const ParsedTensorName& parsed, const TensorInfo& info, const Recipe& recipe,
-                      const ModelLayout& layout) {
-  for (const RecipeRule& rule : recipe.rules) {
+                      const ModelLayout& layout, std::size_t* rule_index = nullptr) {
+  for (std::size_t r = 0; r < recipe.rules.size(); ++r) {
+    const RecipeRule& rule = recipe.rules[r];
     if (!rule.matches(parsed, layout)) continue;
     if (is_quantizing(rule.action) && !quantizable_linear_weight(parsed, info)) continue;
+    if (rule_index) *rule_index = r;
     TensorDecision decision{info.name, rule.action, {}, {}, rule.name};
     if (is_nvfp4(rule.action))
       decision.scale_method = rule.scale_method.empty() ? recipe.scale_method : rule.scale_method;
@@ -310,7 +313,8 @@ class VqCodebookTransform final : public Transform {
   const VqCodebook* codebook_;
 };
 
-// The members engines fuse with `parsed` (its own path first), or just its own path.
+// The engine-fused group `parsed` belongs to (gate_proj and up_proj of one expert: its
+// gate_up_proj), or its own module path when engines keep it alone.
 std::string vq_tie_key(const ParsedTensorName& parsed) {
   if (const auto group = fused_group(parsed)) return group->name;
   return parsed.module_path;
@@ -345,7 +349,8 @@ std::vector<VqCandidate> vq_candidates(const Checkpoint& source, const Recipe& r
     if (!is_linear(parsed.role) || parsed.parameter != TensorParameter::Weight ||
         info.shape.size() != 2)
       continue;
-    const auto decision = decide(parsed, info, recipe, *layout);
+    std::size_t rule_index = 0;
+    const auto decision = decide(parsed, info, recipe, *layout, &rule_index);
     if (decision.action != RecipeAction::Vq) continue;
     check_quantizable(decision, info, location, recipe.format);
     VqCandidate candidate;
@@ -357,11 +362,7 @@ std::vector<VqCandidate> vq_candidates(const Checkpoint& source, const Recipe& r
     candidate.layer = parsed.layer;
     candidate.expert = parsed.expert;
     candidate.rule = decision.rule;
-    for (std::size_t r = 0; r < recipe.rules.size(); ++r)
-      if (recipe.rules[r].name == decision.rule) {
-        candidate.rule_index = r;
-        break;
-      }
+    candidate.rule_index = rule_index;
     candidate.options = decision.vq;
     candidate.pinned = decision.vq.pinned();
     candidate.tie = vq_tie_key(parsed);
