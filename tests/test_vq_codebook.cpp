@@ -160,7 +160,8 @@ void expect_cpu_equals_reference(const SearchCase& shape, bool with_metric) {
   for (std::uint32_t code = 1; code < shape.k; code += 5)  // duplicates of earlier codewords
     std::copy_n(codebook.codewords.begin() + (code / 2) * shape.d, shape.d,
                 codebook.codewords.begin() + std::uint64_t{code} * shape.d);
-  std::vector<float> vectors = normal_values(std::uint64_t{shape.d} * 3000, shape.k + 11);
+  // 3001: batches of four and a remainder searched alone.
+  std::vector<float> vectors = normal_values(std::uint64_t{shape.d} * 3001, shape.k + 11);
   for (std::uint64_t i = 0; i < vectors.size() / 2; ++i)
     vectors[i] = std::round(vectors[i] * 2.0f) / 2.0f;
   const auto metric = with_metric ? random_metric(shape.d, shape.d + 1) : std::vector<float>{};
@@ -239,8 +240,9 @@ std::vector<float> column_weights(std::uint64_t count, std::uint32_t d) {
 
 TEST(VqKMeans, DeterministicAcrossThreadCountsAndBackends) {
   const Tier tier{"t", 4, 64, CodebookKind::Learned};
-  const auto points = normal_values(4 * 12000, 21);
-  const auto weights = column_weights(12000, 4);
+  // 12001 points: the CPU assigns batches of four and a remainder alone.
+  const auto points = normal_values(4 * 12001, 21);
+  const auto weights = column_weights(12001, 4);
   const KMeansSettings settings{.seed = 99, .iterations = 8};
   const Codebook reference = fit_codebook(points, weights, tier, DType::F16, settings,
                                           Backend::Reference);

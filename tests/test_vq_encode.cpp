@@ -93,14 +93,15 @@ struct Case {
 };
 
 TEST(VqEncode, CpuMatchesReferenceBitForBitInEveryMode) {
-  const std::uint64_t rows = 12, cols = 256;
+  const std::uint64_t rows = 14, cols = 256;  // the CPU's batches of four rows and a partial one
   const auto h = testing::correlated_second_moments(cols, 600, 3, testing::DeadBlock::Yes);
   auto weight = random_weight(rows, cols, 5);
   // A zero group, a −0.0 group and a tie-prone row of equal values.
   for (std::uint64_t c = 128; c < 256; ++c) weight[1 * cols + c] = 0.0f;
   for (std::uint64_t c = 0; c < 128; ++c) weight[2 * cols + c] = -0.0f;
   for (std::uint64_t c = 0; c < cols; ++c) weight[3 * cols + c] = 0.015625f;
-  for (const Case shape : {Case{1, 4}, Case{4, 256}, Case{8, 256}}) {
+  // K 12: the vectorised search's whole lane groups and its in-order tail.
+  for (const Case shape : {Case{1, 4}, Case{4, 12}, Case{4, 256}, Case{8, 256}}) {
     const auto codebook = random_codebook(shape.d, shape.k, 11 + shape.d);
     for (bool act_order : {false, true}) {
       const auto hessian = prepared(h, cols, shape.d, act_order);
@@ -120,13 +121,12 @@ TEST(VqEncode, CpuMatchesReferenceBitForBitInEveryMode) {
                 arena.execute([&] {
                   fast = run(weight, rows, cols, codebook, &hessian, settings, Backend::Cpu);
                 });
-                const std::string what = "d " + std::to_string(shape.d) + " act_order " +
-                                         std::to_string(act_order) + " compensate " +
-                                         std::to_string(compensate) + " update " +
-                                         std::to_string(static_cast<int>(update)) + " metric " +
-                                         std::to_string(static_cast<int>(metric)) + " rule " +
-                                         std::to_string(static_cast<int>(rule)) + " threads " +
-                                         std::to_string(threads);
+                const std::string what =
+                    "d " + std::to_string(shape.d) + " act_order " + std::to_string(act_order) +
+                    " compensate " + std::to_string(compensate) + " update " +
+                    std::to_string(static_cast<int>(update)) + " metric " +
+                    std::to_string(static_cast<int>(metric)) + " rule " +
+                    std::to_string(static_cast<int>(rule)) + " threads " + std::to_string(threads);
                 EXPECT_EQ(fast.quantized.codes, reference.quantized.codes) << what;
                 EXPECT_TRUE(same_bits(fast.quantized.scales, reference.quantized.scales)) << what;
                 EXPECT_TRUE(same_bits(fast.swept, reference.swept)) << what;
@@ -175,9 +175,9 @@ TEST(VqEncode, ExactAndDiagonalUpdatesAgreeAtDimensionOne) {
     for (auto metric : {Metric::Mahalanobis, Metric::Euclidean}) {
       const auto exact = run(weight, rows, cols, codebook, &hessian,
                              {true, metric, ErrorUpdate::Exact, ScaleRule::Rms}, Backend::Cpu);
-      const auto diagonal = run(weight, rows, cols, codebook, &hessian,
-                                {true, metric, ErrorUpdate::Diagonal, ScaleRule::Rms},
-                                Backend::Cpu);
+      const auto diagonal =
+          run(weight, rows, cols, codebook, &hessian,
+              {true, metric, ErrorUpdate::Diagonal, ScaleRule::Rms}, Backend::Cpu);
       EXPECT_EQ(exact.quantized.codes, diagonal.quantized.codes);
       EXPECT_TRUE(same_bits(exact.quantized.scales, diagonal.quantized.scales));
       EXPECT_TRUE(same_bits(exact.swept, diagonal.swept));
@@ -200,15 +200,15 @@ TEST(VqEncode, CompensationLowersTheObjectiveAndExactBeatsDiagonal) {
       EncodeSettings plain;
       plain.compensate = false;
       const auto nearest = run(weight, rows, cols, codebook, &hessian, plain, Backend::Cpu);
-      const auto exact = run(weight, rows, cols, codebook, &hessian,
-                             {true, Metric::Mahalanobis, ErrorUpdate::Exact, ScaleRule::Rms},
-                             Backend::Cpu);
-      const auto diagonal = run(weight, rows, cols, codebook, &hessian,
-                                {true, Metric::Mahalanobis, ErrorUpdate::Diagonal, ScaleRule::Rms},
-                                Backend::Cpu);
-      const auto euclidean = run(weight, rows, cols, codebook, &hessian,
-                                 {true, Metric::Euclidean, ErrorUpdate::Exact, ScaleRule::Rms},
-                                 Backend::Cpu);
+      const auto exact =
+          run(weight, rows, cols, codebook, &hessian,
+              {true, Metric::Mahalanobis, ErrorUpdate::Exact, ScaleRule::Rms}, Backend::Cpu);
+      const auto diagonal =
+          run(weight, rows, cols, codebook, &hessian,
+              {true, Metric::Mahalanobis, ErrorUpdate::Diagonal, ScaleRule::Rms}, Backend::Cpu);
+      const auto euclidean =
+          run(weight, rows, cols, codebook, &hessian,
+              {true, Metric::Euclidean, ErrorUpdate::Exact, ScaleRule::Rms}, Backend::Cpu);
       EXPECT_LT(exact.result.relative_loss, 0.9 * nearest.result.relative_loss) << seed;
       EXPECT_LT(diagonal.result.relative_loss, nearest.result.relative_loss) << seed;
       EXPECT_LT(euclidean.result.relative_loss, nearest.result.relative_loss) << seed;
@@ -228,9 +228,8 @@ TEST(VqEncode, SweptObjectiveMatchesTheDecodedMatrix) {
   const auto codebook = random_codebook(4, 256, 31);
   const auto hessian = prepared(h, cols, 4, true);
   const auto encoded = run(weight, rows, cols, codebook, &hessian, EncodeSettings{}, Backend::Cpu);
-  const auto objective =
-      gptq::detail::objective_of_decoded(weight, decoded(encoded.quantized, codebook), rows, cols,
-                                         hessian);
+  const auto objective = gptq::detail::objective_of_decoded(
+      weight, decoded(encoded.quantized, codebook), rows, cols, hessian);
   EXPECT_NEAR(encoded.result.relative_loss, objective.error / objective.reference,
               2e-3 * encoded.result.relative_loss);
 }
@@ -263,8 +262,7 @@ TEST(VqEncode, LeastSquaresRefitNeverRaisesTheWeightError) {
     const auto codebook = random_codebook(shape.d, shape.k, 59);
     const auto hessian = prepared(h, cols, shape.d, true);
     for (bool compensate : {true, false}) {
-      const EncodeSettings rms{compensate, Metric::Mahalanobis, ErrorUpdate::Exact,
-                               ScaleRule::Rms};
+      const EncodeSettings rms{compensate, Metric::Mahalanobis, ErrorUpdate::Exact, ScaleRule::Rms};
       auto least_squares = rms;
       least_squares.scale_rule = ScaleRule::LeastSquares;
       const auto a = run(weight, rows, cols, codebook, &hessian, rms, Backend::Cpu);
@@ -281,8 +279,8 @@ TEST(VqEncode, LeastSquaresRefitNeverRaisesTheWeightError) {
             eb += (x - db[r * cols + c]) * (x - db[r * cols + c]);
           }
           EXPECT_LE(eb, ea * (1.0 + 1e-6)) << r << " " << g;
-          any_changed |= b.quantized.scales[r * (cols / 128) + g] !=
-                         a.quantized.scales[r * (cols / 128) + g];
+          any_changed |=
+              b.quantized.scales[r * (cols / 128) + g] != a.quantized.scales[r * (cols / 128) + g];
         }
       EXPECT_TRUE(any_changed);
       EXPECT_LT(b.result.energy.error, a.result.energy.error);
@@ -300,7 +298,8 @@ TEST(VqEncode, ZeroAndNegativeZeroGroupsGetScaleZeroAndCodeZero) {
   const auto codebook = random_codebook(4, 256, 67);
   const auto h = testing::correlated_second_moments(cols, 700, 71);
   const auto hessian = prepared(h, cols, 4, false);  // group 0 is swept first: still all zero
-  for (const gptq::PreparedHessian* given : {&hessian, static_cast<const gptq::PreparedHessian*>(nullptr)}) {
+  for (const gptq::PreparedHessian* given :
+       {&hessian, static_cast<const gptq::PreparedHessian*>(nullptr)}) {
     const auto encoded = run(weight, rows, cols, codebook, given, EncodeSettings{}, Backend::Cpu);
     const auto values = decoded(encoded.quantized, codebook);
     for (std::uint64_t r = 0; r < 2; ++r) {
@@ -356,6 +355,49 @@ TEST(VqEncode, RefusesNonFiniteWeightsNamingRowAndColumn) {
           << error.what();
     }
   }
+}
+
+TEST(VqEncode, RefusesAScaleTheDtypeCannotHold) {
+  const std::uint64_t rows = 3, cols = 256;
+  auto weight = random_weight(rows, cols, 91);
+  for (std::uint64_t c = 128; c < 256; ++c) weight[1 * cols + c] = 70000.0f;  // > F16's 65504
+  VqQuantized out;
+  try {
+    encode(weight, rows, cols, DType::F16, random_codebook(4, 16, 1), nullptr, EncodeSettings{},
+           Backend::Cpu, out);
+    ADD_FAILURE() << "stored an F16 scale of 70000";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.kind(), "vq.scale_range");
+    EXPECT_NE(std::string(error.what()).find("row 1, columns 128..255"), std::string::npos)
+        << error.what();
+  }
+  // BF16 holds it.
+  EXPECT_NO_THROW(encode(weight, rows, cols, DType::BF16, random_codebook(4, 16, 1), nullptr,
+                         EncodeSettings{}, Backend::Cpu, out));
+}
+
+// A Hessian that cannot drive GPTQ (too few tokens) leaves the nearest codewords, still scored
+// by the layer objective.
+TEST(VqEncode, FallbackHessianGivesTheNearestCodewords) {
+  const std::uint64_t rows = 8, cols = 256;
+  const auto h = testing::correlated_second_moments(cols, 700, 5);
+  gptq::Settings settings;
+  settings.order_block = 4;
+  settings.min_tokens = 100000;
+  const auto hessian = gptq::prepare_hessian(h, cols, 700, settings);
+  ASSERT_FALSE(hessian.fallback.empty());
+  const auto weight = random_weight(rows, cols, 7);
+  const auto codebook = random_codebook(4, 256, 9);
+  EncodeSettings plain;
+  plain.compensate = false;
+  const auto nearest = run(weight, rows, cols, codebook, nullptr, plain, Backend::Cpu);
+  const auto encoded = run(weight, rows, cols, codebook, &hessian, EncodeSettings{}, Backend::Cpu);
+  EXPECT_EQ(encoded.quantized.codes, nearest.quantized.codes);
+  const auto objective = gptq::detail::objective_of_decoded(
+      weight, decoded(encoded.quantized, codebook), rows, cols, hessian);
+  EXPECT_GT(encoded.result.relative_loss, 0.0);
+  EXPECT_NEAR(encoded.result.relative_loss, objective.error / objective.reference,
+              1e-6 * encoded.result.relative_loss);
 }
 
 TEST(VqEncode, ShapeErrors) {

@@ -12,6 +12,7 @@
 #include <numeric>
 #include <vector>
 
+#include "cpu/vq_search_lanes.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/int_group.h"
 #include "qs/quant/vq.h"
@@ -48,6 +49,18 @@ void check_finite(std::span<const float> weight, std::uint64_t cols) {
                                   i / cols, i % cols, weight[i]));
 }
 
+// A group whose RMS overflows the scale dtype (F16 above 65504) cannot be stored: refused
+// rather than written as Inf, which would decode to Inf and NaN.
+void check_scales(const VqQuantized& quantized) {
+  const std::uint64_t groups = quantized.cols / kScaleGroup;
+  for (std::uint64_t i = 0; i < quantized.scales.size(); ++i)
+    if (!intq::is_finite_value(quantized.scales[i]))
+      throw_bad_input("vq.scale_range",
+                      fmt::format("the scale of row {}, columns {}..{} overflows {}", i / groups,
+                                  i % groups * kScaleGroup, (i % groups + 1) * kScaleGroup - 1,
+                                  dtype_name(quantized.scale_dtype)));
+}
+
 // The sweep fixes a group's scale and a vector's code once, so the processing order must move
 // whole d-column vectors, their columns in place (gptq::Settings::order_block = d).
 void check_vector_order(const std::vector<std::uint32_t>& order, std::uint32_t d) {
@@ -60,13 +73,15 @@ void check_vector_order(const std::vector<std::uint32_t>& order, std::uint32_t d
 }
 
 // For each processing vector position v, M_v = U_PP⁻¹·U_PP⁻ᵀ of its d×d block of U (inverted in
-// f64, stored in f32) and every codeword's cᵀM_v c by the search core's arithmetic.
+// f64, stored in f32) and every codeword's cᵀM_v c by the search core's arithmetic, into a
+// table of `padded` entries per position (+∞ after K).
 void mahalanobis_tables(const std::vector<float>& u, std::uint64_t cols,
                         const std::vector<float>& codewords, std::uint32_t d, std::uint32_t k,
-                        std::vector<float>& metrics, std::vector<float>& terms) {
+                        std::uint32_t padded, std::vector<float>& metrics,
+                        std::vector<float>& terms) {
   const std::uint64_t vectors = cols / d;
   metrics.assign(vectors * d * d, 0.0f);
-  terms.assign(vectors * k, 0.0f);
+  terms.assign(vectors * padded, std::numeric_limits<float>::infinity());
   tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, vectors, 8), [&](const auto& range) {
     std::vector<double> inverse(d * d);
     for (std::uint64_t v = range.begin(); v != range.end(); ++v) {
@@ -91,43 +106,34 @@ void mahalanobis_tables(const std::vector<float>& u, std::uint64_t cols,
           metric[a * d + b] = static_cast<float>(sum);
         }
       for (std::uint32_t c = 0; c < k; ++c)
-        terms[v * k + c] = core::codeword_term(codewords.data() + std::uint64_t{c} * d, metric, d);
+        terms[v * padded + c] =
+            core::codeword_term(codewords.data() + std::uint64_t{c} * d, metric, d);
     }
   });
-}
-
-// ŵ[r, c] = codeword[code][c mod d] · scale in f32, the decode every consumer runs.
-void decode_into(const VqQuantized& quantized, const std::vector<float>& codewords,
-                 std::uint32_t d, std::span<float> out) {
-  const std::uint64_t cols = quantized.cols, vectors = cols / d, groups = cols / kScaleGroup;
-  for (std::uint64_t r = 0; r < quantized.rows; ++r)
-    for (std::uint64_t c = 0; c < cols; ++c)
-      out[r * cols + c] =
-          core::multiply(codewords[std::uint64_t{quantized.codes[r * vectors + c / d]} * d + c % d],
-                         quantized.scales[r * groups + c / kScaleGroup]);
 }
 
 // ScaleRule::LeastSquares: with the codes fixed, each group's s minimising Σ (w − s·ĉ)² over
 // the source weights is Σ w·ĉ / Σ ĉ² (f64, column order), rounded to the scale dtype; the
 // rounded optimum is never worse than any other value of the dtype, the RMS scale included.
-void refit_scales(std::span<const float> live, const std::vector<float>& codewords,
-                  std::uint32_t d, VqQuantized& quantized) {
+void refit_scales(std::span<const float> live, const std::vector<float>& codewords, std::uint32_t d,
+                  VqQuantized& quantized) {
   const std::uint64_t cols = quantized.cols, vectors = cols / d, groups = cols / kScaleGroup;
-  tbb::parallel_for(tbb::blocked_range<std::uint64_t>(0, quantized.rows, 16), [&](const auto& range) {
-    for (std::uint64_t r = range.begin(); r != range.end(); ++r)
-      for (std::uint64_t g = 0; g < groups; ++g) {
-        double cross = 0.0, energy = 0.0;
-        for (std::uint64_t c = g * kScaleGroup; c < (g + 1) * kScaleGroup; ++c) {
-          const double value =
-              codewords[std::uint64_t{quantized.codes[r * vectors + c / d]} * d + c % d];
-          cross += value * live[r * cols + c];
-          energy += value * value;
-        }
-        if (energy > 0.0)
-          quantized.scales[r * groups + g] =
-              intq::round_to_dtype(static_cast<float>(cross / energy), quantized.scale_dtype);
-      }
-  });
+  tbb::parallel_for(
+      tbb::blocked_range<std::uint64_t>(0, quantized.rows, 16), [&](const auto& range) {
+        for (std::uint64_t r = range.begin(); r != range.end(); ++r)
+          for (std::uint64_t g = 0; g < groups; ++g) {
+            double cross = 0.0, energy = 0.0;
+            for (std::uint64_t c = g * kScaleGroup; c < (g + 1) * kScaleGroup; ++c) {
+              const double value =
+                  codewords[std::uint64_t{quantized.codes[r * vectors + c / d]} * d + c % d];
+              cross += value * live[r * cols + c];
+              energy += value * value;
+            }
+            if (energy > 0.0)
+              quantized.scales[r * groups + g] =
+                  intq::round_to_dtype(static_cast<float>(cross / energy), quantized.scale_dtype);
+          }
+      });
 }
 
 }  // namespace
@@ -142,9 +148,9 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
   const std::uint64_t vectors = cols / d, groups = cols / kScaleGroup;
   // Codewords are used as stored: rounding again is a no-op for a proper codebook and makes
   // any other one behave as the checkpoint will.
-  std::vector<float> codewords(codebook.codewords.size());
-  for (std::uint64_t i = 0; i < codewords.size(); ++i)
-    codewords[i] = intq::round_to_dtype(codebook.codewords[i], codebook.dtype);
+  Codebook rounded = codebook;
+  for (auto& value : rounded.codewords) value = intq::round_to_dtype(value, codebook.dtype);
+  const std::vector<float>& codewords = rounded.codewords;
 
   // Dead columns (inputs that are always 0) do not matter: zeroed, as GPTQ does.
   std::vector<float> live(weight.begin(), weight.end());
@@ -174,13 +180,16 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
   plan.position = position.data();
   plan.u = compensate ? hessian->u.data() : nullptr;
   plan.update = settings.update;
+  // Term tables padded to whole lane groups of the CPU search (+∞ never wins).
+  const std::uint32_t padded = (k + cpu::kLanes - 1) / cpu::kLanes * cpu::kLanes;
+  plan.terms_padded = padded;
   std::vector<float> metrics, terms;
   if (compensate && settings.metric == Metric::Mahalanobis) {
-    mahalanobis_tables(hessian->u, cols, codewords, d, k, metrics, terms);
+    mahalanobis_tables(hessian->u, cols, codewords, d, k, padded, metrics, terms);
     plan.metrics = metrics.data();
-    plan.terms_stride = k;
+    plan.terms_stride = padded;
   } else {
-    terms.resize(k);
+    terms.assign(padded, std::numeric_limits<float>::infinity());
     for (std::uint32_t c = 0; c < k; ++c)
       terms[c] = core::codeword_term(codewords.data() + std::uint64_t{c} * d, nullptr, d);
   }
@@ -210,9 +219,10 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
       for (std::uint64_t j = 0; j < cols; ++j)
         swept[r * cols + order[j]] = swept_processing[r * cols + j];
   if (settings.scale_rule == ScaleRule::LeastSquares) refit_scales(live, codewords, d, out);
+  check_scales(out);
 
   std::vector<float> decoded(rows * cols);
-  decode_into(out, codewords, d, decoded);
+  decode(out, rounded, decoded);
   EncodeResult result;
   for (std::uint64_t i = 0; i < decoded.size(); ++i) {
     const double difference = static_cast<double>(weight[i]) - decoded[i];
@@ -224,8 +234,8 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
   // so that case needs only tr(W·H·Wᵀ); any other case scores the decoded matrix.
   const bool cuda = backend == Backend::Cuda;
   std::vector<std::span<const float>> forms{weight};
-  const bool from_sweep = compensate && settings.update == ErrorUpdate::Exact &&
-                          settings.scale_rule == ScaleRule::Rms;
+  const bool from_sweep =
+      compensate && settings.update == ErrorUpdate::Exact && settings.scale_rule == ScaleRule::Rms;
   std::vector<float> difference;
   if (!from_sweep) {
     difference.resize(rows * cols);

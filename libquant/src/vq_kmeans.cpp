@@ -62,36 +62,79 @@ void for_each_block(std::uint64_t count, std::uint64_t block, bool parallel, Bod
   });
 }
 
-struct Sample {
-  std::span<const float> points;
-  std::span<const float> weights;  // empty: all 1
-  std::uint64_t count = 0;
-  std::uint32_t d = 0;
-  const float* point(std::uint64_t i) const { return points.data() + i * d; }
-  const float* weight(std::uint64_t i) const {
-    return weights.empty() ? nullptr : weights.data() + i * d;
-  }
-};
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define QS_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define QS_VECTOR_CLONES
+#endif
 
-// Index of the first point whose running Σ D² exceeds `target`, the sums formed per chunk;
-// past the end (rounding), the last point with D² > 0.
-std::uint64_t pick_by_mass(std::span<const float> squared, std::span<const double> chunk_mass,
+// D²_i = min(D²_i, Σ_j w_ij·(x_ij − c_j)²) for `size` points of transposed coordinates
+// (`columns`, `weight_columns` with row stride `stride`; weights null: all 1). Point by point
+// the operations of core::weighted_distance in its order; across points element-wise.
+QS_VECTOR_CLONES void lower_distances(const float* columns, const float* weight_columns,
+                                      std::uint64_t stride, std::uint32_t d,
+                                      const float* centroid, std::uint64_t size,
+                                      float* squared) {
+  float distance[kSumChunk];
+  for (std::uint64_t i = 0; i < size; ++i) distance[i] = 0.0f;
+  for (std::uint32_t j = 0; j < d; ++j) {
+    const float* x = columns + j * stride;
+    const float at = centroid[j];
+    if (weight_columns) {
+      const float* w = weight_columns + j * stride;
+      for (std::uint64_t i = 0; i < size; ++i) {
+        const float difference = x[i] - at;
+        distance[i] = distance[i] + w[i] * (difference * difference);
+      }
+    } else {
+      for (std::uint64_t i = 0; i < size; ++i) {
+        const float difference = x[i] - at;
+        distance[i] = distance[i] + difference * difference;
+      }
+    }
+  }
+  for (std::uint64_t i = 0; i < size; ++i)
+    squared[i] = distance[i] < squared[i] ? distance[i] : squared[i];
+}
+
+// Σ D² of one chunk in four interleaved f64 partial sums (point i into sum i mod 4), added as
+// (s0 + s1) + (s2 + s3): a fixed order the compiler can still vectorise.
+double chunk_mass(const float* squared, std::uint64_t size) {
+  double lanes[4] = {0.0, 0.0, 0.0, 0.0};
+  std::uint64_t i = 0;
+  for (; i + 4 <= size; i += 4)
+    for (int lane = 0; lane < 4; ++lane) lanes[lane] += squared[i + lane];
+  for (; i < size; ++i) lanes[i % 4] += squared[i];
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+}
+
+std::uint64_t last_positive(std::span<const float> squared, std::uint64_t begin,
+                            std::uint64_t end) {
+  for (std::uint64_t i = end; i-- > begin;)
+    if (squared[i] > 0.0f) return i;
+  return begin;
+}
+
+// The point the draw `target` ∈ [0, Σ D²) falls on: the chunk where the running chunk masses
+// pass it, then the point where the running sum within that chunk does. When rounding leaves
+// the target past a sum's end, the last point with D² > 0 there.
+std::uint64_t pick_by_mass(std::span<const float> squared, std::span<const double> masses,
                            double target) {
   double before = 0.0;
-  for (std::uint64_t chunk = 0; chunk < chunk_mass.size(); ++chunk) {
-    if (before + chunk_mass[chunk] > target) {
-      const std::uint64_t end = std::min<std::uint64_t>(squared.size(), (chunk + 1) * kSumChunk);
+  for (std::uint64_t chunk = 0; chunk < masses.size(); ++chunk) {
+    if (before + masses[chunk] > target) {
+      const std::uint64_t begin = chunk * kSumChunk;
+      const std::uint64_t end = std::min<std::uint64_t>(squared.size(), begin + kSumChunk);
       double running = before;
-      for (std::uint64_t i = chunk * kSumChunk; i < end; ++i) {
+      for (std::uint64_t i = begin; i < end; ++i) {
         running += squared[i];
         if (running > target) return i;
       }
+      return last_positive(squared, begin, end);
     }
-    before += chunk_mass[chunk];
+    before += masses[chunk];
   }
-  for (std::uint64_t i = squared.size(); i-- > 0;)
-    if (squared[i] > 0.0f) return i;
-  return 0;
+  return last_positive(squared, 0, squared.size());
 }
 
 }  // namespace
@@ -99,31 +142,37 @@ std::uint64_t pick_by_mass(std::span<const float> squared, std::span<const doubl
 std::vector<float> kmeans_seed(std::span<const float> points, std::span<const float> weights,
                                std::uint64_t count, std::uint32_t d, std::uint32_t k,
                                std::uint64_t seed, bool parallel) {
-  const Sample sample{points, weights, count, d};
+  // Coordinates transposed ([d, count]) so that the pass over all points for each new centroid
+  // is a plain element-wise loop; each point's arithmetic is still core::weighted_distance's,
+  // in its order.
+  std::vector<float> columns(count * d), weight_columns(weights.empty() ? 0 : count * d);
+  for (std::uint64_t i = 0; i < count; ++i)
+    for (std::uint32_t j = 0; j < d; ++j) {
+      columns[j * count + i] = points[i * d + j];
+      if (!weights.empty()) weight_columns[j * count + i] = weights[i * d + j];
+    }
   SplitMix64 random(seed);
   std::vector<float> centroids(std::uint64_t{k} * d);
   std::vector<float> squared(count, std::numeric_limits<float>::infinity());
-  std::vector<double> chunk_mass((count + kSumChunk - 1) / kSumChunk);
+  std::vector<double> masses((count + kSumChunk - 1) / kSumChunk);
   std::uint64_t chosen = std::min(count - 1, static_cast<std::uint64_t>(random.uniform() * count));
   for (std::uint32_t c = 0;; ++c) {
-    std::copy_n(sample.point(chosen), d, centroids.begin() + std::uint64_t{c} * d);
+    std::copy_n(points.data() + chosen * d, d, centroids.begin() + std::uint64_t{c} * d);
     if (c + 1 == k) break;
     const float* centroid = centroids.data() + std::uint64_t{c} * d;
     for_each_block(count, kSumChunk, parallel, [&](std::uint64_t begin, std::uint64_t end) {
-      double mass = 0.0;
-      for (std::uint64_t i = begin; i < end; ++i) {
-        squared[i] = std::min(squared[i],
-                              core::weighted_distance(sample.point(i), sample.weight(i), centroid, d));
-        mass += squared[i];
-      }
-      chunk_mass[begin / kSumChunk] = mass;
+      const float* chunk_weights =
+          weight_columns.empty() ? nullptr : weight_columns.data() + begin;
+      lower_distances(columns.data() + begin, chunk_weights, count, d, centroid, end - begin,
+                      squared.data() + begin);
+      masses[begin / kSumChunk] = chunk_mass(squared.data() + begin, end - begin);
     });
     double total = 0.0;
-    for (const double mass : chunk_mass) total += mass;
+    for (const double mass : masses) total += mass;
     const double u = random.uniform();
     // Every point already sits on a centroid (fewer distinct points than K): cycle through
     // the points, so the spare codewords are duplicates that ties never select.
-    chosen = total > 0.0 && std::isfinite(total) ? pick_by_mass(squared, chunk_mass, u * total)
+    chosen = total > 0.0 && std::isfinite(total) ? pick_by_mass(squared, masses, u * total)
                                                  : (c + 1) % count;
   }
   return centroids;

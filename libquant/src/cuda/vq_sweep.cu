@@ -1,9 +1,9 @@
-// The GPTQ-VQ sweep on the GPU (docs/algorithms/vq.md, "GPU"): one kernel per 128-column block
-// with a thread per row running the host's per-row step (vq_sweep_row.h), the block's slice of U
-// in shared memory, the codebook and the per-vector metric tables in global memory (read-only,
-// cached); then one cuBLAS SGEMM for the lazy update of the later columns. The codes and scales
-// match the host's as long as the lazy updates do (cuBLAS sums in its own order, so the GPU is
-// held to the reference by agreement, not bit for bit).
+// The GPTQ-VQ sweep on the GPU (docs/algorithms/vq.md, "Backends"): one kernel per 128-column
+// block with a thread per row running the host's per-row step (vq_sweep_row.h), the block's
+// slice of U in shared memory, the codebook and the per-vector metric tables in global memory
+// (read-only, cached); then one cuBLAS SGEMM for the lazy update of the later columns. The codes
+// and scales match the host's as long as the lazy updates do (cuBLAS sums in its own order, so
+// the GPU is held to the reference by agreement, not bit for bit).
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -11,9 +11,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "../gptq_row_objective.h"
 #include "../vq_sweep.h"
 #include "cublas_handle.h"
-#include "../gptq_row_objective.h"
 #include "device_buffer.h"
 
 namespace qs::vq::detail {
@@ -39,11 +39,10 @@ __global__ void sweep_vq_block(SweepPlan plan, float* w, std::uint64_t i1, int c
   const std::uint64_t r = static_cast<std::uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= plan.rows) return;
   float* row_errors = errors + r * count;
-  sweep_vq_row_span(plan, w + r * cols, i1, count, u_block, static_cast<std::uint64_t>(count),
-                    codes + r * (cols / plan.d), scales + r * (cols / kScaleGroup),
-                    swept ? swept + r * cols : nullptr, row_errors);
-  if (plan.u && row_objective)
-    row_objective[r] += gptq::detail::sum_of_squares(row_errors, count);
+  sweep_vq_row_span(plan, {w + r * cols, i1, count, u_block, static_cast<std::uint64_t>(count),
+                           codes + r * (cols / plan.d), scales + r * (cols / kScaleGroup),
+                           swept ? swept + r * cols : nullptr, row_errors});
+  if (plan.u && row_objective) row_objective[r] += gptq::detail::sum_of_squares(row_errors, count);
 }
 
 template <typename T>
@@ -57,7 +56,8 @@ void sweep_vq_cuda(std::span<float> w, const SweepPlan& plan, const SweepOutputs
   const std::uint64_t rows = plan.rows, cols = plan.cols;
   const std::uint64_t vectors = cols / plan.d;
   const std::uint64_t metric_count = plan.metrics ? vectors * plan.d * plan.d : 0;
-  const std::uint64_t term_count = plan.terms_stride ? vectors * plan.terms_stride : plan.k;
+  const std::uint64_t term_count =
+      plan.terms_stride ? vectors * plan.terms_stride : plan.terms_padded;
   DeviceBuffer<float> device_w(rows * cols), u(plan.u ? cols * cols : 0),
       codewords(std::uint64_t{plan.k} * plan.d), metrics(metric_count), terms(term_count),
       scales(out.scales.size()), swept(out.swept.size()), errors(rows * gptq::kLazyBlock);
@@ -101,8 +101,8 @@ void sweep_vq_cuda(std::span<float> w, const SweepPlan& plan, const SweepOutputs
     const float minus_one = -1.0f, one = 1.0f;
     check_cublas(cublasSgemm(blas.handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(cols - i2),
                              static_cast<int>(rows), count, &minus_one, u.data + i1 * cols + i2,
-                             static_cast<int>(cols), errors.data, count, &one,
-                             device_w.data + i2, static_cast<int>(cols)),
+                             static_cast<int>(cols), errors.data, count, &one, device_w.data + i2,
+                             static_cast<int>(cols)),
                  "lazy update");
   }
   check(cudaDeviceSynchronize(), "VQ sweep");

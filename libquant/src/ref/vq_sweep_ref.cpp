@@ -20,10 +20,11 @@ void sweep_vq_reference(std::span<float> w, const SweepPlan& plan, const SweepOu
     const std::uint64_t count = i2 - i1;
     for (std::uint64_t r = 0; r < rows; ++r) {
       float* row_errors = errors.data() + r * count;
-      sweep_vq_row_span(plan, w.data() + r * cols, i1, static_cast<int>(count),
-                        plan.u ? plan.u + i1 * cols + i1 : nullptr, cols,
-                        out.codes.data() + r * vectors, out.scales.data() + r * groups,
-                        out.swept.empty() ? nullptr : out.swept.data() + r * cols, row_errors);
+      sweep_vq_row_span(
+          plan, {w.data() + r * cols, i1, static_cast<int>(count),
+                 plan.u ? plan.u + i1 * cols + i1 : nullptr, cols, out.codes.data() + r * vectors,
+                 out.scales.data() + r * groups,
+                 out.swept.empty() ? nullptr : out.swept.data() + r * cols, row_errors});
       if (plan.u && !out.row_objective.empty())
         out.row_objective[r] += gptq::detail::sum_of_squares(row_errors, count);
     }

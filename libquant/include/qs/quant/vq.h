@@ -104,7 +104,9 @@ struct EncodeResult {
 };
 
 // Encodes `weight` ([rows, cols] f32) with `codebook`. Throws BadInput "vq.shape" when d does
-// not divide 128 or 128 does not divide cols, "vq.codebook" for a codebook of the wrong size.
+// not divide 128 or 128 does not divide cols, "vq.codebook" for a codebook of the wrong size,
+// "vq.non_finite" for NaN/Inf weights (naming row and column), "vq.scale_range" for a group
+// scale the scale dtype cannot hold.
 // `hessian` (gptq::prepare_hessian of the module's statistics; its order moves whole d-column
 // vectors, order_block = d) drives compensation; nullptr, or settings.compensate false:
 // nearest codeword per vector (Euclidean on scale-normalised vectors). When `swept` ([rows,
