@@ -2,8 +2,8 @@
 // "Codebooks"). Deterministic for a seed at any thread count and on every backend:
 // - k-means++ seeding from a splitmix64 stream mapped to [0, 1) by its top 53 bits (the
 //   standard library's distributions differ between implementations);
-// - every sum runs in a fixed order: the seeding's Σ D² per fixed chunk of points, chunks in
-//   order; the centroids' Σ w·x and Σ w per cluster over its members in point order (the CPU
+// - every sum runs in a fixed order: the seeding's Σ D² per fixed chunk of points (four
+//   interleaved partial sums), chunks in order; the centroids' Σ w·x and Σ w per cluster over its members in point order (the CPU
 //   groups the points by cluster first, so each cluster's sum is one in-order pass);
 // - the assignment step is exact (vq_search_core.h weighted_distance; ties to the lowest index)
 //   on every backend, so the codes, and hence the sums, never depend on the backend;
@@ -22,7 +22,6 @@
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/int_group.h"
 #include "vq_detail.h"
-#include "vq_kmeans.h"
 #include "vq_search_core.h"
 
 namespace qs::vq {
@@ -137,8 +136,10 @@ std::uint64_t pick_by_mass(std::span<const float> squared, std::span<const doubl
   return last_positive(squared, 0, squared.size());
 }
 
-}  // namespace
-
+// Weighted k-means++ (Arthur & Vassilvitskii 2007): the first centroid a uniformly drawn point,
+// each next one a point drawn with probability ∝ its weighted squared distance D² to the
+// nearest centroid so far. [k, d] in f32, not rounded. `parallel`: oneTBB over the chunks of
+// points (the same result).
 std::vector<float> kmeans_seed(std::span<const float> points, std::span<const float> weights,
                                std::uint64_t count, std::uint32_t d, std::uint32_t k,
                                std::uint64_t seed, bool parallel) {
@@ -178,6 +179,7 @@ std::vector<float> kmeans_seed(std::span<const float> points, std::span<const fl
   return centroids;
 }
 
+}  // namespace
 }  // namespace detail
 
 namespace {

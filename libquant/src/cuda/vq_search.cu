@@ -77,9 +77,11 @@ unsigned grid_for(std::uint64_t count) {
   return static_cast<unsigned>((count + kThreads - 1) / kThreads);
 }
 
-#define QS_UPLOAD(name, values)                        \
-  DeviceBuffer<float> name((values).size());           \
-  name.upload((values).data(), (values).size_bytes())
+// A device copy of `values` (DeviceBuffer is neither copyable nor movable, so the caller
+// constructs it and this fills it).
+void upload(DeviceBuffer<float>& buffer, std::span<const float> values) {
+  buffer.upload(values.data(), values.size_bytes());
+}
 
 }  // namespace
 
@@ -87,10 +89,14 @@ void nearest_codewords_cuda(std::span<const float> vectors, std::uint64_t count,
                             const Codebook& codebook, std::span<const float> metric,
                             std::span<const float> terms, std::span<std::uint32_t> codes) {
   const std::uint32_t d = codebook.tier.d, chunk = chunk_codes(d);
-  QS_UPLOAD(device_vectors, vectors);
-  QS_UPLOAD(device_codewords, std::span<const float>(codebook.codewords));
-  QS_UPLOAD(device_terms, terms);
-  QS_UPLOAD(device_metric, metric);
+  DeviceBuffer<float> device_vectors(vectors.size());
+  upload(device_vectors, vectors);
+  DeviceBuffer<float> device_codewords(codebook.codewords.size());
+  upload(device_codewords, codebook.codewords);
+  DeviceBuffer<float> device_terms(terms.size());
+  upload(device_terms, terms);
+  DeviceBuffer<float> device_metric(metric.size());
+  upload(device_metric, metric);
   DeviceBuffer<std::uint32_t> device_codes(count);
   nearest_kernel<<<grid_for(count), kThreads, (chunk * (d + 1)) * sizeof(float)>>>(
       device_vectors.data, count, device_codewords.data, device_terms.data, codebook.tier.k, d,
@@ -103,9 +109,12 @@ void assign_weighted_cuda(std::span<const float> points, std::span<const float> 
                           std::uint64_t count, const Centroids& centroids,
                           std::span<std::uint32_t> codes, std::span<float> distances) {
   const std::uint32_t d = centroids.d, chunk = kSharedFloats / d;
-  QS_UPLOAD(device_points, points);
-  QS_UPLOAD(device_weights, weights);
-  QS_UPLOAD(device_centroids, centroids.values);
+  DeviceBuffer<float> device_points(points.size());
+  upload(device_points, points);
+  DeviceBuffer<float> device_weights(weights.size());
+  upload(device_weights, weights);
+  DeviceBuffer<float> device_centroids(centroids.values.size());
+  upload(device_centroids, centroids.values);
   DeviceBuffer<std::uint32_t> device_codes(count);
   DeviceBuffer<float> device_distances(distances.empty() ? 0 : count);
   assign_kernel<<<grid_for(count), kThreads, chunk * d * sizeof(float)>>>(

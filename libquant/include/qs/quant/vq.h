@@ -41,7 +41,7 @@ using Codebook = VqCodebook;
 // The uniform codebook of a scalar tier (d must be 1): levels (2i − K + 1)·Δ/2 for i < K, Δ the
 // step that minimises the mean squared error of a unit normal variable (the sub-vectors are
 // RMS-normalised): K = 2 gives ±0.798 (sign × scale), K = 4 ±0.498, ±1.494, K = 8 steps of
-// 0.586. Δ is computed (deterministic numerical integration), not tabulated.
+// 0.586. Δ is computed (golden-section search on the closed-form error), not tabulated.
 Codebook uniform_codebook(const Tier& tier, DType dtype = DType::F16);
 
 // ---- codebook fitting ----
