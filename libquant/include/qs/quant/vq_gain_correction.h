@@ -1,6 +1,6 @@
 #pragma once
-// Undoing the output shrinkage of low-bit codes (docs/performance/vq-quality.md, "Output
-// shrinkage decides the KLD"): GPTQ-VQ codes with the RMS group scale reproduce only part of a
+// Undoing the output shrinkage of low-bit codes (docs/performance/vq-quality.md,
+// "Investigation: output shrinkage and the group scale"): GPTQ-VQ codes with the RMS group scale reproduce only part of a
 // module's output along the original one — the output gain tr(Ŵ·H·Wᵀ) / tr(W·H·Wᵀ) is 0.73–0.78
 // at 1 bit and 0.98 at 2 bits on the bundled model — and that bias, summed over experts and
 // layers, costs more KL divergence than the objective suggests. Multiplying every group scale of
