@@ -32,6 +32,7 @@
 #include "qs/quant/int_group.h"
 #include "qs/quant/int_quantizer.h"
 #include "qs/quant/vq_allocation_error.h"
+#include "qs/quant/vq_gain_correction.h"
 #include "qs/run/evaluation.h"
 #include "vq_quality_model.h"
 
@@ -65,7 +66,7 @@ struct Configuration {
   int refine = 0;            // codebook refinement rounds on the compensated targets
   bool spine_int4 = false;   // the spine Linears INT4 g128 GPTQ too
   // Every group scale of a module × tr(W·H·Wᵀ) / tr(Ŵ·H·Wᵀ) (rounded to BF16 again): undoes
-  // the shrinkage of the experts' outputs that nearest-centroid codes bring (a diagnostic).
+  // the shrinkage of the experts' outputs (vq::correct_output_gain).
   bool unshrink = false;
   // After the sweep, each row's group scales refitted with codes fixed to minimise that row's
   // output error (w − Σ_g s_g·c_g)ᵀ·H·(w − Σ_g s_g·c_g): least squares in the layer objective's
@@ -239,7 +240,7 @@ class Study {
         auto values = encode(module, books.at(tier.name), configuration.settings, quantized);
         if (configuration.output_refit)
           values = output_refitted(module, books.at(tier.name), quantized);
-        if (configuration.unshrink) values = unshrunk(module, books.at(tier.name), quantized, values);
+        if (configuration.unshrink) values = unshrunk(module, books.at(tier.name), quantized);
         decoded.set(module, std::move(values));
         weights += module.rows * module.cols;
         bits += static_cast<double>(module.rows * module.cols) * tier.bits_per_weight();
@@ -348,20 +349,13 @@ class Study {
     return values;
   }
 
+  // vq::correct_output_gain: every group scale × 1 / the module's output gain.
   std::vector<float> unshrunk(const StudyModule& module, const vq::Codebook& codebook,
-                              vq::VqQuantized& quantized, const std::vector<float>& values) {
-    const auto* prepared = hessians_.prepared(module.name, 1);
-    const auto o = gptq::detail::objective_of_decoded(module.weight, values, module.rows,
-                                                      module.cols, *prepared);
-    const double energy = gptq::detail::quadratic_form(values, module.rows, module.cols, *prepared);
-    // tr(Ŵ·H·Wᵀ) = (tr(W·H·Wᵀ) + tr(Ŵ·H·Ŵᵀ) − tr(ΔW·H·ΔWᵀ)) / 2
-    const double cross = (o.reference + energy - o.error) / 2.0;
-    if (cross <= 0.0) return values;
-    const auto factor = static_cast<float>(o.reference / cross);
-    for (float& scale : quantized.scales) scale = intq::round_to_dtype(scale * factor, DType::BF16);
-    std::vector<float> rescaled(values.size());
-    vq::decode(quantized, codebook, rescaled);
-    return rescaled;
+                              vq::VqQuantized& quantized) {
+    vq::correct_output_gain(module.weight, codebook, *hessians_.prepared(module.name, 1), quantized);
+    std::vector<float> values(module.rows * module.cols);
+    vq::decode(quantized, codebook, values);
+    return values;
   }
 
   const vq::Codebook& codebook(const std::string& tier) {
