@@ -27,10 +27,9 @@ std::string numerics_fingerprint(const DeviceSelection& devices, const CudaAvail
 
 std::string quantize_fingerprint(const QuantizeInputs& inputs, const Recipe& recipe,
                                  const DeviceSelection& devices, const CudaAvailability& cuda) {
-  std::string fingerprint =
-      fmt::format("quantsmith {}|recipe={}|format={}|method={}|nan={}", kQuantsmithVersion,
-                  inputs.recipe_text, output_format_name(recipe.format), recipe.scale_method,
-                  inputs.nan_policy);
+  std::string fingerprint = fmt::format(
+      "quantsmith {}|recipe={}|format={}|method={}|nan={}", kQuantsmithVersion, inputs.recipe_text,
+      output_format_name(recipe.format), recipe.scale_method, inputs.nan_policy);
   for (const auto& parameter : inputs.parameters) fingerprint += "|" + parameter;
   fingerprint += numerics_fingerprint(devices, cuda);
   if (!inputs.calibration.empty())

@@ -154,8 +154,14 @@ class Preparation {
   Preparation(const Checkpoint& source, const Recipe& recipe,
               std::span<const VqCandidate> candidates, const CalibrationStatistics& statistics,
               const RoutingTable& routing, const PreparationSettings& settings)
-      : source_(source), recipe_(recipe), candidates_(candidates), statistics_(statistics),
-        routing_(routing), settings_(settings), diagonals_(statistics), rule_statistics_(statistics),
+      : source_(source),
+        recipe_(recipe),
+        candidates_(candidates),
+        statistics_(statistics),
+        routing_(routing),
+        settings_(settings),
+        diagonals_(statistics),
+        rule_statistics_(statistics),
         hessians_(1) {}
 
   VqPreparation run() {
@@ -180,8 +186,7 @@ class Preparation {
     for (std::size_t m = 0; m < candidates_.size(); ++m) {
       const auto& candidate = candidates_[m];
       for (const auto& tier : candidate.options.tiers) {
-        const auto tensor =
-            vq_codebook_tensor(tier, candidate.options.codebooks, candidate.layer);
+        const auto tensor = vq_codebook_tensor(tier, candidate.options.codebooks, candidate.layer);
         auto found = std::find_if(groups.begin(), groups.end(),
                                   [&](const auto& group) { return group.tensor == tensor; });
         if (found == groups.end()) {
@@ -249,8 +254,8 @@ class Preparation {
     report.vectors = points.size() / d;
     progress(fmt::format("vq: fitting {} (d {}, K {}) on {} sub-vectors of {} modules",
                          group.tensor, d, group.tier.k, report.vectors, group.members.size()));
-    auto codebook =
-        fit_codebook(points, weights, group.tier, kCodebookDtype, settings_.kmeans, settings_.backend);
+    auto codebook = fit_codebook(points, weights, group.tier, kCodebookDtype, settings_.kmeans,
+                                 settings_.backend);
     for (std::uint32_t round = 0; round < refine_rounds(group); ++round) {
       progress(fmt::format("vq: refining {} (round {})", group.tensor, round + 1));
       codebook = refine(group, quota, codebook);
@@ -297,11 +302,11 @@ class Preparation {
     const auto& statistics = rule_statistics_.of(rule);
     const auto key = statistics_key(statistics, candidate.module);
     const auto settings = gptq_settings(rule, tier);
-    return prepared_hessian(hessians_, statistics, key,
-                            fmt::format("{}|d{}|damp{}|ao{}|min{}|blend{}", key, tier.d,
-                                        settings.damp, settings.act_order, settings.min_tokens,
-                                        rule.integer.blend_tokens),
-                            candidate.cols, settings, settings_.backend, nullptr);
+    return prepared_hessian(
+        hessians_, statistics, key,
+        fmt::format("{}|d{}|damp{}|ao{}|min{}|blend{}", key, tier.d, settings.damp,
+                    settings.act_order, settings.min_tokens, rule.integer.blend_tokens),
+        candidate.cols, settings, settings_.backend, nullptr);
   }
 
   static std::vector<double> identity(std::uint64_t cols) {
@@ -383,7 +388,8 @@ class Preparation {
   // down_proj to about the same relative error of the expert's output, so gate/up errors are
   // taken relative to their own output energy and scaled by the expert's output energy (its
   // down_proj's): every error of one expert is then in its output space.
-  void to_output_space(std::span<const std::size_t> members, std::vector<Estimate>& estimates) const {
+  void to_output_space(std::span<const std::size_t> members,
+                       std::vector<Estimate>& estimates) const {
     std::map<std::pair<std::uint32_t, std::uint32_t>, double> output_energy;  // (layer, expert)
     for (std::size_t i = 0; i < members.size(); ++i) {
       const auto& candidate = candidates_[members[i]];
@@ -426,9 +432,9 @@ class Preparation {
         const auto& candidate = candidates_[m];
         if (candidate.layer != layer_in_progress) {
           layer_in_progress = candidate.layer;
-          progress(fmt::format("vq: estimating tier errors of {}",
-                               candidate.layer ? fmt::format("layer {}", *candidate.layer)
-                                               : candidate.module));
+          progress(fmt::format(
+              "vq: estimating tier errors of {}",
+              candidate.layer ? fmt::format("layer {}", *candidate.layer) : candidate.module));
         }
         estimates.push_back(estimate(m));
       }

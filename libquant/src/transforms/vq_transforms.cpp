@@ -5,12 +5,12 @@
 #include <chrono>
 #include <cstring>
 
+#include "hessian_cache.h"
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/blended_statistics.h"
 #include "qs/quant/vq.h"
 #include "qs/quant/vq_gain_correction.h"
-#include "hessian_cache.h"
 #include "weight_guard.h"
 
 namespace qs {
@@ -20,8 +20,8 @@ namespace {
 vq::EncodeSettings encode_settings(const VqOptions& options) {
   vq::EncodeSettings settings;
   settings.compensate = options.compensation == VqCompensation::Gptq;
-  settings.metric = options.metric == VqMetricChoice::Euclidean ? vq::Metric::Euclidean
-                                                                : vq::Metric::Mahalanobis;
+  settings.metric =
+      options.metric == VqMetricChoice::Euclidean ? vq::Metric::Euclidean : vq::Metric::Mahalanobis;
   settings.update = options.update == VqUpdateChoice::Diagonal ? vq::ErrorUpdate::Diagonal
                                                                : vq::ErrorUpdate::Exact;
   settings.scale_rule = options.refit_scales ? vq::ScaleRule::LeastSquares : vq::ScaleRule::Rms;
@@ -32,8 +32,12 @@ class VqTransform final : public Transform {
  public:
   VqTransform(const QuantizeRequest& request, NanPolicy nan_policy, vq::Backend backend,
               std::shared_ptr<HessianCache> cache, QuantizeStageTimes* stage_times)
-      : tier_(*request.vq_tier), codebook_(request.vq_codebook), options_(request.vq),
-        integer_(request.integer), encode_(encode_settings(request.vq)), nan_policy_(nan_policy),
+      : tier_(*request.vq_tier),
+        codebook_(request.vq_codebook),
+        options_(request.vq),
+        integer_(request.integer),
+        encode_(encode_settings(request.vq)),
+        nan_policy_(nan_policy),
         backend_(backend),
         blended_(request.calibration && request.integer.blend_tokens > 0
                      ? std::make_unique<BlendedStatistics>(*request.calibration,
@@ -64,16 +68,15 @@ class VqTransform final : public Transform {
   }
 
   std::string describe() const override {
-    return fmt::format("vq({}, d {}, K {}, {}{}{}{}{})", tier_.name, tier_.d, tier_.k,
-                       compensates() ? fmt::format("gptq damp {}", integer_.damp) : "no compensation",
-                       compensates() ? fmt::format(", {}, {}", vq_metric_name(options_.metric),
-                                                   vq_update_name(options_.update))
-                                     : "",
-                       options_.refit_scales ? ", least-squares scales" : "",
-                       integer_.blend_tokens > 0
-                           ? fmt::format(", blend {} tokens", integer_.blend_tokens)
-                           : "",
-                       calibration_ ? ", output gain corrected" : "");
+    return fmt::format(
+        "vq({}, d {}, K {}, {}{}{}{}{})", tier_.name, tier_.d, tier_.k,
+        compensates() ? fmt::format("gptq damp {}", integer_.damp) : "no compensation",
+        compensates() ? fmt::format(", {}, {}", vq_metric_name(options_.metric),
+                                    vq_update_name(options_.update))
+                      : "",
+        options_.refit_scales ? ", least-squares scales" : "",
+        integer_.blend_tokens > 0 ? fmt::format(", blend {} tokens", integer_.blend_tokens) : "",
+        calibration_ ? ", output gain corrected" : "");
   }
 
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
@@ -119,11 +122,11 @@ class VqTransform final : public Transform {
     // calibration, or an expert no token reached) the codes are the nearest codewords.
     std::shared_ptr<const gptq::PreparedHessian> hessian;
     if (calibration_ && (compensates() || !key.empty()))
-      hessian = prepared_hessian(*cache_, *calibration_, key,
-                                 fmt::format("{}|vq d{}|damp {}|act order {}|min {}", key,
-                                             tier_.d, settings_.damp, settings_.act_order,
-                                             settings_.min_tokens),
-                                 cols, settings_, backend_, stage_times_);
+      hessian =
+          prepared_hessian(*cache_, *calibration_, key,
+                           fmt::format("{}|vq d{}|damp {}|act order {}|min {}", key, tier_.d,
+                                       settings_.damp, settings_.act_order, settings_.min_tokens),
+                           cols, settings_, backend_, stage_times_);
     std::string fallback;
     auto settings = encode_;
     if (hessian && !hessian->fallback.empty()) {
@@ -171,7 +174,7 @@ class VqTransform final : public Transform {
         // Low-bit codes shrink the module's output (its gain tr(Ŵ·H·Wᵀ) / tr(W·H·Wᵀ) is below
         // 1, about 0.75 at 1 bit); the bias adds up over experts and layers. Scaling the
         // member's group scales by 1 / gain removes it and lowers the objective too
-        // (docs/performance/vq-quality.md, "output shrinkage").
+        // (docs/performance/vq-quality.md, "Investigation: output shrinkage and the group scale").
         vq::correct_output_gain(weight, *codebook_, *hessian, member);
         std::vector<float> decoded(member_rows * cols);
         vq::decode(member, *codebook_, decoded);
