@@ -97,6 +97,7 @@ class VqTransform final : public Transform {
 
  private:
   bool compensates() const { return options_.compensation == VqCompensation::Gptq; }
+  bool gain_corrected() const { return calibration_ && tier_.kind == VqCodebookKind::Learned; }
 
   // Members calibrated on one matrix (gate and up of an expert) are stacked into one encode:
   // one prepared Hessian, rows independent, so each member's codes are those of its own encode.
@@ -175,7 +176,10 @@ class VqTransform final : public Transform {
         // 1, about 0.75 at 1 bit); the bias adds up over experts and layers. Scaling the
         // member's group scales by 1 / gain removes it and lowers the objective too
         // (docs/performance/vq-quality.md, "Investigation: output shrinkage and the group scale").
-        vq::correct_output_gain(weight, *codebook_, *hessian, member);
+        // Learned (vector) tiers only: the scalar tiers are the plain sign/level × group-scale
+        // baselines, and a corrected 1-bit scalar keeps so little of the weight (0.3 dB SNR on
+        // the bundled model) that the job's signal floor would refuse it.
+        if (gain_corrected()) vq::correct_output_gain(weight, *codebook_, *hessian, member);
         std::vector<float> decoded(member_rows * cols);
         vq::decode(member, *codebook_, decoded);
         const auto objective =
