@@ -33,7 +33,8 @@ Layer random_layer(std::uint64_t seed) {
   }
   for (std::uint64_t t = 0; t < tokens; ++t)
     for (std::uint64_t i = 0; i < kCols; ++i)
-      for (std::uint64_t j = 0; j < kCols; ++j) h[i * kCols + j] += x[t * kCols + i] * x[t * kCols + j];
+      for (std::uint64_t j = 0; j < kCols; ++j)
+        h[i * kCols + j] += x[t * kCols + i] * x[t * kCols + j];
   layer.hessian = gptq::prepare_hessian(h, kCols, tokens, {});
   return layer;
 }
@@ -41,7 +42,8 @@ Layer random_layer(std::uint64_t seed) {
 double gain(const Layer& layer, const vq::VqQuantized& quantized, const vq::Codebook& codebook) {
   std::vector<float> decoded(kRows * kCols);
   vq::decode(quantized, codebook, decoded);
-  const auto o = gptq::detail::objective_of_decoded(layer.weight, decoded, kRows, kCols, layer.hessian);
+  const auto o =
+      gptq::detail::objective_of_decoded(layer.weight, decoded, kRows, kCols, layer.hessian);
   const double energy = gptq::detail::quadratic_form(decoded, kRows, kCols, layer.hessian);
   return (o.reference + energy - o.error) / 2.0 / o.reference;
 }

@@ -1,12 +1,12 @@
 #pragma once
 // Undoing the output shrinkage of low-bit codes (docs/performance/vq-quality.md,
-// "Investigation: output shrinkage and the group scale"): GPTQ-VQ codes with the RMS group scale reproduce only part of a
-// module's output along the original one — the output gain tr(Ŵ·H·Wᵀ) / tr(W·H·Wᵀ) is 0.73–0.78
-// at 1 bit and 0.98 at 2 bits on the bundled model — and that bias, summed over experts and
-// layers, costs more KL divergence than the objective suggests. Multiplying every group scale of
-// the module by 1 / gain makes the gain 1 (up to the scale dtype's rounding) and, on the bundled
-// model, lowers both the KLD and the objective at every tier. The checkpoint layout is unchanged:
-// only the stored scales differ.
+// "Investigation: output shrinkage and the group scale"): GPTQ-VQ codes with the RMS group scale
+// reproduce only part of a module's output along the original one — the output gain tr(Ŵ·H·Wᵀ) /
+// tr(W·H·Wᵀ) is 0.73–0.78 at 1 bit and 0.98 at 2 bits on the bundled model — and that bias, summed
+// over experts and layers, costs more KL divergence than the objective suggests. Multiplying every
+// group scale of the module by 1 / gain makes the gain 1 (up to the scale dtype's rounding) and, on
+// the bundled model, lowers both the KLD and the objective at every tier. The checkpoint layout is
+// unchanged: only the stored scales differ.
 
 #include <cstdint>
 #include <span>
