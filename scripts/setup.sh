@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages quantsmith builds against. Idempotent and quiet:
-# packages already present are not reinstalled, and apt runs only when something is missing.
+# Installs the Debian packages quantsmith builds against, and python3-numpy for the one test
+# that decodes our VQ checkpoints with an independent numpy decoder
+# (scripts/conformance/check_vq_decode.py). Idempotent and quiet: packages already present are
+# not reinstalled, and apt runs only when something is missing.
 set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
   nlohmann-json3-dev libcli11-dev libtbb-dev libzstd-dev libgtest-dev
-  libyaml-cpp-dev libfmt-dev libopenblas-dev libxxhash-dev libre2-dev time
+  libyaml-cpp-dev libfmt-dev libopenblas-dev libxxhash-dev libre2-dev time python3-numpy
 )
 
 missing=()

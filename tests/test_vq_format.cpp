@@ -421,13 +421,15 @@ TEST_F(VqFormat, InspectValidateAndDequantizeFromTheCommandLine) {
   }
 }
 
-// A python3 with numpy: $QS_PYTHON, the conformance venv, or python3 on the PATH; empty when
+// A python3 with numpy: $QS_PYTHON, the conformance venv, python3 on the PATH or Debian's
+// /usr/bin/python3 (scripts/setup.sh installs python3-numpy); empty when
 // none imports numpy.
 std::string python_with_numpy() {
   std::vector<std::string> candidates;
   if (const char* chosen = std::getenv("QS_PYTHON")) candidates.emplace_back(chosen);
   candidates.push_back(std::string(QS_SOURCE_DIR) + "/.venv-conformance/bin/python");
   candidates.emplace_back("python3");
+  candidates.emplace_back("/usr/bin/python3");  // Debian's, where python3-numpy installs
   for (const auto& python : candidates)
     if (std::system((shell(python) + " -c 'import numpy' >/dev/null 2>&1").c_str()) == 0)
       return python;
