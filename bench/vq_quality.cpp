@@ -13,7 +13,9 @@
 // 1-bit sign × group-scale scalar, tier int1, compensated); mixed tiers by the allocator
 // (alloc::allocate over vq1/vq2/vq3, and over int1/int2/int3) at --target-bpw (1.90) beside
 // uniform vq2, with the spine BF16 or INT4 g128 GPTQ; ablations of the encoder on vq1/vq2
-// (diagonal update, Euclidean metric, codebook refinement rounds, least-squares scales).
+// (diagonal update, Euclidean metric, codebook refinement rounds, least-squares scales); and the
+// investigation of output shrinkage (group scales × 1 / output gain, vq::correct_output_gain;
+// scales refitted by least squares in H's metric; other vector lengths at the same bits).
 // Codebooks are shared per tier across the model, fitted with vq::fit_codebook weighted by
 // diag(H).
 
@@ -32,6 +34,7 @@
 #include "qs/quant/int_group.h"
 #include "qs/quant/int_quantizer.h"
 #include "qs/quant/vq_allocation_error.h"
+#include "qs/quant/vq_gain_correction.h"
 #include "qs/run/evaluation.h"
 #include "vq_quality_model.h"
 
@@ -62,10 +65,10 @@ struct Configuration {
   std::vector<std::string> tiers;
   int gptq_bits = 0;  // > 0: scalar GPTQ INT`bits` asymmetric g128 instead of VQ
   vq::EncodeSettings settings;
-  int refine = 0;            // codebook refinement rounds on the compensated targets
-  bool spine_int4 = false;   // the spine Linears INT4 g128 GPTQ too
+  int refine = 0;           // codebook refinement rounds on the compensated targets
+  bool spine_int4 = false;  // the spine Linears INT4 g128 GPTQ too
   // Every group scale of a module × tr(W·H·Wᵀ) / tr(Ŵ·H·Wᵀ) (rounded to BF16 again): undoes
-  // the shrinkage of the experts' outputs that nearest-centroid codes bring (a diagnostic).
+  // the shrinkage of the experts' outputs (vq::correct_output_gain).
   bool unshrink = false;
   // After the sweep, each row's group scales refitted with codes fixed to minimise that row's
   // output error (w − Σ_g s_g·c_g)ᵀ·H·(w − Σ_g s_g·c_g): least squares in the layer objective's
@@ -78,8 +81,8 @@ struct Outcome {
   double bpw = 0.0;
   run::DivergenceReport divergence;
   double objective = 0.0, reference = 0.0;  // Σ tr(ΔW·H·ΔWᵀ), Σ tr(W·H·Wᵀ) of routed experts
-  double energy = 0.0;                      // Σ tr(Ŵ·H·Ŵᵀ): the decoded experts' output energy
-  std::string allocation;                   // tier histogram of an allocated configuration
+  double energy = 0.0;     // Σ tr(Ŵ·H·Ŵᵀ): the decoded experts' output energy
+  std::string allocation;  // tier histogram of an allocated configuration
   double encode_s = 0.0, eval_s = 0.0;
 };
 
@@ -99,11 +102,13 @@ std::vector<Configuration> configurations() {
   add("int1-plain", "uniform", "1-bit scalar sign × group scale, no compensation", {"int1"}, plain);
   add("vq1", "uniform", "VQ d8/K256, GPTQ-VQ", {"vq1"}, none);
   add("vq1-plain", "uniform", "VQ d8/K256, nearest codeword", {"vq1"}, plain);
-  add("int2-gptq", "uniform", "INT2 asymmetric g128, GPTQ", {}, [](Configuration& c) { c.gptq_bits = 2; });
+  add("int2-gptq", "uniform", "INT2 asymmetric g128, GPTQ", {},
+      [](Configuration& c) { c.gptq_bits = 2; });
   add("int2", "uniform", "2-bit scalar uniform codebook × group RMS scale, GPTQ", {"int2"}, none);
   add("vq2", "uniform", "VQ d4/K256, GPTQ-VQ", {"vq2"}, none);
   add("vq2-plain", "uniform", "VQ d4/K256, nearest codeword", {"vq2"}, plain);
-  add("int3-gptq", "uniform", "INT3 asymmetric g128, GPTQ", {}, [](Configuration& c) { c.gptq_bits = 3; });
+  add("int3-gptq", "uniform", "INT3 asymmetric g128, GPTQ", {},
+      [](Configuration& c) { c.gptq_bits = 3; });
   add("int3", "uniform", "3-bit scalar uniform codebook × group RMS scale, GPTQ", {"int3"}, none);
   add("vq3", "uniform", "VQ d4/K4096, GPTQ-VQ", {"vq3"}, none);
   add("vq3-plain", "uniform", "VQ d4/K4096, nearest codeword", {"vq3"}, plain);
@@ -154,16 +159,38 @@ std::vector<Configuration> configurations() {
         });
   }
   for (const bool spine : {false, true})
-    add(std::string("mixed-vq-refine1") + (spine ? "+spine4" : ""), "investigation",
-        std::string("allocator over vq1/vq2/vq3, 1 refinement round") +
-            (spine ? ", spine INT4 g128 GPTQ" : ", spine BF16"),
-        {"vq1", "vq2", "vq3"}, [spine](Configuration& c) {
-          c.refine = 1;
-          c.spine_int4 = spine;
-        });
-  for (const std::string tier : {"vq1", "vq2"})
+    for (const bool unshrink : {false, true})
+      add(std::string("mixed-vq-refine1") + (unshrink ? "-unshrink" : "") +
+              (spine ? "+spine4" : ""),
+          "investigation",
+          std::string("allocator over vq1/vq2/vq3, 1 refinement round") +
+              (unshrink ? ", scales × 1/output gain" : "") +
+              (spine ? ", spine INT4 g128 GPTQ" : ", spine BF16"),
+          {"vq1", "vq2", "vq3"}, [spine, unshrink](Configuration& c) {
+            c.refine = 1;
+            c.unshrink = unshrink;
+            c.spine_int4 = spine;
+          });
+  add("mixed-int-unshrink", "investigation",
+      "allocator over int1/int2/int3 scalars, GPTQ, scales × 1/output gain",
+      {"int1", "int2", "int3"}, [](Configuration& c) { c.unshrink = true; });
+  for (const std::string tier : {"int2", "int3"})
+    add(tier + "-unshrink", "investigation", "module scales × 1/output gain", {tier},
+        [](Configuration& c) { c.unshrink = true; });
+  for (const std::string tier : {"vq1", "vq2"}) {
     add(tier + "-output-refit", "investigation", "scales refitted by least squares in H's metric",
         {tier}, [](Configuration& c) { c.output_refit = true; });
+    add(tier + "-refine1-output-refit", "investigation",
+        "1 refinement round, scales refitted in H's metric", {tier}, [](Configuration& c) {
+          c.refine = 1;
+          c.output_refit = true;
+        });
+  }
+  add("vq2-refine2-unshrink", "investigation", "2 refinement rounds, scales × 1/output gain",
+      {"vq2"}, [](Configuration& c) {
+        c.refine = 2;
+        c.unshrink = true;
+      });
   add("vq1-d4", "investigation", "1-bit VQ d4/K16, GPTQ-VQ", {"vq1-d4"}, none);
   add("vq2-d2", "investigation", "2-bit VQ d2/K16, GPTQ-VQ", {"vq2-d2"}, none);
   add("vq2-d2-unshrink", "investigation", "2-bit VQ d2/K16, scales × 1/output gain", {"vq2-d2"},
@@ -218,7 +245,7 @@ class Study {
         auto values = encode(module, books.at(tier.name), configuration.settings, quantized);
         if (configuration.output_refit)
           values = output_refitted(module, books.at(tier.name), quantized);
-        if (configuration.unshrink) values = unshrunk(module, books.at(tier.name), quantized, values);
+        if (configuration.unshrink) values = unshrunk(module, books.at(tier.name), quantized);
         decoded.set(module, std::move(values));
         weights += module.rows * module.cols;
         bits += static_cast<double>(module.rows * module.cols) * tier.bits_per_weight();
@@ -228,12 +255,11 @@ class Study {
     for (const auto& module : experts_) {
       const auto* prepared = hessians_.prepared(module.name, 1);
       const auto values = decoded.linear(module.name)->values;
-      const auto objective =
-          gptq::detail::objective_of_decoded(module.weight, values, module.rows, module.cols, *prepared);
+      const auto objective = gptq::detail::objective_of_decoded(module.weight, values, module.rows,
+                                                                module.cols, *prepared);
       outcome.objective += objective.error;
       outcome.reference += objective.reference;
-      outcome.energy +=
-          gptq::detail::quadratic_form(values, module.rows, module.cols, *prepared);
+      outcome.energy += gptq::detail::quadratic_form(values, module.rows, module.cols, *prepared);
     }
     if (configuration.spine_int4) decoded.merge(spine_int4());
     outcome.encode_s = seconds_since(start);
@@ -295,7 +321,8 @@ class Study {
         }
       for (std::uint64_t g = 0; g < groups; ++g) {
         b[g] = 0.0;
-        for (std::uint64_t i = 0; i < cols; ++i) b[g] += hv[g * cols + i] * module.weight[r * cols + i];
+        for (std::uint64_t i = 0; i < cols; ++i)
+          b[g] += hv[g * cols + i] * module.weight[r * cols + i];
         for (std::uint64_t k = 0; k < groups; ++k) {
           double sum = 0.0;
           for (std::uint64_t i = 0; i < cols; ++i) sum += hv[g * cols + i] * basis[k * cols + i];
@@ -306,7 +333,10 @@ class Study {
       std::vector<double> m = a, x = b;
       bool singular = false;
       for (std::uint64_t p = 0; p < groups && !singular; ++p) {
-        if (m[p * groups + p] <= 1e-30) { singular = true; break; }
+        if (m[p * groups + p] <= 1e-30) {
+          singular = true;
+          break;
+        }
         for (std::uint64_t q = p + 1; q < groups; ++q) {
           const double f = m[q * groups + p] / m[p * groups + p];
           for (std::uint64_t k = p; k < groups; ++k) m[q * groups + k] -= f * m[p * groups + k];
@@ -320,27 +350,22 @@ class Study {
       }
       for (std::uint64_t g = 0; g < groups; ++g)
         if (quantized.scales[r * groups + g] != 0.0f)
-          quantized.scales[r * groups + g] = intq::round_to_dtype(static_cast<float>(x[g]), DType::BF16);
+          quantized.scales[r * groups + g] =
+              intq::round_to_dtype(static_cast<float>(x[g]), DType::BF16);
     }
     std::vector<float> values(module.rows * module.cols);
     vq::decode(quantized, codebook, values);
     return values;
   }
 
+  // vq::correct_output_gain: every group scale × 1 / the module's output gain.
   std::vector<float> unshrunk(const StudyModule& module, const vq::Codebook& codebook,
-                              vq::VqQuantized& quantized, const std::vector<float>& values) {
-    const auto* prepared = hessians_.prepared(module.name, 1);
-    const auto o = gptq::detail::objective_of_decoded(module.weight, values, module.rows,
-                                                      module.cols, *prepared);
-    const double energy = gptq::detail::quadratic_form(values, module.rows, module.cols, *prepared);
-    // tr(Ŵ·H·Wᵀ) = (tr(W·H·Wᵀ) + tr(Ŵ·H·Ŵᵀ) − tr(ΔW·H·ΔWᵀ)) / 2
-    const double cross = (o.reference + energy - o.error) / 2.0;
-    if (cross <= 0.0) return values;
-    const auto factor = static_cast<float>(o.reference / cross);
-    for (float& scale : quantized.scales) scale = intq::round_to_dtype(scale * factor, DType::BF16);
-    std::vector<float> rescaled(values.size());
-    vq::decode(quantized, codebook, rescaled);
-    return rescaled;
+                              vq::VqQuantized& quantized) {
+    vq::correct_output_gain(module.weight, codebook, *hessians_.prepared(module.name, 1),
+                            quantized);
+    std::vector<float> values(module.rows * module.cols);
+    vq::decode(quantized, codebook, values);
+    return values;
   }
 
   const vq::Codebook& codebook(const std::string& tier) {
@@ -360,10 +385,9 @@ class Study {
   // codeword to the compensated targets its vectors had, repeat.
   vq::Codebook refined(const std::string& tier, const vq::EncodeSettings& settings, int rounds) {
     if (rounds == 0) return codebook(tier);
-    const auto key = fmt::format("{}/{}/{}/{}/{}/{}", tier, rounds, settings.compensate,
-                                 static_cast<int>(settings.metric),
-                                 static_cast<int>(settings.update),
-                                 static_cast<int>(settings.scale_rule));
+    const auto key = fmt::format(
+        "{}/{}/{}/{}/{}/{}", tier, rounds, settings.compensate, static_cast<int>(settings.metric),
+        static_cast<int>(settings.update), static_cast<int>(settings.scale_rule));
     if (const auto found = refined_.find(key); found != refined_.end()) return found->second;
     vq::Codebook current = rounds > 1 ? refined(tier, settings, rounds - 1) : codebook(tier);
     vq::CodebookRefinement refinement(current);
@@ -384,7 +408,8 @@ class Study {
                                               std::string& histogram) {
     std::map<std::string, std::vector<const StudyModule*>> groups;  // item → its modules
     for (const auto& module : experts_) {
-      const std::string prefix = fmt::format("model.layers.{}.mlp.experts.{}", module.layer, module.expert);
+      const std::string prefix =
+          fmt::format("model.layers.{}.mlp.experts.{}", module.layer, module.expert);
       groups[module.projection == Projection::Down ? prefix + ".down" : prefix + ".gate_up"]
           .push_back(&module);
     }
@@ -399,9 +424,9 @@ class Study {
         for (const auto* module : members) {
           vq::AllocationErrorSettings settings;
           settings.frequency = module->frequency;
-          choice.error += vq::allocation_error(module->weight, module->rows, module->cols,
-                                               DType::BF16, codebook(tier_name),
-                                               hessians_.moments(module->name), settings);
+          choice.error +=
+              vq::allocation_error(module->weight, module->rows, module->cols, DType::BF16,
+                                   codebook(tier_name), hessians_.moments(module->name), settings);
           choice.bits += static_cast<double>(module->rows * module->cols) * tier.bits_per_weight();
         }
         item.choices.push_back(choice);
@@ -421,14 +446,16 @@ class Study {
         ++counts[tier];
       }
     }
-    for (const auto& tier : menu) histogram += fmt::format("{}{}: {}", histogram.empty() ? "" : ", ", tier, counts[tier]);
+    for (const auto& tier : menu)
+      histogram += fmt::format("{}{}: {}", histogram.empty() ? "" : ", ", tier, counts[tier]);
     return tier_of;
   }
 
   const DecodedWeights& spine_int4() {
     if (!spine_) {
       spine_ = std::make_unique<DecodedWeights>();
-      for (const auto& module : spine_linears(checkpoint_)) spine_->set(module, gptq_int(module, 4));
+      for (const auto& module : spine_linears(checkpoint_))
+        spine_->set(module, gptq_int(module, 4));
     }
     return *spine_;
   }
@@ -445,22 +472,26 @@ class Study {
   std::unique_ptr<DecodedWeights> spine_;
 };
 
-double relative(double value, const Outcome& o) { return o.reference > 0 ? value / o.reference : 0.0; }
-// tr(Ŵ·H·Wᵀ) / tr(W·H·Wᵀ): below 1 when the decoded experts' outputs shrink towards 0.
-double gain(const Outcome& o) {
-  return relative((o.reference + o.energy - o.objective) / 2.0, o);
+double relative(double value, const Outcome& o) {
+  return o.reference > 0 ? value / o.reference : 0.0;
 }
+// tr(Ŵ·H·Wᵀ) / tr(W·H·Wᵀ): below 1 when the decoded experts' outputs shrink towards 0.
+double gain(const Outcome& o) { return relative((o.reference + o.energy - o.objective) / 2.0, o); }
 
 void print_table(const std::vector<Outcome>& outcomes) {
-  fmt::print("| configuration | what | bpw | mean KLD | same top-1 | objective (rel.) | output gain | output energy | encode s | eval s |\n");
+  fmt::print(
+      "| configuration | what | bpw | mean KLD | same top-1 | objective (rel.) | output gain | "
+      "output energy | encode s | eval s |\n");
   fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& o : outcomes) {
     const auto& d = o.divergence;
-    fmt::print("| {} | {}{} | {:.3f} | {:.5f} ± {:.5f} | {:.4f} ± {:.4f} | {:.4f} | {:.3f} | {:.3f} | {:.1f} | {:.1f} |\n",
-               o.configuration.name, o.configuration.description,
-               o.allocation.empty() ? "" : " (" + o.allocation + ")", o.bpw, d.kld.mean,
-               d.kld.error, d.top1_agreement.mean, d.top1_agreement.error,
-               relative(o.objective, o), gain(o), relative(o.energy, o), o.encode_s, o.eval_s);
+    fmt::print(
+        "| {} | {}{} | {:.3f} | {:.5f} ± {:.5f} | {:.4f} ± {:.4f} | {:.4f} | {:.3f} | {:.3f} | "
+        "{:.1f} | {:.1f} |\n",
+        o.configuration.name, o.configuration.description,
+        o.allocation.empty() ? "" : " (" + o.allocation + ")", o.bpw, d.kld.mean, d.kld.error,
+        d.top1_agreement.mean, d.top1_agreement.error, relative(o.objective, o), gain(o),
+        relative(o.energy, o), o.encode_s, o.eval_s);
   }
 }
 
@@ -503,7 +534,8 @@ int study_main(int argc, char** argv) {
     } else if (arg == "--target-bpw") {
       options.target_bpw = std::stod(value());
     } else if (arg == "--list") {
-      for (const auto& c : configurations()) fmt::print("{:24} {:9} {}\n", c.name, c.group, c.description);
+      for (const auto& c : configurations())
+        fmt::print("{:24} {:9} {}\n", c.name, c.group, c.description);
       return 0;
     } else {
       positional.push_back(arg);

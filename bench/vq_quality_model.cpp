@@ -37,10 +37,17 @@ std::vector<StudyModule> routed_experts(const Checkpoint& checkpoint,
     if (parsed.parameter_name != "weight" || !parsed.layer || *parsed.layer >= layers) continue;
     StudyModule module;
     switch (parsed.role) {
-      case TensorRole::ExpertGate: module.projection = Projection::Gate; break;
-      case TensorRole::ExpertUp: module.projection = Projection::Up; break;
-      case TensorRole::ExpertDown: module.projection = Projection::Down; break;
-      default: continue;
+      case TensorRole::ExpertGate:
+        module.projection = Projection::Gate;
+        break;
+      case TensorRole::ExpertUp:
+        module.projection = Projection::Up;
+        break;
+      case TensorRole::ExpertDown:
+        module.projection = Projection::Down;
+        break;
+      default:
+        continue;
     }
     module.name = parsed.module_path;
     module.layer = *parsed.layer;
@@ -52,8 +59,8 @@ std::vector<StudyModule> routed_experts(const Checkpoint& checkpoint,
       const auto& counts = found->second;
       const double total = std::accumulate(counts.begin(), counts.end(), 0.0);
       if (total > 0)
-        module.frequency = static_cast<double>(counts[module.expert]) *
-                           static_cast<double>(counts.size()) / total;
+        module.frequency =
+            static_cast<double>(counts[module.expert]) * static_cast<double>(counts.size()) / total;
     }
     modules.push_back(std::move(module));
   }
@@ -70,11 +77,20 @@ std::vector<StudyModule> spine_linears(const Checkpoint& checkpoint) {
     const auto parsed = parse_tensor_name(tensor.info->name);
     if (parsed.parameter_name != "weight" || !parsed.layer || *parsed.layer >= layers) continue;
     switch (parsed.role) {
-      case TensorRole::AttnQA: case TensorRole::AttnQB: case TensorRole::AttnKvA:
-      case TensorRole::AttnKvB: case TensorRole::AttnO: case TensorRole::DenseGate:
-      case TensorRole::DenseUp: case TensorRole::DenseDown: case TensorRole::SharedGate:
-      case TensorRole::SharedUp: case TensorRole::SharedDown: break;
-      default: continue;
+      case TensorRole::AttnQA:
+      case TensorRole::AttnQB:
+      case TensorRole::AttnKvA:
+      case TensorRole::AttnKvB:
+      case TensorRole::AttnO:
+      case TensorRole::DenseGate:
+      case TensorRole::DenseUp:
+      case TensorRole::DenseDown:
+      case TensorRole::SharedGate:
+      case TensorRole::SharedUp:
+      case TensorRole::SharedDown:
+        break;
+      default:
+        continue;
     }
     StudyModule module;
     module.name = parsed.module_path;

@@ -52,8 +52,7 @@ class HessianBank {
  private:
   std::string holder(const std::string& module) const;
   const CalibrationStore& statistics_;
-  std::map<std::pair<std::string, std::uint32_t>, std::unique_ptr<gptq::PreparedHessian>>
-      prepared_;
+  std::map<std::pair<std::string, std::uint32_t>, std::unique_ptr<gptq::PreparedHessian>> prepared_;
   std::map<std::string, std::vector<double>> moments_;
 };
 

@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstdio>
+#include <limits>
 #include <random>
 
 #include "qs/ckpt/core/error.h"
@@ -122,9 +122,11 @@ TEST(BitAllocation, WithinOneHullStepOfBruteForceAndUsuallyEqual) {
   int instances = 0, equal = 0;
   for (int trial = 0; trial < 400; ++trial) {
     auto items = random_items(random, 1 + trial % 6, 1 + trial % 4);
-    if (trial % 3 == 0) items[trial % items.size()].pinned = static_cast<int>(trial % items[0].choices.size());
+    if (trial % 3 == 0)
+      items[trial % items.size()].pinned = static_cast<int>(trial % items[0].choices.size());
     const double low = cheapest(items), high = dearest(items);
-    const double budget = std::floor(low + (high - low) * std::uniform_real_distribution<>(0, 1.1)(random));
+    const double budget =
+        std::floor(low + (high - low) * std::uniform_real_distribution<>(0, 1.1)(random));
     const auto allocation = alloc::allocate(items, budget);
     const Best best = brute_force(items, budget);
     ASSERT_LE(allocation.bits, budget) << trial;
@@ -162,9 +164,11 @@ TEST(BitAllocation, EqualsBruteForceForEqualSizedItemsWithConvexErrors) {
     for (auto& item : items) {
       // error_t = E·r^t: each step saves a fixed fraction of what is left, so steps shrink.
       const double scale = 10.0 * uniform(random), ratio = uniform(random);
-      for (int t = 0; t < 4; ++t) item.choices.push_back({128.0 * (t + 1), scale * std::pow(ratio, t)});
+      for (int t = 0; t < 4; ++t)
+        item.choices.push_back({128.0 * (t + 1), scale * std::pow(ratio, t)});
     }
-    const double budget = 128.0 * (static_cast<double>(items.size()) + trial % (3 * items.size() + 1));
+    const double budget =
+        128.0 * (static_cast<double>(items.size()) + trial % (3 * items.size() + 1));
     const auto allocation = alloc::allocate(items, budget);
     ASSERT_NEAR(allocation.error, brute_force(items, budget).error, 1e-9) << trial;
   }

@@ -54,9 +54,10 @@ double objective_of_rows(const Layer& layer, const vq::Codebook& codebook,
   for (const auto r : picked)
     for (std::uint64_t i = 0; i < layer.cols; ++i)
       for (std::uint64_t j = 0; j < layer.cols; ++j)
-        total += (static_cast<double>(layer.weight[r * layer.cols + i]) - decoded[r * layer.cols + i]) *
-                 layer.hessian[i * layer.cols + j] *
-                 (static_cast<double>(layer.weight[r * layer.cols + j]) - decoded[r * layer.cols + j]);
+        total +=
+            (static_cast<double>(layer.weight[r * layer.cols + i]) - decoded[r * layer.cols + i]) *
+            layer.hessian[i * layer.cols + j] *
+            (static_cast<double>(layer.weight[r * layer.cols + j]) - decoded[r * layer.cols + j]);
   return total;
 }
 

@@ -125,6 +125,25 @@ TEST(VqNearestCodewords, TiesSignedZerosAndZeroVectors) {
     EXPECT_EQ(search(scalars, sign, {}, backend), (std::vector<std::uint32_t>{0, 0, 1, 0, 1, 0}));
 }
 
+TEST(VqNearestCodewords, NonFiniteVectorsGiveTheSameCodeOnEveryBackend) {
+  // The encode refuses non-finite weights before searching; the search itself still answers
+  // deterministically: a NaN cost never wins, and no finite cost at all gives code 0.
+  const Tier tier{"t", 4, 20, CodebookKind::Learned};
+  Codebook codebook = random_codebook(tier, 17);
+  std::fill_n(codebook.codewords.begin() + 12, 4, 0.0f);  // a zero codeword: 0·∞ = NaN
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> vectors = {nan, 0, 0, 0,  inf, 0, 0, 0,  -inf, 1, 0, 0,
+                                      inf, -inf, 0, 0,  nan, nan, nan, nan};
+  const auto reference = search(vectors, codebook, {}, Backend::Reference);
+  EXPECT_EQ(reference[0], 0u);
+  EXPECT_EQ(reference[4], 0u);
+  EXPECT_EQ(search(vectors, codebook, {}, Backend::Cpu), reference);
+  const auto metric = random_metric(4, 2);
+  EXPECT_EQ(search(vectors, codebook, metric, Backend::Cpu),
+            search(vectors, codebook, metric, Backend::Reference));
+}
+
 TEST(VqNearestCodewords, TheMetricCostIsMinimised) {
   const Tier tier{"t", 4, 256, CodebookKind::Learned};
   const Codebook codebook = random_codebook(tier, 3);

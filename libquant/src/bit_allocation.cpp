@@ -79,10 +79,10 @@ void check_items(std::span<const Item> items) {
                                     choice.bits, choice.error),
                         {}, item.name);
     if (item.pinned >= static_cast<int>(item.choices.size()))
-      throw_bad_input("vq.allocation",
-                      fmt::format("pinned to tier {} of a menu of {}", item.pinned,
-                                  item.choices.size()),
-                      {}, item.name);
+      throw_bad_input(
+          "vq.allocation",
+          fmt::format("pinned to tier {} of a menu of {}", item.pinned, item.choices.size()), {},
+          item.name);
   }
 }
 
@@ -152,7 +152,8 @@ Allocation allocate(std::span<const Item> items, double budget_bits) {
   // Bisection over the sorted distinct slopes finds the smallest slope whose solution fits; at
   // that λ items on a segment of exactly that slope take its cheaper end.
   std::vector<double> breakpoints;
-  for (const Hull& hull : hulls) breakpoints.insert(breakpoints.end(), hull.slopes.begin(), hull.slopes.end());
+  for (const Hull& hull : hulls)
+    breakpoints.insert(breakpoints.end(), hull.slopes.begin(), hull.slopes.end());
   std::sort(breakpoints.begin(), breakpoints.end());
   breakpoints.erase(std::unique(breakpoints.begin(), breakpoints.end()), breakpoints.end());
   const auto cost_at = [&](double lambda) {

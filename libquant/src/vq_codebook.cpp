@@ -48,12 +48,12 @@ double uniform_error(std::uint32_t k, double step) {
   return error;
 }
 
-// The error is unimodal in the step; a fixed number of golden-section rounds brackets the
-// minimum far below f16/bf16 resolution.
+// The error is unimodal in the step; 80 golden-section rounds shrink the bracket [1e-6, 8] by
+// 0.618^80 ≈ 2e-17, to the resolution of a double.
 double best_uniform_step(std::uint32_t k) {
   const double ratio = (std::sqrt(5.0) - 1.0) / 2.0;
   double low = 1e-6, high = 8.0;
-  for (int round = 0; round < 200; ++round) {
+  for (int round = 0; round < 80; ++round) {
     const double left = high - ratio * (high - low), right = low + ratio * (high - low);
     if (uniform_error(k, left) <= uniform_error(k, right))
       high = right;

@@ -26,10 +26,10 @@ struct Item {
 };
 
 struct Allocation {
-  std::vector<int> tiers;        // per item, index into its choices
-  double bits = 0.0;             // Σ cost of the chosen tiers
-  double error = 0.0;            // Σ error of the chosen tiers
-  std::uint64_t weights = 0;     // Σ Item::weights (for bits per weight)
+  std::vector<int> tiers;     // per item, index into its choices
+  double bits = 0.0;          // Σ cost of the chosen tiers
+  double error = 0.0;         // Σ error of the chosen tiers
+  std::uint64_t weights = 0;  // Σ Item::weights (for bits per weight)
 };
 
 // Minimises Σ error subject to Σ bits ≤ budget_bits: the Lagrangian relaxation (bisection on

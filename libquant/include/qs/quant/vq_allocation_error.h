@@ -34,7 +34,6 @@ double allocation_error(std::span<const float> weight, std::uint64_t rows, std::
 
 // The rows allocation_error samples: `count` distinct indices below `rows`, ascending (all rows
 // when count ≥ rows). A fixed generator and mapping, so every platform samples the same rows.
-std::vector<std::uint64_t> sample_rows(std::uint64_t rows, std::uint64_t count,
-                                       std::uint64_t seed);
+std::vector<std::uint64_t> sample_rows(std::uint64_t rows, std::uint64_t count, std::uint64_t seed);
 
 }  // namespace qs::vq
