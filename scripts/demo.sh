@@ -76,7 +76,7 @@ step "quantize: seed 004 — routed experts as mixed 1/2/3-bit VQ (shared codebo
 "$quantsmith" quantize "$model" "$out/tiny-vq" --recipe recipes/glm5-vq-seed004.yaml \
   --param target_bpw=1.9 --calib "$out/calib-all-experts.qsc" 2>/dev/null |
   grep -E '^(vq|  layer|quantized)'
-"$quantsmith" validate "$out/tiny-vq" --ref "$model" | tail -n 1
+"$quantsmith" validate "$out/tiny-vq" --ref "$model" | grep -E "^  vq:|^result"
 "$quantsmith" eval --ref "$model" --model "$out/tiny-vq" \
   --tokens "$model/tokens.safetensors:heldout" --max-rows 16 --decode-steps 0 | grep 'mean KLD'
 

@@ -1,9 +1,8 @@
 // The VQ preparation saved as job state (qs/ckpt/job/vq_preparation_state.h): read back exactly
 // as saved, refused for another job's fingerprint or a damaged file, absent when never saved.
 
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <bit>
 #include <fstream>

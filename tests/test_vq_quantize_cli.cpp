@@ -114,8 +114,7 @@ TEST_F(VqQuantizeCli, Seed004RecipeWritesMixedTiersWithinTheTarget) {
     }
   EXPECT_LE(bits / static_cast<double>(weights), 1.9);
   EXPECT_GE(tiers_used.size(), 2u) << "the allocator chose one tier for every expert";
-  for (const auto& tier : tiers_used)
-    EXPECT_TRUE(checkpoint.find("vq_codebooks." + tier)) << tier;
+  for (const auto& tier : tiers_used) EXPECT_TRUE(checkpoint.find("vq_codebooks." + tier)) << tier;
   EXPECT_FALSE(modules.contains("model.layers.4.mlp.experts.0.gate_proj"));
   EXPECT_TRUE(checkpoint.find("model.layers.4.mlp.experts.0.gate_proj.weight"));
 
@@ -124,11 +123,15 @@ TEST_F(VqQuantizeCli, Seed004RecipeWritesMixedTiersWithinTheTarget) {
   EXPECT_LE(report["vq"]["bits_per_weight"].get<double>(), 1.9);
   EXPECT_NEAR(report["vq"]["bits_per_weight"].get<double>(), bits / weights, 1e-9);
 
-  const auto validate = run_cli("validate " + quoted(out) + " --ref " + quoted(kModel));
+  // validate holds VQ weights to a limit only when given one: 1-bit experts are up to about 0.95
+  // away from their source (relative L2; their codes and gain-corrected scales are chosen for
+  // the layer's output), a decode that lost the weight is 1 or more.
+  const auto validate = run_cli("validate " + quoted(out) + " --ref " + quoted(kModel) +
+                                " --max-relative-error 0.99");
   EXPECT_EQ(validate.exit_code, 0) << validate.output;
-  const auto eval = run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(out) +
-                            " --tokens " + quoted(kModel / "tokens.safetensors") +
-                            ":heldout --max-rows 4 --decode-steps 0");
+  const auto eval =
+      run_cli("eval --ref " + quoted(kModel) + " --model " + quoted(out) + " --tokens " +
+              quoted(kModel / "tokens.safetensors") + ":heldout --max-rows 4 --decode-steps 0");
   EXPECT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_NE(eval.output.find("mean KLD"), std::string::npos) << eval.output;
 }
@@ -171,8 +174,8 @@ TEST(VqQuantizeCliWithoutStatistics, PinnedTierWithLayerCodebooks) {
             "    compensation: none\n";
   }
   const auto out = scratch.path() / "vq2";
-  const auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " +
-                              quoted(recipe));
+  const auto result =
+      run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " + quoted(recipe));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto config = nlohmann::json::parse(read_text_file(out / "config.json"));
   const auto& modules = config["quantization_config"]["vq"]["modules"];

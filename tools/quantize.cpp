@@ -13,6 +13,7 @@
 
 #include "cli_support.h"
 #include "plan_execution.h"
+#include "quantize_fingerprint.h"
 #include "qs/ckpt/core/byte_size.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/io/checkpoint.h"
@@ -339,36 +340,6 @@ void print_gptq_summary(const ExecutionReport& report) {
                quality->tensor, quality->fallback);
 }
 
-// What decides the output bytes besides the recipe and flags: the device the numerics run on
-// (GPTQ's sweep on a GPU differs from the CPU's in the last bits) and the BLAS build and CPU
-// kernels (results do not depend on thread counts, deterministic_blas.h, but do on these).
-// A resume elsewhere is refused rather than mixing shards of two numerical paths.
-// The number of workers is not part of it: it does not change the output, so a job may resume
-// on more or fewer devices of the same model.
-std::string numerics_fingerprint(const DeviceSelection& devices, const CudaAvailability& cuda) {
-  const bool on_gpu = devices.device == ComputeDevice::Cuda;
-  return fmt::format("|device={}|blas={}",
-                     on_gpu ? "cuda:" + cuda.device_names.at(devices.cuda_devices[0]) : "cpu",
-                     blas::numerics_identity());
-}
-
-// What decides the output bytes besides the plan and the pipelined job's tokens: the recipe
-// and flags, the numerics, the statistics file.
-std::string job_fingerprint(const QuantizeOptions& options, const Recipe& recipe,
-                            const DeviceSelection& devices, const CudaAvailability& cuda) {
-  std::string fingerprint = fmt::format(
-      "quantsmith {}|recipe={}|format={}|method={}|nan={}", kQuantsmithVersion,
-      options.recipe.empty() ? scheme_recipe_text(options.scheme) : read_text_file(options.recipe),
-      output_format_name(recipe.format), recipe.scale_method, options.nan_policy);
-  for (const auto& parameter : options.parameters) fingerprint += "|" + parameter;
-  fingerprint += numerics_fingerprint(devices, cuda);
-  if (!options.calibration.empty())
-    fingerprint += fmt::format(
-        "|calib={}:{}:{}", options.calibration, std::filesystem::file_size(options.calibration),
-        std::filesystem::last_write_time(options.calibration).time_since_epoch().count());
-  return fingerprint;
-}
-
 // Tensors holding NaN or Inf (under --nan-policy zero; `error` stops at the first).
 void print_non_finite(const ExecutionReport& report) {
   if (report.non_finite.empty()) return;
@@ -420,7 +391,10 @@ int run_quantize(const QuantizeOptions& options) {
   const auto pipeline_options = pipeline_options_from(options, devices, partition.has_value());
   std::optional<CalibrationStore> calibration;
   if (!options.calibration.empty()) calibration = CalibrationStore::open(options.calibration);
-  const std::string fingerprint = job_fingerprint(options, recipe, devices, cuda);
+  const std::string fingerprint = quantize_fingerprint(
+      {options.recipe.empty() ? scheme_recipe_text(options.scheme) : read_text_file(options.recipe),
+       options.parameters, options.nan_policy, options.calibration},
+      recipe, devices, cuda);
   // VQ fixes its codebooks and tiers before the plan (and saves them in OUT, claiming it).
   const auto vq_job = prepare_vq_job(
       source, recipe, calibration ? &*calibration : nullptr,

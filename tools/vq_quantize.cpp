@@ -29,10 +29,9 @@ class NoStatistics final : public CalibrationStatistics {
 std::string source_identity(const Checkpoint& source) {
   std::string identity = source.directory().string();
   for (const auto& shard : source.shards())
-    identity += fmt::format("|{}:{}:{}", shard->path().filename().string(), shard->file_size(),
-                            std::filesystem::last_write_time(shard->path())
-                                .time_since_epoch()
-                                .count());
+    identity +=
+        fmt::format("|{}:{}:{}", shard->path().filename().string(), shard->file_size(),
+                    std::filesystem::last_write_time(shard->path()).time_since_epoch().count());
   return identity;
 }
 
@@ -52,10 +51,9 @@ nlohmann::ordered_json report_json(const vq::PreparationReport& report) {
 vq::PreparationReport report_from(const nlohmann::json& json) {
   vq::PreparationReport report;
   for (const auto& fit : json.value("codebooks", nlohmann::json::array()))
-    report.codebooks.push_back({fit.value("tensor", ""), fit.value("tier", ""),
-                                fit.value("vectors", std::uint64_t{0}),
-                                fit.value("refine_rounds", std::uint32_t{0}),
-                                fit.value("seconds", 0.0)});
+    report.codebooks.push_back(
+        {fit.value("tensor", ""), fit.value("tier", ""), fit.value("vectors", std::uint64_t{0}),
+         fit.value("refine_rounds", std::uint32_t{0}), fit.value("seconds", 0.0)});
   report.estimate_seconds = json.value("estimate_seconds", 0.0);
   report.estimated_error = json.value("estimated_error", 0.0);
   return report;
@@ -94,7 +92,8 @@ std::optional<VqJob> prepare_vq_job(const Checkpoint& source, const Recipe& reci
       xxh3_128_hex(std::string_view(options.fingerprint + "|source=" + source_identity(source)));
   const bool saves = !options.dry_run && !options.partitioned;
   if (saves)
-    job.claimed.emplace(OutputDirectory::claim(options.output, options.mode, vq_preparation_files()));
+    job.claimed.emplace(
+        OutputDirectory::claim(options.output, options.mode, vq_preparation_files()));
 
   const auto start = std::chrono::steady_clock::now();
   if (saves && options.mode == OutputMode::Resume) {
@@ -112,8 +111,7 @@ std::optional<VqJob> prepare_vq_job(const Checkpoint& source, const Recipe& reci
                  "quantsmith: vq: --dry-run still prepares the codebooks and tiers: it reads "
                  "sampled rows of the experts' weights and the statistics\n");
     vq::PreparationSettings settings;
-    settings.backend =
-        options.device == ComputeDevice::Cuda ? vq::Backend::Cuda : vq::Backend::Cpu;
+    settings.backend = options.device == ComputeDevice::Cuda ? vq::Backend::Cuda : vq::Backend::Cpu;
     settings.progress = [](const std::string& line) {
       fmt::print(stderr, "quantsmith: {}\n", line);
     };
@@ -160,18 +158,21 @@ void print_vq_job(const VqJob& job, const QuantizeStageTimes* times) {
   for (const auto& [tier, weights] : histogram.weights_by_tier)
     by_tier += fmt::format("{}{} {:.1f}%", by_tier.empty() ? "" : ", ", tier,
                            100.0 * static_cast<double>(weights) / histogram.weights);
-  fmt::print("vq: {} modules, {} weights at {:.4f} bits per weight (codes and scales; codebooks "
-             "not counted); weights by tier: {}\n",
-             job.candidates.size(), histogram.weights, histogram.bits_per_weight(), by_tier);
+  fmt::print(
+      "vq: {} modules, {} weights at {:.4f} bits per weight (codes and scales; codebooks "
+      "not counted); weights by tier: {}\n",
+      job.candidates.size(), histogram.weights, histogram.bits_per_weight(), by_tier);
   double fit_seconds = 0.0;
   for (const auto& fit : job.report.codebooks) fit_seconds += fit.seconds;
-  fmt::print("vq: {} codebooks fitted in {:.2f} s, tier errors estimated in {:.2f} s, estimated "
-             "error {:.4e}{}\n",
-             job.report.codebooks.size(), fit_seconds, job.report.estimate_seconds,
-             job.report.estimated_error, job.resumed ? " (read back from the output)" : "");
+  fmt::print(
+      "vq: {} codebooks fitted in {:.2f} s, tier errors estimated in {:.2f} s, estimated "
+      "error {:.4e}{}\n",
+      job.report.codebooks.size(), fit_seconds, job.report.estimate_seconds,
+      job.report.estimated_error, job.resumed ? " (read back from the output)" : "");
   if (times)
-    fmt::print("vq: encode stage seconds (summed over workers): factorization {:.2f}, sweep {:.2f}\n",
-               seconds_of(times->factorization_ns), seconds_of(times->sweep_ns));
+    fmt::print(
+        "vq: encode stage seconds (summed over workers): factorization {:.2f}, sweep {:.2f}\n",
+        seconds_of(times->factorization_ns), seconds_of(times->sweep_ns));
 }
 
 nlohmann::ordered_json vq_job_json(const VqJob& job, const QuantizeStageTimes* times) {

@@ -5,11 +5,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "qs/ckpt/io/checkpoint.h"
 #include "qs/ckpt/job/output_directory.h"
@@ -24,7 +23,7 @@ struct VqJobOptions {
   std::filesystem::path output;
   OutputMode mode = OutputMode::Fresh;
   bool dry_run = false;
-  bool partitioned = false;  // a --partition worker: prepares alone, saves nothing
+  bool partitioned = false;         // a --partition worker: prepares alone, saves nothing
   bool calibrating_in_job = false;  // --calib-tokens
   ComputeDevice device = ComputeDevice::Cpu;
   // Everything else the output depends on (recipe text, parameters, statistics file, numerics).

@@ -154,8 +154,14 @@ class Preparation {
   Preparation(const Checkpoint& source, const Recipe& recipe,
               std::span<const VqCandidate> candidates, const CalibrationStatistics& statistics,
               const RoutingTable& routing, const PreparationSettings& settings)
-      : source_(source), recipe_(recipe), candidates_(candidates), statistics_(statistics),
-        routing_(routing), settings_(settings), diagonals_(statistics), rule_statistics_(statistics),
+      : source_(source),
+        recipe_(recipe),
+        candidates_(candidates),
+        statistics_(statistics),
+        routing_(routing),
+        settings_(settings),
+        diagonals_(statistics),
+        rule_statistics_(statistics),
         hessians_(1) {}
 
   VqPreparation run() {
@@ -180,8 +186,7 @@ class Preparation {
     for (std::size_t m = 0; m < candidates_.size(); ++m) {
       const auto& candidate = candidates_[m];
       for (const auto& tier : candidate.options.tiers) {
-        const auto tensor =
-            vq_codebook_tensor(tier, candidate.options.codebooks, candidate.layer);
+        const auto tensor = vq_codebook_tensor(tier, candidate.options.codebooks, candidate.layer);
         auto found = std::find_if(groups.begin(), groups.end(),
                                   [&](const auto& group) { return group.tensor == tensor; });
         if (found == groups.end()) {
@@ -249,8 +254,8 @@ class Preparation {
     report.vectors = points.size() / d;
     progress(fmt::format("vq: fitting {} (d {}, K {}) on {} sub-vectors of {} modules",
                          group.tensor, d, group.tier.k, report.vectors, group.members.size()));
-    auto codebook =
-        fit_codebook(points, weights, group.tier, kCodebookDtype, settings_.kmeans, settings_.backend);
+    auto codebook = fit_codebook(points, weights, group.tier, kCodebookDtype, settings_.kmeans,
+                                 settings_.backend);
     for (std::uint32_t round = 0; round < refine_rounds(group); ++round) {
       progress(fmt::format("vq: refining {} (round {})", group.tensor, round + 1));
       codebook = refine(group, quota, codebook);
@@ -297,11 +302,11 @@ class Preparation {
     const auto& statistics = rule_statistics_.of(rule);
     const auto key = statistics_key(statistics, candidate.module);
     const auto settings = gptq_settings(rule, tier);
-    return prepared_hessian(hessians_, statistics, key,
-                            fmt::format("{}|d{}|damp{}|ao{}|min{}|blend{}", key, tier.d,
-                                        settings.damp, settings.act_order, settings.min_tokens,
-                                        rule.integer.blend_tokens),
-                            candidate.cols, settings, settings_.backend, nullptr);
+    return prepared_hessian(
+        hessians_, statistics, key,
+        fmt::format("{}|d{}|damp{}|ao{}|min{}|blend{}", key, tier.d, settings.damp,
+                    settings.act_order, settings.min_tokens, rule.integer.blend_tokens),
+        candidate.cols, settings, settings_.backend, nullptr);
   }
 
   static std::vector<double> identity(std::uint64_t cols) {
@@ -324,8 +329,14 @@ class Preparation {
     return (static_cast<double>(counts[*candidate.expert]) + 1.0) / (mean + 1.0);
   }
 
-  // Estimated error of each tier of the candidate's menu (menu order).
-  std::vector<double> tier_errors(std::size_t m) {
+  struct Estimate {
+    std::vector<double> errors;  // per tier of the menu: the objective of its plain encode
+    double signal = 0.0;         // tr(W·H·Wᵀ): the module's output energy, scaled alike
+  };
+
+  // Estimated error of each tier of the candidate's menu (menu order), and its output energy,
+  // both over the sampled rows scaled to the matrix, times the routing frequency.
+  Estimate estimate(std::size_t m) {
     const auto& candidate = candidates_[m];
     const auto sample = row_sample(candidate, settings_.sample_rows, settings_.seed);
     const auto values = read_rows(source_, candidate, sample);
@@ -339,17 +350,60 @@ class Preparation {
     }
     // allocation_error scales the sample's objective to the rows it is given (all sampled
     // here): the share of the whole matrix and the routing frequency are applied on top.
-    AllocationErrorSettings estimate;
-    estimate.sample_rows = sample.size();
-    estimate.frequency = routing_weight(candidate) * static_cast<double>(candidate.rows) /
+    AllocationErrorSettings settings;
+    settings.sample_rows = sample.size();
+    settings.frequency = routing_weight(candidate) * static_cast<double>(candidate.rows) /
                          static_cast<double>(sample.size());
-    std::vector<double> errors;
+    Estimate estimate;
     for (const auto& tier : candidate.options.tiers) {
       const auto& codebook = codebooks_->at(codebook_names_.at({m, tier.name}));
-      errors.push_back(allocation_error(values, sample.size(), candidate.cols, candidate.dtype,
-                                        codebook, hessian_, estimate, settings_.backend));
+      estimate.errors.push_back(allocation_error(values, sample.size(), candidate.cols,
+                                                 candidate.dtype, codebook, hessian_, settings,
+                                                 settings_.backend));
     }
-    return errors;
+    const std::uint64_t cols = candidate.cols;
+    double signal = 0.0;  // Σ over sampled rows of wᵀ·H·w, in a fixed order
+    for (std::uint64_t r = 0; r < sample.size(); ++r) {
+      const float* w = values.data() + r * cols;
+      for (std::uint64_t i = 0; i < cols; ++i) {
+        double row = 0.0;
+        const double* h = hessian_.data() + i * cols;
+        for (std::uint64_t j = 0; j < cols; ++j) row += h[j] * w[j];
+        signal += row * w[i];
+      }
+    }
+    estimate.signal = signal * settings.frequency;
+    return estimate;
+  }
+
+  static bool is_output_projection(const VqCandidate& candidate) {
+    return candidate.module.ends_with(".down_proj") || candidate.module.ends_with(".w2");
+  }
+
+  // The objectives of an expert's gate/up and of its down_proj live in different spaces: gate
+  // and up are scored on the intermediate activations (their inputs are the normalised hidden
+  // states), down on the expert's output. Summed as they are, gate/up errors dwarf down's and the
+  // allocator starves down_proj (on the bundled model it put every 1-bit tier there, and the
+  // output's KLD suffered). A relative error of gate/up carries through the activation and
+  // down_proj to about the same relative error of the expert's output, so gate/up errors are
+  // taken relative to their own output energy and scaled by the expert's output energy (its
+  // down_proj's): every error of one expert is then in its output space.
+  void to_output_space(std::span<const std::size_t> members,
+                       std::vector<Estimate>& estimates) const {
+    std::map<std::pair<std::uint32_t, std::uint32_t>, double> output_energy;  // (layer, expert)
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      const auto& candidate = candidates_[members[i]];
+      if (candidate.layer && candidate.expert && is_output_projection(candidate))
+        output_energy[{*candidate.layer, *candidate.expert}] = estimates[i].signal;
+    }
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      const auto& candidate = candidates_[members[i]];
+      if (!candidate.layer || !candidate.expert || is_output_projection(candidate)) continue;
+      const auto found = output_energy.find({*candidate.layer, *candidate.expert});
+      if (found == output_energy.end() || !(estimates[i].signal > 0.0)) continue;
+      const double scale = found->second / estimates[i].signal;
+      for (auto& error : estimates[i].errors) error *= scale;
+    }
   }
 
   // Per allocating rule, one knapsack over its modules (gate/up of an expert one item); pinned
@@ -373,14 +427,21 @@ class Preparation {
       std::vector<std::vector<std::size_t>> item_members;
       std::map<std::string, std::size_t> item_of_tie;
       std::optional<std::uint32_t> layer_in_progress;
+      std::vector<Estimate> estimates;
       for (const std::size_t m : members) {
         const auto& candidate = candidates_[m];
         if (candidate.layer != layer_in_progress) {
           layer_in_progress = candidate.layer;
-          progress(fmt::format("vq: estimating tier errors of {}",
-                               candidate.layer ? fmt::format("layer {}", *candidate.layer)
-                                               : candidate.module));
+          progress(fmt::format(
+              "vq: estimating tier errors of {}",
+              candidate.layer ? fmt::format("layer {}", *candidate.layer) : candidate.module));
         }
+        estimates.push_back(estimate(m));
+      }
+      to_output_space(members, estimates);
+      for (std::size_t i = 0; i < members.size(); ++i) {
+        const std::size_t m = members[i];
+        const auto& candidate = candidates_[m];
         auto [it, inserted] = item_of_tie.try_emplace(candidate.tie, items.size());
         if (inserted) {
           alloc::Item item;
@@ -391,7 +452,7 @@ class Preparation {
         }
         auto& item = items[it->second];
         item_members[it->second].push_back(m);
-        const auto errors = tier_errors(m);
+        const auto& errors = estimates[i].errors;
         const std::uint64_t weights = candidate.rows * candidate.cols;
         item.weights += weights;
         for (std::size_t t = 0; t < options.tiers.size(); ++t) {

@@ -23,7 +23,8 @@ VqTier tier_from(const std::string& name, const nlohmann::json& json, const std:
   tier.d = json.at("d").get<std::uint32_t>();
   tier.k = json.at("k").get<std::uint32_t>();
   const auto kind = parse_vq_codebook_kind(json.at("codebook").get<std::string>());
-  if (!kind) throw_bad_input("job.invalid", fmt::format("tier {}: unknown codebook kind", name), file);
+  if (!kind)
+    throw_bad_input("job.invalid", fmt::format("tier {}: unknown codebook kind", name), file);
   tier.kind = *kind;
   return tier;
 }
@@ -46,8 +47,7 @@ void save_vq_preparation(const std::filesystem::path& directory, const std::stri
   std::vector<std::vector<std::byte>> values;
   for (const auto& [name, codebook] : assignment.codebooks) {
     const auto& tier = codebook.tier;
-    specs.push_back({name, codebook.dtype,
-                     {tier.k, tier.d}});
+    specs.push_back({name, codebook.dtype, {tier.k, tier.d}});
     auto& bytes = values.emplace_back(specs.back().byte_size());
     encode_from_f32(codebook.dtype, codebook.codewords, bytes);
   }

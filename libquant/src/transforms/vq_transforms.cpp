@@ -5,11 +5,12 @@
 #include <chrono>
 #include <cstring>
 
+#include "hessian_cache.h"
 #include "qs/ckpt/core/codecs.h"
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/blended_statistics.h"
 #include "qs/quant/vq.h"
-#include "hessian_cache.h"
+#include "qs/quant/vq_gain_correction.h"
 #include "weight_guard.h"
 
 namespace qs {
@@ -19,8 +20,8 @@ namespace {
 vq::EncodeSettings encode_settings(const VqOptions& options) {
   vq::EncodeSettings settings;
   settings.compensate = options.compensation == VqCompensation::Gptq;
-  settings.metric = options.metric == VqMetricChoice::Euclidean ? vq::Metric::Euclidean
-                                                                : vq::Metric::Mahalanobis;
+  settings.metric =
+      options.metric == VqMetricChoice::Euclidean ? vq::Metric::Euclidean : vq::Metric::Mahalanobis;
   settings.update = options.update == VqUpdateChoice::Diagonal ? vq::ErrorUpdate::Diagonal
                                                                : vq::ErrorUpdate::Exact;
   settings.scale_rule = options.refit_scales ? vq::ScaleRule::LeastSquares : vq::ScaleRule::Rms;
@@ -31,8 +32,12 @@ class VqTransform final : public Transform {
  public:
   VqTransform(const QuantizeRequest& request, NanPolicy nan_policy, vq::Backend backend,
               std::shared_ptr<HessianCache> cache, QuantizeStageTimes* stage_times)
-      : tier_(*request.vq_tier), codebook_(request.vq_codebook), options_(request.vq),
-        integer_(request.integer), encode_(encode_settings(request.vq)), nan_policy_(nan_policy),
+      : tier_(*request.vq_tier),
+        codebook_(request.vq_codebook),
+        options_(request.vq),
+        integer_(request.integer),
+        encode_(encode_settings(request.vq)),
+        nan_policy_(nan_policy),
         backend_(backend),
         blended_(request.calibration && request.integer.blend_tokens > 0
                      ? std::make_unique<BlendedStatistics>(*request.calibration,
@@ -63,15 +68,15 @@ class VqTransform final : public Transform {
   }
 
   std::string describe() const override {
-    return fmt::format("vq({}, d {}, K {}, {}{}{}{})", tier_.name, tier_.d, tier_.k,
-                       compensates() ? fmt::format("gptq damp {}", integer_.damp) : "no compensation",
-                       compensates() ? fmt::format(", {}, {}", vq_metric_name(options_.metric),
-                                                   vq_update_name(options_.update))
-                                     : "",
-                       options_.refit_scales ? ", least-squares scales" : "",
-                       integer_.blend_tokens > 0
-                           ? fmt::format(", blend {} tokens", integer_.blend_tokens)
-                           : "");
+    return fmt::format(
+        "vq({}, d {}, K {}, {}{}{}{}{})", tier_.name, tier_.d, tier_.k,
+        compensates() ? fmt::format("gptq damp {}", integer_.damp) : "no compensation",
+        compensates() ? fmt::format(", {}, {}", vq_metric_name(options_.metric),
+                                    vq_update_name(options_.update))
+                      : "",
+        options_.refit_scales ? ", least-squares scales" : "",
+        integer_.blend_tokens > 0 ? fmt::format(", blend {} tokens", integer_.blend_tokens) : "",
+        calibration_ ? ", output gain corrected" : "");
   }
 
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
@@ -92,6 +97,7 @@ class VqTransform final : public Transform {
 
  private:
   bool compensates() const { return options_.compensation == VqCompensation::Gptq; }
+  bool gain_corrected() const { return calibration_ && tier_.kind == VqCodebookKind::Learned; }
 
   // Members calibrated on one matrix (gate and up of an expert) are stacked into one encode:
   // one prepared Hessian, rows independent, so each member's codes are those of its own encode.
@@ -117,11 +123,11 @@ class VqTransform final : public Transform {
     // calibration, or an expert no token reached) the codes are the nearest codewords.
     std::shared_ptr<const gptq::PreparedHessian> hessian;
     if (calibration_ && (compensates() || !key.empty()))
-      hessian = prepared_hessian(*cache_, *calibration_, key,
-                                 fmt::format("{}|vq d{}|damp {}|act order {}|min {}", key,
-                                             tier_.d, settings_.damp, settings_.act_order,
-                                             settings_.min_tokens),
-                                 cols, settings_, backend_, stage_times_);
+      hessian =
+          prepared_hessian(*cache_, *calibration_, key,
+                           fmt::format("{}|vq d{}|damp {}|act order {}|min {}", key, tier_.d,
+                                       settings_.damp, settings_.act_order, settings_.min_tokens),
+                           cols, settings_, backend_, stage_times_);
     std::string fallback;
     auto settings = encode_;
     if (hessian && !hessian->fallback.empty()) {
@@ -151,22 +157,49 @@ class VqTransform final : public Transform {
           scales_out.size() != member_rows * groups * dtype_bits(info.dtype) / 8)
         throw Error(ErrorClass::Internal, "vq.outputs",
                     "output tensor sizes disagree with the tier", "", info.name);
-      std::vector<std::int32_t> packed(member_rows * words);
-      vq::pack_codes(std::span(encoded.codes).subspan(offset * vectors, member_rows * vectors),
-                     member_rows, cols, tier_, packed);
-      std::memcpy(codes_out.data(), packed.data(), codes_out.size());
-      encode_from_f32(info.dtype,
-                      std::span<const float>(encoded.scales).subspan(offset * groups,
-                                                                     member_rows * groups),
-                      scales_out);
+      // The member's own rows: codes, scales and source weights.
+      vq::VqQuantized member;
+      member.rows = member_rows;
+      member.cols = cols;
+      member.scale_dtype = encoded.scale_dtype;
+      member.codes.assign(encoded.codes.begin() + offset * vectors,
+                          encoded.codes.begin() + (offset + member_rows) * vectors);
+      member.scales.assign(encoded.scales.begin() + offset * groups,
+                           encoded.scales.begin() + (offset + member_rows) * groups);
+      const std::span<const float> weight =
+          std::span<const float>(stacked).subspan(offset * cols, member_rows * cols);
       TensorQuality& q = quality[m];
       q.tensor = info.name;
       q.elements = info.element_count();
-      // The weight error is the stacked problem's, shared out by rows.
-      const double share = static_cast<double>(member_rows) / static_cast<double>(rows);
-      q.signal_energy = result.energy.signal * share;
-      q.error_energy = result.energy.error * share;
-      if (hessian) q.relative_loss = result.relative_loss;
+      if (hessian) {
+        // Low-bit codes shrink the module's output (its gain tr(Ŵ·H·Wᵀ) / tr(W·H·Wᵀ) is below
+        // 1, about 0.75 at 1 bit); the bias adds up over experts and layers. Scaling the
+        // member's group scales by 1 / gain removes it and lowers the objective too
+        // (docs/performance/vq-quality.md, "Investigation: output shrinkage and the group scale").
+        // Learned (vector) tiers only: the scalar tiers are the plain sign/level × group-scale
+        // baselines, and a corrected 1-bit scalar keeps so little of the weight (0.3 dB SNR on
+        // the bundled model) that the job's signal floor would refuse it.
+        if (gain_corrected()) vq::correct_output_gain(weight, *codebook_, *hessian, member);
+        std::vector<float> decoded(member_rows * cols);
+        vq::decode(member, *codebook_, decoded);
+        const auto objective =
+            gptq::detail::objective_of_decoded(weight, decoded, member_rows, cols, *hessian);
+        q.relative_loss = objective.reference > 0.0 ? objective.error / objective.reference : 0.0;
+        for (std::uint64_t i = 0; i < decoded.size(); ++i) {
+          const double difference = static_cast<double>(weight[i]) - decoded[i];
+          q.signal_energy += static_cast<double>(weight[i]) * weight[i];
+          q.error_energy += difference * difference;
+        }
+      } else {
+        // The weight error is the stacked problem's, shared out by rows.
+        const double share = static_cast<double>(member_rows) / static_cast<double>(rows);
+        q.signal_energy = result.energy.signal * share;
+        q.error_energy = result.energy.error * share;
+      }
+      std::vector<std::int32_t> packed(member_rows * words);
+      vq::pack_codes(member.codes, member_rows, cols, tier_, packed);
+      std::memcpy(codes_out.data(), packed.data(), codes_out.size());
+      encode_from_f32(info.dtype, member.scales, scales_out);
       q.fallback = fallback;
       q.blended = blended && fallback.empty();
     }

@@ -16,11 +16,10 @@
 // with the same result.
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "qs/ckpt/plan/quantize_plan.h"
 
