@@ -15,6 +15,7 @@
 #include <cmath>
 #include <vector>
 
+#include "qs/ckpt/core/error.h"
 #include "qs/quant/deterministic_blas.h"
 #include "qs/quant/int_group.h"
 
@@ -179,6 +180,8 @@ void refit_in_metric(std::span<const float> live, const std::vector<float>& unit
 
 void refit_scales(std::span<const float> live, std::span<const float> codewords, std::uint32_t d,
                   const gptq::PreparedHessian* hessian, VqQuantized& quantized) {
+  if (hessian && hessian->hessian.size() != quantized.cols * quantized.cols)
+    throw Error(ErrorClass::Internal, "vq.shape", "the refit needs the Hessian's H (cols × cols)");
   const auto unit = unit_decoded(codewords, d, quantized);
   if (hessian)
     refit_in_metric(live, unit, *hessian, quantized);
