@@ -1,6 +1,6 @@
 // GPTQ-VQ encode timing on real-size GLM-5 expert projections:
 // `qs_bench_vq [--tiers vq1,vq2,vq3,int1] [--shapes gate,down] [--tokens 512] [--cuda]
-//              [--reference-rows 32] [--json FILE]`
+//              [--reference-rows 32] [--refit] [--json FILE]`
 // For each shape (gate/up [2048 × 6144], down [6144 × 2048]) and tier: the Hessian factorization
 // (prepare_hessian with order_block = d), the codebook fit (fit_codebook, once per tier, on
 // at most 2^17 sub-vectors of the first shape, as the quantize job samples), the encode (sweep +
@@ -9,7 +9,8 @@
 // routed experts extrapolated: 75 MoE layers × 256 experts × 3 projections = 57,600 matrices, one
 // gate/up factorization per layer and tier dimension, one per expert for down_proj (its inputs
 // differ per expert). Inputs are synthetic (Gaussian weights; the Hessian of correlated activations
-// of `tokens` rows): timings do not depend on the values.
+// of `tokens` rows): timings do not depend on the values. --refit encodes with
+// ScaleRule::LeastSquares (the group scales refitted in H's metric after the sweep).
 
 #include <fmt/format.h>
 #include <sys/resource.h>
@@ -80,6 +81,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> shape_names{"gate", "down"};
   std::uint64_t tokens = 512, reference_rows = 32;
   bool cuda = false;
+  qs::vq::EncodeSettings encode_settings;
   std::string json_path;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
@@ -94,6 +96,8 @@ int main(int argc, char** argv) {
       reference_rows = std::stoull(value());
     else if (flag == "--cuda")
       cuda = true;
+    else if (flag == "--refit")
+      encode_settings.scale_rule = qs::vq::ScaleRule::LeastSquares;
     else if (flag == "--json")
       json_path = value();
     else {
@@ -106,10 +110,12 @@ int main(int argc, char** argv) {
     return 3;
   }
   const auto backend = cuda ? qs::vq::Backend::Cuda : qs::vq::Backend::Cpu;
-  nlohmann::ordered_json report = {{"backend", cuda ? "cuda" : "cpu"},
-                                   {"tokens", tokens},
-                                   {"blas", qs::blas::numerics_identity()},
-                                   {"runs", nlohmann::json::array()}};
+  nlohmann::ordered_json report = {
+      {"backend", cuda ? "cuda" : "cpu"},
+      {"tokens", tokens},
+      {"refit_scales", encode_settings.scale_rule == qs::vq::ScaleRule::LeastSquares},
+      {"blas", qs::blas::numerics_identity()},
+      {"runs", nlohmann::json::array()}};
   // Per tier: seconds for one gate/up encode, one gate/up factorization, one down encode + its
   // factorization, for the extrapolation.
   std::map<std::string, std::map<std::string, double>> per_tier;
@@ -160,7 +166,7 @@ int main(int argc, char** argv) {
       qs::vq::VqQuantized out;
       start = Clock::now();
       const auto result = qs::vq::encode(layer.weight, shape.rows, shape.cols, qs::DType::BF16,
-                                         codebook, &hessian, {}, backend, out);
+                                         codebook, &hessian, encode_settings, backend, out);
       const double encode_s = seconds_since(start);
       // The report's share: tr(W·H·Wᵀ), one rows·cols² SGEMM.
       start = Clock::now();
@@ -187,12 +193,12 @@ int main(int argc, char** argv) {
         const std::span<const float> slice(layer.weight.data(), rows * shape.cols);
         qs::vq::VqQuantized a, b;
         start = Clock::now();
-        qs::vq::encode(slice, rows, shape.cols, qs::DType::BF16, codebook, &hessian, {},
-                       qs::vq::Backend::Reference, a);
+        qs::vq::encode(slice, rows, shape.cols, qs::DType::BF16, codebook, &hessian,
+                       encode_settings, qs::vq::Backend::Reference, a);
         reference_s = seconds_since(start);
         start = Clock::now();
-        qs::vq::encode(slice, rows, shape.cols, qs::DType::BF16, codebook, &hessian, {},
-                       qs::vq::Backend::Cpu, b);
+        qs::vq::encode(slice, rows, shape.cols, qs::DType::BF16, codebook, &hessian,
+                       encode_settings, qs::vq::Backend::Cpu, b);
         cpu_slice_s = seconds_since(start);
         identical = a.codes == b.codes &&
                     std::memcmp(a.scales.data(), b.scales.data(), a.scales.size() * 4) == 0;

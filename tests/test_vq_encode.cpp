@@ -1,8 +1,9 @@
 // GPTQ-VQ encode (qs/quant/vq.h): the CPU sweep held to the reference bit for bit at several
 // thread counts in every mode; what compensation must and must not do (nothing on uncorrelated
 // inputs, a lower layer objective on correlated ones, exact no worse than GPTVQ's diagonal
-// update, both the same at d = 1); the least-squares scale refit; hard values (zero groups,
-// −0.0, subnormal scales, NaN/Inf refused, dead columns); shape errors; the GPU against the host.
+// update, both the same at d = 1); the least-squares scale refit (jointly per row in H's metric,
+// per group without a Hessian; singular rows, zero groups); hard values (zero groups, −0.0,
+// subnormal scales, NaN/Inf refused, dead columns); shape errors; the GPU against the host.
 
 #include <gtest/gtest.h>
 #include <tbb/task_arena.h>
@@ -254,9 +255,65 @@ TEST(VqEncode, DeadColumnsAreZeroed) {
   }
 }
 
-TEST(VqEncode, LeastSquaresRefitNeverRaisesTheWeightError) {
+// Without a Hessian the refit is per group on the source weights: no group's weight error rises.
+TEST(VqEncode, LeastSquaresRefitWithoutAHessianNeverRaisesTheWeightError) {
   const std::uint64_t rows = 24, cols = 384;
-  const auto h = testing::correlated_second_moments(cols, 900, 47);
+  const auto weight = random_weight(rows, cols, 53);
+  for (const Case shape : {Case{1, 2}, Case{4, 256}, Case{8, 256}}) {
+    const auto codebook = random_codebook(shape.d, shape.k, 59);
+    const EncodeSettings rms{false, Metric::Mahalanobis, ErrorUpdate::Exact, ScaleRule::Rms};
+    auto least_squares = rms;
+    least_squares.scale_rule = ScaleRule::LeastSquares;
+    const auto a = run(weight, rows, cols, codebook, nullptr, rms, Backend::Cpu);
+    const auto b = run(weight, rows, cols, codebook, nullptr, least_squares, Backend::Cpu);
+    ASSERT_EQ(a.quantized.codes, b.quantized.codes);  // the refit keeps the codes
+    const auto da = decoded(a.quantized, codebook), db = decoded(b.quantized, codebook);
+    bool any_changed = false;
+    for (std::uint64_t r = 0; r < rows; ++r)
+      for (std::uint64_t g = 0; g < cols / 128; ++g) {
+        double ea = 0.0, eb = 0.0;
+        for (std::uint64_t c = g * 128; c < (g + 1) * 128; ++c) {
+          const double x = weight[r * cols + c];
+          ea += (x - da[r * cols + c]) * (x - da[r * cols + c]);
+          eb += (x - db[r * cols + c]) * (x - db[r * cols + c]);
+        }
+        EXPECT_LE(eb, ea * (1.0 + 1e-6)) << r << " " << g;
+        any_changed |=
+            b.quantized.scales[r * (cols / 128) + g] != a.quantized.scales[r * (cols / 128) + g];
+      }
+    EXPECT_TRUE(any_changed);
+    EXPECT_LT(b.result.energy.error, a.result.energy.error);
+    // The same bytes on the reference and at several thread counts.
+    const auto reference =
+        run(weight, rows, cols, codebook, nullptr, least_squares, Backend::Reference);
+    for (int threads : {1, 2, 3}) {
+      tbb::task_arena arena(threads);
+      Encoded fast;
+      arena.execute(
+          [&] { fast = run(weight, rows, cols, codebook, nullptr, least_squares, Backend::Cpu); });
+      EXPECT_TRUE(same_bits(fast.quantized.scales, reference.quantized.scales)) << threads;
+    }
+  }
+}
+
+// The objective of one row: (w − ŵ)ᵀ·H·(w − ŵ) in f64 from the f64 moments.
+double row_objective(const std::vector<float>& weight, const std::vector<float>& values,
+                     const std::vector<double>& h, std::uint64_t cols, std::uint64_t r) {
+  double sum = 0.0;
+  for (std::uint64_t i = 0; i < cols; ++i) {
+    double inner = 0.0;
+    for (std::uint64_t j = 0; j < cols; ++j)
+      inner += h[i * cols + j] * (weight[r * cols + j] - static_cast<double>(values[r * cols + j]));
+    sum += (weight[r * cols + i] - static_cast<double>(values[r * cols + i])) * inner;
+  }
+  return sum;
+}
+
+// With a Hessian the row's scales are refitted jointly in the objective's metric: the codes stay,
+// no row's objective rises (the rounded solution is only kept when it does not), the total falls.
+TEST(VqEncode, LeastSquaresRefitNeverRaisesTheObjective) {
+  const std::uint64_t rows = 24, cols = 384;
+  const auto h = testing::correlated_second_moments(cols, 900, 47, testing::DeadBlock::Yes);
   const auto weight = random_weight(rows, cols, 53);
   for (const Case shape : {Case{1, 2}, Case{4, 256}, Case{8, 256}}) {
     const auto codebook = random_codebook(shape.d, shape.k, 59);
@@ -267,25 +324,106 @@ TEST(VqEncode, LeastSquaresRefitNeverRaisesTheWeightError) {
       least_squares.scale_rule = ScaleRule::LeastSquares;
       const auto a = run(weight, rows, cols, codebook, &hessian, rms, Backend::Cpu);
       const auto b = run(weight, rows, cols, codebook, &hessian, least_squares, Backend::Cpu);
-      ASSERT_EQ(a.quantized.codes, b.quantized.codes);  // the refit keeps the codes
+      ASSERT_EQ(a.quantized.codes, b.quantized.codes);
       const auto da = decoded(a.quantized, codebook), db = decoded(b.quantized, codebook);
-      bool any_changed = false;
-      for (std::uint64_t r = 0; r < rows; ++r)
-        for (std::uint64_t g = 0; g < cols / 128; ++g) {
-          double ea = 0.0, eb = 0.0;
-          for (std::uint64_t c = g * 128; c < (g + 1) * 128; ++c) {
-            const double x = weight[r * cols + c];
-            ea += (x - da[r * cols + c]) * (x - da[r * cols + c]);
-            eb += (x - db[r * cols + c]) * (x - db[r * cols + c]);
-          }
-          EXPECT_LE(eb, ea * (1.0 + 1e-6)) << r << " " << g;
-          any_changed |=
-              b.quantized.scales[r * (cols / 128) + g] != a.quantized.scales[r * (cols / 128) + g];
-        }
-      EXPECT_TRUE(any_changed);
-      EXPECT_LT(b.result.energy.error, a.result.energy.error);
+      double total_a = 0.0, total_b = 0.0;
+      for (std::uint64_t r = 0; r < rows; ++r) {
+        const double ea = row_objective(weight, da, h, cols, r);
+        const double eb = row_objective(weight, db, h, cols, r);
+        EXPECT_LE(eb, ea * (1.0 + 1e-5)) << r << " compensate " << compensate;
+        total_a += ea;
+        total_b += eb;
+      }
+      EXPECT_LT(total_b, 0.99 * total_a) << "d " << shape.d << " compensate " << compensate;
+      const auto objective = gptq::detail::objective_of_decoded(weight, db, rows, cols, hessian);
+      EXPECT_NEAR(b.result.relative_loss, objective.error / objective.reference,
+                  1e-4 * b.result.relative_loss);
     }
   }
+}
+
+// With F32 scales (rounding all but a no-op) the refit is the joint least-squares optimum: the
+// normal equations built here in f64 from the moments, solved by Gaussian elimination.
+TEST(VqEncode, LeastSquaresRefitSolvesTheRowsNormalEquations) {
+  const std::uint64_t rows = 6, cols = 512, groups = cols / 128;
+  const auto h = testing::correlated_second_moments(cols, 1200, 73);
+  const auto weight = random_weight(rows, cols, 79);
+  const auto codebook = random_codebook(4, 256, 83);
+  const auto hessian = prepared(h, cols, 4, true);
+  EncodeSettings settings;
+  settings.scale_rule = ScaleRule::LeastSquares;
+  VqQuantized quantized;
+  encode(weight, rows, cols, DType::F32, codebook, &hessian, settings, Backend::Cpu, quantized);
+  for (std::uint64_t r = 0; r < rows; ++r) {
+    std::vector<double> unit(groups * cols, 0.0);  // ĉ_g spread over the row, zero elsewhere
+    for (std::uint64_t c = 0; c < cols; ++c)
+      unit[c / 128 * cols + c] =
+          codebook.codewords[quantized.codes[r * (cols / 4) + c / 4] * 4 + c % 4];
+    std::vector<double> a(groups * groups), b(groups);
+    for (std::uint64_t g = 0; g < groups; ++g) {
+      for (std::uint64_t k = 0; k < groups; ++k) {
+        double sum = 0.0;
+        for (std::uint64_t i = g * 128; i < (g + 1) * 128; ++i)
+          for (std::uint64_t j = k * 128; j < (k + 1) * 128; ++j)
+            sum += unit[g * cols + i] * h[i * cols + j] * unit[k * cols + j];
+        a[g * groups + k] = sum;
+      }
+      double sum = 0.0;
+      for (std::uint64_t i = g * 128; i < (g + 1) * 128; ++i)
+        for (std::uint64_t j = 0; j < cols; ++j)
+          sum += unit[g * cols + i] * h[i * cols + j] * weight[r * cols + j];
+      b[g] = sum;
+    }
+    for (std::uint64_t p = 0; p < groups; ++p)
+      for (std::uint64_t q = p + 1; q < groups; ++q) {
+        const double f = a[q * groups + p] / a[p * groups + p];
+        for (std::uint64_t k = p; k < groups; ++k) a[q * groups + k] -= f * a[p * groups + k];
+        b[q] -= f * b[p];
+      }
+    for (std::uint64_t p = groups; p-- > 0;) {
+      for (std::uint64_t k = p + 1; k < groups; ++k) b[p] -= a[p * groups + k] * b[k];
+      b[p] /= a[p * groups + p];
+    }
+    for (std::uint64_t g = 0; g < groups; ++g)
+      EXPECT_NEAR(quantized.scales[r * groups + g], b[g], 1e-4 * std::abs(b[g])) << r << " " << g;
+  }
+}
+
+// Singular systems and zero groups: a row whose groups are the same vectors under duplicated
+// inputs has a singular Gram matrix and keeps the sweep's scales; all-zero groups stay at 0.
+TEST(VqEncode, LeastSquaresRefitKeepsScalesOfSingularRowsAndZeroGroups) {
+  const std::uint64_t rows = 4, cols = 256, tokens = 400;
+  // Inputs of columns 128..255 repeat columns 0..127: H's two diagonal blocks and its
+  // off-diagonal blocks are one and the same matrix.
+  std::mt19937 generator(89);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<double> x(tokens * 128);
+  for (auto& value : x) value = normal(generator);
+  std::vector<double> h(cols * cols, 0.0);
+  for (std::uint64_t t = 0; t < tokens; ++t)
+    for (std::uint64_t i = 0; i < cols; ++i)
+      for (std::uint64_t j = 0; j < cols; ++j)
+        h[i * cols + j] += x[t * 128 + i % 128] * x[t * 128 + j % 128];
+  auto weight = random_weight(rows, cols, 97);
+  for (std::uint64_t c = 0; c < 128; ++c) weight[0 * cols + 128 + c] = weight[0 * cols + c];
+  for (std::uint64_t c = 0; c < 128; ++c) weight[1 * cols + c] = 0.0f;  // a zero group
+  const auto codebook = random_codebook(4, 256, 101);
+  const auto hessian = prepared(h, cols, 4, false, 0.1);
+  ASSERT_TRUE(hessian.fallback.empty()) << hessian.fallback;
+  EncodeSettings rms;
+  rms.compensate = false;  // same vectors, same codes in both groups of row 0
+  auto least_squares = rms;
+  least_squares.scale_rule = ScaleRule::LeastSquares;
+  const auto a = run(weight, rows, cols, codebook, &hessian, rms, Backend::Cpu);
+  const auto b = run(weight, rows, cols, codebook, &hessian, least_squares, Backend::Cpu);
+  ASSERT_EQ(a.quantized.codes, b.quantized.codes);
+  for (std::uint64_t v = 0; v < 32; ++v) ASSERT_EQ(a.quantized.codes[v], a.quantized.codes[32 + v]);
+  EXPECT_EQ(b.quantized.scales[0], a.quantized.scales[0]);
+  EXPECT_EQ(b.quantized.scales[1], a.quantized.scales[1]);
+  EXPECT_EQ(b.quantized.scales[2], 0.0f);  // row 1's zero group
+  EXPECT_FALSE(std::signbit(b.quantized.scales[2]));
+  EXPECT_NE(b.quantized.scales[3], a.quantized.scales[3]);  // row 1's other group is refitted
+  for (float scale : b.quantized.scales) EXPECT_TRUE(std::isfinite(scale));
 }
 
 TEST(VqEncode, ZeroAndNegativeZeroGroupsGetScaleZeroAndCodeZero) {

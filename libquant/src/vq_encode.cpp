@@ -16,6 +16,7 @@
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/int_group.h"
 #include "qs/quant/vq.h"
+#include "vq_scale_refit.h"
 #include "vq_sweep.h"
 
 namespace qs::vq {
@@ -112,30 +113,6 @@ void mahalanobis_tables(const std::vector<float>& u, std::uint64_t cols,
   });
 }
 
-// ScaleRule::LeastSquares: with the codes fixed, each group's s minimising Σ (w − s·ĉ)² over
-// the source weights is Σ w·ĉ / Σ ĉ² (f64, column order), rounded to the scale dtype; the
-// rounded optimum is never worse than any other value of the dtype, the RMS scale included.
-void refit_scales(std::span<const float> live, const std::vector<float>& codewords, std::uint32_t d,
-                  VqQuantized& quantized) {
-  const std::uint64_t cols = quantized.cols, vectors = cols / d, groups = cols / kScaleGroup;
-  tbb::parallel_for(
-      tbb::blocked_range<std::uint64_t>(0, quantized.rows, 16), [&](const auto& range) {
-        for (std::uint64_t r = range.begin(); r != range.end(); ++r)
-          for (std::uint64_t g = 0; g < groups; ++g) {
-            double cross = 0.0, energy = 0.0;
-            for (std::uint64_t c = g * kScaleGroup; c < (g + 1) * kScaleGroup; ++c) {
-              const double value =
-                  codewords[std::uint64_t{quantized.codes[r * vectors + c / d]} * d + c % d];
-              cross += value * live[r * cols + c];
-              energy += value * value;
-            }
-            if (energy > 0.0)
-              quantized.scales[r * groups + g] =
-                  intq::round_to_dtype(static_cast<float>(cross / energy), quantized.scale_dtype);
-          }
-      });
-}
-
 }  // namespace
 
 EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
@@ -218,7 +195,8 @@ EncodeResult encode(std::span<const float> weight, std::uint64_t rows, std::uint
     for (std::uint64_t r = 0; r < rows; ++r)
       for (std::uint64_t j = 0; j < cols; ++j)
         swept[r * cols + order[j]] = swept_processing[r * cols + j];
-  if (settings.scale_rule == ScaleRule::LeastSquares) refit_scales(live, codewords, d, out);
+  if (settings.scale_rule == ScaleRule::LeastSquares)
+    detail::refit_scales(live, codewords, d, hessian, out);
   check_scales(out);
 
   std::vector<float> decoded(rows * cols);

@@ -46,7 +46,7 @@ Codebook uniform_codebook(const Tier& tier, DType dtype = DType::F16);
 
 // ---- codebook fitting ----
 struct KMeansSettings {
-  std::uint64_t seed = 0x5eed;   // k-means++ seeding and sampling, deterministic
+  std::uint64_t seed = 0x5eed;    // k-means++ seeding and sampling, deterministic
   std::uint32_t iterations = 25;  // Lloyd rounds (stops early when no assignment changes)
 };
 // Weighted k-means over `points` ([n, d], scale-normalised sub-vectors) with per-coordinate
@@ -79,15 +79,22 @@ struct VqQuantized {
 
 enum class Metric : std::uint8_t {
   Mahalanobis,  // (w − s·c)ᵀ·(U_PP⁻¹ U_PP⁻ᵀ)·(w − s·c): the exact GPTQ cost of fixing the vector
-  Euclidean,    // ‖w/s − c‖²
+  Euclidean,  // ‖w/s − c‖²
 };
 enum class ErrorUpdate : std::uint8_t {
   Exact,     // e = (w_P − q)·U_PP⁻¹ (d×d triangular solve), later columns −= e·U_P,rest
   Diagonal,  // GPTVQ: e_j = (w_j − q_j)/U_jj, no update between a vector's own columns
 };
 enum class ScaleRule : std::uint8_t {
-  Rms,           // s = RMS of the group's current (error-updated) weights when the sweep enters it
-  LeastSquares,  // Rms during the sweep, then each group's s refitted with codes fixed
+  Rms,  // s = RMS of the group's current (error-updated) weights when the sweep enters it
+  // Rms during the sweep, then the scales refitted with the codes fixed. With a Hessian, each
+  // row's scales jointly minimise the layer objective (w − Σ_g s_g·ĉ_g)ᵀ·H·(w − Σ_g s_g·ĉ_g)
+  // (ĉ_g the row's codewords in group g; H undamped, as the objective): a G×G system per row
+  // (G = cols/128) solved by Cholesky in f64. A row whose system is singular, or whose rounded
+  // solution would raise its objective, keeps the sweep's scales. Without a Hessian, each
+  // group's s = Σ w·ĉ / Σ ĉ² on the source weights. Zero scales stay zero; every backend runs
+  // the refit on the host (deterministic at any thread count).
+  LeastSquares,
 };
 
 struct EncodeSettings {
