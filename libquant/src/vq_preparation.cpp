@@ -120,16 +120,6 @@ gptq::Settings gptq_settings(const RecipeRule& rule, const VqTier& tier) {
   return settings;
 }
 
-EncodeSettings encode_settings(const VqOptions& options) {
-  EncodeSettings settings;
-  settings.compensate = options.compensation == VqCompensation::Gptq;
-  settings.metric =
-      options.metric == VqMetricChoice::Euclidean ? Metric::Euclidean : Metric::Mahalanobis;
-  settings.update =
-      options.update == VqUpdateChoice::Diagonal ? ErrorUpdate::Diagonal : ErrorUpdate::Exact;
-  settings.scale_rule = options.refit_scales ? ScaleRule::LeastSquares : ScaleRule::Rms;
-  return settings;
-}
 
 // The statistics a rule's GPTQ reads: blended for few-token experts when it says blend_tokens,
 // as the quantize transform does (one BlendedStatistics per distinct setting).
@@ -285,6 +275,11 @@ class Preparation {
       const auto hessian = prepared(candidate, group.tier);
       auto encode_with = encode_settings(candidate.options);
       if (hessian && !hessian->fallback.empty()) encode_with.compensate = false;
+      // Refinement fits codewords to the swept targets over the RMS scales they were normalised
+      // by; targets over least-squares scales pull the codewords back in (vq1 KLD 0.0150 →
+      // 0.0266 on the bundled model, docs/performance/vq-quality.md). The refit is the final
+      // encode's.
+      encode_with.scale_rule = ScaleRule::Rms;
       VqQuantized quantized;
       std::vector<float> swept(values.size());
       encode(values, sample.size(), candidate.cols, candidate.dtype, codebook, hessian.get(),
@@ -499,6 +494,17 @@ class Preparation {
 };
 
 }  // namespace
+
+EncodeSettings encode_settings(const VqOptions& options) {
+  EncodeSettings settings;
+  settings.compensate = options.compensation == VqCompensation::Gptq;
+  settings.metric =
+      options.metric == VqMetricChoice::Euclidean ? Metric::Euclidean : Metric::Mahalanobis;
+  settings.update =
+      options.update == VqUpdateChoice::Diagonal ? ErrorUpdate::Diagonal : ErrorUpdate::Exact;
+  settings.scale_rule = options.refit_scales ? ScaleRule::LeastSquares : ScaleRule::Rms;
+  return settings;
+}
 
 VqPreparation prepare_vq(const Checkpoint& source, const Recipe& recipe,
                          std::span<const VqCandidate> candidates,

@@ -11,22 +11,12 @@
 #include "qs/quant/blended_statistics.h"
 #include "qs/quant/vq.h"
 #include "qs/quant/vq_gain_correction.h"
+#include "qs/quant/vq_preparation.h"
 #include "weight_guard.h"
 
 namespace qs {
 
 namespace {
-
-vq::EncodeSettings encode_settings(const VqOptions& options) {
-  vq::EncodeSettings settings;
-  settings.compensate = options.compensation == VqCompensation::Gptq;
-  settings.metric =
-      options.metric == VqMetricChoice::Euclidean ? vq::Metric::Euclidean : vq::Metric::Mahalanobis;
-  settings.update = options.update == VqUpdateChoice::Diagonal ? vq::ErrorUpdate::Diagonal
-                                                               : vq::ErrorUpdate::Exact;
-  settings.scale_rule = options.refit_scales ? vq::ScaleRule::LeastSquares : vq::ScaleRule::Rms;
-  return settings;
-}
 
 class VqTransform final : public Transform {
  public:
@@ -36,7 +26,7 @@ class VqTransform final : public Transform {
         codebook_(request.vq_codebook),
         options_(request.vq),
         integer_(request.integer),
-        encode_(encode_settings(request.vq)),
+        encode_(vq::encode_settings(request.vq)),
         nan_policy_(nan_policy),
         backend_(backend),
         blended_(request.calibration && request.integer.blend_tokens > 0

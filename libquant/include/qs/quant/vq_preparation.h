@@ -78,6 +78,10 @@ struct VqPreparation {
   PreparationReport report;
 };
 
+// The encoder settings a VQ rule's options ask for (the preparation's refinement encodes and
+// the quantize transform both use them).
+EncodeSettings encode_settings(const VqOptions& options);
+
 // `candidates` from vq_candidates(source, recipe) (their rules' GPTQ knobs are read from
 // `recipe`). Throws BadInput "vq.budget" (a target below the cheapest tier), "vq.non_finite"
 // for NaN/Inf weights or statistics, and what reading the source throws.
