@@ -104,7 +104,7 @@ build_targets() {
   cmake --build "$build" -j "$jobs" --target quantsmith qs_bench_gpu qs_bench_gptq \
     qs_bench_runner qs_gpu_check_report test_codecs test_fp4_quantizer test_fp8_block \
     test_int_quantizer test_gptq test_runner test_family_runner test_executor \
-    test_device_selection test_multidevice_cli
+    test_device_selection test_multidevice_cli test_vq_codebook test_vq_encode qs_bench_vq
 }
 cuda_tests() {
   (cd "$build" && ctest -R "$cuda_test_regex" --timeout 120 -j 4 --output-on-failure) | tee "$out/tests.log"
@@ -152,6 +152,9 @@ step configure 90 configure &&
     step cuda_tests 150 cuda_tests
     step bench_kernels 60 "$build/bench/qs_bench_gpu" 512 --json "$out/kernels.json"
     step bench_gptq 60 "$build/bench/qs_bench_gptq" 2048 6144 4096 cuda --json "$out/gptq.json"
+    # VQ encode of one GLM-5 expert projection per tier on the GPU (docs/performance/vq-encode.md)
+    step bench_vq 90 "$build/bench/qs_bench_vq" --cuda --tiers vq1,vq2,vq3 --shapes gate,down \
+      --json "$out/vq.json"
     step bench_runner_gpu 45 "$build/bench/qs_bench_runner" "$model" 8 --device cuda \
       --json "$out/runner_cuda.json"
     step bench_runner_cpu 45 "$build/bench/qs_bench_runner" "$model" 8 --device cpu \
