@@ -152,18 +152,7 @@ class GptqTransform final : public IntegerTransformBase {
              std::vector<TensorQuality>& quality) const {
     const TensorInfo& first = *sources[members[0]].info;
     const std::uint64_t cols = first.shape[1];
-    std::vector<float> stacked;
-    std::vector<std::uint64_t> row_offsets;
-    for (std::size_t m : members) {
-      const TensorInfo& info = *sources[m].info;
-      const fp4::WeightView source{info.dtype, sources[m].bytes, info.shape[0], info.shape[1]};
-      std::vector<float> zeroed;
-      const auto view = finite_view(source, info, count_non_finite(source), nan_policy_, zeroed);
-      const auto values = decode_weight(view);
-      row_offsets.push_back(stacked.size() / cols);
-      stacked.insert(stacked.end(), values.begin(), values.end());
-    }
-    const std::uint64_t rows = stacked.size() / cols;
+    const auto [stacked, row_offsets, rows] = stack_member_weights(members, sources, nan_policy_);
     const bool blended = !key.empty() && blended_ && blended_->blend_of(key).has_value();
     const auto hessian = prepared_hessian(*cache_, *calibration_, key, key, cols, settings_,
                                           backend_, stage_times_);

@@ -57,4 +57,20 @@ fp4::Backend backend_for(ComputeDevice device) {
   return fp4::Backend::Cpu;
 }
 
+StackedWeights stack_member_weights(const std::vector<std::size_t>& members,
+                                    std::span<const SourceTensor> sources, NanPolicy policy) {
+  StackedWeights stacked;
+  for (const std::size_t m : members) {
+    const TensorInfo& info = *sources[m].info;
+    const fp4::WeightView source{info.dtype, sources[m].bytes, info.shape[0], info.shape[1]};
+    std::vector<float> zeroed;
+    const auto view = finite_view(source, info, count_non_finite(source), policy, zeroed);
+    const auto values = decode_weight(view);
+    stacked.row_offsets.push_back(stacked.rows);
+    stacked.values.insert(stacked.values.end(), values.begin(), values.end());
+    stacked.rows += info.shape[0];
+  }
+  return stacked;
+}
+
 }  // namespace qs

@@ -3,6 +3,7 @@
 // error naming the tensor, or (--nan-policy zero) quantized as 0; and the compute backend the
 // job's --device asks for.
 
+#include <span>
 #include <vector>
 
 #include "qs/ckpt/plan/plan.h"
@@ -22,6 +23,17 @@ std::uint64_t count_non_finite(const fp4::WeightView& view);
 
 // The weight decoded to f32, row-major.
 std::vector<float> decode_weight(const fp4::WeightView& view);
+
+// Several members' weights (all [rows_i, cols]) stacked as the rows of one f32 matrix, each
+// through finite_view: what a GPTQ-style solver encodes at once when the members share a
+// Hessian (an expert's gate_proj and up_proj). `row_offsets[i]` is member i's first row.
+struct StackedWeights {
+  std::vector<float> values;
+  std::vector<std::uint64_t> row_offsets;
+  std::uint64_t rows = 0;
+};
+StackedWeights stack_member_weights(const std::vector<std::size_t>& members,
+                                    std::span<const SourceTensor> sources, NanPolicy policy);
 
 fp4::Backend backend_for(ComputeDevice device);
 
