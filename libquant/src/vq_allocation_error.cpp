@@ -8,6 +8,7 @@
 
 #include "qs/ckpt/core/error.h"
 #include "qs/quant/deterministic_blas.h"
+#include "qs/quant/vq_gain_correction.h"
 
 namespace qs::vq {
 
@@ -29,7 +30,7 @@ std::vector<std::uint64_t> sample_rows(std::uint64_t rows, std::uint64_t count,
 double allocation_error(std::span<const float> weight, std::uint64_t rows, std::uint64_t cols,
                         DType scale_dtype, const Codebook& codebook,
                         std::span<const double> hessian, const AllocationErrorSettings& settings,
-                        Backend backend) {
+                        Backend backend, const gptq::PreparedHessian* prepared) {
   if (weight.size() != rows * cols)
     throw_bad_input("vq.shape", fmt::format("the weight holds {} values, not {} × {}",
                                             weight.size(), rows, cols));
@@ -44,12 +45,15 @@ double allocation_error(std::span<const float> weight, std::uint64_t rows, std::
     std::copy_n(weight.begin() + static_cast<std::ptrdiff_t>(picked[i] * cols), cols,
                 sample.begin() + static_cast<std::ptrdiff_t>(i * cols));
 
-  // Nearest codeword per vector: each row is encoded on its own, so encoding the sample alone
-  // gives the sampled rows of the whole matrix's encode.
-  EncodeSettings plain;
-  plain.compensate = false;
+  // Each row is encoded on its own (nearest codeword, or GPTQ feedback along its columns), so
+  // encoding the sample alone gives the sampled rows of the whole matrix's encode.
+  if (prepared && !prepared->fallback.empty()) prepared = nullptr;  // the job encodes plainly
+  auto encode_with = settings.encode;
+  if (!prepared) encode_with.compensate = false;
   VqQuantized quantized;
-  encode(sample, count, cols, scale_dtype, codebook, nullptr, plain, backend, quantized);
+  encode(sample, count, cols, scale_dtype, codebook, encode_with.compensate ? prepared : nullptr,
+         encode_with, backend, quantized);
+  if (settings.correct_gain && prepared) correct_output_gain(sample, codebook, *prepared, quantized);
   std::vector<float> decoded(count * cols);
   decode(quantized, codebook, decoded);
 

@@ -152,7 +152,10 @@ class Preparation {
         settings_(settings),
         diagonals_(statistics),
         rule_statistics_(statistics),
-        hessians_(1) {}
+        // Four prepared Hessians: an expert's gate/up (one matrix per layer under all-experts
+        // statistics) and its down_proj, each for the two vector lengths of the preset menu, so
+        // estimating tier by tier does not factor the layer's gate/up matrix again per expert.
+        hessians_(2) {}
 
   VqPreparation run() {
     VqPreparation prepared;
@@ -272,7 +275,9 @@ class Preparation {
       const auto sample =
           row_sample(candidate, fit_rows(candidate, group.tier, quota), settings_.seed);
       const auto values = read_rows(source_, candidate, sample);
-      const auto hessian = prepared(candidate, group.tier);
+      const auto hessian = candidate.options.compensation == VqCompensation::Gptq
+                               ? prepared(candidate, group.tier)
+                               : nullptr;
       auto encode_with = encode_settings(candidate.options);
       if (hessian && !hessian->fallback.empty()) encode_with.compensate = false;
       // Refinement fits codewords to the swept targets over the RMS scales they were normalised
@@ -289,10 +294,10 @@ class Preparation {
     return refinement.refined();
   }
 
-  // The prepared Hessian the job's encode of this candidate will use (nullptr: none).
+  // The prepared Hessian the job's encode of this candidate will use (one that falls back when
+  // the module has no statistics).
   std::shared_ptr<const gptq::PreparedHessian> prepared(const VqCandidate& candidate,
                                                         const VqTier& tier) {
-    if (candidate.options.compensation != VqCompensation::Gptq) return nullptr;
     const auto& rule = rule_of(candidate);
     const auto& statistics = rule_statistics_.of(rule);
     const auto key = statistics_key(statistics, candidate.module);
@@ -325,12 +330,13 @@ class Preparation {
   }
 
   struct Estimate {
-    std::vector<double> errors;  // per tier of the menu: the objective of its plain encode
+    std::vector<double> errors;  // per tier of the menu: the objective of its estimated encode
     double signal = 0.0;         // tr(W·H·Wᵀ): the module's output energy, scaled alike
   };
 
   // Estimated error of each tier of the candidate's menu (menu order), and its output energy,
-  // both over the sampled rows scaled to the matrix, times the routing frequency.
+  // both over the sampled rows scaled to the matrix, times the routing frequency (when the rule
+  // weighs by it).
   Estimate estimate(std::size_t m) {
     const auto& candidate = candidates_[m];
     const auto sample = row_sample(candidate, settings_.sample_rows, settings_.seed);
@@ -347,14 +353,21 @@ class Preparation {
     // here): the share of the whole matrix and the routing frequency are applied on top.
     AllocationErrorSettings settings;
     settings.sample_rows = sample.size();
-    settings.frequency = routing_weight(candidate) * static_cast<double>(candidate.rows) /
-                         static_cast<double>(sample.size());
+    const auto& options = candidate.options;
+    settings.frequency = (options.allocation_routing ? routing_weight(candidate) : 1.0) *
+                         static_cast<double>(candidate.rows) / static_cast<double>(sample.size());
+    // Scored as the job writes it: its encode settings on the Hessian it prepares, and the
+    // output-gain correction it gives learned tiers.
+    const bool as_written = options.allocation_estimate == VqAllocationEstimate::Compensated;
+    if (as_written) settings.encode = encode_settings(options);
     Estimate estimate;
-    for (const auto& tier : candidate.options.tiers) {
+    for (const auto& tier : options.tiers) {
       const auto& codebook = codebooks_->at(codebook_names_.at({m, tier.name}));
+      const auto job_hessian = as_written && !key.empty() ? prepared(candidate, tier) : nullptr;
+      settings.correct_gain = as_written && tier.kind == VqCodebookKind::Learned;
       estimate.errors.push_back(allocation_error(values, sample.size(), candidate.cols,
                                                  candidate.dtype, codebook, hessian_, settings,
-                                                 settings_.backend));
+                                                 settings_.backend, job_hessian.get()));
     }
     const std::uint64_t cols = candidate.cols;
     double signal = 0.0;  // Σ over sampled rows of wᵀ·H·w, in a fixed order
@@ -433,7 +446,7 @@ class Preparation {
         }
         estimates.push_back(estimate(m));
       }
-      to_output_space(members, estimates);
+      if (options.allocation_output_space) to_output_space(members, estimates);
       for (std::size_t i = 0; i < members.size(); ++i) {
         const std::size_t m = members[i];
         const auto& candidate = candidates_[m];

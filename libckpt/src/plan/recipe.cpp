@@ -50,9 +50,12 @@ constexpr std::array kRuleKeys{"name",     "category",   "role",     "module",  
                                "mtp",      "action",     "scale_method", "bits", "symmetric",
                                "group_size", "observer", "damp",     "act_order", "min_tokens", "blend_tokens",
                                "report_rtn", "tiers", "target_bpw", "codebooks", "compensation",
-                               "metric", "update", "refine", "refit_scales"};
+                               "metric", "update", "refine", "refit_scales", "allocation_estimate",
+                               "allocation_routing", "allocation_output_space"};
 constexpr std::array kVqKeys{"tiers",  "target_bpw", "codebooks", "compensation",
-                             "metric", "update",     "refine",    "refit_scales"};
+                             "metric", "update",     "refine",    "refit_scales",
+                             "allocation_estimate", "allocation_routing",
+                             "allocation_output_space"};
 constexpr std::array kVqGptqKeys{"damp", "act_order", "min_tokens", "blend_tokens"};
 constexpr std::array kVqTierKeys{"d", "k", "codebook"};
 constexpr std::array kIntegerKeys{"bits", "symmetric", "group_size", "observer"};
@@ -290,6 +293,17 @@ void read_vq_options(const YAML::Node& node, RecipeRule& rule,
     options.refine = read_number<std::uint32_t>(node["refine"], "refine", 0, 1000, reader);
   if (node["refit_scales"])
     options.refit_scales = read_bool(node["refit_scales"], "refit_scales", reader);
+  if (node["allocation_estimate"])
+    options.allocation_estimate =
+        read_choice(node["allocation_estimate"], "allocation_estimate",
+                    std::array{std::pair{VqAllocationEstimate::Compensated, "compensated"},
+                               std::pair{VqAllocationEstimate::Plain, "plain"}},
+                    reader);
+  if (node["allocation_routing"])
+    options.allocation_routing = read_bool(node["allocation_routing"], "allocation_routing", reader);
+  if (node["allocation_output_space"])
+    options.allocation_output_space =
+        read_bool(node["allocation_output_space"], "allocation_output_space", reader);
 }
 
 // `vq_tiers:` name → {d, k[, codebook]}.

@@ -48,6 +48,9 @@ enum class VqCodebookScope : std::uint8_t { Model, Layer };  // one codebook per
 enum class VqCompensation : std::uint8_t { Gptq, None };     // GPTQ error feedback, or none
 enum class VqMetricChoice : std::uint8_t { Mahalanobis, Euclidean };
 enum class VqUpdateChoice : std::uint8_t { Exact, Diagonal };
+// What the tier allocator scores each tier by: the encode the job writes (GPTQ-VQ as the rule
+// compensates, then the output-gain correction) or a plain nearest-codeword encode.
+enum class VqAllocationEstimate : std::uint8_t { Compensated, Plain };
 
 struct VqOptions {
   // The menu: one tier (every module of the rule gets it) or several (the allocator chooses
@@ -62,6 +65,10 @@ struct VqOptions {
   VqUpdateChoice update = VqUpdateChoice::Exact;
   std::uint32_t refine = 0;   // codebook refinement rounds (re-fit centroids, re-encode)
   bool refit_scales = false;  // least-squares group scales with codes fixed
+  // The allocator's error estimate (docs/algorithms/vq.md, "Bit allocation").
+  VqAllocationEstimate allocation_estimate = VqAllocationEstimate::Compensated;
+  bool allocation_routing = true;       // errors × the expert's routing frequency
+  bool allocation_output_space = true;  // gate/up errors rescaled to the expert's output
 
   bool allocated() const { return tiers.size() > 1; }
   // The tier every module gets when the menu has one entry.

@@ -66,6 +66,9 @@
 //       update: exact               # or diagonal (GPTVQ's): how the error is fed forward
 //       refine: 0                   # codebook refinement rounds
 //       refit_scales: false         # least-squares group scales with codes fixed
+//       allocation_estimate: compensated  # or plain: the encode the allocator scores tiers by
+//       allocation_routing: true    # the allocator weighs experts by routing frequency
+//       allocation_output_space: true  # gate/up errors rescaled to the expert's output
 // plus the gptq knobs damp, act_order, min_tokens, blend_tokens (kept in the rule's integer
 // options). gate_proj and up_proj of one expert always get the same tier. A vq rule needs
 // calibration statistics from a file (--calib STATS) when it compensates or allocates. VQ is
