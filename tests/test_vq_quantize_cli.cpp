@@ -1,6 +1,6 @@
 // The VQ quantize job through `quantsmith quantize` as users run it (seed 004's recipe on the
 // bundled model): mixed tiers within the target, gate/up sharing a tier, a checkpoint validate
-// and eval accept, the --dry-run histogram, a stopped job resumed to the same bytes, and bad
+// and eval accept, the --dry-run histogram, the allocation estimate's recipe keys, a stopped job resumed to the same bytes, and bad
 // input refused before anything is written.
 
 #include <fcntl.h>
@@ -156,6 +156,44 @@ TEST_F(VqQuantizeCli, DryRunPrintsTheTierHistogramAndWritesNothing) {
   EXPECT_EQ(plan["vq"]["layers"].size(), 3u);
 }
 
+// The seed recipe with extra keys on its VQ rule (after its `refine:` line).
+std::filesystem::path recipe_with(const std::filesystem::path& directory, const std::string& keys) {
+  auto text = read_text_file(kRecipe);
+  const auto at = text.find("    refine: ");
+  EXPECT_NE(at, std::string::npos);
+  const auto end = text.find('\n', at) + 1;
+  text.insert(end, keys);
+  const auto path = directory / "seed004-variant.yaml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+// The allocator scores tiers by the encode the job writes unless the rule says plain: the
+// compensated, gain-corrected estimate is well below the plain one (1-bit codes gain the most),
+// and both plans stay within the target.
+TEST_F(VqQuantizeCli, AllocationEstimateFollowsTheRule) {
+  ScratchDirectory scratch("vq-allocation-estimate");
+  const auto out = scratch.path() / "vq";
+  const auto plan_of = [&](const std::filesystem::path& recipe) {
+    const auto result = run_cli("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " +
+                                quoted(recipe) + " --calib " + quoted(statistics_) +
+                                " --dry-run --json");
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    EXPECT_TRUE(empty_or_absent(out));
+    return nlohmann::json(json_of(result.output));
+  };
+  const auto written = plan_of(kRecipe);
+  // (Routing frequency off as well: the key is read, the plan still within the target.)
+  const auto plain = plan_of(recipe_with(
+      scratch.path(), "    allocation_estimate: plain\n    allocation_routing: false\n"));
+  const double written_error = written["vq"]["preparation"]["estimated_error"].get<double>();
+  const double plain_error = plain["vq"]["preparation"]["estimated_error"].get<double>();
+  EXPECT_GT(written_error, 0.0);
+  EXPECT_LT(written_error, 0.8 * plain_error);
+  for (const auto* plan : {&written, &plain})
+    EXPECT_LE((*plan)["vq"]["bits_per_weight"].get<double>(), 1.9);
+}
+
 // A one-tier rule pins every module to it; `codebooks: layer` gives each MoE layer its own
 // codebook; without compensation or allocation no statistics file is needed.
 TEST(VqQuantizeCliWithoutStatistics, PinnedTierWithLayerCodebooks) {
@@ -289,6 +327,11 @@ TEST_F(VqQuantizeCli, BadInputIsRefusedBeforeAnythingIsWritten) {
   refused("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " + quoted(recipe) +
               " --calib " + quoted(statistics_),
           "d 3 does not divide the 128-column scale group");
+  // An allocation estimate the allocator does not know.
+  refused("quantize " + quoted(kModel) + " " + quoted(out) + " --recipe " +
+              quoted(recipe_with(scratch.path(), "    allocation_estimate: exact\n")) +
+              " --calib " + quoted(statistics_),
+          "allocation_estimate");
 }
 
 }  // namespace
