@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cmath>
 #include <memory>
 #include <numeric>
@@ -448,17 +447,6 @@ class Preparation {
         estimates.push_back(estimate(m));
       }
       if (options.allocation_output_space) to_output_space(members, estimates);
-      if (std::getenv("QS_VA_LAYER_NORM")) {  // EXPERIMENT
-        std::map<std::uint32_t, double> energy;
-        for (std::size_t i = 0; i < members.size(); ++i) {
-          const auto& c = candidates_[members[i]];
-          if (c.layer && is_output_projection(c)) energy[*c.layer] += estimates[i].signal;
-        }
-        for (std::size_t i = 0; i < members.size(); ++i) {
-          const auto& c = candidates_[members[i]];
-          if (!c.layer || !(energy[*c.layer] > 0.0)) continue;
-          for (auto& e : estimates[i].errors) e /= energy[*c.layer];
-        }
       }
       for (std::size_t i = 0; i < members.size(); ++i) {
         const std::size_t m = members[i];
