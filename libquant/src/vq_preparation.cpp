@@ -447,7 +447,6 @@ class Preparation {
         estimates.push_back(estimate(m));
       }
       if (options.allocation_output_space) to_output_space(members, estimates);
-      }
       for (std::size_t i = 0; i < members.size(); ++i) {
         const std::size_t m = members[i];
         const auto& candidate = candidates_[m];
