@@ -14,10 +14,12 @@
 //      diagonal (the columns the layer objective weighs most). Uniform tiers take
 //      vq::uniform_codebook. `refine` rounds then re-fit the centroids on the compensated
 //      targets of a GPTQ-VQ encode of the sampled rows (vq::CodebookRefinement).
-//   2. For every module of an allocating rule and every tier of its menu, the cheap error
-//      estimate (qs/quant/vq_allocation_error.h: the layer objective of a nearest-codeword
-//      encode of the sampled rows, scaled to the matrix) times the expert's routing frequency;
-//      gate_proj and up_proj of one expert are one item. alloc::allocate picks the tiers for the
+//   2. For every module of an allocating rule and every tier of its menu, the error estimate
+//      (qs/quant/vq_allocation_error.h: the layer objective of the job's encode of the sampled
+//      rows — GPTQ-VQ on the prepared Hessian, gain-corrected — or, with allocation_estimate:
+//      plain, of a nearest-codeword encode, scaled to the matrix) times the expert's routing
+//      frequency (allocation_routing), gate/up errors in the expert's output space
+//      (allocation_output_space); gate_proj and up_proj of one expert are one item. alloc::allocate picks the tiers for the
 //      rule's target_bpw.
 //   3. The assignment: module → tier and codebook tensor, codebook tensor → values.
 //
