@@ -90,6 +90,9 @@ rules:
     update: diagonal
     refine: 2
     refit_scales: true
+    allocation_estimate: plain
+    allocation_routing: false
+    allocation_output_space: false
     damp: 0.05
     act_order: false
     blend_tokens: 64
@@ -110,6 +113,9 @@ rules:
   EXPECT_EQ(rule.vq.update, VqUpdateChoice::Diagonal);
   EXPECT_EQ(rule.vq.refine, 2u);
   EXPECT_TRUE(rule.vq.refit_scales);
+  EXPECT_EQ(rule.vq.allocation_estimate, VqAllocationEstimate::Plain);
+  EXPECT_FALSE(rule.vq.allocation_routing);
+  EXPECT_FALSE(rule.vq.allocation_output_space);
   EXPECT_EQ(rule.integer.damp, 0.05);
   EXPECT_FALSE(rule.integer.act_order);
   EXPECT_EQ(rule.integer.blend_tokens, 64u);
