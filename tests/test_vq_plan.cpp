@@ -90,6 +90,7 @@ rules:
     update: diagonal
     refine: 2
     refit_scales: true
+    gain_correction: false
     damp: 0.05
     act_order: false
     blend_tokens: 64
@@ -110,6 +111,7 @@ rules:
   EXPECT_EQ(rule.vq.update, VqUpdateChoice::Diagonal);
   EXPECT_EQ(rule.vq.refine, 2u);
   EXPECT_TRUE(rule.vq.refit_scales);
+  EXPECT_FALSE(rule.vq.gain_correction);
   EXPECT_EQ(rule.integer.damp, 0.05);
   EXPECT_FALSE(rule.integer.act_order);
   EXPECT_EQ(rule.integer.blend_tokens, 64u);

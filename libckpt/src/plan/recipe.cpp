@@ -50,9 +50,10 @@ constexpr std::array kRuleKeys{"name",     "category",   "role",     "module",  
                                "mtp",      "action",     "scale_method", "bits", "symmetric",
                                "group_size", "observer", "damp",     "act_order", "min_tokens", "blend_tokens",
                                "report_rtn", "tiers", "target_bpw", "codebooks", "compensation",
-                               "metric", "update", "refine", "refit_scales"};
+                               "metric", "update", "refine", "refit_scales", "gain_correction"};
 constexpr std::array kVqKeys{"tiers",  "target_bpw", "codebooks", "compensation",
-                             "metric", "update",     "refine",    "refit_scales"};
+                             "metric", "update",     "refine",    "refit_scales",
+                             "gain_correction"};
 constexpr std::array kVqGptqKeys{"damp", "act_order", "min_tokens", "blend_tokens"};
 constexpr std::array kVqTierKeys{"d", "k", "codebook"};
 constexpr std::array kIntegerKeys{"bits", "symmetric", "group_size", "observer"};
@@ -290,6 +291,8 @@ void read_vq_options(const YAML::Node& node, RecipeRule& rule,
     options.refine = read_number<std::uint32_t>(node["refine"], "refine", 0, 1000, reader);
   if (node["refit_scales"])
     options.refit_scales = read_bool(node["refit_scales"], "refit_scales", reader);
+  if (node["gain_correction"])
+    options.gain_correction = read_bool(node["gain_correction"], "gain_correction", reader);
 }
 
 // `vq_tiers:` name → {d, k[, codebook]}.

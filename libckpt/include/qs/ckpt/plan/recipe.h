@@ -66,6 +66,7 @@
 //       update: exact               # or diagonal (GPTVQ's): how the error is fed forward
 //       refine: 0                   # codebook refinement rounds
 //       refit_scales: false         # least-squares group scales with codes fixed
+//       gain_correction: true       # learned tiers: scales × 1 / the module's output gain
 // plus the gptq knobs damp, act_order, min_tokens, blend_tokens (kept in the rule's integer
 // options). gate_proj and up_proj of one expert always get the same tier. A vq rule needs
 // calibration statistics from a file (--calib STATS) when it compensates or allocates. VQ is
