@@ -11,6 +11,9 @@
 #     BENCH_EXPERTS (8)                  routed experts of the synthetic layer
 #     BENCH_TOKENS (4x128)               calibration tokens synth writes (rows x sequence length)
 #     BENCH_TARGET_BPW (1.9)             the recipe's target_bpw
+#     BENCH_SPINE (gptq-int4)            the recipe's spine parameter: keep measures the routed
+#                                        experts' VQ alone (the stage times are summed over
+#                                        every calibrated transform, the spine's GPTQ included)
 #     BENCH_NICE (10)                    nice level of calibrate and quantize
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,7 @@ dir="${BENCH_DIR:-out/glm5-moe-layer-vq}"
 experts="${BENCH_EXPERTS:-8}"
 tokens="${BENCH_TOKENS:-4x128}"
 target="${BENCH_TARGET_BPW:-1.9}"
+spine="${BENCH_SPINE:-gptq-int4}"
 niceness="${BENCH_NICE:-10}"
 work="$dir-bench"
 command -v /usr/bin/time >/dev/null || { echo "bench: needs /usr/bin/time (apt install time)" >&2; exit 2; }
@@ -42,9 +46,10 @@ if [ ! -f "$stats" ]; then
 fi
 
 rm -rf "$work/vq"
+echo "quantize: recipes/glm5-vq-seed004.yaml, target_bpw $target, spine $spine"
 begin=$(date +%s.%N)
 nice -n "$niceness" /usr/bin/time -v -o "$work/quantize.time" "$quantsmith" quantize "$dir" "$work/vq" \
-  --recipe recipes/glm5-vq-seed004.yaml --param target_bpw="$target" --calib "$stats" --json \
+  --recipe recipes/glm5-vq-seed004.yaml --param target_bpw="$target" --param spine="$spine" --calib "$stats" --json \
   >"$work/quantize.json"
 end=$(date +%s.%N)
 written=$(du -cb "$work"/vq/*.safetensors | tail -1 | cut -f1)

@@ -90,6 +90,7 @@ rules:
     update: diagonal
     refine: 2
     refit_scales: true
+    gain_correction: false
     allocation_estimate: plain
     allocation_routing: false
     allocation_output_space: false
@@ -113,6 +114,7 @@ rules:
   EXPECT_EQ(rule.vq.update, VqUpdateChoice::Diagonal);
   EXPECT_EQ(rule.vq.refine, 2u);
   EXPECT_TRUE(rule.vq.refit_scales);
+  EXPECT_FALSE(rule.vq.gain_correction);
   EXPECT_EQ(rule.vq.allocation_estimate, VqAllocationEstimate::Plain);
   EXPECT_FALSE(rule.vq.allocation_routing);
   EXPECT_FALSE(rule.vq.allocation_output_space);

@@ -364,7 +364,8 @@ class Preparation {
     for (const auto& tier : options.tiers) {
       const auto& codebook = codebooks_->at(codebook_names_.at({m, tier.name}));
       const auto job_hessian = as_written && !key.empty() ? prepared(candidate, tier) : nullptr;
-      settings.correct_gain = as_written && tier.kind == VqCodebookKind::Learned;
+      settings.correct_gain =
+          as_written && options.gain_correction && tier.kind == VqCodebookKind::Learned;
       estimate.errors.push_back(allocation_error(values, sample.size(), candidate.cols,
                                                  candidate.dtype, codebook, hessian_, settings,
                                                  settings_.backend, job_hessian.get()));

@@ -50,11 +50,12 @@ constexpr std::array kRuleKeys{"name",     "category",   "role",     "module",  
                                "mtp",      "action",     "scale_method", "bits", "symmetric",
                                "group_size", "observer", "damp",     "act_order", "min_tokens", "blend_tokens",
                                "report_rtn", "tiers", "target_bpw", "codebooks", "compensation",
-                               "metric", "update", "refine", "refit_scales", "allocation_estimate",
-                               "allocation_routing", "allocation_output_space"};
+                               "metric", "update", "refine", "refit_scales", "gain_correction",
+                               "allocation_estimate", "allocation_routing",
+                               "allocation_output_space"};
 constexpr std::array kVqKeys{"tiers",  "target_bpw", "codebooks", "compensation",
                              "metric", "update",     "refine",    "refit_scales",
-                             "allocation_estimate", "allocation_routing",
+                             "gain_correction", "allocation_estimate", "allocation_routing",
                              "allocation_output_space"};
 constexpr std::array kVqGptqKeys{"damp", "act_order", "min_tokens", "blend_tokens"};
 constexpr std::array kVqTierKeys{"d", "k", "codebook"};
@@ -293,6 +294,8 @@ void read_vq_options(const YAML::Node& node, RecipeRule& rule,
     options.refine = read_number<std::uint32_t>(node["refine"], "refine", 0, 1000, reader);
   if (node["refit_scales"])
     options.refit_scales = read_bool(node["refit_scales"], "refit_scales", reader);
+  if (node["gain_correction"])
+    options.gain_correction = read_bool(node["gain_correction"], "gain_correction", reader);
   if (node["allocation_estimate"])
     options.allocation_estimate =
         read_choice(node["allocation_estimate"], "allocation_estimate",

@@ -66,7 +66,7 @@ class VqTransform final : public Transform {
                       : "",
         options_.refit_scales ? ", least-squares scales" : "",
         integer_.blend_tokens > 0 ? fmt::format(", blend {} tokens", integer_.blend_tokens) : "",
-        calibration_ ? ", output gain corrected" : "");
+        gain_corrected() ? ", output gain corrected" : "");
   }
 
   std::vector<TensorQuality> run(std::span<const SourceTensor> sources,
@@ -87,7 +87,9 @@ class VqTransform final : public Transform {
 
  private:
   bool compensates() const { return options_.compensation == VqCompensation::Gptq; }
-  bool gain_corrected() const { return calibration_ && tier_.kind == VqCodebookKind::Learned; }
+  bool gain_corrected() const {
+    return options_.gain_correction && calibration_ && tier_.kind == VqCodebookKind::Learned;
+  }
 
   // Members calibrated on one matrix (gate and up of an expert) are stacked into one encode:
   // one prepared Hessian, rows independent, so each member's codes are those of its own encode.

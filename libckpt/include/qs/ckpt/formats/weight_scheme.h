@@ -65,6 +65,9 @@ struct VqOptions {
   VqUpdateChoice update = VqUpdateChoice::Exact;
   std::uint32_t refine = 0;   // codebook refinement rounds (re-fit centroids, re-encode)
   bool refit_scales = false;  // least-squares group scales with codes fixed
+  // Learned tiers with statistics: each module's group scales × 1 / its output gain
+  // tr(Ŵ·H·Wᵀ) / tr(W·H·Wᵀ), undoing the shrinkage of low-bit codes (docs/algorithms/vq.md).
+  bool gain_correction = true;
   // The allocator's error estimate (docs/algorithms/vq.md, "Bit allocation").
   VqAllocationEstimate allocation_estimate = VqAllocationEstimate::Compensated;
   bool allocation_routing = true;       // errors × the expert's routing frequency

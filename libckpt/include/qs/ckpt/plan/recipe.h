@@ -66,6 +66,7 @@
 //       update: exact               # or diagonal (GPTVQ's): how the error is fed forward
 //       refine: 0                   # codebook refinement rounds
 //       refit_scales: false         # least-squares group scales with codes fixed
+//       gain_correction: true       # learned tiers: scales × 1 / the module's output gain
 //       allocation_estimate: compensated  # or plain: the encode the allocator scores tiers by
 //       allocation_routing: true    # the allocator weighs experts by routing frequency
 //       allocation_output_space: true  # gate/up errors rescaled to the expert's output
