@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -20,7 +19,6 @@
 #include "qs/ckpt/io/file_io.h"
 #include "test_support.h"
 
-extern char** environ;
 
 namespace qs {
 namespace {
@@ -29,6 +27,7 @@ using testing::directory_contents;
 using testing::quoted;
 using testing::run_cli;
 using testing::run_cli_after;
+using testing::spawn_cli;
 using testing::ScratchDirectory;
 using testing::shipped_recipe;
 
@@ -215,24 +214,6 @@ TEST(QuantizeCli, W4A4TakesStaticInputScalesFromCalibration) {
     auto validate = run_cli("validate " + quoted(out) + " --ref " + quoted(kModel));
     EXPECT_EQ(validate.exit_code, 0) << validate.output;
   }
-}
-
-// Starts the CLI in the background and returns its pid.
-pid_t spawn_cli(const std::vector<std::string>& arguments) {
-  std::vector<char*> argv;
-  std::string program = QS_CLI_PATH;
-  argv.push_back(program.data());
-  std::vector<std::string> copies = arguments;
-  for (auto& argument : copies) argv.push_back(argument.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  pid_t pid = 0;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
 }
 
 TEST(QuantizeCli, SigkillAtAnyPointThenResumeGivesIdenticalBytes) {

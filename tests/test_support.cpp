@@ -1,5 +1,8 @@
 #include "test_support.h"
 
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -152,6 +155,24 @@ ScratchDirectory::~ScratchDirectory() {
 }
 
 CliResult run_cli(const std::string& arguments) { return run_cli_after("", arguments); }
+
+extern "C" char** environ;
+
+int spawn_cli(const std::vector<std::string>& arguments) {
+  std::vector<std::string> copies = arguments;
+  copies.insert(copies.begin(), QS_CLI_PATH);
+  std::vector<char*> argv;
+  for (auto& argument : copies) argv.push_back(argument.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = 0;
+  EXPECT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
 
 CliResult run_cli_after(const std::string& shell_prefix, const std::string& arguments) {
   // stderr goes to a file of its own so that stdout stays parseable whatever the command logs.

@@ -60,6 +60,9 @@ struct CliResult {
   std::string standard_output;
 };
 CliResult run_cli(const std::string& arguments);
+// Starts the CLI with `arguments` in the background, its output discarded, and returns its pid
+// (for tests that kill a job part-way).
+int spawn_cli(const std::vector<std::string>& arguments);
 // The same after shell commands that set up the process (`ulimit -f 100;`, `trap '' XFSZ;`).
 CliResult run_cli_after(const std::string& shell_prefix, const std::string& arguments);
 // Single-quoted for the shell (test paths hold no quotes).

@@ -140,8 +140,10 @@ class VqFormat : public ::testing::Test {
     std::vector<Tensor> out;
     for (std::size_t i = 0; i < module_cases().size(); ++i) {
       const auto& c = module_cases()[i];
-      const auto specs = weight_format(WeightLayout::Vq)
-                             .output_specs(c.module, c.rows, c.cols, {DType::BF16, {}, false, c.tier});
+      WeightEncoding encoding;
+      encoding.vq_tier = c.tier;
+      const auto specs =
+          weight_format(WeightLayout::Vq).output_specs(c.module, c.rows, c.cols, encoding);
       Tensor codes{specs[0], std::vector<std::byte>(specs[0].byte_size())};
       std::vector<std::int32_t> packed(elements(specs[0]));
       vq::pack_codes(encoded_[i].codes, c.rows, c.cols, c.tier, packed);

@@ -208,7 +208,9 @@ rules:
     EXPECT_EQ(candidate.rows, down ? 256u : 128u);
     EXPECT_EQ(candidate.cols, down ? 128u : 256u);
     EXPECT_EQ(candidate.pinned.has_value(), !down);
-    if (!down) EXPECT_EQ(candidate.pinned->name, "vq2");
+    if (!down) {
+      EXPECT_EQ(candidate.pinned->name, "vq2");
+    }
     EXPECT_EQ(candidate.options.codebooks, down ? VqCodebookScope::Layer : VqCodebookScope::Model);
   }
   EXPECT_EQ(candidates.size(), layers.size() * 16 * 3);

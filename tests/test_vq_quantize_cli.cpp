@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -30,6 +29,7 @@ using testing::quoted;
 using testing::run_cli;
 using testing::ScratchDirectory;
 using testing::shipped_recipe;
+using testing::spawn_cli;
 
 const std::filesystem::path kModel = testing::bundled_model();
 const std::filesystem::path kRecipe = shipped_recipe("glm5-vq-seed004.yaml");
@@ -234,23 +234,6 @@ TEST(VqQuantizeCliWithoutStatistics, PinnedTierWithLayerCodebooks) {
   EXPECT_FALSE(checkpoint.find("vq_codebooks.vq2"));
 }
 
-// Starts the CLI in the background (output discarded) and returns its pid.
-pid_t spawn_cli(const std::string& arguments_line) {
-  std::vector<std::string> arguments = {"/bin/sh", "-c",
-                                        std::string("exec ") + QS_CLI_PATH + " " + arguments_line};
-  std::vector<char*> argv;
-  for (auto& argument : arguments) argv.push_back(argument.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  pid_t pid = 0;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
-}
-
 bool holds_a_shard(const std::filesystem::path& directory) {
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(directory, error)) {
@@ -269,7 +252,9 @@ TEST_F(VqQuantizeCli, StoppedAfterAShardThenResumedGivesTheSameBytes) {
   const auto expected = directory_contents(reference);
 
   const auto out = scratch.path() / "stopped";
-  const pid_t pid = spawn_cli(quantize(out, options));
+  const pid_t pid = spawn_cli({"quantize", kModel.string(), out.string(), "--recipe",
+                               kRecipe.string(), "--calib", statistics_.string(),
+                               "--max-shard-size", "512KB", "--threads", "1"});
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
   while (!holds_a_shard(out) && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -119,7 +119,8 @@ struct StoredTensor {
 // The module's tensors as libquant's writer for the case lays them out.
 std::vector<StoredTensor> encode(const FormatCase& c, std::span<const float> weight) {
   const WeightFormat& format = weight_format(c.layout);
-  const WeightEncoding encoding{DType::BF16, c.integer, false};
+  WeightEncoding encoding;
+  encoding.integer = c.integer;
   const auto specs = format.output_specs(kModule, kRows, kCols, encoding);
   std::vector<std::byte> source(weight.size() * 2);
   encode_from_f32(DType::BF16, weight, source);

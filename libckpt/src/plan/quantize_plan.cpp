@@ -332,13 +332,23 @@ std::shared_ptr<const Transform> make_vq_codebook_transform(const VqCodebook* co
   return std::make_shared<VqCodebookTransform>(codebook);
 }
 
-std::vector<VqCandidate> vq_candidates(const Checkpoint& source, const Recipe& recipe) {
+namespace {
+
+// The model's layer counts, which rules' layer selectors and the MTP test need.
+ModelLayout required_model_layout(const Checkpoint& source) {
   const auto layout = model_layout_from_config(source.config());
   if (!layout)
     throw_bad_input("config.missing_key",
                     "config.json is missing or lacks num_hidden_layers; quantize needs it to "
                     "tell MTP and boundary layers apart",
                     (source.directory() / "config.json").string());
+  return *layout;
+}
+
+}  // namespace
+
+std::vector<VqCandidate> vq_candidates(const Checkpoint& source, const Recipe& recipe) {
+  const ModelLayout layout = required_model_layout(source);
   std::vector<VqCandidate> candidates;
   for (const auto& location : source.tensors()) {
     const auto parsed = parse_tensor_name(location.info->name);
@@ -350,7 +360,7 @@ std::vector<VqCandidate> vq_candidates(const Checkpoint& source, const Recipe& r
         info.shape.size() != 2)
       continue;
     std::size_t rule_index = 0;
-    const auto decision = decide(parsed, info, recipe, *layout, &rule_index);
+    const auto decision = decide(parsed, info, recipe, layout, &rule_index);
     if (decision.action != RecipeAction::Vq) continue;
     check_quantizable(decision, info, location, recipe.format);
     VqCandidate candidate;
@@ -425,12 +435,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                                 : "NVFP4 activations (W4A4) need calibrated input ranges: run "
                                   "quantsmith calibrate and pass --calib STATS",
                     recipe.source);
-  const auto layout = model_layout_from_config(source.config());
-  if (!layout)
-    throw_bad_input("config.missing_key",
-                    "config.json is missing or lacks num_hidden_layers; quantize needs it to "
-                    "tell MTP and boundary layers apart",
-                    (source.directory() / "config.json").string());
+  const ModelLayout layout = required_model_layout(source);
 
   QuantizePlan result;
   result.plan.inputs = {&source};
@@ -458,7 +463,7 @@ QuantizePlan plan_quantization(const Checkpoint& source, const Recipe& recipe,
                       location.shard->path().string(), location.info->name);
     check_linear_not_empty(parsed, location);
     const TensorInfo info = logical_info(location);
-    auto decision = decide(parsed, info, recipe, *layout);
+    auto decision = decide(parsed, info, recipe, layout);
     if (decision.action == RecipeAction::Vq) {
       const VqTier* tier = nullptr;
       if (vq && vq->codebook_of.contains(parsed.module_path) &&
