@@ -230,4 +230,36 @@ TEST(NumericsHardening, NanInACopiedTensorIsReported) {
 }
 
 }  // namespace
+// A NaN in a routed expert that a VQ rule takes: the preparation (which samples rows of every
+// expert for the codebooks) refuses it naming the tensor, like the quantizers do; under
+// --nan-policy zero it reads it as 0 and the job completes.
+TEST(NumericsHardening, NanInAVqExpertIsRefusedByThePreparationNamingTheTensor) {
+  ScratchDirectory scratch("nan-vq");
+  const std::string weight = kExpert + ".gate_proj.weight";
+  const auto model = model_with(scratch, weight, [](EditableTensor& tensor) {
+    const std::uint64_t cols = tensor.spec.shape[1];
+    for (std::uint64_t row = 0; row < tensor.spec.shape[0]; ++row)
+      set_bf16(tensor, row * cols + 3, kBf16Nan);  // every row, so any row sample meets one
+  });
+  const auto recipe = scratch.path() / "vq.yaml";
+  write_file_atomically(recipe, R"(format: compressed-tensors
+rules:
+  - category: routed_expert
+    action: vq
+    tiers: [vq2]
+    compensation: none
+)");
+  const auto refused = run_cli(fmt::format("quantize {} {} --recipe {}", quoted(model),
+                                           quoted(scratch.path() / "refused"), quoted(recipe)));
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find(weight), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("NaN/Inf"), std::string::npos) << refused.output;
+  EXPECT_FALSE(std::filesystem::exists(scratch.path() / "refused" / "config.json"));
+
+  const auto zeroed = run_cli(fmt::format("quantize {} {} --recipe {} --nan-policy zero",
+                                          quoted(model), quoted(scratch.path() / "zeroed"),
+                                          quoted(recipe)));
+  EXPECT_EQ(zeroed.exit_code, 0) << zeroed.output;
+}
+
 }  // namespace qs

@@ -320,4 +320,38 @@ TEST_F(VqQuantizeCli, BadInputIsRefusedBeforeAnythingIsWritten) {
 }
 
 }  // namespace
+// An FP8 block-scaled source (DeepSeek-V3) is read as the BF16 it decodes to, by the preparation
+// (sampled rows for codebooks and tier estimates) as by the transform: VQ of the FP8 checkpoint
+// writes the bytes VQ of its BF16 conversion writes.
+TEST(VqQuantizeCliFp8, Fp8SourceGivesTheBytesOfItsBf16Conversion) {
+  ScratchDirectory scratch("vq-fp8");
+  const auto fp8 = testing::bundled_model("deepseek-v3-tiny-fp8");
+  const auto statistics = scratch.path() / "stats.qsc";
+  const auto calibrate = run_cli("calibrate " + quoted(fp8) + " --tokens " +
+                                 quoted(fp8 / "tokens.safetensors") + ":calib --max-rows 8 " +
+                                 "--all-experts --out " + quoted(statistics));
+  ASSERT_EQ(calibrate.exit_code, 0) << calibrate.output;
+  const auto recipe = scratch.path() / "vq.yaml";
+  write_file_atomically(recipe, R"(format: compressed-tensors
+rules:
+  - category: routed_expert
+    action: vq
+    tiers: [vq1, vq2]
+    target_bpw: 1.6
+)");
+  const auto bf16 = scratch.path() / "bf16";
+  const auto convert = run_cli("quantize " + quoted(fp8) + " " + quoted(bf16) + " --scheme bf16");
+  ASSERT_EQ(convert.exit_code, 0) << convert.output;
+  auto vq_of = [&](const std::filesystem::path& source, const std::string& name) {
+    const auto out = scratch.path() / name;
+    const auto run = run_cli("quantize " + quoted(source) + " " + quoted(out) + " --recipe " +
+                             quoted(recipe) + " --calib " + quoted(statistics));
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    return read_text_file(out / "model.safetensors");
+  };
+  const auto from_fp8 = vq_of(fp8, "from-fp8");
+  EXPECT_FALSE(from_fp8.empty());
+  EXPECT_EQ(from_fp8, vq_of(bf16, "from-bf16"));
+}
+
 }  // namespace qs

@@ -399,7 +399,8 @@ int run_quantize(const QuantizeOptions& options) {
   const auto vq_job = prepare_vq_job(
       source, recipe, calibration ? &*calibration : nullptr,
       {options.output, output_mode_from_flags(options.resume, options.force), options.dry_run,
-       partition.has_value(), pipeline_options.has_value(), devices.device, fingerprint});
+       partition.has_value(), pipeline_options.has_value(), devices.device,
+       settings.nan_policy == NanPolicy::Zero, fingerprint});
   QuantizeStageTimes vq_times;
   if (vq_job) settings.stage_times = &vq_times;
   std::unique_ptr<pipeline::PipelinedQuantization> pipelined;

@@ -112,6 +112,7 @@ std::optional<VqJob> prepare_vq_job(const Checkpoint& source, const Recipe& reci
                  "sampled rows of the experts' weights and the statistics\n");
     vq::PreparationSettings settings;
     settings.backend = options.device == ComputeDevice::Cuda ? vq::Backend::Cuda : vq::Backend::Cpu;
+    settings.zero_non_finite = options.zero_non_finite;
     settings.progress = [](const std::string& line) {
       fmt::print(stderr, "quantsmith: {}\n", line);
     };

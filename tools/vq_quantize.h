@@ -26,6 +26,7 @@ struct VqJobOptions {
   bool partitioned = false;         // a --partition worker: prepares alone, saves nothing
   bool calibrating_in_job = false;  // --calib-tokens
   ComputeDevice device = ComputeDevice::Cpu;
+  bool zero_non_finite = false;  // --nan-policy zero
   // Everything else the output depends on (recipe text, parameters, statistics file, numerics).
   std::string fingerprint;
 };

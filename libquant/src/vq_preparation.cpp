@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -10,6 +11,8 @@
 #include <set>
 
 #include "qs/ckpt/core/error.h"
+#include "qs/ckpt/formats/fp8_block_sources.h"
+#include "qs/quant/dequantize_transform.h"
 #include "qs/quant/bit_allocation.h"
 #include "qs/quant/blended_statistics.h"
 #include "qs/quant/int_group.h"
@@ -40,18 +43,69 @@ std::vector<std::uint64_t> row_sample(const VqCandidate& candidate, std::uint64_
   return sample_rows(candidate.rows, count, seed ^ name_hash(candidate.module));
 }
 
-// The chosen rows of the candidate's weight as f32 [rows.size(), cols], in the order given.
-// Rows of a safetensors tensor are contiguous, so each is one read.
-std::vector<float> read_rows(const Checkpoint& source, const VqCandidate& candidate,
-                             std::span<const std::uint64_t> rows) {
-  const auto& location = source.at(candidate.tensor);
-  const std::uint64_t row_bytes = location.info->byte_size() / candidate.rows;
-  std::vector<std::byte> bytes(rows.size() * row_bytes);
-  for (std::size_t i = 0; i < rows.size(); ++i)
-    location.shard->read_part(*location.info, rows[i] * row_bytes,
-                              std::span(bytes).subspan(i * row_bytes, row_bytes));
-  return decode_weight({candidate.dtype, bytes, rows.size(), candidate.cols});
-}
+// The chosen rows of a candidate's weight as f32 [rows.size(), cols], in the order given.
+// Rows of a safetensors tensor are contiguous, so each is one read. An FP8 block-scaled source
+// (DeepSeek-V3) is decoded whole to BF16 first, as the quantize transform sees it.
+class SourceRows {
+ public:
+  SourceRows(const Checkpoint& source, bool zero_non_finite)
+      : source_(source),
+        fp8_modules_(fp8_block_modules(source)),
+        zero_non_finite_(zero_non_finite) {}
+
+  std::vector<float> read(const VqCandidate& candidate,
+                          std::span<const std::uint64_t> rows) const {
+    const std::uint64_t row_bytes = candidate.cols * dtype_bits(candidate.dtype) / 8;
+    const auto whole = decoded_fp8(candidate);
+    std::vector<std::byte> bytes(rows.size() * row_bytes);
+    const auto& location = source_.at(candidate.tensor);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const auto part = std::span(bytes).subspan(i * row_bytes, row_bytes);
+      if (whole.empty())
+        location.shard->read_part(*location.info, rows[i] * row_bytes, part);
+      else
+        std::copy_n(whole.begin() + static_cast<std::ptrdiff_t>(rows[i] * row_bytes), row_bytes,
+                    part.begin());
+    }
+    auto values = decode_weight({candidate.dtype, bytes, rows.size(), candidate.cols});
+    const auto non_finite = std::count_if(values.begin(), values.end(),
+                                          [](float v) { return !std::isfinite(v); });
+    if (non_finite > 0 && !zero_non_finite_)
+      throw_bad_input("weight.non_finite",
+                      fmt::format("{} NaN/Inf values in the rows sampled for VQ codebooks and "
+                                  "tiers (--nan-policy zero reads them as 0)",
+                                  non_finite),
+                      location.shard->path().string(), candidate.tensor);
+    for (float& v : values)
+      if (!std::isfinite(v)) v = 0.0f;
+    return values;
+  }
+
+ private:
+  // The whole weight decoded to BF16 when the source stores it FP8 block-scaled, else empty.
+  std::vector<std::byte> decoded_fp8(const VqCandidate& candidate) const {
+    const auto found = fp8_modules_.find(candidate.module);
+    if (found == fp8_modules_.end()) return {};
+    DequantizeRequest request = found->second.request;
+    request.dtype = DType::BF16;
+    std::vector<std::vector<std::byte>> stored;
+    std::vector<SourceTensor> sources;
+    for (const auto& location : found->second.sources) {
+      stored.emplace_back(location.info->byte_size());
+      location.shard->read_part(*location.info, 0, stored.back());
+    }
+    for (std::size_t i = 0; i < stored.size(); ++i)
+      sources.push_back({found->second.sources[i].info, stored[i]});
+    std::vector<std::byte> decoded(candidate.rows * candidate.cols * 2);
+    const std::array<std::span<std::byte>, 1> outputs = {decoded};
+    make_dequantize_transform(request)->run(sources, outputs);
+    return decoded;
+  }
+
+  const Checkpoint& source_;
+  std::map<std::string, QuantizedWeight> fp8_modules_;
+  bool zero_non_finite_;
+};
 
 // diag(XᵀX) of each statistics entry, read once (a GLM-5 expert's matrix is 302 MB).
 class Diagonals {
@@ -145,6 +199,7 @@ class Preparation {
               std::span<const VqCandidate> candidates, const CalibrationStatistics& statistics,
               const RoutingTable& routing, const PreparationSettings& settings)
       : source_(source),
+        source_rows_(source, settings.zero_non_finite),
         recipe_(recipe),
         candidates_(candidates),
         statistics_(statistics),
@@ -230,7 +285,7 @@ class Preparation {
       const auto& candidate = candidates_[m];
       const auto sample =
           row_sample(candidate, fit_rows(candidate, group.tier, quota), settings_.seed);
-      const auto values = read_rows(source_, candidate, sample);
+      const auto values = source_rows_.read(candidate, sample);
       std::vector<float> own_points, own_weights;
       append_points(values, sample.size(), candidate.cols, candidate.dtype,
                     diagonals_.weights(candidate), own_points, own_weights);
@@ -274,7 +329,7 @@ class Preparation {
       const auto& candidate = candidates_[m];
       const auto sample =
           row_sample(candidate, fit_rows(candidate, group.tier, quota), settings_.seed);
-      const auto values = read_rows(source_, candidate, sample);
+      const auto values = source_rows_.read(candidate, sample);
       const auto hessian = candidate.options.compensation == VqCompensation::Gptq
                                ? prepared(candidate, group.tier)
                                : nullptr;
@@ -340,7 +395,7 @@ class Preparation {
   Estimate estimate(std::size_t m) {
     const auto& candidate = candidates_[m];
     const auto sample = row_sample(candidate, settings_.sample_rows, settings_.seed);
-    const auto values = read_rows(source_, candidate, sample);
+    const auto values = source_rows_.read(candidate, sample);
     const auto key = statistics_key(statistics_, candidate.module);
     // A module without statistics (an expert no token reached, routed calibration) has no
     // objective to weigh: the plain weight error (H = I) stands in, times its small frequency.
@@ -493,6 +548,7 @@ class Preparation {
   static constexpr DType kCodebookDtype = DType::F16;
 
   const Checkpoint& source_;
+  SourceRows source_rows_;
   const Recipe& recipe_;
   std::span<const VqCandidate> candidates_;
   const CalibrationStatistics& statistics_;

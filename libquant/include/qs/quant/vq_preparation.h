@@ -55,6 +55,9 @@ struct PreparationSettings {
   std::uint64_t seed = 0x5eed;
   KMeansSettings kmeans;
   Backend backend = Backend::Cpu;
+  // NaN / ±Inf in a sampled weight row: false refuses ("weight.non_finite", naming the file and
+  // tensor), true reads them as 0 — what the quantize transform does under --nan-policy zero.
+  bool zero_non_finite = false;
   // One line per step (fitting a codebook, estimating a layer, allocating), for stderr.
   std::function<void(const std::string&)> progress;
 };
