@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -12,7 +11,7 @@
 
 #include "qs/ckpt/core/error.h"
 #include "qs/ckpt/formats/fp8_block_sources.h"
-#include "qs/quant/dequantize_transform.h"
+#include "qs/quant/fp8_block_quantizer.h"
 #include "qs/quant/bit_allocation.h"
 #include "qs/quant/blended_statistics.h"
 #include "qs/quant/int_group.h"
@@ -45,7 +44,8 @@ std::vector<std::uint64_t> row_sample(const VqCandidate& candidate, std::uint64_
 
 // The chosen rows of a candidate's weight as f32 [rows.size(), cols], in the order given.
 // Rows of a safetensors tensor are contiguous, so each is one read. An FP8 block-scaled source
-// (DeepSeek-V3) is decoded whole to BF16 first, as the quantize transform sees it.
+// (DeepSeek-V3) is read the same way, row by row, and each row decoded to the BF16 the quantize
+// transform sees (a row's block scales are one row of the small scale grid).
 class SourceRows {
  public:
   SourceRows(const Checkpoint& source, bool zero_non_finite)
@@ -56,16 +56,15 @@ class SourceRows {
   std::vector<float> read(const VqCandidate& candidate,
                           std::span<const std::uint64_t> rows) const {
     const std::uint64_t row_bytes = candidate.cols * dtype_bits(candidate.dtype) / 8;
-    const auto whole = decoded_fp8(candidate);
     std::vector<std::byte> bytes(rows.size() * row_bytes);
     const auto& location = source_.at(candidate.tensor);
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      const auto part = std::span(bytes).subspan(i * row_bytes, row_bytes);
-      if (whole.empty())
-        location.shard->read_part(*location.info, rows[i] * row_bytes, part);
-      else
-        std::copy_n(whole.begin() + static_cast<std::ptrdiff_t>(rows[i] * row_bytes), row_bytes,
-                    part.begin());
+    const auto fp8 = fp8_modules_.find(candidate.module);
+    if (fp8 == fp8_modules_.end()) {
+      for (std::size_t i = 0; i < rows.size(); ++i)
+        location.shard->read_part(*location.info, rows[i] * row_bytes,
+                                  std::span(bytes).subspan(i * row_bytes, row_bytes));
+    } else {
+      read_fp8_rows(fp8->second, candidate.cols, rows, bytes);
     }
     auto values = decode_weight({candidate.dtype, bytes, rows.size(), candidate.cols});
     const auto non_finite = std::count_if(values.begin(), values.end(),
@@ -82,24 +81,26 @@ class SourceRows {
   }
 
  private:
-  // The whole weight decoded to BF16 when the source stores it FP8 block-scaled, else empty.
-  std::vector<std::byte> decoded_fp8(const VqCandidate& candidate) const {
-    const auto found = fp8_modules_.find(candidate.module);
-    if (found == fp8_modules_.end()) return {};
-    DequantizeRequest request = found->second.request;
-    request.dtype = DType::BF16;
-    std::vector<std::vector<std::byte>> stored;
-    std::vector<SourceTensor> sources;
-    for (const auto& location : found->second.sources) {
-      stored.emplace_back(location.info->byte_size());
-      location.shard->read_part(*location.info, 0, stored.back());
+  // `rows` of an FP8 block-scaled weight (sources: E4M3 codes, F32 scale grid) decoded into
+  // `bf16` [rows.size(), cols], each row through fp8::dequantize_to_bf16 with its scale row.
+  static void read_fp8_rows(const QuantizedWeight& weight, std::uint64_t cols,
+                            std::span<const std::uint64_t> rows, std::span<std::byte> bf16) {
+    const TensorLocation& codes = weight.sources[0];
+    const TensorLocation& grid = weight.sources[1];
+    std::vector<float> scales(grid.info->element_count());
+    grid.shard->read_part(*grid.info, 0, std::as_writable_bytes(std::span(scales)));
+    const std::uint64_t scale_cols = fp8::scale_cols(cols);
+    std::vector<std::uint8_t> row_codes(cols);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      codes.shard->read_part(*codes.info, rows[i] * cols,
+                             std::as_writable_bytes(std::span(row_codes)));
+      const fp8::Fp8View row{row_codes,
+                             std::span<const float>(scales).subspan(
+                                 rows[i] / fp8::kTileRows * scale_cols, scale_cols),
+                             1, cols};
+      fp8::dequantize_to_bf16(
+          row, {reinterpret_cast<std::uint16_t*>(bf16.data()) + i * cols, cols});
     }
-    for (std::size_t i = 0; i < stored.size(); ++i)
-      sources.push_back({found->second.sources[i].info, stored[i]});
-    std::vector<std::byte> decoded(candidate.rows * candidate.cols * 2);
-    const std::array<std::span<std::byte>, 1> outputs = {decoded};
-    make_dequantize_transform(request)->run(sources, outputs);
-    return decoded;
   }
 
   const Checkpoint& source_;
